@@ -1,0 +1,549 @@
+//! The feature catalogue and the panel builder.
+//!
+//! `build_panel` turns validated [`Bars`] into a [`Panel`]: for every input row, the
+//! features of [`FEATURES`] (each using only data known at that day's close) and the
+//! forward-return target of every horizon, `r_h(t, s) = close(t + h, s) / close(t, s) − 1`
+//! on the trading calendar (null when either close is null or `t + h` is past the end).
+//!
+//! Features are computed per stock on its dense trading-day series (absent rows and
+//! null prices are nulls), then normalised per date across stocks: a robust z-score
+//! `(x − median) / (1.4826 · MAD)`, winsorised to ±[`WINSOR_LIMIT`]. The raw values are
+//! not stored; their formulas are in the catalogue below and in `docs/FEATURES.md`.
+
+use rayon::prelude::*;
+
+use crate::bars::Bars;
+use crate::panel::{Panel, PanelParts};
+use crate::rolling::{
+    change, log_return, rolling_beta, rolling_extreme, rolling_mean, rolling_std, rolling_sum,
+};
+
+/// Robust z-scores are clipped to this many (robust) standard deviations.
+pub const WINSOR_LIMIT: f64 = 5.0;
+
+/// Fewer non-null values than this on a date make that date's feature null.
+pub const MIN_CROSS_SECTION: usize = 5;
+
+/// One feature: its column name, how many past trading days it reads, and its formula.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureDef {
+    pub name: &'static str,
+    pub lookback: usize,
+    pub formula: &'static str,
+}
+
+const fn def(name: &'static str, lookback: usize, formula: &'static str) -> FeatureDef {
+    FeatureDef {
+        name,
+        lookback,
+        formula,
+    }
+}
+
+/// The catalogue, in column order. `c, o, h, l, v` are close, open, high, low, volume;
+/// `dv` is traded value (turnover, or c·v where turnover is absent); `lr` the daily log
+/// return; `m` the equal-weighted market log return `ln(1 + mean_s ret_1(t, s))`.
+pub const FEATURES: &[FeatureDef] = &[
+    def("ret_1", 1, "c[t] / c[t-1] - 1"),
+    def("ret_5", 5, "c[t] / c[t-5] - 1"),
+    def("ret_10", 10, "c[t] / c[t-10] - 1"),
+    def("ret_20", 20, "c[t] / c[t-20] - 1"),
+    def("ret_60", 60, "c[t] / c[t-60] - 1"),
+    def(
+        "mom_60_5",
+        60,
+        "c[t-5] / c[t-60] - 1 (momentum skipping the last week)",
+    ),
+    def("vol_20", 20, "sample std of lr over 20 days (>= 15 values)"),
+    def("vol_60", 60, "sample std of lr over 60 days (>= 40 values)"),
+    def("vol_ratio_20_60", 60, "vol_20 / vol_60"),
+    def(
+        "range_5",
+        5,
+        "mean of (h - l) / c over 5 days (>= 3 values)",
+    ),
+    def("gap", 1, "o[t] / c[t-1] - 1 (overnight gap)"),
+    def("intraday", 0, "c[t] / o[t] - 1"),
+    def("dist_ma_5", 5, "c[t] / mean(c, 5 days) - 1 (>= 4 values)"),
+    def(
+        "dist_ma_20",
+        20,
+        "c[t] / mean(c, 20 days) - 1 (>= 15 values)",
+    ),
+    def(
+        "dist_ma_60",
+        60,
+        "c[t] / mean(c, 60 days) - 1 (>= 40 values)",
+    ),
+    def(
+        "rsi_14",
+        14,
+        "sum of up-moves / sum of absolute moves of c over 14 days (>= 10; 0.5 when flat)",
+    ),
+    def(
+        "volume_ratio_5_60",
+        60,
+        "ln(mean(v, 5 days) / mean(v, 60 days))",
+    ),
+    def(
+        "volume_surprise_20",
+        20,
+        "ln(1 + v[t]) - mean(ln(1 + v), 20 days)",
+    ),
+    def(
+        "value_ratio_5_60",
+        60,
+        "ln(mean(dv, 5 days) / mean(dv, 60 days))",
+    ),
+    def(
+        "log_value_20",
+        20,
+        "ln(mean(dv, 20 days)) (size and liquidity)",
+    ),
+    def(
+        "amihud_20",
+        20,
+        "ln(1 + 1e9 * mean(|ret_1| / dv, 20 days)) (illiquidity)",
+    ),
+    def("dist_high_20", 20, "c[t] / max(h, 20 days) - 1"),
+    def("dist_low_20", 20, "c[t] / min(l, 20 days) - 1"),
+    def("dist_high_60", 60, "c[t] / max(h, 60 days) - 1"),
+    def("dist_low_60", 60, "c[t] / min(l, 60 days) - 1"),
+    def(
+        "beta_60",
+        60,
+        "cov(lr, m) / var(m) over 60 days (>= 40 pairs)",
+    ),
+    def(
+        "resid_ret_5",
+        60,
+        "ln(c[t] / c[t-5]) - beta_60 * sum(m, 5 days) (market-relative)",
+    ),
+    def(
+        "resid_ret_20",
+        60,
+        "ln(c[t] / c[t-20]) - beta_60 * sum(m, 20 days) (market-relative)",
+    ),
+    def(
+        "idio_vol_60",
+        60,
+        "std of the residual of lr on m over 60 days",
+    ),
+];
+
+/// What to build: the target horizons, in trading days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelSpec {
+    pub horizons: Vec<u32>,
+}
+
+impl Default for PanelSpec {
+    fn default() -> Self {
+        Self {
+            horizons: vec![1, 5, 10, 20],
+        }
+    }
+}
+
+/// One stock's dense series over its trading-day span `first_day ..= last_day`.
+struct StockSeries {
+    first_day: usize,
+    open: Vec<f64>,
+    high: Vec<f64>,
+    low: Vec<f64>,
+    close: Vec<f64>,
+    volume: Vec<f64>,
+    value: Vec<f64>,
+}
+
+impl StockSeries {
+    fn new(bars: &Bars, stock: usize) -> Self {
+        let rows = bars.stock_rows(stock);
+        let days = bars.day();
+        let first_day = days[rows.start] as usize;
+        let span = days[rows.end - 1] as usize - first_day + 1;
+        let mut series = Self {
+            first_day,
+            open: vec![f64::NAN; span],
+            high: vec![f64::NAN; span],
+            low: vec![f64::NAN; span],
+            close: vec![f64::NAN; span],
+            volume: vec![f64::NAN; span],
+            value: vec![f64::NAN; span],
+        };
+        for row in rows {
+            let t = days[row] as usize - first_day;
+            series.open[t] = bars.open[row];
+            series.high[t] = bars.high[row];
+            series.low[t] = bars.low[row];
+            series.close[t] = bars.close[row];
+            series.volume[t] = bars.volume[row];
+            let turnover = bars
+                .turnover
+                .as_ref()
+                .map_or(f64::NAN, |values| values[row]);
+            series.value[t] = if turnover.is_finite() {
+                turnover
+            } else {
+                bars.close[row] * bars.volume[row]
+            };
+        }
+        series
+    }
+
+    fn len(&self) -> usize {
+        self.close.len()
+    }
+}
+
+/// Builds the panel: features and targets for every row of `bars`.
+pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
+    let stocks = bars.codes().len();
+    let series: Vec<StockSeries> = (0..stocks)
+        .into_par_iter()
+        .map(|stock| StockSeries::new(bars, stock))
+        .collect();
+    let market = market_log_returns(&series, bars.calendar().len());
+
+    // Output order: by day, then stock. `position[row]` is where a bars row lands.
+    let rows = bars.rows();
+    let mut day_offsets = vec![0usize; bars.calendar().len() + 1];
+    for day in bars.day() {
+        day_offsets[*day as usize + 1] += 1;
+    }
+    for day in 0..bars.calendar().len() {
+        day_offsets[day + 1] += day_offsets[day];
+    }
+    let mut next_slot = day_offsets.clone();
+    let mut position = vec![0usize; rows];
+    let mut out_day = vec![0u32; rows];
+    let mut out_stock = vec![0u32; rows];
+    for stock in 0..stocks {
+        for row in bars.stock_rows(stock) {
+            let day = bars.day()[row] as usize;
+            position[row] = next_slot[day];
+            out_day[next_slot[day]] = day as u32;
+            out_stock[next_slot[day]] = stock as u32;
+            next_slot[day] += 1;
+        }
+    }
+
+    let per_stock: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = series
+        .par_iter()
+        .map(|s| {
+            (
+                stock_features(s, &market[s.first_day..s.first_day + s.len()]),
+                stock_targets(s, &spec.horizons),
+            )
+        })
+        .collect();
+
+    let mut features = vec![vec![f32::NAN; rows]; FEATURES.len()];
+    let mut targets = vec![vec![f64::NAN; rows]; spec.horizons.len()];
+    for (stock, (stock_features, stock_targets)) in per_stock.iter().enumerate() {
+        let first_day = series[stock].first_day;
+        for row in bars.stock_rows(stock) {
+            let t = bars.day()[row] as usize - first_day;
+            for (column, values) in features.iter_mut().zip(stock_features) {
+                column[position[row]] = values[t] as f32;
+            }
+            for (column, values) in targets.iter_mut().zip(stock_targets) {
+                column[position[row]] = values[t];
+            }
+        }
+    }
+    features
+        .par_iter_mut()
+        .for_each(|column| normalise_cross_sections(column, &day_offsets));
+
+    let parts = PanelParts {
+        calendar: bars.calendar().clone(),
+        codes: bars.codes().to_vec(),
+        day: out_day,
+        stock: out_stock,
+        feature_names: FEATURES.iter().map(|f| f.name.to_string()).collect(),
+        features,
+        horizons: spec.horizons.clone(),
+        targets,
+    };
+    // The builder produces sorted, consistent parts by construction.
+    Panel::new(parts)
+        .unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"))
+}
+
+/// Equal-weighted market log return per trading day, from that day's returns only.
+fn market_log_returns(series: &[StockSeries], days: usize) -> Vec<f64> {
+    let mut sum = vec![0.0; days];
+    let mut count = vec![0usize; days];
+    for s in series {
+        for (t, r) in change(&s.close, 1).iter().enumerate() {
+            if r.is_finite() {
+                sum[s.first_day + t] += r;
+                count[s.first_day + t] += 1;
+            }
+        }
+    }
+    sum.iter()
+        .zip(&count)
+        .map(|(s, n)| {
+            if *n == 0 {
+                f64::NAN
+            } else {
+                (1.0 + s / *n as f64).ln()
+            }
+        })
+        .collect()
+}
+
+fn stock_targets(s: &StockSeries, horizons: &[u32]) -> Vec<Vec<f64>> {
+    horizons
+        .iter()
+        .map(|h| {
+            let h = *h as usize;
+            (0..s.len())
+                .map(|t| {
+                    s.close
+                        .get(t + h)
+                        .map_or(f64::NAN, |later| later / s.close[t] - 1.0)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The features of one stock, dense over its span, in catalogue order.
+fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
+    let n = s.len();
+    let c = &s.close;
+    let lr = log_return(c);
+    let mut out: Vec<Vec<f64>> = Vec::with_capacity(FEATURES.len());
+    let mut push = |name: &str, values: Vec<f64>| {
+        debug_assert_eq!(
+            FEATURES[out.len()].name,
+            name,
+            "feature order differs from the catalogue"
+        );
+        out.push(values);
+    };
+    let map2 = |a: &[f64], b: &[f64], f: fn(f64, f64) -> f64| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f(*x, *y))
+            .collect::<Vec<f64>>()
+    };
+
+    for lag in [1, 5, 10, 20, 60] {
+        push(&format!("ret_{lag}"), change(c, lag));
+    }
+    push(
+        "mom_60_5",
+        (0..n)
+            .map(|t| {
+                if t < 60 {
+                    f64::NAN
+                } else {
+                    c[t - 5] / c[t - 60] - 1.0
+                }
+            })
+            .collect(),
+    );
+    let vol_20 = rolling_std(&lr, 20, 15);
+    let vol_60 = rolling_std(&lr, 60, 40);
+    let vol_ratio = map2(
+        &vol_20,
+        &vol_60,
+        |a, b| if b > 0.0 { a / b } else { f64::NAN },
+    );
+    push("vol_20", vol_20);
+    push("vol_60", vol_60);
+    push("vol_ratio_20_60", vol_ratio);
+    let range: Vec<f64> = (0..n).map(|t| (s.high[t] - s.low[t]) / c[t]).collect();
+    push("range_5", rolling_mean(&range, 5, 3));
+    push(
+        "gap",
+        (0..n)
+            .map(|t| {
+                if t == 0 {
+                    f64::NAN
+                } else {
+                    s.open[t] / c[t - 1] - 1.0
+                }
+            })
+            .collect(),
+    );
+    push(
+        "intraday",
+        map2(c, &s.open, |close, open| close / open - 1.0),
+    );
+    for (window, min_valid) in [(5, 4), (20, 15), (60, 40)] {
+        push(
+            &format!("dist_ma_{window}"),
+            map2(c, &rolling_mean(c, window, min_valid), |x, ma| x / ma - 1.0),
+        );
+    }
+    let diff: Vec<f64> = (0..n)
+        .map(|t| if t == 0 { f64::NAN } else { c[t] - c[t - 1] })
+        .collect();
+    let up = rolling_sum(&diff.iter().map(|d| d.max(0.0)).collect::<Vec<_>>(), 14, 10);
+    let moves = rolling_sum(&diff.iter().map(|d| d.abs()).collect::<Vec<_>>(), 14, 10);
+    push(
+        "rsi_14",
+        map2(&up, &moves, |u, m| {
+            if m > 0.0 {
+                u / m
+            } else if m == 0.0 {
+                0.5
+            } else {
+                f64::NAN
+            }
+        }),
+    );
+    let log_ratio = |x: &[f64], short: usize, long: usize| {
+        map2(
+            &rolling_mean(x, short, short.div_ceil(2)),
+            &rolling_mean(x, long, long * 2 / 3),
+            |a, b| {
+                if a > 0.0 && b > 0.0 {
+                    (a / b).ln()
+                } else {
+                    f64::NAN
+                }
+            },
+        )
+    };
+    push("volume_ratio_5_60", log_ratio(&s.volume, 5, 60));
+    let log_volume: Vec<f64> = s.volume.iter().map(|v| v.ln_1p()).collect();
+    push(
+        "volume_surprise_20",
+        map2(&log_volume, &rolling_mean(&log_volume, 20, 15), |x, m| {
+            x - m
+        }),
+    );
+    push("value_ratio_5_60", log_ratio(&s.value, 5, 60));
+    push(
+        "log_value_20",
+        rolling_mean(&s.value, 20, 15)
+            .iter()
+            .map(|v| if *v > 0.0 { v.ln() } else { f64::NAN })
+            .collect(),
+    );
+    let ret_1 = change(c, 1);
+    let impact: Vec<f64> = ret_1
+        .iter()
+        .zip(&s.value)
+        .map(|(r, dv)| {
+            if *dv > 0.0 {
+                r.abs() / dv * 1e9
+            } else {
+                f64::NAN
+            }
+        })
+        .collect();
+    push(
+        "amihud_20",
+        rolling_mean(&impact, 20, 15)
+            .iter()
+            .map(|x| x.ln_1p())
+            .collect(),
+    );
+    for window in [20, 60] {
+        let min_valid = window * 2 / 3;
+        push(
+            &format!("dist_high_{window}"),
+            map2(
+                c,
+                &rolling_extreme(&s.high, window, min_valid, true),
+                |x, hi| x / hi - 1.0,
+            ),
+        );
+        push(
+            &format!("dist_low_{window}"),
+            map2(
+                c,
+                &rolling_extreme(&s.low, window, min_valid, false),
+                |x, lo| x / lo - 1.0,
+            ),
+        );
+    }
+    let (beta, residual_variance) = rolling_beta(&lr, market, 60, 40);
+    for window in [5, 20] {
+        let market_sum = rolling_sum(market, window, window);
+        let resid: Vec<f64> = (0..n)
+            .map(|t| {
+                if t < window {
+                    f64::NAN
+                } else {
+                    (c[t] / c[t - window]).ln() - beta[t] * market_sum[t]
+                }
+            })
+            .collect();
+        if window == 5 {
+            push("beta_60", beta.clone());
+        }
+        push(&format!("resid_ret_{window}"), resid);
+    }
+    push(
+        "idio_vol_60",
+        residual_variance.iter().map(|v| v.sqrt()).collect(),
+    );
+    out
+}
+
+/// Robust z-score of each day's values, winsorised; a day with too few values is null.
+fn normalise_cross_sections(column: &mut [f32], day_offsets: &[usize]) {
+    let mut values: Vec<f64> = Vec::new();
+    for day in 0..day_offsets.len() - 1 {
+        let cells = &mut column[day_offsets[day]..day_offsets[day + 1]];
+        values.clear();
+        values.extend(
+            cells
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|x| f64::from(*x)),
+        );
+        if values.len() < MIN_CROSS_SECTION {
+            cells.fill(f32::NAN);
+            continue;
+        }
+        let median = median_in_place(&mut values);
+        for value in values.iter_mut() {
+            *value = (*value - median).abs();
+        }
+        let mut scale = 1.4826 * median_in_place(&mut values);
+        if scale <= 0.0 {
+            // More than half the values equal the median: fall back to the mean
+            // absolute deviation (scaled to a normal's standard deviation).
+            scale = 1.2533 * values.iter().sum::<f64>() / values.len() as f64;
+        }
+        for cell in cells.iter_mut() {
+            if !cell.is_finite() {
+                *cell = f32::NAN;
+                continue;
+            }
+            let z = if scale > 0.0 {
+                (f64::from(*cell) - median) / scale
+            } else {
+                0.0
+            };
+            *cell = z.clamp(-WINSOR_LIMIT, WINSOR_LIMIT) as f32;
+        }
+    }
+}
+
+/// Median of a non-empty slice (reorders it).
+fn median_in_place(values: &mut [f64]) -> f64 {
+    let mid = values.len() / 2;
+    let (_, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    let upper = *upper;
+    if values.len() % 2 == 1 {
+        return upper;
+    }
+    let lower = values[..mid]
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    (lower + upper) / 2.0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use proptest::prelude::*;
+
+use super::*;
+use crate::bars::{Bars, BarsColumns};
+use crate::calendar::TradingCalendar;
+use crate::synth::{SynthSpec, generate};
+
+fn small_market() -> BarsColumns {
+    let spec = SynthSpec {
+        stocks: 30,
+        days: 400,
+        seed: 11,
+        ..SynthSpec::default()
+    };
+    generate(&spec).expect("valid synth spec").bars
+}
+
+fn same_value(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[test]
+fn catalogue_has_at_least_twenty_distinct_features_in_column_order() {
+    assert!(FEATURES.len() >= 20);
+    let bars = Bars::new(small_market()).expect("valid bars");
+    let panel = build_panel(&bars, &PanelSpec::default());
+    let names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+    assert_eq!(panel.feature_names(), names.as_slice());
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len());
+}
+
+#[test]
+fn features_are_robust_z_scores_within_the_winsor_limit() {
+    let bars = Bars::new(small_market()).expect("valid bars");
+    let panel = build_panel(&bars, &PanelSpec::default());
+    let day = 300;
+    for (name, column) in panel.feature_names().iter().zip(panel.features()) {
+        let mut values: Vec<f32> = panel
+            .rows_of_day(day)
+            .map(|row| column[row])
+            .filter(|x| x.is_finite())
+            .collect();
+        assert!(
+            values.len() >= MIN_CROSS_SECTION,
+            "{name} has {} values on day {day}",
+            values.len()
+        );
+        assert!(
+            values.iter().all(|x| x.abs() <= WINSOR_LIMIT as f32),
+            "{name} exceeds the winsor limit"
+        );
+        values.sort_by(f32::total_cmp);
+        let median = if values.len() % 2 == 1 {
+            values[values.len() / 2]
+        } else {
+            (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
+        };
+        assert!(
+            median.abs() < 1e-5,
+            "{name}: median of a robust z-score is {median}"
+        );
+    }
+}
+
+#[test]
+fn targets_equal_a_direct_computation_from_closes() {
+    let columns = small_market();
+    let calendar = TradingCalendar::from_dates(columns.date.clone());
+    let close: HashMap<(NaiveDate, &str), f64> = columns
+        .date
+        .iter()
+        .zip(&columns.code)
+        .zip(&columns.close)
+        .map(|((d, c), v)| ((*d, c.as_str()), *v))
+        .collect();
+    let bars = Bars::new(columns.clone()).expect("valid bars");
+    let panel = build_panel(&bars, &PanelSpec::default());
+    let mut checked_nulls_at_end = 0;
+    for row in (0..panel.rows())
+        .step_by(97)
+        .chain(panel.rows() - 40..panel.rows())
+    {
+        let day = panel.day()[row] as usize;
+        let code = panel.codes()[panel.stock()[row] as usize].as_str();
+        let today = close[&(calendar.date(day).expect("day on calendar"), code)];
+        for &h in panel.horizons() {
+            let target = panel.target(h).expect("horizon built")[row];
+            let later = calendar
+                .date(day + h as usize)
+                .and_then(|d| close.get(&(d, code)).copied());
+            match later {
+                Some(later) if later.is_finite() && today.is_finite() => {
+                    assert!(
+                        (target - (later / today - 1.0)).abs() < 1e-12,
+                        "row {row} h {h}"
+                    );
+                }
+                _ => {
+                    assert!(
+                        target.is_nan(),
+                        "row {row} h {h}: expected null target, got {target}"
+                    );
+                    if day + h as usize >= calendar.len() {
+                        checked_nulls_at_end += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked_nulls_at_end > 0,
+        "the sample must include targets past the end of the data"
+    );
+}
+
+#[test]
+fn a_null_close_stays_null_in_returns_and_targets() {
+    let mut columns = small_market();
+    let calendar = TradingCalendar::from_dates(columns.date.clone());
+    let day = 200;
+    let date = calendar.date(day).expect("day on calendar");
+    let row = columns
+        .date
+        .iter()
+        .zip(&columns.code)
+        .position(|(d, c)| *d == date && c == "S0003")
+        .expect("row exists");
+    for column in [
+        &mut columns.open,
+        &mut columns.high,
+        &mut columns.low,
+        &mut columns.close,
+    ] {
+        column[row] = f64::NAN;
+    }
+    let bars = Bars::new(columns).expect("valid bars");
+    let panel = build_panel(&bars, &PanelSpec::default());
+    let stock = panel
+        .codes()
+        .iter()
+        .position(|c| c == "S0003")
+        .expect("stock exists");
+    let ret_1 = panel.feature("ret_1").expect("ret_1 exists");
+    let at = |d: usize| panel.find_row(d, stock).expect("row exists");
+    assert!(ret_1[at(day)].is_nan() && ret_1[at(day + 1)].is_nan());
+    assert!(ret_1[at(day + 2)].is_finite());
+    let target_5 = panel.target(5).expect("horizon 5");
+    assert!(target_5[at(day)].is_nan() && target_5[at(day - 5)].is_nan());
+    assert!(target_5[at(day - 6)].is_finite());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Look-ahead: a feature computed from the data known at the close of its date
+    /// equals the one computed from the full history.
+    #[test]
+    fn features_never_look_ahead(day in 0usize..400, stock_pick in 0usize..30) {
+        let bars = Bars::new(small_market()).expect("valid bars");
+        let full = build_panel(&bars, &PanelSpec::default());
+        let Some(full_row) = full.find_row(day, stock_pick) else { return Ok(()) };
+        let code = &full.codes()[stock_pick];
+        let truncated = build_panel(&bars.truncated(day), &PanelSpec::default());
+        let stock = truncated.codes().iter().position(|c| c == code).expect("stock known at its date");
+        let row = truncated.find_row(day, stock).expect("row known at its date");
+        for (index, name) in full.feature_names().iter().enumerate() {
+            let (a, b) = (full.features()[index][full_row], truncated.features()[index][row]);
+            prop_assert!(same_value(a, b), "{name} on day {day} for {code}: full {a} vs truncated {b}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `wf-shared`: the pure domain of walkforward.
+//!
+//! Everything here is synchronous, deterministic and free of I/O: no tokio, tonic,
+//! redis, candle or polars, and no clock reads. The data layer (`wf-data`) reads and
+//! writes files and hands plain columns to this crate; the coordinator and workers
+//! call it to decide, never the other way round.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`calendar`] | the trading calendar: sorted distinct dates, offsets in trading days |
+//! | [`bars`] | validated daily OHLCV, stored per stock on the calendar |
+//! | [`feature`] | the feature catalogue and the panel builder (features + forward targets) |
+//! | [`panel`] | the panel: one row per (date, stock), features and targets as columns |
+//! | [`synth`] | the synthetic market with planted regime breaks (the embedded default) |
+//! | [`metric`] | per-day ranking metrics (P@K, base rate) |
+//! | [`linear`] | a ridge least-squares scorer, the closed-form stand-in for models |
+//! | [`dataset`] | dataset identity (content hash newtype) |
+
+pub mod bars;
+pub mod calendar;
+pub mod dataset;
+pub mod feature;
+pub mod linear;
+pub mod metric;
+pub mod panel;
+mod rolling;
+pub mod synth;
+
+pub use bars::{Bars, BarsColumns, BarsError};
+pub use calendar::TradingCalendar;
+pub use dataset::{DatasetHash, DatasetRef, content_hash};
+pub use feature::{FEATURES, FeatureDef, PanelSpec, build_panel};
+pub use panel::Panel;

@@ -1,0 +1,184 @@
+//! The panel: one row per (trading day, stock), sorted by day then stock code, with
+//! cross-sectionally normalised features and forward-return targets as columns.
+//!
+//! Nulls are `NaN` in memory and nulls on disk. The panel is what models train on and
+//! what dataset identity is computed over.
+
+use std::ops::Range;
+
+use crate::calendar::TradingCalendar;
+
+/// Name of the target column for horizon `h` (trading days).
+pub fn target_name(horizon: u32) -> String {
+    format!("fwd_ret_{horizon}")
+}
+
+/// The parts of a panel, before validation.
+#[derive(Debug, Clone)]
+pub struct PanelParts {
+    pub calendar: TradingCalendar,
+    pub codes: Vec<String>,
+    /// Trading-day index of each row.
+    pub day: Vec<u32>,
+    /// Index into `codes` of each row.
+    pub stock: Vec<u32>,
+    pub feature_names: Vec<String>,
+    pub features: Vec<Vec<f32>>,
+    pub horizons: Vec<u32>,
+    pub targets: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PanelError {
+    #[error("column {column} has {found} rows, expected {expected}")]
+    LengthMismatch {
+        column: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("rows are not sorted by (date, code) at row {row}")]
+    NotSorted { row: usize },
+    #[error("row {row} refers to a stock or day outside the panel")]
+    OutOfRange { row: usize },
+    #[error("{names} and {values} differ in length: {count_names} names, {count_values} columns")]
+    NamesMismatch {
+        names: &'static str,
+        values: &'static str,
+        count_names: usize,
+        count_values: usize,
+    },
+}
+
+/// A validated panel.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    parts: PanelParts,
+    day_offsets: Vec<usize>,
+}
+
+impl Panel {
+    pub fn new(parts: PanelParts) -> Result<Self, PanelError> {
+        let rows = parts.day.len();
+        let mismatch = |column: &str, found: usize| PanelError::LengthMismatch {
+            column: column.to_string(),
+            expected: rows,
+            found,
+        };
+        if parts.stock.len() != rows {
+            return Err(mismatch("code", parts.stock.len()));
+        }
+        if parts.feature_names.len() != parts.features.len() {
+            return Err(PanelError::NamesMismatch {
+                names: "feature names",
+                values: "feature columns",
+                count_names: parts.feature_names.len(),
+                count_values: parts.features.len(),
+            });
+        }
+        if parts.horizons.len() != parts.targets.len() {
+            return Err(PanelError::NamesMismatch {
+                names: "horizons",
+                values: "target columns",
+                count_names: parts.horizons.len(),
+                count_values: parts.targets.len(),
+            });
+        }
+        for (name, column) in parts.feature_names.iter().zip(&parts.features) {
+            if column.len() != rows {
+                return Err(mismatch(name, column.len()));
+            }
+        }
+        for (horizon, column) in parts.horizons.iter().zip(&parts.targets) {
+            if column.len() != rows {
+                return Err(mismatch(&target_name(*horizon), column.len()));
+            }
+        }
+        for row in 0..rows {
+            if parts.day[row] as usize >= parts.calendar.len()
+                || parts.stock[row] as usize >= parts.codes.len()
+            {
+                return Err(PanelError::OutOfRange { row });
+            }
+            if row > 0
+                && (parts.day[row - 1], parts.stock[row - 1]) >= (parts.day[row], parts.stock[row])
+            {
+                return Err(PanelError::NotSorted { row });
+            }
+        }
+        let mut day_offsets = vec![0usize; parts.calendar.len() + 1];
+        for day in &parts.day {
+            day_offsets[*day as usize + 1] += 1;
+        }
+        for day in 0..parts.calendar.len() {
+            day_offsets[day + 1] += day_offsets[day];
+        }
+        Ok(Self { parts, day_offsets })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.parts.day.len()
+    }
+
+    pub fn calendar(&self) -> &TradingCalendar {
+        &self.parts.calendar
+    }
+
+    pub fn codes(&self) -> &[String] {
+        &self.parts.codes
+    }
+
+    pub fn day(&self) -> &[u32] {
+        &self.parts.day
+    }
+
+    pub fn stock(&self) -> &[u32] {
+        &self.parts.stock
+    }
+
+    /// The rows of trading day `day` (empty past the end).
+    pub fn rows_of_day(&self, day: usize) -> Range<usize> {
+        if day >= self.parts.calendar.len() {
+            return self.rows()..self.rows();
+        }
+        self.day_offsets[day]..self.day_offsets[day + 1]
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        &self.parts.feature_names
+    }
+
+    pub fn features(&self) -> &[Vec<f32>] {
+        &self.parts.features
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&[f32]> {
+        let index = self.parts.feature_names.iter().position(|n| n == name)?;
+        Some(&self.parts.features[index])
+    }
+
+    pub fn horizons(&self) -> &[u32] {
+        &self.parts.horizons
+    }
+
+    pub fn target(&self, horizon: u32) -> Option<&[f64]> {
+        let index = self.parts.horizons.iter().position(|h| *h == horizon)?;
+        Some(&self.parts.targets[index])
+    }
+
+    pub fn targets(&self) -> &[Vec<f64>] {
+        &self.parts.targets
+    }
+
+    /// Row of (day, stock), if the panel has it.
+    pub fn find_row(&self, day: usize, stock: usize) -> Option<usize> {
+        let range = self.rows_of_day(day);
+        let offset = self.parts.stock[range.clone()]
+            .binary_search(&(stock as u32))
+            .ok()?;
+        Some(range.start + offset)
+    }
+
+    pub fn into_parts(self) -> PanelParts {
+        self.parts
+    }
+}

@@ -1,0 +1,116 @@
+//! Moving columns between polars and plain vectors (`NaN` for a null number).
+
+use std::path::Path;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use crate::DataError;
+
+/// Days between 0001-01-01 (chrono's day 1 of the common era) and 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+pub(crate) fn date_from_epoch_days(days: i32) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).unwrap_or_default()
+}
+
+pub(crate) fn epoch_days(date: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    date.num_days_from_ce() - EPOCH_DAYS_FROM_CE
+}
+
+/// Opens a file lazily by its format.
+pub(crate) fn scan(path: &Path) -> Result<LazyFrame, DataError> {
+    let metadata = std::fs::metadata(path).map_err(|error| DataError::unreadable(path, error))?;
+    if metadata.is_dir() {
+        return Err(DataError::Unreadable { path: path.to_path_buf(), reason: "is a directory".into() });
+    }
+    if metadata.len() == 0 {
+        return Err(DataError::Empty { path: path.to_path_buf() });
+    }
+    // Fail early with the OS's reason (permissions) rather than polars' wording.
+    std::fs::File::open(path).map_err(|error| DataError::unreadable(path, error))?;
+    let location = PlRefPath::new(path.to_string_lossy().as_ref());
+    match crate::FileFormat::of(path)? {
+        crate::FileFormat::Parquet => {
+            LazyFrame::scan_parquet(location, ScanArgsParquet::default()).map_err(|error| DataError::unreadable(path, error))
+        }
+        crate::FileFormat::Csv => {
+            let text_columns = Schema::from_iter([Field::new("code".into(), DataType::String)]);
+            LazyCsvReader::new(location)
+                .with_try_parse_dates(true)
+                .with_infer_schema_length(Some(10_000))
+                .with_dtype_overwrite(Some(Arc::new(text_columns)))
+                .finish()
+                .map_err(|error| DataError::unreadable(path, error))
+        }
+    }
+}
+
+pub(crate) fn is_numeric(dtype: &DataType) -> bool {
+    dtype.is_primitive_numeric()
+}
+
+fn series<'a>(frame: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Series, DataError> {
+    frame
+        .column(name)
+        .map(Column::as_materialized_series)
+        .map_err(|_| DataError::MissingColumn { path: path.to_path_buf(), column: name.into(), found: column_list(frame.get_column_names_str()) })
+}
+
+pub(crate) fn column_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    names.into_iter().map(|n| n.as_ref().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// A numeric column as `f64`, nulls (and NaN) as `NaN`.
+pub(crate) fn f64s(frame: &DataFrame, name: &str, path: &Path) -> Result<Vec<f64>, DataError> {
+    let values = series(frame, name, path)?.cast(&DataType::Float64).map_err(|error| DataError::unreadable(path, error))?;
+    let values = values.f64().map_err(|error| DataError::unreadable(path, error))?;
+    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// A date column; a null date is an error naming the column.
+pub(crate) fn dates(frame: &DataFrame, name: &str, path: &Path) -> Result<Vec<NaiveDate>, DataError> {
+    let days = series(frame, name, path)?.cast(&DataType::Int32).map_err(|error| DataError::unreadable(path, error))?;
+    let days = days.i32().map_err(|error| DataError::unreadable(path, error))?;
+    if days.null_count() > 0 {
+        return Err(null_key(path, name, days.null_count(), days.iter().position(|d| d.is_none())));
+    }
+    Ok(days.into_no_null_iter().map(date_from_epoch_days).collect())
+}
+
+/// A text column; a null is an error naming the column.
+pub(crate) fn strings(frame: &DataFrame, name: &str, path: &Path) -> Result<Vec<String>, DataError> {
+    let values = series(frame, name, path)?.cast(&DataType::String).map_err(|error| DataError::unreadable(path, error))?;
+    let values = values.str().map_err(|error| DataError::unreadable(path, error))?;
+    if values.null_count() > 0 {
+        return Err(null_key(path, name, values.null_count(), values.iter().position(|v| v.is_none())));
+    }
+    Ok(values.into_no_null_iter().map(str::to_string).collect())
+}
+
+fn null_key(path: &Path, column: &str, count: usize, first_row: Option<usize>) -> DataError {
+    DataError::NullKey { path: path.to_path_buf(), column: column.into(), count, first_row: first_row.unwrap_or_default() }
+}
+
+pub(crate) fn date_column(name: &str, dates: impl Iterator<Item = NaiveDate>) -> Column {
+    Int32Chunked::from_iter_values(name.into(), dates.map(epoch_days)).into_date().into_column()
+}
+
+pub(crate) fn f64_column(name: &str, values: &[f64]) -> Column {
+    Float64Chunked::from_iter_options(name.into(), values.iter().map(|v| v.is_finite().then_some(*v))).into_column()
+}
+
+pub(crate) fn f32_column(name: &str, values: &[f32]) -> Column {
+    Float32Chunked::from_iter_options(name.into(), values.iter().map(|v| v.is_finite().then_some(*v))).into_column()
+}
+
+pub(crate) fn write_parquet(path: &Path, frame: &mut DataFrame, metadata: Vec<(String, String)>) -> Result<(), DataError> {
+    let file = std::fs::File::create(path).map_err(|error| DataError::unwritable(path, error))?;
+    ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
+        .finish(frame)
+        .map_err(|error| DataError::unwritable(path, error))?;
+    Ok(())
+}

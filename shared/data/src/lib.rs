@@ -1,0 +1,77 @@
+//! `wf-data`: walkforward's data layer, the only crate that touches polars.
+//!
+//! It reads daily OHLCV (Parquet, CSV, csv.gz) into the pure domain's
+//! [`wf_shared::BarsColumns`], writes and reads panels as Parquet, writes the synthetic
+//! market, and checks data quality. All feature math lives in `wf-shared`; this crate
+//! only moves columns between files and memory and reports what is wrong with them.
+
+mod column;
+pub mod check;
+pub mod ohlcv;
+pub mod panel_file;
+pub mod synth_file;
+
+use std::path::{Path, PathBuf};
+
+/// Why a data file could not be used. Every message is one line and names the file,
+/// column or row at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Unwritable { path: PathBuf, reason: String },
+    #[error("{path}: unknown file type (expected .parquet, .csv or .csv.gz)")]
+    UnknownFormat { path: PathBuf },
+    #[error("{path}: file is empty")]
+    Empty { path: PathBuf },
+    #[error("{path}: missing column {column} (found: {found})")]
+    MissingColumn { path: PathBuf, column: String, found: String },
+    #[error("{path}: column {column} has type {found}, expected {expected}")]
+    WrongType { path: PathBuf, column: String, found: String, expected: &'static str },
+    #[error("{path}: column {column} has {count} null values (first at row {first_row})")]
+    NullKey { path: PathBuf, column: String, count: usize, first_row: usize },
+    #[error("{path}: {source}")]
+    Bars { path: PathBuf, source: wf_shared::BarsError },
+    #[error("{path}: {source}")]
+    Panel { path: PathBuf, source: wf_shared::panel::PanelError },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl DataError {
+    /// Wraps a polars error as a one-line `Unreadable` error.
+    pub(crate) fn unreadable(path: &Path, error: impl std::fmt::Display) -> Self {
+        Self::Unreadable { path: path.to_path_buf(), reason: first_line(&error.to_string()) }
+    }
+
+    pub(crate) fn unwritable(path: &Path, error: impl std::fmt::Display) -> Self {
+        Self::Unwritable { path: path.to_path_buf(), reason: first_line(&error.to_string()) }
+    }
+}
+
+/// Polars errors can span lines (hints, backtraces); users get the first one.
+fn first_line(text: &str) -> String {
+    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("unknown error").to_string()
+}
+
+/// The file formats walkforward reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Parquet,
+    /// CSV, plain or gzip-compressed (detected from the content).
+    Csv,
+}
+
+impl FileFormat {
+    pub fn of(path: &Path) -> Result<Self, DataError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+        if name.ends_with(".parquet") || name.ends_with(".pq") {
+            Ok(Self::Parquet)
+        } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {
+            Ok(Self::Csv)
+        } else {
+            Err(DataError::UnknownFormat { path: path.to_path_buf() })
+        }
+    }
+}
