@@ -22,30 +22,19 @@ impl TryFrom<v1::DatasetRef> for DatasetRef {
 
     fn try_from(message: v1::DatasetRef) -> Result<Self, Self::Error> {
         if message.uri.trim().is_empty() {
-            return Err(ConversionError {
-                field: "dataset.uri".into(),
-                reason: "must not be empty".into(),
-            });
+            return Err(ConversionError { field: "dataset.uri".into(), reason: "must not be empty".into() });
         }
-        let content_hash = message.content_hash.parse().map_err(
-            |error: wf_shared::dataset::ParseDatasetHashError| ConversionError {
-                field: "dataset.content_hash".into(),
-                reason: error.to_string(),
-            },
-        )?;
-        Ok(DatasetRef {
-            uri: message.uri,
-            content_hash,
-        })
+        let content_hash =
+            message.content_hash.parse().map_err(|error: wf_shared::dataset::ParseDatasetHashError| {
+                ConversionError { field: "dataset.content_hash".into(), reason: error.to_string() }
+            })?;
+        Ok(DatasetRef { uri: message.uri, content_hash })
     }
 }
 
 impl From<DatasetRef> for v1::DatasetRef {
     fn from(dataset: DatasetRef) -> Self {
-        Self {
-            uri: dataset.uri,
-            content_hash: dataset.content_hash.to_string(),
-        }
+        Self { uri: dataset.uri, content_hash: dataset.content_hash.to_string() }
     }
 }
 
@@ -57,10 +46,7 @@ mod tests {
 
     #[test]
     fn dataset_ref_round_trips_through_the_wire() {
-        let domain = DatasetRef {
-            uri: "data/panel.parquet".into(),
-            content_hash: DatasetHash::from_bytes([7; 32]),
-        };
+        let domain = DatasetRef { uri: "data/panel.parquet".into(), content_hash: DatasetHash::from_bytes([7; 32]) };
         let bytes = v1::DatasetRef::from(domain.clone()).encode_to_vec();
         let decoded = v1::DatasetRef::decode(bytes.as_slice()).expect("valid bytes");
         assert_eq!(DatasetRef::try_from(decoded), Ok(domain));
@@ -68,24 +54,11 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let empty = v1::DatasetRef {
-            uri: " ".into(),
-            content_hash: "00".repeat(32),
-        };
-        assert_eq!(
-            DatasetRef::try_from(empty).expect_err("empty uri").field,
-            "dataset.uri"
-        );
-        let short = v1::DatasetRef {
-            uri: "p.parquet".into(),
-            content_hash: "abc".into(),
-        };
+        let empty = v1::DatasetRef { uri: " ".into(), content_hash: "00".repeat(32) };
+        assert_eq!(DatasetRef::try_from(empty).expect_err("empty uri").field, "dataset.uri");
+        let short = v1::DatasetRef { uri: "p.parquet".into(), content_hash: "abc".into() };
         let error = DatasetRef::try_from(short).expect_err("short hash");
         assert_eq!(error.field, "dataset.content_hash");
-        assert!(
-            error
-                .to_string()
-                .starts_with("dataset.content_hash: invalid dataset hash")
-        );
+        assert!(error.to_string().starts_with("dataset.content_hash: invalid dataset hash"));
     }
 }

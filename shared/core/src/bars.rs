@@ -33,40 +33,17 @@ pub enum BarsError {
     #[error("no rows")]
     Empty,
     #[error("column {column} has {found} rows, expected {expected}")]
-    LengthMismatch {
-        column: &'static str,
-        expected: usize,
-        found: usize,
-    },
+    LengthMismatch { column: &'static str, expected: usize, found: usize },
     #[error("duplicate row for code {code} on {date}")]
     Duplicate { code: String, date: NaiveDate },
     #[error("non-positive {column} {value} for code {code} on {date}")]
-    NonPositivePrice {
-        column: &'static str,
-        code: String,
-        date: NaiveDate,
-        value: f64,
-    },
+    NonPositivePrice { column: &'static str, code: String, date: NaiveDate, value: f64 },
     #[error("negative {column} {value} for code {code} on {date}")]
-    NegativeQuantity {
-        column: &'static str,
-        code: String,
-        date: NaiveDate,
-        value: f64,
-    },
+    NegativeQuantity { column: &'static str, code: String, date: NaiveDate, value: f64 },
     #[error("infinite {column} for code {code} on {date}")]
-    Infinite {
-        column: &'static str,
-        code: String,
-        date: NaiveDate,
-    },
+    Infinite { column: &'static str, code: String, date: NaiveDate },
     #[error("high {high} below low {low} for code {code} on {date}")]
-    HighBelowLow {
-        code: String,
-        date: NaiveDate,
-        high: f64,
-        low: f64,
-    },
+    HighBelowLow { code: String, date: NaiveDate, high: f64, low: f64 },
 }
 
 /// Validated bars: rows sorted by (stock, trading day), stocks sorted by code.
@@ -107,11 +84,8 @@ impl Bars {
             rank_of_first_seen[code_ids[code.as_str()] as usize] = rank as u32;
         }
         let calendar = TradingCalendar::from_dates(columns.date.clone());
-        let row_day: Vec<u32> = columns
-            .date
-            .iter()
-            .map(|date| calendar.index_of(*date).unwrap_or_default() as u32)
-            .collect();
+        let row_day: Vec<u32> =
+            columns.date.iter().map(|date| calendar.index_of(*date).unwrap_or_default() as u32).collect();
 
         let mut order: Vec<u32> = (0..rows as u32).collect();
         let key = |row: u32| {
@@ -120,21 +94,15 @@ impl Bars {
         };
         order.sort_unstable_by_key(|row| key(*row));
 
-        let gather = |values: &[f64]| {
-            order
-                .iter()
-                .map(|row| values[*row as usize])
-                .collect::<Vec<f64>>()
-        };
+        let gather = |values: &[f64]| order.iter().map(|row| values[*row as usize]).collect::<Vec<f64>>();
         let mut stock_rows = vec![0..0; codes.len()];
         let mut day = Vec::with_capacity(rows);
         let mut start = 0;
         for (position, row) in order.iter().enumerate() {
             let stock = rank_of_first_seen[row_code[*row as usize] as usize] as usize;
             day.push(row_day[*row as usize]);
-            let next_stock = order
-                .get(position + 1)
-                .map(|next| rank_of_first_seen[row_code[*next as usize] as usize] as usize);
+            let next_stock =
+                order.get(position + 1).map(|next| rank_of_first_seen[row_code[*next as usize] as usize] as usize);
             if next_stock != Some(stock) {
                 stock_rows[stock] = start..position + 1;
                 start = position + 1;
@@ -160,16 +128,9 @@ impl Bars {
         for (stock, rows) in self.stock_rows.iter().enumerate() {
             for row in rows.clone() {
                 let code = || self.codes[stock].clone();
-                let date = || {
-                    self.calendar
-                        .date(self.day[row] as usize)
-                        .unwrap_or_default()
-                };
+                let date = || self.calendar.date(self.day[row] as usize).unwrap_or_default();
                 if row > rows.start && self.day[row] == self.day[row - 1] {
-                    return Err(BarsError::Duplicate {
-                        code: code(),
-                        date: date(),
-                    });
+                    return Err(BarsError::Duplicate { code: code(), date: date() });
                 }
                 let prices = [
                     ("open", self.open[row]),
@@ -179,41 +140,21 @@ impl Bars {
                 ];
                 for (column, value) in prices {
                     if value.is_infinite() {
-                        return Err(BarsError::Infinite {
-                            column,
-                            code: code(),
-                            date: date(),
-                        });
+                        return Err(BarsError::Infinite { column, code: code(), date: date() });
                     }
                     if value <= 0.0 {
-                        return Err(BarsError::NonPositivePrice {
-                            column,
-                            code: code(),
-                            date: date(),
-                            value,
-                        });
+                        return Err(BarsError::NonPositivePrice { column, code: code(), date: date(), value });
                     }
                 }
-                let quantities = [
-                    ("volume", Some(self.volume[row])),
-                    ("turnover", self.turnover.as_ref().map(|t| t[row])),
-                ];
+                let quantities =
+                    [("volume", Some(self.volume[row])), ("turnover", self.turnover.as_ref().map(|t| t[row]))];
                 for (column, value) in quantities {
                     let Some(value) = value else { continue };
                     if value.is_infinite() {
-                        return Err(BarsError::Infinite {
-                            column,
-                            code: code(),
-                            date: date(),
-                        });
+                        return Err(BarsError::Infinite { column, code: code(), date: date() });
                     }
                     if value < 0.0 {
-                        return Err(BarsError::NegativeQuantity {
-                            column,
-                            code: code(),
-                            date: date(),
-                            value,
-                        });
+                        return Err(BarsError::NegativeQuantity { column, code: code(), date: date(), value });
                     }
                 }
                 if self.high[row] < self.low[row] {
@@ -263,29 +204,18 @@ impl Bars {
     /// The bars known at the close of trading day `last_day`: every row dated later is
     /// dropped. Used to prove that features never look ahead.
     pub fn truncated(&self, last_day: usize) -> Self {
-        let mut columns = BarsColumns {
-            turnover: self.turnover.as_ref().map(|_| Vec::new()),
-            ..BarsColumns::default()
-        };
+        let mut columns =
+            BarsColumns { turnover: self.turnover.as_ref().map(|_| Vec::new()), ..BarsColumns::default() };
         for (stock, rows) in self.stock_rows.iter().enumerate() {
-            for row in rows
-                .clone()
-                .filter(|row| self.day[*row] as usize <= last_day)
-            {
-                columns.date.push(
-                    self.calendar
-                        .date(self.day[row] as usize)
-                        .unwrap_or_default(),
-                );
+            for row in rows.clone().filter(|row| self.day[*row] as usize <= last_day) {
+                columns.date.push(self.calendar.date(self.day[row] as usize).unwrap_or_default());
                 columns.code.push(self.codes[stock].clone());
                 columns.open.push(self.open[row]);
                 columns.high.push(self.high[row]);
                 columns.low.push(self.low[row]);
                 columns.close.push(self.close[row]);
                 columns.volume.push(self.volume[row]);
-                if let (Some(out), Some(values)) =
-                    (columns.turnover.as_mut(), self.turnover.as_ref())
-                {
+                if let (Some(out), Some(values)) = (columns.turnover.as_mut(), self.turnover.as_ref()) {
                     out.push(values[row]);
                 }
             }
@@ -307,11 +237,7 @@ fn check_lengths(columns: &BarsColumns, rows: usize) -> Result<(), BarsError> {
     ];
     for (column, found) in lengths {
         if found != rows {
-            return Err(BarsError::LengthMismatch {
-                column,
-                expected: rows,
-                found,
-            });
+            return Err(BarsError::LengthMismatch { column, expected: rows, found });
         }
     }
     Ok(())
@@ -340,8 +266,7 @@ mod tests {
 
     #[test]
     fn rows_are_sorted_by_stock_then_day() {
-        let bars =
-            Bars::new(columns(&[(3, "B", 1.0), (2, "B", 2.0), (2, "A", 3.0)])).expect("valid bars");
+        let bars = Bars::new(columns(&[(3, "B", 1.0), (2, "B", 2.0), (2, "A", 3.0)])).expect("valid bars");
         assert_eq!(bars.codes(), &["A".to_string(), "B".to_string()]);
         assert_eq!(bars.stock_rows(0), 0..1);
         assert_eq!(bars.stock_rows(1), 1..3);
@@ -352,27 +277,13 @@ mod tests {
     #[test]
     fn bad_rows_are_refused_with_the_row_named() {
         let duplicate = Bars::new(columns(&[(2, "A", 1.0), (2, "A", 1.0)])).expect_err("duplicate");
-        assert_eq!(
-            duplicate.to_string(),
-            "duplicate row for code A on 2024-01-02"
-        );
+        assert_eq!(duplicate.to_string(), "duplicate row for code A on 2024-01-02");
         let negative = Bars::new(columns(&[(2, "A", -1.0)])).expect_err("negative price");
-        assert!(
-            negative
-                .to_string()
-                .starts_with("non-positive open -1 for code A on 2024-01-02"),
-            "{negative}"
-        );
-        assert_eq!(
-            Bars::new(BarsColumns::default()).expect_err("empty"),
-            BarsError::Empty
-        );
+        assert!(negative.to_string().starts_with("non-positive open -1 for code A on 2024-01-02"), "{negative}");
+        assert_eq!(Bars::new(BarsColumns::default()).expect_err("empty"), BarsError::Empty);
         let mut inverted = columns(&[(2, "A", 1.0)]);
         inverted.high[0] = 0.5;
-        assert!(matches!(
-            Bars::new(inverted),
-            Err(BarsError::HighBelowLow { .. })
-        ));
+        assert!(matches!(Bars::new(inverted), Err(BarsError::HighBelowLow { .. })));
     }
 
     #[test]

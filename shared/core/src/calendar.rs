@@ -70,9 +70,7 @@ impl TradingCalendar {
     /// The calendar cut after `last_index` (inclusive): what was known at that close.
     pub fn truncated(&self, last_index: usize) -> Self {
         let end = (last_index + 1).min(self.dates.len());
-        Self {
-            dates: self.dates[..end].to_vec(),
-        }
+        Self { dates: self.dates[..end].to_vec() }
     }
 }
 
@@ -86,8 +84,7 @@ mod tests {
 
     #[test]
     fn from_dates_sorts_and_removes_repeats() {
-        let calendar =
-            TradingCalendar::from_dates(vec![date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 3)]);
+        let calendar = TradingCalendar::from_dates(vec![date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 3)]);
         assert_eq!(calendar.dates(), &[date(2024, 1, 2), date(2024, 1, 3)]);
         assert_eq!(calendar.index_of(date(2024, 1, 3)), Some(1));
         assert_eq!(calendar.index_of(date(2024, 1, 4)), None);
@@ -99,9 +96,6 @@ mod tests {
     fn business_days_skip_weekends() {
         // 2024-01-05 is a Friday.
         let calendar = TradingCalendar::business_days(date(2024, 1, 5), 3);
-        assert_eq!(
-            calendar.dates(),
-            &[date(2024, 1, 5), date(2024, 1, 8), date(2024, 1, 9)]
-        );
+        assert_eq!(calendar.dates(), &[date(2024, 1, 5), date(2024, 1, 8), date(2024, 1, 9)]);
     }
 }

@@ -55,9 +55,7 @@ impl FromStr for DatasetHash {
     type Err = ParseDatasetHashError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let error = || ParseDatasetHashError {
-            text: text.to_string(),
-        };
+        let error = || ParseDatasetHashError { text: text.to_string() };
         if text.len() != 64 {
             return Err(error());
         }
@@ -126,11 +124,7 @@ pub fn content_hash(panel: &Panel) -> DatasetHash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(HASH_FORMAT.as_bytes());
     hasher.update(&(panel.rows() as u64).to_le_bytes());
-    let names = panel
-        .feature_names()
-        .iter()
-        .cloned()
-        .chain(panel.horizons().iter().map(|h| target_name(*h)));
+    let names = panel.feature_names().iter().cloned().chain(panel.horizons().iter().map(|h| target_name(*h)));
     for name in names {
         hasher.update(&(name.len() as u32).to_le_bytes());
         hasher.update(name.as_bytes());

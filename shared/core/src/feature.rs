@@ -14,9 +14,7 @@ use rayon::prelude::*;
 
 use crate::bars::Bars;
 use crate::panel::{Panel, PanelParts};
-use crate::rolling::{
-    change, log_return, rolling_beta, rolling_extreme, rolling_mean, rolling_std, rolling_sum,
-};
+use crate::rolling::{change, log_return, rolling_beta, rolling_extreme, rolling_mean, rolling_std, rolling_sum};
 
 /// Robust z-scores are clipped to this many (robust) standard deviations.
 pub const WINSOR_LIMIT: f64 = 5.0;
@@ -33,11 +31,7 @@ pub struct FeatureDef {
 }
 
 const fn def(name: &'static str, lookback: usize, formula: &'static str) -> FeatureDef {
-    FeatureDef {
-        name,
-        lookback,
-        formula,
-    }
+    FeatureDef { name, lookback, formula }
 }
 
 /// The catalogue, in column order. `c, o, h, l, v` are close, open, high, low, volume;
@@ -49,86 +43,30 @@ pub const FEATURES: &[FeatureDef] = &[
     def("ret_10", 10, "c[t] / c[t-10] - 1"),
     def("ret_20", 20, "c[t] / c[t-20] - 1"),
     def("ret_60", 60, "c[t] / c[t-60] - 1"),
-    def(
-        "mom_60_5",
-        60,
-        "c[t-5] / c[t-60] - 1 (momentum skipping the last week)",
-    ),
+    def("mom_60_5", 60, "c[t-5] / c[t-60] - 1 (momentum skipping the last week)"),
     def("vol_20", 20, "sample std of lr over 20 days (>= 15 values)"),
     def("vol_60", 60, "sample std of lr over 60 days (>= 40 values)"),
     def("vol_ratio_20_60", 60, "vol_20 / vol_60"),
-    def(
-        "range_5",
-        5,
-        "mean of (h - l) / c over 5 days (>= 3 values)",
-    ),
+    def("range_5", 5, "mean of (h - l) / c over 5 days (>= 3 values)"),
     def("gap", 1, "o[t] / c[t-1] - 1 (overnight gap)"),
     def("intraday", 0, "c[t] / o[t] - 1"),
     def("dist_ma_5", 5, "c[t] / mean(c, 5 days) - 1 (>= 4 values)"),
-    def(
-        "dist_ma_20",
-        20,
-        "c[t] / mean(c, 20 days) - 1 (>= 15 values)",
-    ),
-    def(
-        "dist_ma_60",
-        60,
-        "c[t] / mean(c, 60 days) - 1 (>= 40 values)",
-    ),
-    def(
-        "rsi_14",
-        14,
-        "sum of up-moves / sum of absolute moves of c over 14 days (>= 10; 0.5 when flat)",
-    ),
-    def(
-        "volume_ratio_5_60",
-        60,
-        "ln(mean(v, 5 days) / mean(v, 60 days))",
-    ),
-    def(
-        "volume_surprise_20",
-        20,
-        "ln(1 + v[t]) - mean(ln(1 + v), 20 days)",
-    ),
-    def(
-        "value_ratio_5_60",
-        60,
-        "ln(mean(dv, 5 days) / mean(dv, 60 days))",
-    ),
-    def(
-        "log_value_20",
-        20,
-        "ln(mean(dv, 20 days)) (size and liquidity)",
-    ),
-    def(
-        "amihud_20",
-        20,
-        "ln(1 + 1e9 * mean(|ret_1| / dv, 20 days)) (illiquidity)",
-    ),
+    def("dist_ma_20", 20, "c[t] / mean(c, 20 days) - 1 (>= 15 values)"),
+    def("dist_ma_60", 60, "c[t] / mean(c, 60 days) - 1 (>= 40 values)"),
+    def("rsi_14", 14, "sum of up-moves / sum of absolute moves of c over 14 days (>= 10; 0.5 when flat)"),
+    def("volume_ratio_5_60", 60, "ln(mean(v, 5 days) / mean(v, 60 days))"),
+    def("volume_surprise_20", 20, "ln(1 + v[t]) - mean(ln(1 + v), 20 days)"),
+    def("value_ratio_5_60", 60, "ln(mean(dv, 5 days) / mean(dv, 60 days))"),
+    def("log_value_20", 20, "ln(mean(dv, 20 days)) (size and liquidity)"),
+    def("amihud_20", 20, "ln(1 + 1e9 * mean(|ret_1| / dv, 20 days)) (illiquidity)"),
     def("dist_high_20", 20, "c[t] / max(h, 20 days) - 1"),
     def("dist_low_20", 20, "c[t] / min(l, 20 days) - 1"),
     def("dist_high_60", 60, "c[t] / max(h, 60 days) - 1"),
     def("dist_low_60", 60, "c[t] / min(l, 60 days) - 1"),
-    def(
-        "beta_60",
-        60,
-        "cov(lr, m) / var(m) over 60 days (>= 40 pairs)",
-    ),
-    def(
-        "resid_ret_5",
-        60,
-        "ln(c[t] / c[t-5]) - beta_60 * sum(m, 5 days) (market-relative)",
-    ),
-    def(
-        "resid_ret_20",
-        60,
-        "ln(c[t] / c[t-20]) - beta_60 * sum(m, 20 days) (market-relative)",
-    ),
-    def(
-        "idio_vol_60",
-        60,
-        "std of the residual of lr on m over 60 days",
-    ),
+    def("beta_60", 60, "cov(lr, m) / var(m) over 60 days (>= 40 pairs)"),
+    def("resid_ret_5", 60, "ln(c[t] / c[t-5]) - beta_60 * sum(m, 5 days) (market-relative)"),
+    def("resid_ret_20", 60, "ln(c[t] / c[t-20]) - beta_60 * sum(m, 20 days) (market-relative)"),
+    def("idio_vol_60", 60, "std of the residual of lr on m over 60 days"),
 ];
 
 /// What to build: the target horizons, in trading days.
@@ -139,9 +77,7 @@ pub struct PanelSpec {
 
 impl Default for PanelSpec {
     fn default() -> Self {
-        Self {
-            horizons: vec![1, 5, 10, 20],
-        }
+        Self { horizons: vec![1, 5, 10, 20] }
     }
 }
 
@@ -178,15 +114,8 @@ impl StockSeries {
             series.low[t] = bars.low[row];
             series.close[t] = bars.close[row];
             series.volume[t] = bars.volume[row];
-            let turnover = bars
-                .turnover
-                .as_ref()
-                .map_or(f64::NAN, |values| values[row]);
-            series.value[t] = if turnover.is_finite() {
-                turnover
-            } else {
-                bars.close[row] * bars.volume[row]
-            };
+            let turnover = bars.turnover.as_ref().map_or(f64::NAN, |values| values[row]);
+            series.value[t] = if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
         }
         series
     }
@@ -199,10 +128,7 @@ impl StockSeries {
 /// Builds the panel: features and targets for every row of `bars`.
 pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
     let stocks = bars.codes().len();
-    let series: Vec<StockSeries> = (0..stocks)
-        .into_par_iter()
-        .map(|stock| StockSeries::new(bars, stock))
-        .collect();
+    let series: Vec<StockSeries> = (0..stocks).into_par_iter().map(|stock| StockSeries::new(bars, stock)).collect();
     let market = market_log_returns(&series, bars.calendar().len());
 
     // Output order: by day, then stock. `position[row]` is where a bars row lands.
@@ -230,12 +156,7 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
 
     let per_stock: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = series
         .par_iter()
-        .map(|s| {
-            (
-                stock_features(s, &market[s.first_day..s.first_day + s.len()]),
-                stock_targets(s, &spec.horizons),
-            )
-        })
+        .map(|s| (stock_features(s, &market[s.first_day..s.first_day + s.len()]), stock_targets(s, &spec.horizons)))
         .collect();
 
     let mut features = vec![vec![f32::NAN; rows]; FEATURES.len()];
@@ -252,9 +173,7 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
             }
         }
     }
-    features
-        .par_iter_mut()
-        .for_each(|column| normalise_cross_sections(column, &day_offsets));
+    features.par_iter_mut().for_each(|column| normalise_cross_sections(column, &day_offsets));
 
     let parts = PanelParts {
         calendar: bars.calendar().clone(),
@@ -267,8 +186,7 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
         targets,
     };
     // The builder produces sorted, consistent parts by construction.
-    Panel::new(parts)
-        .unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"))
+    Panel::new(parts).unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"))
 }
 
 /// Equal-weighted market log return per trading day, from that day's returns only.
@@ -283,16 +201,7 @@ fn market_log_returns(series: &[StockSeries], days: usize) -> Vec<f64> {
             }
         }
     }
-    sum.iter()
-        .zip(&count)
-        .map(|(s, n)| {
-            if *n == 0 {
-                f64::NAN
-            } else {
-                (1.0 + s / *n as f64).ln()
-            }
-        })
-        .collect()
+    sum.iter().zip(&count).map(|(s, n)| if *n == 0 { f64::NAN } else { (1.0 + s / *n as f64).ln() }).collect()
 }
 
 fn stock_targets(s: &StockSeries, horizons: &[u32]) -> Vec<Vec<f64>> {
@@ -300,13 +209,7 @@ fn stock_targets(s: &StockSeries, horizons: &[u32]) -> Vec<Vec<f64>> {
         .iter()
         .map(|h| {
             let h = *h as usize;
-            (0..s.len())
-                .map(|t| {
-                    s.close
-                        .get(t + h)
-                        .map_or(f64::NAN, |later| later / s.close[t] - 1.0)
-                })
-                .collect()
+            (0..s.len()).map(|t| s.close.get(t + h).map_or(f64::NAN, |later| later / s.close[t] - 1.0)).collect()
         })
         .collect()
 }
@@ -318,72 +221,30 @@ fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
     let lr = log_return(c);
     let mut out: Vec<Vec<f64>> = Vec::with_capacity(FEATURES.len());
     let mut push = |name: &str, values: Vec<f64>| {
-        debug_assert_eq!(
-            FEATURES[out.len()].name,
-            name,
-            "feature order differs from the catalogue"
-        );
+        debug_assert_eq!(FEATURES[out.len()].name, name, "feature order differs from the catalogue");
         out.push(values);
     };
-    let map2 = |a: &[f64], b: &[f64], f: fn(f64, f64) -> f64| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| f(*x, *y))
-            .collect::<Vec<f64>>()
-    };
+    let map2 =
+        |a: &[f64], b: &[f64], f: fn(f64, f64) -> f64| a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect::<Vec<f64>>();
 
     for lag in [1, 5, 10, 20, 60] {
         push(&format!("ret_{lag}"), change(c, lag));
     }
-    push(
-        "mom_60_5",
-        (0..n)
-            .map(|t| {
-                if t < 60 {
-                    f64::NAN
-                } else {
-                    c[t - 5] / c[t - 60] - 1.0
-                }
-            })
-            .collect(),
-    );
+    push("mom_60_5", (0..n).map(|t| if t < 60 { f64::NAN } else { c[t - 5] / c[t - 60] - 1.0 }).collect());
     let vol_20 = rolling_std(&lr, 20, 15);
     let vol_60 = rolling_std(&lr, 60, 40);
-    let vol_ratio = map2(
-        &vol_20,
-        &vol_60,
-        |a, b| if b > 0.0 { a / b } else { f64::NAN },
-    );
+    let vol_ratio = map2(&vol_20, &vol_60, |a, b| if b > 0.0 { a / b } else { f64::NAN });
     push("vol_20", vol_20);
     push("vol_60", vol_60);
     push("vol_ratio_20_60", vol_ratio);
     let range: Vec<f64> = (0..n).map(|t| (s.high[t] - s.low[t]) / c[t]).collect();
     push("range_5", rolling_mean(&range, 5, 3));
-    push(
-        "gap",
-        (0..n)
-            .map(|t| {
-                if t == 0 {
-                    f64::NAN
-                } else {
-                    s.open[t] / c[t - 1] - 1.0
-                }
-            })
-            .collect(),
-    );
-    push(
-        "intraday",
-        map2(c, &s.open, |close, open| close / open - 1.0),
-    );
+    push("gap", (0..n).map(|t| if t == 0 { f64::NAN } else { s.open[t] / c[t - 1] - 1.0 }).collect());
+    push("intraday", map2(c, &s.open, |close, open| close / open - 1.0));
     for (window, min_valid) in [(5, 4), (20, 15), (60, 40)] {
-        push(
-            &format!("dist_ma_{window}"),
-            map2(c, &rolling_mean(c, window, min_valid), |x, ma| x / ma - 1.0),
-        );
+        push(&format!("dist_ma_{window}"), map2(c, &rolling_mean(c, window, min_valid), |x, ma| x / ma - 1.0));
     }
-    let diff: Vec<f64> = (0..n)
-        .map(|t| if t == 0 { f64::NAN } else { c[t] - c[t - 1] })
-        .collect();
+    let diff: Vec<f64> = (0..n).map(|t| if t == 0 { f64::NAN } else { c[t] - c[t - 1] }).collect();
     let up = rolling_sum(&diff.iter().map(|d| d.max(0.0)).collect::<Vec<_>>(), 14, 10);
     let moves = rolling_sum(&diff.iter().map(|d| d.abs()).collect::<Vec<_>>(), 14, 10);
     push(
@@ -399,93 +260,45 @@ fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
         }),
     );
     let log_ratio = |x: &[f64], short: usize, long: usize| {
-        map2(
-            &rolling_mean(x, short, short.div_ceil(2)),
-            &rolling_mean(x, long, long * 2 / 3),
-            |a, b| {
-                if a > 0.0 && b > 0.0 {
-                    (a / b).ln()
-                } else {
-                    f64::NAN
-                }
-            },
-        )
+        map2(&rolling_mean(x, short, short.div_ceil(2)), &rolling_mean(x, long, long * 2 / 3), |a, b| {
+            if a > 0.0 && b > 0.0 { (a / b).ln() } else { f64::NAN }
+        })
     };
     push("volume_ratio_5_60", log_ratio(&s.volume, 5, 60));
     let log_volume: Vec<f64> = s.volume.iter().map(|v| v.ln_1p()).collect();
-    push(
-        "volume_surprise_20",
-        map2(&log_volume, &rolling_mean(&log_volume, 20, 15), |x, m| {
-            x - m
-        }),
-    );
+    push("volume_surprise_20", map2(&log_volume, &rolling_mean(&log_volume, 20, 15), |x, m| x - m));
     push("value_ratio_5_60", log_ratio(&s.value, 5, 60));
     push(
         "log_value_20",
-        rolling_mean(&s.value, 20, 15)
-            .iter()
-            .map(|v| if *v > 0.0 { v.ln() } else { f64::NAN })
-            .collect(),
+        rolling_mean(&s.value, 20, 15).iter().map(|v| if *v > 0.0 { v.ln() } else { f64::NAN }).collect(),
     );
     let ret_1 = change(c, 1);
-    let impact: Vec<f64> = ret_1
-        .iter()
-        .zip(&s.value)
-        .map(|(r, dv)| {
-            if *dv > 0.0 {
-                r.abs() / dv * 1e9
-            } else {
-                f64::NAN
-            }
-        })
-        .collect();
-    push(
-        "amihud_20",
-        rolling_mean(&impact, 20, 15)
-            .iter()
-            .map(|x| x.ln_1p())
-            .collect(),
-    );
+    let impact: Vec<f64> =
+        ret_1.iter().zip(&s.value).map(|(r, dv)| if *dv > 0.0 { r.abs() / dv * 1e9 } else { f64::NAN }).collect();
+    push("amihud_20", rolling_mean(&impact, 20, 15).iter().map(|x| x.ln_1p()).collect());
     for window in [20, 60] {
         let min_valid = window * 2 / 3;
         push(
             &format!("dist_high_{window}"),
-            map2(
-                c,
-                &rolling_extreme(&s.high, window, min_valid, true),
-                |x, hi| x / hi - 1.0,
-            ),
+            map2(c, &rolling_extreme(&s.high, window, min_valid, true), |x, hi| x / hi - 1.0),
         );
         push(
             &format!("dist_low_{window}"),
-            map2(
-                c,
-                &rolling_extreme(&s.low, window, min_valid, false),
-                |x, lo| x / lo - 1.0,
-            ),
+            map2(c, &rolling_extreme(&s.low, window, min_valid, false), |x, lo| x / lo - 1.0),
         );
     }
     let (beta, residual_variance) = rolling_beta(&lr, market, 60, 40);
     for window in [5, 20] {
         let market_sum = rolling_sum(market, window, window);
         let resid: Vec<f64> = (0..n)
-            .map(|t| {
-                if t < window {
-                    f64::NAN
-                } else {
-                    (c[t] / c[t - window]).ln() - beta[t] * market_sum[t]
-                }
-            })
+            .map(|t| if t < window { f64::NAN } else { (c[t] / c[t - window]).ln() - beta[t] * market_sum[t] })
             .collect();
         if window == 5 {
             push("beta_60", beta.clone());
         }
         push(&format!("resid_ret_{window}"), resid);
     }
-    push(
-        "idio_vol_60",
-        residual_variance.iter().map(|v| v.sqrt()).collect(),
-    );
+    push("idio_vol_60", residual_variance.iter().map(|v| v.sqrt()).collect());
     out
 }
 
@@ -495,12 +308,7 @@ fn normalise_cross_sections(column: &mut [f32], day_offsets: &[usize]) {
     for day in 0..day_offsets.len() - 1 {
         let cells = &mut column[day_offsets[day]..day_offsets[day + 1]];
         values.clear();
-        values.extend(
-            cells
-                .iter()
-                .filter(|x| x.is_finite())
-                .map(|x| f64::from(*x)),
-        );
+        values.extend(cells.iter().filter(|x| x.is_finite()).map(|x| f64::from(*x)));
         if values.len() < MIN_CROSS_SECTION {
             cells.fill(f32::NAN);
             continue;
@@ -520,11 +328,7 @@ fn normalise_cross_sections(column: &mut [f32], day_offsets: &[usize]) {
                 *cell = f32::NAN;
                 continue;
             }
-            let z = if scale > 0.0 {
-                (f64::from(*cell) - median) / scale
-            } else {
-                0.0
-            };
+            let z = if scale > 0.0 { (f64::from(*cell) - median) / scale } else { 0.0 };
             *cell = z.clamp(-WINSOR_LIMIT, WINSOR_LIMIT) as f32;
         }
     }
@@ -538,10 +342,7 @@ fn median_in_place(values: &mut [f64]) -> f64 {
     if values.len() % 2 == 1 {
         return upper;
     }
-    let lower = values[..mid]
-        .iter()
-        .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
+    let lower = values[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (lower + upper) / 2.0
 }
 

@@ -21,12 +21,7 @@ impl LinearScorer {
     pub fn score_row(&self, panel: &Panel, row: usize) -> f64 {
         let features = panel.features();
         self.intercept
-            + self
-                .weights
-                .iter()
-                .zip(features)
-                .map(|(w, column)| w * finite_or_zero(column[row]))
-                .sum::<f64>()
+            + self.weights.iter().zip(features).map(|(w, column)| w * finite_or_zero(column[row])).sum::<f64>()
     }
 }
 
@@ -36,12 +31,7 @@ fn finite_or_zero(x: f32) -> f64 {
 
 /// Fits `target(horizon) − day mean` on the features of trading days `days`, with ridge
 /// penalty `lambda` (per row). `None` when there is no target or no usable row.
-pub fn fit_ridge(
-    panel: &Panel,
-    days: Range<usize>,
-    horizon: u32,
-    lambda: f64,
-) -> Option<LinearScorer> {
+pub fn fit_ridge(panel: &Panel, days: Range<usize>, horizon: u32, lambda: f64) -> Option<LinearScorer> {
     let target = panel.target(horizon)?;
     let p = panel.features().len() + 1;
     let mut gram = vec![0.0; p * p];
@@ -82,10 +72,7 @@ pub fn fit_ridge(
         }
     }
     let solution = solve_symmetric(&mut gram, &moment, p)?;
-    Some(LinearScorer {
-        intercept: solution[0],
-        weights: solution[1..].to_vec(),
-    })
+    Some(LinearScorer { intercept: solution[0], weights: solution[1..].to_vec() })
 }
 
 /// Solves `a · x = b` for a symmetric positive-definite `a` by Cholesky decomposition.

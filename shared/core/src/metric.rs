@@ -69,10 +69,7 @@ mod tests {
         let scores = [f64::NAN, 0.3, 0.2];
         let targets = [0.1, f64::NAN, 0.05];
         let day = precision_at_k(&scores, &targets, 5).expect("one stock scored");
-        assert_eq!(
-            (day.stocks, day.k, day.precision_at_k, day.base_rate),
-            (1, 1, 1.0, 1.0)
-        );
+        assert_eq!((day.stocks, day.k, day.precision_at_k, day.base_rate), (1, 1, 1.0, 1.0));
         assert_eq!(precision_at_k(&[f64::NAN], &[0.1], 1), None);
     }
 

@@ -31,22 +31,13 @@ pub struct PanelParts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PanelError {
     #[error("column {column} has {found} rows, expected {expected}")]
-    LengthMismatch {
-        column: String,
-        expected: usize,
-        found: usize,
-    },
+    LengthMismatch { column: String, expected: usize, found: usize },
     #[error("rows are not sorted by (date, code) at row {row}")]
     NotSorted { row: usize },
     #[error("row {row} refers to a stock or day outside the panel")]
     OutOfRange { row: usize },
     #[error("{names} and {values} differ in length: {count_names} names, {count_values} columns")]
-    NamesMismatch {
-        names: &'static str,
-        values: &'static str,
-        count_names: usize,
-        count_values: usize,
-    },
+    NamesMismatch { names: &'static str, values: &'static str, count_names: usize, count_values: usize },
 }
 
 /// A validated panel.
@@ -94,14 +85,10 @@ impl Panel {
             }
         }
         for row in 0..rows {
-            if parts.day[row] as usize >= parts.calendar.len()
-                || parts.stock[row] as usize >= parts.codes.len()
-            {
+            if parts.day[row] as usize >= parts.calendar.len() || parts.stock[row] as usize >= parts.codes.len() {
                 return Err(PanelError::OutOfRange { row });
             }
-            if row > 0
-                && (parts.day[row - 1], parts.stock[row - 1]) >= (parts.day[row], parts.stock[row])
-            {
+            if row > 0 && (parts.day[row - 1], parts.stock[row - 1]) >= (parts.day[row], parts.stock[row]) {
                 return Err(PanelError::NotSorted { row });
             }
         }
@@ -172,9 +159,7 @@ impl Panel {
     /// Row of (day, stock), if the panel has it.
     pub fn find_row(&self, day: usize, stock: usize) -> Option<usize> {
         let range = self.rows_of_day(day);
-        let offset = self.parts.stock[range.clone()]
-            .binary_search(&(stock as u32))
-            .ok()?;
+        let offset = self.parts.stock[range.clone()].binary_search(&(stock as u32)).ok()?;
         Some(range.start + offset)
     }
 

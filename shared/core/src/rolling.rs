@@ -9,28 +9,12 @@ use std::collections::VecDeque;
 
 /// `x[t] / x[t - lag] - 1`.
 pub(crate) fn change(x: &[f64], lag: usize) -> Vec<f64> {
-    (0..x.len())
-        .map(|t| {
-            if t < lag {
-                f64::NAN
-            } else {
-                x[t] / x[t - lag] - 1.0
-            }
-        })
-        .collect()
+    (0..x.len()).map(|t| if t < lag { f64::NAN } else { x[t] / x[t - lag] - 1.0 }).collect()
 }
 
 /// `ln(x[t] / x[t - 1])`.
 pub(crate) fn log_return(x: &[f64]) -> Vec<f64> {
-    (0..x.len())
-        .map(|t| {
-            if t == 0 {
-                f64::NAN
-            } else {
-                (x[t] / x[t - 1]).ln()
-            }
-        })
-        .collect()
+    (0..x.len()).map(|t| if t == 0 { f64::NAN } else { (x[t] / x[t - 1]).ln() }).collect()
 }
 
 /// Sliding sums of the non-null values in each window and their count.
@@ -40,17 +24,8 @@ struct Window {
     count: usize,
 }
 
-fn rolling_moments(
-    x: &[f64],
-    window: usize,
-    min_valid: usize,
-    finish: impl Fn(&Window) -> f64,
-) -> Vec<f64> {
-    let mut state = Window {
-        sum: 0.0,
-        sum_squares: 0.0,
-        count: 0,
-    };
+fn rolling_moments(x: &[f64], window: usize, min_valid: usize, finish: impl Fn(&Window) -> f64) -> Vec<f64> {
+    let mut state = Window { sum: 0.0, sum_squares: 0.0, count: 0 };
     let mut out = Vec::with_capacity(x.len());
     for t in 0..x.len() {
         if x[t].is_finite() {
@@ -64,11 +39,7 @@ fn rolling_moments(
             state.sum_squares -= old * old;
             state.count -= 1;
         }
-        out.push(if state.count >= min_valid.max(1) {
-            finish(&state)
-        } else {
-            f64::NAN
-        });
+        out.push(if state.count >= min_valid.max(1) { finish(&state) } else { f64::NAN });
     }
     out
 }
@@ -85,19 +56,12 @@ pub(crate) fn rolling_sum(x: &[f64], window: usize, min_valid: usize) -> Vec<f64
 pub(crate) fn rolling_std(x: &[f64], window: usize, min_valid: usize) -> Vec<f64> {
     rolling_moments(x, window, min_valid.max(2), |w| {
         let n = w.count as f64;
-        ((w.sum_squares - w.sum * w.sum / n) / (n - 1.0))
-            .max(0.0)
-            .sqrt()
+        ((w.sum_squares - w.sum * w.sum / n) / (n - 1.0)).max(0.0).sqrt()
     })
 }
 
 /// Trailing maximum (`largest = true`) or minimum with a monotonic queue.
-pub(crate) fn rolling_extreme(
-    x: &[f64],
-    window: usize,
-    min_valid: usize,
-    largest: bool,
-) -> Vec<f64> {
+pub(crate) fn rolling_extreme(x: &[f64], window: usize, min_valid: usize, largest: bool) -> Vec<f64> {
     let better = |a: f64, b: f64| if largest { a >= b } else { a <= b };
     let mut queue: VecDeque<usize> = VecDeque::new();
     let mut count = 0usize;
@@ -117,23 +81,14 @@ pub(crate) fn rolling_extreme(
             queue.pop_front();
         }
         let value = queue.front().map_or(f64::NAN, |&first| x[first]);
-        out.push(if count >= min_valid.max(1) {
-            value
-        } else {
-            f64::NAN
-        });
+        out.push(if count >= min_valid.max(1) { value } else { f64::NAN });
     }
     out
 }
 
 /// Trailing regression of `y` on `x` over pairs where both are non-null:
 /// returns (beta, residual variance) per day.
-pub(crate) fn rolling_beta(
-    y: &[f64],
-    x: &[f64],
-    window: usize,
-    min_valid: usize,
-) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn rolling_beta(y: &[f64], x: &[f64], window: usize, min_valid: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut sx, mut sy, mut sxx, mut syy, mut sxy, mut count) = (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
     let mut beta = Vec::with_capacity(y.len());
     let mut residual = Vec::with_capacity(y.len());
@@ -179,10 +134,7 @@ mod tests {
     const NAN: f64 = f64::NAN;
 
     fn same(a: &[f64], b: &[f64]) -> bool {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
     }
 
     #[test]
@@ -207,14 +159,8 @@ mod tests {
     #[test]
     fn extremes_follow_the_window() {
         let x = [3.0, 1.0, NAN, 2.0, 0.5];
-        assert!(same(
-            &rolling_extreme(&x, 2, 1, true),
-            &[3.0, 3.0, 1.0, 2.0, 2.0]
-        ));
-        assert!(same(
-            &rolling_extreme(&x, 3, 2, false),
-            &[NAN, 1.0, 1.0, 1.0, 0.5]
-        ));
+        assert!(same(&rolling_extreme(&x, 2, 1, true), &[3.0, 3.0, 1.0, 2.0, 2.0]));
+        assert!(same(&rolling_extreme(&x, 3, 2, false), &[NAN, 1.0, 1.0, 1.0, 0.5]));
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub const FACTORS: [&str; 3] = ["momentum", "short_term", "low_vol"];
 
 /// Daily log-return premium per unit of z-scored exposure, per regime.
 pub const REGIME_PREMIA: [[f64; 3]; 3] = [
-    [0.0020, -0.0015, 0.0010], // trend-following, short-term reversal, low-vol premium
-    [-0.0020, 0.0010, 0.0010], // momentum crash: losers win, short-term continuation
+    [0.0020, -0.0015, 0.0010],  // trend-following, short-term reversal, low-vol premium
+    [-0.0020, 0.0010, 0.0010],  // momentum crash: losers win, short-term continuation
     [0.0010, -0.0015, -0.0010], // weak momentum, reversal again, high-vol stocks win
 ];
 
@@ -52,29 +52,16 @@ pub struct SynthSpec {
 
 impl Default for SynthSpec {
     fn default() -> Self {
-        Self {
-            stocks: 200,
-            days: 1000,
-            start: NaiveDate::from_ymd_opt(2021, 1, 4).unwrap_or_default(),
-            seed: 7,
-        }
+        Self { stocks: 200, days: 1000, start: NaiveDate::from_ymd_opt(2021, 1, 4).unwrap_or_default(), seed: 7 }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SynthError {
     #[error("{field}: must be at least {min}, got {got}")]
-    TooSmall {
-        field: &'static str,
-        min: usize,
-        got: usize,
-    },
+    TooSmall { field: &'static str, min: usize, got: usize },
     #[error("{field}: must be at most {max}, got {got}")]
-    TooLarge {
-        field: &'static str,
-        max: usize,
-        got: usize,
-    },
+    TooLarge { field: &'static str, max: usize, got: usize },
 }
 
 /// One factor of the truth file.
@@ -123,38 +110,19 @@ struct StockParams {
 /// Generates the market for `spec`.
 pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
     if spec.stocks < 20 {
-        return Err(SynthError::TooSmall {
-            field: "stocks",
-            min: 20,
-            got: spec.stocks,
-        });
+        return Err(SynthError::TooSmall { field: "stocks", min: 20, got: spec.stocks });
     }
     if spec.stocks > 20_000 {
-        return Err(SynthError::TooLarge {
-            field: "stocks",
-            max: 20_000,
-            got: spec.stocks,
-        });
+        return Err(SynthError::TooLarge { field: "stocks", max: 20_000, got: spec.stocks });
     }
     if spec.days < 400 {
-        return Err(SynthError::TooSmall {
-            field: "days",
-            min: 400,
-            got: spec.days,
-        });
+        return Err(SynthError::TooSmall { field: "days", min: 400, got: spec.days });
     }
     if spec.days > 20_000 {
-        return Err(SynthError::TooLarge {
-            field: "days",
-            max: 20_000,
-            got: spec.days,
-        });
+        return Err(SynthError::TooLarge { field: "days", max: 20_000, got: spec.days });
     }
     let calendar = TradingCalendar::business_days(spec.start, spec.days);
-    let break_days: Vec<usize> = BREAK_FRACTIONS
-        .iter()
-        .map(|f| (f * spec.days as f64).round() as usize)
-        .collect();
+    let break_days: Vec<usize> = BREAK_FRACTIONS.iter().map(|f| (f * spec.days as f64).round() as usize).collect();
     let regime_of = |day: usize| break_days.iter().filter(|b| day >= **b).count();
 
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
@@ -162,11 +130,7 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
     let params: Vec<StockParams> = (0..spec.stocks)
         .map(|_| {
             let late = rng.random_bool(0.05);
-            let listing_day = if late {
-                rng.random_range(0..spec.days / 2)
-            } else {
-                0
-            };
+            let listing_day = if late { rng.random_range(0..spec.days / 2) } else { 0 };
             StockParams {
                 beta: 1.0 + 0.3 * normal(&mut rng),
                 gamma: normal(&mut rng),
@@ -176,42 +140,25 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
             }
         })
         .collect();
-    let market =
-        Normal::new(0.0002, 0.01).unwrap_or_else(|_| unreachable!("constant parameters are valid"));
+    let market = Normal::new(0.0002, 0.01).unwrap_or_else(|_| unreachable!("constant parameters are valid"));
 
     let stocks = spec.stocks;
-    let mut log_price: Vec<f64> = (0..stocks)
-        .map(|_| 2000f64.ln() + 0.8 * normal(&mut rng))
-        .collect();
+    let mut log_price: Vec<f64> = (0..stocks).map(|_| 2000f64.ln() + 0.8 * normal(&mut rng)).collect();
     let mut sigma_state = vec![0.0f64; stocks];
     let mut history: Vec<Vec<f64>> = vec![Vec::with_capacity(spec.days); stocks];
-    let mut bars = BarsColumns {
-        turnover: Some(Vec::new()),
-        ..BarsColumns::default()
-    };
+    let mut bars = BarsColumns { turnover: Some(Vec::new()), ..BarsColumns::default() };
     let codes: Vec<String> = (0..stocks).map(|i| format!("S{:04}", i + 1)).collect();
 
     for day in 0..spec.days {
         let premia = REGIME_PREMIA[regime_of(day)];
         let listed: Vec<bool> = params.iter().map(|p| day >= p.listing_day).collect();
-        let trailing = |window: usize| -> Vec<f64> {
-            history
-                .iter()
-                .map(|h| h.iter().rev().take(window).sum::<f64>())
-                .collect()
-        };
-        let log_sigma: Vec<f64> = params
-            .iter()
-            .zip(&sigma_state)
-            .map(|(p, s)| p.mean_log_sigma + s)
-            .collect();
+        let trailing =
+            |window: usize| -> Vec<f64> { history.iter().map(|h| h.iter().rev().take(window).sum::<f64>()).collect() };
+        let log_sigma: Vec<f64> = params.iter().zip(&sigma_state).map(|(p, s)| p.mean_log_sigma + s).collect();
         let exposures = [
             cross_section_z(&trailing(20), &listed),
             cross_section_z(&trailing(5), &listed),
-            cross_section_z(&log_sigma, &listed)
-                .iter()
-                .map(|z| -z)
-                .collect(),
+            cross_section_z(&log_sigma, &listed).iter().map(|z| -z).collect(),
         ];
         let market_return = market.sample(&mut rng);
         let noise_factor = 0.006 * normal(&mut rng);
@@ -219,13 +166,7 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
         for stock in 0..stocks {
             let p = &params[stock];
             let sigma = log_sigma[stock].exp();
-            let shocks = [
-                normal(&mut rng),
-                normal(&mut rng),
-                normal(&mut rng),
-                normal(&mut rng),
-                normal(&mut rng),
-            ];
+            let shocks = [normal(&mut rng), normal(&mut rng), normal(&mut rng), normal(&mut rng), normal(&mut rng)];
             let no_trade = rng.random_bool(0.002);
             sigma_state[stock] = 0.995 * sigma_state[stock] + 0.02 * normal(&mut rng);
             if !listed[stock] {
@@ -246,12 +187,7 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
             bars.date.push(date);
             bars.code.push(codes[stock].clone());
             if no_trade {
-                for column in [
-                    &mut bars.open,
-                    &mut bars.high,
-                    &mut bars.low,
-                    &mut bars.close,
-                ] {
+                for column in [&mut bars.open, &mut bars.high, &mut bars.low, &mut bars.close] {
                     column.push(f64::NAN);
                 }
                 bars.volume.push(0.0);
@@ -263,9 +199,7 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
             bars.low.push(low);
             bars.close.push(close);
             bars.volume.push(volume);
-            bars.turnover
-                .get_or_insert_with(Vec::new)
-                .push(volume * (open + high + low + close) / 4.0);
+            bars.turnover.get_or_insert_with(Vec::new).push(volume * (open + high + low + close) / 4.0);
         }
     }
 
@@ -287,18 +221,9 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
         first_date: date_at(0),
         last_date: date_at(spec.days - 1),
         factors: vec![
-            FactorTruth {
-                name: FACTORS[0].into(),
-                exposure: "z-score of the trailing 20-day log return".into(),
-            },
-            FactorTruth {
-                name: FACTORS[1].into(),
-                exposure: "z-score of the trailing 5-day log return".into(),
-            },
-            FactorTruth {
-                name: FACTORS[2].into(),
-                exposure: "minus the z-score of the stock's log volatility".into(),
-            },
+            FactorTruth { name: FACTORS[0].into(), exposure: "z-score of the trailing 20-day log return".into() },
+            FactorTruth { name: FACTORS[1].into(), exposure: "z-score of the trailing 5-day log return".into() },
+            FactorTruth { name: FACTORS[2].into(), exposure: "minus the z-score of the stock's log volatility".into() },
         ],
         regimes,
         breaks: break_days.iter().map(|d| date_at(*d)).collect(),
@@ -308,25 +233,14 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
 
 /// Cross-sectional z-score over listed stocks, clipped to ±3; unlisted stocks get 0.
 fn cross_section_z(values: &[f64], listed: &[bool]) -> Vec<f64> {
-    let present: Vec<f64> = values
-        .iter()
-        .zip(listed)
-        .filter(|(_, l)| **l)
-        .map(|(v, _)| *v)
-        .collect();
+    let present: Vec<f64> = values.iter().zip(listed).filter(|(_, l)| **l).map(|(v, _)| *v).collect();
     let n = present.len() as f64;
     let mean = present.iter().sum::<f64>() / n.max(1.0);
     let std = (present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n.max(1.0)).sqrt();
     values
         .iter()
         .zip(listed)
-        .map(|(v, l)| {
-            if *l && std > 0.0 {
-                ((v - mean) / std).clamp(-3.0, 3.0)
-            } else {
-                0.0
-            }
-        })
+        .map(|(v, l)| if *l && std > 0.0 { ((v - mean) / std).clamp(-3.0, 3.0) } else { 0.0 })
         .collect()
 }
 

@@ -32,9 +32,8 @@ pub(crate) fn scan(path: &Path) -> Result<LazyFrame, DataError> {
     std::fs::File::open(path).map_err(|error| DataError::unreadable(path, error))?;
     let location = PlRefPath::new(path.to_string_lossy().as_ref());
     match crate::FileFormat::of(path)? {
-        crate::FileFormat::Parquet => {
-            LazyFrame::scan_parquet(location, ScanArgsParquet::default()).map_err(|error| DataError::unreadable(path, error))
-        }
+        crate::FileFormat::Parquet => LazyFrame::scan_parquet(location, ScanArgsParquet::default())
+            .map_err(|error| DataError::unreadable(path, error)),
         crate::FileFormat::Csv => {
             let text_columns = Schema::from_iter([Field::new("code".into(), DataType::String)]);
             LazyCsvReader::new(location)
@@ -52,10 +51,11 @@ pub(crate) fn is_numeric(dtype: &DataType) -> bool {
 }
 
 fn series<'a>(frame: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Series, DataError> {
-    frame
-        .column(name)
-        .map(Column::as_materialized_series)
-        .map_err(|_| DataError::MissingColumn { path: path.to_path_buf(), column: name.into(), found: column_list(frame.get_column_names_str()) })
+    frame.column(name).map(Column::as_materialized_series).map_err(|_| DataError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.into(),
+        found: column_list(frame.get_column_names().iter().map(|n| n.as_str())),
+    })
 }
 
 pub(crate) fn column_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
@@ -64,9 +64,10 @@ pub(crate) fn column_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> 
 
 /// A numeric column as `f64`, nulls (and NaN) as `NaN`.
 pub(crate) fn f64s(frame: &DataFrame, name: &str, path: &Path) -> Result<Vec<f64>, DataError> {
-    let values = series(frame, name, path)?.cast(&DataType::Float64).map_err(|error| DataError::unreadable(path, error))?;
+    let values =
+        series(frame, name, path)?.cast(&DataType::Float64).map_err(|error| DataError::unreadable(path, error))?;
     let values = values.f64().map_err(|error| DataError::unreadable(path, error))?;
-    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 /// A date column; a null date is an error naming the column.
@@ -81,16 +82,22 @@ pub(crate) fn dates(frame: &DataFrame, name: &str, path: &Path) -> Result<Vec<Na
 
 /// A text column; a null is an error naming the column.
 pub(crate) fn strings(frame: &DataFrame, name: &str, path: &Path) -> Result<Vec<String>, DataError> {
-    let values = series(frame, name, path)?.cast(&DataType::String).map_err(|error| DataError::unreadable(path, error))?;
+    let values =
+        series(frame, name, path)?.cast(&DataType::String).map_err(|error| DataError::unreadable(path, error))?;
     let values = values.str().map_err(|error| DataError::unreadable(path, error))?;
     if values.null_count() > 0 {
         return Err(null_key(path, name, values.null_count(), values.iter().position(|v| v.is_none())));
     }
-    Ok(values.into_no_null_iter().map(str::to_string).collect())
+    Ok(values.iter().map(|v| v.unwrap_or_default().to_string()).collect())
 }
 
 fn null_key(path: &Path, column: &str, count: usize, first_row: Option<usize>) -> DataError {
-    DataError::NullKey { path: path.to_path_buf(), column: column.into(), count, first_row: first_row.unwrap_or_default() }
+    DataError::NullKey {
+        path: path.to_path_buf(),
+        column: column.into(),
+        count,
+        first_row: first_row.unwrap_or_default(),
+    }
 }
 
 pub(crate) fn date_column(name: &str, dates: impl Iterator<Item = NaiveDate>) -> Column {
@@ -105,7 +112,11 @@ pub(crate) fn f32_column(name: &str, values: &[f32]) -> Column {
     Float32Chunked::from_iter_options(name.into(), values.iter().map(|v| v.is_finite().then_some(*v))).into_column()
 }
 
-pub(crate) fn write_parquet(path: &Path, frame: &mut DataFrame, metadata: Vec<(String, String)>) -> Result<(), DataError> {
+pub(crate) fn write_parquet(
+    path: &Path,
+    frame: &mut DataFrame,
+    metadata: Vec<(String, String)>,
+) -> Result<(), DataError> {
     let file = std::fs::File::create(path).map_err(|error| DataError::unwritable(path, error))?;
     ParquetWriter::new(file)
         .with_compression(ParquetCompression::Zstd(None))

@@ -5,10 +5,11 @@
 //! market, and checks data quality. All feature math lives in `wf-shared`; this crate
 //! only moves columns between files and memory and reports what is wrong with them.
 
-mod column;
 pub mod check;
+mod column;
 pub mod ohlcv;
 pub mod panel_file;
+pub mod prepare;
 pub mod synth_file;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,10 @@ pub fn read_ohlcv(path: &Path) -> Result<BarsColumns, DataError> {
             });
         }
     }
+    let first_row = frame.clone().slice(0, 1).collect().map_err(|error| DataError::unreadable(path, error))?;
+    if first_row.height() == 0 {
+        return Err(DataError::Empty { path: path.to_path_buf() });
+    }
     let has_turnover = schema.get("turnover").is_some();
     let wrong = |column: &str, found: &DataType, expected| DataError::WrongType {
         path: path.to_path_buf(),
@@ -51,7 +55,9 @@ pub fn read_ohlcv(path: &Path) -> Result<BarsColumns, DataError> {
     }
 
     let mut selection = vec![col("date").cast(DataType::Date), col("code").cast(DataType::String)];
-    selection.extend(NUMBER_COLUMNS.iter().filter(|n| **n != "turnover" || has_turnover).map(|n| col(*n).cast(DataType::Float64)));
+    selection.extend(
+        NUMBER_COLUMNS.iter().filter(|n| **n != "turnover" || has_turnover).map(|n| col(*n).cast(DataType::Float64)),
+    );
     let frame = frame.select(selection).collect().map_err(|error| DataError::unreadable(path, error))?;
     if frame.height() == 0 {
         return Err(DataError::Empty { path: path.to_path_buf() });

@@ -22,8 +22,11 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
     let calendar = panel.calendar();
     let mut columns = vec![
         column::date_column("date", panel.day().iter().map(|d| calendar.date(*d as usize).unwrap_or_default())),
-        StringChunked::from_iter_values("code".into(), panel.stock().iter().map(|s| panel.codes()[*s as usize].as_str()))
-            .into_column(),
+        StringChunked::from_iter_values(
+            "code".into(),
+            panel.stock().iter().map(|s| panel.codes()[*s as usize].as_str()),
+        )
+        .into_column(),
     ];
     for (name, values) in panel.feature_names().iter().zip(panel.features()) {
         columns.push(column::f32_column(name, values));
@@ -45,10 +48,14 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
 /// targets is a feature.
 pub fn read_panel(path: &Path) -> Result<Panel, DataError> {
     let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
-    let names: Vec<String> = frame.get_column_names_str().iter().map(|n| n.to_string()).collect();
+    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
     for required in ["date", "code"] {
         if !names.iter().any(|n| n == required) {
-            return Err(DataError::MissingColumn { path: path.to_path_buf(), column: required.into(), found: column_list(&names) });
+            return Err(DataError::MissingColumn {
+                path: path.to_path_buf(),
+                column: required.into(),
+                found: column_list(&names),
+            });
         }
     }
     let dates = column::dates(&frame, "date", path)?;
@@ -73,7 +80,12 @@ pub fn read_panel(path: &Path) -> Result<Panel, DataError> {
     for name in names.iter().filter(|n| *n != "date" && *n != "code") {
         let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
         if !column::is_numeric(&dtype) {
-            return Err(DataError::WrongType { path: path.to_path_buf(), column: name.clone(), found: dtype.to_string(), expected: "a number" });
+            return Err(DataError::WrongType {
+                path: path.to_path_buf(),
+                column: name.clone(),
+                found: dtype.to_string(),
+                expected: "a number",
+            });
         }
         let values = column::f64s(&frame, name, path)?;
         if let Some(horizon) = name.strip_prefix(TARGET_PREFIX) {

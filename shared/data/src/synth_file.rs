@@ -18,7 +18,8 @@ pub fn write_synth(dir: &Path, market: &SynthMarket) -> Result<SynthFiles, DataE
     std::fs::create_dir_all(dir).map_err(|error| DataError::unwritable(dir, error))?;
     let files = SynthFiles { ohlcv: dir.join("ohlcv.parquet"), truth: dir.join("truth.json") };
     write_ohlcv(&files.ohlcv, &market.bars)?;
-    let truth = serde_json::to_string_pretty(&market.truth).map_err(|error| DataError::unwritable(&files.truth, error))?;
+    let truth =
+        serde_json::to_string_pretty(&market.truth).map_err(|error| DataError::unwritable(&files.truth, error))?;
     std::fs::write(&files.truth, truth + "\n").map_err(|error| DataError::unwritable(&files.truth, error))?;
     Ok(files)
 }

@@ -9,12 +9,7 @@ use crate::calendar::TradingCalendar;
 use crate::synth::{SynthSpec, generate};
 
 fn small_market() -> BarsColumns {
-    let spec = SynthSpec {
-        stocks: 30,
-        days: 400,
-        seed: 11,
-        ..SynthSpec::default()
-    };
+    let spec = SynthSpec { stocks: 30, days: 400, seed: 11, ..SynthSpec::default() };
     generate(&spec).expect("valid synth spec").bars
 }
 
@@ -41,30 +36,16 @@ fn features_are_robust_z_scores_within_the_winsor_limit() {
     let panel = build_panel(&bars, &PanelSpec::default());
     let day = 300;
     for (name, column) in panel.feature_names().iter().zip(panel.features()) {
-        let mut values: Vec<f32> = panel
-            .rows_of_day(day)
-            .map(|row| column[row])
-            .filter(|x| x.is_finite())
-            .collect();
-        assert!(
-            values.len() >= MIN_CROSS_SECTION,
-            "{name} has {} values on day {day}",
-            values.len()
-        );
-        assert!(
-            values.iter().all(|x| x.abs() <= WINSOR_LIMIT as f32),
-            "{name} exceeds the winsor limit"
-        );
+        let mut values: Vec<f32> = panel.rows_of_day(day).map(|row| column[row]).filter(|x| x.is_finite()).collect();
+        assert!(values.len() >= MIN_CROSS_SECTION, "{name} has {} values on day {day}", values.len());
+        assert!(values.iter().all(|x| x.abs() <= WINSOR_LIMIT as f32), "{name} exceeds the winsor limit");
         values.sort_by(f32::total_cmp);
         let median = if values.len() % 2 == 1 {
             values[values.len() / 2]
         } else {
             (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
         };
-        assert!(
-            median.abs() < 1e-5,
-            "{name}: median of a robust z-score is {median}"
-        );
+        assert!(median.abs() < 1e-5, "{name}: median of a robust z-score is {median}");
     }
 }
 
@@ -72,40 +53,24 @@ fn features_are_robust_z_scores_within_the_winsor_limit() {
 fn targets_equal_a_direct_computation_from_closes() {
     let columns = small_market();
     let calendar = TradingCalendar::from_dates(columns.date.clone());
-    let close: HashMap<(NaiveDate, &str), f64> = columns
-        .date
-        .iter()
-        .zip(&columns.code)
-        .zip(&columns.close)
-        .map(|((d, c), v)| ((*d, c.as_str()), *v))
-        .collect();
+    let close: HashMap<(NaiveDate, &str), f64> =
+        columns.date.iter().zip(&columns.code).zip(&columns.close).map(|((d, c), v)| ((*d, c.as_str()), *v)).collect();
     let bars = Bars::new(columns.clone()).expect("valid bars");
     let panel = build_panel(&bars, &PanelSpec::default());
     let mut checked_nulls_at_end = 0;
-    for row in (0..panel.rows())
-        .step_by(97)
-        .chain(panel.rows() - 40..panel.rows())
-    {
+    for row in (0..panel.rows()).step_by(97).chain(panel.rows() - 40..panel.rows()) {
         let day = panel.day()[row] as usize;
         let code = panel.codes()[panel.stock()[row] as usize].as_str();
         let today = close[&(calendar.date(day).expect("day on calendar"), code)];
         for &h in panel.horizons() {
             let target = panel.target(h).expect("horizon built")[row];
-            let later = calendar
-                .date(day + h as usize)
-                .and_then(|d| close.get(&(d, code)).copied());
+            let later = calendar.date(day + h as usize).and_then(|d| close.get(&(d, code)).copied());
             match later {
                 Some(later) if later.is_finite() && today.is_finite() => {
-                    assert!(
-                        (target - (later / today - 1.0)).abs() < 1e-12,
-                        "row {row} h {h}"
-                    );
+                    assert!((target - (later / today - 1.0)).abs() < 1e-12, "row {row} h {h}");
                 }
                 _ => {
-                    assert!(
-                        target.is_nan(),
-                        "row {row} h {h}: expected null target, got {target}"
-                    );
+                    assert!(target.is_nan(), "row {row} h {h}: expected null target, got {target}");
                     if day + h as usize >= calendar.len() {
                         checked_nulls_at_end += 1;
                     }
@@ -113,10 +78,7 @@ fn targets_equal_a_direct_computation_from_closes() {
             }
         }
     }
-    assert!(
-        checked_nulls_at_end > 0,
-        "the sample must include targets past the end of the data"
-    );
+    assert!(checked_nulls_at_end > 0, "the sample must include targets past the end of the data");
 }
 
 #[test]
@@ -125,27 +87,13 @@ fn a_null_close_stays_null_in_returns_and_targets() {
     let calendar = TradingCalendar::from_dates(columns.date.clone());
     let day = 200;
     let date = calendar.date(day).expect("day on calendar");
-    let row = columns
-        .date
-        .iter()
-        .zip(&columns.code)
-        .position(|(d, c)| *d == date && c == "S0003")
-        .expect("row exists");
-    for column in [
-        &mut columns.open,
-        &mut columns.high,
-        &mut columns.low,
-        &mut columns.close,
-    ] {
+    let row = columns.date.iter().zip(&columns.code).position(|(d, c)| *d == date && c == "S0003").expect("row exists");
+    for column in [&mut columns.open, &mut columns.high, &mut columns.low, &mut columns.close] {
         column[row] = f64::NAN;
     }
     let bars = Bars::new(columns).expect("valid bars");
     let panel = build_panel(&bars, &PanelSpec::default());
-    let stock = panel
-        .codes()
-        .iter()
-        .position(|c| c == "S0003")
-        .expect("stock exists");
+    let stock = panel.codes().iter().position(|c| c == "S0003").expect("stock exists");
     let ret_1 = panel.feature("ret_1").expect("ret_1 exists");
     let at = |d: usize| panel.find_row(d, stock).expect("row exists");
     assert!(ret_1[at(day)].is_nan() && ret_1[at(day + 1)].is_nan());

@@ -11,21 +11,13 @@ fn bit_equal(a: &[f64], b: &[f64]) -> bool {
 
 #[test]
 fn same_seed_gives_the_same_market_and_another_seed_does_not() {
-    let spec = SynthSpec {
-        stocks: 25,
-        days: 420,
-        ..SynthSpec::default()
-    };
+    let spec = SynthSpec { stocks: 25, days: 420, ..SynthSpec::default() };
     let first = generate(&spec).expect("valid spec");
     let second = generate(&spec).expect("valid spec");
     assert!(bit_equal(&first.bars.close, &second.bars.close));
     assert!(bit_equal(&first.bars.volume, &second.bars.volume));
     assert_eq!(first.truth, second.truth);
-    let other = generate(&SynthSpec {
-        seed: spec.seed + 1,
-        ..spec
-    })
-    .expect("valid spec");
+    let other = generate(&SynthSpec { seed: spec.seed + 1, ..spec }).expect("valid spec");
     assert!(!bit_equal(&first.bars.close, &other.bars.close));
 }
 
@@ -59,11 +51,7 @@ fn market_is_valid_and_has_late_listings_and_no_trade_days() {
 
 #[test]
 fn too_small_a_market_is_refused_naming_the_field() {
-    let error = generate(&SynthSpec {
-        stocks: 3,
-        ..SynthSpec::default()
-    })
-    .expect_err("too few stocks");
+    let error = generate(&SynthSpec { stocks: 3, ..SynthSpec::default() }).expect_err("too few stocks");
     assert_eq!(error.to_string(), "stocks: must be at least 20, got 3");
 }
 
@@ -79,10 +67,7 @@ fn mean_delta(
     let deltas: Vec<f64> = days
         .filter_map(|day| {
             let rows = panel.rows_of_day(day);
-            let scores: Vec<f64> = rows
-                .clone()
-                .map(|row| scorer.score_row(panel, row))
-                .collect();
+            let scores: Vec<f64> = rows.clone().map(|row| scorer.score_row(panel, row)).collect();
             let targets: Vec<f64> = rows.map(|row| target[row]).collect();
             precision_at_k(&scores, &targets, k).map(|d| d.delta())
         })
@@ -103,15 +88,9 @@ fn a_model_trained_before_a_break_loses_precision_after_it() {
 }
 
 fn model_trained_before_a_break_loses_precision_after_it(seed: u64) {
-    let market = generate(&SynthSpec {
-        seed,
-        ..SynthSpec::default()
-    })
-    .expect("valid spec");
+    let market = generate(&SynthSpec { seed, ..SynthSpec::default() }).expect("valid spec");
     let calendar = crate::calendar::TradingCalendar::from_dates(market.bars.date.clone());
-    let first_break = calendar
-        .index_of(market.truth.breaks[0])
-        .expect("break is a trading day");
+    let first_break = calendar.index_of(market.truth.breaks[0]).expect("break is a trading day");
     let bars = Bars::new(market.bars).expect("valid bars");
     let panel = build_panel(&bars, &PanelSpec { horizons: vec![5] });
     let (h, window, k) = (5usize, 252usize, 20usize);
@@ -122,12 +101,6 @@ fn model_trained_before_a_break_loses_precision_after_it(seed: u64) {
     let before = mean_delta(&panel, &scorer, retrain..first_break - h, 5, k);
     let after = mean_delta(&panel, &scorer, first_break..first_break + 120, 5, k);
     println!("seed {seed}: mean ΔP@K before the break {before:.4}, after {after:.4}");
-    assert!(
-        before > 0.05,
-        "the planted signal is learnable: ΔP@K before the break is {before:.4}"
-    );
-    assert!(
-        after < before - 0.08,
-        "the break costs precision: before {before:.4}, after {after:.4}"
-    );
+    assert!(before > 0.05, "the planted signal is learnable: ΔP@K before the break is {before:.4}");
+    assert!(after < before - 0.08, "the break costs precision: before {before:.4}, after {after:.4}");
 }

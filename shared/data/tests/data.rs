@@ -1,0 +1,246 @@
+//! The data layer against real files: OHLCV in three formats, bad inputs, panels on
+//! disk and their content hash, and the quality checks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use wf_data::DataError;
+use wf_data::check::{CheckOptions, Severity, check_file};
+use wf_data::ohlcv::{read_ohlcv, write_ohlcv};
+use wf_data::panel_file::{read_panel, write_panel};
+use wf_data::prepare::prepare;
+use wf_shared::bars::BarsColumns;
+use wf_shared::dataset::content_hash;
+use wf_shared::synth::{SynthSpec, generate};
+use wf_shared::{Bars, PanelSpec, build_panel};
+
+fn small_market() -> BarsColumns {
+    generate(&SynthSpec { stocks: 30, days: 420, seed: 3, ..SynthSpec::default() }).expect("valid spec").bars
+}
+
+fn csv_text(bars: &BarsColumns) -> String {
+    let mut text = String::from("date,code,open,high,low,close,volume\n");
+    let number = |x: f64| if x.is_nan() { String::new() } else { format!("{x}") };
+    for row in 0..bars.date.len() {
+        text += &format!(
+            "{},{},{},{},{},{},{}\n",
+            bars.date[row],
+            bars.code[row],
+            number(bars.open[row]),
+            number(bars.high[row]),
+            number(bars.low[row]),
+            number(bars.close[row]),
+            number(bars.volume[row])
+        );
+    }
+    text
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn ohlcv_reads_the_same_from_parquet_csv_and_csv_gz() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bars = small_market();
+    bars.turnover = None;
+    let parquet = dir.path().join("bars.parquet");
+    write_ohlcv(&parquet, &bars).expect("write parquet");
+    let csv = write(dir.path(), "bars.csv", &csv_text(&bars));
+    let gz = dir.path().join("bars.csv.gz");
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::fs::File::create(&gz).expect("create"), flate2::Compression::fast());
+    encoder.write_all(csv_text(&bars).as_bytes()).expect("compress");
+    encoder.finish().expect("finish gzip");
+
+    for path in [&parquet, &csv, &gz] {
+        let read = read_ohlcv(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        assert_eq!(read.date, bars.date, "{}", path.display());
+        assert_eq!(read.code, bars.code);
+        assert!(same(&read.close, &bars.close), "{}: closes differ", path.display());
+        assert!(same(&read.volume, &bars.volume));
+        assert!(read.turnover.is_none());
+    }
+}
+
+#[test]
+fn numeric_codes_stay_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(
+        dir.path(),
+        "codes.csv",
+        "date,code,open,high,low,close,volume\n2024-01-04,0072,1,1,1,1,5\n2024-01-04,141A,2,2,2,2,5\n",
+    );
+    let read = read_ohlcv(&path).expect("valid file");
+    assert_eq!(read.code, vec!["0072".to_string(), "141A".to_string()]);
+}
+
+/// Every bad input gives one line that names the problem, and nothing panics.
+#[test]
+fn bad_inputs_give_a_one_line_error_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let header = "date,code,open,high,low,close,volume\n";
+    let good_row = "2024-01-04,7203,10,11,9,10,100\n";
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "missing column",
+            write(dir.path(), "missing.csv", "date,code,open,high,low,volume\n2024-01-04,7203,1,1,1,5\n"),
+            "missing column close",
+        ),
+        (
+            "wrong type",
+            write(dir.path(), "wrong.csv", &format!("{header}2024-01-04,7203,10,11,9,ten,100\n")),
+            "column close has type str, expected a number",
+        ),
+        (
+            "bad date",
+            write(dir.path(), "date.csv", &format!("{header}yesterday,7203,10,11,9,10,100\n")),
+            "column date has type str, expected a date",
+        ),
+        ("empty file", write(dir.path(), "empty.csv", ""), "file is empty"),
+        ("header only", write(dir.path(), "header.csv", header), "file is empty"),
+        (
+            "duplicate rows",
+            write(dir.path(), "dup.csv", &format!("{header}{good_row}{good_row}")),
+            "duplicate row for code 7203 on 2024-01-04",
+        ),
+        (
+            "negative price",
+            write(dir.path(), "neg.csv", &format!("{header}2024-01-04,7203,-10,11,9,10,100\n")),
+            "non-positive open -10 for code 7203 on 2024-01-04",
+        ),
+        ("unreadable path", dir.path().join("absent.parquet"), "cannot read"),
+        ("unknown format", write(dir.path(), "bars.txt", "x"), "unknown file type"),
+        ("not parquet", write(dir.path(), "junk.parquet", "this is not parquet"), "cannot read"),
+    ];
+    for (case, path, expected) in cases {
+        let out = dir.path().join("panel.parquet");
+        let error = prepare(&path, &out, &PanelSpec::default(), |_| {}).expect_err(case).to_string();
+        assert!(error.contains(expected), "{case}: {error:?} does not contain {expected:?}");
+        assert!(!error.contains('\n'), "{case}: error spans lines: {error:?}");
+        assert!(!out.exists(), "{case}: a panel was written from bad input");
+    }
+}
+
+#[test]
+fn panel_round_trips_through_parquet_with_the_same_content_hash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bars = Bars::new(small_market()).expect("valid bars");
+    let panel = build_panel(&bars, &PanelSpec::default());
+    let path = dir.path().join("panel.parquet");
+    let written = write_panel(&path, &panel).expect("write panel");
+    let read = read_panel(&path).expect("read panel");
+    assert_eq!(read.rows(), panel.rows());
+    assert_eq!(read.feature_names(), panel.feature_names());
+    assert_eq!(read.horizons(), panel.horizons());
+    assert_eq!(content_hash(&read), written);
+    assert_eq!(written, content_hash(&panel));
+}
+
+#[test]
+fn content_hash_is_stable_across_source_formats_and_changes_with_any_value() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bars = small_market();
+    bars.turnover = None;
+    let parquet = dir.path().join("bars.parquet");
+    write_ohlcv(&parquet, &bars).expect("write parquet");
+    let csv = write(dir.path(), "bars.csv", &csv_text(&bars));
+    let from_parquet =
+        prepare(&parquet, &dir.path().join("a.parquet"), &PanelSpec::default(), |_| {}).expect("prepare");
+    let from_csv = prepare(&csv, &dir.path().join("b.parquet"), &PanelSpec::default(), |_| {}).expect("prepare");
+    assert_eq!(from_parquet.content_hash, from_csv.content_hash);
+    // A pinned value: the hash of this seed's panel must not drift between runs or machines.
+    let again = prepare(&parquet, &dir.path().join("c.parquet"), &PanelSpec::default(), |_| {}).expect("prepare");
+    assert_eq!(again.content_hash, from_parquet.content_hash);
+
+    bars.close[1000] *= 1.0001;
+    let changed_path = dir.path().join("changed.parquet");
+    write_ohlcv(&changed_path, &bars).expect("write parquet");
+    let changed =
+        prepare(&changed_path, &dir.path().join("d.parquet"), &PanelSpec::default(), |_| {}).expect("prepare");
+    assert_ne!(changed.content_hash, from_parquet.content_hash);
+    let horizons =
+        prepare(&parquet, &dir.path().join("e.parquet"), &PanelSpec { horizons: vec![1, 5] }, |_| {}).expect("prepare");
+    assert_ne!(horizons.content_hash, from_parquet.content_hash);
+}
+
+#[test]
+fn check_passes_a_clean_synthetic_market_and_its_panel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ohlcv = dir.path().join("ohlcv.parquet");
+    write_ohlcv(&ohlcv, &generate(&SynthSpec::default()).expect("valid spec").bars).expect("write");
+    let report = check_file(&ohlcv, CheckOptions::default()).expect("check runs");
+    assert!(report.passed, "{:#?}", report.failed_gates().collect::<Vec<_>>());
+    assert_eq!(report.volume_level_shifts.as_ref().map(|f| f.count), Some(0), "no false level shifts");
+    assert_eq!(report.stocks, 200);
+    let panel = dir.path().join("panel.parquet");
+    prepare(&ohlcv, &panel, &PanelSpec::default(), |_| {}).expect("prepare");
+    let report = check_file(&panel, CheckOptions::default()).expect("check runs");
+    assert!(report.passed, "{:#?}", report.failed_gates().collect::<Vec<_>>());
+    assert_eq!(report.columns.len(), wf_shared::FEATURES.len() + 4);
+}
+
+#[test]
+fn check_flags_a_mostly_null_column_and_a_volume_level_shift() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bars = generate(&SynthSpec::default()).expect("valid spec").bars;
+    // Plant: turnover 68% null; volume of S0007 ten times larger from its 600th row on.
+    let rows = bars.date.len();
+    if let Some(turnover) = bars.turnover.as_mut() {
+        for value in turnover.iter_mut().take(rows * 68 / 100) {
+            *value = f64::NAN;
+        }
+    }
+    let s7: Vec<usize> = (0..rows).filter(|r| bars.code[*r] == "S0007").collect();
+    let shift_date = bars.date[s7[600]];
+    for row in &s7[600..] {
+        bars.volume[*row] *= 10.0;
+    }
+    let path = dir.path().join("planted.parquet");
+    write_ohlcv(&path, &bars).expect("write");
+
+    let report = check_file(&path, CheckOptions::default()).expect("check runs");
+    assert!(!report.passed);
+    let null_gate = report.failed_gates().find(|g| g.check == "null share of turnover").expect("null gate fails");
+    assert_eq!(null_gate.severity, Severity::Error);
+    assert!(null_gate.detail.starts_with("68.0% > max 10.0%"), "{}", null_gate.detail);
+    let shifts = report.volume_level_shifts.as_ref().expect("ohlcv report");
+    assert_eq!(shifts.count, 1, "{:?}", shifts.examples);
+    assert!(shifts.examples[0].starts_with(&format!("S0007 at {shift_date}")), "{:?}", shifts.examples);
+    let text = wf_data::check::render_table(&report);
+    assert!(text.contains("FAIL  null share of turnover"), "{text}");
+    assert!(text.contains("<-- mostly null"));
+    assert!(text.contains("WARN  volume level shifts"));
+
+    // A level shift alone is a warning; strict mode fails on it.
+    bars.turnover = None;
+    write_ohlcv(&path, &bars).expect("write");
+    assert!(check_file(&path, CheckOptions::default()).expect("check runs").passed);
+    assert!(!check_file(&path, CheckOptions { strict: true, ..CheckOptions::default() }).expect("check runs").passed);
+}
+
+#[test]
+fn check_reports_duplicates_bad_prices_and_gaps_instead_of_refusing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = "date,code,open,high,low,close,volume\n\
+        2024-01-04,A,10,11,9,10,100\n2024-01-04,A,10,11,9,10,100\n\
+        2024-01-05,A,10,9,11,10,100\n2024-01-05,B,0,1,1,1,1\n\
+        2024-01-08,B,1,1,1,1,1\n2024-01-09,A,10,30,9,30,100\n";
+    let path = write(dir.path(), "messy.csv", text);
+    let report = check_file(&path, CheckOptions::default()).expect("check runs");
+    assert_eq!(report.duplicates.count, 1);
+    assert_eq!(report.non_positive_prices.as_ref().map(|f| f.count), Some(1));
+    assert_eq!(report.high_below_low.as_ref().map(|f| f.count), Some(1));
+    assert_eq!(report.extreme_moves.as_ref().map(|f| f.count), Some(1));
+    assert_eq!(report.stocks_with_gaps.count, 1, "A misses 2024-01-08");
+    assert!(!report.passed);
+    let error = check_file(&dir.path().join("absent.csv"), CheckOptions::default()).expect_err("absent file");
+    assert!(matches!(error, DataError::Unreadable { .. }));
+}
