@@ -1,1 +1,91 @@
-//! placeholder
+//! `wf-tests`: the harness for end-to-end tests that run walkforward's real binaries.
+//!
+//! [`wf_binary`] finds `target/<profile>/wf`. A workspace test build (`cargo nextest run
+//! --workspace`) builds it alongside the tests, with the same features (the coordinator
+//! crate's own integration test makes cargo do so); when it is missing, the harness runs
+//! that same build once. [`wf`] runs the binary with a hard timeout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What a finished `wf` run printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn succeeded(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// The `target/<profile>` directory of the running test executable.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("test executable lives in target/<profile>/deps").to_path_buf()
+}
+
+/// Path of the `wf` binary built with this test's profile.
+pub fn wf_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let dir = profile_dir();
+        let binary = dir.join("wf");
+        if !binary.exists() {
+            // Same command shape as the test build, so no dependency is rebuilt with
+            // other features (`-p wf-coordinator` alone would rebuild polars).
+            let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+            let profile = if profile == "debug" { "dev".to_string() } else { profile };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--workspace", "--tests", "--profile", &profile, "--manifest-path"])
+                .arg(&manifest)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building wf failed");
+        }
+        assert!(binary.exists(), "{} was not built", binary.display());
+        binary
+    })
+}
+
+/// Runs `wf` with `args` in `dir`, killing it after `timeout`.
+pub fn wf_in(dir: &Path, args: &[&str], timeout: Duration) -> Run {
+    let mut child = Command::new(wf_binary())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wf starts");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait for wf").is_some() {
+            break;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("wf {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect wf output");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `wf` in `dir` with a one-minute limit.
+pub fn wf(dir: &Path, args: &[&str]) -> Run {
+    wf_in(dir, args, Duration::from_secs(60))
+}

@@ -23,7 +23,8 @@ pub fn render_table(report: &CheckReport) -> String {
         (Some(first), Some(last)) => format!("{first} .. {last}"),
         _ => "no dates".to_string(),
     };
-    let _ = writeln!(out, "file    {} ({:?})", report.path, report.kind);
+    let kind = serde_json::to_value(report.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let _ = writeln!(out, "file    {} ({kind})", report.path);
     let _ = writeln!(
         out,
         "shape   {} rows, {} stocks, {} dates, {span}",

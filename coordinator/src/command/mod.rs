@@ -1,0 +1,31 @@
+//! Subcommand dispatch. Each command returns an [`Outcome`] or an error; `main` turns
+//! them into exit codes.
+
+mod data;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+/// How a command that ran to the end went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The command ran, and what it checked failed a gate.
+    GateFailed,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::GateFailed => ExitCode::from(1),
+        }
+    }
+}
+
+pub fn run(command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Data(data) => data::run(data),
+    }
+}

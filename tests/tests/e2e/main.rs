@@ -1,0 +1,3 @@
+//! End-to-end tests of the `wf` binary: one test binary for the whole suite.
+
+mod data_cli;
