@@ -53,21 +53,30 @@ pub const FEATURES: &[FeatureDef] = &[
     def("dist_ma_5", 5, "c[t] / mean(c, 5 days) - 1 (>= 4 values)"),
     def("dist_ma_20", 20, "c[t] / mean(c, 20 days) - 1 (>= 15 values)"),
     def("dist_ma_60", 60, "c[t] / mean(c, 60 days) - 1 (>= 40 values)"),
-    def("rsi_14", 14, "sum of up-moves / sum of absolute moves of c over 14 days (>= 10; 0.5 when flat)"),
-    def("volume_ratio_5_60", 60, "ln(mean(v, 5 days) / mean(v, 60 days))"),
-    def("volume_surprise_20", 20, "ln(1 + v[t]) - mean(ln(1 + v), 20 days)"),
-    def("value_ratio_5_60", 60, "ln(mean(dv, 5 days) / mean(dv, 60 days))"),
-    def("log_value_20", 20, "ln(mean(dv, 20 days)) (size and liquidity)"),
-    def("amihud_20", 20, "ln(1 + 1e9 * mean(|ret_1| / dv, 20 days)) (illiquidity)"),
-    def("dist_high_20", 20, "c[t] / max(h, 20 days) - 1"),
-    def("dist_low_20", 20, "c[t] / min(l, 20 days) - 1"),
-    def("dist_high_60", 60, "c[t] / max(h, 60 days) - 1"),
-    def("dist_low_60", 60, "c[t] / min(l, 60 days) - 1"),
+    def("rsi_14", 14, "sum of up-moves / sum of absolute moves of c over 14 days (>= 10 moves; 0.5 when flat)"),
+    def("volume_ratio_5_60", 60, "ln(mean(v, 5 days, >= 3) / mean(v, 60 days, >= 40))"),
+    def("volume_surprise_20", 20, "ln(1 + v[t]) - mean(ln(1 + v), 20 days, >= 15)"),
+    def("value_ratio_5_60", 60, "ln(mean(dv, 5 days, >= 3) / mean(dv, 60 days, >= 40))"),
+    def("log_value_20", 20, "ln(mean(dv, 20 days, >= 15)) (size and liquidity)"),
+    def("amihud_20", 20, "ln(1 + 1e9 * mean(|ret_1| / dv, 20 days, >= 15)) (illiquidity)"),
+    def("dist_high_20", 20, "c[t] / max(h, 20 days, >= 13) - 1"),
+    def("dist_low_20", 20, "c[t] / min(l, 20 days, >= 13) - 1"),
+    def("dist_high_60", 60, "c[t] / max(h, 60 days, >= 40) - 1"),
+    def("dist_low_60", 60, "c[t] / min(l, 60 days, >= 40) - 1"),
     def("beta_60", 60, "cov(lr, m) / var(m) over 60 days (>= 40 pairs)"),
     def("resid_ret_5", 60, "ln(c[t] / c[t-5]) - beta_60 * sum(m, 5 days) (market-relative)"),
     def("resid_ret_20", 60, "ln(c[t] / c[t-20]) - beta_60 * sum(m, 20 days) (market-relative)"),
-    def("idio_vol_60", 60, "std of the residual of lr on m over 60 days"),
+    def("idio_vol_60", 60, "std of the residual of lr on m over 60 days (>= 40 pairs)"),
 ];
+
+/// The catalogue as a Markdown table, as `docs/FEATURES.md` carries it.
+pub fn catalogue_markdown() -> String {
+    let mut table = String::from("| # | column | reads (trading days) | raw value before normalisation |\n|---|---|---|---|\n");
+    for (index, feature) in FEATURES.iter().enumerate() {
+        table += &format!("| {} | `{}` | {} | `{}` |\n", index + 1, feature.name, feature.lookback, feature.formula);
+    }
+    table
+}
 
 /// What to build: the target horizons, in trading days.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +163,9 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
         }
     }
 
-    let per_stock: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = series
+    // Per stock: (features, targets), each a list of dense columns over its span.
+    type Columns = Vec<Vec<f64>>;
+    let per_stock: Vec<(Columns, Columns)> = series
         .par_iter()
         .map(|s| (stock_features(s, &market[s.first_day..s.first_day + s.len()]), stock_targets(s, &spec.horizons)))
         .collect();

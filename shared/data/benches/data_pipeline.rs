@@ -1,1 +1,108 @@
-fn main() {}
+//! Benchmark: `prepare` and `check` on a real OHLCV file (default: the jp_tse1000 data
+//! beside the repository, `../shared/data/jp_tse1000/jp_tse1000_daily.parquet`; set
+//! `WF_BENCH_OHLCV` to use another). Not a timed test: it prints figures.
+//!
+//! ```text
+//! cargo bench -p wf-data --bench data_pipeline
+//! ```
+//!
+//! Each phase runs in a child process (this same executable with `--phase`), so the
+//! peak resident memory reported is that phase's alone (`VmHWM` of the child).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use wf_data::check::{CheckOptions, check_file};
+use wf_data::panel_file::read_panel;
+use wf_data::prepare::prepare;
+use wf_shared::PanelSpec;
+use wf_shared::dataset::content_hash;
+
+const RUNS: usize = 3;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}
+
+/// Runs one phase in this process and prints `seconds peak_mib detail`.
+fn run_phase(phase: &str, input: &Path, panel: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let detail = match phase {
+        "prepare" => {
+            let prepared = prepare(input, panel, &PanelSpec::default(), |_| {}).map_err(|e| e.to_string())?;
+            let stages: Vec<String> =
+                prepared.timings.iter().map(|(s, d)| format!("{} {:.2}s", s.label(), d.as_secs_f64())).collect();
+            format!("{} rows x {} features; {}", prepared.rows, prepared.features, stages.join(", "))
+        }
+        "check-ohlcv" => {
+            let report = check_file(input, CheckOptions::default()).map_err(|e| e.to_string())?;
+            format!("{} rows, {} gates failed", report.rows, report.failed_gates().count())
+        }
+        "check-panel" => {
+            let report = check_file(panel, CheckOptions::default()).map_err(|e| e.to_string())?;
+            format!("{} columns, {} gates failed", report.columns.len(), report.failed_gates().count())
+        }
+        "read-and-hash-panel" => {
+            let loaded = read_panel(panel).map_err(|e| e.to_string())?;
+            content_hash(&loaded).short()
+        }
+        other => return Err(format!("unknown phase {other}")),
+    };
+    println!("{:.3} {:.0} {detail}", started.elapsed().as_secs_f64(), peak_rss_mib());
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = std::env::var("WF_BENCH_OHLCV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("../shared/data/jp_tse1000/jp_tse1000_daily.parquet"));
+    let panel = std::env::temp_dir().join(format!("wf-bench-panel-{}.parquet", std::process::id()));
+
+    if let Some(position) = args.iter().position(|a| a == "--phase") {
+        let phase = &args[position + 1];
+        let panel = PathBuf::from(&args[position + 2]);
+        if let Err(error) = run_phase(phase, &input, &panel) {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    if !input.exists() {
+        println!("skipped: {} not found (set WF_BENCH_OHLCV)", input.display());
+        return;
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("data pipeline benchmark: {} ({threads} threads, best and median of {RUNS} runs)", input.display());
+    println!("{:<22} {:>8} {:>8} {:>10}  detail", "phase", "best s", "median s", "peak MiB");
+    let exe = std::env::current_exe().expect("benchmark executable");
+    for (phase, target) in [("prepare", Some(3.0)), ("check-ohlcv", Some(1.0)), ("check-panel", None), ("read-and-hash-panel", None)] {
+        let mut results: Vec<(f64, f64, String)> = Vec::new();
+        for _ in 0..RUNS {
+            let output = Command::new(&exe).arg("--phase").arg(phase).arg(&panel).output().expect("child runs");
+            let text = String::from_utf8_lossy(&output.stdout);
+            if !output.status.success() {
+                println!("{phase}: failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+                return;
+            }
+            let mut parts = text.trim().splitn(3, ' ');
+            let seconds: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            let mib: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            results.push((seconds, mib, parts.next().unwrap_or_default().to_string()));
+        }
+        results.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (best, median) = (results[0].0, results[RUNS / 2].0);
+        let peak = results.iter().map(|r| r.1).fold(0.0, f64::max);
+        let verdict = target.map_or(String::new(), |t: f64| format!(" (target <= {t:.0} s: {})", if best <= t { "met" } else { "missed" }));
+        println!("{phase:<22} {best:>8.3} {median:>8.3} {peak:>10.0}  {}{verdict}", results[0].2);
+    }
+    let _ = std::fs::remove_file(&panel);
+}
