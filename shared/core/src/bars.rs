@@ -202,26 +202,36 @@ impl Bars {
     }
 
     /// The bars known at the close of trading day `last_day`: every row dated later is
-    /// dropped. Used to prove that features never look ahead.
+    /// dropped, and so is every stock with no row left, exactly as if the input file had
+    /// ended that day. Used to prove that features never look ahead.
     pub fn truncated(&self, last_day: usize) -> Self {
-        let mut columns =
-            BarsColumns { turnover: self.turnover.as_ref().map(|_| Vec::new()), ..BarsColumns::default() };
-        for (stock, rows) in self.stock_rows.iter().enumerate() {
-            for row in rows.clone().filter(|row| self.day[*row] as usize <= last_day) {
-                columns.date.push(self.calendar.date(self.day[row] as usize).unwrap_or_default());
-                columns.code.push(self.codes[stock].clone());
-                columns.open.push(self.open[row]);
-                columns.high.push(self.high[row]);
-                columns.low.push(self.low[row]);
-                columns.close.push(self.close[row]);
-                columns.volume.push(self.volume[row]);
-                if let (Some(out), Some(values)) = (columns.turnover.as_mut(), self.turnover.as_ref()) {
-                    out.push(values[row]);
-                }
+        let keep = |row: &usize| self.day[*row] as usize <= last_day;
+        let mut rows = Vec::new();
+        let mut codes = Vec::new();
+        let mut stock_rows = Vec::new();
+        for (stock, range) in self.stock_rows.iter().enumerate() {
+            let start = rows.len();
+            rows.extend(range.clone().filter(keep));
+            if rows.len() > start {
+                codes.push(self.codes[stock].clone());
+                stock_rows.push(start..rows.len());
             }
         }
-        // Rows of valid bars stay valid after truncation.
-        Self::new(columns).unwrap_or_else(|_| self.clone())
+        let gather = |values: &[f64]| rows.iter().map(|row| values[*row]).collect::<Vec<f64>>();
+        // The calendar of the truncated input: the dates that still have a row.
+        let last_kept = rows.iter().map(|row| self.day[*row] as usize).max().unwrap_or_default();
+        Self {
+            calendar: self.calendar.truncated(last_kept),
+            codes,
+            stock_rows,
+            day: rows.iter().map(|row| self.day[*row]).collect(),
+            open: gather(&self.open),
+            high: gather(&self.high),
+            low: gather(&self.low),
+            close: gather(&self.close),
+            volume: gather(&self.volume),
+            turnover: self.turnover.as_deref().map(gather),
+        }
     }
 }
 
@@ -284,6 +294,19 @@ mod tests {
         let mut inverted = columns(&[(2, "A", 1.0)]);
         inverted.high[0] = 0.5;
         assert!(matches!(Bars::new(inverted), Err(BarsError::HighBelowLow { .. })));
+    }
+
+    #[test]
+    fn truncation_drops_later_rows_and_stocks_not_yet_listed() {
+        let bars = Bars::new(columns(&[(2, "A", 1.0), (3, "A", 2.0), (3, "B", 3.0), (4, "B", 4.0)])).expect("valid");
+        let known = bars.truncated(0);
+        assert_eq!(known.codes(), &["A".to_string()]);
+        assert_eq!(known.calendar().len(), 1);
+        assert_eq!(known.close(), &[1.0]);
+        let later = bars.truncated(1);
+        assert_eq!(later.codes().len(), 2);
+        assert_eq!(later.close(), &[1.0, 2.0, 3.0]);
+        assert_eq!(later.stock_rows(1), 2..3);
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub const FEATURES: &[FeatureDef] = &[
 
 /// The catalogue as a Markdown table, as `docs/FEATURES.md` carries it.
 pub fn catalogue_markdown() -> String {
-    let mut table = String::from("| # | column | reads (trading days) | raw value before normalisation |\n|---|---|---|---|\n");
+    let mut table =
+        String::from("| # | column | reads (trading days) | raw value before normalisation |\n|---|---|---|---|\n");
     for (index, feature) in FEATURES.iter().enumerate() {
         table += &format!("| {} | `{}` | {} | `{}` |\n", index + 1, feature.name, feature.lookback, feature.formula);
     }

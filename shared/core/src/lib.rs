@@ -8,6 +8,9 @@
 //! | module | owns |
 //! |---|---|
 //! | [`calendar`] | the trading calendar: sorted distinct dates, offsets in trading days |
+//! | [`cadence`] | retraining cadences and the retrain dates they select |
+//! | [`spec`] | sweep specs (TOML) and their validation, errors naming the field |
+//! | [`plan`] | the planner: jobs with the purge rule, job keys, dedup, split manifest |
 //! | [`bars`] | validated daily OHLCV, stored per stock on the calendar |
 //! | [`feature`] | the feature catalogue and the panel builder (features + forward targets) |
 //! | [`panel`] | the panel: one row per (date, stock), features and targets as columns |
@@ -17,13 +20,16 @@
 //! | [`dataset`] | dataset identity (content hash newtype) |
 
 pub mod bars;
+pub mod cadence;
 pub mod calendar;
 pub mod dataset;
 pub mod feature;
 pub mod linear;
 pub mod metric;
 pub mod panel;
+pub mod plan;
 mod rolling;
+pub mod spec;
 pub mod synth;
 
 pub use bars::{Bars, BarsColumns, BarsError};

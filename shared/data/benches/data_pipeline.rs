@@ -84,7 +84,9 @@ fn main() {
     println!("data pipeline benchmark: {} ({threads} threads, best and median of {RUNS} runs)", input.display());
     println!("{:<22} {:>8} {:>8} {:>10}  detail", "phase", "best s", "median s", "peak MiB");
     let exe = std::env::current_exe().expect("benchmark executable");
-    for (phase, target) in [("prepare", Some(3.0)), ("check-ohlcv", Some(1.0)), ("check-panel", None), ("read-and-hash-panel", None)] {
+    for (phase, target) in
+        [("prepare", Some(3.0)), ("check-ohlcv", Some(1.0)), ("check-panel", None), ("read-and-hash-panel", None)]
+    {
         let mut results: Vec<(f64, f64, String)> = Vec::new();
         for _ in 0..RUNS {
             let output = Command::new(&exe).arg("--phase").arg(phase).arg(&panel).output().expect("child runs");
@@ -101,7 +103,9 @@ fn main() {
         results.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (best, median) = (results[0].0, results[RUNS / 2].0);
         let peak = results.iter().map(|r| r.1).fold(0.0, f64::max);
-        let verdict = target.map_or(String::new(), |t: f64| format!(" (target <= {t:.0} s: {})", if best <= t { "met" } else { "missed" }));
+        let verdict = target.map_or(String::new(), |t: f64| {
+            format!(" (target <= {t:.0} s: {})", if best <= t { "met" } else { "missed" })
+        });
         println!("{phase:<22} {best:>8.3} {median:>8.3} {peak:>10.0}  {}{verdict}", results[0].2);
     }
     let _ = std::fs::remove_file(&panel);

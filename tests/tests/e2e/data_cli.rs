@@ -67,19 +67,23 @@ fn synth_prepare_check_and_hash_form_one_pipeline() {
 }
 
 #[test]
-fn check_exits_1_naming_a_planted_68_percent_null_column() {
+fn check_exits_1_naming_a_planted_68_percent_null_column_and_a_volume_shift() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut bars = generate(&SynthSpec { stocks: 30, days: 420, ..SynthSpec::default() }).expect("valid spec").bars;
     let rows = bars.date.len();
     if let Some(turnover) = bars.turnover.as_mut() {
         turnover.iter_mut().take(rows * 68 / 100).for_each(|v| *v = f64::NAN);
     }
+    let s12: Vec<usize> = (0..rows).filter(|r| bars.code[*r] == "S0012").collect();
+    s12[200..].iter().for_each(|r| bars.volume[*r] *= 8.0);
     wf_data::ohlcv::write_ohlcv(&dir.path().join("planted.parquet"), &bars).expect("write");
 
     let run = wf(dir.path(), &["data", "check", "planted.parquet"]);
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(run.stdout.contains("FAIL  null share of turnover"), "{}", run.stdout);
     assert!(run.stdout.contains("68.0% > max 10.0%"));
+    let shift = format!("WARN  volume level shifts (x3 over 60 days)    1 (S0012 at {}", bars.date[s12[200]]);
+    assert!(run.stdout.contains(&shift), "{shift:?} not in {}", run.stdout);
 
     let run = wf(dir.path(), &["data", "check", "planted.parquet", "--json"]);
     assert_eq!(run.code, Some(1));
@@ -94,7 +98,9 @@ fn check_exits_1_naming_a_planted_68_percent_null_column() {
     assert_eq!(failed, vec!["null share of turnover"]);
 
     let run = wf(dir.path(), &["data", "check", "planted.parquet", "--max-null-share", "0.7"]);
-    assert_eq!(run.code, Some(0), "a looser gate passes: {}", run.stdout);
+    assert_eq!(run.code, Some(0), "a looser gate passes; the shift is a warning: {}", run.stdout);
+    let run = wf(dir.path(), &["data", "check", "planted.parquet", "--max-null-share", "0.7", "--strict"]);
+    assert_eq!(run.code, Some(1), "strict mode fails on the shift: {}", run.stdout);
 }
 
 #[test]

@@ -127,5 +127,8 @@ proptest! {
 #[test]
 fn docs_list_every_feature_with_its_formula() {
     let docs = include_str!("../../../../docs/FEATURES.md");
-    assert!(docs.contains(&catalogue_markdown()), "docs/FEATURES.md is out of date: paste catalogue_markdown() into it");
+    assert!(
+        docs.contains(&catalogue_markdown()),
+        "docs/FEATURES.md is out of date: paste catalogue_markdown() into it"
+    );
 }

@@ -1,0 +1,271 @@
+//! The sweep planner: trading calendar + validated spec → jobs, with the purge rule,
+//! job keys and dedup.
+//!
+//! For retrain day `r` (an index on the calendar), window `W`, longest horizon `h` and
+//! embargo `e`, a job trains on days `r − e − h − W ..= r − e − h − 1` (exactly W days):
+//! the label of its last training day is the close of `r − e − 1`, known before the
+//! model goes live at `r`. It scores days `r .. r + max_age`, cut at the last day whose
+//! longest-horizon target has matured. A job is one (model, seed, window, retrain day);
+//! every cadence that retrains on that day shares it, and its key (a hash of everything
+//! that determines its result) lets later sweeps reuse it too.
+
+mod manifest;
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+pub use manifest::{Manifest, ManifestJob, audit};
+
+use crate::cadence::Cadence;
+use crate::calendar::TradingCalendar;
+use crate::dataset::DatasetHash;
+use crate::spec::{ModelConfig, SpecError, SpecErrors, SweepConfig, TopK};
+
+/// Bumped whenever what a job computes changes, so old results are not reused.
+pub const JOB_FORMAT: &str = "walkforward-job-v1";
+
+/// What the planner needs to know about the dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub calendar: &'a TradingCalendar,
+    pub dataset_hash: DatasetHash,
+    pub feature_names: &'a [String],
+    /// Stocks with a row on each trading day.
+    pub daily_universe: &'a [usize],
+}
+
+/// A job's identity: a hash of its dataset, features, model and seed, dates and horizons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobKey(DatasetHash);
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl TryFrom<String> for JobKey {
+    type Error = crate::dataset::ParseDatasetHashError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Ok(Self(text.parse()?))
+    }
+}
+
+impl From<JobKey> for String {
+    fn from(key: JobKey) -> Self {
+        key.to_string()
+    }
+}
+
+impl JobKey {
+    pub fn short(&self) -> String {
+        self.0.short()
+    }
+}
+
+/// One distinct training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub key: JobKey,
+    /// Index into the sweep's models.
+    pub model: usize,
+    pub seed: u64,
+    pub window: u32,
+    pub retrain_day: usize,
+    pub train_days: Range<usize>,
+    pub score_days: Range<usize>,
+    /// The cadences that retrain with this job.
+    pub cadences: Vec<Cadence>,
+}
+
+/// Jobs of one (window, cadence) cell, before dedup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanCell {
+    pub window: u32,
+    pub cadence: Cadence,
+    pub retrains: usize,
+    pub jobs: u64,
+}
+
+/// A planned sweep.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    pub cells: Vec<PlanCell>,
+    pub jobs_before_dedup: u64,
+    /// Retrain days of each cadence, in spec order.
+    pub retrain_days: Vec<(Cadence, Vec<usize>)>,
+    /// Last day whose longest-horizon target is known: scoring stops there.
+    pub last_matured_day: usize,
+    pub longest_horizon: u32,
+    pub embargo: u32,
+}
+
+impl Plan {
+    /// Share of trainings saved by dedup.
+    pub fn saving(&self) -> f64 {
+        if self.jobs_before_dedup == 0 { 0.0 } else { 1.0 - self.jobs.len() as f64 / self.jobs_before_dedup as f64 }
+    }
+}
+
+fn error(field: &str, reason: String) -> SpecErrors {
+    SpecErrors(vec![SpecError::new(field, reason)])
+}
+
+/// Plans `config` on the dataset described by `input`.
+pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErrors> {
+    let calendar = input.calendar;
+    let (Some(first_date), Some(last_date)) = (calendar.first(), calendar.last()) else {
+        return Err(error("dataset.panel", "the panel has no dates".into()));
+    };
+    if let Some(pinned) = config.content_hash
+        && pinned != input.dataset_hash
+    {
+        return Err(error(
+            "dataset.content_hash",
+            format!("the panel's content hash is {}, not {pinned}", input.dataset_hash),
+        ));
+    }
+    let h = config.longest_horizon() as usize;
+    let e = config.embargo as usize;
+    let Some(last_matured_day) = calendar.len().checked_sub(h + 1) else {
+        return Err(error(
+            "plan.horizons",
+            format!("the panel has {} dates, too few for a {h}-day horizon", calendar.len()),
+        ));
+    };
+    let start = calendar.index_on_or_after(config.start);
+    let end =
+        calendar.index_on_or_after(config.end.succ_opt().unwrap_or(config.end)).saturating_sub(1).min(last_matured_day);
+    if start > end {
+        return Err(error(
+            "evaluation",
+            format!(
+                "no trading day in {} ..= {} has a matured {h}-day target (the panel covers {first_date} ..= {last_date})",
+                config.start, config.end
+            ),
+        ));
+    }
+
+    let retrain_days: Vec<(Cadence, Vec<usize>)> =
+        config.cadences.iter().map(|c| (*c, c.retrain_days(calendar, start, end))).collect();
+    let union: BTreeSet<usize> = retrain_days.iter().flat_map(|(_, days)| days.iter().copied()).collect();
+    let model_seeds = config.model_seeds().count() as u64;
+    let windows = config.train_windows.len() as u64;
+    let distinct = (union.len() as u64).saturating_mul(windows).saturating_mul(model_seeds);
+    // The limit comes before anything that grows with the number of jobs.
+    if distinct > config.max_jobs {
+        return Err(error(
+            "limits.max_jobs",
+            format!("the sweep would plan {distinct} jobs, more than the limit of {}", config.max_jobs),
+        ));
+    }
+
+    let Some(&first_retrain) = union.iter().next() else {
+        return Err(error("plan.cadences", format!("no retrain date falls in {} ..= {}", config.start, config.end)));
+    };
+    let mut problems = Vec::new();
+    for (index, window) in config.train_windows.iter().enumerate() {
+        let needed = *window as usize + h + e;
+        if needed > first_retrain {
+            problems.push(SpecError::new(
+                format!("plan.train_windows[{index}]"),
+                format!(
+                    "{window} trading days plus horizon {h} and embargo {e} need {needed} trading days before the first retrain date {}, the panel has {first_retrain} (from {first_date})",
+                    calendar.date(first_retrain).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    if let TopK::Count(k) = config.k
+        && let Some((day, universe)) =
+            (start..=end).map(|d| (d, input.daily_universe.get(d).copied().unwrap_or(0))).min_by_key(|(_, u)| *u)
+        && k as usize > universe
+    {
+        problems.push(SpecError::new(
+            "metrics.k",
+            format!(
+                "{k} exceeds the universe: {universe} stocks on {}, the smallest day of the evaluation period",
+                calendar.date(day).unwrap_or_default()
+            ),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(SpecErrors(problems));
+    }
+
+    let features_digest = blake3::hash(input.feature_names.join("\n").as_bytes()).to_hex().to_string();
+    let mut jobs = Vec::with_capacity(distinct as usize);
+    for (model_index, model) in config.models.iter().enumerate() {
+        for (seed, window) in model.seeds.iter().flat_map(|s| config.train_windows.iter().map(move |w| (*s, w))) {
+            for &retrain_day in &union {
+                let train_end = retrain_day - e - h;
+                let train_days = train_end - *window as usize..train_end;
+                let score_days = retrain_day..(retrain_day + config.max_age as usize).min(last_matured_day + 1);
+                let cadences = retrain_days
+                    .iter()
+                    .filter(|(_, days)| days.binary_search(&retrain_day).is_ok())
+                    .map(|(c, _)| *c)
+                    .collect();
+                let key = job_key(config, input, &features_digest, model, seed, &train_days, &score_days);
+                jobs.push(Job {
+                    key,
+                    model: model_index,
+                    seed,
+                    window: *window,
+                    retrain_day,
+                    train_days,
+                    score_days,
+                    cadences,
+                });
+            }
+        }
+    }
+    let cells = config
+        .train_windows
+        .iter()
+        .flat_map(|w| retrain_days.iter().map(move |(c, days)| (*w, *c, days.len())))
+        .map(|(window, cadence, retrains)| PlanCell { window, cadence, retrains, jobs: retrains as u64 * model_seeds })
+        .collect::<Vec<_>>();
+    let jobs_before_dedup = cells.iter().map(|c| c.jobs).sum();
+    Ok(Plan {
+        jobs,
+        cells,
+        jobs_before_dedup,
+        retrain_days,
+        last_matured_day,
+        longest_horizon: h as u32,
+        embargo: config.embargo,
+    })
+}
+
+/// Canonical JSON of everything that determines a job's result, hashed.
+fn job_key(
+    config: &SweepConfig,
+    input: &PlanInput<'_>,
+    features_digest: &str,
+    model: &ModelConfig,
+    seed: u64,
+    train_days: &Range<usize>,
+    score_days: &Range<usize>,
+) -> JobKey {
+    let date = |day: usize| input.calendar.date(day).unwrap_or_default().to_string();
+    // serde_json writes object keys in sorted order (BTreeMap), so this is canonical.
+    let identity = serde_json::json!({
+        "format": JOB_FORMAT,
+        "dataset": input.dataset_hash.to_string(),
+        "features": features_digest,
+        "model": { "kind": model.kind, "params": model.params, "seed": seed },
+        "train": [date(train_days.start), date(train_days.end - 1)],
+        "horizons": config.horizons,
+        "score": [date(score_days.start), date(score_days.end - 1)],
+    });
+    let bytes = identity.to_string();
+    JobKey(DatasetHash::from_bytes(*blake3::hash(bytes.as_bytes()).as_bytes()))
+}
+
+#[cfg(test)]
+mod tests;

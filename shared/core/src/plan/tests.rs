@@ -1,0 +1,262 @@
+use std::collections::BTreeSet;
+
+use chrono::{Datelike, NaiveDate};
+use proptest::prelude::*;
+
+use super::*;
+use crate::spec::tests::QUICKSTART;
+use crate::spec::{ModelKind, TriggerGrid};
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("valid test date")
+}
+
+fn model(name: &str, seeds: Vec<u64>) -> ModelConfig {
+    ModelConfig { name: name.into(), kind: ModelKind::Linear, params: Default::default(), seeds }
+}
+
+fn config(windows: Vec<u32>, cadences: Vec<Cadence>, horizons: Vec<u32>, embargo: u32, max_age: u32) -> SweepConfig {
+    SweepConfig {
+        name: "test".into(),
+        panel: "synth:default".into(),
+        content_hash: None,
+        start: date(2020, 1, 1),
+        end: date(2021, 6, 30),
+        train_windows: windows,
+        primary_horizon: horizons[0],
+        cadences,
+        horizons,
+        embargo,
+        max_age,
+        k: TopK::Count(10),
+        bootstrap_samples: 100,
+        bootstrap_seed: 1,
+        models: vec![model("m", vec![0])],
+        triggers: TriggerGrid::default(),
+        max_jobs: 100_000,
+    }
+}
+
+struct Dataset {
+    calendar: TradingCalendar,
+    features: Vec<String>,
+    universe: Vec<usize>,
+}
+
+impl Dataset {
+    fn new(calendar: TradingCalendar) -> Self {
+        let universe = vec![100; calendar.len()];
+        Self { calendar, features: vec!["a".into(), "b".into()], universe }
+    }
+
+    fn input(&self) -> PlanInput<'_> {
+        PlanInput {
+            calendar: &self.calendar,
+            dataset_hash: DatasetHash::from_bytes([1; 32]),
+            feature_names: &self.features,
+            daily_universe: &self.universe,
+        }
+    }
+}
+
+/// A weekday calendar from 2018 with some days missing (holidays).
+fn calendar_with_holes(days: usize, holes: &[bool]) -> TradingCalendar {
+    let all = TradingCalendar::business_days(date(2018, 1, 1), days);
+    let kept = all.dates().iter().zip(holes.iter().cycle()).filter(|(_, hole)| !**hole).map(|(d, _)| *d).collect();
+    TradingCalendar::from_dates(kept)
+}
+
+fn cadence_strategy() -> impl Strategy<Value = Cadence> {
+    prop_oneof![
+        (1u32..70).prop_map(Cadence::TradingDays),
+        Just(Cadence::Weekly),
+        Just(Cadence::Biweekly),
+        Just(Cadence::Monthly),
+        Just(Cadence::Quarterly),
+    ]
+}
+
+/// Retrain dates counted directly from the dates, independently of `Cadence`.
+fn direct_count(cadence: Cadence, calendar: &TradingCalendar, first: usize, last: usize) -> usize {
+    let dates = calendar.dates();
+    let period = |d: NaiveDate| -> i64 {
+        match cadence {
+            Cadence::Monthly => i64::from(d.year()) * 100 + i64::from(d.month()),
+            Cadence::Quarterly => i64::from(d.year()) * 100 + i64::from((d.month() - 1) / 3),
+            _ => (d - date(1970, 1, 5)).num_days().div_euclid(7),
+        }
+    };
+    match cadence {
+        Cadence::TradingDays(step) => (last - first) / step as usize + 1,
+        _ => {
+            // Periods whose first trading day on the whole calendar lies in first..=last.
+            let starts: BTreeSet<i64> = (first..=last).map(|d| period(dates[d])).collect();
+            starts
+                .into_iter()
+                .filter(|p| dates.iter().position(|d| period(*d) == *p).is_some_and(|i| i >= first))
+                .filter(|p| cadence != Cadence::Biweekly || p.rem_euclid(2) == 0)
+                .count()
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn training_labels_never_reach_the_retrain_date(
+        days in 700usize..1100,
+        holes in proptest::collection::vec(proptest::bool::weighted(0.04), 1..50),
+        windows in proptest::collection::btree_set(1u32..200, 1..4),
+        cadences in proptest::collection::btree_set(cadence_strategy(), 1..4),
+        horizons in proptest::collection::btree_set(1u32..25, 1..4),
+        embargo in 0u32..5,
+        max_age in 1u32..300,
+    ) {
+        let dataset = Dataset::new(calendar_with_holes(days, &holes));
+        let config = config(windows.into_iter().collect(), cadences.into_iter().collect(), horizons.into_iter().collect(), embargo, max_age);
+        let plan = plan(&config, &dataset.input()).expect("plannable spec");
+        let h = config.longest_horizon() as usize;
+        for job in &plan.jobs {
+            let last_train = job.train_days.end - 1;
+            prop_assert!(last_train + h < job.retrain_day, "label of day {last_train} + {h} reaches retrain day {}", job.retrain_day);
+            prop_assert_eq!(job.retrain_day - (last_train + h + 1), embargo as usize);
+            prop_assert_eq!(job.train_days.len(), job.window as usize);
+            prop_assert_eq!(job.score_days.start, job.retrain_day);
+            prop_assert!(job.score_days.len() <= max_age as usize && !job.score_days.is_empty());
+            prop_assert!(job.score_days.end - 1 + h < dataset.calendar.len(), "scores a day whose target has not matured");
+            prop_assert!(!job.cadences.is_empty());
+        }
+        let manifest = Manifest::new(&config, DatasetHash::from_bytes([1; 32]), &dataset.calendar, &plan);
+        prop_assert!(audit(&manifest, &dataset.calendar).is_empty());
+
+        let first = dataset.calendar.index_on_or_after(config.start);
+        let last = (dataset.calendar.index_on_or_after(config.end.succ_opt().expect("date")) - 1).min(plan.last_matured_day);
+        let mut union = BTreeSet::new();
+        for (cadence, retrain_days) in &plan.retrain_days {
+            prop_assert_eq!(retrain_days.len(), direct_count(*cadence, &dataset.calendar, first, last), "{}", cadence);
+            union.extend(retrain_days.iter().copied());
+        }
+        // Dedup: one job per (window, retrain day), shared by every cadence that needs it.
+        prop_assert_eq!(plan.jobs.len(), union.len() * config.train_windows.len());
+        let keys: BTreeSet<JobKey> = plan.jobs.iter().map(|j| j.key).collect();
+        prop_assert_eq!(keys.len(), plan.jobs.len(), "distinct trainings have distinct keys");
+    }
+}
+
+#[test]
+fn coarser_cadences_share_the_jobs_of_finer_ones() {
+    let dataset = Dataset::new(calendar_with_holes(900, &[false]));
+    let both = config(vec![126], vec![Cadence::TradingDays(21), Cadence::TradingDays(63)], vec![5], 0, 63);
+    let plan_both = plan(&both, &dataset.input()).expect("plannable");
+    let fine =
+        plan(&config(vec![126], vec![Cadence::TradingDays(21)], vec![5], 0, 63), &dataset.input()).expect("plannable");
+    assert_eq!(plan_both.jobs.len(), fine.jobs.len(), "63d adds no training to 21d");
+    assert!(plan_both.jobs_before_dedup > fine.jobs.len() as u64);
+    assert!(plan_both.saving() > 0.2);
+    let shared = plan_both.jobs.iter().filter(|j| j.cadences.len() == 2).count();
+    assert_eq!(shared as u64, plan_both.jobs_before_dedup - plan_both.jobs.len() as u64);
+    // A later sweep on the same data reuses the same keys.
+    let coarse =
+        plan(&config(vec![126], vec![Cadence::TradingDays(63)], vec![5], 0, 63), &dataset.input()).expect("plannable");
+    let fine_keys: BTreeSet<JobKey> = fine.jobs.iter().map(|j| j.key).collect();
+    assert!(coarse.jobs.iter().all(|j| fine_keys.contains(&j.key)));
+}
+
+#[test]
+fn dedup_never_merges_different_data_models_or_seeds() {
+    let dataset = Dataset::new(calendar_with_holes(900, &[false]));
+    let base = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
+    let keys = |config: &SweepConfig, dataset_hash: u8| -> BTreeSet<JobKey> {
+        let input = PlanInput { dataset_hash: DatasetHash::from_bytes([dataset_hash; 32]), ..dataset.input() };
+        plan(config, &input).expect("plannable").jobs.iter().map(|j| j.key).collect()
+    };
+    let reference = keys(&base, 1);
+    let mut variants = vec![("other dataset", keys(&base, 2))];
+    let mut seeded = base.clone();
+    seeded.models = vec![model("m", vec![1])];
+    variants.push(("other seed", keys(&seeded, 1)));
+    let mut mlp = base.clone();
+    mlp.models[0].kind = ModelKind::Mlp;
+    variants.push(("other model kind", keys(&mlp, 1)));
+    let mut params = base.clone();
+    params.models[0].params.insert("ridge".into(), serde_json::json!(0.5));
+    variants.push(("other params", keys(&params, 1)));
+    let mut embargo = base.clone();
+    embargo.embargo = 1;
+    variants.push(("other training dates", keys(&embargo, 1)));
+    let mut horizons = base.clone();
+    horizons.horizons = vec![5, 10];
+    variants.push(("other horizons", keys(&horizons, 1)));
+    let mut renamed = base.clone();
+    renamed.models[0].name = "renamed".into();
+    assert_eq!(keys(&renamed, 1), reference, "a model's name is a label, not part of the training");
+    for (what, variant) in variants {
+        assert!(variant.is_disjoint(&reference), "{what} shares a key with the reference");
+    }
+}
+
+#[test]
+fn quickstart_plans_on_a_business_day_calendar() {
+    let config = SweepConfig::from_toml(QUICKSTART).expect("valid spec");
+    let dataset = Dataset::new(TradingCalendar::business_days(date(2021, 1, 4), 1000));
+    let plan = plan(&config, &dataset.input()).expect("plannable");
+    assert_eq!(plan.cells.len(), 8);
+    assert!(plan.jobs.len() < plan.jobs_before_dedup as usize);
+}
+
+#[test]
+fn a_window_longer_than_the_history_names_the_window() {
+    let dataset = Dataset::new(TradingCalendar::business_days(date(2019, 6, 3), 600));
+    let errors =
+        plan(&config(vec![126, 504], vec![Cadence::Monthly], vec![20], 0, 63), &dataset.input()).expect_err("too long");
+    assert_eq!(errors.fields(), vec!["plan.train_windows[1]"]);
+    assert!(
+        errors.to_string().contains("504 trading days plus horizon 20 and embargo 0 need 524 trading days"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn k_larger_than_the_universe_is_refused() {
+    let mut dataset = Dataset::new(TradingCalendar::business_days(date(2019, 1, 1), 800));
+    dataset.universe[400] = 7;
+    let errors =
+        plan(&config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63), &dataset.input()).expect_err("k > universe");
+    assert!(errors.to_string().starts_with("metrics.k: 10 exceeds the universe: 7 stocks on"), "{errors}");
+}
+
+#[test]
+fn a_sweep_beyond_the_job_limit_is_refused_before_planning() {
+    let dataset = Dataset::new(TradingCalendar::business_days(date(2015, 1, 1), 2000));
+    let mut huge = config((1..=1000).collect(), vec![Cadence::TradingDays(1)], vec![5], 0, 63);
+    huge.models = vec![model("m", (0..4000).collect())];
+    let errors = plan(&huge, &dataset.input()).expect_err("over the limit");
+    assert_eq!(errors.fields(), vec!["limits.max_jobs"]);
+    assert!(errors.to_string().contains("more than the limit of 100000"), "{errors}");
+}
+
+#[test]
+fn a_pinned_content_hash_must_match() {
+    let dataset = Dataset::new(TradingCalendar::business_days(date(2019, 1, 1), 800));
+    let mut pinned = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
+    pinned.content_hash = Some(DatasetHash::from_bytes([9; 32]));
+    assert_eq!(plan(&pinned, &dataset.input()).expect_err("mismatch").fields(), vec!["dataset.content_hash"]);
+}
+
+#[test]
+fn the_audit_catches_a_leaking_job() {
+    let dataset = Dataset::new(TradingCalendar::business_days(date(2019, 1, 1), 800));
+    let config = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
+    let plan = plan(&config, &dataset.input()).expect("plannable");
+    let mut manifest = Manifest::new(&config, DatasetHash::from_bytes([1; 32]), &dataset.calendar, &plan);
+    assert!(audit(&manifest, &dataset.calendar).is_empty());
+    // Shift one job's window forward by two days: its last labels now reach the retrain date.
+    let day = |d: NaiveDate| dataset.calendar.index_of(d).expect("on calendar");
+    let job = &mut manifest.jobs[3];
+    job.train_first = dataset.calendar.date(day(job.train_first) + 2).expect("date");
+    job.train_last = dataset.calendar.date(day(job.train_last) + 2).expect("date");
+    let findings = audit(&manifest, &dataset.calendar);
+    assert_eq!(findings.len(), 1);
+    assert!(findings[0].problem.contains("is not known before"), "{:?}", findings[0]);
+}

@@ -1,0 +1,190 @@
+//! Sweep specs: what a user submits (TOML), and its validation into a [`SweepConfig`].
+//!
+//! Parsing refuses unknown fields; validation collects every problem, each naming the
+//! field's path and the reason (`plan.train_windows[1]: must be > 0`). Checks that need
+//! the dataset's calendar (history before the start, K against the universe) are done by
+//! the planner, with the same error shape.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::cadence::Cadence;
+pub use raw::SweepSpec;
+
+/// One problem with a spec: the field's path and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl SpecError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Every problem found with a spec (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("; "))
+    }
+}
+
+impl SpecErrors {
+    pub fn one(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self(vec![SpecError::new(field, reason)])
+    }
+
+    pub fn fields(&self) -> Vec<&str> {
+        self.0.iter().map(|e| e.field.as_str()).collect()
+    }
+}
+
+/// K of P@K: a count of stocks, or a fraction of each day's universe.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopK {
+    Count(u32),
+    Fraction(f64),
+}
+
+impl TopK {
+    /// K for a day with `universe` scored stocks (at least 1).
+    pub fn for_universe(self, universe: usize) -> usize {
+        match self {
+            Self::Count(k) => k as usize,
+            Self::Fraction(f) => ((f * universe as f64).round() as usize).max(1),
+        }
+    }
+}
+
+impl fmt::Display for TopK {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(k) => write!(f, "{k}"),
+            Self::Fraction(x) => write!(f, "{}%", x * 100.0),
+        }
+    }
+}
+
+/// A model to train: a name unique in the sweep, its kind, hyperparameters and seeds.
+/// Each seed is a separate model for planning and dedup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub kind: ModelKind,
+    /// Hyperparameters as given (validated by the models library); sorted by name, so
+    /// their canonical JSON is stable for job keys.
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub seeds: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Linear,
+    Mlp,
+    Patchtst,
+}
+
+/// Which quality the performance trigger watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerformanceMetric {
+    DeltaPAtK,
+    PAtK,
+}
+
+/// The grid of adaptive-retrain policies to replay. Each list is a grid axis; an absent
+/// section is a trigger not used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TriggerGrid {
+    pub performance: Option<PerformanceGrid>,
+    pub drift: Option<DriftGrid>,
+    pub age: Option<AgeGrid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceGrid {
+    pub metric: PerformanceMetric,
+    /// Retrain when the mean over the last `lookback` matured days is below `tau`.
+    pub tau: Vec<f64>,
+    pub lookback: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftGrid {
+    /// PSI above which a feature has drifted.
+    pub theta: Vec<f64>,
+    /// Share of features that must drift.
+    pub share: Vec<f64>,
+    /// Over the last `days` trading days.
+    pub days: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgeGrid {
+    /// Retrain when the live model is at least this many trading days old.
+    pub max_age: Vec<u32>,
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepConfig {
+    pub name: String,
+    /// Path or URL of the panel.
+    pub panel: String,
+    /// The dataset the sweep must run on, when pinned.
+    pub content_hash: Option<crate::dataset::DatasetHash>,
+    /// Retrain dates fall in `start ..= end`.
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub train_windows: Vec<u32>,
+    pub cadences: Vec<Cadence>,
+    /// Horizons trained jointly; the purge uses the longest.
+    pub horizons: Vec<u32>,
+    pub primary_horizon: u32,
+    pub embargo: u32,
+    pub max_age: u32,
+    pub k: TopK,
+    pub bootstrap_samples: u32,
+    pub bootstrap_seed: u64,
+    pub models: Vec<ModelConfig>,
+    pub triggers: TriggerGrid,
+    pub max_jobs: u64,
+}
+
+impl SweepConfig {
+    /// Parses and validates a TOML spec.
+    pub fn from_toml(text: &str) -> Result<Self, SpecErrors> {
+        SweepSpec::parse(text)?.validate()
+    }
+
+    pub fn longest_horizon(&self) -> u32 {
+        self.horizons.iter().copied().max().unwrap_or(1)
+    }
+
+    /// Model instances (model, seed) in spec order.
+    pub fn model_seeds(&self) -> impl Iterator<Item = (&ModelConfig, u64)> {
+        self.models.iter().flat_map(|m| m.seeds.iter().map(move |s| (m, *s)))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,482 @@
+//! The spec as written (serde, unknown fields refused) and its validation.
+//!
+//! Numbers are read as signed integers so that `-5` reaches validation and gets a
+//! message naming the field, instead of a type error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AgeGrid, DriftGrid, ModelConfig, ModelKind, PerformanceGrid, PerformanceMetric, SpecError, SpecErrors, SweepConfig,
+    TopK, TriggerGrid,
+};
+use crate::cadence::Cadence;
+
+/// Default upper limit on the jobs of one sweep.
+pub const DEFAULT_MAX_JOBS: i64 = 100_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    pub name: String,
+    pub dataset: DatasetSection,
+    pub evaluation: EvaluationSection,
+    pub plan: PlanSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    pub models: Vec<ModelSection>,
+    #[serde(default)]
+    pub triggers: TriggersSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSection {
+    pub panel: String,
+    pub content_hash: Option<String>,
+}
+
+/// A date written as a TOML date (`2020-01-06`) or a string (`"2020-01-06"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DateValue {
+    Toml(toml::value::Datetime),
+    Text(String),
+}
+
+impl DateValue {
+    fn to_date(&self) -> Option<NaiveDate> {
+        match self {
+            Self::Toml(value) => {
+                let date = value.date.filter(|_| value.time.is_none())?;
+                NaiveDate::from_ymd_opt(i32::from(date.year), u32::from(date.month), u32::from(date.day))
+            }
+            Self::Text(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSection {
+    pub start: DateValue,
+    pub end: DateValue,
+}
+
+fn default_embargo() -> i64 {
+    0
+}
+
+fn default_max_age() -> i64 {
+    252
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    pub train_windows: Vec<i64>,
+    pub cadences: Vec<String>,
+    pub horizons: Vec<i64>,
+    pub primary_horizon: Option<i64>,
+    #[serde(default = "default_embargo")]
+    pub embargo: i64,
+    #[serde(default = "default_max_age")]
+    pub max_age: i64,
+}
+
+/// K as a count (`50`), a fraction (`0.1`) or a percentage (`"10%"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KValue {
+    Count(i64),
+    Fraction(f64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub k: KValue,
+    pub bootstrap_samples: i64,
+    pub bootstrap_seed: u64,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { k: KValue::Count(50), bootstrap_samples: 1000, bootstrap_seed: 7 }
+    }
+}
+
+fn default_seeds() -> Vec<i64> {
+    vec![0]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub name: String,
+    pub kind: String,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<i64>,
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggersSection {
+    pub performance: Option<PerformanceSection>,
+    pub drift: Option<DriftSection>,
+    pub age: Option<AgeSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceSection {
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    pub tau: Vec<f64>,
+    pub lookback: Vec<i64>,
+}
+
+fn default_metric() -> String {
+    "delta_p_at_k".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSection {
+    pub theta: Vec<f64>,
+    pub share: Vec<f64>,
+    pub days: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeSection {
+    pub max_age: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_jobs: i64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self { max_jobs: DEFAULT_MAX_JOBS }
+    }
+}
+
+/// Collects problems while converting fields.
+#[derive(Default)]
+struct Problems(Vec<SpecError>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(SpecError::new(field, reason));
+    }
+
+    /// Positive integers in `min ..= max`, no duplicates.
+    fn positive_list(&mut self, field: &str, values: &[i64], max: i64) -> Vec<u32> {
+        if values.is_empty() {
+            self.add(field, "must not be empty");
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (index, value) in values.iter().enumerate() {
+            if *value <= 0 {
+                self.add(format!("{field}[{index}]"), "must be > 0");
+            } else if *value > max {
+                self.add(format!("{field}[{index}]"), format!("must be <= {max}, got {value}"));
+            } else if !seen.insert(*value) {
+                self.add(format!("{field}[{index}]"), format!("{value} appears twice"));
+            } else {
+                out.push(*value as u32);
+            }
+        }
+        out
+    }
+
+    fn fractions(&mut self, field: &str, values: &[f64], low_open: f64, high: f64, what: &str) -> Vec<f64> {
+        if values.is_empty() {
+            self.add(field, "must not be empty");
+        }
+        for (index, value) in values.iter().enumerate() {
+            if !(value.is_finite() && *value > low_open && *value <= high) {
+                self.add(format!("{field}[{index}]"), format!("{what}, got {value}"));
+            }
+        }
+        values.to_vec()
+    }
+}
+
+/// Longest window, horizon or age a spec may name: about 20 years of trading days.
+const MAX_DAYS: i64 = 5_000;
+
+impl SweepSpec {
+    /// Parses TOML, naming the field of any type error or unknown field.
+    pub fn parse(text: &str) -> Result<Self, SpecErrors> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|error| SpecErrors::one("spec", one_line(&error.to_string())))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let field = if path.is_empty() || path == "." { "spec".to_string() } else { path };
+            SpecErrors::one(field, one_line(&error.into_inner().to_string()))
+        })
+    }
+
+    /// Validates every field, collecting all problems.
+    pub fn validate(&self) -> Result<SweepConfig, SpecErrors> {
+        let mut problems = Problems::default();
+        if self.name.trim().is_empty() {
+            problems.add("name", "must not be empty");
+        }
+        if self.dataset.panel.trim().is_empty() {
+            problems.add("dataset.panel", "must not be empty");
+        }
+        let content_hash = self.dataset.content_hash.as_ref().and_then(|hash| match hash.parse() {
+            Ok(hash) => Some(hash),
+            Err(error) => {
+                problems.add("dataset.content_hash", format!("{error}"));
+                None
+            }
+        });
+        let start = self.evaluation.start.to_date();
+        let end = self.evaluation.end.to_date();
+        if start.is_none() {
+            problems.add("evaluation.start", "must be a date (YYYY-MM-DD)");
+        }
+        if end.is_none() {
+            problems.add("evaluation.end", "must be a date (YYYY-MM-DD)");
+        }
+        if let (Some(start), Some(end)) = (start, end)
+            && end < start
+        {
+            problems.add("evaluation.end", format!("{end} is before evaluation.start {start}"));
+        }
+
+        let plan = &self.plan;
+        let train_windows = problems.positive_list("plan.train_windows", &plan.train_windows, MAX_DAYS);
+        let horizons = problems.positive_list("plan.horizons", &plan.horizons, MAX_DAYS);
+        let mut cadences = Vec::new();
+        if plan.cadences.is_empty() {
+            problems.add("plan.cadences", "must not be empty");
+        }
+        for (index, text) in plan.cadences.iter().enumerate() {
+            match text.parse::<Cadence>() {
+                Ok(cadence) if cadences.contains(&cadence) => {
+                    problems.add(format!("plan.cadences[{index}]"), format!("{cadence} appears twice"));
+                }
+                Ok(cadence) => cadences.push(cadence),
+                Err(error) => problems.add(format!("plan.cadences[{index}]"), error.to_string()),
+            }
+        }
+        let primary_horizon = match plan.primary_horizon {
+            Some(h) if horizons.contains(&(h.max(0) as u32)) && h > 0 => h as u32,
+            Some(h) => {
+                problems.add("plan.primary_horizon", format!("{h} is not one of plan.horizons"));
+                0
+            }
+            None if horizons.len() == 1 => horizons[0],
+            None => {
+                problems.add("plan.primary_horizon", "must be set when there are several horizons");
+                0
+            }
+        };
+        if !(0..=MAX_DAYS).contains(&plan.embargo) {
+            problems.add("plan.embargo", format!("must be between 0 and {MAX_DAYS}, got {}", plan.embargo));
+        }
+        if !(1..=MAX_DAYS).contains(&plan.max_age) {
+            problems.add("plan.max_age", format!("must be between 1 and {MAX_DAYS}, got {}", plan.max_age));
+        }
+
+        let k = match &self.metrics.k {
+            KValue::Count(k) if *k > 0 && *k <= i64::from(u32::MAX) => Some(TopK::Count(*k as u32)),
+            KValue::Count(k) => {
+                problems.add("metrics.k", format!("must be > 0, got {k}"));
+                None
+            }
+            KValue::Fraction(f) if *f > 0.0 && *f < 1.0 => Some(TopK::Fraction(*f)),
+            KValue::Fraction(f) => {
+                problems.add("metrics.k", format!("a fraction must be between 0 and 1 (exclusive), got {f}"));
+                None
+            }
+            KValue::Text(text) => match text.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()) {
+                Some(p) if p > 0.0 && p < 100.0 => Some(TopK::Fraction(p / 100.0)),
+                _ => {
+                    problems.add(
+                        "metrics.k",
+                        format!("must be a count, a fraction or a percentage like \"10%\", got {text:?}"),
+                    );
+                    None
+                }
+            },
+        };
+        if !(1..=1_000_000).contains(&self.metrics.bootstrap_samples) {
+            problems.add("metrics.bootstrap_samples", "must be between 1 and 1000000");
+        }
+
+        let models = self.validate_models(&mut problems);
+        let triggers = self.validate_triggers(&mut problems, plan.max_age);
+        if self.limits.max_jobs <= 0 {
+            problems.add("limits.max_jobs", "must be > 0");
+        }
+
+        if !problems.0.is_empty() {
+            return Err(SpecErrors(problems.0));
+        }
+        let (Some(start), Some(end), Some(k)) = (start, end, k) else {
+            return Err(SpecErrors::one("spec", "incomplete"));
+        };
+        let config = SweepConfig {
+            name: self.name.clone(),
+            panel: self.dataset.panel.clone(),
+            content_hash,
+            start,
+            end,
+            train_windows,
+            cadences,
+            horizons,
+            primary_horizon,
+            embargo: plan.embargo as u32,
+            max_age: plan.max_age as u32,
+            k,
+            bootstrap_samples: self.metrics.bootstrap_samples as u32,
+            bootstrap_seed: self.metrics.bootstrap_seed,
+            models,
+            triggers,
+            max_jobs: self.limits.max_jobs as u64,
+        };
+        Ok(config)
+    }
+
+    fn validate_models(&self, problems: &mut Problems) -> Vec<ModelConfig> {
+        if self.models.is_empty() {
+            problems.add("models", "must name at least one model");
+        }
+        let mut names = BTreeSet::new();
+        let mut models = Vec::new();
+        for (index, model) in self.models.iter().enumerate() {
+            let field = |name: &str| format!("models[{index}].{name}");
+            if model.name.trim().is_empty() {
+                problems.add(field("name"), "must not be empty");
+            } else if !names.insert(model.name.clone()) {
+                problems.add(field("name"), format!("{:?} appears twice", model.name));
+            }
+            let kind = match model.kind.as_str() {
+                "linear" => Some(ModelKind::Linear),
+                "mlp" => Some(ModelKind::Mlp),
+                "patchtst" => Some(ModelKind::Patchtst),
+                other => {
+                    problems
+                        .add(field("kind"), format!("unknown model kind {other:?} (expected linear, mlp or patchtst)"));
+                    None
+                }
+            };
+            let mut seeds = Vec::new();
+            if model.seeds.is_empty() {
+                problems.add(field("seeds"), "must not be empty");
+            }
+            for (seed_index, seed) in model.seeds.iter().enumerate() {
+                if *seed < 0 {
+                    problems.add(format!("models[{index}].seeds[{seed_index}]"), "must be >= 0");
+                } else if seeds.contains(&(*seed as u64)) {
+                    problems.add(format!("models[{index}].seeds[{seed_index}]"), format!("{seed} appears twice"));
+                } else {
+                    seeds.push(*seed as u64);
+                }
+            }
+            let params = model
+                .params
+                .iter()
+                .filter_map(|(key, value)| match serde_json::to_value(value) {
+                    Ok(json) => Some((key.clone(), json)),
+                    Err(error) => {
+                        problems.add(format!("models[{index}].params.{key}"), error.to_string());
+                        None
+                    }
+                })
+                .collect();
+            let Some(kind) = kind else { continue };
+            let twin = models.iter().position(|m: &ModelConfig| m.kind == kind && m.params == params);
+            if let Some(twin) = twin
+                && let Some(seed) = seeds.iter().find(|s| models[twin].seeds.contains(s))
+            {
+                problems.add(
+                    field("seeds"),
+                    format!(
+                        "seed {seed} with the same kind and params as models[{twin}] would train the same model twice"
+                    ),
+                );
+            }
+            models.push(ModelConfig { name: model.name.clone(), kind, params, seeds });
+        }
+        models
+    }
+
+    fn validate_triggers(&self, problems: &mut Problems, max_age: i64) -> TriggerGrid {
+        let mut grid = TriggerGrid::default();
+        if let Some(section) = &self.triggers.performance {
+            let metric = match section.metric.as_str() {
+                "delta_p_at_k" => PerformanceMetric::DeltaPAtK,
+                "p_at_k" => PerformanceMetric::PAtK,
+                other => {
+                    problems.add(
+                        "triggers.performance.metric",
+                        format!("unknown metric {other:?} (expected delta_p_at_k or p_at_k)"),
+                    );
+                    PerformanceMetric::DeltaPAtK
+                }
+            };
+            // ΔP@K lies in [-1, 1] and P@K in [0, 1]: a threshold outside never or always fires.
+            let (low, high) = if metric == PerformanceMetric::PAtK { (0.0, 1.0) } else { (-1.0, 1.0) };
+            for (index, tau) in section.tau.iter().enumerate() {
+                if !(tau.is_finite() && *tau > low && *tau <= high) {
+                    problems.add(
+                        format!("triggers.performance.tau[{index}]"),
+                        format!("must be in ({low}, {high}] for {}, got {tau}", section.metric),
+                    );
+                }
+            }
+            if section.tau.is_empty() {
+                problems.add("triggers.performance.tau", "must not be empty");
+            }
+            let lookback = problems.positive_list("triggers.performance.lookback", &section.lookback, max_age.max(1));
+            grid.performance = Some(PerformanceGrid { metric, tau: section.tau.clone(), lookback });
+        }
+        if let Some(section) = &self.triggers.drift {
+            let theta = problems.fractions(
+                "triggers.drift.theta",
+                &section.theta,
+                0.0,
+                10.0,
+                "a PSI threshold must be in (0, 10]",
+            );
+            let share = problems.fractions(
+                "triggers.drift.share",
+                &section.share,
+                0.0,
+                1.0,
+                "a share of features must be in (0, 1]",
+            );
+            let days = problems.positive_list("triggers.drift.days", &section.days, max_age.max(1));
+            grid.drift = Some(DriftGrid { theta, share, days });
+        }
+        if let Some(section) = &self.triggers.age {
+            // A model is scored up to max_age - 1: an older age limit could never fire.
+            let max_age_limit = problems.positive_list("triggers.age.max_age", &section.max_age, (max_age - 1).max(1));
+            grid.age = Some(AgeGrid { max_age: max_age_limit });
+        }
+        grid
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
