@@ -27,6 +27,20 @@ pub enum Command {
     /// Market data: synthesise, prepare panels, check quality, hash.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Plan a sweep: jobs per window and cadence, distinct trainings, the split audit.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Sweep spec (TOML).
+    pub spec: PathBuf,
+    /// Print the plan and its split manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the split manifest (JSON) to this file.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

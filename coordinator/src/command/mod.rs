@@ -2,6 +2,7 @@
 //! them into exit codes.
 
 mod data;
+mod plan;
 
 use std::process::ExitCode;
 
@@ -27,5 +28,6 @@ impl Outcome {
 pub fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Data(data) => data::run(data),
+        Command::Plan(args) => plan::run(args),
     }
 }

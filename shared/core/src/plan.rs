@@ -34,6 +34,8 @@ pub struct PlanInput<'a> {
     pub feature_names: &'a [String],
     /// Stocks with a row on each trading day.
     pub daily_universe: &'a [usize],
+    /// Horizons the panel has targets for.
+    pub horizons: &'a [u32],
 }
 
 /// A job's identity: a hash of its dataset, features, model and seed, dates and horizons.
@@ -128,6 +130,21 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
             "dataset.content_hash",
             format!("the panel's content hash is {}, not {pinned}", input.dataset_hash),
         ));
+    }
+    let missing: Vec<SpecError> = config
+        .horizons
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !input.horizons.contains(h))
+        .map(|(index, h)| {
+            SpecError::new(
+                format!("plan.horizons[{index}]"),
+                format!("the panel has no target for horizon {h} (it has {:?})", input.horizons),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(SpecErrors(missing));
     }
     let h = config.longest_horizon() as usize;
     let e = config.embargo as usize;

@@ -7,6 +7,7 @@
 
 pub mod check;
 mod column;
+pub mod dataset;
 pub mod ohlcv;
 pub mod panel_file;
 pub mod prepare;

@@ -41,12 +41,13 @@ struct Dataset {
     calendar: TradingCalendar,
     features: Vec<String>,
     universe: Vec<usize>,
+    horizons: Vec<u32>,
 }
 
 impl Dataset {
     fn new(calendar: TradingCalendar) -> Self {
         let universe = vec![100; calendar.len()];
-        Self { calendar, features: vec!["a".into(), "b".into()], universe }
+        Self { calendar, features: vec!["a".into(), "b".into()], universe, horizons: (1..=30).collect() }
     }
 
     fn input(&self) -> PlanInput<'_> {
@@ -55,6 +56,7 @@ impl Dataset {
             dataset_hash: DatasetHash::from_bytes([1; 32]),
             feature_names: &self.features,
             daily_universe: &self.universe,
+            horizons: &self.horizons,
         }
     }
 }
@@ -259,4 +261,13 @@ fn the_audit_catches_a_leaking_job() {
     let findings = audit(&manifest, &dataset.calendar);
     assert_eq!(findings.len(), 1);
     assert!(findings[0].problem.contains("is not known before"), "{:?}", findings[0]);
+}
+
+#[test]
+fn a_horizon_the_panel_lacks_is_named() {
+    let mut dataset = Dataset::new(TradingCalendar::business_days(date(2019, 1, 1), 800));
+    dataset.horizons = vec![1, 5];
+    let errors =
+        plan(&config(vec![126], vec![Cadence::Monthly], vec![5, 10], 0, 63), &dataset.input()).expect_err("no target");
+    assert_eq!(errors.to_string(), "plan.horizons[1]: the panel has no target for horizon 10 (it has [1, 5])");
 }
