@@ -15,19 +15,31 @@
 //! | [`feature`] | the feature catalogue and the panel builder (features + forward targets) |
 //! | [`panel`] | the panel: one row per (date, stock), features and targets as columns |
 //! | [`synth`] | the synthetic market with planted regime breaks (the embedded default) |
-//! | [`metric`] | per-day ranking metrics (P@K, base rate) |
+//! | [`metric`] | per-day ranking metrics (P@K, base rate, RankIC, spread) and summaries |
+//! | [`bootstrap`] | moving-block bootstrap intervals |
+//! | [`evaluate`] | scoring a model's test days into age-matrix rows |
+//! | [`age`] | the age matrix: every model's metrics at every age |
+//! | [`decay`] | decay curves, decay rate, half-life |
+//! | [`drift`] | PSI of recent features against the training window |
+//! | [`replay`] | fixed and adaptive schedules replayed from the age matrix, compared |
 //! | [`linear`] | a ridge least-squares scorer, the closed-form stand-in for models |
 //! | [`dataset`] | dataset identity (content hash newtype) |
 
+pub mod age;
 pub mod bars;
+pub mod bootstrap;
 pub mod cadence;
 pub mod calendar;
 pub mod dataset;
+pub mod decay;
+pub mod drift;
+pub mod evaluate;
 pub mod feature;
 pub mod linear;
 pub mod metric;
 pub mod panel;
 pub mod plan;
+pub mod replay;
 mod rolling;
 pub mod spec;
 pub mod synth;

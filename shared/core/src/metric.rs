@@ -1,30 +1,41 @@
-//! Per-day ranking metrics, exactly as ARCHITECTURE.md defines them.
+//! Per-day ranking metrics and their aggregates, exactly as ARCHITECTURE.md defines them.
 //!
-//! `P@K(t)` is the share of the K highest-scored stocks whose forward return is
-//! positive; `base(t)` the share of all scored stocks with a positive forward return
-//! (the random-ranking expectation); `ΔP@K = P@K − base`. A stock counts as scored
-//! when both its score and its target are non-null. Ties in the score are broken by
-//! the lower position in the input, so a ranking is deterministic.
+//! For one test day: `P@K` is the share of the K highest-scored stocks whose forward
+//! return is positive; `base` the share of all scored stocks with a positive return (the
+//! random-ranking expectation); `ΔP@K = P@K − base`; `RankIC` the Spearman correlation of
+//! scores and returns (average ranks for ties; missing when either side is constant);
+//! `spread` the mean return of the top K minus that of the bottom K; `top_k_mean` the
+//! mean return of the top K. A stock counts as scored when both its score and its target
+//! are non-null. Ties in the score are broken by the lower position in the input, so the
+//! top K is deterministic. A day with fewer scored stocks than K uses all of them.
 
-/// Precision at K of one day.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DayPrecision {
-    pub precision_at_k: f64,
+use serde::{Deserialize, Serialize};
+
+use crate::spec::TopK;
+
+/// The metrics of one (model, test day).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DayMetrics {
+    pub p_at_k: f64,
     pub base_rate: f64,
+    /// `None` when scores or returns are constant on the day.
+    pub rank_ic: Option<f64>,
+    pub spread: f64,
+    pub top_k_mean: f64,
     /// Stocks scored (non-null score and target).
     pub stocks: usize,
-    /// K actually used: the requested K, or all scored stocks when fewer.
+    /// K used that day.
     pub k: usize,
 }
 
-impl DayPrecision {
+impl DayMetrics {
     pub fn delta(&self) -> f64 {
-        self.precision_at_k - self.base_rate
+        self.p_at_k - self.base_rate
     }
 }
 
-/// P@K and base rate of one day; `None` when no stock is scored or `k` is 0.
-pub fn precision_at_k(scores: &[f64], targets: &[f64], k: usize) -> Option<DayPrecision> {
+/// Metrics of one day; `None` when no stock is scored.
+pub fn day_metrics(scores: &[f64], targets: &[f64], k: TopK) -> Option<DayMetrics> {
     let mut scored: Vec<(usize, f64, f64)> = scores
         .iter()
         .zip(targets)
@@ -32,50 +43,109 @@ pub fn precision_at_k(scores: &[f64], targets: &[f64], k: usize) -> Option<DayPr
         .filter(|(_, (s, t))| s.is_finite() && t.is_finite())
         .map(|(i, (s, t))| (i, *s, *t))
         .collect();
-    if scored.is_empty() || k == 0 {
+    let stocks = scored.len();
+    if stocks == 0 {
         return None;
     }
-    let stocks = scored.len();
-    let k = k.min(stocks);
+    let k = k.for_universe(stocks).clamp(1, stocks);
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let positive = |rows: &[(usize, f64, f64)]| rows.iter().filter(|r| r.2 > 0.0).count() as f64;
-    Some(DayPrecision {
-        precision_at_k: positive(&scored[..k]) / k as f64,
+    let mean_return = |rows: &[(usize, f64, f64)]| rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
+    let top = &scored[..k];
+    let bottom = &scored[stocks - k..];
+    let score_values: Vec<f64> = scored.iter().map(|r| r.1).collect();
+    let target_values: Vec<f64> = scored.iter().map(|r| r.2).collect();
+    Some(DayMetrics {
+        p_at_k: positive(top) / k as f64,
         base_rate: positive(&scored) / stocks as f64,
+        rank_ic: spearman(&score_values, &target_values),
+        spread: mean_return(top) - mean_return(bottom),
+        top_k_mean: mean_return(top),
         stocks,
         k,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Average ranks (1-based), ties sharing the mean of their positions.
+pub fn average_ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        let rank = (start + end + 1) as f64 / 2.0;
+        for index in &order[start..end] {
+            ranks[*index] = rank;
+        }
+        start = end;
+    }
+    ranks
+}
 
-    #[test]
-    fn hand_computed_day() {
-        // Scores rank stocks 3, 0, 2, 1; positive returns: stocks 0 and 1.
-        let scores = [0.9, 0.1, 0.5, 1.2];
-        let targets = [0.02, 0.01, -0.03, -0.01];
-        let day = precision_at_k(&scores, &targets, 2).expect("scored day");
-        assert_eq!(day.precision_at_k, 0.5);
-        assert_eq!(day.base_rate, 0.5);
-        assert_eq!(day.delta(), 0.0);
-        let top1 = precision_at_k(&scores, &targets, 1).expect("scored day");
-        assert_eq!(top1.precision_at_k, 0.0);
+/// Spearman correlation; `None` with fewer than 2 values or a constant side.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() < 2 || a.len() != b.len() {
+        return None;
+    }
+    pearson(&average_ranks(a), &average_ranks(b))
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len() as f64;
+    let (mean_a, mean_b) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut cov, mut var_a, mut var_b) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        cov += (x - mean_a) * (y - mean_b);
+        var_a += (x - mean_a).powi(2);
+        var_b += (y - mean_b).powi(2);
+    }
+    if var_a <= 0.0 || var_b <= 0.0 {
+        return None;
+    }
+    Some(cov / (var_a * var_b).sqrt())
+}
+
+/// Mean, spread and significance of a series; missing values (`NaN`) are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Non-missing values.
+    pub n: usize,
+    pub mean: f64,
+    /// Sample standard deviation.
+    pub std: f64,
+    /// `mean / (std / sqrt(n))`; for a RankIC series `mean / std` is its ICIR.
+    pub t_stat: f64,
+    /// Share of values above 0.
+    pub hit_rate: f64,
+}
+
+impl Summary {
+    pub fn of(values: &[f64]) -> Self {
+        let present: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let n = present.len();
+        if n == 0 {
+            return Self { n, mean: f64::NAN, std: f64::NAN, t_stat: f64::NAN, hit_rate: f64::NAN };
+        }
+        let mean = present.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            (present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            f64::NAN
+        };
+        let t_stat = if std > 0.0 { mean / (std / (n as f64).sqrt()) } else { f64::NAN };
+        let hit_rate = present.iter().filter(|v| **v > 0.0).count() as f64 / n as f64;
+        Self { n, mean, std, t_stat, hit_rate }
     }
 
-    #[test]
-    fn nulls_are_not_scored_and_k_is_capped() {
-        let scores = [f64::NAN, 0.3, 0.2];
-        let targets = [0.1, f64::NAN, 0.05];
-        let day = precision_at_k(&scores, &targets, 5).expect("one stock scored");
-        assert_eq!((day.stocks, day.k, day.precision_at_k, day.base_rate), (1, 1, 1.0, 1.0));
-        assert_eq!(precision_at_k(&[f64::NAN], &[0.1], 1), None);
-    }
-
-    #[test]
-    fn ties_break_by_input_position() {
-        let day = precision_at_k(&[1.0, 1.0, 1.0], &[-0.1, 0.2, 0.3], 1).expect("scored day");
-        assert_eq!(day.precision_at_k, 0.0);
+    /// Information ratio `mean / std` (per period).
+    pub fn ratio(&self) -> f64 {
+        if self.std > 0.0 { self.mean / self.std } else { f64::NAN }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,8 +2,9 @@ use super::*;
 use crate::bars::Bars;
 use crate::feature::{PanelSpec, build_panel};
 use crate::linear::fit_ridge;
-use crate::metric::precision_at_k;
+use crate::metric::day_metrics;
 use crate::panel::Panel;
+use crate::spec::TopK;
 
 fn bit_equal(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
@@ -69,7 +70,7 @@ fn mean_delta(
             let rows = panel.rows_of_day(day);
             let scores: Vec<f64> = rows.clone().map(|row| scorer.score_row(panel, row)).collect();
             let targets: Vec<f64> = rows.map(|row| target[row]).collect();
-            precision_at_k(&scores, &targets, k).map(|d| d.delta())
+            day_metrics(&scores, &targets, TopK::Count(k as u32)).map(|d| d.delta())
         })
         .collect();
     deltas.iter().sum::<f64>() / deltas.len() as f64

@@ -1,0 +1,106 @@
+//! The age matrix: every trained model's out-of-sample metrics at every age.
+//!
+//! A model retrained on day `r` is scored on every test day `t` from `r` up to its
+//! scoring range; the row of `(model, t)` sits at `age = t − r`. Because every model is
+//! scored at every age, any retraining schedule can be replayed from this matrix without
+//! training again.
+
+use serde::{Deserialize, Serialize};
+
+use crate::drift::DriftPath;
+use crate::metric::DayMetrics;
+
+/// Which per-day quality a curve or a trigger reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    DeltaPAtK,
+    PAtK,
+    RankIc,
+    Spread,
+    TopKMean,
+}
+
+impl Metric {
+    /// The metric's value on a day, `NaN` when missing.
+    pub fn value(self, day: Option<&DayMetrics>) -> f64 {
+        let Some(day) = day else { return f64::NAN };
+        match self {
+            Self::DeltaPAtK => day.delta(),
+            Self::PAtK => day.p_at_k,
+            Self::RankIc => day.rank_ic.unwrap_or(f64::NAN),
+            Self::Spread => day.spread,
+            Self::TopKMean => day.top_k_mean,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DeltaPAtK => "ΔP@K",
+            Self::PAtK => "P@K",
+            Self::RankIc => "RankIC",
+            Self::Spread => "spread",
+            Self::TopKMean => "top-K mean return",
+        }
+    }
+}
+
+/// One trained model's out-of-sample path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRun {
+    pub window: u32,
+    /// Index of the model in the sweep.
+    pub model: usize,
+    pub seed: u64,
+    pub retrain_day: usize,
+    pub train_seconds: f64,
+    /// Metrics by age (index = age); `None` where no stock was scored.
+    pub ages: Vec<Option<DayMetrics>>,
+    /// Feature drift against the training window, by age; absent when not measured.
+    pub drift: Option<DriftPath>,
+}
+
+impl ModelRun {
+    pub fn at(&self, age: usize) -> Option<&DayMetrics> {
+        self.ages.get(age).and_then(Option::as_ref)
+    }
+}
+
+/// All runs of a sweep, with the horizon their metrics were measured at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgeMatrix {
+    pub horizon: u32,
+    pub max_age: u32,
+    pub runs: Vec<ModelRun>,
+}
+
+/// The runs of one (window, model, seed) line, sorted by retrain day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Line {
+    pub window: u32,
+    pub model: usize,
+    pub seed: u64,
+}
+
+impl AgeMatrix {
+    /// The distinct lines, sorted.
+    pub fn lines(&self) -> Vec<Line> {
+        let mut lines: Vec<Line> =
+            self.runs.iter().map(|r| Line { window: r.window, model: r.model, seed: r.seed }).collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines
+    }
+
+    /// Indices of the runs of `line`, by retrain day.
+    pub fn runs_of(&self, line: Line) -> Vec<usize> {
+        let mut runs: Vec<usize> = (0..self.runs.len())
+            .filter(|i| {
+                let run = &self.runs[*i];
+                run.window == line.window && run.model == line.model && run.seed == line.seed
+            })
+            .collect();
+        runs.sort_by_key(|i| self.runs[*i].retrain_day);
+        runs
+    }
+}

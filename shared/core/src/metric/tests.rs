@@ -1,0 +1,74 @@
+use super::*;
+
+fn count(k: u32) -> TopK {
+    TopK::Count(k)
+}
+
+#[test]
+fn hand_computed_day() {
+    // Scores rank stocks 3, 0, 2, 1; returns 0.02, 0.01, -0.03, -0.01.
+    let scores = [0.9, 0.1, 0.5, 1.2];
+    let targets = [0.02, 0.01, -0.03, -0.01];
+    let day = day_metrics(&scores, &targets, count(2)).expect("scored day");
+    assert_eq!(day.p_at_k, 0.5);
+    assert_eq!(day.base_rate, 0.5);
+    assert_eq!(day.delta(), 0.0);
+    // Top 2 (stocks 3, 0): mean 0.005; bottom 2 (stocks 2, 1): mean -0.01.
+    assert!((day.top_k_mean - 0.005).abs() < 1e-15);
+    assert!((day.spread - 0.015).abs() < 1e-15);
+    // Score ranks 3,1,2,4; return ranks 4,3,1,2: Spearman = 1 - 6*sum(d^2)/(n(n^2-1)).
+    let d2 = [1.0f64, 4.0, 1.0, 4.0].iter().sum::<f64>();
+    let expected = 1.0 - 6.0 * d2 / (4.0 * 15.0);
+    assert!((day.rank_ic.expect("defined") - expected).abs() < 1e-12);
+    let top1 = day_metrics(&scores, &targets, count(1)).expect("scored day");
+    assert_eq!(top1.p_at_k, 0.0);
+}
+
+#[test]
+fn nulls_are_not_scored_and_k_is_capped_on_small_days() {
+    let scores = [f64::NAN, 0.3, 0.2];
+    let targets = [0.1, f64::NAN, 0.05];
+    let day = day_metrics(&scores, &targets, count(5)).expect("one stock scored");
+    assert_eq!((day.stocks, day.k, day.p_at_k, day.base_rate), (1, 1, 1.0, 1.0));
+    assert_eq!(day.rank_ic, None, "one stock has no correlation");
+    assert_eq!(day_metrics(&[f64::NAN], &[0.1], count(1)), None);
+}
+
+#[test]
+fn k_as_a_fraction_of_the_day() {
+    let scores: Vec<f64> = (0..50).map(f64::from).collect();
+    let targets: Vec<f64> = (0..50).map(|i| if i >= 45 { 0.01 } else { -0.01 }).collect();
+    let day = day_metrics(&scores, &targets, TopK::Fraction(0.1)).expect("scored day");
+    assert_eq!(day.k, 5);
+    assert_eq!(day.p_at_k, 1.0);
+    assert_eq!(day.base_rate, 0.1);
+}
+
+#[test]
+fn ties_break_by_input_position_and_share_ranks() {
+    let day = day_metrics(&[1.0, 1.0, 1.0], &[-0.1, 0.2, 0.3], count(1)).expect("scored day");
+    assert_eq!(day.p_at_k, 0.0, "the first of the tied stocks is taken");
+    assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+    let tied = spearman(&[1.0, 1.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).expect("defined");
+    assert!((tied - 0.9486832980505138).abs() < 1e-12, "{tied}");
+}
+
+#[test]
+fn constant_predictions_give_a_missing_rank_ic_not_zero_or_nan() {
+    let day = day_metrics(&[0.5; 4], &[0.1, -0.2, 0.3, 0.0], count(2)).expect("scored day");
+    assert_eq!(day.rank_ic, None);
+    let constant_returns = day_metrics(&[1.0, 2.0, 3.0], &[0.01; 3], count(1)).expect("scored day");
+    assert_eq!(constant_returns.rank_ic, None);
+}
+
+#[test]
+fn summary_skips_missing_values() {
+    let summary = Summary::of(&[0.1, f64::NAN, -0.1, 0.3]);
+    assert_eq!(summary.n, 3);
+    assert!((summary.mean - 0.1).abs() < 1e-12);
+    assert!((summary.std - 0.2).abs() < 1e-12);
+    assert!((summary.t_stat - 0.1 / (0.2 / 3f64.sqrt())).abs() < 1e-9);
+    assert!((summary.hit_rate - 2.0 / 3.0).abs() < 1e-12);
+    assert!((summary.ratio() - 0.5).abs() < 1e-12);
+    assert_eq!(Summary::of(&[]).n, 0);
+}
