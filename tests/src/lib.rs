@@ -5,6 +5,7 @@
 //! crate's own integration test makes cargo do so); when it is missing, the harness runs
 //! that same build once. [`wf`] runs the binary with a hard timeout.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -56,7 +57,8 @@ pub fn wf_binary() -> &'static Path {
     })
 }
 
-/// Runs `wf` with `args` in `dir`, killing it after `timeout`.
+/// Runs `wf` with `args` in `dir`, killing it after `timeout`. Output is drained on
+/// threads while waiting, so a child writing more than a pipe holds never blocks.
 pub fn wf_in(dir: &Path, args: &[&str], timeout: Duration) -> Run {
     let mut child = Command::new(wf_binary())
         .args(args)
@@ -66,22 +68,30 @@ pub fn wf_in(dir: &Path, args: &[&str], timeout: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("wf starts");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait for wf").is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for wf") {
+            break status;
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
             panic!("wf {args:?} did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("collect wf output");
+    };
     Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
 }
 

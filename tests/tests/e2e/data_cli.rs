@@ -88,14 +88,14 @@ fn check_exits_1_naming_a_planted_68_percent_null_column_and_a_volume_shift() {
     let run = wf(dir.path(), &["data", "check", "planted.parquet", "--json"]);
     assert_eq!(run.code, Some(1));
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON report");
-    let failed: Vec<&str> = report["gates"]
+    let failed: Vec<(&str, &str)> = report["gates"]
         .as_array()
         .expect("gates")
         .iter()
         .filter(|g| g["passed"] == false)
-        .filter_map(|g| g["check"].as_str())
+        .filter_map(|g| Some((g["check"].as_str()?, g["severity"].as_str()?)))
         .collect();
-    assert_eq!(failed, vec!["null share of turnover"]);
+    assert_eq!(failed, vec![("null share of turnover", "error"), ("volume level shifts (x3 over 60 days)", "warning")]);
 
     let run = wf(dir.path(), &["data", "check", "planted.parquet", "--max-null-share", "0.7"]);
     assert_eq!(run.code, Some(0), "a looser gate passes; the shift is a warning: {}", run.stdout);

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `wf` binary: one test binary for the whole suite.
 
 mod data_cli;
+mod plan_cli;

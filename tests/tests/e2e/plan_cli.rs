@@ -1,0 +1,56 @@
+//! `wf plan` as a user runs it on the shipped quickstart spec and on broken specs.
+
+use std::path::Path;
+
+use wf_tests::wf;
+
+fn repository() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn quickstart_plans_with_dedup_and_no_leaking_job() {
+    let run = wf(repository(), &["plan", "configs/quickstart.toml"]);
+    assert!(run.succeeded(), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("split audit: 0 leaking jobs"), "{}", run.stdout);
+    assert!(run.stdout.contains("    126  weekly "), "{}", run.stdout);
+
+    let run = wf(repository(), &["plan", "configs/quickstart.toml", "--json"]);
+    assert!(run.succeeded(), "{}", run.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON plan");
+    let before = plan["jobs_before_dedup"].as_u64().expect("count");
+    let distinct = plan["distinct_trainings"].as_u64().expect("count");
+    assert!(distinct < before, "dedup saves trainings: {distinct} of {before}");
+    assert_eq!(plan["leaking_jobs"], 0);
+    let jobs = plan["manifest"]["jobs"].as_array().expect("manifest jobs");
+    assert_eq!(jobs.len() as u64, distinct);
+    for job in jobs {
+        let (label, retrain) =
+            (job["last_label_date"].as_str().expect("date"), job["retrain_date"].as_str().expect("date"));
+        assert!(label < retrain, "label {label} reaches retrain date {retrain}");
+    }
+}
+
+#[test]
+fn an_invalid_spec_is_refused_naming_each_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repository().join("configs/quickstart.toml")).expect("quickstart spec");
+    let broken = text.replace("train_windows = [126, 252]", "train_windows = [126, -3]").replace("k = 20", "k = 0");
+    std::fs::write(dir.path().join("broken.toml"), broken).expect("write");
+    let run = wf(dir.path(), &["plan", "broken.toml"]);
+    assert_eq!(run.code, Some(2));
+    let line = run.stderr.trim_end();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains("plan.train_windows[1]: must be > 0"), "{line}");
+    assert!(line.contains("metrics.k: must be > 0, got 0"), "{line}");
+
+    let too_long = text.replace("train_windows = [126, 252]", "train_windows = [126, 900]");
+    std::fs::write(dir.path().join("long.toml"), too_long).expect("write");
+    let run = wf(dir.path(), &["plan", "long.toml"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("plan.train_windows[1]: 900 trading days plus horizon 5 and embargo 0 need 905"),
+        "{}",
+        run.stderr
+    );
+}
