@@ -110,6 +110,22 @@ fn main() {
         verdict(plan_ms / 1e3, 0.05)
     );
 
+    // 1b. A spec that would expand to about 10^9 jobs is refused before planning.
+    let mut huge = config.clone();
+    huge.train_windows = (1..=1000).collect();
+    huge.cadences = vec![wf_shared::cadence::Cadence::TradingDays(1)];
+    if let Some(model) = huge.models.first_mut() {
+        model.seeds = (0..1000).collect();
+    }
+    let started = Instant::now();
+    let refused = plan(&huge, &input);
+    let refuse_ms = started.elapsed().as_secs_f64() * 1e3;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_else(|| "not refused".into());
+    println!(
+        "refuse a 10^9-job spec   {refuse_ms:>8.2} ms  {message}  (target well under 100 ms: {})",
+        verdict(refuse_ms / 1e3, 0.1)
+    );
+
     // 2. Replaying 1,000 policies over 1,500 models x 252 ages.
     let (lines, runs_per_line, ages) = (3u32, 500usize, 252usize);
     let mut rng = ChaCha8Rng::seed_from_u64(1);

@@ -118,8 +118,12 @@ pub(crate) fn write_parquet(
     metadata: Vec<(String, String)>,
 ) -> Result<(), DataError> {
     let file = std::fs::File::create(path).map_err(|error| DataError::unwritable(path, error))?;
+    // LZ4 without column statistics: on the jp_tse1000 panel this writes in 0.38 s
+    // against 1.3 s for zstd with statistics (`examples/write_speed.rs`), for a file 12%
+    // larger. Nothing reads the statistics: panels are always read whole.
     ParquetWriter::new(file)
-        .with_compression(ParquetCompression::Zstd(None))
+        .with_compression(ParquetCompression::Lz4Raw)
+        .with_statistics(StatisticsOptions::empty())
         .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
         .finish(frame)
         .map_err(|error| DataError::unwritable(path, error))?;

@@ -248,3 +248,31 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
 fn replayer_line() -> Line {
     Line { window: 126, model: 0, seed: 0 }
 }
+
+#[test]
+fn drift_trigger_fires_once_enough_features_drift_over_the_last_days() {
+    use crate::drift::{BINS, DriftPath};
+    // Two features; from day 30 on, feature 0's values all fall in the top bin.
+    let days: Vec<usize> = (0..60).collect();
+    let mut m = matrix(&days, 60, 1, |_, _| 0.1);
+    for run in &mut m.runs {
+        let r = run.retrain_day;
+        let calm = [5u32; BINS];
+        let mut shifted = [0u32; BINS];
+        shifted[BINS - 1] = 50;
+        run.drift = Some(DriftPath {
+            training: vec![[50; BINS]; 2],
+            days: (0..60).map(|age| vec![if r + age >= 30 { shifted } else { calm }, calm]).collect(),
+        });
+    }
+    let replayer = LineReplayer::new(&m, LINE).expect("runs");
+    let candidates: Vec<usize> = (1..60).collect();
+    let half = Policy { triggers: vec![Trigger::Drift { theta: 0.25, share: 0.5, days: 3 }] };
+    let retrains = replayer.adaptive(&half, &candidates).retrain_days;
+    // Day 30's features are known after its close, so day 31 is the first decision that
+    // sees them: its pool (days 28-30, one shifted) already has PSI 0.54 > 0.25 for
+    // feature 0, half of the features. Day 30's pool (27-29) is calm.
+    assert_eq!(retrains[..2], [0, 31], "{retrains:?}");
+    let all = Policy { triggers: vec![Trigger::Drift { theta: 0.25, share: 1.0, days: 3 }] };
+    assert_eq!(replayer.adaptive(&all, &candidates).retrain_days, vec![0], "feature 1 never drifts");
+}
