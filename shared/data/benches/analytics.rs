@@ -25,7 +25,7 @@ use wf_shared::bootstrap::Bootstrap;
 use wf_shared::calendar::TradingCalendar;
 use wf_shared::dataset::DatasetHash;
 use wf_shared::metric::DayMetrics;
-use wf_shared::plan::{PlanInput, plan};
+use wf_shared::plan::{PlanInput, plan as plan_sweep};
 use wf_shared::replay::{LineReplayer, Policy, Trigger};
 use wf_shared::spec::{PerformanceMetric, SweepConfig};
 
@@ -89,7 +89,7 @@ fn main() {
     let mut planned = None;
     for _ in 0..20 {
         let started = Instant::now();
-        let result = plan(&config, &input);
+        let result = plan_sweep(&config, &input);
         timings.push(started.elapsed().as_secs_f64());
         planned = Some(result);
     }
@@ -118,7 +118,7 @@ fn main() {
         model.seeds = (0..1000).collect();
     }
     let started = Instant::now();
-    let refused = plan(&huge, &input);
+    let refused = plan_sweep(&huge, &input);
     let refuse_ms = started.elapsed().as_secs_f64() * 1e3;
     let message = refused.err().map(|e| e.to_string()).unwrap_or_else(|| "not refused".into());
     println!(
