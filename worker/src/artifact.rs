@@ -1,0 +1,71 @@
+//! Model artifacts: weights as safetensors, with the job key, dataset hash, model spec
+//! and shapes in the file's metadata. Loading rebuilds the model from that spec and
+//! reproduces its scores exactly.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::WorkerError;
+use crate::model::{ModelSpec, Ranker, build};
+
+/// Bumped when the file layout changes.
+pub const ARTIFACT_FORMAT: &str = "walkforward-model-v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    pub job_key: String,
+    pub dataset: String,
+    pub spec: ModelSpec,
+    pub features: usize,
+    pub horizons: Vec<u32>,
+    pub seed: u64,
+}
+
+fn error(path: &Path, reason: impl ToString) -> WorkerError {
+    WorkerError::Artifact { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// Writes the model's weights and `meta` to `path`.
+pub fn save(path: &Path, model: &dyn Ranker, meta: &ArtifactMeta) -> Result<(), WorkerError> {
+    let metadata = HashMap::from([
+        ("format".to_string(), ARTIFACT_FORMAT.to_string()),
+        ("job_key".to_string(), meta.job_key.clone()),
+        ("dataset".to_string(), meta.dataset.clone()),
+        ("meta".to_string(), serde_json::to_string(meta).map_err(|e| error(path, e))?),
+    ]);
+    let tensors: Vec<(String, candle_core::Tensor)> =
+        model.variables().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
+    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| error(path, e))
+}
+
+/// Loads a model written by [`save`].
+pub fn load(path: &Path, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta), WorkerError> {
+    let bytes = std::fs::read(path).map_err(|e| error(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| error(path, e))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    if metadata.get("format").map(String::as_str) != Some(ARTIFACT_FORMAT) {
+        return Err(error(path, format!("not a {ARTIFACT_FORMAT} file")));
+    }
+    let meta: ArtifactMeta = serde_json::from_str(metadata.get("meta").map(String::as_str).unwrap_or_default())
+        .map_err(|e| error(path, e))?;
+    let model = build(&meta.spec, meta.features, meta.horizons.len(), meta.seed, device)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    for (name, variable) in model.variables() {
+        let tensor = tensors.get(&name).ok_or_else(|| error(path, format!("missing tensor {name}")))?;
+        if tensor.shape() != variable.as_tensor().shape() {
+            return Err(error(
+                path,
+                format!(
+                    "tensor {name} has shape {:?}, the model expects {:?}",
+                    tensor.shape(),
+                    variable.as_tensor().shape()
+                ),
+            ));
+        }
+        variable.set(tensor)?;
+    }
+    Ok((model, meta))
+}

@@ -1,0 +1,112 @@
+//! One job's computation: refuse a leaking window, train, score every test day into
+//! age-matrix rows, measure drift, report statistics.
+
+use candle_core::Device;
+use wf_shared::Panel;
+use wf_shared::age::ModelRun;
+use wf_shared::drift::DriftPath;
+use wf_shared::metric::{DayMetrics, day_metrics};
+use wf_shared::plan::Job;
+use wf_shared::spec::SweepConfig;
+
+use crate::WorkerError;
+use crate::model::{ModelSpec, Ranker, build};
+use crate::train::{TrainRequest, TrainStats, score_day, train};
+
+/// What a job produced.
+pub struct JobOutput {
+    pub spec: ModelSpec,
+    pub model: Box<dyn Ranker>,
+    /// Metrics by age (index = age).
+    pub ages: Vec<Option<DayMetrics>>,
+    pub drift: DriftPath,
+    pub stats: TrainStats,
+}
+
+impl std::fmt::Debug for JobOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobOutput")
+            .field("spec", &self.spec)
+            .field("ages", &self.ages.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl JobOutput {
+    /// The job's row of the age matrix.
+    pub fn model_run(&self, job: &Job) -> ModelRun {
+        ModelRun {
+            window: job.window,
+            model: job.model,
+            seed: job.seed,
+            retrain_day: job.retrain_day,
+            train_seconds: self.stats.seconds,
+            ages: self.ages.clone(),
+            drift: Some(self.drift.clone()),
+        }
+    }
+}
+
+/// Loss weight of each horizon: as given, else 1 for the primary and 0.5 for the rest.
+pub fn horizon_weights(spec: &ModelSpec, config: &SweepConfig) -> Vec<f64> {
+    spec.train_params().horizon_weights.clone().unwrap_or_else(|| {
+        config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.5 }).collect()
+    })
+}
+
+/// Refuses a job whose training labels reach its retrain date (defence in depth on
+/// top of the planner): the label of day `t` at horizon `h` is the close of `t + h`.
+pub fn check_no_leakage(panel: &Panel, config: &SweepConfig, job: &Job) -> Result<(), WorkerError> {
+    let longest = config.longest_horizon() as usize;
+    let date = |day: usize| panel.calendar().date(day).map_or_else(|| format!("day {day}"), |d| d.to_string());
+    let Some(last_train) = job.train_days.end.checked_sub(1) else {
+        return Err(WorkerError::Leakage { job: job.key.short(), reason: "its training window is empty".into() });
+    };
+    let label_day = last_train + longest;
+    if label_day >= job.retrain_day {
+        return Err(WorkerError::Leakage {
+            job: job.key.short(),
+            reason: format!(
+                "the label of {} at horizon {longest} is dated {}, on or after the retrain date {}",
+                date(last_train),
+                date(label_day),
+                date(job.retrain_day)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Trains and scores `job` of `config` on `panel`.
+pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) -> Result<JobOutput, WorkerError> {
+    let model_config = config
+        .models
+        .get(job.model)
+        .ok_or_else(|| WorkerError::NoData(format!("the sweep has no model {}", job.model)))?;
+    let spec = ModelSpec::from_config(job.model, model_config, config.horizons.len()).map_err(WorkerError::Spec)?;
+    check_no_leakage(panel, config, job)?;
+    let model = build(&spec, panel.features().len(), config.horizons.len(), job.seed, device)?;
+    let weights = horizon_weights(&spec, config);
+    let request = TrainRequest {
+        panel,
+        window: job.train_days.clone(),
+        horizons: &config.horizons,
+        horizon_weights: &weights,
+        params: spec.train_params(),
+        seed: job.seed,
+    };
+    let stats = train(model.as_ref(), &request, device)?;
+
+    let column = config.horizons.iter().position(|h| *h == config.primary_horizon).unwrap_or(0);
+    let target = panel.target(config.primary_horizon).ok_or_else(|| {
+        WorkerError::NoData(format!("the panel has no target for horizon {}", config.primary_horizon))
+    })?;
+    let mut ages = Vec::with_capacity(job.score_days.len());
+    for day in job.score_days.clone() {
+        let scores = score_day(model.as_ref(), panel, day, column, device)?;
+        ages.push(day_metrics(&scores, &target[panel.rows_of_day(day)], config.k));
+    }
+    let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
+    Ok(JobOutput { spec, model, ages, drift, stats })
+}

@@ -1,0 +1,28 @@
+//! The linear baseline: `scores = features · W + b`.
+
+use candle_core::{Device, Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Mode, Ranker, glorot, zeros};
+
+#[derive(Debug)]
+pub struct Linear {
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    pub fn new(features: usize, horizons: usize, rng: &mut ChaCha8Rng, device: &Device) -> candle_core::Result<Self> {
+        Ok(Self { weight: glorot(features, horizons, rng, device)?, bias: zeros(horizons, device)? })
+    }
+}
+
+impl Ranker for Linear {
+    fn forward(&self, features: &Tensor, _mode: Mode<'_>) -> candle_core::Result<Tensor> {
+        features.matmul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())
+    }
+
+    fn variables(&self) -> Vec<(String, Var)> {
+        vec![("linear.weight".into(), self.weight.clone()), ("linear.bias".into(), self.bias.clone())]
+    }
+}

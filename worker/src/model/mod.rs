@@ -1,0 +1,65 @@
+//! Ranking models behind one [`Ranker`] interface, in Candle.
+//!
+//! - `linear`: one linear map from features to one score per horizon (the baseline);
+//! - `mlp`: hidden layers with an activation and dropout, then one score per horizon.
+//!
+//! Weights are initialised from the job's seed with our own ChaCha generator (Candle's
+//! CPU `randn` is not seedable), and dropout masks come from the same generator, so a
+//! job trained twice gives bit-identical scores on CPU.
+
+mod linear;
+mod mlp;
+mod spec;
+
+use candle_core::{Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Uniform};
+
+pub use linear::Linear;
+pub use mlp::Mlp;
+pub use spec::{Activation, ModelSpec, TrainParams};
+
+/// Whether a forward pass trains (dropout on, with its random masks) or evaluates.
+#[derive(Debug)]
+pub enum Mode<'a> {
+    Train(&'a mut ChaCha8Rng),
+    Eval,
+}
+
+/// A cross-sectional ranking model: a day's features `[stocks, features]` in, one score
+/// per stock and horizon `[stocks, horizons]` out.
+pub trait Ranker {
+    fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor>;
+    /// Every trainable variable, with a stable name (the safetensors key).
+    fn variables(&self) -> Vec<(String, Var)>;
+}
+
+/// Builds the model of `spec` for `features` inputs and `horizons` outputs.
+pub fn build(
+    spec: &ModelSpec,
+    features: usize,
+    horizons: usize,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<Box<dyn Ranker>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Ok(match spec {
+        ModelSpec::Linear { .. } => Box::new(Linear::new(features, horizons, &mut rng, device)?),
+        ModelSpec::Mlp { hidden, activation, dropout, .. } => {
+            Box::new(Mlp::new(features, hidden, horizons, *activation, *dropout, &mut rng, device)?)
+        }
+    })
+}
+
+/// A `[rows, columns]` weight with Glorot-uniform values from `rng`.
+pub(crate) fn glorot(rows: usize, columns: usize, rng: &mut ChaCha8Rng, device: &Device) -> candle_core::Result<Var> {
+    let limit = (6.0 / (rows + columns) as f32).sqrt();
+    let uniform = Uniform::new_inclusive(-limit, limit).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let values: Vec<f32> = (0..rows * columns).map(|_| uniform.sample(rng)).collect();
+    Var::from_tensor(&Tensor::from_vec(values, (rows, columns), device)?)
+}
+
+pub(crate) fn zeros(columns: usize, device: &Device) -> candle_core::Result<Var> {
+    Var::zeros(columns, candle_core::DType::F32, device)
+}

@@ -1,0 +1,276 @@
+//! Training: one trading day (all its stocks) is one batch.
+//!
+//! The batches are built once per job: features `[stocks, F]` (a null feature reads 0, the
+//! cross-sectional median of a robust z-score), targets z-scored per day and horizon
+//! `[stocks, H]`, and their softmax over stocks, the ListNet target distribution. Rows
+//! with any null target are left out of training.
+//!
+//! Loss of a day, per horizon `j`: `listnet_weight · CE(softmax(y_j), softmax(s_j)) +
+//! mse_weight · mean((s_j − y_j)²)`, averaged over horizons with the horizon weights.
+//! Softmax and log-softmax are composed from differentiable primitives (Candle's fused
+//! versions have no backward pass; see FINDINGS.md).
+//!
+//! AdamW, linear warm-up, global-norm gradient clipping. Early stopping watches the
+//! last `validation_days` of the window; the training part ends `h` days before them, so
+//! no training label overlaps the validation days. The best epoch's weights are kept.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use wf_shared::Panel;
+
+use crate::WorkerError;
+use crate::model::{Mode, Ranker, TrainParams};
+
+/// One day's tensors.
+#[derive(Debug)]
+pub struct DayBatch {
+    pub day: usize,
+    pub features: Tensor,
+    pub targets: Tensor,
+    pub target_distribution: Tensor,
+}
+
+/// Features of `rows` as `[rows, F]` (null → 0).
+pub fn feature_tensor(panel: &Panel, rows: Range<usize>, device: &Device) -> candle_core::Result<Tensor> {
+    let columns = panel.features();
+    let mut values = Vec::with_capacity(rows.len() * columns.len());
+    for row in rows.clone() {
+        values.extend(columns.iter().map(|c| if c[row].is_finite() { c[row] } else { 0.0 }));
+    }
+    Tensor::from_vec(values, (rows.len(), columns.len()), device)
+}
+
+/// The batch of `day` for `horizons`; `None` with fewer than 2 complete rows.
+pub fn day_batch(
+    panel: &Panel,
+    day: usize,
+    horizons: &[u32],
+    device: &Device,
+) -> Result<Option<DayBatch>, WorkerError> {
+    let targets: Vec<&[f64]> = horizons
+        .iter()
+        .map(|h| {
+            panel.target(*h).ok_or_else(|| WorkerError::NoData(format!("the panel has no target for horizon {h}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let rows: Vec<usize> = panel.rows_of_day(day).filter(|row| targets.iter().all(|t| t[*row].is_finite())).collect();
+    if rows.len() < 2 {
+        return Ok(None);
+    }
+    let columns = panel.features();
+    let mut features = Vec::with_capacity(rows.len() * columns.len());
+    for row in &rows {
+        features.extend(columns.iter().map(|c| if c[*row].is_finite() { c[*row] } else { 0.0 }));
+    }
+    // Z-score each horizon's targets across the day's stocks.
+    let mut normalised = vec![0f32; rows.len() * horizons.len()];
+    for (j, target) in targets.iter().enumerate() {
+        let values: Vec<f64> = rows.iter().map(|r| target[*r]).collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt();
+        for (i, v) in values.iter().enumerate() {
+            normalised[i * horizons.len() + j] = if std > 0.0 { ((v - mean) / std) as f32 } else { 0.0 };
+        }
+    }
+    let targets = Tensor::from_vec(normalised, (rows.len(), horizons.len()), device)?;
+    Ok(Some(DayBatch {
+        day,
+        features: Tensor::from_vec(features, (rows.len(), columns.len()), device)?,
+        target_distribution: softmax_over_stocks(&targets)?,
+        targets,
+    }))
+}
+
+fn softmax_over_stocks(x: &Tensor) -> candle_core::Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(0)?)?;
+    let exp = shifted.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(0)?)
+}
+
+fn log_softmax_over_stocks(x: &Tensor) -> candle_core::Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(0)?)?;
+    shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(0)?.log()?)
+}
+
+/// The loss of one day's scores `[stocks, H]`.
+pub fn day_loss(
+    scores: &Tensor,
+    batch: &DayBatch,
+    params: &TrainParams,
+    horizon_weights: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let listnet = batch.target_distribution.mul(&log_softmax_over_stocks(scores)?)?.sum(0)?.neg()?;
+    let mse = scores.sub(&batch.targets)?.sqr()?.mean(0)?;
+    let per_horizon = (listnet.affine(params.listnet_weight, 0.0)? + mse.affine(params.mse_weight, 0.0)?)?;
+    per_horizon.mul(horizon_weights)?.sum_all()
+}
+
+/// What training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainStats {
+    pub epochs: u32,
+    pub best_epoch: u32,
+    pub best_validation_loss: f64,
+    /// Mean training and validation loss per epoch.
+    pub history: Vec<(f64, f64)>,
+    pub seconds: f64,
+    pub device: String,
+    pub training_days: usize,
+    pub validation_days: usize,
+}
+
+/// Splits a training window into (training days, validation days): the validation days
+/// are the last ones, and the training part stops `horizon` days earlier (purge).
+pub fn split_window(window: Range<usize>, validation_days: usize, horizon: usize) -> (Range<usize>, Range<usize>) {
+    let validation = validation_days.min(window.len() / 4);
+    if validation == 0 {
+        return (window.clone(), window.end..window.end);
+    }
+    let validation_start = window.end - validation;
+    (window.start..validation_start.saturating_sub(horizon).max(window.start), validation_start..window.end)
+}
+
+/// What to train on: the panel's days of `window`, the horizons and their loss weights,
+/// the settings, and the seed of shuffles and dropout.
+#[derive(Debug, Clone)]
+pub struct TrainRequest<'a> {
+    pub panel: &'a Panel,
+    pub window: Range<usize>,
+    pub horizons: &'a [u32],
+    pub horizon_weights: &'a [f64],
+    pub params: &'a TrainParams,
+    pub seed: u64,
+}
+
+/// Trains `model` as `request` says.
+pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) -> Result<TrainStats, WorkerError> {
+    let TrainRequest { panel, window, horizons, horizon_weights, params, seed } = request.clone();
+    let started = Instant::now();
+    let longest = horizons.iter().copied().max().unwrap_or(1) as usize;
+    let (train_days, validation_days) = split_window(window, params.validation_days as usize, longest);
+    let batches = |days: Range<usize>| -> Result<Vec<DayBatch>, WorkerError> {
+        Ok(days
+            .map(|d| day_batch(panel, d, horizons, device))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect())
+    };
+    let training = batches(train_days)?;
+    let validation = batches(validation_days)?;
+    if training.is_empty() {
+        return Err(WorkerError::NoData("no training day has two stocks with complete targets".into()));
+    }
+    let total: f64 = horizon_weights.iter().sum();
+    let weights: Vec<f32> = horizon_weights.iter().map(|w| (w / total) as f32).collect();
+    let horizon_weights = Tensor::from_vec(weights, horizons.len(), device)?;
+
+    let variables: Vec<_> = model.variables().into_iter().map(|(_, v)| v).collect();
+    let mut optimizer = AdamW::new(
+        variables.clone(),
+        ParamsAdamW { lr: params.learning_rate, weight_decay: params.weight_decay, ..ParamsAdamW::default() },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_7a1e);
+    let mut order: Vec<usize> = (0..training.len()).collect();
+    let mut history = Vec::new();
+    let (mut best_loss, mut best_epoch, mut best_weights) = (f64::INFINITY, 0u32, None);
+    let mut step = 0u64;
+    for epoch in 0..params.epochs {
+        order.shuffle(&mut rng);
+        let mut epoch_loss = 0.0;
+        for index in &order {
+            let batch = &training[*index];
+            let warmup = ((step + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
+            optimizer.set_learning_rate(params.learning_rate * warmup);
+            let scores = model.forward(&batch.features, Mode::Train(&mut rng))?;
+            let loss = day_loss(&scores, batch, params, &horizon_weights)?;
+            epoch_loss += f64::from(loss.to_scalar::<f32>()?);
+            let mut grads = loss.backward()?;
+            clip_gradients(&mut grads, &variables, params.clip_norm)?;
+            optimizer.step(&grads)?;
+            step += 1;
+        }
+        let validation_loss = if validation.is_empty() {
+            epoch_loss / training.len() as f64
+        } else {
+            let mut sum = 0.0;
+            for batch in &validation {
+                let scores = model.forward(&batch.features, Mode::Eval)?;
+                sum += f64::from(day_loss(&scores, batch, params, &horizon_weights)?.to_scalar::<f32>()?);
+            }
+            sum / validation.len() as f64
+        };
+        history.push((epoch_loss / training.len() as f64, validation_loss));
+        if validation_loss < best_loss {
+            best_loss = validation_loss;
+            best_epoch = epoch;
+            best_weights =
+                Some(variables.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?);
+        } else if epoch - best_epoch >= params.patience {
+            break;
+        }
+    }
+    if let Some(weights) = best_weights {
+        for (variable, weight) in variables.iter().zip(weights) {
+            variable.set(&weight)?;
+        }
+    }
+    Ok(TrainStats {
+        epochs: history.len() as u32,
+        best_epoch,
+        best_validation_loss: best_loss,
+        history,
+        seconds: started.elapsed().as_secs_f64(),
+        device: crate::device::device_name(device),
+        training_days: training.len(),
+        validation_days: validation.len(),
+    })
+}
+
+/// Scales every gradient so their global L2 norm is at most `limit`.
+fn clip_gradients(
+    grads: &mut candle_core::backprop::GradStore,
+    variables: &[candle_core::Var],
+    limit: f64,
+) -> candle_core::Result<()> {
+    let mut squared = 0.0f64;
+    for variable in variables {
+        if let Some(grad) = grads.get(variable.as_tensor()) {
+            squared += f64::from(grad.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+    }
+    let norm = squared.sqrt();
+    if norm <= limit || norm == 0.0 {
+        return Ok(());
+    }
+    let scale = limit / norm;
+    for variable in variables {
+        if let Some(grad) = grads.remove(variable.as_tensor()) {
+            grads.insert(variable.as_tensor(), grad.affine(scale, 0.0)?);
+        }
+    }
+    Ok(())
+}
+
+/// Scores of `day`'s rows at horizon column `column`, in panel row order.
+pub fn score_day(
+    model: &dyn Ranker,
+    panel: &Panel,
+    day: usize,
+    column: usize,
+    device: &Device,
+) -> candle_core::Result<Vec<f64>> {
+    let rows = panel.rows_of_day(day);
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scores = model.forward(&feature_tensor(panel, rows, device)?, Mode::Eval)?;
+    Ok(scores.narrow(D::Minus1, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+}

@@ -1,0 +1,192 @@
+//! The models on the synthetic market: real training, real scoring, real files.
+
+use std::sync::OnceLock;
+
+use candle_core::Device;
+use wf_shared::bootstrap::Bootstrap;
+use wf_shared::cadence::Cadence;
+use wf_shared::plan::{Job, Plan, PlanInput, plan};
+use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
+use wf_shared::synth::{SynthSpec, generate};
+use wf_shared::{Bars, Panel, PanelSpec, build_panel};
+use wf_worker::WorkerError;
+use wf_worker::artifact::{ArtifactMeta, load, save};
+use wf_worker::job::run_job;
+use wf_worker::model::{Mode, ModelSpec, build};
+use wf_worker::train::{day_batch, day_loss, score_day};
+
+struct Market {
+    panel: Panel,
+    config: SweepConfig,
+    plan: Plan,
+    first_break: usize,
+}
+
+fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
+    let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
+    ModelConfig { name: name.into(), kind, params, seeds: vec![3] }
+}
+
+/// The default synthetic market, planned quarterly with a 252-day window.
+fn market() -> &'static Market {
+    static MARKET: OnceLock<Market> = OnceLock::new();
+    MARKET.get_or_init(|| {
+        let synth = generate(&SynthSpec::default()).expect("valid spec");
+        let first_break_date = synth.truth.breaks[0];
+        let bars = Bars::new(synth.bars).expect("valid bars");
+        let panel = build_panel(&bars, &PanelSpec { horizons: vec![1, 5] });
+        let config = SweepConfig {
+            name: "models".into(),
+            panel: "synth:default".into(),
+            content_hash: None,
+            start: chrono::NaiveDate::from_ymd_opt(2022, 1, 3).expect("date"),
+            end: chrono::NaiveDate::from_ymd_opt(2024, 6, 28).expect("date"),
+            train_windows: vec![252],
+            cadences: vec![Cadence::Quarterly],
+            horizons: vec![1, 5],
+            primary_horizon: 5,
+            embargo: 0,
+            max_age: 126,
+            k: TopK::Count(20),
+            bootstrap_samples: 500,
+            bootstrap_seed: 7,
+            models: vec![
+                model("linear", ModelKind::Linear, serde_json::json!({"epochs": 15})),
+                model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [32, 16], "dropout": 0.1, "epochs": 15})),
+            ],
+            triggers: Default::default(),
+            max_jobs: 1000,
+        };
+        let universe: Vec<usize> = (0..panel.calendar().len()).map(|d| panel.rows_of_day(d).len()).collect();
+        let input = PlanInput {
+            calendar: panel.calendar(),
+            dataset_hash: wf_shared::dataset::content_hash(&panel),
+            feature_names: panel.feature_names(),
+            daily_universe: &universe,
+            horizons: panel.horizons(),
+        };
+        let plan = plan(&config, &input).expect("plannable");
+        let first_break = panel.calendar().index_of(first_break_date).expect("break on the calendar");
+        Market { panel, config, plan, first_break }
+    })
+}
+
+/// The latest job of `model` whose whole scoring range ends before the first break.
+fn job_before_break(market: &Market, model: usize) -> &Job {
+    market
+        .plan
+        .jobs
+        .iter()
+        .filter(|j| j.model == model && j.score_days.end + 5 <= market.first_break)
+        .max_by_key(|j| j.retrain_day)
+        .expect("a job scored entirely before the break")
+}
+
+#[test]
+fn every_trainable_variable_receives_a_gradient() {
+    let market = market();
+    for (index, config) in market.config.models.iter().enumerate() {
+        let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
+        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let batch = day_batch(&market.panel, 400, &[1, 5], &Device::Cpu).expect("batch").expect("enough rows");
+        let weights = candle_core::Tensor::from_vec(vec![0.5f32, 0.5], 2, &Device::Cpu).expect("weights");
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let scores = ranker.forward(&batch.features, Mode::Train(&mut rng)).expect("forward");
+        let grads =
+            day_loss(&scores, &batch, spec.train_params(), &weights).expect("loss").backward().expect("backward");
+        for (name, variable) in ranker.variables() {
+            let grad =
+                grads.get(variable.as_tensor()).unwrap_or_else(|| panic!("{}: {name} has no gradient", config.name));
+            let size: f32 = grad.abs().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar()).expect("norm");
+            assert!(size > 0.0, "{}: {name} has a zero gradient", config.name);
+        }
+    }
+}
+
+#[test]
+fn loss_falls_and_out_of_sample_precision_before_the_break_is_positive() {
+    let market = market();
+    for model in 0..market.config.models.len() {
+        let job = job_before_break(market, model);
+        let output = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
+        let name = &market.config.models[model].name;
+        let history = &output.stats.history;
+        assert!(history.last().expect("epochs").0 < history[0].0, "{name}: training loss did not fall: {history:?}");
+        let deltas: Vec<f64> = output.ages.iter().map(|d| d.map_or(f64::NAN, |d| d.delta())).collect();
+        let mean = deltas.iter().filter(|d| d.is_finite()).sum::<f64>()
+            / deltas.iter().filter(|d| d.is_finite()).count() as f64;
+        let interval = Bootstrap { block: 5, samples: 1000, seed: 7 }.mean_interval(&deltas).expect("interval");
+        println!(
+            "{name}: epochs {}, mean ΔP@K {mean:.4} [{:.4}, {:.4}]",
+            output.stats.epochs, interval.low, interval.high
+        );
+        assert!(interval.low > 0.0, "{name}: ΔP@K interval {interval:?} does not exclude 0");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
+    let market = market();
+    let job = job_before_break(market, 1);
+    let first = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
+    let second = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
+    let day = job.score_days.start + 3;
+    let scores = score_day(first.model.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
+    let again = score_day(second.model.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
+    assert!(scores.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "same seed, different scores");
+    assert_eq!(first.ages, second.ages);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.safetensors");
+    let meta = ArtifactMeta {
+        job_key: job.key.to_string(),
+        dataset: "synth:default".into(),
+        spec: first.spec.clone(),
+        features: market.panel.features().len(),
+        horizons: market.config.horizons.clone(),
+        seed: job.seed,
+    };
+    save(&path, first.model.as_ref(), &meta).expect("save");
+    let (loaded, loaded_meta) = load(&path, &Device::Cpu).expect("load");
+    assert_eq!(loaded_meta, meta);
+    let reloaded = score_day(loaded.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
+    assert!(scores.iter().zip(&reloaded).all(|(a, b)| a.to_bits() == b.to_bits()), "loaded model scores differently");
+    std::fs::write(&path, b"not a model").expect("overwrite");
+    assert!(matches!(load(&path, &Device::Cpu), Err(WorkerError::Artifact { .. })));
+}
+
+#[test]
+fn days_of_any_universe_size_with_null_features_are_scored() {
+    let market = market();
+    let spec = ModelSpec::from_config(1, &market.config.models[1], 2).expect("valid spec");
+    let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+    // Day 5: most 60-day features are still null; the last day has the full universe.
+    for day in [5, 300, market.panel.calendar().len() - 1] {
+        let rows = market.panel.rows_of_day(day);
+        let nulls = market
+            .panel
+            .features()
+            .iter()
+            .map(|c| c[rows.clone()].iter().filter(|v| v.is_nan()).count())
+            .sum::<usize>();
+        let scores = score_day(ranker.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
+        assert_eq!(scores.len(), rows.len());
+        assert!(scores.iter().all(|s| s.is_finite()), "day {day} ({nulls} null features) has a non-finite score");
+    }
+    assert_ne!(
+        market.panel.rows_of_day(5).len(),
+        market.panel.rows_of_day(900).len(),
+        "late listings change the universe"
+    );
+}
+
+#[test]
+fn a_window_whose_labels_reach_the_retrain_date_is_refused() {
+    let market = market();
+    let mut job = job_before_break(market, 0).clone();
+    job.train_days = job.train_days.start + 2..job.train_days.end + 2;
+    let error = run_job(&market.panel, &market.config, &job, &Device::Cpu).expect_err("leaking window");
+    assert!(matches!(error, WorkerError::Leakage { .. }));
+    assert!(!error.retryable());
+    assert!(error.to_string().contains("on or after the retrain date"), "{error}");
+}
