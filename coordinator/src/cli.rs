@@ -29,6 +29,26 @@ pub enum Command {
     Data(DataCommand),
     /// Plan a sweep: jobs per window and cadence, distinct trainings, the split audit.
     Plan(PlanArgs),
+    /// Train and score one job of a sweep locally, and print its metrics.
+    Train(TrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Sweep spec (TOML).
+    pub spec: PathBuf,
+    /// Index of the job in the plan (as `wf plan --json` lists them).
+    #[arg(long, default_value_t = 0)]
+    pub job: usize,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+    /// Write the trained model (safetensors) here.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,6 +3,7 @@
 
 mod data;
 mod plan;
+mod train;
 
 use std::process::ExitCode;
 
@@ -29,5 +30,6 @@ pub fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Data(data) => data::run(data),
         Command::Plan(args) => plan::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

@@ -2,3 +2,4 @@
 
 mod data_cli;
 mod plan_cli;
+mod train_cli;
