@@ -1,0 +1,68 @@
+"""PyTorch CPU reference for `cargo bench -p wf-worker --bench train_throughput`.
+
+Same shapes, loss (0.1 ListNet + 1.0 MSE over z-scored targets, one trading day per
+batch), optimizer (AdamW lr 1e-3, weight decay 1e-4), gradient clipping (norm 1.0) and
+thread count as the Candle side. Prints one JSON line.
+"""
+import json
+import resource
+import sys
+import time
+
+import torch
+
+stocks, days, features, hidden, heads, threads, epochs = (int(a) for a in sys.argv[1:8])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+batches = []
+for _ in range(days):
+    x = torch.randn(stocks, features)
+    y = torch.randn(stocks, heads)
+    y = (y - y.mean(0)) / y.std(0, unbiased=False)
+    batches.append((x, y, torch.softmax(y, dim=0)))
+
+layers = []
+sizes = [features] + [int(h) for h in sys.argv[8].split(",")] + [heads]
+for i in range(len(sizes) - 1):
+    layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+    if i < len(sizes) - 2:
+        layers.append(torch.nn.ReLU())
+        layers.append(torch.nn.Dropout(0.1))
+model = torch.nn.Sequential(*layers)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+
+def epoch():
+    model.train()
+    for x, y, p in batches:
+        scores = model(x)
+        listnet = -(p * torch.log_softmax(scores, dim=0)).sum(0)
+        mse = ((scores - y) ** 2).mean(0)
+        loss = (0.1 * listnet + 1.0 * mse).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+
+epoch()  # warm-up
+start = time.perf_counter()
+for _ in range(epochs):
+    epoch()
+train_seconds = time.perf_counter() - start
+
+model.eval()
+with torch.no_grad():
+    model(batches[0][0])
+    start = time.perf_counter()
+    for x, _, _ in batches:
+        model(x)
+    score_seconds = time.perf_counter() - start
+
+print(json.dumps({
+    "torch": torch.__version__,
+    "train_stock_days_per_s": stocks * days * epochs / train_seconds,
+    "score_days_per_s": days / score_seconds,
+    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
