@@ -1,9 +1,10 @@
 //! Training: one trading day (all its stocks) is one batch.
 //!
-//! The batches are built once per job: features `[stocks, F]` (a null feature reads 0, the
+//! The batches are built once per job: features `[F, stocks]` (a null feature reads 0, the
 //! cross-sectional median of a robust z-score), targets z-scored per day and horizon
-//! `[stocks, H]`, and their softmax over stocks, the ListNet target distribution. Rows
-//! with any null target are left out of training.
+//! `[H, stocks]`, and their softmax over stocks, the ListNet target distribution. Stocks
+//! are the last dimension (see [`crate::model::Ranker`]). Rows with any null target are
+//! left out of training.
 //!
 //! Loss of a day, per horizon `j`: `listnet_weight · CE(softmax(y_j), softmax(s_j)) +
 //! mse_weight · mean((s_j − y_j)²)`, averaged over horizons with the horizon weights.
@@ -37,14 +38,14 @@ pub struct DayBatch {
     pub target_distribution: Tensor,
 }
 
-/// Features of `rows` as `[rows, F]` (null → 0).
-pub fn feature_tensor(panel: &Panel, rows: Range<usize>, device: &Device) -> candle_core::Result<Tensor> {
+/// Features of `rows` as `[F, rows]` (null → 0): each feature column is contiguous.
+pub fn feature_tensor(panel: &Panel, rows: &[usize], device: &Device) -> candle_core::Result<Tensor> {
     let columns = panel.features();
     let mut values = Vec::with_capacity(rows.len() * columns.len());
-    for row in rows.clone() {
-        values.extend(columns.iter().map(|c| if c[row].is_finite() { c[row] } else { 0.0 }));
+    for column in columns {
+        values.extend(rows.iter().map(|row| if column[*row].is_finite() { column[*row] } else { 0.0 }));
     }
-    Tensor::from_vec(values, (rows.len(), columns.len()), device)
+    Tensor::from_vec(values, (columns.len(), rows.len()), device)
 }
 
 /// The batch of `day` for `horizons`; `None` with fewer than 2 complete rows.
@@ -64,50 +65,44 @@ pub fn day_batch(
     if rows.len() < 2 {
         return Ok(None);
     }
-    let columns = panel.features();
-    let mut features = Vec::with_capacity(rows.len() * columns.len());
-    for row in &rows {
-        features.extend(columns.iter().map(|c| if c[*row].is_finite() { c[*row] } else { 0.0 }));
-    }
     // Z-score each horizon's targets across the day's stocks.
-    let mut normalised = vec![0f32; rows.len() * horizons.len()];
-    for (j, target) in targets.iter().enumerate() {
+    let mut normalised = Vec::with_capacity(rows.len() * horizons.len());
+    for target in &targets {
         let values: Vec<f64> = rows.iter().map(|r| target[*r]).collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt();
-        for (i, v) in values.iter().enumerate() {
-            normalised[i * horizons.len() + j] = if std > 0.0 { ((v - mean) / std) as f32 } else { 0.0 };
-        }
+        normalised.extend(values.iter().map(|v| if std > 0.0 { ((v - mean) / std) as f32 } else { 0.0 }));
     }
-    let targets = Tensor::from_vec(normalised, (rows.len(), horizons.len()), device)?;
+    let targets = Tensor::from_vec(normalised, (horizons.len(), rows.len()), device)?;
     Ok(Some(DayBatch {
         day,
-        features: Tensor::from_vec(features, (rows.len(), columns.len()), device)?,
+        features: feature_tensor(panel, &rows, device)?,
         target_distribution: softmax_over_stocks(&targets)?,
         targets,
     }))
 }
 
 fn softmax_over_stocks(x: &Tensor) -> candle_core::Result<Tensor> {
-    let shifted = x.broadcast_sub(&x.max_keepdim(0)?)?;
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?;
     let exp = shifted.exp()?;
-    exp.broadcast_div(&exp.sum_keepdim(0)?)
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
 }
 
 fn log_softmax_over_stocks(x: &Tensor) -> candle_core::Result<Tensor> {
-    let shifted = x.broadcast_sub(&x.max_keepdim(0)?)?;
-    shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(0)?.log()?)
+    // The shift only keeps exp() finite; it cancels out, so no gradient flows through it.
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
 }
 
-/// The loss of one day's scores `[stocks, H]`.
+/// The loss of one day's scores `[H, stocks]`.
 pub fn day_loss(
     scores: &Tensor,
     batch: &DayBatch,
     params: &TrainParams,
     horizon_weights: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let listnet = batch.target_distribution.mul(&log_softmax_over_stocks(scores)?)?.sum(0)?.neg()?;
-    let mse = scores.sub(&batch.targets)?.sqr()?.mean(0)?;
+    let listnet = batch.target_distribution.mul(&log_softmax_over_stocks(scores)?)?.sum(D::Minus1)?.neg()?;
+    let mse = scores.sub(&batch.targets)?.sqr()?.mean(D::Minus1)?;
     let per_horizon = (listnet.affine(params.listnet_weight, 0.0)? + mse.affine(params.mse_weight, 0.0)?)?;
     per_horizon.mul(horizon_weights)?.sum_all()
 }
@@ -267,10 +262,10 @@ pub fn score_day(
     column: usize,
     device: &Device,
 ) -> candle_core::Result<Vec<f64>> {
-    let rows = panel.rows_of_day(day);
+    let rows: Vec<usize> = panel.rows_of_day(day).collect();
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let scores = model.forward(&feature_tensor(panel, rows, device)?, Mode::Eval)?;
-    Ok(scores.narrow(D::Minus1, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+    let scores = model.forward(&feature_tensor(panel, &rows, device)?, Mode::Eval)?;
+    Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
 }

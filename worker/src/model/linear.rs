@@ -1,4 +1,4 @@
-//! The linear baseline: `scores = features · W + b`.
+//! The linear baseline: `scores = W · features + b` (`W` is `[horizons, features]`).
 
 use candle_core::{Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
@@ -13,13 +13,13 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(features: usize, horizons: usize, rng: &mut ChaCha8Rng, device: &Device) -> candle_core::Result<Self> {
-        Ok(Self { weight: glorot(features, horizons, rng, device)?, bias: zeros(horizons, device)? })
+        Ok(Self { weight: glorot(horizons, features, rng, device)?, bias: zeros((horizons, 1), device)? })
     }
 }
 
 impl Ranker for Linear {
     fn forward(&self, features: &Tensor, _mode: Mode<'_>) -> candle_core::Result<Tensor> {
-        features.matmul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())
+        self.weight.as_tensor().matmul(features)?.broadcast_add(self.bias.as_tensor())
     }
 
     fn variables(&self) -> Vec<(String, Var)> {

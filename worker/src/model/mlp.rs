@@ -28,7 +28,7 @@ impl Mlp {
             std::iter::once(features).chain(hidden.iter().copied()).chain(std::iter::once(horizons)).collect();
         let layers = sizes
             .windows(2)
-            .map(|pair| Ok((glorot(pair[0], pair[1], rng, device)?, zeros(pair[1], device)?)))
+            .map(|pair| Ok((glorot(pair[1], pair[0], rng, device)?, zeros((pair[1], 1), device)?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self { layers, activation, dropout })
     }
@@ -39,7 +39,7 @@ impl Ranker for Mlp {
         let mut x = features.clone();
         let last = self.layers.len() - 1;
         for (index, (weight, bias)) in self.layers.iter().enumerate() {
-            x = x.matmul(weight.as_tensor())?.broadcast_add(bias.as_tensor())?;
+            x = weight.as_tensor().matmul(&x)?.broadcast_add(bias.as_tensor())?;
             if index == last {
                 break;
             }
@@ -52,9 +52,12 @@ impl Ranker for Mlp {
                 && self.dropout > 0.0
             {
                 // Inverted dropout with a mask from the job's generator: reproducible.
+                // Random words in bulk are several times faster than one float each.
                 let keep = 1.0 - self.dropout;
-                let mask: Vec<f32> =
-                    (0..x.elem_count()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+                let threshold = (f64::from(keep) * f64::from(u32::MAX)) as u32;
+                let mut words = vec![0u32; x.elem_count()];
+                rng.fill(&mut words[..]);
+                let mask: Vec<f32> = words.iter().map(|w| if *w < threshold { 1.0 / keep } else { 0.0 }).collect();
                 x = x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?;
             }
         }

@@ -27,8 +27,13 @@ pub enum Mode<'a> {
     Eval,
 }
 
-/// A cross-sectional ranking model: a day's features `[stocks, features]` in, one score
-/// per stock and horizon `[stocks, horizons]` out.
+/// A cross-sectional ranking model: a day's features `[features, stocks]` in, one score
+/// per horizon and stock `[horizons, stocks]` out.
+///
+/// Stocks are the last (contiguous) dimension on purpose: the reductions of a day (bias
+/// gradients, softmax over stocks, the loss) then run along the last dimension, which
+/// Candle's CPU kernels do about 100x faster than along the first (0.004 ms against
+/// 0.38 ms for a 1000 x 128 sum, `examples/step_profile.rs`).
 pub trait Ranker {
     fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor>;
     /// Every trainable variable, with a stable name (the safetensors key).
@@ -60,6 +65,6 @@ pub(crate) fn glorot(rows: usize, columns: usize, rng: &mut ChaCha8Rng, device: 
     Var::from_tensor(&Tensor::from_vec(values, (rows, columns), device)?)
 }
 
-pub(crate) fn zeros(columns: usize, device: &Device) -> candle_core::Result<Var> {
-    Var::zeros(columns, candle_core::DType::F32, device)
+pub(crate) fn zeros(shape: impl Into<candle_core::Shape>, device: &Device) -> candle_core::Result<Var> {
+    Var::zeros(shape, candle_core::DType::F32, device)
 }
