@@ -29,23 +29,62 @@ use wf_shared::Panel;
 use crate::WorkerError;
 use crate::model::{Mode, Ranker, TrainParams};
 
-/// One day's tensors.
+/// One day's training tensors: which stocks (columns of the [`FeatureCube`]), their
+/// z-scored targets `[H, stocks]` and the ListNet target distribution.
 #[derive(Debug)]
 pub struct DayBatch {
     pub day: usize,
-    pub features: Tensor,
+    pub stocks: Tensor,
     pub targets: Tensor,
     pub target_distribution: Tensor,
 }
 
-/// Features of `rows` as `[F, rows]` (null → 0): each feature column is contiguous.
-pub fn feature_tensor(panel: &Panel, rows: &[usize], device: &Device) -> candle_core::Result<Tensor> {
-    let columns = panel.features();
-    let mut values = Vec::with_capacity(rows.len() * columns.len());
-    for column in columns {
-        values.extend(rows.iter().map(|row| if column[*row].is_finite() { column[*row] } else { 0.0 }));
+/// Every feature of every stock on a run of days, `[days, F, stocks]` (null → 0, a stock
+/// without a row that day → 0), built once per job. A model's input for a day is a slice
+/// of it: the last `lookback` days of that day's stocks, `[lookback · F, stocks]`.
+#[derive(Debug)]
+pub struct FeatureCube {
+    values: Tensor,
+    first_day: usize,
+    days: usize,
+}
+
+impl FeatureCube {
+    /// The cube of days `first ..= last`.
+    pub fn build(panel: &Panel, first: usize, last: usize, device: &Device) -> candle_core::Result<Self> {
+        let (stocks, features) = (panel.codes().len(), panel.features().len());
+        let days = last + 1 - first;
+        let mut values = vec![0f32; days * features * stocks];
+        for day in first..=last {
+            let base = (day - first) * features * stocks;
+            for row in panel.rows_of_day(day) {
+                let stock = panel.stock()[row] as usize;
+                for (feature, column) in panel.features().iter().enumerate() {
+                    let value = column[row];
+                    values[base + feature * stocks + stock] = if value.is_finite() { value } else { 0.0 };
+                }
+            }
+        }
+        Ok(Self { values: Tensor::from_vec(values, (days, features, stocks), device)?, first_day: first, days })
     }
-    Tensor::from_vec(values, (columns.len(), rows.len()), device)
+
+    /// The input of `day` for `stocks` (u32 panel stock ids): `[lookback · F, stocks]`,
+    /// oldest day first. Days before the cube read as zeros.
+    pub fn input(&self, day: usize, stocks: &Tensor, lookback: usize) -> candle_core::Result<Tensor> {
+        let (_, features, all_stocks) = self.values.dims3()?;
+        let end = day + 1 - self.first_day;
+        let available = end.min(lookback);
+        let window = self.values.narrow(0, end - available, available)?;
+        let window = if available < lookback {
+            let zeros =
+                Tensor::zeros((lookback - available, features, all_stocks), self.values.dtype(), self.values.device())?;
+            Tensor::cat(&[&zeros, &window], 0)?
+        } else {
+            window
+        };
+        debug_assert!(end <= self.days);
+        window.reshape((lookback * features, all_stocks))?.index_select(stocks, 1)
+    }
 }
 
 /// The batch of `day` for `horizons`; `None` with fewer than 2 complete rows.
@@ -74,9 +113,10 @@ pub fn day_batch(
         normalised.extend(values.iter().map(|v| if std > 0.0 { ((v - mean) / std) as f32 } else { 0.0 }));
     }
     let targets = Tensor::from_vec(normalised, (horizons.len(), rows.len()), device)?;
+    let stocks: Vec<u32> = rows.iter().map(|row| panel.stock()[*row]).collect();
     Ok(Some(DayBatch {
         day,
-        features: feature_tensor(panel, &rows, device)?,
+        stocks: Tensor::from_vec(stocks, rows.len(), device)?,
         target_distribution: softmax_over_stocks(&targets)?,
         targets,
     }))
@@ -147,9 +187,12 @@ pub struct TrainRequest<'a> {
 /// Trains `model` as `request` says.
 pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) -> Result<TrainStats, WorkerError> {
     let TrainRequest { panel, window, horizons, horizon_weights, params, seed } = request.clone();
+    if window.is_empty() {
+        return Err(WorkerError::NoData("the training window is empty".into()));
+    }
     let started = Instant::now();
     let longest = horizons.iter().copied().max().unwrap_or(1) as usize;
-    let (train_days, validation_days) = split_window(window, params.validation_days as usize, longest);
+    let (train_days, validation_days) = split_window(window.clone(), params.validation_days as usize, longest);
     let batches = |days: Range<usize>| -> Result<Vec<DayBatch>, WorkerError> {
         Ok(days
             .map(|d| day_batch(panel, d, horizons, device))
@@ -160,6 +203,8 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
     };
     let training = batches(train_days)?;
     let validation = batches(validation_days)?;
+    let lookback = model.lookback();
+    let cube = FeatureCube::build(panel, window.start.saturating_sub(lookback - 1), window.end - 1, device)?;
     if training.is_empty() {
         return Err(WorkerError::NoData("no training day has two stocks with complete targets".into()));
     }
@@ -184,7 +229,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
             let batch = &training[*index];
             let warmup = ((step + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
             optimizer.set_learning_rate(params.learning_rate * warmup);
-            let scores = model.forward(&batch.features, Mode::Train(&mut rng))?;
+            let scores = model.forward(&cube.input(batch.day, &batch.stocks, lookback)?, Mode::Train(&mut rng))?;
             let loss = day_loss(&scores, batch, params, &horizon_weights)?;
             epoch_loss += f64::from(loss.to_scalar::<f32>()?);
             let mut grads = loss.backward()?;
@@ -197,7 +242,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
         } else {
             let mut sum = 0.0;
             for batch in &validation {
-                let scores = model.forward(&batch.features, Mode::Eval)?;
+                let scores = model.forward(&cube.input(batch.day, &batch.stocks, lookback)?, Mode::Eval)?;
                 sum += f64::from(day_loss(&scores, batch, params, &horizon_weights)?.to_scalar::<f32>()?);
             }
             sum / validation.len() as f64
@@ -262,10 +307,13 @@ pub fn score_day(
     column: usize,
     device: &Device,
 ) -> candle_core::Result<Vec<f64>> {
-    let rows: Vec<usize> = panel.rows_of_day(day).collect();
+    let rows = panel.rows_of_day(day);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let scores = model.forward(&feature_tensor(panel, &rows, device)?, Mode::Eval)?;
+    let lookback = model.lookback();
+    let cube = FeatureCube::build(panel, day.saturating_sub(lookback - 1), day, device)?;
+    let stocks = Tensor::from_vec(panel.stock()[rows.clone()].to_vec(), rows.len(), device)?;
+    let scores = model.forward(&cube.input(day, &stocks, lookback)?, Mode::Eval)?;
     Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
 }

@@ -13,7 +13,7 @@ use wf_worker::WorkerError;
 use wf_worker::artifact::{ArtifactMeta, load, save};
 use wf_worker::job::run_job;
 use wf_worker::model::{Mode, ModelSpec, build};
-use wf_worker::train::{day_batch, day_loss, score_day};
+use wf_worker::train::{FeatureCube, day_batch, day_loss, score_day};
 
 struct Market {
     panel: Panel,
@@ -53,6 +53,11 @@ fn market() -> &'static Market {
             models: vec![
                 model("linear", ModelKind::Linear, serde_json::json!({"epochs": 15})),
                 model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [32, 16], "dropout": 0.1, "epochs": 15})),
+                model(
+                    "patchtst",
+                    ModelKind::Patchtst,
+                    serde_json::json!({"lookback": 10, "patch": 5, "d_model": 16, "layers": 1, "heads": 2, "epochs": 10}),
+                ),
             ],
             triggers: Default::default(),
             max_jobs: 1000,
@@ -88,10 +93,13 @@ fn every_trainable_variable_receives_a_gradient() {
     for (index, config) in market.config.models.iter().enumerate() {
         let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
         let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        assert!(ranker.variables().len() >= 2, "a weight and a bias at least");
         let batch = day_batch(&market.panel, 400, &[1, 5], &Device::Cpu).expect("batch").expect("enough rows");
         let weights = candle_core::Tensor::from_vec(vec![0.5f32, 0.5], 2, &Device::Cpu).expect("weights");
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
-        let scores = ranker.forward(&batch.features, Mode::Train(&mut rng)).expect("forward");
+        let cube = FeatureCube::build(&market.panel, 400 - (ranker.lookback() - 1), 400, &Device::Cpu).expect("cube");
+        let input = cube.input(400, &batch.stocks, ranker.lookback()).expect("input");
+        let scores = ranker.forward(&input, Mode::Train(&mut rng)).expect("forward");
         let grads =
             day_loss(&scores, &batch, spec.train_params(), &weights).expect("loss").backward().expect("backward");
         for (name, variable) in ranker.variables() {
@@ -158,20 +166,27 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
 #[test]
 fn days_of_any_universe_size_with_null_features_are_scored() {
     let market = market();
-    let spec = ModelSpec::from_config(1, &market.config.models[1], 2).expect("valid spec");
-    let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
-    // Day 5: most 60-day features are still null; the last day has the full universe.
-    for day in [5, 300, market.panel.calendar().len() - 1] {
-        let rows = market.panel.rows_of_day(day);
-        let nulls = market
-            .panel
-            .features()
-            .iter()
-            .map(|c| c[rows.clone()].iter().filter(|v| v.is_nan()).count())
-            .sum::<usize>();
-        let scores = score_day(ranker.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
-        assert_eq!(scores.len(), rows.len());
-        assert!(scores.iter().all(|s| s.is_finite()), "day {day} ({nulls} null features) has a non-finite score");
+    for (index, config) in market.config.models.iter().enumerate() {
+        let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
+        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        // Day 2: most features are still null and PatchTST's lookback reaches before the
+        // data; the last day has the full universe.
+        for day in [2, 300, market.panel.calendar().len() - 1] {
+            let rows = market.panel.rows_of_day(day);
+            let nulls = market
+                .panel
+                .features()
+                .iter()
+                .map(|c| c[rows.clone()].iter().filter(|v| v.is_nan()).count())
+                .sum::<usize>();
+            let scores = score_day(ranker.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
+            assert_eq!(scores.len(), rows.len());
+            assert!(
+                scores.iter().all(|s| s.is_finite()),
+                "{}: day {day} ({nulls} null features) has a non-finite score",
+                config.name
+            );
+        }
     }
     assert_ne!(
         market.panel.rows_of_day(5).len(),

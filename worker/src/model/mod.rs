@@ -1,7 +1,8 @@
 //! Ranking models behind one [`Ranker`] interface, in Candle.
 //!
 //! - `linear`: one linear map from features to one score per horizon (the baseline);
-//! - `mlp`: hidden layers with an activation and dropout, then one score per horizon.
+//! - `mlp`: hidden layers with an activation and dropout, then one score per horizon;
+//! - `patchtst`: a transformer over patches of each stock's feature history.
 //!
 //! Weights are initialised from the job's seed with our own ChaCha generator (Candle's
 //! CPU `randn` is not seedable), and dropout masks come from the same generator, so a
@@ -9,6 +10,7 @@
 
 mod linear;
 mod mlp;
+mod patchtst;
 mod spec;
 
 use candle_core::{Device, Tensor, Var};
@@ -18,6 +20,7 @@ use rand_distr::{Distribution, Uniform};
 
 pub use linear::Linear;
 pub use mlp::Mlp;
+pub use patchtst::{PatchTst, PatchTstShape};
 pub use spec::{Activation, ModelSpec, TrainParams};
 
 /// Whether a forward pass trains (dropout on, with its random masks) or evaluates.
@@ -35,7 +38,12 @@ pub enum Mode<'a> {
 /// Candle's CPU kernels do about 100x faster than along the first (0.004 ms against
 /// 0.38 ms for a 1000 x 128 sum, `examples/step_profile.rs`).
 pub trait Ranker {
+    /// `features` is `[lookback · F, stocks]`: the last `lookback()` days, oldest first.
     fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor>;
+    /// Trading days of history each prediction reads (1: the day itself).
+    fn lookback(&self) -> usize {
+        1
+    }
     /// Every trainable variable, with a stable name (the safetensors key).
     fn variables(&self) -> Vec<(String, Var)>;
 }
@@ -53,6 +61,19 @@ pub fn build(
         ModelSpec::Linear { .. } => Box::new(Linear::new(features, horizons, &mut rng, device)?),
         ModelSpec::Mlp { hidden, activation, dropout, .. } => {
             Box::new(Mlp::new(features, hidden, horizons, *activation, *dropout, &mut rng, device)?)
+        }
+        ModelSpec::Patchtst { lookback, patch, d_model, layers, heads, feed_forward, .. } => {
+            let shape = PatchTstShape {
+                features,
+                lookback: *lookback,
+                patch: *patch,
+                d_model: *d_model,
+                layers: *layers,
+                heads: *heads,
+                feed_forward: *feed_forward,
+                horizons,
+            };
+            Box::new(PatchTst::new(shape, &mut rng, device)?)
         }
     })
 }

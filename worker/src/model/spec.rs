@@ -59,8 +59,24 @@ impl Default for TrainParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ModelSpec {
-    Linear { train: TrainParams },
-    Mlp { hidden: Vec<usize>, activation: Activation, dropout: f32, train: TrainParams },
+    Linear {
+        train: TrainParams,
+    },
+    Mlp {
+        hidden: Vec<usize>,
+        activation: Activation,
+        dropout: f32,
+        train: TrainParams,
+    },
+    Patchtst {
+        lookback: usize,
+        patch: usize,
+        d_model: usize,
+        layers: usize,
+        heads: usize,
+        feed_forward: usize,
+        train: TrainParams,
+    },
 }
 
 /// Parameters as written; every field optional, none unknown.
@@ -80,6 +96,38 @@ struct RawParams {
     hidden: Option<Vec<usize>>,
     activation: Option<Activation>,
     dropout: Option<f32>,
+    lookback: Option<usize>,
+    patch: Option<usize>,
+    d_model: Option<usize>,
+    layers: Option<usize>,
+    heads: Option<usize>,
+    feed_forward: Option<usize>,
+}
+
+const PATCHTST_ONLY: [&str; 6] = ["lookback", "patch", "d_model", "layers", "heads", "feed_forward"];
+
+/// Refuses parameters that belong to another model kind.
+fn check_absent(
+    raw: &RawParams,
+    names: &[&str],
+    kind: &str,
+    check: &dyn Fn(bool, &str, &str) -> Result<(), SpecError>,
+) -> Result<(), SpecError> {
+    for name in names {
+        let given = match *name {
+            "hidden" => raw.hidden.is_some(),
+            "activation" => raw.activation.is_some(),
+            "dropout" => raw.dropout.is_some(),
+            "lookback" => raw.lookback.is_some(),
+            "patch" => raw.patch.is_some(),
+            "d_model" => raw.d_model.is_some(),
+            "layers" => raw.layers.is_some(),
+            "heads" => raw.heads.is_some(),
+            _ => raw.feed_forward.is_some(),
+        };
+        check(!given, name, &format!("not a parameter of {kind} models"))?;
+    }
+    Ok(())
 }
 
 impl ModelSpec {
@@ -130,6 +178,7 @@ impl ModelSpec {
                 Ok(Self::Linear { train })
             }
             ModelKind::Mlp => {
+                check_absent(&raw, &PATCHTST_ONLY, "mlp", &check)?;
                 let hidden = raw.hidden.unwrap_or_else(|| vec![128, 64]);
                 check(
                     !hidden.is_empty() && hidden.iter().all(|h| (1..=65_536).contains(h)),
@@ -140,16 +189,28 @@ impl ModelSpec {
                 check((0.0..0.95).contains(&dropout), "dropout", "must be in [0, 0.95)")?;
                 Ok(Self::Mlp { hidden, activation: raw.activation.unwrap_or(Activation::Relu), dropout, train })
             }
-            ModelKind::Patchtst => Err(SpecError::new(
-                format!("models[{index}].kind"),
-                "patchtst is not available in this build yet (linear and mlp are)",
-            )),
+            ModelKind::Patchtst => {
+                check_absent(&raw, &["hidden", "activation", "dropout"], "patchtst", &check)?;
+                let lookback = raw.lookback.unwrap_or(20);
+                let patch = raw.patch.unwrap_or(5);
+                let d_model = raw.d_model.unwrap_or(32);
+                let heads = raw.heads.unwrap_or(4);
+                check((1..=252).contains(&lookback), "lookback", "must be between 1 and 252 trading days")?;
+                check(patch >= 1 && lookback.is_multiple_of(patch), "patch", "must divide lookback")?;
+                check((1..=1024).contains(&d_model), "d_model", "must be between 1 and 1024")?;
+                check(heads >= 1 && d_model.is_multiple_of(heads), "heads", "must divide d_model")?;
+                let layers = raw.layers.unwrap_or(2);
+                check((1..=16).contains(&layers), "layers", "must be between 1 and 16")?;
+                let feed_forward = raw.feed_forward.unwrap_or(2 * d_model);
+                check((1..=8192).contains(&feed_forward), "feed_forward", "must be between 1 and 8192")?;
+                Ok(Self::Patchtst { lookback, patch, d_model, layers, heads, feed_forward, train })
+            }
         }
     }
 
     pub fn train_params(&self) -> &TrainParams {
         match self {
-            Self::Linear { train } | Self::Mlp { train, .. } => train,
+            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => train,
         }
     }
 }
@@ -192,7 +253,17 @@ mod tests {
                 serde_json::json!({"horizon_weights": [1.0]}),
                 "models[1].params.horizon_weights: needs one weight per horizon (2)",
             ),
-            (ModelKind::Patchtst, serde_json::json!({}), "models[1].kind: patchtst is not available"),
+            (
+                ModelKind::Patchtst,
+                serde_json::json!({"lookback": 20, "patch": 6}),
+                "models[1].params.patch: must divide lookback",
+            ),
+            (
+                ModelKind::Patchtst,
+                serde_json::json!({"d_model": 30, "heads": 4}),
+                "models[1].params.heads: must divide d_model",
+            ),
+            (ModelKind::Mlp, serde_json::json!({"patch": 5}), "models[1].params.patch: not a parameter of mlp models"),
         ];
         for (kind, params, expected) in cases {
             let error = ModelSpec::from_config(1, &config(kind, params), 2).expect_err("invalid").to_string();
