@@ -11,25 +11,51 @@ import time
 
 import torch
 
-stocks, days, features, hidden, heads, threads, epochs = (int(a) for a in sys.argv[1:8])
+kind = sys.argv[1]
+stocks, days, features, heads, threads, epochs = (int(a) for a in sys.argv[2:8])
+shape = [int(h) for h in sys.argv[8].split(",")]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
+lookback = shape[0] if kind == "patchtst" else 1
 batches = []
 for _ in range(days):
-    x = torch.randn(stocks, features)
+    x = torch.randn(stocks, lookback * features)
     y = torch.randn(stocks, heads)
     y = (y - y.mean(0)) / y.std(0, unbiased=False)
     batches.append((x, y, torch.softmax(y, dim=0)))
 
-layers = []
-sizes = [features] + [int(h) for h in sys.argv[8].split(",")] + [heads]
-for i in range(len(sizes) - 1):
-    layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-    if i < len(sizes) - 2:
-        layers.append(torch.nn.ReLU())
-        layers.append(torch.nn.Dropout(0.1))
-model = torch.nn.Sequential(*layers)
+class PatchTst(torch.nn.Module):
+    """lookback, patch, d_model, layers, heads: pre-norm encoder, GELU, no dropout."""
+
+    def __init__(self, lookback, patch, d_model, layers, attention_heads):
+        super().__init__()
+        self.patches, self.width = lookback // patch, patch * features
+        self.embed = torch.nn.Linear(self.width, d_model)
+        self.position = torch.nn.Parameter(torch.randn(self.patches, d_model) * 0.1)
+        layer = torch.nn.TransformerEncoderLayer(
+            d_model, attention_heads, 2 * d_model, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = torch.nn.LayerNorm(d_model)
+        self.head = torch.nn.Linear(d_model, heads)
+
+    def forward(self, x):
+        x = self.embed(x.reshape(x.shape[0], self.patches, self.width)) + self.position
+        return self.head(self.norm(self.encoder(x)).mean(1))
+
+
+if kind == "patchtst":
+    model = PatchTst(*shape)
+else:
+    layers = []
+    sizes = [features] + shape + [heads]
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+            layers.append(torch.nn.Dropout(0.1))
+    model = torch.nn.Sequential(*layers)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 
 

@@ -6,10 +6,11 @@
 //! cargo bench -p wf-worker --bench train_throughput
 //! ```
 //!
-//! Shapes: 1,000 stocks per day, 252 days, 64 features, MLP 64 → 128 → 64 → 4 heads,
-//! one day per step, the product's own `train()` (batches built once per job, 0.1
-//! ListNet + 1.0 MSE, AdamW, clipping). Per-epoch time = (time of 1 + N epochs − time of
-//! 1 epoch) / N, so batch building and start-up are not counted. `WF_TORCH_PYTHON` names
+//! Shapes: 1,000 stocks per day, 64 features, 4 horizons; MLP 64 → 128 → 64 → 4 over 252
+//! days, and PatchTST (lookback 60, patch 10, d_model 64, 2 layers, 4 heads) over 40 days
+//! per epoch. One day per step, the product's own `train()` (batches built once per job,
+//! 0.1 ListNet + 1.0 MSE, AdamW, clipping). Per-epoch time = (time of 1 + N epochs − time
+//! of 1 epoch) / N, so batch building and start-up are not counted. `WF_TORCH_PYTHON` names
 //! the Python with torch (default `.venv-bench/bin/python`); without it the reference is
 //! skipped with a printed reason. Threads: `RAYON_NUM_THREADS` for Candle, the same count
 //! for torch.
@@ -33,16 +34,19 @@ const FEATURES: usize = 64;
 const HIDDEN: [usize; 2] = [128, 64];
 const HORIZONS: [u32; 4] = [1, 5, 10, 20];
 const EPOCHS: u32 = 3;
+/// PatchTST steps are ~100x dearer: one epoch of this many days is timed.
+const PATCHTST_DAYS: usize = 40;
 /// Measured sgemm peak of this 2-core machine (FINDINGS.md).
 const PEAK_GFLOPS: f64 = 178.0;
 
 fn random_panel() -> Panel {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let rows = STOCKS * DAYS;
+    let days = DAYS + 60;
+    let rows = STOCKS * days;
     let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or_default();
     let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
     let parts = PanelParts {
-        calendar: TradingCalendar::business_days(start, DAYS),
+        calendar: TradingCalendar::business_days(start, days),
         codes: (0..STOCKS).map(|s| format!("S{s:04}")).collect(),
         day: (0..rows).map(|r| (r / STOCKS) as u32).collect(),
         stock: (0..rows).map(|r| (r % STOCKS) as u32).collect(),
@@ -63,26 +67,25 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn main() {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let panel = random_panel();
-    let spec = ModelSpec::Mlp {
-        hidden: HIDDEN.to_vec(),
-        activation: Activation::Relu,
-        dropout: 0.1,
-        train: TrainParams { validation_days: 0, patience: 1000, warmup_steps: 1, ..TrainParams::default() },
-    };
+/// One model's measurement.
+struct Figures {
+    train: f64,
+    score: f64,
+    gflops: f64,
+}
+
+/// Candle: per-epoch time of the product's `train()`, and scoring through `score_day`.
+fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_stock: f64) -> Figures {
     let device = Device::Cpu;
     let weights = vec![0.25; HORIZONS.len()];
+    let lookback = build(spec, FEATURES, HORIZONS.len(), 7, &device).map(|m| m.lookback()).unwrap_or(1);
+    let window = lookback - 1..lookback - 1 + days;
     let time_epochs = |epochs: u32| -> f64 {
-        let model = build(&spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
+        let model = build(spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
         let params = TrainParams { epochs, ..spec.train_params().clone() };
         let request = TrainRequest {
-            panel: &panel,
-            window: 0..DAYS,
+            panel,
+            window: window.clone(),
             horizons: &HORIZONS,
             horizon_weights: &weights,
             params: &params,
@@ -93,73 +96,121 @@ fn main() {
         started.elapsed().as_secs_f64()
     };
     let one = time_epochs(1);
-    let many = time_epochs(1 + EPOCHS);
-    let per_epoch = (many - one) / f64::from(EPOCHS);
-    let candle_train = (STOCKS * DAYS) as f64 / per_epoch;
-
-    let model = build(&spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
+    let per_epoch = (time_epochs(1 + epochs) - one) / f64::from(epochs);
+    let model = build(spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
     let started = Instant::now();
-    for day in 0..DAYS {
-        score_day(model.as_ref(), &panel, day, 0, &device).unwrap_or_else(|e| panic!("score: {e}"));
+    for day in window.clone() {
+        score_day(model.as_ref(), panel, day, 0, &device).unwrap_or_else(|e| panic!("score: {e}"));
     }
-    let candle_score = DAYS as f64 / started.elapsed().as_secs_f64();
-    // Forward FLOPs of one stock, x3 for forward + backward.
-    let sizes: Vec<usize> = std::iter::once(FEATURES).chain(HIDDEN).chain(std::iter::once(HORIZONS.len())).collect();
-    let flops_per_stock = 3.0 * sizes.windows(2).map(|w| 2.0 * (w[0] * w[1]) as f64).sum::<f64>();
-    let gflops = candle_train * flops_per_stock / 1e9;
+    let train_rate = (STOCKS * days) as f64 / per_epoch;
+    Figures {
+        train: train_rate,
+        score: days as f64 / started.elapsed().as_secs_f64(),
+        gflops: train_rate * flops_per_stock / 1e9,
+    }
+}
 
-    println!(
-        "MLP {FEATURES} -> {HIDDEN:?} -> {} heads, {STOCKS} stocks x {DAYS} days, {threads} threads",
-        HORIZONS.len()
-    );
-    println!(
-        "{:<10} {:>22} {:>16} {:>12} {:>10}",
-        "engine", "train stock-days/s", "score days/s", "peak MiB", "GFLOP/s"
-    );
-    println!(
-        "{:<10} {:>22.0} {:>16.0} {:>12.0} {:>10.2}  ({:.1}% of {PEAK_GFLOPS} GFLOP/s peak)",
-        "candle",
-        candle_train,
-        candle_score,
-        peak_rss_mib(),
-        gflops,
-        gflops / PEAK_GFLOPS * 100.0
-    );
-
+/// PyTorch: the reference script, or why it did not run.
+fn pytorch(
+    kind: &str,
+    shape: &str,
+    days: usize,
+    epochs: u32,
+    threads: usize,
+    flops_per_stock: f64,
+) -> Result<(Figures, String), String> {
     let python = std::env::var("WF_TORCH_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv-bench/bin/python").to_string());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
-    let hidden = HIDDEN.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    let args = [STOCKS, DAYS, FEATURES, HIDDEN[0], HORIZONS.len(), threads, EPOCHS as usize].map(|a| a.to_string());
-    match Command::new(&python).arg(script).args(&args).arg(&hidden).output() {
-        Ok(output) if output.status.success() => {
-            let text = String::from_utf8_lossy(&output.stdout);
-            let Ok(result) = serde_json::from_str::<serde_json::Value>(text.trim()) else {
-                println!("pytorch    reference printed no result: {text}");
-                return;
-            };
-            let torch_train = result["train_stock_days_per_s"].as_f64().unwrap_or(f64::NAN);
-            let torch_score = result["score_days_per_s"].as_f64().unwrap_or(f64::NAN);
-            let torch_gflops = torch_train * flops_per_stock / 1e9;
+    let args = [STOCKS, days, FEATURES, HORIZONS.len(), threads, epochs as usize].map(|a| a.to_string());
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(kind)
+        .args(&args)
+        .arg(shape)
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or_default().to_string());
+    }
+    let result: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim())
+        .map_err(|e| format!("unreadable result: {e}"))?;
+    let train_rate = result["train_stock_days_per_s"].as_f64().unwrap_or(f64::NAN);
+    let figures = Figures {
+        train: train_rate,
+        score: result["score_days_per_s"].as_f64().unwrap_or(f64::NAN),
+        gflops: train_rate * flops_per_stock / 1e9,
+    };
+    Ok((figures, result["torch"].as_str().unwrap_or("?").to_string()))
+}
+
+fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), String>) {
+    println!("{:<18} {:>22} {:>14} {:>9}", name, "train stock-days/s", "score days/s", "GFLOP/s");
+    println!(
+        "{:<18} {:>22.0} {:>14.1} {:>9.2}  ({:.1}% of {PEAK_GFLOPS} GFLOP/s)",
+        "  candle",
+        candle.train,
+        candle.score,
+        candle.gflops,
+        candle.gflops / PEAK_GFLOPS * 100.0
+    );
+    match reference {
+        Ok((torch, version)) => {
             println!(
-                "{:<10} {:>22.0} {:>16.0} {:>12.0} {:>10.2}  (torch {})",
-                "pytorch",
-                torch_train,
-                torch_score,
-                result["peak_mib"].as_f64().unwrap_or(f64::NAN),
-                torch_gflops,
-                result["torch"].as_str().unwrap_or("?")
+                "{:<18} {:>22.0} {:>14.1} {:>9.2}  ({:.1}% of peak; torch {version})",
+                "  pytorch",
+                torch.train,
+                torch.score,
+                torch.gflops,
+                torch.gflops / PEAK_GFLOPS * 100.0
             );
             println!(
-                "candle / pytorch: training {:.2}x, scoring {:.2}x (target >= 1.0x)",
-                candle_train / torch_train,
-                candle_score / torch_score
+                "  candle / pytorch: training {:.2}x, scoring {:.2}x (target >= 1.0x)",
+                candle.train / torch.train,
+                candle.score / torch.score
             );
         }
-        Ok(output) => println!(
-            "pytorch    reference failed: {}",
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or_default()
-        ),
-        Err(error) => println!("pytorch    reference skipped: cannot run {python}: {error}"),
+        Err(reason) => println!("  pytorch reference skipped: {reason}"),
     }
+}
+
+fn main() {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let panel = random_panel();
+    let train = TrainParams { validation_days: 0, patience: 1000, warmup_steps: 1, ..TrainParams::default() };
+    println!(
+        "{STOCKS} stocks per day, {FEATURES} features, {} horizons, {threads} threads; one day per step",
+        HORIZONS.len()
+    );
+
+    let mlp =
+        ModelSpec::Mlp { hidden: HIDDEN.to_vec(), activation: Activation::Relu, dropout: 0.1, train: train.clone() };
+    let sizes: Vec<usize> = std::iter::once(FEATURES).chain(HIDDEN).chain(std::iter::once(HORIZONS.len())).collect();
+    // Forward FLOPs per stock, x3 for forward + backward.
+    let mlp_flops = 3.0 * sizes.windows(2).map(|w| 2.0 * (w[0] * w[1]) as f64).sum::<f64>();
+    let figures = candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops);
+    report(
+        &format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()),
+        &figures,
+        pytorch("mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops),
+    );
+
+    let (lookback, patch, d, layers, heads) = (60usize, 10usize, 64usize, 2usize, 4usize);
+    let patchtst = ModelSpec::Patchtst { lookback, patch, d_model: d, layers, heads, feed_forward: 2 * d, train };
+    let patches = (lookback / patch) as f64;
+    let (df, pf) = (d as f64, (patch * FEATURES) as f64);
+    let per_layer = patches * (2.0 * df * 3.0 * df + 2.0 * df * df + 2.0 * 2.0 * df * 2.0 * df)
+        + 2.0 * 2.0 * patches * patches * df;
+    let patchtst_flops = 3.0 * (patches * 2.0 * pf * df + layers as f64 * per_layer + 2.0 * df * HORIZONS.len() as f64);
+    let days = PATCHTST_DAYS;
+    let figures = candle(&patchtst, &panel, days, 1, patchtst_flops);
+    report(
+        &format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"),
+        &figures,
+        pytorch("patchtst", &format!("{lookback},{patch},{d},{layers},{heads}"), days, 1, threads, patchtst_flops),
+    );
+    println!("peak memory of this process (candle side): {:.0} MiB", peak_rss_mib());
 }
