@@ -129,3 +129,46 @@ pub(crate) fn write_parquet(
         .map_err(|error| DataError::unwritable(path, error))?;
     Ok(())
 }
+
+/// The `date` and `code` columns of a table as row keys: the trading calendar of its
+/// dates, its codes sorted, and each row's day and stock index.
+#[derive(Debug)]
+pub(crate) struct RowKeys {
+    pub names: Vec<String>,
+    pub calendar: wf_shared::TradingCalendar,
+    pub codes: Vec<String>,
+    pub day: Vec<u32>,
+    pub stock: Vec<u32>,
+}
+
+/// Checks that `frame` has a date column and a code column, and reads its row keys.
+pub(crate) fn row_keys(frame: &DataFrame, path: &Path) -> Result<RowKeys, DataError> {
+    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
+    for required in ["date", "code"] {
+        if !names.iter().any(|n| n == required) {
+            return Err(DataError::MissingColumn {
+                path: path.to_path_buf(),
+                column: required.into(),
+                found: column_list(&names),
+            });
+        }
+    }
+    let date_type = frame.column("date").map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
+    if !matches!(date_type, DataType::Date | DataType::Datetime(..)) {
+        return Err(DataError::WrongType {
+            path: path.to_path_buf(),
+            column: "date".into(),
+            found: date_type.to_string(),
+            expected: "a date (YYYY-MM-DD)",
+        });
+    }
+    let dates = dates(frame, "date", path)?;
+    let codes_by_row = strings(frame, "code", path)?;
+    let calendar = wf_shared::TradingCalendar::from_dates(dates.clone());
+    let mut codes = codes_by_row.clone();
+    codes.sort_unstable();
+    codes.dedup();
+    let day = dates.iter().map(|d| calendar.index_of(*d).unwrap_or_default() as u32).collect();
+    let stock = codes_by_row.iter().map(|c| codes.binary_search(c).unwrap_or_default() as u32).collect();
+    Ok(RowKeys { names, calendar, codes, day, stock })
+}

@@ -6,12 +6,11 @@
 use std::path::Path;
 
 use polars::prelude::*;
-use wf_shared::calendar::TradingCalendar;
 use wf_shared::dataset::{DatasetHash, content_hash};
 use wf_shared::panel::{Panel, PanelParts, target_name};
 
 use crate::DataError;
-use crate::column::{self, column_list};
+use crate::column;
 
 /// Prefix of target columns; the rest of the name is the horizon in trading days.
 pub const TARGET_PREFIX: &str = "fwd_ret_";
@@ -48,24 +47,7 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
 /// targets is a feature.
 pub fn read_panel(path: &Path) -> Result<Panel, DataError> {
     let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
-    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
-    for required in ["date", "code"] {
-        if !names.iter().any(|n| n == required) {
-            return Err(DataError::MissingColumn {
-                path: path.to_path_buf(),
-                column: required.into(),
-                found: column_list(&names),
-            });
-        }
-    }
-    let dates = column::dates(&frame, "date", path)?;
-    let codes_by_row = column::strings(&frame, "code", path)?;
-    let calendar = TradingCalendar::from_dates(dates.clone());
-    let mut codes = codes_by_row.clone();
-    codes.sort_unstable();
-    codes.dedup();
-    let day = dates.iter().map(|d| calendar.index_of(*d).unwrap_or_default() as u32).collect();
-    let stock = codes_by_row.iter().map(|c| codes.binary_search(c).unwrap_or_default() as u32).collect();
+    let column::RowKeys { names, calendar, codes, day, stock } = column::row_keys(&frame, path)?;
 
     let mut parts = PanelParts {
         calendar,

@@ -17,7 +17,7 @@ use wf_shared::calendar::TradingCalendar;
 pub use render::render_table;
 
 use crate::DataError;
-use crate::column::{self, column_list};
+use crate::column;
 use crate::panel_file::TARGET_PREFIX;
 
 /// Gate thresholds.
@@ -155,25 +155,7 @@ impl Keys {
 /// Checks the file at `path`.
 pub fn check_file(path: &Path, options: CheckOptions) -> Result<CheckReport, DataError> {
     let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
-    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
-    for required in ["date", "code"] {
-        if !names.iter().any(|n| n == required) {
-            return Err(DataError::MissingColumn {
-                path: path.to_path_buf(),
-                column: required.into(),
-                found: column_list(&names),
-            });
-        }
-    }
-    let date_type = frame.column("date").map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
-    if !matches!(date_type, DataType::Date | DataType::Datetime(..)) {
-        return Err(DataError::WrongType {
-            path: path.to_path_buf(),
-            column: "date".into(),
-            found: date_type.to_string(),
-            expected: "a date (YYYY-MM-DD)",
-        });
-    }
+    let column::RowKeys { names, calendar, codes, day, stock } = column::row_keys(&frame, path)?;
     let ohlcv = ["open", "high", "low", "close", "volume"].iter().all(|c| names.iter().any(|n| n == c));
     let kind = if ohlcv {
         FileKind::Ohlcv
@@ -183,15 +165,6 @@ pub fn check_file(path: &Path, options: CheckOptions) -> Result<CheckReport, Dat
         FileKind::Table
     };
 
-    let dates = column::dates(&frame, "date", path)?;
-    let codes_by_row = column::strings(&frame, "code", path)?;
-    let calendar = TradingCalendar::from_dates(dates.clone());
-    let mut codes = codes_by_row.clone();
-    codes.sort_unstable();
-    codes.dedup();
-    let day: Vec<u32> = dates.iter().map(|d| calendar.index_of(*d).unwrap_or_default() as u32).collect();
-    let stock: Vec<u32> = codes_by_row.iter().map(|c| codes.binary_search(c).unwrap_or_default() as u32).collect();
-    drop(codes_by_row);
     let mut order: Vec<u32> = (0..day.len() as u32).collect();
     order.sort_unstable_by_key(|r| (u64::from(stock[*r as usize]) << 32) | u64::from(day[*r as usize]));
     let keys = Keys { calendar, codes, day, stock, order };
