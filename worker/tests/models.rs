@@ -62,7 +62,7 @@ fn market() -> &'static Market {
             triggers: Default::default(),
             max_jobs: 1000,
         };
-        let universe: Vec<usize> = (0..panel.calendar().len()).map(|d| panel.rows_of_day(d).len()).collect();
+        let universe = panel.daily_universe();
         let input = PlanInput {
             calendar: panel.calendar(),
             dataset_hash: wf_shared::dataset::content_hash(&panel),

@@ -47,7 +47,7 @@ pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Pla
     if !problems.is_empty() {
         anyhow::bail!("invalid sweep spec {}: {}", config.name, problems.join("; "));
     }
-    let universe = dataset.daily_universe();
+    let universe = dataset.panel.daily_universe();
     let input = PlanInput {
         calendar: dataset.panel.calendar(),
         dataset_hash: dataset.content_hash,

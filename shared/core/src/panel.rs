@@ -130,6 +130,11 @@ impl Panel {
         self.day_offsets[day]..self.day_offsets[day + 1]
     }
 
+    /// Stocks with a row on each trading day.
+    pub fn daily_universe(&self) -> Vec<usize> {
+        self.day_offsets.windows(2).map(|pair| pair[1] - pair[0]).collect()
+    }
+
     pub fn feature_names(&self) -> &[String] {
         &self.parts.feature_names
     }

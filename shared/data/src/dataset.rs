@@ -21,13 +21,6 @@ pub struct Dataset {
     pub content_hash: DatasetHash,
 }
 
-impl Dataset {
-    /// Stocks with a row on each trading day.
-    pub fn daily_universe(&self) -> Vec<usize> {
-        (0..self.panel.calendar().len()).map(|day| self.panel.rows_of_day(day).len()).collect()
-    }
-}
-
 /// Parses a `synth:` dataset name into a spec.
 pub fn synth_spec(uri: &str) -> Option<Result<SynthSpec, String>> {
     let options = uri.strip_prefix("synth:")?;

@@ -24,6 +24,10 @@ fn catalogue_has_at_least_twenty_distinct_features_in_column_order() {
     let panel = build_panel(&bars, &PanelSpec::default());
     let names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
     assert_eq!(panel.feature_names(), names.as_slice());
+    let universe = panel.daily_universe();
+    assert_eq!(universe.len(), panel.calendar().len());
+    assert_eq!(universe.iter().sum::<usize>(), panel.rows());
+    assert_eq!(universe[200], panel.rows_of_day(200).len());
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();

@@ -172,7 +172,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
         triggers: Default::default(),
         max_jobs: 10_000,
     };
-    let universe: Vec<usize> = (0..panel.calendar().len()).map(|d| panel.rows_of_day(d).len()).collect();
+    let universe = panel.daily_universe();
     let input = PlanInput {
         calendar: panel.calendar(),
         dataset_hash: crate::dataset::content_hash(&panel),
