@@ -26,7 +26,7 @@ use wf_shared::Panel;
 use wf_shared::calendar::TradingCalendar;
 use wf_shared::panel::PanelParts;
 use wf_worker::model::{Activation, ModelSpec, TrainParams, build};
-use wf_worker::train::{TrainRequest, score_day, train};
+use wf_worker::train::{TrainRequest, score_range, train};
 
 const STOCKS: usize = 1000;
 const DAYS: usize = 252;
@@ -99,9 +99,7 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
     let per_epoch = (time_epochs(1 + epochs) - one) / f64::from(epochs);
     let model = build(spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
     let started = Instant::now();
-    for day in window.clone() {
-        score_day(model.as_ref(), panel, day, 0, &device).unwrap_or_else(|e| panic!("score: {e}"));
-    }
+    score_range(model.as_ref(), panel, window.clone(), 0, &device).unwrap_or_else(|e| panic!("score: {e}"));
     let train_rate = (STOCKS * days) as f64 / per_epoch;
     Figures {
         train: train_rate,

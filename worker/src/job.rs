@@ -11,7 +11,7 @@ use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
 use crate::model::{ModelSpec, Ranker, build};
-use crate::train::{TrainRequest, TrainStats, score_day, train};
+use crate::train::{TrainRequest, TrainStats, score_range, train};
 
 /// What a job produced.
 pub struct JobOutput {
@@ -102,11 +102,13 @@ pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) 
     let target = panel.target(config.primary_horizon).ok_or_else(|| {
         WorkerError::NoData(format!("the panel has no target for horizon {}", config.primary_horizon))
     })?;
-    let mut ages = Vec::with_capacity(job.score_days.len());
-    for day in job.score_days.clone() {
-        let scores = score_day(model.as_ref(), panel, day, column, device)?;
-        ages.push(day_metrics(&scores, &target[panel.rows_of_day(day)], config.k));
-    }
+    let scores = score_range(model.as_ref(), panel, job.score_days.clone(), column, device)?;
+    let ages = job
+        .score_days
+        .clone()
+        .zip(&scores)
+        .map(|(day, scores)| day_metrics(scores, &target[panel.rows_of_day(day)], config.k))
+        .collect();
     let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
     Ok(JobOutput { spec, model, ages, drift, stats })
 }

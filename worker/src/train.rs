@@ -299,6 +299,30 @@ fn clip_gradients(
     Ok(())
 }
 
+/// Scores of every day of `days` (each in panel row order) at horizon column `column`,
+/// reading one feature cube for the whole range.
+pub fn score_range(
+    model: &dyn Ranker,
+    panel: &Panel,
+    days: Range<usize>,
+    column: usize,
+    device: &Device,
+) -> candle_core::Result<Vec<Vec<f64>>> {
+    let (Some(first), Some(last)) = (days.clone().next(), days.clone().last()) else { return Ok(Vec::new()) };
+    let lookback = model.lookback();
+    let cube = FeatureCube::build(panel, first.saturating_sub(lookback - 1), last, device)?;
+    days.map(|day| {
+        let rows = panel.rows_of_day(day);
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stocks = Tensor::from_vec(panel.stock()[rows.clone()].to_vec(), rows.len(), device)?;
+        let scores = model.forward(&cube.input(day, &stocks, lookback)?, Mode::Eval)?;
+        Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+    })
+    .collect()
+}
+
 /// Scores of `day`'s rows at horizon column `column`, in panel row order.
 pub fn score_day(
     model: &dyn Ranker,
@@ -307,13 +331,5 @@ pub fn score_day(
     column: usize,
     device: &Device,
 ) -> candle_core::Result<Vec<f64>> {
-    let rows = panel.rows_of_day(day);
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let lookback = model.lookback();
-    let cube = FeatureCube::build(panel, day.saturating_sub(lookback - 1), day, device)?;
-    let stocks = Tensor::from_vec(panel.stock()[rows.clone()].to_vec(), rows.len(), device)?;
-    let scores = model.forward(&cube.input(day, &stocks, lookback)?, Mode::Eval)?;
-    Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+    Ok(score_range(model, panel, day..day + 1, column, device)?.pop().unwrap_or_default())
 }

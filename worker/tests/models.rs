@@ -13,7 +13,7 @@ use wf_worker::WorkerError;
 use wf_worker::artifact::{ArtifactMeta, load, save};
 use wf_worker::job::run_job;
 use wf_worker::model::{Mode, ModelSpec, build};
-use wf_worker::train::{FeatureCube, day_batch, day_loss, score_day};
+use wf_worker::train::{FeatureCube, day_batch, day_loss, score_day, score_range};
 
 struct Market {
     panel: Panel,
@@ -142,6 +142,11 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
     let scores = score_day(first.model.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
     let again = score_day(second.model.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
     assert!(scores.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "same seed, different scores");
+    let range = score_range(first.model.as_ref(), &market.panel, day - 2..day + 1, 1, &Device::Cpu).expect("scores");
+    assert!(
+        range[2].iter().zip(&scores).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "range and single-day scoring differ"
+    );
     assert_eq!(first.ages, second.ages);
 
     let dir = tempfile::tempdir().expect("temp dir");
