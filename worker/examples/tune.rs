@@ -2,7 +2,7 @@
 //! `cargo run -p wf-worker --example tune -- '{"epochs": 15}' ...`
 use candle_core::Device;
 use wf_shared::cadence::Cadence;
-use wf_shared::plan::{PlanInput, plan};
+use wf_shared::plan::plan_panel;
 use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
 use wf_shared::synth::{SynthSpec, generate};
 use wf_shared::{Bars, PanelSpec, build_panel};
@@ -42,15 +42,7 @@ fn main() {
             triggers: Default::default(),
             max_jobs: 1000,
         };
-        let universe = panel.daily_universe();
-        let input = PlanInput {
-            calendar: panel.calendar(),
-            dataset_hash: wf_shared::dataset::content_hash(&panel),
-            feature_names: panel.feature_names(),
-            daily_universe: &universe,
-            horizons: panel.horizons(),
-        };
-        let plan = plan(&config, &input).expect("plan");
+        let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plan");
         for job in plan.jobs.iter().filter(|j| j.score_days.end + 5 <= first_break) {
             let out = wf_worker::job::run_job(&panel, &config, job, &Device::Cpu).expect("job");
             let d: Vec<f64> = out.ages.iter().filter_map(|a| a.map(|a| a.delta())).collect();

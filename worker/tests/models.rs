@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use wf_shared::bootstrap::Bootstrap;
 use wf_shared::cadence::Cadence;
-use wf_shared::plan::{Job, Plan, PlanInput, plan};
+use wf_shared::plan::{Job, Plan, plan_panel};
 use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
 use wf_shared::synth::{SynthSpec, generate};
 use wf_shared::{Bars, Panel, PanelSpec, build_panel};
@@ -62,15 +62,7 @@ fn market() -> &'static Market {
             triggers: Default::default(),
             max_jobs: 1000,
         };
-        let universe = panel.daily_universe();
-        let input = PlanInput {
-            calendar: panel.calendar(),
-            dataset_hash: wf_shared::dataset::content_hash(&panel),
-            feature_names: panel.feature_names(),
-            daily_universe: &universe,
-            horizons: panel.horizons(),
-        };
-        let plan = plan(&config, &input).expect("plannable");
+        let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
         let first_break = panel.calendar().index_of(first_break_date).expect("break on the calendar");
         Market { panel, config, plan, first_break }
     })

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 use wf_data::dataset::{Dataset, load_dataset};
-use wf_shared::plan::{Manifest, Plan, PlanCell, PlanInput, audit, plan};
+use wf_shared::plan::{Manifest, Plan, PlanCell, audit, plan_panel};
 use wf_shared::spec::SweepConfig;
 
 use super::Outcome;
@@ -47,15 +47,8 @@ pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Pla
     if !problems.is_empty() {
         anyhow::bail!("invalid sweep spec {}: {}", config.name, problems.join("; "));
     }
-    let universe = dataset.panel.daily_universe();
-    let input = PlanInput {
-        calendar: dataset.panel.calendar(),
-        dataset_hash: dataset.content_hash,
-        feature_names: dataset.panel.feature_names(),
-        daily_universe: &universe,
-        horizons: dataset.panel.horizons(),
-    };
-    plan(config, &input).map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
+    plan_panel(config, &dataset.panel, dataset.content_hash)
+        .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {

@@ -26,10 +26,6 @@ impl DatasetHash {
         Self(bytes)
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     /// The first 12 hex digits, for logs and tables.
     pub fn short(&self) -> String {
         self.to_string()[..12].to_string()

@@ -167,8 +167,4 @@ impl Panel {
         let offset = self.parts.stock[range.clone()].binary_search(&(stock as u32)).ok()?;
         Some(range.start + offset)
     }
-
-    pub fn into_parts(self) -> PanelParts {
-        self.parts
-    }
 }

@@ -259,6 +259,23 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
     })
 }
 
+/// Plans `config` on a loaded panel whose content hash is `dataset_hash`.
+pub fn plan_panel(
+    config: &SweepConfig,
+    panel: &crate::panel::Panel,
+    dataset_hash: DatasetHash,
+) -> Result<Plan, SpecErrors> {
+    let universe = panel.daily_universe();
+    let input = PlanInput {
+        calendar: panel.calendar(),
+        dataset_hash,
+        feature_names: panel.feature_names(),
+        daily_universe: &universe,
+        horizons: panel.horizons(),
+    };
+    plan(config, &input)
+}
+
 /// Canonical JSON of everything that determines a job's result, hashed.
 fn job_key(
     config: &SweepConfig,

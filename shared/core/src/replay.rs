@@ -166,10 +166,6 @@ impl<'a> LineReplayer<'a> {
         })
     }
 
-    pub fn first_day(&self) -> usize {
-        self.first_day
-    }
-
     /// The run retrained on `day`, if the line has one.
     pub fn run_at(&self, day: usize) -> Option<usize> {
         self.run_at_day.get(&day).copied()

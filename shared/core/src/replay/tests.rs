@@ -10,7 +10,7 @@ use crate::evaluate::score_days;
 use crate::feature::{PanelSpec, build_panel};
 use crate::linear::fit_ridge;
 use crate::metric::DayMetrics;
-use crate::plan::{PlanInput, plan};
+use crate::plan::plan_panel;
 use crate::spec::{AgeGrid, ModelConfig, ModelKind, PerformanceGrid, SweepConfig, TopK};
 use crate::synth::{SynthSpec, generate};
 
@@ -172,15 +172,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
         triggers: Default::default(),
         max_jobs: 10_000,
     };
-    let universe = panel.daily_universe();
-    let input = PlanInput {
-        calendar: panel.calendar(),
-        dataset_hash: crate::dataset::content_hash(&panel),
-        feature_names: panel.feature_names(),
-        daily_universe: &universe,
-        horizons: panel.horizons(),
-    };
-    let plan = plan(&config, &input).expect("plannable");
+    let plan = plan_panel(&config, &panel, crate::dataset::content_hash(&panel)).expect("plannable");
     let runs = plan
         .jobs
         .iter()
