@@ -24,6 +24,7 @@
 //! | [`replay`] | fixed and adaptive schedules replayed from the age matrix, compared |
 //! | [`linear`] | a ridge least-squares scorer, the closed-form stand-in for models |
 //! | [`dataset`] | dataset identity (content hash newtype) |
+//! | [`job`] | the job state machine: leases fenced by attempt, retries, dead letters |
 
 pub mod age;
 pub mod bars;
@@ -35,6 +36,7 @@ pub mod decay;
 pub mod drift;
 pub mod evaluate;
 pub mod feature;
+pub mod job;
 pub mod linear;
 pub mod metric;
 pub mod panel;
