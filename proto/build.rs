@@ -1,11 +1,16 @@
-//! Compiles `walkforward/v1/*.proto` with protox (pure Rust: no `protoc` binary needed).
+//! Compiles `walkforward/v1/*.proto` with protox (pure Rust: no `protoc` binary needed),
+//! and keeps the descriptor set for gRPC server reflection.
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["walkforward/v1/dataset.proto"];
+    let protos = ["walkforward/v1/dataset.proto", "walkforward/v1/sweep.proto", "walkforward/v1/worker.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["."])?;
-    tonic_prost_build::configure().build_client(false).build_server(false).compile_fds(descriptors)?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("walkforward_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

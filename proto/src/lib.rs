@@ -7,6 +7,14 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/walkforward.v1.rs"));
 }
 
+mod result;
+
+/// The encoded descriptors of `walkforward.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walkforward_descriptor.bin"));
+
+/// The worker protocol this build speaks; `RegisterWorker` refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;
+
 use wf_shared::dataset::DatasetRef;
 
 /// A wire message field that does not convert to its domain type.

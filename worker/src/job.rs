@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 use wf_shared::Panel;
-use wf_shared::age::ModelRun;
+use wf_shared::age::{JobResult, ModelRun, TrainingSummary};
 use wf_shared::drift::DriftPath;
 use wf_shared::metric::{DayMetrics, day_metrics};
 use wf_shared::plan::Job;
@@ -34,17 +34,27 @@ impl std::fmt::Debug for JobOutput {
 }
 
 impl JobOutput {
+    /// What the worker reports: the job's age-matrix row, drift and training summary.
+    pub fn result(&self) -> JobResult {
+        let stats = &self.stats;
+        JobResult {
+            training: TrainingSummary {
+                epochs: stats.epochs,
+                best_epoch: stats.best_epoch,
+                best_validation_loss: stats.best_validation_loss,
+                seconds: stats.seconds,
+                device: stats.device.clone(),
+                training_days: stats.training_days,
+                validation_days: stats.validation_days,
+            },
+            ages: self.ages.clone(),
+            drift: self.drift.clone(),
+        }
+    }
+
     /// The job's row of the age matrix.
     pub fn model_run(&self, job: &Job) -> ModelRun {
-        ModelRun {
-            window: job.window,
-            model: job.model,
-            seed: job.seed,
-            retrain_day: job.retrain_day,
-            train_seconds: self.stats.seconds,
-            ages: self.ages.clone(),
-            drift: Some(self.drift.clone()),
-        }
+        ModelRun::of_job(job, self.result())
     }
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::drift::DriftPath;
 use crate::metric::DayMetrics;
+use crate::plan::Job;
 
 /// Which per-day quality a curve or a trigger reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,9 +62,45 @@ pub struct ModelRun {
 }
 
 impl ModelRun {
+    /// The run of `job`, from what its worker reported.
+    pub fn of_job(job: &Job, result: JobResult) -> Self {
+        Self {
+            window: job.window,
+            model: job.model,
+            seed: job.seed,
+            retrain_day: job.retrain_day,
+            train_seconds: result.training.seconds,
+            ages: result.ages,
+            drift: Some(result.drift),
+        }
+    }
+
     pub fn at(&self, age: usize) -> Option<&DayMetrics> {
         self.ages.get(age).and_then(Option::as_ref)
     }
+}
+
+/// How a job's training went, as reported with its result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub epochs: u32,
+    pub best_epoch: u32,
+    pub best_validation_loss: f64,
+    pub seconds: f64,
+    /// Where it trained: `cpu` or `cuda:N`.
+    pub device: String,
+    pub training_days: usize,
+    pub validation_days: usize,
+}
+
+/// What one job computed: the row of the age matrix it contributes, with drift and
+/// training statistics. Written once per job key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub training: TrainingSummary,
+    /// Metrics by age (index = age); `None` where no stock was scored.
+    pub ages: Vec<Option<DayMetrics>>,
+    pub drift: DriftPath,
 }
 
 /// All runs of a sweep, with the horizon their metrics were measured at.

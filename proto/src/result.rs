@@ -1,0 +1,185 @@
+//! `JobResult` on the wire: a job's training summary, metrics by age and drift counts.
+
+use wf_shared::age::{JobResult, TrainingSummary};
+use wf_shared::drift::{BINS, DriftPath};
+use wf_shared::metric::DayMetrics;
+
+use crate::{ConversionError, v1};
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConversionError {
+    ConversionError { field: field.into(), reason: reason.into() }
+}
+
+impl From<JobResult> for v1::JobResult {
+    fn from(result: JobResult) -> Self {
+        let training = result.training;
+        let bins = |counts: &[u32; BINS]| v1::Bins { counts: counts.to_vec() };
+        Self {
+            training: Some(v1::TrainingSummary {
+                epochs: training.epochs,
+                best_epoch: training.best_epoch,
+                best_validation_loss: training.best_validation_loss,
+                seconds: training.seconds,
+                device: training.device,
+                training_days: training.training_days as u32,
+                validation_days: training.validation_days as u32,
+            }),
+            ages: result
+                .ages
+                .iter()
+                .map(|day| match day {
+                    Some(day) => v1::AgeMetrics {
+                        scored: true,
+                        p_at_k: day.p_at_k,
+                        base_rate: day.base_rate,
+                        rank_ic: day.rank_ic,
+                        spread: day.spread,
+                        top_k_mean: day.top_k_mean,
+                        stocks: day.stocks as u32,
+                        k: day.k as u32,
+                    },
+                    None => v1::AgeMetrics::default(),
+                })
+                .collect(),
+            drift: Some(v1::Drift {
+                training: result.drift.training.iter().map(bins).collect(),
+                days: result
+                    .drift
+                    .days
+                    .iter()
+                    .map(|day| v1::DriftDay { features: day.iter().map(bins).collect() })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+fn bins(field: impl Fn() -> String, message: &v1::Bins) -> Result<[u32; BINS], ConversionError> {
+    <[u32; BINS]>::try_from(message.counts.as_slice())
+        .map_err(|_| invalid(field(), format!("expected {BINS} bin counts, got {}", message.counts.len())))
+}
+
+impl TryFrom<v1::JobResult> for JobResult {
+    type Error = ConversionError;
+
+    fn try_from(message: v1::JobResult) -> Result<Self, Self::Error> {
+        let training = message.training.ok_or_else(|| invalid("result.training", "missing"))?;
+        if !training.seconds.is_finite() || training.seconds < 0.0 {
+            return Err(invalid("result.training.seconds", format!("must be finite and >= 0, got {}", training.seconds)));
+        }
+        let ages = message
+            .ages
+            .iter()
+            .enumerate()
+            .map(|(age, day)| {
+                if !day.scored {
+                    return Ok(None);
+                }
+                let field = |name: &str| format!("result.ages[{age}].{name}");
+                for (name, value) in [("p_at_k", day.p_at_k), ("base_rate", day.base_rate)] {
+                    if !(0.0..=1.0).contains(&value) {
+                        return Err(invalid(field(name), format!("must be in [0, 1], got {value}")));
+                    }
+                }
+                if day.k == 0 || day.k > day.stocks {
+                    return Err(invalid(field("k"), format!("must be in 1..={}, got {}", day.stocks, day.k)));
+                }
+                Ok(Some(DayMetrics {
+                    p_at_k: day.p_at_k,
+                    base_rate: day.base_rate,
+                    rank_ic: day.rank_ic,
+                    spread: day.spread,
+                    top_k_mean: day.top_k_mean,
+                    stocks: day.stocks as usize,
+                    k: day.k as usize,
+                }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let drift = message.drift.ok_or_else(|| invalid("result.drift", "missing"))?;
+        let training_bins = drift
+            .training
+            .iter()
+            .enumerate()
+            .map(|(feature, b)| bins(|| format!("result.drift.training[{feature}]"), b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let features = training_bins.len();
+        let days = drift
+            .days
+            .iter()
+            .enumerate()
+            .map(|(age, day)| {
+                if day.features.len() != features {
+                    return Err(invalid(
+                        format!("result.drift.days[{age}].features"),
+                        format!("expected {features} features, got {}", day.features.len()),
+                    ));
+                }
+                day.features
+                    .iter()
+                    .enumerate()
+                    .map(|(feature, b)| bins(|| format!("result.drift.days[{age}].features[{feature}]"), b))
+                    .collect()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobResult {
+            training: TrainingSummary {
+                epochs: training.epochs,
+                best_epoch: training.best_epoch,
+                best_validation_loss: training.best_validation_loss,
+                seconds: training.seconds,
+                device: training.device,
+                training_days: training.training_days as usize,
+                validation_days: training.validation_days as usize,
+            },
+            ages,
+            drift: DriftPath { training: training_bins, days },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn sample() -> JobResult {
+        let day = DayMetrics {
+            p_at_k: 0.55,
+            base_rate: 0.5,
+            rank_ic: None,
+            spread: 0.01,
+            top_k_mean: 0.002,
+            stocks: 180,
+            k: 20,
+        };
+        JobResult {
+            training: TrainingSummary { epochs: 7, best_epoch: 3, seconds: 0.5, device: "cpu".into(), ..Default::default() },
+            ages: vec![Some(day.clone()), None, Some(DayMetrics { rank_ic: Some(0.12), ..day })],
+            drift: DriftPath { training: vec![[1; BINS], [2; BINS]], days: vec![vec![[3; BINS], [4; BINS]]; 3] },
+        }
+    }
+
+    #[test]
+    fn job_result_round_trips_through_the_wire() {
+        let bytes = v1::JobResult::from(sample()).encode_to_vec();
+        let decoded = v1::JobResult::decode(bytes.as_slice()).expect("valid bytes");
+        assert_eq!(JobResult::try_from(decoded), Ok(sample()));
+    }
+
+    #[test]
+    fn bad_results_name_the_field() {
+        let mut message = v1::JobResult::from(sample());
+        message.ages[2].k = 0;
+        assert_eq!(JobResult::try_from(message).expect_err("k = 0").field, "result.ages[2].k");
+
+        let mut message = v1::JobResult::from(sample());
+        message.drift.as_mut().expect("drift").days[1].features[0].counts.pop();
+        let error = JobResult::try_from(message).expect_err("short bins");
+        assert_eq!(error.to_string(), "result.drift.days[1].features[0]: expected 10 bin counts, got 9");
+
+        let mut message = v1::JobResult::from(sample());
+        message.training = None;
+        assert_eq!(JobResult::try_from(message).expect_err("no training").field, "result.training");
+    }
+}
