@@ -65,7 +65,10 @@ impl TryFrom<v1::JobResult> for JobResult {
     fn try_from(message: v1::JobResult) -> Result<Self, Self::Error> {
         let training = message.training.ok_or_else(|| invalid("result.training", "missing"))?;
         if !training.seconds.is_finite() || training.seconds < 0.0 {
-            return Err(invalid("result.training.seconds", format!("must be finite and >= 0, got {}", training.seconds)));
+            return Err(invalid(
+                "result.training.seconds",
+                format!("must be finite and >= 0, got {}", training.seconds),
+            ));
         }
         let ages = message
             .ages
@@ -154,7 +157,13 @@ mod tests {
             k: 20,
         };
         JobResult {
-            training: TrainingSummary { epochs: 7, best_epoch: 3, seconds: 0.5, device: "cpu".into(), ..Default::default() },
+            training: TrainingSummary {
+                epochs: 7,
+                best_epoch: 3,
+                seconds: 0.5,
+                device: "cpu".into(),
+                ..Default::default()
+            },
             ages: vec![Some(day.clone()), None, Some(DayMetrics { rank_ic: Some(0.12), ..day })],
             drift: DriftPath { training: vec![[1; BINS], [2; BINS]], days: vec![vec![[3; BINS], [4; BINS]]; 3] },
         }

@@ -26,6 +26,13 @@ impl DatasetHash {
         Self(bytes)
     }
 
+    /// The first 8 bytes as a number.
+    pub fn prefix_u64(&self) -> u64 {
+        let mut prefix = [0; 8];
+        prefix.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(prefix)
+    }
+
     /// The first 12 hex digits, for logs and tables.
     pub fn short(&self) -> String {
         self.to_string()[..12].to_string()

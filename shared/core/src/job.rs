@@ -304,3 +304,49 @@ impl JobState {
 #[cfg(test)]
 #[path = "job/tests.rs"]
 mod tests;
+
+/// A sweep's id: `sw-` and 12 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SweepId(String);
+
+impl SweepId {
+    /// The id for a sweep from 48 bits of `entropy`.
+    pub fn from_entropy(entropy: u64) -> Self {
+        Self(format!("sw-{:012x}", mix(entropy) & 0xffff_ffff_ffff))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SweepId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for SweepId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hex = text.strip_prefix("sw-").ok_or_else(|| format!("sweep id {text:?} does not start with \"sw-\""))?;
+        if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("sweep id {text:?} is not \"sw-\" and 12 lowercase hex digits"));
+        }
+        Ok(Self(text.to_string()))
+    }
+}
+
+impl TryFrom<String> for SweepId {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<SweepId> for String {
+    fn from(id: SweepId) -> Self {
+        id.0
+    }
+}

@@ -66,6 +66,11 @@ impl JobKey {
     pub fn short(&self) -> String {
         self.0.short()
     }
+
+    /// 64 bits of the key, to spread per-job choices such as retry jitter.
+    pub fn salt(&self) -> u64 {
+        self.0.prefix_u64()
+    }
 }
 
 /// One distinct training.

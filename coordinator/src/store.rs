@@ -1,0 +1,157 @@
+//! The `JobStore` port: where queued jobs, their states and the sweeps live.
+//!
+//! Two adapters pass one conformance suite ([`conformance`]): [`MemoryJobStore`] (the
+//! embedded default of `wf run`) and [`RedisJobStore`] (clusters). Neither decides
+//! anything: each reads a job's state, asks [`JobState::apply`] what an event does, and
+//! writes the answer only if the stored state is still the one it read (in Redis, one Lua
+//! script per transition, guarded by the expected attempt). Every method takes `now`;
+//! no store reads the clock.
+
+pub mod conformance;
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use wf_shared::DatasetRef;
+use wf_shared::job::{FailureKind, JobEvent, JobState, RetryPolicy, SweepId, TransitionError, UnixMs};
+use wf_shared::plan::JobKey;
+
+pub use memory::MemoryJobStore;
+pub use redis::RedisJobStore;
+
+/// A sweep as submitted: what workers need to find its jobs, and what `GetSweep` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub id: SweepId,
+    pub name: String,
+    pub spec_toml: String,
+    pub dataset: DatasetRef,
+    /// The sweep's distinct trainings.
+    pub jobs: Vec<JobKey>,
+    pub jobs_before_dedup: u64,
+    pub submitted_at: UnixMs,
+    pub cancelled: bool,
+}
+
+/// A job in the store: its state and the sweep that queued it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub sweep: SweepId,
+    pub state: JobState,
+}
+
+/// A lease just granted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub key: JobKey,
+    pub sweep: SweepId,
+    pub attempt: u32,
+    pub expires_at: UnixMs,
+}
+
+/// Jobs by where they are, across all sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct QueueDepth {
+    /// Queued, including those waiting out a retry backoff.
+    pub queued: u64,
+    pub leased: u64,
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} is not in the store")]
+    UnknownJob(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("job store backend: {0}")]
+    Backend(String),
+    #[error("job store holds an unreadable record for {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(error: ::redis::RedisError) -> Self {
+        Self::Backend(error.to_string())
+    }
+}
+
+/// Queue and job state. Implementations must make each transition atomic.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// The retry policy transitions are decided with.
+    fn policy(&self) -> RetryPolicy;
+
+    /// Queues the jobs not yet in the store (leasable from `now`); returns how many were new.
+    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
+
+    /// Leases the longest-waiting ready job to `worker` for `lease_ms`, if any is ready.
+    /// Jobs of cancelled sweeps are never leased: cancelling cancels them first.
+    async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError>;
+
+    /// Applies a lease holder's or the reaper's event to one job; returns the new state.
+    async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError>;
+
+    /// Moves every lease past its deadline back to the queue (or to the dead letters);
+    /// returns the jobs it moved.
+    async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError>;
+
+    async fn job(&self, key: &JobKey) -> Result<Option<JobRecord>, StoreError>;
+    /// States of `keys`, in order (`None` for unknown keys).
+    async fn states(&self, keys: &[JobKey]) -> Result<Vec<Option<JobState>>, StoreError>;
+    async fn depth(&self) -> Result<QueueDepth, StoreError>;
+
+    async fn put_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError>;
+    async fn sweep(&self, id: &SweepId) -> Result<Option<SweepRecord>, StoreError>;
+    async fn sweeps(&self) -> Result<Vec<SweepRecord>, StoreError>;
+}
+
+/// The convenience events, shared by every adapter.
+impl dyn JobStore {
+    pub async fn heartbeat(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        lease_ms: i64,
+        now: UnixMs,
+    ) -> Result<JobState, StoreError> {
+        self.apply(key, &JobEvent::Heartbeat { attempt, lease_ms }, now).await
+    }
+
+    pub async fn complete(&self, key: &JobKey, attempt: u32, now: UnixMs) -> Result<JobState, StoreError> {
+        self.apply(key, &JobEvent::Complete { attempt }, now).await
+    }
+
+    pub async fn fail(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        kind: FailureKind,
+        error: &str,
+        now: UnixMs,
+    ) -> Result<JobState, StoreError> {
+        self.apply(key, &JobEvent::Fail { attempt, kind, error: error.to_string() }, now).await
+    }
+
+    /// Cancels every non-terminal job of `keys`; returns how many it cancelled.
+    pub async fn cancel(&self, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        let mut cancelled = 0;
+        for (key, state) in keys.iter().zip(self.states(keys).await?) {
+            let Some(state) = state else { continue };
+            if state.phase.is_terminal() {
+                continue;
+            }
+            match self.apply(key, &JobEvent::Cancel, now).await {
+                Ok(_) => cancelled += 1,
+                // It ended between the read and the cancel: nothing to do.
+                Err(StoreError::Transition(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests;

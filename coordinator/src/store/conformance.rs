@@ -1,0 +1,264 @@
+//! The conformance suite every `JobStore` adapter must pass, driven by a manual clock
+//! (explicit `now` values). Each check gets a fresh, empty store from the factory.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use wf_shared::job::{FailureKind, Phase, RetryPolicy, SweepId, TransitionError};
+use wf_shared::plan::JobKey;
+
+use super::{JobStore, StoreError, SweepRecord};
+
+/// The policy the suite runs under.
+pub const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000, backoff_cap_ms: 4_000 };
+const T0: i64 = 1_700_000_000_000;
+const LEASE: i64 = 30_000;
+
+/// A job key for tests: `n` as 64 hex digits.
+pub fn key(n: u64) -> JobKey {
+    JobKey::try_from(format!("{n:064x}")).unwrap_or_else(|_| unreachable!("64 hex digits are a valid key"))
+}
+
+fn sweep() -> SweepId {
+    SweepId::from_entropy(1)
+}
+
+fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(what()) }
+}
+
+fn stale(result: Result<impl std::fmt::Debug, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Transition(TransitionError::Stale { .. })))
+}
+
+type Outcome = Result<(), String>;
+
+/// Runs every check against fresh stores from `make`; returns the failures, named.
+pub async fn run<F, Fut>(make: F) -> Vec<String>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn JobStore>>,
+{
+    let mut failures = Vec::new();
+    macro_rules! checks {
+        ($($name:ident),* $(,)?) => {$(
+            if let Err(error) = $name(make().await).await {
+                failures.push(format!("{}: {error}", stringify!($name)));
+            }
+        )*};
+    }
+    checks!(
+        enqueue_is_idempotent_across_sweeps,
+        leases_go_oldest_first_and_only_when_ready,
+        heartbeats_extend_only_the_current_attempt,
+        stale_report_is_rejected_and_changes_nothing,
+        lease_expiry_requeues_job_with_next_attempt,
+        failures_back_off_then_dead_letter_after_max_attempts,
+        permanent_failure_dead_letters_at_once,
+        preemption_requeues_at_once_and_is_counted_apart,
+        cancelled_jobs_are_never_leased,
+        sweeps_are_stored_and_listed,
+        concurrent_workers_never_share_a_job,
+    );
+    failures
+}
+
+async fn enqueue_is_idempotent_across_sweeps(store: Arc<dyn JobStore>) -> Outcome {
+    let added = store.enqueue(&sweep(), &[key(1), key(2), key(3)], T0).await.map_err(|e| e.to_string())?;
+    check(added == 3, || format!("first enqueue added {added}, expected 3"))?;
+    let other = SweepId::from_entropy(2);
+    let added = store.enqueue(&other, &[key(3), key(4)], T0).await.map_err(|e| e.to_string())?;
+    check(added == 1, || format!("second enqueue added {added}, expected 1 (key 3 is known)"))?;
+    let record = store.job(&key(3)).await.map_err(|e| e.to_string())?.ok_or("key 3 missing")?;
+    check(record.sweep == sweep(), || format!("key 3 changed owner to {}", record.sweep))?;
+    let depth = store.depth().await.map_err(|e| e.to_string())?;
+    check(depth.queued == 4, || format!("queued {depth:?}, expected 4"))
+}
+
+async fn leases_go_oldest_first_and_only_when_ready(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(2)], T0).await.map_err(|e| e.to_string())?;
+    store.enqueue(&sweep(), &[key(1)], T0 + 5).await.map_err(|e| e.to_string())?;
+    let none = store.lease("w", LEASE, T0 - 1).await.map_err(|e| e.to_string())?;
+    check(none.is_none(), || format!("leased before anything was ready: {none:?}"))?;
+    let first = store.lease("w", LEASE, T0 + 10).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    check(first.key == key(2) && first.attempt == 1, || format!("first lease {first:?}, expected key 2 attempt 1"))?;
+    check(first.expires_at == T0 + 10 + LEASE, || format!("deadline {}", first.expires_at))?;
+    check(first.sweep == sweep(), || format!("sweep {}", first.sweep))?;
+    let second = store.lease("w", LEASE, T0 + 10).await.map_err(|e| e.to_string())?.ok_or("no second lease")?;
+    check(second.key == key(1), || format!("second lease {second:?}"))?;
+    let third = store.lease("w", LEASE, T0 + 10).await.map_err(|e| e.to_string())?;
+    check(third.is_none(), || format!("leased a job twice: {third:?}"))?;
+    let depth = store.depth().await.map_err(|e| e.to_string())?;
+    check(depth.leased == 2 && depth.queued == 0, || format!("{depth:?}"))
+}
+
+async fn heartbeats_extend_only_the_current_attempt(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1)], T0).await.map_err(|e| e.to_string())?;
+    let lease = store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let state = store.heartbeat(&lease.key, 1, LEASE, T0 + 20_000).await.map_err(|e| e.to_string())?;
+    check(matches!(state.phase, Phase::Leased { expires_at, .. } if expires_at == T0 + 20_000 + LEASE), || {
+        format!("heartbeat did not extend: {state:?}")
+    })?;
+    // The old deadline passes; the extended lease is not reaped.
+    let reaped = store.reap(T0 + LEASE + 1).await.map_err(|e| e.to_string())?;
+    check(reaped.is_empty(), || format!("reaped a live lease: {reaped:?}"))?;
+    check(stale(store.heartbeat(&lease.key, 2, LEASE, T0).await), || "heartbeat of attempt 2 accepted".into())
+}
+
+async fn stale_report_is_rejected_and_changes_nothing(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1)], T0).await.map_err(|e| e.to_string())?;
+    store.lease("w1", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    // Attempt 1 goes silent, its lease expires, attempt 2 completes.
+    store.reap(T0 + LEASE).await.map_err(|e| e.to_string())?;
+    let later = T0 + LEASE + POLICY.backoff_cap_ms;
+    let second = store.lease("w2", LEASE, later).await.map_err(|e| e.to_string())?.ok_or("no second lease")?;
+    check(second.attempt == 2, || format!("second lease has attempt {}", second.attempt))?;
+    store.complete(&key(1), 2, later).await.map_err(|e| e.to_string())?;
+    let committed = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    check(stale(store.complete(&key(1), 1, later).await), || "a stale completion was accepted".into())?;
+    check(stale(store.fail(&key(1), 1, FailureKind::Retryable, "late", later).await), || {
+        "a stale failure was accepted".into()
+    })?;
+    let duplicate = store.complete(&key(1), 2, later + 1).await.map_err(|e| e.to_string())?;
+    check(duplicate == committed, || "a duplicate completion changed the state".into())?;
+    let after = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    check(after == committed, || format!("state changed from {committed:?} to {after:?}"))?;
+    check(matches!(after.phase, Phase::Succeeded { ref worker } if worker == "w2"), || format!("{after:?}"))
+}
+
+async fn lease_expiry_requeues_job_with_next_attempt(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(7)], T0).await.map_err(|e| e.to_string())?;
+    store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let early = store.reap(T0 + LEASE - 1).await.map_err(|e| e.to_string())?;
+    check(early.is_empty(), || format!("reaped before the deadline: {early:?}"))?;
+    let reaped = store.reap(T0 + LEASE).await.map_err(|e| e.to_string())?;
+    check(reaped == vec![key(7)], || format!("reaped {reaped:?}"))?;
+    let state = store.job(&key(7)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    let Phase::Queued { not_before } = state.phase else { return Err(format!("not requeued: {state:?}")) };
+    check(state.failures == 1, || format!("failures {}", state.failures))?;
+    let too_soon = store.lease("w", LEASE, not_before - 1).await.map_err(|e| e.to_string())?;
+    check(too_soon.is_none(), || "leased during the retry backoff".into())?;
+    let again = store.lease("w2", LEASE, not_before).await.map_err(|e| e.to_string())?.ok_or("not re-leased")?;
+    check(again.attempt == 2, || format!("re-leased with attempt {}", again.attempt))
+}
+
+async fn failures_back_off_then_dead_letter_after_max_attempts(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1), key(2)], T0).await.map_err(|e| e.to_string())?;
+    let mut now = T0;
+    for attempt in 1..=POLICY.max_attempts {
+        let lease = loop {
+            let lease = store.lease("w", LEASE, now).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+            if lease.key == key(1) {
+                break lease;
+            }
+            store.complete(&lease.key, lease.attempt, now).await.map_err(|e| e.to_string())?;
+        };
+        check(lease.attempt == attempt, || format!("attempt {} instead of {attempt}", lease.attempt))?;
+        let state = store
+            .fail(&key(1), attempt, FailureKind::Retryable, "always fails", now)
+            .await
+            .map_err(|e| e.to_string())?;
+        match state.phase {
+            Phase::Queued { not_before } if attempt < POLICY.max_attempts => now = not_before,
+            Phase::DeadLettered if attempt == POLICY.max_attempts => {}
+            phase => return Err(format!("after failure {attempt}: {phase:?}")),
+        }
+    }
+    let record = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?;
+    check(record.state.last_error.as_deref() == Some("always fails"), || format!("{:?}", record.state.last_error))?;
+    check(store.lease("w", LEASE, now + 1_000_000).await.map_err(|e| e.to_string())?.is_none(), || {
+        "a dead-lettered job was leased".into()
+    })?;
+    let depth = store.depth().await.map_err(|e| e.to_string())?;
+    check(depth.dead_lettered == 1 && depth.queued == 0 && depth.leased == 0, || format!("{depth:?}"))
+}
+
+async fn permanent_failure_dead_letters_at_once(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1)], T0).await.map_err(|e| e.to_string())?;
+    store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let state = store.fail(&key(1), 1, FailureKind::Permanent, "bad spec", T0).await.map_err(|e| e.to_string())?;
+    check(state.phase == Phase::DeadLettered && state.failures == 1, || format!("{state:?}"))
+}
+
+async fn preemption_requeues_at_once_and_is_counted_apart(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1)], T0).await.map_err(|e| e.to_string())?;
+    for attempt in 1..=POLICY.max_attempts + 1 {
+        let lease =
+            store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("not leasable after preemption")?;
+        check(lease.attempt == attempt, || format!("attempt {}", lease.attempt))?;
+        store.fail(&key(1), attempt, FailureKind::Preempted, "SIGTERM", T0).await.map_err(|e| e.to_string())?;
+    }
+    let state = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    check(state.preemptions == POLICY.max_attempts + 1 && state.failures == 0, || format!("{state:?}"))
+}
+
+async fn cancelled_jobs_are_never_leased(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1), key(2), key(3)], T0).await.map_err(|e| e.to_string())?;
+    let busy = store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    store.complete(&busy.key, 1, T0).await.map_err(|e| e.to_string())?;
+    let running = store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let cancelled = store.cancel(&[key(1), key(2), key(3)], T0).await.map_err(|e| e.to_string())?;
+    check(cancelled == 2, || format!("cancelled {cancelled}, expected the running and the queued job"))?;
+    check(store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.is_none(), || "leased a cancelled job".into())?;
+    let beat = store.heartbeat(&running.key, running.attempt, LEASE, T0).await;
+    check(matches!(beat, Err(StoreError::Transition(TransitionError::Illegal { .. }))), || {
+        format!("heartbeat on a cancelled job: {beat:?}")
+    })?;
+    let finished = store.job(&busy.key).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    check(matches!(finished.phase, Phase::Succeeded { .. }), || "cancel touched a finished job".into())?;
+    let depth = store.depth().await.map_err(|e| e.to_string())?;
+    check(depth.queued == 0 && depth.leased == 0, || format!("{depth:?}"))
+}
+
+async fn sweeps_are_stored_and_listed(store: Arc<dyn JobStore>) -> Outcome {
+    let record = SweepRecord {
+        id: SweepId::from_entropy(5),
+        name: "s".into(),
+        spec_toml: "name = \"s\"".into(),
+        dataset: wf_shared::DatasetRef {
+            uri: "synth:default".into(),
+            content_hash: wf_shared::DatasetHash::from_bytes([3; 32]),
+        },
+        jobs: vec![key(1), key(2)],
+        jobs_before_dedup: 3,
+        submitted_at: T0,
+        cancelled: false,
+    };
+    store.put_sweep(&record).await.map_err(|e| e.to_string())?;
+    let cancelled = SweepRecord { id: SweepId::from_entropy(6), cancelled: true, ..record.clone() };
+    store.put_sweep(&cancelled).await.map_err(|e| e.to_string())?;
+    let read = store.sweep(&record.id).await.map_err(|e| e.to_string())?;
+    check(read.as_ref() == Some(&record), || format!("read back {read:?}"))?;
+    let all = store.sweeps().await.map_err(|e| e.to_string())?;
+    let ids: BTreeSet<_> = all.iter().map(|s| s.id.clone()).collect();
+    check(ids == BTreeSet::from([record.id.clone(), cancelled.id.clone()]), || format!("listed {ids:?}"))?;
+    let missing = store.sweep(&SweepId::from_entropy(7)).await.map_err(|e| e.to_string())?;
+    check(missing.is_none(), || "found a sweep never stored".into())
+}
+
+async fn concurrent_workers_never_share_a_job(store: Arc<dyn JobStore>) -> Outcome {
+    let keys: Vec<JobKey> = (0..200).map(key).collect();
+    store.enqueue(&sweep(), &keys, T0).await.map_err(|e| e.to_string())?;
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(lease) = store.lease(&format!("w{worker}"), LEASE, T0).await.map_err(|e| e.to_string())? {
+                store.complete(&lease.key, lease.attempt, T0).await.map_err(|e| e.to_string())?;
+                mine.push(lease.key);
+            }
+            Ok::<_, String>(mine)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let distinct: BTreeSet<_> = all.iter().collect();
+    check(all.len() == 200 && distinct.len() == 200, || {
+        format!("{} leases of {} distinct jobs", all.len(), distinct.len())
+    })?;
+    Ok(())
+}

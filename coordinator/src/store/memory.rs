@@ -1,0 +1,171 @@
+//! `MemoryJobStore`: the job store of `wf run`, in one process, behind one mutex.
+//!
+//! Indices mirror the Redis layout: queued jobs ordered by (not before, key), leased jobs
+//! by (deadline, key), so leasing and reaping touch only what is due.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use wf_shared::job::{Applied, JobEvent, JobState, Phase, RetryPolicy, SweepId, UnixMs};
+use wf_shared::plan::JobKey;
+
+use super::{JobRecord, JobStore, Lease, QueueDepth, StoreError, SweepRecord};
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: HashMap<JobKey, JobRecord>,
+    ready: BTreeSet<(UnixMs, JobKey)>,
+    leased: BTreeSet<(UnixMs, JobKey)>,
+    dead: BTreeSet<JobKey>,
+    sweeps: BTreeMap<SweepId, SweepRecord>,
+}
+
+impl Inner {
+    /// Replaces `key`'s state and keeps the indices in step.
+    fn write(&mut self, key: JobKey, next: JobState) {
+        let Some(record) = self.jobs.get_mut(&key) else { return };
+        match record.state.phase {
+            Phase::Queued { not_before } => {
+                self.ready.remove(&(not_before, key));
+            }
+            Phase::Leased { expires_at, .. } => {
+                self.leased.remove(&(expires_at, key));
+            }
+            _ => {}
+        }
+        match next.phase {
+            Phase::Queued { not_before } => {
+                self.ready.insert((not_before, key));
+            }
+            Phase::Leased { expires_at, .. } => {
+                self.leased.insert((expires_at, key));
+            }
+            Phase::DeadLettered => {
+                self.dead.insert(key);
+            }
+            _ => {}
+        }
+        record.state = next;
+    }
+
+    fn apply(
+        &mut self,
+        key: &JobKey,
+        event: &JobEvent,
+        now: UnixMs,
+        policy: &RetryPolicy,
+    ) -> Result<JobState, StoreError> {
+        let record = self.jobs.get(key).ok_or_else(|| StoreError::UnknownJob(key.short()))?;
+        match record.state.apply(event, now, policy)? {
+            Applied::Unchanged => Ok(record.state.clone()),
+            Applied::Changed(next) => {
+                self.write(*key, next.clone());
+                Ok(next)
+            }
+        }
+    }
+}
+
+/// Jobs and sweeps in memory; lost when the process exits.
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    policy: RetryPolicy,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryJobStore {
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self { policy, inner: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave an index half-written (each write
+        // completes before the guard drops), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let mut added = 0;
+        for key in keys {
+            if inner.jobs.contains_key(key) {
+                continue;
+            }
+            inner.jobs.insert(*key, JobRecord { sweep: sweep.clone(), state: JobState::new(now, key.salt()) });
+            inner.ready.insert((now, *key));
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {
+        let mut inner = self.lock();
+        let Some(&(not_before, key)) = inner.ready.first() else { return Ok(None) };
+        if not_before > now {
+            return Ok(None);
+        }
+        let state = inner.apply(&key, &JobEvent::Lease { worker: worker.to_string(), lease_ms }, now, &self.policy)?;
+        let Phase::Leased { expires_at, .. } = state.phase else {
+            return Err(StoreError::Corrupt { key: key.short(), reason: "a granted lease is not leased".into() });
+        };
+        let sweep = inner
+            .jobs
+            .get(&key)
+            .map(|record| record.sweep.clone())
+            .ok_or_else(|| StoreError::UnknownJob(key.short()))?;
+        Ok(Some(Lease { key, sweep, attempt: state.attempts_made, expires_at }))
+    }
+
+    async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError> {
+        self.lock().apply(key, event, now, &self.policy)
+    }
+
+    async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError> {
+        let mut inner = self.lock();
+        let due: Vec<JobKey> =
+            inner.leased.iter().take_while(|(deadline, _)| *deadline <= now).map(|(_, key)| *key).collect();
+        for key in &due {
+            inner.apply(key, &JobEvent::Expire, now, &self.policy)?;
+        }
+        Ok(due)
+    }
+
+    async fn job(&self, key: &JobKey) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.lock().jobs.get(key).cloned())
+    }
+
+    async fn states(&self, keys: &[JobKey]) -> Result<Vec<Option<JobState>>, StoreError> {
+        let inner = self.lock();
+        Ok(keys.iter().map(|key| inner.jobs.get(key).map(|record| record.state.clone())).collect())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, StoreError> {
+        let inner = self.lock();
+        Ok(QueueDepth {
+            queued: inner.ready.len() as u64,
+            leased: inner.leased.len() as u64,
+            dead_lettered: inner.dead.len() as u64,
+        })
+    }
+
+    async fn put_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError> {
+        self.lock().sweeps.insert(sweep.id.clone(), sweep.clone());
+        Ok(())
+    }
+
+    async fn sweep(&self, id: &SweepId) -> Result<Option<SweepRecord>, StoreError> {
+        Ok(self.lock().sweeps.get(id).cloned())
+    }
+
+    async fn sweeps(&self) -> Result<Vec<SweepRecord>, StoreError> {
+        Ok(self.lock().sweeps.values().cloned().collect())
+    }
+}

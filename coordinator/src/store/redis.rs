@@ -1,0 +1,298 @@
+//! `RedisJobStore`: jobs, queue and sweeps in Redis, for clusters.
+//!
+//! Every key of a queue shares one hash tag (`wf:{queue}:…`) so that the scripts also
+//! run on Redis Cluster:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `jobs` | hash | job key → state (JSON of `JobState`) |
+//! | `owner` | hash | job key → the sweep that queued it |
+//! | `ready` | sorted set | queued jobs, scored by "not before" (unix ms) |
+//! | `leased` | sorted set | leased jobs, scored by lease deadline (unix ms) |
+//! | `dead` | hash | dead-lettered job → last error |
+//! | `sweeps` | hash | sweep id → sweep record (JSON) |
+//!
+//! A transition is: read the state, decide with `JobState::apply`, then run the Lua
+//! script of that transition, which writes only if the state is still exactly the one
+//! read (the guard also checks the attempt). A lost race re-reads and decides again.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use wf_shared::job::{Applied, JobEvent, JobState, Phase, RetryPolicy, SweepId, UnixMs};
+use wf_shared::plan::JobKey;
+
+use super::{JobRecord, JobStore, Lease, QueueDepth, StoreError, SweepRecord};
+
+const GUARD: &str = include_str!("lua/guard.lua");
+
+/// Races a single transition may lose before giving up (each loss means another
+/// writer moved the job; a handful is already unusual).
+const MAX_RACES: usize = 16;
+/// Ready jobs a lease call considers per round trip.
+const LEASE_CANDIDATES: isize = 8;
+/// Keys per enqueue script call.
+const ENQUEUE_BATCH: usize = 500;
+
+#[derive(Debug)]
+struct Scripts {
+    lease: Script,
+    heartbeat: Script,
+    complete: Script,
+    requeue: Script,
+    dead_letter: Script,
+    cancel: Script,
+    enqueue: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let guarded = |body: &str| Script::new(&format!("{GUARD}\n{body}"));
+        Self {
+            lease: guarded(include_str!("lua/lease.lua")),
+            heartbeat: guarded(include_str!("lua/heartbeat.lua")),
+            complete: guarded(include_str!("lua/complete.lua")),
+            requeue: guarded(include_str!("lua/requeue.lua")),
+            dead_letter: guarded(include_str!("lua/dead_letter.lua")),
+            cancel: guarded(include_str!("lua/cancel.lua")),
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+        }
+    }
+}
+
+/// Jobs and sweeps of one queue in Redis.
+pub struct RedisJobStore {
+    connection: ConnectionManager,
+    policy: RetryPolicy,
+    keys: [String; 6],
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisJobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisJobStore").field("prefix", &self.keys[0]).field("policy", &self.policy).finish()
+    }
+}
+
+const JOBS: usize = 0;
+const READY: usize = 1;
+const LEASED: usize = 2;
+const DEAD: usize = 3;
+const OWNER: usize = 4;
+const SWEEPS: usize = 5;
+
+fn encode(state: &JobState) -> Result<String, StoreError> {
+    serde_json::to_string(state).map_err(|error| StoreError::Backend(format!("failed to encode a job state: {error}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt { key: key.to_string(), reason: error.to_string() })
+}
+
+impl RedisJobStore {
+    /// Connects to `url` (`redis://host:port/db` or `unix:///path`) and uses the queue
+    /// named `queue`.
+    pub async fn connect(url: &str, queue: &str, policy: RetryPolicy) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new(client).await?;
+        let keys = ["jobs", "ready", "leased", "dead", "owner", "sweeps"].map(|name| format!("wf:{{{queue}}}:{name}"));
+        Ok(Self { connection, policy, keys, scripts: Scripts::new() })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    async fn read_state(&self, key: &JobKey) -> Result<JobState, StoreError> {
+        let text: Option<String> = self.connection().hget(&self.keys[JOBS], key.to_string()).await?;
+        let text = text.ok_or_else(|| StoreError::UnknownJob(key.short()))?;
+        decode(&key.short(), &text)
+    }
+
+    /// Writes `next` over `current` with the script of that transition; `false` when
+    /// another writer got there first.
+    async fn write(&self, key: &JobKey, current: &JobState, next: &JobState) -> Result<bool, StoreError> {
+        let (script, extra) = match (&current.phase, &next.phase) {
+            (Phase::Queued { .. }, Phase::Leased { expires_at, .. }) => (&self.scripts.lease, expires_at.to_string()),
+            (Phase::Leased { .. }, Phase::Leased { expires_at, .. }) => {
+                (&self.scripts.heartbeat, expires_at.to_string())
+            }
+            (_, Phase::Succeeded { .. }) => (&self.scripts.complete, String::new()),
+            (_, Phase::Queued { not_before }) => (&self.scripts.requeue, not_before.to_string()),
+            (_, Phase::DeadLettered) => (&self.scripts.dead_letter, next.last_error.clone().unwrap_or_default()),
+            (_, Phase::Cancelled) => (&self.scripts.cancel, String::new()),
+            (from, to) => {
+                return Err(StoreError::Backend(format!(
+                    "no script moves a job from {} to {}",
+                    from.name(),
+                    to.name()
+                )));
+            }
+        };
+        let written: i64 = script
+            .key(&self.keys[JOBS])
+            .key(&self.keys[READY])
+            .key(&self.keys[LEASED])
+            .key(&self.keys[DEAD])
+            .arg(key.to_string())
+            .arg(encode(current)?)
+            .arg(current.attempts_made)
+            .arg(encode(next)?)
+            .arg(extra)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Reads, decides and writes one event, re-reading after a lost race.
+    async fn transition(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError> {
+        for _ in 0..MAX_RACES {
+            let current = self.read_state(key).await?;
+            let next = match current.apply(event, now, &self.policy)? {
+                Applied::Unchanged => return Ok(current),
+                Applied::Changed(next) => next,
+            };
+            if self.write(key, &current, &next).await? {
+                return Ok(next);
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "job {} kept changing under {} {} times",
+            key.short(),
+            event.name(),
+            MAX_RACES
+        )))
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisJobStore {
+    fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        let mut added = 0;
+        for batch in keys.chunks(ENQUEUE_BATCH) {
+            let mut invocation = self.scripts.enqueue.prepare_invoke();
+            invocation
+                .key(&self.keys[JOBS])
+                .key(&self.keys[READY])
+                .key(&self.keys[LEASED])
+                .key(&self.keys[DEAD])
+                .key(&self.keys[OWNER])
+                .arg(now)
+                .arg(sweep.as_str());
+            for key in batch {
+                invocation.arg(key.to_string()).arg(encode(&JobState::new(now, key.salt()))?);
+            }
+            let count: usize = invocation.invoke_async(&mut self.connection()).await?;
+            added += count;
+        }
+        Ok(added)
+    }
+
+    async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {
+        let event = JobEvent::Lease { worker: worker.to_string(), lease_ms };
+        for _ in 0..MAX_RACES {
+            let candidates: Vec<String> =
+                self.connection().zrangebyscore_limit(&self.keys[READY], "-inf", now, 0, LEASE_CANDIDATES).await?;
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            for candidate in candidates {
+                let key: JobKey = candidate
+                    .clone()
+                    .try_into()
+                    .map_err(|error| StoreError::Corrupt { key: candidate.clone(), reason: format!("{error}") })?;
+                let current = self.read_state(&key).await?;
+                let Ok(Applied::Changed(next)) = current.apply(&event, now, &self.policy) else { continue };
+                if !self.write(&key, &current, &next).await? {
+                    continue;
+                }
+                let Phase::Leased { expires_at, .. } = next.phase else { continue };
+                let sweep: Option<String> = self.connection().hget(&self.keys[OWNER], &candidate).await?;
+                let sweep = sweep.ok_or_else(|| StoreError::Corrupt { key: key.short(), reason: "no owner".into() })?;
+                let sweep = sweep.parse().map_err(|reason| StoreError::Corrupt { key: key.short(), reason })?;
+                return Ok(Some(Lease { key, sweep, attempt: next.attempts_made, expires_at }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError> {
+        self.transition(key, event, now).await
+    }
+
+    async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError> {
+        let due: Vec<String> = self.connection().zrangebyscore(&self.keys[LEASED], "-inf", now).await?;
+        let mut reaped = Vec::with_capacity(due.len());
+        for text in due {
+            let key: JobKey = text
+                .clone()
+                .try_into()
+                .map_err(|error| StoreError::Corrupt { key: text, reason: format!("{error}") })?;
+            match self.transition(&key, &JobEvent::Expire, now).await {
+                Ok(_) => reaped.push(key),
+                // A heartbeat or a report got there first.
+                Err(StoreError::Transition(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(reaped)
+    }
+
+    async fn job(&self, key: &JobKey) -> Result<Option<JobRecord>, StoreError> {
+        let (state, sweep): (Option<String>, Option<String>) = redis::pipe()
+            .hget(&self.keys[JOBS], key.to_string())
+            .hget(&self.keys[OWNER], key.to_string())
+            .query_async(&mut self.connection())
+            .await?;
+        let (Some(state), Some(sweep)) = (state, sweep) else { return Ok(None) };
+        let sweep = sweep.parse().map_err(|reason| StoreError::Corrupt { key: key.short(), reason })?;
+        Ok(Some(JobRecord { sweep, state: decode(&key.short(), &state)? }))
+    }
+
+    async fn states(&self, keys: &[JobKey]) -> Result<Vec<Option<JobState>>, StoreError> {
+        let mut states = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(ENQUEUE_BATCH) {
+            let fields: Vec<String> = batch.iter().map(JobKey::to_string).collect();
+            let texts: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(&self.keys[JOBS]).arg(&fields).query_async(&mut self.connection()).await?;
+            for (key, text) in batch.iter().zip(texts) {
+                states.push(text.map(|text| decode(&key.short(), &text)).transpose()?);
+            }
+        }
+        Ok(states)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, StoreError> {
+        let (queued, leased, dead_lettered): (u64, u64, u64) = redis::pipe()
+            .zcard(&self.keys[READY])
+            .zcard(&self.keys[LEASED])
+            .hlen(&self.keys[DEAD])
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(QueueDepth { queued, leased, dead_lettered })
+    }
+
+    async fn put_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(sweep)
+            .map_err(|error| StoreError::Backend(format!("failed to encode sweep {}: {error}", sweep.id)))?;
+        let () = self.connection().hset(&self.keys[SWEEPS], sweep.id.as_str(), text).await?;
+        Ok(())
+    }
+
+    async fn sweep(&self, id: &SweepId) -> Result<Option<SweepRecord>, StoreError> {
+        let text: Option<String> = self.connection().hget(&self.keys[SWEEPS], id.as_str()).await?;
+        text.map(|text| decode(id.as_str(), &text)).transpose()
+    }
+
+    async fn sweeps(&self) -> Result<Vec<SweepRecord>, StoreError> {
+        let texts: Vec<String> = self.connection().hvals(&self.keys[SWEEPS]).await?;
+        let mut sweeps =
+            texts.iter().map(|text| decode::<SweepRecord>("sweeps", text)).collect::<Result<Vec<_>, _>>()?;
+        sweeps.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(sweeps)
+    }
+}

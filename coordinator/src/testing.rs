@@ -1,0 +1,64 @@
+//! Test support shared by this crate's tests and the end-to-end tests: a real
+//! `redis-server` started for the test, on a unix socket in a temporary directory,
+//! persistence off, killed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private `redis-server` process.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (from `PATH`, or `WF_REDIS_SERVER`) and waits until it
+    /// answers, at most 10 seconds.
+    pub fn start() -> Result<Self, String> {
+        let binary = std::env::var("WF_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let dir = tempfile::tempdir().map_err(|e| format!("failed to create a temporary directory: {e}"))?;
+        let socket = dir.path().join("redis.sock");
+        let child = Command::new(&binary)
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("failed to start {binary} (install redis-server): {e}"))?;
+        let server = Self { child, socket, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.socket.exists() && server.ping() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{binary} did not answer within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else { return false };
+        let Ok(mut connection) = client.get_connection() else { return false };
+        redis::cmd("PING").query::<String>(&mut connection).is_ok()
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
