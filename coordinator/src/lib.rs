@@ -3,6 +3,9 @@
 //! | module | owns |
 //! |---|---|
 //! | [`artifact`] | the artifact store: manifests, results written once by job key, reports |
+//! | [`scheduler`] | submit, lease, heartbeat, report, cancel, progress, reaper: the coordinator's decisions |
+//! | [`server`], [`service`] | the gRPC server (health, reflection) and its handlers |
+//! | [`report`] | a sweep's report from its committed results (decay curves, schedule replays) |
 //! | [`store`] | the `JobStore` port, its in-memory and Redis adapters, their conformance suite |
 //! | [`testing`] | a private `redis-server` for tests |
 //!
@@ -10,5 +13,9 @@
 //! the stores make each decided move atomic.
 
 pub mod artifact;
+pub mod report;
+pub mod scheduler;
+pub mod server;
+pub mod service;
 pub mod store;
 pub mod testing;

@@ -29,6 +29,8 @@ pub struct SweepRecord {
     pub dataset: DatasetRef,
     /// The sweep's distinct trainings.
     pub jobs: Vec<JobKey>,
+    /// Jobs whose results were already committed (by earlier sweeps) at submission.
+    pub precomputed: Vec<JobKey>,
     pub jobs_before_dedup: u64,
     pub submitted_at: UnixMs,
     pub cancelled: bool,

@@ -221,6 +221,7 @@ async fn sweeps_are_stored_and_listed(store: Arc<dyn JobStore>) -> Outcome {
             content_hash: wf_shared::DatasetHash::from_bytes([3; 32]),
         },
         jobs: vec![key(1), key(2)],
+        precomputed: vec![key(2)],
         jobs_before_dedup: 3,
         submitted_at: T0,
         cancelled: false,

@@ -1,0 +1,63 @@
+//! The coordinator's gRPC server: `SweepService`, `WorkerService`, `grpc.health.v1` and
+//! server reflection (so `grpcurl` works), plus the lease reaper.
+//!
+//! It takes a bound listener and a cancellation token; only `main` binds addresses and
+//! installs signal handlers. On shutdown health turns NOT_SERVING, the reaper stops and
+//! in-flight calls finish.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use wf_proto::v1::sweep_service_server::SweepServiceServer;
+use wf_proto::v1::worker_service_server::WorkerServiceServer;
+
+use crate::scheduler::Scheduler;
+use crate::service::{Sweeps, Workers};
+
+/// Largest message accepted (a job result with drift counts is well under this).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Serves `scheduler` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    scheduler: Arc<Scheduler>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SweepServiceServer<Sweeps>>().await;
+    health.set_serving::<WorkerServiceServer<Workers>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(wf_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .unwrap_or_else(|error| unreachable!("the compiled descriptor sets are valid: {error}"));
+
+    let reaper = tokio::spawn({
+        let scheduler = scheduler.clone();
+        let shutdown = shutdown.clone();
+        async move { scheduler.reap_until(shutdown).await }
+    });
+    let stopping = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            health.set_not_serving::<SweepServiceServer<Sweeps>>().await;
+            health.set_not_serving::<WorkerServiceServer<Workers>>().await;
+        }
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            SweepServiceServer::new(Sweeps(scheduler.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(WorkerServiceServer::new(Workers(scheduler)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .await;
+    let _ = reaper.await;
+    result
+}

@@ -1,0 +1,270 @@
+//! The gRPC handlers: convert and validate each wire message once, call the scheduler,
+//! convert back. Errors become `Status` in one place ([`From<SchedulerError>`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use wf_proto::v1::sweep_service_server::SweepService;
+use wf_proto::v1::worker_service_server::WorkerService;
+use wf_proto::{ConversionError, PROTOCOL_VERSION, v1};
+use wf_shared::job::{FailureKind, SweepId};
+use wf_shared::plan::JobKey;
+
+use crate::scheduler::{HeartbeatAction, Progress, Scheduler, SchedulerError, SweepStatus};
+
+/// The longest a `LeaseJob` call may wait.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+impl From<SchedulerError> for Status {
+    fn from(error: SchedulerError) -> Self {
+        let message = error.to_string();
+        match error {
+            SchedulerError::InvalidSpec(_) | SchedulerError::InvalidArgument(_) => Status::invalid_argument(message),
+            SchedulerError::UnknownSweep(_) | SchedulerError::UnknownJob(_) => Status::not_found(message),
+            SchedulerError::LeaseLost(_) => Status::failed_precondition(message),
+            SchedulerError::Dataset { .. } => Status::failed_precondition(message),
+            SchedulerError::Store(_) => Status::unavailable(message),
+            SchedulerError::Artifact(_) | SchedulerError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> SchedulerError {
+    SchedulerError::InvalidArgument(ConversionError { field: field.into(), reason: reason.into() })
+}
+
+fn sweep_id(text: &str) -> Result<SweepId, SchedulerError> {
+    text.parse().map_err(|reason: String| invalid("sweep_id", reason))
+}
+
+fn job_key(text: &str) -> Result<JobKey, SchedulerError> {
+    JobKey::try_from(text.to_string()).map_err(|e| invalid("job_key", e.to_string()))
+}
+
+fn worker_id(text: &str) -> Result<&str, SchedulerError> {
+    if text.is_empty() || text.len() > 200 {
+        return Err(invalid("worker_id", "must be 1 to 200 characters"));
+    }
+    Ok(text)
+}
+
+pub fn progress_message(progress: Progress) -> v1::SweepProgress {
+    let status = match progress.status {
+        SweepStatus::Running => v1::SweepStatus::Running,
+        SweepStatus::Finished => v1::SweepStatus::Finished,
+        SweepStatus::Cancelled => v1::SweepStatus::Cancelled,
+    };
+    v1::SweepProgress {
+        sweep_id: progress.sweep_id,
+        name: progress.name,
+        status: status.into(),
+        total: progress.total,
+        succeeded: progress.succeeded,
+        running: progress.running,
+        queued: progress.queued,
+        dead_lettered: progress.dead_lettered,
+        cancelled: progress.cancelled,
+        failures: progress.failures,
+        preemptions: progress.preemptions,
+        submitted_at_ms: progress.submitted_at,
+    }
+}
+
+/// `SweepService` over the scheduler.
+#[derive(Debug, Clone)]
+pub struct Sweeps(pub Arc<Scheduler>);
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<v1::SweepProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SweepService for Sweeps {
+    async fn submit_sweep(
+        &self,
+        request: Request<v1::SubmitSweepRequest>,
+    ) -> Result<Response<v1::SubmitSweepResponse>, Status> {
+        let request = request.into_inner();
+        if request.spec_toml.trim().is_empty() {
+            return Err(invalid("spec_toml", "must not be empty").into());
+        }
+        let submitted = self.0.submit(&request.spec_toml).await?;
+        Ok(Response::new(v1::SubmitSweepResponse {
+            sweep_id: submitted.progress.sweep_id.clone(),
+            progress: Some(progress_message(submitted.progress)),
+            jobs_before_dedup: submitted.jobs_before_dedup,
+            jobs: submitted.jobs,
+            reused: submitted.reused,
+        }))
+    }
+
+    async fn get_sweep(&self, request: Request<v1::GetSweepRequest>) -> Result<Response<v1::GetSweepResponse>, Status> {
+        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let progress = self.0.progress(&id).await?;
+        Ok(Response::new(v1::GetSweepResponse { progress: Some(progress_message(progress)) }))
+    }
+
+    async fn list_sweeps(
+        &self,
+        _request: Request<v1::ListSweepsRequest>,
+    ) -> Result<Response<v1::ListSweepsResponse>, Status> {
+        let sweeps = self.0.list().await?.into_iter().map(progress_message).collect();
+        Ok(Response::new(v1::ListSweepsResponse { sweeps }))
+    }
+
+    async fn cancel_sweep(
+        &self,
+        request: Request<v1::CancelSweepRequest>,
+    ) -> Result<Response<v1::CancelSweepResponse>, Status> {
+        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let progress = self.0.cancel(&id).await?;
+        Ok(Response::new(v1::CancelSweepResponse { progress: Some(progress_message(progress)) }))
+    }
+
+    type WatchSweepStream = ProgressStream;
+
+    async fn watch_sweep(
+        &self,
+        request: Request<v1::WatchSweepRequest>,
+    ) -> Result<Response<Self::WatchSweepStream>, Status> {
+        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let scheduler = self.0.clone();
+        // Fails now, as a status, when the sweep does not exist.
+        let first = scheduler.progress(&id).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut changes = scheduler.subscribe();
+            let mut last = first;
+            if sender.send(Ok(progress_message(last.clone()))).await.is_err() {
+                return;
+            }
+            while last.status == SweepStatus::Running {
+                // Changes in this process wake the watcher at once; the tick catches
+                // changes made by other coordinators sharing the store.
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = sender.closed() => return,
+                }
+                let progress = match scheduler.progress(&id).await {
+                    Ok(progress) => progress,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                if progress != last {
+                    if sender.send(Ok(progress_message(progress.clone()))).await.is_err() {
+                        return;
+                    }
+                    last = progress;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::GetReportResponse>, Status> {
+        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let report = self.0.report(&id).await?;
+        let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::GetReportResponse { report_json }))
+    }
+}
+
+/// `WorkerService` over the scheduler.
+#[derive(Debug, Clone)]
+pub struct Workers(pub Arc<Scheduler>);
+
+#[tonic::async_trait]
+impl WorkerService for Workers {
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        let request = request.into_inner();
+        if request.protocol_version != PROTOCOL_VERSION {
+            return Err(invalid(
+                "protocol_version",
+                format!("this coordinator speaks protocol {PROTOCOL_VERSION}, the worker {}", request.protocol_version),
+            )
+            .into());
+        }
+        if request.name.is_empty() || request.name.len() > 100 {
+            return Err(invalid("name", "must be 1 to 100 characters").into());
+        }
+        // Worker ids are not stored: a coordinator restart keeps every worker valid.
+        let suffix = blake3::hash(format!("{}{:?}", request.name, std::time::SystemTime::now()).as_bytes());
+        let worker_id = format!("{}-{}", request.name, &suffix.to_hex()[..6]);
+        tracing::info!(%worker_id, device = %request.device, capacity = request.capacity, "worker registered");
+        let lease_ms = u32::try_from(self.0.config().lease_ms).unwrap_or(u32::MAX);
+        Ok(Response::new(v1::RegisterWorkerResponse { worker_id, lease_ms }))
+    }
+
+    async fn lease_job(&self, request: Request<v1::LeaseJobRequest>) -> Result<Response<v1::LeaseJobResponse>, Status> {
+        let request = request.into_inner();
+        let worker = worker_id(&request.worker_id)?;
+        let wait = Duration::from_millis(u64::from(request.wait_ms)).min(MAX_WAIT);
+        let lease = self.0.lease(worker, wait).await?.map(|granted| v1::JobLease {
+            job_key: granted.lease.key.to_string(),
+            attempt: granted.lease.attempt,
+            sweep_id: granted.lease.sweep.to_string(),
+            spec_toml: granted.spec_toml,
+            dataset: Some(granted.dataset.into()),
+            lease_ms: u32::try_from(granted.lease_ms).unwrap_or(u32::MAX),
+        });
+        Ok(Response::new(v1::LeaseJobResponse { lease }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        worker_id(&request.worker_id)?;
+        let key = job_key(&request.job_key)?;
+        let action = match self.0.heartbeat(&key, request.attempt).await? {
+            HeartbeatAction::Continue => v1::HeartbeatAction::Continue,
+            HeartbeatAction::Cancel => v1::HeartbeatAction::Cancel,
+        };
+        Ok(Response::new(v1::HeartbeatResponse { action: action.into() }))
+    }
+
+    async fn report_result(
+        &self,
+        request: Request<v1::ReportResultRequest>,
+    ) -> Result<Response<v1::ReportResultResponse>, Status> {
+        let request = request.into_inner();
+        worker_id(&request.worker_id)?;
+        let key = job_key(&request.job_key)?;
+        let result = request.result.ok_or_else(|| invalid("result", "missing"))?;
+        self.0.report_result(&key, request.attempt, result).await?;
+        Ok(Response::new(v1::ReportResultResponse {}))
+    }
+
+    async fn report_failure(
+        &self,
+        request: Request<v1::ReportFailureRequest>,
+    ) -> Result<Response<v1::ReportFailureResponse>, Status> {
+        let request = request.into_inner();
+        worker_id(&request.worker_id)?;
+        let key = job_key(&request.job_key)?;
+        let kind = match v1::FailureKind::try_from(request.kind) {
+            Ok(v1::FailureKind::Retryable) => FailureKind::Retryable,
+            Ok(v1::FailureKind::Permanent) => FailureKind::Permanent,
+            Ok(v1::FailureKind::Preempted) => FailureKind::Preempted,
+            _ => {
+                return Err(
+                    invalid("kind", format!("must be retryable, permanent or preempted, got {}", request.kind)).into()
+                );
+            }
+        };
+        let error: String = request.error.chars().take(2_000).collect();
+        self.0.report_failure(&key, request.attempt, kind, &error).await?;
+        Ok(Response::new(v1::ReportFailureResponse {}))
+    }
+}
