@@ -142,6 +142,9 @@ pub enum HeartbeatAction {
     Cancel,
 }
 
+/// A loaded dataset's cache key: its URI and the horizons a synthetic one is built with.
+type DatasetKey = (String, Vec<u32>);
+
 /// A sweep planned on its dataset (cached).
 #[derive(Debug)]
 struct Planned {
@@ -156,7 +159,7 @@ pub struct Scheduler {
     artifacts: ArtifactStore,
     clock: Arc<dyn Clock>,
     config: SchedulerConfig,
-    datasets: Mutex<HashMap<(String, Vec<u32>), Arc<Dataset>>>,
+    datasets: Mutex<HashMap<DatasetKey, Arc<Dataset>>>,
     plans: Mutex<HashMap<SweepId, Arc<Planned>>>,
     sweeps: Mutex<HashMap<SweepId, Arc<SweepRecord>>>,
     /// Wakes lease calls waiting for work.
