@@ -31,6 +31,136 @@ pub enum Command {
     Plan(PlanArgs),
     /// Train and score one job of a sweep locally, and print its metrics.
     Train(TrainArgs),
+    /// Run a sweep locally: a coordinator and N workers in this process, then a summary.
+    Run(RunArgs),
+    /// Serve the coordinator (gRPC: sweeps, workers, health, reflection).
+    Coordinator(CoordinatorArgs),
+    /// Run a worker that leases jobs from a coordinator.
+    Worker(WorkerArgs),
+    /// Submit a sweep spec to a coordinator; prints the sweep id.
+    Submit(SubmitArgs),
+    /// Show a sweep's progress (`--watch`: a live progress bar until it ends).
+    Status(StatusArgs),
+    /// List the coordinator's sweeps.
+    List(ConnectArgs),
+    /// Cancel a sweep: no more leases; busy workers stop at their next heartbeat.
+    Cancel(SweepArgs),
+    /// Print a sweep's report (summary table, or `--json`).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Sweep spec (TOML).
+    pub spec: PathBuf,
+    /// Workers in this process (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Use this Redis for the queue instead of the in-memory store.
+    #[arg(long, env = "WF_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Output directory: artifacts (manifests, results) and reports.
+    #[arg(long, default_value = "out/run")]
+    pub out: PathBuf,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+    /// Print the report as JSON instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of the job queue shared by `wf coordinator` (and tests).
+#[derive(Debug, clap::Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "WF_LISTEN")]
+    pub listen: String,
+    /// Redis URL for the queue and job states; without it, an in-memory store that a
+    /// restart loses (for trying things out).
+    #[arg(long, env = "WF_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Queue name (the Redis hash tag of its keys).
+    #[arg(long, default_value = "default", env = "WF_QUEUE")]
+    pub queue: String,
+    /// Artifact store: a directory or a URL.
+    #[arg(long, default_value = "artifacts", env = "WF_ARTIFACTS")]
+    pub artifacts: String,
+    /// Lease length without a heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 30_000, env = "WF_LEASE_MS")]
+    pub lease_ms: i64,
+    /// Failures after which a job is dead-lettered.
+    #[arg(long, default_value_t = 3, env = "WF_MAX_ATTEMPTS")]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds (doubles per failure, with jitter).
+    #[arg(long, default_value_t = 1_000, env = "WF_BACKOFF_MS")]
+    pub backoff_ms: i64,
+    /// Directories datasets may be read from (repeat or comma-separate); default: any.
+    #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
+    pub data_root: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "WF_COORDINATOR")]
+    pub coordinator: String,
+    /// Name in logs (default: host and process id).
+    #[arg(long, env = "WF_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1, env = "WF_CAPACITY")]
+    pub capacity: usize,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+    /// Seconds to hand jobs back and exit after SIGTERM.
+    #[arg(long, default_value_t = 20, env = "WF_GRACE_SECONDS")]
+    pub grace_seconds: u64,
+    /// Exit after this many jobs (for tests and benchmarks).
+    #[arg(long)]
+    pub max_jobs: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The coordinator's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "WF_COORDINATOR")]
+    pub coordinator: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// Sweep spec (TOML).
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Sweep id (`sw-…`).
+    pub sweep_id: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+    /// Follow the sweep with a live progress bar until it ends.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+    /// Print the whole report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -6,6 +6,8 @@
 //! | [`scheduler`] | submit, lease, heartbeat, report, cancel, progress, reaper: the coordinator's decisions |
 //! | [`server`], [`service`] | the gRPC server (health, reflection) and its handlers |
 //! | [`report`] | a sweep's report from its committed results (decay curves, schedule replays) |
+//! | [`local`] | `wf run`: coordinator and workers in one process, over loopback gRPC |
+//! | [`client`] | watching a sweep and fetching its report, for the CLI |
 //! | [`store`] | the `JobStore` port, its in-memory and Redis adapters, their conformance suite |
 //! | [`testing`] | a private `redis-server` for tests |
 //!
@@ -13,6 +15,8 @@
 //! the stores make each decided move atomic.
 
 pub mod artifact;
+pub mod client;
+pub mod local;
 pub mod report;
 pub mod scheduler;
 pub mod server;

@@ -18,7 +18,7 @@ use wf_shared::spec::{SweepConfig, TopK};
 const TOP_POLICIES: usize = 5;
 
 /// The schedules of one (window, model, seed) line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LineReport {
     pub window: u32,
     pub model: String,
@@ -27,7 +27,7 @@ pub struct LineReport {
     pub schedules: Vec<ScheduleOutcome>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SweepReport {
     pub sweep_id: String,
     pub name: String,

@@ -12,6 +12,7 @@ pub mod artifact;
 pub mod device;
 pub mod job;
 pub mod model;
+pub mod runtime;
 pub mod train;
 
 use wf_shared::spec::SpecError;

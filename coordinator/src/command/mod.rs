@@ -3,6 +3,9 @@
 
 mod data;
 mod plan;
+mod run;
+mod serve;
+mod sweep;
 mod train;
 
 use std::process::ExitCode;
@@ -31,5 +34,13 @@ pub fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Data(data) => data::run(data),
         Command::Plan(args) => plan::run(args),
         Command::Train(args) => train::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Coordinator(args) => serve::coordinator(args),
+        Command::Worker(args) => serve::worker(args),
+        Command::Submit(args) => sweep::submit(args),
+        Command::Status(args) => sweep::status(args),
+        Command::List(args) => sweep::list(args),
+        Command::Cancel(args) => sweep::cancel(args),
+        Command::Report(args) => sweep::report(args),
     }
 }

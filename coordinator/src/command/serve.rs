@@ -1,0 +1,119 @@
+//! `wf coordinator` and `wf worker`: the two long-running processes. Signals are handled
+//! here, and only here: SIGTERM or Ctrl-C cancels the root token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use wf_coordinator::store::{JobStore, MemoryJobStore, RedisJobStore};
+use wf_shared::job::RetryPolicy;
+use wf_worker::device::DeviceChoice;
+use wf_worker::runtime::{self, RuntimeConfig};
+
+use super::Outcome;
+use crate::cli::{CoordinatorArgs, WorkerArgs};
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the async runtime")
+}
+
+/// A token cancelled by SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("interrupted"),
+            () = terminate => info!("SIGTERM received"),
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
+    runtime()?.block_on(async move {
+        let policy = RetryPolicy {
+            max_attempts: args.max_attempts.max(1),
+            backoff_base_ms: args.backoff_ms.max(0),
+            backoff_cap_ms: (args.backoff_ms.max(0) * 64).max(1),
+        };
+        let store: Arc<dyn JobStore> = match &args.redis {
+            Some(url) => Arc::new(
+                RedisJobStore::connect(url, &args.queue, policy).await.with_context(|| format!("cannot use redis {url}"))?,
+            ),
+            None => {
+                warn!("no --redis: jobs live in memory and a restart loses them");
+                Arc::new(MemoryJobStore::new(policy))
+            }
+        };
+        let artifacts = ArtifactStore::open(&args.artifacts)?;
+        let data_roots = args
+            .data_root
+            .iter()
+            .map(|root| std::fs::canonicalize(root).with_context(|| format!("data root {}", root.display())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let config = SchedulerConfig { lease_ms: args.lease_ms.max(100), data_roots, ..SchedulerConfig::default() };
+        let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
+        let listener =
+            tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        // The one line scripts and tests wait for.
+        println!("listening on {address}");
+        info!(%address, artifacts = %args.artifacts, "coordinator serving");
+        let shutdown = shutdown_on_signals();
+        wf_coordinator::server::serve(scheduler, listener, shutdown).await.context("gRPC server failed")?;
+        Ok(Outcome::Success)
+    })
+}
+
+pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
+    let choice: DeviceChoice = args.device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let device = choice.device()?;
+    runtime()?.block_on(async move {
+        let name = args.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim().chars().take(40).collect::<String>(), std::process::id()).trim_start_matches('-').to_string()
+        });
+        let config = RuntimeConfig {
+            coordinator: args.coordinator.clone(),
+            name,
+            capacity: args.capacity.max(1),
+            poll: Duration::from_secs(5),
+            max_jobs: args.max_jobs,
+        };
+        let shutdown = shutdown_on_signals();
+        let grace = Duration::from_secs(args.grace_seconds);
+        let mut work = tokio::spawn(runtime::run(config, device, shutdown.clone()));
+        let summary = tokio::select! {
+            finished = &mut work => finished.context("worker task failed")??,
+            () = shutdown.cancelled() => {
+                // Jobs are handed back at once; give that the grace period, then go.
+                match tokio::time::timeout(grace, &mut work).await {
+                    Ok(finished) => finished.context("worker task failed")??,
+                    Err(_) => anyhow::bail!("the worker did not stop within {} s", grace.as_secs()),
+                }
+            }
+        };
+        eprintln!(
+            "worker stopped: {} completed, {} failed, {} handed back, {} abandoned",
+            summary.completed, summary.failed, summary.preempted, summary.abandoned
+        );
+        Ok(Outcome::Success)
+    })
+}

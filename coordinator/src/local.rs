@@ -1,0 +1,126 @@
+//! The local mode behind `wf run`: the coordinator and N workers in one process, with
+//! the same code as a cluster: a real gRPC server on a loopback port, workers that lease
+//! over it, and the sweep submitted and watched through the public API. The job store
+//! is in memory unless a Redis URL is given; artifacts go to a local directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use candle_core::Device;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wf_proto::v1;
+use wf_proto::v1::sweep_service_client::SweepServiceClient;
+use wf_shared::job::RetryPolicy;
+use wf_worker::runtime::{self, RuntimeConfig, RuntimeSummary};
+
+use crate::artifact::ArtifactStore;
+use crate::report::SweepReport;
+use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use crate::server;
+use crate::store::{JobStore, MemoryJobStore, RedisJobStore};
+
+/// How to run a sweep locally.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub workers: usize,
+    /// Use this Redis instead of the in-memory store.
+    pub redis: Option<String>,
+    /// Artifact directory (or URL).
+    pub artifacts: String,
+    pub lease_ms: i64,
+    pub retry: RetryPolicy,
+}
+
+/// What a local run produced.
+#[derive(Debug)]
+pub struct LocalRun {
+    pub sweep_id: String,
+    pub submitted: v1::SubmitSweepResponse,
+    pub progress: v1::SweepProgress,
+    pub report: SweepReport,
+    /// Where `report.json` was written.
+    pub report_location: String,
+    pub workers: Vec<RuntimeSummary>,
+}
+
+/// Runs `spec_toml` to the end; `on_progress` sees every progress event. Cancelling
+/// `interrupt` cancels the sweep and returns what was done.
+pub async fn run(
+    spec_toml: &str,
+    options: &LocalOptions,
+    device: Device,
+    interrupt: CancellationToken,
+    mut on_progress: impl FnMut(&v1::SweepProgress),
+) -> anyhow::Result<LocalRun> {
+    let store: Arc<dyn JobStore> = match &options.redis {
+        Some(url) => {
+            let queue = format!("local-{}", std::process::id());
+            Arc::new(RedisJobStore::connect(url, &queue, options.retry).await.with_context(|| format!("redis {url}"))?)
+        }
+        None => Arc::new(MemoryJobStore::new(options.retry)),
+    };
+    let artifacts = ArtifactStore::open(&options.artifacts)?;
+    let config = SchedulerConfig { lease_ms: options.lease_ms, ..SchedulerConfig::default() };
+    let scheduler = Arc::new(Scheduler::new(store, artifacts.clone(), Arc::new(SystemClock), config));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("failed to bind a loopback port")?;
+    let address = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(server::serve(scheduler.clone(), listener, shutdown.clone()));
+    let url = format!("http://{address}");
+
+    let mut workers = Vec::new();
+    for index in 0..options.workers.max(1) {
+        let config = RuntimeConfig {
+            coordinator: url.clone(),
+            name: format!("local-{index}"),
+            capacity: 1,
+            poll: Duration::from_secs(1),
+            max_jobs: None,
+        };
+        workers.push(tokio::spawn(runtime::run(config, device.clone(), shutdown.child_token())));
+    }
+
+    let outcome = drive(&url, spec_toml, &interrupt, &mut on_progress).await;
+    shutdown.cancel();
+    let mut summaries = Vec::new();
+    for worker in workers {
+        if let Ok(Ok(summary)) = worker.await {
+            summaries.push(summary);
+        }
+    }
+    let _ = server.await;
+    let (submitted, progress, report) = outcome?;
+    let id = submitted.sweep_id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let json = serde_json::to_vec_pretty(&report)?;
+    let report_location = artifacts.put_report(&id, "report.json", json.into()).await?;
+    Ok(LocalRun {
+        sweep_id: submitted.sweep_id.clone(),
+        submitted,
+        progress,
+        report,
+        report_location,
+        workers: summaries,
+    })
+}
+
+/// Submits, watches until the sweep ends (or cancels it on `interrupt`), fetches the report.
+async fn drive(
+    url: &str,
+    spec_toml: &str,
+    interrupt: &CancellationToken,
+    on_progress: &mut impl FnMut(&v1::SweepProgress),
+) -> anyhow::Result<(v1::SubmitSweepResponse, v1::SweepProgress, SweepReport)> {
+    let mut client = SweepServiceClient::connect(url.to_string()).await?.max_decoding_message_size(256 * 1024 * 1024);
+    let submitted = client
+        .submit_sweep(v1::SubmitSweepRequest { spec_toml: spec_toml.to_string() })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner();
+    let id = submitted.sweep_id.clone();
+    let last = crate::client::watch(&mut client, &id, interrupt, on_progress).await?;
+    let report = crate::client::report(&mut client, &id).await?;
+    Ok((submitted, last, report))
+}

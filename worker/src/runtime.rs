@@ -1,0 +1,341 @@
+//! The worker runtime: register with the coordinator, long-poll for leases, train and
+//! score each job in `spawn_blocking` while heartbeating every third of the lease,
+//! report the result or the failure.
+//!
+//! Datasets are loaded once and cached by content hash; a dataset whose hash differs
+//! from the one the sweep was planned on is refused. On shutdown (SIGTERM in `main`)
+//! a worker stops leasing, hands its running jobs back as preempted and returns.
+//! The worker never writes job state: it asks, and the coordinator decides.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use candle_core::Device;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+use wf_data::dataset::{Dataset, load_dataset};
+use wf_proto::v1::worker_service_client::WorkerServiceClient;
+use wf_proto::{PROTOCOL_VERSION, v1};
+use wf_shared::DatasetHash;
+use wf_shared::plan::{Job, JobKey, plan_panel};
+use wf_shared::spec::SweepConfig;
+
+use crate::device::device_name;
+use crate::job::run_job;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The coordinator, e.g. `http://127.0.0.1:50051`.
+    pub coordinator: String,
+    /// A name for logs.
+    pub name: String,
+    /// Jobs run at once.
+    pub capacity: usize,
+    /// How long one `LeaseJob` call waits for work.
+    pub poll: Duration,
+    /// Stop (and return) once this many jobs ended, for tests and benchmarks; `None` runs until shutdown.
+    pub max_jobs: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("coordinator address {0:?} is not a URL")]
+    Address(String),
+    #[error("failed to register with the coordinator: {0}")]
+    Register(tonic::Status),
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeSummary {
+    pub completed: usize,
+    pub failed: usize,
+    pub preempted: usize,
+    pub abandoned: usize,
+}
+
+/// Why a job could not run (before any training), and whether retrying may help.
+struct Refusal {
+    retryable: bool,
+    error: String,
+}
+
+/// A sweep planned on its dataset: its jobs by key.
+struct SweepJobs {
+    jobs: HashMap<JobKey, Job>,
+    config: SweepConfig,
+    dataset: Arc<Dataset>,
+}
+
+struct Worker {
+    client: WorkerServiceClient<Channel>,
+    id: String,
+    lease_ms: u64,
+    device: Device,
+    datasets: Mutex<HashMap<DatasetHash, Arc<Dataset>>>,
+    sweeps: Mutex<HashMap<String, Arc<SweepJobs>>>,
+    summary: Mutex<RuntimeSummary>,
+    jobs_ended: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs a worker until `shutdown` (or `max_jobs`), then returns what it did.
+pub async fn run(config: RuntimeConfig, device: Device, shutdown: CancellationToken) -> Result<RuntimeSummary, RuntimeError> {
+    let endpoint = Channel::from_shared(config.coordinator.clone()).map_err(|_| RuntimeError::Address(config.coordinator.clone()))?;
+    let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy();
+    let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let registration = v1::RegisterWorkerRequest {
+        protocol_version: PROTOCOL_VERSION,
+        name: config.name.clone(),
+        device: device_name(&device),
+        capacity: config.capacity as u32,
+    };
+    let registered = retry_unavailable(&shutdown, || {
+        let mut client = client.clone();
+        let request = registration.clone();
+        async move { client.register_worker(request).await }
+    })
+    .await
+    .map_err(RuntimeError::Register)?
+    .into_inner();
+    client = client.max_encoding_message_size(64 * 1024 * 1024);
+    info!(worker = %registered.worker_id, lease_ms = registered.lease_ms, "registered");
+    let worker = Arc::new(Worker {
+        client,
+        id: registered.worker_id,
+        lease_ms: u64::from(registered.lease_ms.max(300)),
+        device,
+        datasets: Mutex::default(),
+        sweeps: Mutex::default(),
+        summary: Mutex::default(),
+        jobs_ended: Default::default(),
+    });
+    let stop = shutdown.child_token();
+    let mut slots = Vec::new();
+    for _ in 0..config.capacity.max(1) {
+        let worker = worker.clone();
+        let (stop, shutdown, config) = (stop.clone(), shutdown.clone(), config.clone());
+        slots.push(tokio::spawn(async move { worker.lease_loop(&config, &stop, &shutdown).await }));
+    }
+    for slot in slots {
+        let _ = slot.await;
+    }
+    let summary = lock(&worker.summary).clone();
+    info!(worker = %worker.id, ?summary, "worker stopped");
+    Ok(summary)
+}
+
+/// Retries `call` while the coordinator is unavailable (restarting), until `shutdown`.
+async fn retry_unavailable<T, F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Err(status) if status.code() == Code::Unavailable && !shutdown.is_cancelled() => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(status),
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Worker {
+    async fn lease_loop(self: &Arc<Self>, config: &RuntimeConfig, stop: &CancellationToken, shutdown: &CancellationToken) {
+        let wait_ms = u32::try_from(config.poll.as_millis()).unwrap_or(u32::MAX);
+        while !stop.is_cancelled() {
+            let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
+            let mut client = self.client.clone();
+            let response = tokio::select! {
+                () = stop.cancelled() => break,
+                response = client.lease_job(request) => response,
+            };
+            let lease = match response {
+                Ok(response) => response.into_inner().lease,
+                Err(status) => {
+                    warn!(worker = %self.id, %status, "lease call failed; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            let Some(lease) = lease else { continue };
+            self.execute(lease, shutdown).await;
+            let ended = self.jobs_ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if config.max_jobs.is_some_and(|max| ended >= max) {
+                stop.cancel();
+            }
+        }
+    }
+
+    /// Loads (or reuses) the lease's dataset and plan, and finds its job.
+    async fn prepare(&self, lease: &v1::JobLease) -> Result<(Arc<SweepJobs>, Job), Refusal> {
+        let permanent = |error: String| Refusal { retryable: false, error };
+        let key = JobKey::try_from(lease.job_key.clone()).map_err(|e| permanent(format!("job key: {e}")))?;
+        let cached = lock(&self.sweeps).get(&lease.sweep_id).cloned();
+        let sweep = match cached {
+            Some(sweep) => sweep,
+            None => {
+                let config = SweepConfig::from_toml(&lease.spec_toml).map_err(|e| permanent(format!("sweep spec: {e}")))?;
+                let dataset_ref: wf_shared::DatasetRef = lease
+                    .dataset
+                    .clone()
+                    .ok_or_else(|| permanent("the lease names no dataset".into()))?
+                    .try_into()
+                    .map_err(|e: wf_proto::ConversionError| permanent(e.to_string()))?;
+                let dataset = self.dataset(&dataset_ref, &config.horizons).await?;
+                let plan = plan_panel(&config, &dataset.panel, dataset.content_hash)
+                    .map_err(|e| permanent(format!("cannot plan the sweep: {e}")))?;
+                let jobs = plan.jobs.into_iter().map(|job| (job.key, job)).collect();
+                let sweep = Arc::new(SweepJobs { jobs, config, dataset });
+                lock(&self.sweeps).insert(lease.sweep_id.clone(), sweep.clone());
+                sweep
+            }
+        };
+        let job = sweep.jobs.get(&key).cloned().ok_or_else(|| {
+            permanent(format!("job {} is not in the plan of sweep {} on this dataset", key.short(), lease.sweep_id))
+        })?;
+        Ok((sweep, job))
+    }
+
+    async fn dataset(&self, dataset: &wf_shared::DatasetRef, horizons: &[u32]) -> Result<Arc<Dataset>, Refusal> {
+        if let Some(found) = lock(&self.datasets).get(&dataset.content_hash) {
+            return Ok(found.clone());
+        }
+        let (uri, horizons_owned) = (dataset.uri.clone(), horizons.to_vec());
+        let loaded = tokio::task::spawn_blocking(move || load_dataset(&uri, &horizons_owned))
+            .await
+            .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
+            .map_err(|e| Refusal { retryable: true, error: format!("cannot load dataset {}: {e}", dataset.uri) })?;
+        if loaded.content_hash != dataset.content_hash {
+            return Err(Refusal {
+                retryable: false,
+                error: format!(
+                    "dataset {} has content hash {}, but the sweep was planned on {}",
+                    dataset.uri,
+                    loaded.content_hash.short(),
+                    dataset.content_hash.short()
+                ),
+            });
+        }
+        let loaded = Arc::new(loaded);
+        lock(&self.datasets).insert(dataset.content_hash, loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn execute(self: &Arc<Self>, lease: v1::JobLease, shutdown: &CancellationToken) {
+        let started = std::time::Instant::now();
+        let (sweep, job) = match self.prepare(&lease).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => {
+                let kind = if refusal.retryable { v1::FailureKind::Retryable } else { v1::FailureKind::Permanent };
+                self.fail(&lease, kind, refusal.error).await;
+                return;
+            }
+        };
+        let device = self.device.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            run_job(&sweep.dataset.panel, &sweep.config, &job, &device).map(|output| output.result())
+        });
+        let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));
+        beats.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut task => break outcome,
+                () = shutdown.cancelled() => {
+                    // Hand the job back at once; the blocking computation is abandoned.
+                    self.fail(&lease, v1::FailureKind::Preempted, "worker shutting down".into()).await;
+                    lock(&self.summary).preempted += 1;
+                    return;
+                }
+                _ = beats.tick() => {
+                    let request = v1::HeartbeatRequest {
+                        worker_id: self.id.clone(),
+                        job_key: lease.job_key.clone(),
+                        attempt: lease.attempt,
+                    };
+                    match self.client.clone().heartbeat(request).await {
+                        Ok(response) if response.get_ref().action() == v1::HeartbeatAction::Cancel => {
+                            info!(job = %short(&lease.job_key), "job cancelled; abandoning it");
+                            lock(&self.summary).abandoned += 1;
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(status) if status.code() == Code::FailedPrecondition || status.code() == Code::NotFound => {
+                            warn!(job = %short(&lease.job_key), %status, "lease lost; abandoning the job");
+                            lock(&self.summary).abandoned += 1;
+                            return;
+                        }
+                        Err(status) => warn!(job = %short(&lease.job_key), %status, "heartbeat failed; will retry"),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(result)) => {
+                let request = v1::ReportResultRequest {
+                    worker_id: self.id.clone(),
+                    job_key: lease.job_key.clone(),
+                    attempt: lease.attempt,
+                    result: Some(result.into()),
+                };
+                let reported = retry_unavailable(shutdown, || {
+                    let mut client = self.client.clone();
+                    let request = request.clone();
+                    async move { client.report_result(request).await }
+                })
+                .await;
+                match reported {
+                    Ok(_) => {
+                        info!(job = %short(&lease.job_key), attempt = lease.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
+                        lock(&self.summary).completed += 1;
+                    }
+                    Err(status) => {
+                        warn!(job = %short(&lease.job_key), %status, "result refused");
+                        lock(&self.summary).abandoned += 1;
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                let kind = if error.retryable() { v1::FailureKind::Retryable } else { v1::FailureKind::Permanent };
+                self.fail(&lease, kind, error.to_string()).await;
+            }
+            Err(panic) => self.fail(&lease, v1::FailureKind::Retryable, format!("the job panicked: {panic}")).await,
+        }
+    }
+
+    async fn fail(&self, lease: &v1::JobLease, kind: v1::FailureKind, error: String) {
+        warn!(job = %short(&lease.job_key), attempt = lease.attempt, ?kind, %error, "job failed");
+        if kind != v1::FailureKind::Preempted {
+            lock(&self.summary).failed += 1;
+        }
+        let request = v1::ReportFailureRequest {
+            worker_id: self.id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+            kind: kind.into(),
+            error,
+        };
+        if let Err(status) = self.client.clone().report_failure(request).await {
+            warn!(job = %short(&lease.job_key), %status, "failure report refused");
+        }
+    }
+}
+
+fn short(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
+}
