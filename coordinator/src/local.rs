@@ -79,6 +79,7 @@ pub async fn run(
             capacity: 1,
             poll: Duration::from_secs(1),
             max_jobs: None,
+            fail_jobs: None,
         };
         workers.push(tokio::spawn(runtime::run(config, device.clone(), shutdown.child_token())));
     }

@@ -23,7 +23,7 @@ pub struct LineReport {
     pub window: u32,
     pub model: String,
     pub seed: u64,
-    /// Fixed cadences first, in spec order, then the adaptive policies, best first.
+    /// Fixed cadences first, in spec order, then the adaptive policies in grid order.
     pub schedules: Vec<ScheduleOutcome>,
 }
 
@@ -99,7 +99,8 @@ impl SweepReport {
             "window", "model", "schedule", "ΔP@K", "95% interval", "RankIC", "ICIR", "retrains"
         );
         for line in &self.lines {
-            let best_adaptive = line.schedules.iter().find(|s| s.adaptive);
+            let best_adaptive =
+                line.schedules.iter().filter(|s| s.adaptive).max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
             for schedule in line.schedules.iter().filter(|s| !s.adaptive).chain(best_adaptive) {
                 let interval = schedule
                     .delta_interval

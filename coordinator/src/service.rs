@@ -258,9 +258,11 @@ impl WorkerService for Workers {
             Ok(v1::FailureKind::Permanent) => FailureKind::Permanent,
             Ok(v1::FailureKind::Preempted) => FailureKind::Preempted,
             _ => {
-                return Err(
-                    invalid("kind", format!("must be retryable, permanent or preempted, got {}", request.kind)).into()
-                );
+                return Err(invalid(
+                    "kind",
+                    format!("must be retryable, permanent or preempted, got {}", request.kind),
+                )
+                .into());
             }
         };
         let error: String = request.error.chars().take(2_000).collect();

@@ -23,6 +23,7 @@ use wf_shared::DatasetHash;
 use wf_shared::plan::{Job, JobKey, plan_panel};
 use wf_shared::spec::SweepConfig;
 
+use crate::WorkerError;
 use crate::device::device_name;
 use crate::job::run_job;
 
@@ -39,6 +40,9 @@ pub struct RuntimeConfig {
     pub poll: Duration,
     /// Stop (and return) once this many jobs ended, for tests and benchmarks; `None` runs until shutdown.
     pub max_jobs: Option<usize>,
+    /// Fault injection for tests and drills: jobs whose key starts with this prefix
+    /// fail (retryably) instead of training. Set by `WF_FAULT_FAIL_JOBS`.
+    pub fail_jobs: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,7 @@ struct Worker {
     sweeps: Mutex<HashMap<String, Arc<SweepJobs>>>,
     summary: Mutex<RuntimeSummary>,
     jobs_ended: std::sync::atomic::AtomicUsize,
+    fail_jobs: Option<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,8 +92,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs a worker until `shutdown` (or `max_jobs`), then returns what it did.
-pub async fn run(config: RuntimeConfig, device: Device, shutdown: CancellationToken) -> Result<RuntimeSummary, RuntimeError> {
-    let endpoint = Channel::from_shared(config.coordinator.clone()).map_err(|_| RuntimeError::Address(config.coordinator.clone()))?;
+pub async fn run(
+    config: RuntimeConfig,
+    device: Device,
+    shutdown: CancellationToken,
+) -> Result<RuntimeSummary, RuntimeError> {
+    let endpoint = Channel::from_shared(config.coordinator.clone())
+        .map_err(|_| RuntimeError::Address(config.coordinator.clone()))?;
     let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy();
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let registration = v1::RegisterWorkerRequest {
@@ -116,6 +126,7 @@ pub async fn run(config: RuntimeConfig, device: Device, shutdown: CancellationTo
         sweeps: Mutex::default(),
         summary: Mutex::default(),
         jobs_ended: Default::default(),
+        fail_jobs: config.fail_jobs.clone().filter(|prefix| !prefix.is_empty()),
     });
     let stop = shutdown.child_token();
     let mut slots = Vec::new();
@@ -154,7 +165,12 @@ where
 }
 
 impl Worker {
-    async fn lease_loop(self: &Arc<Self>, config: &RuntimeConfig, stop: &CancellationToken, shutdown: &CancellationToken) {
+    async fn lease_loop(
+        self: &Arc<Self>,
+        config: &RuntimeConfig,
+        stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) {
         let wait_ms = u32::try_from(config.poll.as_millis()).unwrap_or(u32::MAX);
         while !stop.is_cancelled() {
             let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
@@ -190,7 +206,8 @@ impl Worker {
         let sweep = match cached {
             Some(sweep) => sweep,
             None => {
-                let config = SweepConfig::from_toml(&lease.spec_toml).map_err(|e| permanent(format!("sweep spec: {e}")))?;
+                let config =
+                    SweepConfig::from_toml(&lease.spec_toml).map_err(|e| permanent(format!("sweep spec: {e}")))?;
                 let dataset_ref: wf_shared::DatasetRef = lease
                     .dataset
                     .clone()
@@ -248,7 +265,11 @@ impl Worker {
             }
         };
         let device = self.device.clone();
+        let injected = self.fail_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
         let mut task = tokio::task::spawn_blocking(move || {
+            if injected {
+                return Err(WorkerError::Device("injected failure (WF_FAULT_FAIL_JOBS)".into()));
+            }
             run_job(&sweep.dataset.panel, &sweep.config, &job, &device).map(|output| output.result())
         });
         let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));

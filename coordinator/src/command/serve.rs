@@ -55,7 +55,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         };
         let store: Arc<dyn JobStore> = match &args.redis {
             Some(url) => Arc::new(
-                RedisJobStore::connect(url, &args.queue, policy).await.with_context(|| format!("cannot use redis {url}"))?,
+                RedisJobStore::connect(url, &args.queue, policy)
+                    .await
+                    .with_context(|| format!("cannot use redis {url}"))?,
             ),
             None => {
                 warn!("no --redis: jobs live in memory and a restart loses them");
@@ -70,8 +72,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let config = SchedulerConfig { lease_ms: args.lease_ms.max(100), data_roots, ..SchedulerConfig::default() };
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
-        let listener =
-            tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
         // The one line scripts and tests wait for.
         println!("listening on {address}");
@@ -88,7 +91,9 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
     runtime()?.block_on(async move {
         let name = args.name.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim().chars().take(40).collect::<String>(), std::process::id()).trim_start_matches('-').to_string()
+            format!("{}-{}", host.trim().chars().take(40).collect::<String>(), std::process::id())
+                .trim_start_matches('-')
+                .to_string()
         });
         let config = RuntimeConfig {
             coordinator: args.coordinator.clone(),
@@ -96,6 +101,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             capacity: args.capacity.max(1),
             poll: Duration::from_secs(5),
             max_jobs: args.max_jobs,
+            fail_jobs: std::env::var("WF_FAULT_FAIL_JOBS").ok(),
         };
         let shutdown = shutdown_on_signals();
         let grace = Duration::from_secs(args.grace_seconds);

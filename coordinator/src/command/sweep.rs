@@ -49,11 +49,8 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<Outcome> {
     let spec = std::fs::read_to_string(&args.spec).with_context(|| format!("cannot read {}", args.spec.display()))?;
     runtime()?.block_on(async move {
         let mut client = connect(&args.connect).await?;
-        let response = client
-            .submit_sweep(v1::SubmitSweepRequest { spec_toml: spec })
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let response =
+            client.submit_sweep(v1::SubmitSweepRequest { spec_toml: spec }).await.map_err(status_error)?.into_inner();
         eprintln!(
             "{} distinct trainings ({} by window x cadence), {} already computed or queued",
             response.jobs, response.jobs_before_dedup, response.reused

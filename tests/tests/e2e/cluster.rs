@@ -1,0 +1,299 @@
+//! The distributed system end to end: a real `redis-server`, a `wf coordinator`
+//! process and `wf worker` processes on real sockets, on a small synthetic market.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wf_coordinator::testing::RedisServer;
+use wf_tests::{Process, free_port, wait_until, wf_in};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A small sweep: 60 stocks, one window, monthly and quarterly retraining.
+fn spec(cadences: &str, epochs: u32) -> String {
+    format!(
+        r#"name = "e2e"
+
+[dataset]
+panel = "synth:stocks=60,days=400,seed=3"
+
+[evaluation]
+start = 2021-08-02
+end = 2022-01-31
+
+[plan]
+train_windows = [126]
+cadences = [{cadences}]
+horizons = [5]
+primary_horizon = 5
+embargo = 0
+max_age = 42
+
+[metrics]
+k = 10
+bootstrap_samples = 100
+bootstrap_seed = 1
+
+[[models]]
+name = "mlp"
+kind = "mlp"
+seeds = [0]
+params = {{ hidden = [32], epochs = {epochs} }}
+"#
+    )
+}
+
+/// Redis, a coordinator and its artifact directory, in a temporary directory.
+struct Cluster {
+    redis: RedisServer,
+    dir: tempfile::TempDir,
+    port: u16,
+    coordinator: Option<Process>,
+}
+
+impl Cluster {
+    fn start(lease_ms: u32) -> Self {
+        let redis = RedisServer::start().expect("redis-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = Self { redis, dir, port: free_port(), coordinator: None };
+        cluster.start_coordinator(lease_ms);
+        cluster
+    }
+
+    fn start_coordinator(&mut self, lease_ms: u32) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let lease = lease_ms.to_string();
+        let args = [
+            "coordinator",
+            "--listen",
+            &listen,
+            "--redis",
+            &self.redis.url(),
+            "--artifacts",
+            "artifacts",
+            "--lease-ms",
+            &lease,
+            "--backoff-ms",
+            "200",
+            "--max-attempts",
+            "3",
+        ];
+        let process = Process::start(self.dir.path(), &args, &[]);
+        wait_until("the coordinator listens", LIMIT, || process.stdout().contains("listening on"));
+        self.coordinator = Some(process);
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn worker(&self, env: &[(&str, &str)]) -> Process {
+        Process::start(self.dir.path(), &["worker", "--coordinator", &self.url(), "--device", "cpu"], env)
+    }
+
+    fn write_spec(&self, text: &str) -> String {
+        std::fs::write(self.dir.path().join("spec.toml"), text).expect("write spec");
+        "spec.toml".into()
+    }
+
+    fn wf(&self, args: &[&str]) -> wf_tests::Run {
+        let mut all: Vec<&str> = args.to_vec();
+        let url = self.url();
+        all.extend(["--coordinator", &url]);
+        wf_in(self.dir.path(), &all, LIMIT)
+    }
+
+    fn submit(&self, spec: &str) -> String {
+        let file = self.write_spec(spec);
+        let run = self.wf(&["submit", &file]);
+        assert!(run.succeeded(), "submit failed: {}", run.stderr);
+        run.stdout.trim().to_string()
+    }
+
+    /// Job states as stored in Redis (JSON of `JobState`).
+    fn job_states(&self) -> Vec<Value> {
+        let client = redis::Client::open(self.redis.url()).expect("redis url");
+        let mut connection = client.get_connection().expect("redis connection");
+        let states: Vec<String> =
+            redis::cmd("HVALS").arg("wf:{default}:jobs").query(&mut connection).expect("HVALS jobs");
+        states.iter().map(|s| serde_json::from_str(s).expect("state JSON")).collect()
+    }
+
+    fn phases(&self, phase: &str) -> usize {
+        self.job_states().iter().filter(|s| s["phase"]["phase"] == phase).count()
+    }
+
+    fn finished(&self, id: &str) -> bool {
+        let run = self.wf(&["status", id]);
+        run.stdout.contains(" finished")
+    }
+
+    fn results(&self) -> Vec<std::path::PathBuf> {
+        let dir = self.dir.path().join("artifacts/results");
+        std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
+    }
+
+    fn report(&self, id: &str) -> Value {
+        let run = self.wf(&["report", id, "--json"]);
+        assert!(run.succeeded(), "report failed: {}", run.stderr);
+        serde_json::from_str(&run.stdout).expect("report JSON")
+    }
+}
+
+/// (line, schedule) → (mean ΔP@K, mean RankIC, retrains): what must not depend on where jobs ran.
+fn schedule_figures(report: &Value) -> Vec<(String, f64, f64, usize)> {
+    let mut figures = Vec::new();
+    for line in report["lines"].as_array().expect("lines") {
+        for schedule in line["schedules"].as_array().expect("schedules") {
+            figures.push((
+                format!("{} {} {}", line["window"], line["model"], schedule["name"]),
+                schedule["delta"]["mean"].as_f64().expect("delta mean"),
+                schedule["rank_ic"]["mean"].as_f64().unwrap_or(f64::NAN),
+                schedule["retrain_days"].as_array().expect("retrain days").len(),
+            ));
+        }
+    }
+    figures
+}
+
+#[test]
+fn sweep_over_redis_with_two_worker_processes_matches_wf_run() {
+    let cluster = Cluster::start(5_000);
+    let _workers = [cluster.worker(&[]), cluster.worker(&[])];
+    let text = spec("\"monthly\", \"quarterly\"", 8);
+    let id = cluster.submit(&text);
+    let watched = cluster.wf(&["status", &id, "--watch"]);
+    assert!(watched.stdout.contains(" finished"), "watch ended without finishing: {}", watched.stdout);
+    let distributed = cluster.report(&id);
+    assert_eq!(distributed["results"], 6);
+    assert_eq!(distributed["missing"].as_array().map(Vec::len), Some(0));
+
+    let local_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(local_dir.path().join("spec.toml"), &text).expect("spec");
+    let local = wf_in(local_dir.path(), &["run", "spec.toml", "--workers", "2", "--json"], LIMIT);
+    assert!(local.succeeded(), "wf run failed: {}", local.stderr);
+    let local: Value = serde_json::from_str(&local.stdout).expect("wf run JSON");
+    let (a, b) = (schedule_figures(&distributed), schedule_figures(&local));
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() < 1e-12 && (x.3 == y.3), "{x:?} differs from wf run's {y:?}");
+    }
+    // Every job was committed exactly once, by attempt 1.
+    assert_eq!(cluster.results().len(), 6);
+    assert!(cluster.job_states().iter().all(|s| s["attempts_made"] == 1 && s["phase"]["phase"] == "succeeded"));
+}
+
+#[test]
+fn killed_worker_job_is_released_with_next_attempt_and_committed_once() {
+    let cluster = Cluster::start(1_500);
+    let victim = cluster.worker(&[]);
+    let id = cluster.submit(&spec("\"weekly\"", 60));
+    wait_until("the worker holds a lease", LIMIT, || cluster.phases("leased") == 1);
+    victim.signal("KILL");
+    let _rescuer = cluster.worker(&[]);
+    wait_until("the sweep finishes", LIMIT, || cluster.finished(&id));
+    let states = cluster.job_states();
+    let retried: Vec<&Value> = states.iter().filter(|s| s["attempts_made"] == 2).collect();
+    assert_eq!(retried.len(), 1, "exactly the killed worker's job is retried: {states:?}");
+    assert_eq!(retried[0]["failures"], 1);
+    assert_eq!(retried[0]["phase"]["phase"], "succeeded");
+    assert!(states.iter().all(|s| s["phase"]["phase"] == "succeeded"));
+    assert_eq!(cluster.results().len(), states.len(), "one result file per job");
+}
+
+#[test]
+fn stale_worker_report_is_rejected_and_the_committed_result_is_unchanged() {
+    let cluster = Cluster::start(1_500);
+    let sleeper = cluster.worker(&[]);
+    let id = cluster.submit(&spec("\"quarterly\"", 200));
+    wait_until("the worker holds a lease", LIMIT, || cluster.phases("leased") == 1);
+    sleeper.signal("STOP");
+    let rescuer = cluster.worker(&[]);
+    wait_until("the sweep finishes elsewhere", LIMIT, || cluster.finished(&id));
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> =
+        cluster.results().into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("result"))).collect();
+    sleeper.signal("CONT");
+    wait_until("the stale worker is turned away", LIMIT, || {
+        let log = sleeper.stderr();
+        log.contains("lease lost") || log.contains("result refused")
+    });
+    let after: Vec<(std::path::PathBuf, Vec<u8>)> =
+        cluster.results().into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("result"))).collect();
+    assert_eq!(before, after, "a stale report changed a committed result");
+    assert!(cluster.job_states().iter().all(|s| s["phase"]["phase"] == "succeeded"));
+    assert!(rescuer.stderr().contains("job done"));
+}
+
+#[test]
+fn coordinator_restart_mid_sweep_completes_the_sweep() {
+    let mut cluster = Cluster::start(3_000);
+    let _workers = [cluster.worker(&[]), cluster.worker(&[])];
+    let id = cluster.submit(&spec("\"weekly\"", 30));
+    wait_until("some jobs are done", LIMIT, || cluster.phases("succeeded") >= 2);
+    cluster.coordinator.take().expect("coordinator").signal("KILL");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.start_coordinator(3_000);
+    wait_until("the sweep finishes after the restart", LIMIT, || cluster.finished(&id));
+    let states = cluster.job_states();
+    assert!(states.iter().all(|s| s["phase"]["phase"] == "succeeded"), "{states:?}");
+    assert_eq!(cluster.results().len(), states.len());
+    assert_eq!(cluster.report(&id)["missing"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn always_failing_job_is_dead_lettered_after_max_attempts_while_others_complete() {
+    let cluster = Cluster::start(5_000);
+    let id = cluster.submit(&spec("\"monthly\"", 5));
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(cluster.dir.path().join(format!("artifacts/sweeps/{id}/manifest.json"))).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let doomed = manifest["jobs"][2]["key"].as_str().expect("job key").to_string();
+    let _worker = cluster.worker(&[("WF_FAULT_FAIL_JOBS", &doomed)]);
+    wait_until("every job ends", LIMIT, || cluster.finished(&id));
+    let status = cluster.wf(&["status", &id]);
+    assert!(status.stdout.contains("finished with failures"), "{}", status.stdout);
+    let states = cluster.job_states();
+    let dead: Vec<&Value> = states.iter().filter(|s| s["phase"]["phase"] == "dead_lettered").collect();
+    assert_eq!(dead.len(), 1, "{states:?}");
+    assert_eq!(dead[0]["failures"], 3);
+    assert_eq!(dead[0]["attempts_made"], 3);
+    assert!(dead[0]["last_error"].as_str().is_some_and(|e| e.contains("injected failure")));
+    assert_eq!(cluster.phases("succeeded"), states.len() - 1);
+    // The report is still built, and says what is missing.
+    let report = cluster.report(&id);
+    assert_eq!(report["missing"], serde_json::json!([doomed]));
+}
+
+#[test]
+fn invalid_spec_is_refused_naming_the_field_and_queues_nothing() {
+    let cluster = Cluster::start(5_000);
+    let bad = spec("\"monthly\"", 5).replace("k = 10", "k = 0");
+    let file = cluster.write_spec(&bad);
+    let run = cluster.wf(&["submit", &file]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("metrics.k"), "the error names the field: {}", run.stderr);
+    let listed = cluster.wf(&["list"]);
+    assert!(listed.stdout.trim().is_empty() && listed.stderr.contains("no sweeps"), "{listed:?}");
+    assert!(cluster.job_states().is_empty());
+}
+
+#[test]
+fn cancel_stops_the_sweep() {
+    let cluster = Cluster::start(5_000);
+    let id = cluster.submit(&spec("\"weekly\"", 5));
+    let cancelled = cluster.wf(&["cancel", &id]);
+    assert!(cancelled.succeeded() && cancelled.stdout.contains("cancelled"), "{cancelled:?}");
+    let total = cluster.job_states().len();
+    assert!(total > 0);
+    assert_eq!(cluster.phases("cancelled"), total);
+    // A worker finds nothing to lease.
+    let mut worker = cluster.worker(&[]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    worker.signal("TERM");
+    assert_eq!(worker.wait(Duration::from_secs(20)), Some(0));
+    assert!(worker.stderr().contains("0 completed"), "{}", worker.stderr());
+    assert!(cluster.results().is_empty());
+}
