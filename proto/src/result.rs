@@ -164,7 +164,7 @@ mod tests {
                 device: "cpu".into(),
                 ..Default::default()
             },
-            ages: vec![Some(day.clone()), None, Some(DayMetrics { rank_ic: Some(0.12), ..day })],
+            ages: vec![Some(day), None, Some(DayMetrics { rank_ic: Some(0.12), ..day })],
             drift: DriftPath { training: vec![[1; BINS], [2; BINS]], days: vec![vec![[3; BINS], [4; BINS]]; 3] },
         }
     }
