@@ -1,0 +1,134 @@
+//! Scheduler tests with the in-memory store and a manual clock: real planning and real
+//! (small) trainings, no network.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use wf_proto::v1;
+use wf_shared::job::RetryPolicy;
+
+use super::*;
+use crate::store::MemoryJobStore;
+
+#[derive(Debug)]
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> UnixMs {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+const SPEC: &str = r#"
+name = "scheduler"
+[dataset]
+panel = "synth:stocks=40,days=400,seed=5"
+[evaluation]
+start = 2021-08-02
+end = 2021-12-31
+[plan]
+train_windows = [126]
+cadences = ["monthly", "quarterly"]
+horizons = [5]
+primary_horizon = 5
+max_age = 21
+embargo = 0
+[metrics]
+k = 8
+bootstrap_samples = 50
+bootstrap_seed = 1
+[[models]]
+name = "linear"
+kind = "linear"
+seeds = [0]
+params = { epochs = 3 }
+"#;
+
+fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler {
+    let store =
+        Arc::new(MemoryJobStore::new(RetryPolicy { max_attempts: 2, backoff_base_ms: 100, backoff_cap_ms: 100 }));
+    let artifacts = ArtifactStore::open(&artifacts.display().to_string()).expect("artifacts");
+    let config = SchedulerConfig { lease_ms: 1_000, poll_ms: 10, data_roots: Vec::new() };
+    Scheduler::new(store, artifacts, clock, config)
+}
+
+/// Trains a leased job in this thread, as a worker would.
+fn compute(lease: &JobLease) -> v1::JobResult {
+    let config = SweepConfig::from_toml(&lease.spec_toml).expect("spec");
+    let dataset = load_dataset(&lease.dataset.uri, &config.horizons).expect("dataset");
+    let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).expect("plan");
+    let job = plan.jobs.iter().find(|job| job.key == lease.lease.key).expect("job in plan");
+    let output = wf_worker::job::run_job(&dataset.panel, &config, job, &candle_core::Device::Cpu).expect("job runs");
+    output.result().into()
+}
+
+#[tokio::test]
+async fn a_resubmitted_sweep_reuses_every_committed_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler(dir.path(), clock.clone());
+    let first = scheduler.submit(SPEC).await.expect("submit");
+    assert!(first.jobs > 0 && first.reused == 0);
+    let id: SweepId = first.progress.sweep_id.parse().expect("id");
+    while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
+        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+    }
+    let done = scheduler.progress(&id).await.expect("progress");
+    assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, first.jobs));
+    let report = scheduler.report(&id).await.expect("report");
+    assert!(report.missing.is_empty() && report.results as u64 == first.jobs);
+
+    // A fresh coordinator (empty job store) on the same artifacts trains nothing again.
+    let again = self::scheduler(dir.path(), clock);
+    let second = again.submit(SPEC).await.expect("resubmit");
+    assert_eq!(second.reused, second.jobs);
+    assert_eq!(second.progress.status, SweepStatus::Finished);
+    assert!(again.lease("w", Duration::ZERO).await.expect("lease").is_none());
+    let id: SweepId = second.progress.sweep_id.parse().expect("id");
+    let replayed = again.report(&id).await.expect("report");
+    assert_eq!(serde_json::to_value(&replayed.lines).ok(), serde_json::to_value(&report.lines).ok());
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_released_and_its_late_result_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler(dir.path(), clock.clone());
+    scheduler.submit(SPEC).await.expect("submit");
+    let first = scheduler.lease("slow", Duration::ZERO).await.expect("lease").expect("a job");
+    let result = compute(&first);
+    clock.0.fetch_add(1_000, Ordering::SeqCst);
+    let reaped = scheduler.store().reap(clock.now_ms()).await.expect("reap");
+    assert_eq!(reaped, vec![first.lease.key]);
+    clock.0.fetch_add(100, Ordering::SeqCst);
+    let mut second = scheduler.lease("fast", Duration::ZERO).await.expect("lease").expect("a job");
+    while second.lease.key != first.lease.key {
+        scheduler.report_result(&second.lease.key, second.lease.attempt, compute(&second)).await.expect("commit");
+        second = scheduler.lease("fast", Duration::ZERO).await.expect("lease").expect("the released job");
+    }
+    assert_eq!(second.lease.attempt, 2);
+    let late = scheduler.report_result(&first.lease.key, 1, result.clone()).await;
+    assert!(matches!(late, Err(SchedulerError::LeaseLost(_))), "{late:?}");
+    assert!(!scheduler.artifacts().has_result(&first.lease.key).await.expect("head"), "a stale result was written");
+    let beat = scheduler.heartbeat(&first.lease.key, 1).await;
+    assert!(matches!(beat, Err(SchedulerError::LeaseLost(_))), "{beat:?}");
+    scheduler.report_result(&second.lease.key, 2, result).await.expect("current attempt commits");
+    assert!(scheduler.artifacts().has_result(&first.lease.key).await.expect("head"));
+}
+
+#[tokio::test]
+async fn invalid_specs_name_the_field_and_queue_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scheduler = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(0))));
+    let bad = SPEC.replace("params = { epochs = 3 }", "params = { epochs = -3 }");
+    let Err(SchedulerError::InvalidSpec(errors)) = scheduler.submit(&bad).await else { panic!("accepted a bad spec") };
+    assert!(errors.fields().iter().any(|f| f.starts_with("models[0].params")), "{errors}");
+    let Err(SchedulerError::InvalidSpec(errors)) = scheduler.submit(&SPEC.replace("max_age = 21", "max_age = 0")).await
+    else {
+        panic!("accepted max_age 0")
+    };
+    assert_eq!(errors.fields(), vec!["plan.max_age"]);
+    assert!(scheduler.list().await.expect("list").is_empty());
+    assert_eq!(scheduler.store().depth().await.expect("depth").queued, 0);
+}
