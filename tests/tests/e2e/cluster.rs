@@ -187,7 +187,7 @@ fn sweep_over_redis_with_two_worker_processes_matches_wf_run() {
 
 #[test]
 fn killed_worker_job_is_released_with_next_attempt_and_committed_once() {
-    let cluster = Cluster::start(1_500);
+    let cluster = Cluster::start(2_500);
     let victim = cluster.worker(&[]);
     let id = cluster.submit(&spec("\"weekly\"", 60));
     wait_until("the worker holds a lease", LIMIT, || cluster.phases("leased") == 1);
