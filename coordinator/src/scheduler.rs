@@ -21,7 +21,7 @@ use wf_shared::DatasetRef;
 use wf_shared::age::{AgeMatrix, JobResult, ModelRun};
 use wf_shared::job::{FailureKind, Phase, SweepId, TransitionError, UnixMs};
 use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
-use wf_shared::spec::{SpecError, SpecErrors, SweepConfig};
+use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
 use crate::report::{self, SweepReport};
@@ -242,17 +242,7 @@ impl Scheduler {
 
     /// Validates `config` (models included) and plans it on its dataset.
     async fn plan(&self, config: &SweepConfig) -> Result<(Arc<Dataset>, Plan), SchedulerError> {
-        let model_errors: Vec<SpecError> = config
-            .models
-            .iter()
-            .enumerate()
-            .filter_map(|(index, model)| {
-                wf_worker::model::ModelSpec::from_config(index, model, config.horizons.len()).err()
-            })
-            .collect();
-        if !model_errors.is_empty() {
-            return Err(SchedulerError::InvalidSpec(SpecErrors(model_errors)));
-        }
+        wf_worker::model::check_models(config).map_err(SchedulerError::InvalidSpec)?;
         let dataset = self.dataset(&config.panel, &config.horizons).await?;
         let plan = plan_panel(config, &dataset.panel, dataset.content_hash).map_err(SchedulerError::InvalidSpec)?;
         Ok((dataset, plan))
@@ -428,7 +418,8 @@ impl Scheduler {
 
     /// Commits a job's result: only the current attempt may, and only once.
     pub async fn report_result(&self, key: &JobKey, attempt: u32, result: v1::JobResult) -> Result<(), SchedulerError> {
-        let validated = JobResult::try_from(result.clone())?;
+        let bytes = Bytes::from(result.encode_to_vec());
+        JobResult::try_from(result)?;
         let record = self.store.job(key).await?.ok_or_else(|| SchedulerError::UnknownJob(key.short()))?;
         let state = record.state;
         let duplicate = matches!(state.phase, Phase::Succeeded { .. }) && state.attempts_made == attempt;
@@ -438,8 +429,7 @@ impl Scheduler {
             warn!(job = %key.short(), attempt, "stale result rejected");
             return Err(SchedulerError::LeaseLost(error));
         }
-        let written =
-            self.artifacts.put_result(key, Bytes::from(v1::JobResult::from(validated).encode_to_vec())).await?;
+        let written = self.artifacts.put_result(key, bytes).await?;
         self.store.complete(key, attempt, self.clock.now_ms()).await?;
         info!(job = %key.short(), attempt, written, "result committed");
         self.changed();

@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 use wf_shared::Panel;
-use wf_shared::age::{JobResult, ModelRun, TrainingSummary};
+use wf_shared::age::{JobResult, TrainingSummary};
 use wf_shared::drift::DriftPath;
 use wf_shared::metric::{DayMetrics, day_metrics};
 use wf_shared::plan::Job;
@@ -50,11 +50,6 @@ impl JobOutput {
             ages: self.ages.clone(),
             drift: self.drift.clone(),
         }
-    }
-
-    /// The job's row of the age matrix.
-    pub fn model_run(&self, job: &Job) -> ModelRun {
-        ModelRun::of_job(job, self.result())
     }
 }
 

@@ -35,18 +35,8 @@ pub fn read_spec(path: &std::path::Path) -> anyhow::Result<SweepConfig> {
 /// Plans a validated sweep on its loaded dataset; model hyperparameters are checked
 /// here too, by the models library.
 pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Plan> {
-    let problems: Vec<String> = config
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(index, model)| {
-            wf_worker::model::ModelSpec::from_config(index, model, config.horizons.len()).err()
-        })
-        .map(|error| error.to_string())
-        .collect();
-    if !problems.is_empty() {
-        anyhow::bail!("invalid sweep spec {}: {}", config.name, problems.join("; "));
-    }
+    wf_worker::model::check_models(config)
+        .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", config.name))?;
     plan_panel(config, &dataset.panel, dataset.content_hash)
         .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
 }

@@ -21,7 +21,7 @@ use rand_distr::{Distribution, Uniform};
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use patchtst::{PatchTst, PatchTstShape};
-pub use spec::{Activation, ModelSpec, TrainParams};
+pub use spec::{Activation, ModelSpec, TrainParams, check_models};
 
 /// Whether a forward pass trains (dropout on, with its random masks) or evaluates.
 #[derive(Debug)]

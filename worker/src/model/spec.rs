@@ -2,7 +2,7 @@
 //! out-of-range parameters are refused naming `models[i].params.<name>`.
 
 use serde::{Deserialize, Serialize};
-use wf_shared::spec::{ModelConfig, ModelKind, SpecError};
+use wf_shared::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,6 +128,17 @@ fn check_absent(
         check(!given, name, &format!("not a parameter of {kind} models"))?;
     }
     Ok(())
+}
+
+/// Checks every model of a sweep; all problems at once, each naming its field.
+pub fn check_models(config: &SweepConfig) -> Result<(), SpecErrors> {
+    let errors: Vec<SpecError> = config
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(index, model)| ModelSpec::from_config(index, model, config.horizons.len()).err())
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(SpecErrors(errors)) }
 }
 
 impl ModelSpec {
