@@ -89,7 +89,7 @@ pub fn build(
 impl SweepReport {
     /// The compact summary `wf run` prints: per window × model × fixed cadence, mean
     /// ΔP@K with its interval, RankIC, ICIR and retrains; then each line's best adaptive
-    /// policy.
+    /// policy among those scored on as many days as the fixed cadences.
     pub fn summary_table(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
@@ -99,8 +99,14 @@ impl SweepReport {
             "window", "model", "schedule", "ΔP@K", "95% interval", "RankIC", "ICIR", "retrains"
         );
         for line in &self.lines {
-            let best_adaptive =
-                line.schedules.iter().filter(|s| s.adaptive).max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
+            // A policy that lets its model age past max_age has unscored days; its mean over
+            // fewer (earlier) days is not comparable, so only full-coverage policies compete.
+            let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
+            let best_adaptive = line
+                .schedules
+                .iter()
+                .filter(|s| s.adaptive && s.delta.n >= covered)
+                .max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
             for schedule in line.schedules.iter().filter(|s| !s.adaptive).chain(best_adaptive) {
                 let interval = schedule
                     .delta_interval
@@ -141,4 +147,54 @@ fn truncate(text: &str, width: usize) -> String {
     let mut short: String = text.chars().take(width - 1).collect();
     short.push('…');
     short
+}
+
+#[cfg(test)]
+mod tests {
+    use wf_shared::metric::Summary;
+
+    use super::*;
+
+    fn schedule(name: &str, adaptive: bool, deltas: &[f64]) -> ScheduleOutcome {
+        ScheduleOutcome {
+            line: Line { window: 126, model: 0, seed: 0 },
+            name: name.into(),
+            adaptive,
+            retrain_days: vec![0],
+            train_seconds: 1.0,
+            delta: Summary::of(deltas),
+            delta_interval: None,
+            rank_ic: Summary::of(deltas),
+            difference_vs_best_fixed: None,
+            on_frontier: false,
+        }
+    }
+
+    #[test]
+    fn the_best_adaptive_policy_is_chosen_among_those_scored_on_every_day() {
+        let report = SweepReport {
+            sweep_id: "sw-000000000001".into(),
+            name: "t".into(),
+            dataset_hash: String::new(),
+            horizon: 5,
+            k: TopK::Count(10),
+            jobs: 3,
+            results: 3,
+            missing: Vec::new(),
+            decay: Vec::new(),
+            lines: vec![LineReport {
+                window: 126,
+                model: "mlp".into(),
+                seed: 0,
+                schedules: vec![
+                    schedule("weekly", false, &[0.02; 100]),
+                    schedule("full coverage", true, &[0.03; 100]),
+                    schedule("aged out early", true, &[0.09; 20]),
+                ],
+            }],
+        };
+        let table = report.summary_table();
+        assert!(table.contains("best adaptive: full coverage"), "{table}");
+        assert!(!table.contains("aged out early"), "{table}");
+    }
 }
