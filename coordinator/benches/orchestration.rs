@@ -1,0 +1,222 @@
+//! Orchestration overhead: jobs per second through the coordinator with a no-op trainer.
+//!
+//! A real coordinator (the `wf coordinator` server code: tonic over a loopback TCP socket,
+//! the scheduler, the artifact store in a temporary directory) and a real
+//! `redis-server` started here. N worker connections (one HTTP/2 connection each) loop
+//! LeaseJob → ReportResult with a ready-made result of a realistic size (63 scored ages,
+//! drift of 12 features), so what is measured is everything but training: the RPCs, the
+//! Lua transitions, the fenced result check and the create-only result write. The
+//! in-memory store runs in the same process as the reference.
+//!
+//! `cargo bench -p wf-coordinator --bench orchestration [-- --jobs N]`
+//!
+//! Prints jobs/s and the lease→report round trip (LeaseJob sent → ReportResult answered)
+//! p50/p99 at 1, 2, 4 and 8 connections. Target (ISSUE 5): ≥ 5,000 jobs/s, p99 < 5 ms.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use wf_coordinator::store::{JobStore, MemoryJobStore, RedisJobStore, SweepRecord};
+use wf_coordinator::testing::RedisServer;
+use wf_proto::v1;
+use wf_proto::v1::worker_service_client::WorkerServiceClient;
+use wf_shared::DatasetRef;
+use wf_shared::job::{RetryPolicy, SweepId};
+use wf_shared::plan::JobKey;
+
+const CONNECTIONS: [usize; 4] = [1, 2, 4, 8];
+const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000, backoff_cap_ms: 60_000 };
+
+type Outcome<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What one level measured.
+struct Level {
+    jobs: usize,
+    seconds: f64,
+    round_trips: Vec<Duration>,
+}
+
+impl Level {
+    fn percentile(&self, p: f64) -> f64 {
+        let index = ((self.round_trips.len() as f64 - 1.0) * p).round() as usize;
+        self.round_trips.get(index).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    }
+}
+
+/// A result as a worker would report it, with metrics at 63 ages and drift of 12 features.
+fn noop_result(seed: u32) -> v1::JobResult {
+    let bins = |offset: u32| v1::Bins { counts: (0..10).map(|b| 90 + (b * 7 + offset + seed) % 23).collect() };
+    v1::JobResult {
+        training: Some(v1::TrainingSummary {
+            epochs: 1,
+            best_epoch: 1,
+            best_validation_loss: 0.5,
+            seconds: 0.0,
+            device: "noop".into(),
+            training_days: 252,
+            validation_days: 25,
+        }),
+        ages: (0..63)
+            .map(|age| v1::AgeMetrics {
+                scored: true,
+                p_at_k: 0.1 + f64::from(age % 7) * 0.01,
+                base_rate: 0.1,
+                rank_ic: Some(0.02),
+                spread: 0.001,
+                top_k_mean: 0.002,
+                stocks: 1000,
+                k: 100,
+            })
+            .collect(),
+        drift: Some(v1::Drift {
+            training: (0..12).map(bins).collect(),
+            days: (0..63).map(|day| v1::DriftDay { features: (0..12).map(|f| bins(f + day)).collect() }).collect(),
+        }),
+    }
+}
+
+fn job_keys(run: u64, count: usize) -> Vec<JobKey> {
+    (0..count as u64)
+        .map(|n| {
+            let hex = format!("{:016x}{:048x}", run, n);
+            JobKey::try_from(hex).unwrap_or_else(|_| unreachable!("64 hex digits are a valid key"))
+        })
+        .collect()
+}
+
+/// Queues `count` jobs of one sweep in `store`.
+async fn queue(store: &Arc<dyn JobStore>, run: u64, count: usize) -> Outcome<()> {
+    let id = SweepId::from_entropy(run);
+    let keys = job_keys(run, count);
+    let record = SweepRecord {
+        id: id.clone(),
+        name: format!("bench-{run}"),
+        spec_toml: include_str!("../../configs/quickstart.toml").to_string(),
+        dataset: DatasetRef { uri: "synth:bench".into(), content_hash: wf_shared::DatasetHash::from_bytes([7; 32]) },
+        jobs: keys.clone(),
+        precomputed: Vec::new(),
+        jobs_before_dedup: count as u64,
+        submitted_at: 0,
+        cancelled: false,
+    };
+    store.put_sweep(&record).await?;
+    let now = chrono::Utc::now().timestamp_millis() - 1;
+    store.enqueue(&id, &keys, now).await?;
+    Ok(())
+}
+
+/// One worker connection: lease and report until the queue is empty.
+async fn worker(address: String, name: String) -> Outcome<Vec<Duration>> {
+    let mut client = WorkerServiceClient::connect(address).await?.max_decoding_message_size(64 << 20);
+    let worker_id = client
+        .register_worker(v1::RegisterWorkerRequest {
+            protocol_version: wf_proto::PROTOCOL_VERSION,
+            name,
+            device: "noop".into(),
+            capacity: 1,
+        })
+        .await?
+        .into_inner()
+        .worker_id;
+    let mut round_trips = Vec::new();
+    let mut n = 0;
+    loop {
+        let started = Instant::now();
+        let leased = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await?;
+        let Some(lease) = leased.into_inner().lease else { return Ok(round_trips) };
+        n += 1;
+        client
+            .report_result(v1::ReportResultRequest {
+                worker_id: worker_id.clone(),
+                job_key: lease.job_key,
+                attempt: lease.attempt,
+                result: Some(noop_result(n)),
+            })
+            .await?;
+        round_trips.push(started.elapsed());
+    }
+}
+
+/// Serves a fresh scheduler over `store`, queues `jobs` and drains them with `connections`.
+async fn level(store: Arc<dyn JobStore>, run: u64, jobs: usize, connections: usize) -> Outcome<Level> {
+    let dir = tempfile::tempdir()?;
+    let artifacts = ArtifactStore::open(&dir.path().display().to_string())?;
+    let config = SchedulerConfig { lease_ms: 30_000, ..SchedulerConfig::default() };
+    let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts, Arc::new(SystemClock), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(wf_coordinator::server::serve(scheduler, listener, shutdown.clone()));
+    queue(&store, run, jobs).await?;
+
+    let started = Instant::now();
+    let workers: Vec<_> =
+        (0..connections).map(|c| tokio::spawn(worker(address.clone(), format!("bench-{run}-{c}")))).collect();
+    let mut round_trips = Vec::with_capacity(jobs);
+    for handle in workers {
+        round_trips.extend(handle.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    server.await??;
+    if round_trips.len() != jobs {
+        return Err(format!("{} of {jobs} jobs were reported", round_trips.len()).into());
+    }
+    let depth = store.depth().await?;
+    if depth.queued + depth.leased != 0 {
+        return Err(format!("jobs left behind: {depth:?}").into());
+    }
+    round_trips.sort();
+    Ok(Level { jobs, seconds, round_trips })
+}
+
+fn jobs_from_args() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == "--jobs").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(4_000)
+}
+
+fn main() -> Outcome<()> {
+    let jobs = jobs_from_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let redis = RedisServer::start()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("orchestration overhead, no-op trainer: {jobs} jobs per level, {cores} cores");
+    println!("(coordinator, redis-server and the workers share this machine)");
+    println!();
+    println!("{:<8} {:>11} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10}", "", "", "redis", "", "", "memory", "", "");
+    println!(
+        "{:<8} {:>11} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10}",
+        "conns", "jobs", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms"
+    );
+    runtime.block_on(async {
+        // Warm-up: connections, scripts, page cache.
+        let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::connect(&redis.url(), "warmup", POLICY).await?);
+        level(store, 1, 200, 2).await?;
+        let mut run = 10;
+        for connections in CONNECTIONS {
+            run += 1;
+            let store: Arc<dyn JobStore> =
+                Arc::new(RedisJobStore::connect(&redis.url(), &format!("bench{run}"), POLICY).await?);
+            let redis_level = level(store, run, jobs, connections).await?;
+            run += 1;
+            let memory_level = level(Arc::new(MemoryJobStore::new(POLICY)), run, jobs, connections).await?;
+            println!(
+                "{:<8} {:>11} {:>10.0} {:>10.2} {:>10.2} | {:>10.0} {:>10.2} {:>10.2}",
+                connections,
+                redis_level.jobs,
+                redis_level.jobs as f64 / redis_level.seconds,
+                redis_level.percentile(0.50),
+                redis_level.percentile(0.99),
+                memory_level.jobs as f64 / memory_level.seconds,
+                memory_level.percentile(0.50),
+                memory_level.percentile(0.99),
+            );
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    println!();
+    println!("target: >= 5,000 jobs/s and p99 < 5 ms");
+    Ok(())
+}
