@@ -141,7 +141,10 @@ async fn worker(address: String, name: String) -> Outcome<Vec<Duration>> {
 
 /// Serves a fresh scheduler over `store`, queues `jobs` and drains them with `connections`.
 async fn level(store: Arc<dyn JobStore>, run: u64, jobs: usize, connections: usize) -> Outcome<Level> {
-    let dir = tempfile::tempdir()?;
+    let dir = match std::env::var_os("WF_BENCH_ARTIFACTS") {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir()?,
+    };
     let artifacts = ArtifactStore::open(&dir.path().display().to_string())?;
     let config = SchedulerConfig { lease_ms: 30_000, ..SchedulerConfig::default() };
     let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts, Arc::new(SystemClock), config));

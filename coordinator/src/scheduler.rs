@@ -19,7 +19,7 @@ use wf_data::dataset::{Dataset, load_dataset};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
 use wf_shared::age::{AgeMatrix, JobResult, ModelRun};
-use wf_shared::job::{FailureKind, Phase, SweepId, TransitionError, UnixMs};
+use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, TransitionError, UnixMs};
 use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
@@ -430,7 +430,7 @@ impl Scheduler {
             return Err(SchedulerError::LeaseLost(error));
         }
         let written = self.artifacts.put_result(key, bytes).await?;
-        self.store.complete(key, attempt, self.clock.now_ms()).await?;
+        self.store.apply_from(key, &state, &JobEvent::Complete { attempt }, self.clock.now_ms()).await?;
         info!(job = %key.short(), attempt, written, "result committed");
         self.changed();
         Ok(())

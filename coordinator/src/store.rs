@@ -95,6 +95,19 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Applies a lease holder's or the reaper's event to one job; returns the new state.
     async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError>;
 
+    /// [`JobStore::apply`] for a caller that has just read the job's state as `current`:
+    /// adapters may save the re-read, deciding again only if the job moved meanwhile.
+    async fn apply_from(
+        &self,
+        key: &JobKey,
+        current: &JobState,
+        event: &JobEvent,
+        now: UnixMs,
+    ) -> Result<JobState, StoreError> {
+        let _ = current;
+        self.apply(key, event, now).await
+    }
+
     /// Moves every lease past its deadline back to the queue (or to the dead letters);
     /// returns the jobs it moved.
     async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError>;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use wf_shared::job::{FailureKind, Phase, RetryPolicy, SweepId, TransitionError};
+use wf_shared::job::{FailureKind, JobEvent, Phase, RetryPolicy, SweepId, TransitionError};
 use wf_shared::plan::JobKey;
 
 use super::{JobStore, StoreError, SweepRecord};
@@ -60,6 +60,7 @@ where
         cancelled_jobs_are_never_leased,
         sweeps_are_stored_and_listed,
         concurrent_workers_never_share_a_job,
+        apply_from_an_outdated_read_decides_again,
     );
     failures
 }
@@ -74,6 +75,22 @@ async fn enqueue_is_idempotent_across_sweeps(store: Arc<dyn JobStore>) -> Outcom
     check(record.sweep == sweep(), || format!("key 3 changed owner to {}", record.sweep))?;
     let depth = store.depth().await.map_err(|e| e.to_string())?;
     check(depth.queued == 4, || format!("queued {depth:?}, expected 4"))
+}
+
+async fn apply_from_an_outdated_read_decides_again(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(1)], T0).await.map_err(|e| e.to_string())?;
+    store.lease("w1", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let read = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    // The job moves after the read: attempt 1 expires and attempt 2 is leased.
+    store.reap(T0 + LEASE).await.map_err(|e| e.to_string())?;
+    let later = T0 + LEASE + POLICY.backoff_cap_ms;
+    store.lease("w2", LEASE, later).await.map_err(|e| e.to_string())?.ok_or("no second lease")?;
+    let late = store.apply_from(&key(1), &read, &JobEvent::Complete { attempt: 1 }, later).await;
+    check(stale(late), || "a completion decided on an outdated read was accepted".into())?;
+    let current = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    let done = store.apply_from(&key(1), &current, &JobEvent::Complete { attempt: 2 }, later).await;
+    let done = done.map_err(|e| e.to_string())?;
+    check(matches!(done.phase, Phase::Succeeded { ref worker } if worker == "w2"), || format!("{done:?}"))
 }
 
 async fn leases_go_oldest_first_and_only_when_ready(store: Arc<dyn JobStore>) -> Outcome {

@@ -43,6 +43,7 @@ struct Scripts {
     dead_letter: Script,
     cancel: Script,
     enqueue: Script,
+    peek: Script,
 }
 
 impl Scripts {
@@ -56,6 +57,7 @@ impl Scripts {
             dead_letter: guarded(include_str!("lua/dead_letter.lua")),
             cancel: guarded(include_str!("lua/cancel.lua")),
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            peek: Script::new(include_str!("lua/peek.lua")),
         }
     }
 }
@@ -195,24 +197,34 @@ impl JobStore for RedisJobStore {
     async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {
         let event = JobEvent::Lease { worker: worker.to_string(), lease_ms };
         for _ in 0..MAX_RACES {
-            let candidates: Vec<String> =
-                self.connection().zrangebyscore_limit(&self.keys[READY], "-inf", now, 0, LEASE_CANDIDATES).await?;
-            if candidates.is_empty() {
+            // One round trip for the candidates with their states and sweeps, one to write.
+            let found: Vec<String> = self
+                .scripts
+                .peek
+                .key(&self.keys[JOBS])
+                .key(&self.keys[READY])
+                .key(&self.keys[LEASED])
+                .key(&self.keys[DEAD])
+                .key(&self.keys[OWNER])
+                .arg(now)
+                .arg(LEASE_CANDIDATES)
+                .invoke_async(&mut self.connection())
+                .await?;
+            if found.is_empty() {
                 return Ok(None);
             }
-            for candidate in candidates {
-                let key: JobKey = candidate
+            for candidate in found.chunks_exact(3) {
+                let [text, state, sweep] = candidate else { continue };
+                let key: JobKey = text
                     .clone()
                     .try_into()
-                    .map_err(|error| StoreError::Corrupt { key: candidate.clone(), reason: format!("{error}") })?;
-                let current = self.read_state(&key).await?;
+                    .map_err(|error| StoreError::Corrupt { key: text.clone(), reason: format!("{error}") })?;
+                let current: JobState = decode(&key.short(), state)?;
                 let Ok(Applied::Changed(next)) = current.apply(&event, now, &self.policy) else { continue };
                 if !self.write(&key, &current, &next).await? {
                     continue;
                 }
                 let Phase::Leased { expires_at, .. } = next.phase else { continue };
-                let sweep: Option<String> = self.connection().hget(&self.keys[OWNER], &candidate).await?;
-                let sweep = sweep.ok_or_else(|| StoreError::Corrupt { key: key.short(), reason: "no owner".into() })?;
                 let sweep = sweep.parse().map_err(|reason| StoreError::Corrupt { key: key.short(), reason })?;
                 return Ok(Some(Lease { key, sweep, attempt: next.attempts_made, expires_at }));
             }
@@ -221,6 +233,24 @@ impl JobStore for RedisJobStore {
     }
 
     async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError> {
+        self.transition(key, event, now).await
+    }
+
+    async fn apply_from(
+        &self,
+        key: &JobKey,
+        current: &JobState,
+        event: &JobEvent,
+        now: UnixMs,
+    ) -> Result<JobState, StoreError> {
+        let next = match current.apply(event, now, &self.policy)? {
+            Applied::Unchanged => return Ok(current.clone()),
+            Applied::Changed(next) => next,
+        };
+        if self.write(key, current, &next).await? {
+            return Ok(next);
+        }
+        // Moved since the caller read it: decide again on what is there now.
         self.transition(key, event, now).await
     }
 
