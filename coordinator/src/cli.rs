@@ -1,7 +1,9 @@
 //! Command-line arguments (clap derive). Every option also reads `WF_…` from the
 //! environment where that makes sense for servers; data commands take explicit paths.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -14,6 +16,40 @@ pub struct Args {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `wf-worker`: the worker alone (the same as `wf worker`), for worker images.
+#[derive(Debug, Parser)]
+#[command(name = "wf-worker", version, about = "walkforward worker: leases jobs from a coordinator and trains them")]
+pub struct WorkerOnlyArgs {
+    /// Log format on stderr (`WF_LOG` sets the filter, e.g. `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WF_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Runs a parsed command line: logging, the command, its exit code. Errors are printed
+/// as one line on stderr (exit 2); a failed gate exits 1.
+pub fn main(log_format: LogFormat, command: Command) -> ExitCode {
+    init_logging(log_format);
+    match crate::command::run(command) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => {
+            // `{:#}` prints the whole cause chain of an anyhow error on one line.
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WF_LOG").unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +134,9 @@ pub struct CoordinatorArgs {
     /// Directories datasets may be read from (repeat or comma-separate); default: any.
     #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
     pub data_root: Vec<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "WF_METRICS_LISTEN")]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +159,9 @@ pub struct WorkerArgs {
     /// Exit after this many jobs (for tests and benchmarks).
     #[arg(long)]
     pub max_jobs: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "WF_METRICS_LISTEN")]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,19 +7,25 @@
 //! | [`server`], [`service`] | the gRPC server (health, reflection) and its handlers |
 //! | [`report`] | a sweep's report from its committed results (decay curves, schedule replays) |
 //! | [`local`] | `wf run`: coordinator and workers in one process, over loopback gRPC |
+//! | [`cli`], [`command`] | the `wf` and `wf-worker` command lines and what each command does |
 //! | [`client`] | watching a sweep and fetching its report, for the CLI |
 //! | [`store`] | the `JobStore` port, its in-memory and Redis adapters, their conformance suite |
+//! | [`telemetry`] | Prometheus `/metrics` and the metrics recorded |
 //! | [`testing`] | a private `redis-server` for tests |
 //!
 //! It decides nothing about jobs itself: `wf_shared::job::JobState::apply` does, and
 //! the stores make each decided move atomic.
 
 pub mod artifact;
+pub mod cli;
 pub mod client;
+pub mod command;
 pub mod local;
+mod progress;
 pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod testing;

@@ -288,6 +288,9 @@ impl Scheduler {
         let added = self.store.enqueue(&id, &to_queue, now).await?;
         lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan }));
         info!(sweep = %id, jobs = keys.len(), queued = added, reused = keys.len() - added, "sweep submitted");
+        metrics::counter!("wf_sweeps_submitted_total").increment(1);
+        metrics::counter!("wf_jobs_enqueued_total").increment(added as u64);
+        metrics::counter!("wf_jobs_reused_total").increment((keys.len() - added) as u64);
         self.work.notify_waiters();
         self.changed();
         Ok(Submitted {
@@ -382,6 +385,7 @@ impl Scheduler {
             let woken = self.work.notified();
             if let Some(lease) = self.store.lease(worker, self.config.lease_ms, self.clock.now_ms()).await? {
                 let record = self.sweep_record(&lease.sweep).await?;
+                metrics::counter!("wf_leases_total").increment(1);
                 self.changed();
                 return Ok(Some(JobLease {
                     spec_toml: record.spec_toml.clone(),
@@ -404,7 +408,10 @@ impl Scheduler {
 
     pub async fn heartbeat(&self, key: &JobKey, attempt: u32) -> Result<HeartbeatAction, SchedulerError> {
         match self.store.heartbeat(key, attempt, self.config.lease_ms, self.clock.now_ms()).await {
-            Ok(_) => Ok(HeartbeatAction::Continue),
+            Ok(_) => {
+                metrics::counter!("wf_heartbeats_total").increment(1);
+                Ok(HeartbeatAction::Continue)
+            }
             Err(StoreError::Transition(error)) => {
                 let record = self.store.job(key).await?;
                 match record.map(|r| r.state.phase) {
@@ -419,7 +426,7 @@ impl Scheduler {
     /// Commits a job's result: only the current attempt may, and only once.
     pub async fn report_result(&self, key: &JobKey, attempt: u32, result: v1::JobResult) -> Result<(), SchedulerError> {
         let bytes = Bytes::from(result.encode_to_vec());
-        JobResult::try_from(result)?;
+        let seconds = JobResult::try_from(result)?.training.seconds;
         let record = self.store.job(key).await?.ok_or_else(|| SchedulerError::UnknownJob(key.short()))?;
         let state = record.state;
         let duplicate = matches!(state.phase, Phase::Succeeded { .. }) && state.attempts_made == attempt;
@@ -427,11 +434,14 @@ impl Scheduler {
             let error =
                 TransitionError::Stale { got: attempt, current: state.attempts_made, phase: state.phase.name() };
             warn!(job = %key.short(), attempt, "stale result rejected");
+            metrics::counter!("wf_results_rejected_total").increment(1);
             return Err(SchedulerError::LeaseLost(error));
         }
         let written = self.artifacts.put_result(key, bytes).await?;
         self.store.apply_from(key, &state, &JobEvent::Complete { attempt }, self.clock.now_ms()).await?;
         info!(job = %key.short(), attempt, written, "result committed");
+        metrics::counter!("wf_results_committed_total").increment(1);
+        metrics::histogram!("wf_job_training_seconds").record(seconds);
         self.changed();
         Ok(())
     }
@@ -444,6 +454,14 @@ impl Scheduler {
         error: &str,
     ) -> Result<(), SchedulerError> {
         let state = self.store.fail(key, attempt, kind, error, self.clock.now_ms()).await?;
+        metrics::counter!("wf_job_failures_total", "kind" => kind.name()).increment(1);
+        match state.phase {
+            Phase::DeadLettered => metrics::counter!("wf_dead_letters_total").increment(1),
+            Phase::Queued { .. } if kind != FailureKind::Preempted => {
+                metrics::counter!("wf_job_retries_total").increment(1);
+            }
+            _ => {}
+        }
         warn!(job = %key.short(), attempt, ?kind, phase = state.phase.name(), error, "job failed");
         self.work.notify_waiters();
         self.changed();
@@ -463,6 +481,7 @@ impl Scheduler {
             }
             match self.store.reap(self.clock.now_ms()).await {
                 Ok(reaped) if !reaped.is_empty() => {
+                    metrics::counter!("wf_leases_expired_total").increment(reaped.len() as u64);
                     for key in &reaped {
                         warn!(job = %key.short(), "lease expired; job re-queued");
                     }
@@ -471,6 +490,14 @@ impl Scheduler {
                 }
                 Ok(_) => {}
                 Err(error) => warn!(%error, "reaper failed"),
+            }
+            match self.store.depth().await {
+                Ok(depth) => {
+                    metrics::gauge!("wf_queue_jobs", "state" => "queued").set(depth.queued as f64);
+                    metrics::gauge!("wf_queue_jobs", "state" => "leased").set(depth.leased as f64);
+                    metrics::gauge!("wf_queue_jobs", "state" => "dead_lettered").set(depth.dead_lettered as f64);
+                }
+                Err(error) => warn!(%error, "cannot read the queue depth"),
             }
         }
     }

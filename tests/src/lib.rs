@@ -57,6 +57,13 @@ pub fn wf_binary() -> &'static Path {
     })
 }
 
+/// Path of the `wf-worker` binary (built with `wf`, by the same build).
+pub fn wf_worker_binary() -> PathBuf {
+    let binary = wf_binary().with_file_name("wf-worker");
+    assert!(binary.exists(), "{} was not built", binary.display());
+    binary
+}
+
 /// Runs `wf` with `args` in `dir`, killing it after `timeout`. Output is drained on
 /// threads while waiting, so a child writing more than a pipe holds never blocks.
 pub fn wf_in(dir: &Path, args: &[&str], timeout: Duration) -> Run {
@@ -112,7 +119,12 @@ pub struct Process {
 impl Process {
     /// Starts `wf args` in `dir` with extra environment variables.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(wf_binary());
+        Self::start_program(wf_binary(), dir, args, env)
+    }
+
+    /// Starts `program args` in `dir` with extra environment variables.
+    pub fn start_program(program: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(program);
         command.args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         command.env("WF_LOG", "info");
         for (key, value) in env {
@@ -189,4 +201,49 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 /// A free loopback port (bound and released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// `GET http://address/path` (HTTP/1.1, no keep-alive): the status code and the body.
+pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response.as_str(), ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The sum of the samples of Prometheus metric `name` (text format) whose labels include
+/// every `labels` pair; `None` when no sample matches.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        if series_name != name || !labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\""))) {
+            continue;
+        }
+        if let Ok(value) = value.parse::<f64>() {
+            *total.get_or_insert(0.0) += value;
+        }
+    }
+    total
 }

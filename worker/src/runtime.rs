@@ -87,6 +87,26 @@ struct Worker {
     fail_jobs: Option<String>,
 }
 
+/// How a leased job ended on this worker.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    Completed,
+    Failed,
+    Preempted,
+    Abandoned,
+}
+
+impl Ended {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Preempted => "preempted",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -165,6 +185,18 @@ where
 }
 
 impl Worker {
+    /// Counts a job's end, in the summary and in the `wf_worker_jobs_total` metric.
+    fn ended(&self, how: Ended) {
+        let mut summary = lock(&self.summary);
+        match how {
+            Ended::Completed => summary.completed += 1,
+            Ended::Failed => summary.failed += 1,
+            Ended::Preempted => summary.preempted += 1,
+            Ended::Abandoned => summary.abandoned += 1,
+        }
+        metrics::counter!("wf_worker_jobs_total", "outcome" => how.name()).increment(1);
+    }
+
     async fn lease_loop(
         self: &Arc<Self>,
         config: &RuntimeConfig,
@@ -190,7 +222,10 @@ impl Worker {
                 }
             };
             let Some(lease) = lease else { continue };
+            metrics::counter!("wf_worker_leases_total").increment(1);
+            metrics::gauge!("wf_worker_jobs_running").increment(1.0);
             self.execute(lease, shutdown).await;
+            metrics::gauge!("wf_worker_jobs_running").decrement(1.0);
             let ended = self.jobs_ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             if config.max_jobs.is_some_and(|max| ended >= max) {
                 stop.cancel();
@@ -249,6 +284,7 @@ impl Worker {
                 ),
             });
         }
+        metrics::counter!("wf_worker_datasets_loaded_total").increment(1);
         let loaded = Arc::new(loaded);
         lock(&self.datasets).insert(dataset.content_hash, loaded.clone());
         Ok(loaded)
@@ -280,7 +316,7 @@ impl Worker {
                 () = shutdown.cancelled() => {
                     // Hand the job back at once; the blocking computation is abandoned.
                     self.fail(&lease, v1::FailureKind::Preempted, "worker shutting down".into()).await;
-                    lock(&self.summary).preempted += 1;
+                    self.ended(Ended::Preempted);
                     return;
                 }
                 _ = beats.tick() => {
@@ -289,16 +325,17 @@ impl Worker {
                         job_key: lease.job_key.clone(),
                         attempt: lease.attempt,
                     };
+                    metrics::counter!("wf_worker_heartbeats_total").increment(1);
                     match self.client.clone().heartbeat(request).await {
                         Ok(response) if response.get_ref().action() == v1::HeartbeatAction::Cancel => {
                             info!(job = %short(&lease.job_key), "job cancelled; abandoning it");
-                            lock(&self.summary).abandoned += 1;
+                            self.ended(Ended::Abandoned);
                             return;
                         }
                         Ok(_) => {}
                         Err(status) if status.code() == Code::FailedPrecondition || status.code() == Code::NotFound => {
                             warn!(job = %short(&lease.job_key), %status, "lease lost; abandoning the job");
-                            lock(&self.summary).abandoned += 1;
+                            self.ended(Ended::Abandoned);
                             return;
                         }
                         Err(status) => warn!(job = %short(&lease.job_key), %status, "heartbeat failed; will retry"),
@@ -323,11 +360,12 @@ impl Worker {
                 match reported {
                     Ok(_) => {
                         info!(job = %short(&lease.job_key), attempt = lease.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
-                        lock(&self.summary).completed += 1;
+                        self.ended(Ended::Completed);
+                        metrics::histogram!("wf_worker_job_seconds").record(started.elapsed().as_secs_f64());
                     }
                     Err(status) => {
                         warn!(job = %short(&lease.job_key), %status, "result refused");
-                        lock(&self.summary).abandoned += 1;
+                        self.ended(Ended::Abandoned);
                     }
                 }
             }
@@ -342,7 +380,7 @@ impl Worker {
     async fn fail(&self, lease: &v1::JobLease, kind: v1::FailureKind, error: String) {
         warn!(job = %short(&lease.job_key), attempt = lease.attempt, ?kind, %error, "job failed");
         if kind != v1::FailureKind::Preempted {
-            lock(&self.summary).failed += 1;
+            self.ended(Ended::Failed);
         }
         let request = v1::ReportFailureRequest {
             worker_id: self.id.clone(),

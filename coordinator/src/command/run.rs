@@ -1,8 +1,8 @@
-//! `wf run SPEC`: the whole sweep on this machine (see `wf_coordinator::local`), with a
+//! `wf run SPEC`: the whole sweep on this machine (see `crate::local`), with a
 //! progress bar and a summary table at the end.
 
+use crate::local::{self, LocalOptions};
 use anyhow::Context;
-use wf_coordinator::local::{self, LocalOptions};
 use wf_shared::job::RetryPolicy;
 use wf_worker::device::{DeviceChoice, device_name};
 

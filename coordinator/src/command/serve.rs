@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::artifact::ArtifactStore;
+use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use crate::store::{JobStore, MemoryJobStore, RedisJobStore};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wf_coordinator::artifact::ArtifactStore;
-use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
-use wf_coordinator::store::{JobStore, MemoryJobStore, RedisJobStore};
 use wf_shared::job::RetryPolicy;
 use wf_worker::device::DeviceChoice;
 use wf_worker::runtime::{self, RuntimeConfig};
@@ -72,6 +72,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let config = SchedulerConfig { lease_ms: args.lease_ms.max(100), data_roots, ..SchedulerConfig::default() };
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
+        if let Some(listen) = args.metrics {
+            crate::telemetry::serve_metrics(listen, "coordinator")?;
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -80,7 +83,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         println!("listening on {address}");
         info!(%address, artifacts = %args.artifacts, "coordinator serving");
         let shutdown = shutdown_on_signals();
-        wf_coordinator::server::serve(scheduler, listener, shutdown).await.context("gRPC server failed")?;
+        crate::server::serve(scheduler, listener, shutdown).await.context("gRPC server failed")?;
         Ok(Outcome::Success)
     })
 }
@@ -95,6 +98,9 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
                 .trim_start_matches('-')
                 .to_string()
         });
+        if let Some(listen) = args.metrics {
+            crate::telemetry::serve_metrics(listen, "worker")?;
+        }
         let config = RuntimeConfig {
             coordinator: args.coordinator.clone(),
             name,

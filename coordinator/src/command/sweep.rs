@@ -77,7 +77,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         let stop = shutdown_on_signals();
         let detached = CancellationToken::new();
         let mut show = |p: &v1::SweepProgress| progress::show(&bar, p);
-        let watching = wf_coordinator::client::watch(&mut client, &args.sweep.sweep_id, &detached, &mut show);
+        let watching = crate::client::watch(&mut client, &args.sweep.sweep_id, &detached, &mut show);
         let last = tokio::select! {
             last = watching => Some(last?),
             () = stop.cancelled() => None,
@@ -118,7 +118,7 @@ pub fn cancel(args: SweepArgs) -> anyhow::Result<Outcome> {
 pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
     runtime()?.block_on(async move {
         let mut client = connect(&args.sweep.connect).await?;
-        let report = wf_coordinator::client::report(&mut client, &args.sweep.sweep_id).await?;
+        let report = crate::client::report(&mut client, &args.sweep.sweep_id).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -76,6 +76,16 @@ pub enum FailureKind {
     Preempted,
 }
 
+impl FailureKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+            Self::Preempted => "preempted",
+        }
+    }
+}
+
 /// Where a job is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wf_coordinator::testing::RedisServer;
-use wf_tests::{Process, free_port, wait_until, wf_in};
+use wf_tests::{Process, free_port, http_get, metric, wait_until, wf_in, wf_worker_binary};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -48,6 +48,7 @@ struct Cluster {
     redis: RedisServer,
     dir: tempfile::TempDir,
     port: u16,
+    metrics_port: u16,
     coordinator: Option<Process>,
 }
 
@@ -55,7 +56,7 @@ impl Cluster {
     fn start(lease_ms: u32) -> Self {
         let redis = RedisServer::start().expect("redis-server");
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cluster = Self { redis, dir, port: free_port(), coordinator: None };
+        let mut cluster = Self { redis, dir, port: free_port(), metrics_port: free_port(), coordinator: None };
         cluster.start_coordinator(lease_ms);
         cluster
     }
@@ -63,6 +64,7 @@ impl Cluster {
     fn start_coordinator(&mut self, lease_ms: u32) {
         let listen = format!("127.0.0.1:{}", self.port);
         let lease = lease_ms.to_string();
+        let metrics = format!("127.0.0.1:{}", self.metrics_port);
         let args = [
             "coordinator",
             "--listen",
@@ -77,6 +79,8 @@ impl Cluster {
             "200",
             "--max-attempts",
             "3",
+            "--metrics",
+            &metrics,
         ];
         let process = Process::start(self.dir.path(), &args, &[]);
         wait_until("the coordinator listens", LIMIT, || process.stdout().contains("listening on"));
@@ -89,6 +93,13 @@ impl Cluster {
 
     fn worker(&self, env: &[(&str, &str)]) -> Process {
         Process::start(self.dir.path(), &["worker", "--coordinator", &self.url(), "--device", "cpu"], env)
+    }
+
+    /// The coordinator's Prometheus metrics.
+    fn metrics(&self) -> String {
+        let (code, body) = http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200, "{body}");
+        body
     }
 
     fn write_spec(&self, text: &str) -> String {
@@ -251,7 +262,14 @@ fn always_failing_job_is_dead_lettered_after_max_attempts_while_others_complete(
     )
     .expect("manifest JSON");
     let doomed = manifest["jobs"][2]["key"].as_str().expect("job key").to_string();
-    let _worker = cluster.worker(&[("WF_FAULT_FAIL_JOBS", &doomed)]);
+    // The worker image's binary, `wf-worker`, with its own metrics endpoint.
+    let worker_metrics = format!("127.0.0.1:{}", free_port());
+    let _worker = Process::start_program(
+        &wf_worker_binary(),
+        cluster.dir.path(),
+        &["--coordinator", &cluster.url(), "--device", "cpu", "--metrics", &worker_metrics],
+        &[("WF_FAULT_FAIL_JOBS", &doomed)],
+    );
     wait_until("every job ends", LIMIT, || cluster.finished(&id));
     let status = cluster.wf(&["status", &id]);
     assert!(status.stdout.contains("finished with failures"), "{}", status.stdout);
@@ -265,6 +283,26 @@ fn always_failing_job_is_dead_lettered_after_max_attempts_while_others_complete(
     // The report is still built, and says what is missing.
     let report = cluster.report(&id);
     assert_eq!(report["missing"], serde_json::json!([doomed]));
+
+    // Both processes count what happened, for Prometheus.
+    let succeeded = (states.len() - 1) as f64;
+    let coordinator = cluster.metrics();
+    let count = |text: &str, name: &str, labels: &[(&str, &str)]| metric(text, name, labels).unwrap_or(0.0);
+    assert_eq!(count(&coordinator, "wf_results_committed_total", &[]), succeeded, "{coordinator}");
+    assert_eq!(count(&coordinator, "wf_job_failures_total", &[("kind", "retryable")]), 3.0, "{coordinator}");
+    assert_eq!(count(&coordinator, "wf_job_retries_total", &[]), 2.0, "{coordinator}");
+    assert_eq!(count(&coordinator, "wf_dead_letters_total", &[]), 1.0, "{coordinator}");
+    assert_eq!(count(&coordinator, "wf_leases_total", &[]), succeeded + 3.0, "{coordinator}");
+    assert_eq!(count(&coordinator, "wf_job_training_seconds_count", &[]), succeeded, "{coordinator}");
+    wait_until("the reaper publishes the queue depth", LIMIT, || {
+        count(&cluster.metrics(), "wf_queue_jobs", &[("state", "dead_lettered")]) == 1.0
+    });
+    let (code, worker) = http_get(&worker_metrics, "/metrics").expect("worker /metrics");
+    assert_eq!(code, 200);
+    assert_eq!(count(&worker, "wf_worker_jobs_total", &[("outcome", "completed")]), succeeded, "{worker}");
+    assert_eq!(count(&worker, "wf_worker_jobs_total", &[("outcome", "failed")]), 3.0, "{worker}");
+    assert_eq!(count(&worker, "wf_worker_datasets_loaded_total", &[]), 1.0, "{worker}");
+    assert_eq!(count(&worker, "wf_worker_jobs_running", &[]), 0.0, "{worker}");
 }
 
 #[test]
