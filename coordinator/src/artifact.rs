@@ -103,6 +103,20 @@ impl ArtifactStore {
         self.put(self.path(&format!("sweeps/{sweep}/{name}")), bytes, PutMode::Overwrite).await.map(|_| ())
     }
 
+    /// The ids of every sweep with a folder under `sweeps/`, sorted.
+    pub async fn sweep_ids(&self) -> Result<Vec<SweepId>, ArtifactError> {
+        let prefix = self.path("sweeps");
+        let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(source) => return Err(ArtifactError::Io { path: prefix.to_string(), source }),
+        };
+        let mut ids: Vec<SweepId> =
+            listing.common_prefixes.iter().filter_map(|folder| folder.filename()?.parse().ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     pub async fn sweep_file(&self, sweep: &SweepId, name: &str) -> Result<Option<Bytes>, ArtifactError> {
         self.get(self.path(&format!("sweeps/{sweep}/{name}"))).await
     }

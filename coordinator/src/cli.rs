@@ -134,6 +134,10 @@ pub struct CoordinatorArgs {
     /// Directories datasets may be read from (repeat or comma-separate); default: any.
     #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
     pub data_root: Vec<PathBuf>,
+    /// Seconds between reconciliations of the job store with the artifact store (jobs
+    /// Redis lost are queued again); the first runs at start.
+    #[arg(long, default_value_t = 60, env = "WF_RECONCILE_SECONDS")]
+    pub reconcile_seconds: u64,
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "WF_METRICS_LISTEN")]
     pub metrics: Option<SocketAddr>,

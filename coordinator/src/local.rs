@@ -62,7 +62,7 @@ pub async fn run(
         None => Arc::new(MemoryJobStore::new(options.retry)),
     };
     let artifacts = ArtifactStore::open(&options.artifacts)?;
-    let config = SchedulerConfig { lease_ms: options.lease_ms, ..SchedulerConfig::default() };
+    let config = SchedulerConfig { lease_ms: options.lease_ms, reconcile_every: None, ..SchedulerConfig::default() };
     let scheduler = Arc::new(Scheduler::new(store, artifacts.clone(), Arc::new(SystemClock), config));
 
     let listener = TcpListener::bind("127.0.0.1:0").await.context("failed to bind a loopback port")?;

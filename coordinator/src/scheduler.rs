@@ -51,12 +51,24 @@ pub struct SchedulerConfig {
     pub poll_ms: u64,
     /// Directories datasets may be read from; empty allows any path.
     pub data_roots: Vec<std::path::PathBuf>,
+    /// How often the server reconciles the job store with the artifact store (the first
+    /// time at start); `None`: never (`wf run`, whose store starts empty on purpose).
+    pub reconcile_every: Option<Duration>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { lease_ms: 30_000, poll_ms: 250, data_roots: Vec::new() }
+        Self { lease_ms: 30_000, poll_ms: 250, data_roots: Vec::new(), reconcile_every: Some(Duration::from_secs(60)) }
     }
+}
+
+/// What a reconciliation restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Sweeps in the artifact store that the job store had lost.
+    pub sweeps_restored: usize,
+    /// Jobs without a result that the job store had lost, queued again.
+    pub jobs_requeued: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,8 +298,11 @@ impl Scheduler {
         let done: BTreeSet<JobKey> = precomputed.iter().copied().collect();
         let to_queue: Vec<JobKey> = keys.iter().filter(|key| !done.contains(key)).copied().collect();
         let added = self.store.enqueue(&id, &to_queue, now).await?;
+        // Jobs an earlier sweep dead-lettered or cancelled get another chance here.
+        let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
+        let added = added + resubmitted;
         lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan }));
-        info!(sweep = %id, jobs = keys.len(), queued = added, reused = keys.len() - added, "sweep submitted");
+        info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, "sweep submitted");
         metrics::counter!("wf_sweeps_submitted_total").increment(1);
         metrics::counter!("wf_jobs_enqueued_total").increment(added as u64);
         metrics::counter!("wf_jobs_reused_total").increment((keys.len() - added) as u64);
@@ -371,6 +386,9 @@ impl Scheduler {
         let mut record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
         record.cancelled = true;
         self.store.put_sweep(&record).await?;
+        // The artifact store's copy too: a reconciliation must not bring the sweep back.
+        let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
+        self.artifacts.put_sweep_file(id, "sweep.json", Bytes::from(record_json)).await?;
         lock(&self.sweeps).remove(id);
         let cancelled = self.store.cancel(&record.jobs, self.clock.now_ms()).await?;
         info!(sweep = %id, cancelled, "sweep cancelled");
@@ -498,6 +516,83 @@ impl Scheduler {
                     metrics::gauge!("wf_queue_jobs", "state" => "dead_lettered").set(depth.dead_lettered as f64);
                 }
                 Err(error) => warn!(%error, "cannot read the queue depth"),
+            }
+        }
+    }
+
+    /// Rebuilds what the job store lost (Redis restarted empty, a flush, an eviction)
+    /// from the artifact store, the record of truth: every sweep whose record is missing
+    /// is restored, and every job of a sweep that is not cancelled, has no committed
+    /// result and is unknown to the job store is queued again. Idempotent.
+    pub async fn reconcile(&self) -> Result<Reconciled, SchedulerError> {
+        let mut reconciled = Reconciled::default();
+        let now = self.clock.now_ms();
+        for id in self.artifacts.sweep_ids().await? {
+            let record = match self.store.sweep(&id).await? {
+                Some(record) => record,
+                None => {
+                    let Some(bytes) = self.artifacts.sweep_file(&id, "sweep.json").await? else { continue };
+                    let record: SweepRecord = match serde_json::from_slice(&bytes) {
+                        Ok(record) => record,
+                        Err(error) => {
+                            warn!(sweep = %id, %error, "unreadable sweep record in the artifact store; skipped");
+                            continue;
+                        }
+                    };
+                    self.store.put_sweep(&record).await?;
+                    reconciled.sweeps_restored += 1;
+                    record
+                }
+            };
+            if record.cancelled {
+                continue;
+            }
+            let mut lost = Vec::new();
+            let mut record = record;
+            let known: BTreeSet<JobKey> = record.precomputed.iter().copied().collect();
+            let mut committed = Vec::new();
+            for (key, state) in record.jobs.iter().zip(self.store.states(&record.jobs).await?) {
+                if state.is_some() {
+                    continue;
+                }
+                if !self.artifacts.has_result(key).await? {
+                    lost.push(*key);
+                } else if !known.contains(key) {
+                    committed.push(*key);
+                }
+            }
+            if !committed.is_empty() {
+                // Committed results whose job states were lost count as done.
+                record.precomputed.extend(committed);
+                self.store.put_sweep(&record).await?;
+            }
+            if !lost.is_empty() {
+                reconciled.jobs_requeued += self.store.enqueue(&id, &lost, now).await?;
+            }
+        }
+        if reconciled != Reconciled::default() {
+            warn!(
+                sweeps = reconciled.sweeps_restored,
+                jobs = reconciled.jobs_requeued,
+                "the job store had lost state; restored from the artifact store"
+            );
+            metrics::counter!("wf_reconciled_jobs_total").increment(reconciled.jobs_requeued as u64);
+            self.work.notify_waiters();
+            self.changed();
+        }
+        Ok(reconciled)
+    }
+
+    /// Reconciles at once, then every `reconcile_every`, until `shutdown`.
+    pub async fn reconcile_until(&self, shutdown: CancellationToken) {
+        let Some(period) = self.config.reconcile_every else { return };
+        loop {
+            if let Err(error) = self.reconcile().await {
+                warn!(%error, "reconciliation failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
             }
         }
     }

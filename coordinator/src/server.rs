@@ -1,5 +1,5 @@
 //! The coordinator's gRPC server: `SweepService`, `WorkerService`, `grpc.health.v1` and
-//! server reflection (so `grpcurl` works), plus the lease reaper.
+//! server reflection (so `grpcurl` works), plus the lease reaper and the reconciler.
 //!
 //! It takes a bound listener and a cancellation token; only `main` binds addresses and
 //! installs signal handlers. On shutdown health turns NOT_SERVING, the reaper stops and
@@ -39,6 +39,11 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         async move { scheduler.reap_until(shutdown).await }
     });
+    let reconciler = tokio::spawn({
+        let scheduler = scheduler.clone();
+        let shutdown = shutdown.clone();
+        async move { scheduler.reconcile_until(shutdown).await }
+    });
     let stopping = {
         let shutdown = shutdown.clone();
         async move {
@@ -65,5 +70,6 @@ pub async fn serve(
         )
         .await;
     let _ = reaper.await;
+    let _ = reconciler.await;
     result
 }

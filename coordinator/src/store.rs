@@ -29,7 +29,8 @@ pub struct SweepRecord {
     pub dataset: DatasetRef,
     /// The sweep's distinct trainings.
     pub jobs: Vec<JobKey>,
-    /// Jobs whose results were already committed (by earlier sweeps) at submission.
+    /// Jobs with a committed result that the job store holds no state for: committed by
+    /// earlier sweeps before submission, or found by a reconciliation after a loss.
     pub precomputed: Vec<JobKey>,
     pub jobs_before_dedup: u64,
     pub submitted_at: UnixMs,
@@ -87,6 +88,10 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// Queues the jobs not yet in the store (leasable from `now`); returns how many were new.
     async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
+
+    /// Queues again, for `sweep`, the jobs of `keys` that ended without a result
+    /// (dead-lettered or cancelled), with a fresh retry budget; returns how many.
+    async fn resubmit(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
 
     /// Leases the longest-waiting ready job to `worker` for `lease_ms`, if any is ready.
     /// Jobs of cancelled sweeps are never leased: cancelling cancels them first.

@@ -16,6 +16,7 @@
 //! | `wf_job_failures_total{kind}` | counter | failures reported (retryable, permanent, preempted) |
 //! | `wf_job_retries_total` | counter | failed jobs queued again |
 //! | `wf_dead_letters_total` | counter | jobs dead-lettered |
+//! | `wf_reconciled_jobs_total` | counter | jobs the job store had lost, queued again from the artifact store |
 //! | `wf_job_training_seconds` | histogram | training seconds per committed job, as the worker measured |
 //! | `wf_worker_jobs_total{outcome}` | counter | (worker) jobs completed, failed, preempted, abandoned |
 //! | `wf_worker_jobs_running` | gauge | (worker) jobs in progress |
@@ -58,6 +59,7 @@ fn describe() {
     describe_counter!("wf_job_failures_total", "Failures reported by workers, by kind.");
     describe_counter!("wf_job_retries_total", "Failed jobs queued again.");
     describe_counter!("wf_dead_letters_total", "Jobs dead-lettered.");
+    describe_counter!("wf_reconciled_jobs_total", "Jobs the job store had lost, queued again from the artifact store.");
     describe_histogram!("wf_job_training_seconds", metrics::Unit::Seconds, "Training seconds per committed job.");
     describe_counter!("wf_worker_jobs_total", "Jobs this worker ended, by outcome.");
     describe_gauge!("wf_worker_jobs_running", "Jobs this worker is running.");

@@ -70,7 +70,12 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             .iter()
             .map(|root| std::fs::canonicalize(root).with_context(|| format!("data root {}", root.display())))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let config = SchedulerConfig { lease_ms: args.lease_ms.max(100), data_roots, ..SchedulerConfig::default() };
+        let config = SchedulerConfig {
+            lease_ms: args.lease_ms.max(100),
+            data_roots,
+            reconcile_every: Some(Duration::from_secs(args.reconcile_seconds.max(1))),
+            ..SchedulerConfig::default()
+        };
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
         if let Some(listen) = args.metrics {
             crate::telemetry::serve_metrics(listen, "coordinator")?;

@@ -49,7 +49,7 @@ fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler 
     let store =
         Arc::new(MemoryJobStore::new(RetryPolicy { max_attempts: 2, backoff_base_ms: 100, backoff_cap_ms: 100 }));
     let artifacts = ArtifactStore::open(&artifacts.display().to_string()).expect("artifacts");
-    let config = SchedulerConfig { lease_ms: 1_000, poll_ms: 10, data_roots: Vec::new() };
+    let config = SchedulerConfig { lease_ms: 1_000, poll_ms: 10, data_roots: Vec::new(), reconcile_every: None };
     Scheduler::new(store, artifacts, clock, config)
 }
 
@@ -131,4 +131,69 @@ async fn invalid_specs_name_the_field_and_queue_nothing() {
     assert_eq!(errors.fields(), vec!["plan.max_age"]);
     assert!(scheduler.list().await.expect("list").is_empty());
     assert_eq!(scheduler.store().depth().await.expect("depth").queued, 0);
+}
+
+#[tokio::test]
+async fn a_job_store_that_lost_its_state_is_rebuilt_from_the_artifact_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler(dir.path(), clock.clone());
+    let submitted = scheduler.submit(SPEC).await.expect("submit");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    // Half the jobs commit, one is leased when the store's state is lost.
+    let half = submitted.jobs / 2;
+    for _ in 0..half {
+        let lease = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
+        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+    }
+    let in_flight = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
+
+    // A coordinator on an empty job store (Redis restarted without persistence).
+    let rebuilt = self::scheduler(dir.path(), clock);
+    assert!(rebuilt.list().await.expect("list").is_empty());
+    let restored = rebuilt.reconcile().await.expect("reconcile");
+    assert_eq!(restored, Reconciled { sweeps_restored: 1, jobs_requeued: (submitted.jobs - half) as usize });
+    assert_eq!(rebuilt.reconcile().await.expect("again"), Reconciled::default(), "not idempotent");
+    let progress = rebuilt.progress(&id).await.expect("progress");
+    assert_eq!((progress.succeeded, progress.queued), (half, submitted.jobs - half));
+
+    // The worker that held a lease before the loss is refused; the job runs again.
+    let late = rebuilt.report_result(&in_flight.lease.key, in_flight.lease.attempt, compute(&in_flight)).await;
+    assert!(late.is_err(), "a lease the store forgot was honoured");
+    while let Some(lease) = rebuilt.lease("w", Duration::ZERO).await.expect("lease") {
+        rebuilt.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+    }
+    let done = rebuilt.progress(&id).await.expect("progress");
+    assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, submitted.jobs));
+    assert!(rebuilt.report(&id).await.expect("report").missing.is_empty());
+}
+
+#[tokio::test]
+async fn a_later_sweep_runs_the_jobs_a_cancelled_sweep_left_undone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler(dir.path(), clock);
+    let first = scheduler.submit(SPEC).await.expect("submit");
+    let first_id: SweepId = first.progress.sweep_id.parse().expect("id");
+    let lease = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
+    scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+    let cancelled = scheduler.cancel(&first_id).await.expect("cancel");
+    assert_eq!((cancelled.succeeded, cancelled.cancelled), (1, first.jobs - 1));
+    // A reconciliation does not bring the cancelled sweep back.
+    assert_eq!(scheduler.reconcile().await.expect("reconcile"), Reconciled::default());
+    assert!(scheduler.lease("w", Duration::ZERO).await.expect("lease").is_none());
+
+    let second = scheduler.submit(SPEC).await.expect("resubmit");
+    assert_eq!((second.jobs, second.reused), (first.jobs, 1));
+    let second_id: SweepId = second.progress.sweep_id.parse().expect("id");
+    let mut ran = 0;
+    while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
+        assert_eq!(lease.lease.sweep, second_id, "a resubmitted job still belongs to the cancelled sweep");
+        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        ran += 1;
+    }
+    assert_eq!(ran, first.jobs - 1);
+    let done = scheduler.progress(&second_id).await.expect("progress");
+    assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, first.jobs));
+    assert_eq!(scheduler.progress(&first_id).await.expect("progress").status, SweepStatus::Cancelled);
 }

@@ -61,6 +61,7 @@ where
         sweeps_are_stored_and_listed,
         concurrent_workers_never_share_a_job,
         apply_from_an_outdated_read_decides_again,
+        resubmission_requeues_only_jobs_that_ended_without_a_result,
     );
     failures
 }
@@ -75,6 +76,40 @@ async fn enqueue_is_idempotent_across_sweeps(store: Arc<dyn JobStore>) -> Outcom
     check(record.sweep == sweep(), || format!("key 3 changed owner to {}", record.sweep))?;
     let depth = store.depth().await.map_err(|e| e.to_string())?;
     check(depth.queued == 4, || format!("queued {depth:?}, expected 4"))
+}
+
+async fn resubmission_requeues_only_jobs_that_ended_without_a_result(store: Arc<dyn JobStore>) -> Outcome {
+    let keys = [key(1), key(2), key(3), key(4)];
+    store.enqueue(&sweep(), &keys, T0).await.map_err(|e| e.to_string())?;
+    // key 1 succeeds, key 2 is dead-lettered, key 3 is cancelled, key 4 stays queued.
+    for expected in [key(1), key(2)] {
+        let lease = store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+        check(lease.key == expected, || format!("leased {:?}, expected {expected:?}", lease.key))?;
+    }
+    store.complete(&key(1), 1, T0).await.map_err(|e| e.to_string())?;
+    store.fail(&key(2), 1, FailureKind::Permanent, "bad", T0).await.map_err(|e| e.to_string())?;
+    store.cancel(&[key(3)], T0).await.map_err(|e| e.to_string())?;
+    let later = SweepId::from_entropy(9);
+    let count = store.resubmit(&later, &keys, T0 + 1).await.map_err(|e| e.to_string())?;
+    check(count == 2, || format!("resubmitted {count}, expected 2 (keys 2 and 3)"))?;
+    let depth = store.depth().await.map_err(|e| e.to_string())?;
+    check(depth == super::QueueDepth { queued: 3, leased: 0, dead_lettered: 0 }, || format!("{depth:?}"))?;
+    for (n, owner) in [(1, sweep()), (2, later.clone()), (3, later.clone()), (4, sweep())] {
+        let record = store.job(&key(n)).await.map_err(|e| e.to_string())?.ok_or("job missing")?;
+        check(record.sweep == owner, || format!("key {n} is owned by {}, expected {owner}", record.sweep))?;
+    }
+    let dead = store.job(&key(2)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
+    check(dead.failures == 0 && dead.attempts_made == 1, || format!("resubmitted state {dead:?}"))?;
+    // The old attempt stays stale; the next lease of key 2 is attempt 2.
+    let late = store.complete(&key(2), 1, T0 + 2).await;
+    check(matches!(late, Err(StoreError::Transition(_))), || format!("the dead attempt's report: {late:?}"))?;
+    let mut leased = Vec::new();
+    while let Some(lease) = store.lease("w", LEASE, T0 + 2).await.map_err(|e| e.to_string())? {
+        leased.push((lease.key, lease.attempt, lease.sweep));
+    }
+    leased.sort();
+    let expected = vec![(key(2), 2, later.clone()), (key(3), 1, later), (key(4), 1, sweep())];
+    check(leased == expected, || format!("leased {leased:?}, expected {expected:?}"))
 }
 
 async fn apply_from_an_outdated_read_decides_again(store: Arc<dyn JobStore>) -> Outcome {

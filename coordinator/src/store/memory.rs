@@ -32,6 +32,9 @@ impl Inner {
             Phase::Leased { expires_at, .. } => {
                 self.leased.remove(&(expires_at, key));
             }
+            Phase::DeadLettered => {
+                self.dead.remove(&key);
+            }
             _ => {}
         }
         match next.phase {
@@ -104,6 +107,23 @@ impl JobStore for MemoryJobStore {
             added += 1;
         }
         Ok(added)
+    }
+
+    async fn resubmit(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let mut resubmitted = 0;
+        for key in keys {
+            let Some(record) = inner.jobs.get(key) else { continue };
+            if !matches!(record.state.phase, Phase::DeadLettered | Phase::Cancelled) {
+                continue;
+            }
+            inner.apply(key, &JobEvent::Resubmit, now, &self.policy)?;
+            if let Some(record) = inner.jobs.get_mut(key) {
+                record.sweep = sweep.clone();
+            }
+            resubmitted += 1;
+        }
+        Ok(resubmitted)
     }
 
     async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {

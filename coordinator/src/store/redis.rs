@@ -44,6 +44,7 @@ struct Scripts {
     cancel: Script,
     enqueue: Script,
     peek: Script,
+    resubmit: Script,
 }
 
 impl Scripts {
@@ -56,6 +57,7 @@ impl Scripts {
             requeue: guarded(include_str!("lua/requeue.lua")),
             dead_letter: guarded(include_str!("lua/dead_letter.lua")),
             cancel: guarded(include_str!("lua/cancel.lua")),
+            resubmit: guarded(include_str!("lua/resubmit.lua")),
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             peek: Script::new(include_str!("lua/peek.lua")),
         }
@@ -114,7 +116,21 @@ impl RedisJobStore {
     /// Writes `next` over `current` with the script of that transition; `false` when
     /// another writer got there first.
     async fn write(&self, key: &JobKey, current: &JobState, next: &JobState) -> Result<bool, StoreError> {
+        self.write_owned(key, current, next, None).await
+    }
+
+    /// [`Self::write`], also handing the job to sweep `owner` (for a resubmission).
+    async fn write_owned(
+        &self,
+        key: &JobKey,
+        current: &JobState,
+        next: &JobState,
+        owner: Option<&SweepId>,
+    ) -> Result<bool, StoreError> {
         let (script, extra) = match (&current.phase, &next.phase) {
+            (Phase::DeadLettered | Phase::Cancelled, Phase::Queued { not_before }) => {
+                (&self.scripts.resubmit, not_before.to_string())
+            }
             (Phase::Queued { .. }, Phase::Leased { expires_at, .. }) => (&self.scripts.lease, expires_at.to_string()),
             (Phase::Leased { .. }, Phase::Leased { expires_at, .. }) => {
                 (&self.scripts.heartbeat, expires_at.to_string())
@@ -136,11 +152,13 @@ impl RedisJobStore {
             .key(&self.keys[READY])
             .key(&self.keys[LEASED])
             .key(&self.keys[DEAD])
+            .key(&self.keys[OWNER])
             .arg(key.to_string())
             .arg(encode(current)?)
             .arg(current.attempts_made)
             .arg(encode(next)?)
             .arg(extra)
+            .arg(owner.map_or("", SweepId::as_str))
             .invoke_async(&mut self.connection())
             .await?;
         Ok(written == 1)
@@ -192,6 +210,25 @@ impl JobStore for RedisJobStore {
             added += count;
         }
         Ok(added)
+    }
+
+    async fn resubmit(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        let mut resubmitted = 0;
+        for (key, state) in keys.iter().zip(self.states(keys).await?) {
+            let Some(mut current) = state else { continue };
+            for _ in 0..MAX_RACES {
+                if !matches!(current.phase, Phase::DeadLettered | Phase::Cancelled) {
+                    break;
+                }
+                let Applied::Changed(next) = current.apply(&JobEvent::Resubmit, now, &self.policy)? else { break };
+                if self.write_owned(key, &current, &next, Some(sweep)).await? {
+                    resubmitted += 1;
+                    break;
+                }
+                current = self.read_state(key).await?;
+            }
+        }
+        Ok(resubmitted)
     }
 
     async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {

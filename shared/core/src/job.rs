@@ -163,6 +163,10 @@ pub enum JobEvent {
     /// The reaper found the lease past its deadline.
     Expire,
     Cancel,
+    /// A later sweep needs a job that ended without a result (dead-lettered or
+    /// cancelled): it is queued again with a fresh retry budget. The attempt counter
+    /// carries on, so the leases of earlier attempts stay stale.
+    Resubmit,
 }
 
 /// Why an event was refused; the stored state is left as it was.
@@ -194,6 +198,7 @@ impl JobEvent {
             Self::Fail { .. } => "fail",
             Self::Expire => "expire",
             Self::Cancel => "cancel",
+            Self::Resubmit => "resubmit",
         }
     }
 
@@ -240,6 +245,12 @@ impl JobState {
                     Ok(Applied::Unchanged)
                 }
                 (Phase::Cancelled, JobEvent::Cancel) => Ok(Applied::Unchanged),
+                (Phase::DeadLettered | Phase::Cancelled, JobEvent::Resubmit) => {
+                    let mut next = self.clone();
+                    next.failures = 0;
+                    next.phase = Phase::Queued { not_before: now };
+                    Ok(Applied::Changed(next))
+                }
                 (_, event) => match event.attempt() {
                     Some(got) if got != self.attempts_made => Err(stale(got)),
                     _ => Err(illegal()),
@@ -297,6 +308,7 @@ impl JobState {
                 next.fail_and_retry(now, policy);
             }
             JobEvent::Cancel => next.phase = Phase::Cancelled,
+            JobEvent::Resubmit => return Err(illegal()),
         }
         Ok(Applied::Changed(next))
     }

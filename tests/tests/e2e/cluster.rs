@@ -49,14 +49,21 @@ struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     metrics_port: u16,
+    /// Extra `wf coordinator` arguments.
+    options: Vec<String>,
     coordinator: Option<Process>,
 }
 
 impl Cluster {
     fn start(lease_ms: u32) -> Self {
+        Self::start_with(lease_ms, &[])
+    }
+
+    fn start_with(lease_ms: u32, options: &[&str]) -> Self {
         let redis = RedisServer::start().expect("redis-server");
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cluster = Self { redis, dir, port: free_port(), metrics_port: free_port(), coordinator: None };
+        let options = options.iter().map(|o| o.to_string()).collect();
+        let mut cluster = Self { redis, dir, port: free_port(), metrics_port: free_port(), options, coordinator: None };
         cluster.start_coordinator(lease_ms);
         cluster
     }
@@ -65,12 +72,13 @@ impl Cluster {
         let listen = format!("127.0.0.1:{}", self.port);
         let lease = lease_ms.to_string();
         let metrics = format!("127.0.0.1:{}", self.metrics_port);
-        let args = [
+        let redis = self.redis.url();
+        let mut args = vec![
             "coordinator",
             "--listen",
             &listen,
             "--redis",
-            &self.redis.url(),
+            &redis,
             "--artifacts",
             "artifacts",
             "--lease-ms",
@@ -82,6 +90,7 @@ impl Cluster {
             "--metrics",
             &metrics,
         ];
+        args.extend(self.options.iter().map(String::as_str));
         let process = Process::start(self.dir.path(), &args, &[]);
         wait_until("the coordinator listens", LIMIT, || process.stdout().contains("listening on"));
         self.coordinator = Some(process);
@@ -334,4 +343,25 @@ fn cancel_stops_the_sweep() {
     assert_eq!(worker.wait(Duration::from_secs(20)), Some(0));
     assert!(worker.stderr().contains("0 completed"), "{}", worker.stderr());
     assert!(cluster.results().is_empty());
+}
+
+#[test]
+fn redis_losing_its_data_mid_sweep_is_reconciled_and_the_sweep_completes() {
+    let cluster = Cluster::start_with(5_000, &["--reconcile-seconds", "1"]);
+    let _worker = cluster.worker(&[]);
+    let id = cluster.submit(&spec("\"monthly\"", 30));
+    let jobs = cluster.job_states().len();
+    wait_until("a first result is committed", LIMIT, || !cluster.results().is_empty());
+    let committed_before = cluster.results().len();
+    assert!(committed_before < jobs, "the sweep finished before the flush; make its jobs longer");
+    // Redis loses everything: queue, job states, sweep records.
+    let client = redis::Client::open(cluster.redis.url()).expect("redis url");
+    let mut connection = client.get_connection().expect("redis connection");
+    let () = redis::cmd("FLUSHALL").query(&mut connection).expect("FLUSHALL");
+    wait_until("the sweep finishes after reconciliation", LIMIT, || cluster.finished(&id));
+    let report = cluster.report(&id);
+    assert_eq!(report["missing"].as_array().map(Vec::len), Some(0), "{report}");
+    assert_eq!(cluster.results().len(), jobs);
+    let requeued = metric(&cluster.metrics(), "wf_reconciled_jobs_total", &[]).unwrap_or(0.0);
+    assert!(requeued >= 1.0 && requeued <= (jobs - committed_before) as f64, "requeued {requeued} of {jobs} jobs");
 }

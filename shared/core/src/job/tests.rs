@@ -9,6 +9,13 @@ fn state(phase: Phase, attempts_made: u32) -> JobState {
     JobState { phase, attempts_made, failures: 0, preemptions: 0, last_error: None, salt: 42 }
 }
 
+fn changed(result: Result<Applied, TransitionError>) -> JobState {
+    match result {
+        Ok(Applied::Changed(next)) => next,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
 fn leased(attempt: u32, expires_at: UnixMs) -> JobState {
     state(Phase::Leased { worker: "w1".into(), expires_at }, attempt)
 }
@@ -60,6 +67,7 @@ fn every_state_event_pair_has_the_documented_outcome() {
         ("queued",      &queued,      fail(1, FailureKind::Retryable),    Illegal),
         ("queued",      &queued,      JobEvent::Expire,                   Illegal),
         ("queued",      &queued,      JobEvent::Cancel,                   To("cancelled")),
+        ("queued",      &queued,      JobEvent::Resubmit,                 Illegal),
         ("leased",      &live,        lease.clone(),                      Illegal),
         ("leased",      &live,        beat(2),                            To("leased")),
         ("leased",      &live,        beat(1),                            Stale),
@@ -74,6 +82,7 @@ fn every_state_event_pair_has_the_documented_outcome() {
         ("expired",     &expired,     JobEvent::Expire,                   To("queued")),
         ("expired",     &expired,     complete(2),                        To("succeeded")),
         ("leased",      &live,        JobEvent::Cancel,                   To("cancelled")),
+        ("leased",      &live,        JobEvent::Resubmit,                 Illegal),
         ("succeeded",   &succeeded,   lease.clone(),                      Illegal),
         ("succeeded",   &succeeded,   beat(2),                            Illegal),
         ("succeeded",   &succeeded,   complete(2),                        Unchanged),
@@ -81,22 +90,46 @@ fn every_state_event_pair_has_the_documented_outcome() {
         ("succeeded",   &succeeded,   fail(2, FailureKind::Retryable),    Illegal),
         ("succeeded",   &succeeded,   JobEvent::Expire,                   Illegal),
         ("succeeded",   &succeeded,   JobEvent::Cancel,                   Illegal),
+        ("succeeded",   &succeeded,   JobEvent::Resubmit,                 Illegal),
         ("dead",        &dead,        lease.clone(),                      Illegal),
         ("dead",        &dead,        complete(2),                        Illegal),
         ("dead",        &dead,        complete(1),                        Stale),
         ("dead",        &dead,        fail(2, FailureKind::Permanent),    Illegal),
         ("dead",        &dead,        JobEvent::Expire,                   Illegal),
         ("dead",        &dead,        JobEvent::Cancel,                   Illegal),
+        ("dead",        &dead,        JobEvent::Resubmit,                 To("queued")),
         ("cancelled",   &cancelled,   lease.clone(),                      Illegal),
         ("cancelled",   &cancelled,   beat(2),                            Illegal),
         ("cancelled",   &cancelled,   complete(2),                        Illegal),
         ("cancelled",   &cancelled,   fail(2, FailureKind::Retryable),    Illegal),
         ("cancelled",   &cancelled,   JobEvent::Expire,                   Illegal),
         ("cancelled",   &cancelled,   JobEvent::Cancel,                   Unchanged),
+        ("cancelled",   &cancelled,   JobEvent::Resubmit,                 To("queued")),
     ];
     for (name, from, event, expected) in table {
         assert_eq!(outcome(from.apply(&event, NOW, &POLICY)), expected, "{name} + {event:?}");
     }
+}
+
+#[test]
+fn a_resubmitted_dead_letter_gets_a_fresh_retry_budget_and_keeps_its_attempt_count() {
+    let mut job = JobState::new(NOW, 3);
+    let mut now = NOW;
+    for attempt in 1..=POLICY.max_attempts {
+        now += 100_000;
+        job = changed(job.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 10 }, now, &POLICY));
+        job = changed(job.apply(&fail(attempt, FailureKind::Retryable), now, &POLICY));
+    }
+    assert_eq!(job.phase, Phase::DeadLettered);
+    let now = now + 5;
+    let revived = changed(job.apply(&JobEvent::Resubmit, now, &POLICY));
+    assert_eq!(revived.phase, Phase::Queued { not_before: now });
+    assert_eq!((revived.failures, revived.attempts_made), (0, POLICY.max_attempts));
+    // The last dead attempt's late report stays stale; the next lease is a new attempt.
+    let late = revived.apply(&JobEvent::Complete { attempt: POLICY.max_attempts }, now + 1, &POLICY);
+    assert!(late.is_err());
+    let leased = changed(revived.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 10 }, now + 1, &POLICY));
+    assert_eq!(leased.current_attempt(), Some(POLICY.max_attempts + 1));
 }
 
 #[test]
@@ -184,6 +217,7 @@ fn event_strategy() -> impl Strategy<Value = JobEvent> {
         }),
         Just(JobEvent::Expire),
         Just(JobEvent::Cancel),
+        Just(JobEvent::Resubmit),
     ]
 }
 
@@ -205,7 +239,10 @@ proptest! {
             let before = job.clone();
             match job.apply(&event, now, &policy) {
                 Ok(Applied::Changed(next)) => {
-                    prop_assert!(!before.phase.is_terminal(), "{before:?} left a terminal state on {event:?}");
+                    // Only a resubmission leaves a terminal state, and never a success.
+                    let resubmitted = event == JobEvent::Resubmit
+                        && matches!(before.phase, Phase::DeadLettered | Phase::Cancelled);
+                    prop_assert!(!before.phase.is_terminal() || resubmitted, "{before:?} left a terminal state on {event:?}");
                     prop_assert!(next.attempts_made >= before.attempts_made);
                     if let Some(attempt) = event.attempt() {
                         prop_assert_eq!(before.current_attempt(), Some(attempt), "stale {:?} accepted", event);
