@@ -29,6 +29,22 @@ pub struct WorkerOnlyArgs {
     pub worker: WorkerArgs,
 }
 
+/// The environment variable a `main` must set before anything else, when it is unset:
+/// `RAYON_NUM_THREADS` = the CPUs this process may use.
+///
+/// Without it candle asks for its thread count on every matrix product by parsing
+/// `/proc/cpuinfo` (measured with `perf` on `wf run configs/quickstart.toml`: 43% of all
+/// CPU time, nearly all of it kernel time), and counts the host's physical cores rather
+/// than the CPUs a container is limited to. `available_parallelism` honours cgroup
+/// quotas and affinity masks.
+pub fn thread_env() -> Option<(&'static str, String)> {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return None;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    Some(("RAYON_NUM_THREADS", cpus.to_string()))
+}
+
 /// Runs a parsed command line: logging, the command, its exit code. Errors are printed
 /// as one line on stderr (exit 2); a failed gate exits 1.
 pub fn main(log_format: LogFormat, command: Command) -> ExitCode {
