@@ -2,5 +2,6 @@
 
 mod cluster;
 mod data_cli;
+mod deploy;
 mod plan_cli;
 mod train_cli;
