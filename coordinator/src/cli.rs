@@ -218,11 +218,24 @@ pub struct StatusArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
+    /// A sweep id (`sw-…`, asked of the coordinator), or an artifact directory to report
+    /// from without a coordinator (`wf run --out DIR` leaves one in DIR/artifacts).
+    pub source: String,
+    /// With an artifact directory holding several sweeps: which one (default: the latest).
+    #[arg(long)]
+    pub sweep: Option<String>,
     #[command(flatten)]
-    pub sweep: SweepArgs,
+    pub connect: ConnectArgs,
     /// Print the whole report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write the report files into this directory: report.html (plots inline),
+    /// report.json, schedules.csv, decay.csv, series.csv and the plots as SVG.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Which files `--out` writes.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "html,json,csv")]
+    pub format: Vec<crate::report::files::Format>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -17,6 +17,7 @@ use wf_worker::runtime::{self, RuntimeConfig, RuntimeSummary};
 
 use crate::artifact::ArtifactStore;
 use crate::report::SweepReport;
+use crate::report::files::Format;
 use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use crate::server;
 use crate::store::{JobStore, MemoryJobStore, RedisJobStore};
@@ -95,8 +96,12 @@ pub async fn run(
     let _ = server.await;
     let (submitted, progress, report) = outcome?;
     let id = submitted.sweep_id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let json = serde_json::to_vec_pretty(&report)?;
-    let report_location = artifacts.put_report(&id, "report.json", json.into()).await?;
+    // report.json, the CSV tables, the plots and report.html (last: its location is returned).
+    let files = crate::report::files::render(&report, &[Format::Json, Format::Csv, Format::Html])?;
+    let mut report_location = String::new();
+    for (name, bytes) in files {
+        report_location = artifacts.put_report(&id, &name, bytes.into()).await?;
+    }
     Ok(LocalRun {
         sweep_id: submitted.sweep_id.clone(),
         submitted,

@@ -162,6 +162,7 @@ type DatasetKey = (String, Vec<u32>);
 struct Planned {
     config: SweepConfig,
     plan: Plan,
+    dataset: Arc<Dataset>,
 }
 
 /// The coordinator's decisions, over its stores.
@@ -301,7 +302,7 @@ impl Scheduler {
         // Jobs an earlier sweep dead-lettered or cancelled get another chance here.
         let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
         let added = added + resubmitted;
-        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan }));
+        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset }));
         info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, "sweep submitted");
         metrics::counter!("wf_sweeps_submitted_total").increment(1);
         metrics::counter!("wf_jobs_enqueued_total").increment(added as u64);
@@ -602,8 +603,8 @@ impl Scheduler {
             return Ok(planned.clone());
         }
         let config = SweepConfig::from_toml(&record.spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (_, plan) = self.plan(&config).await?;
-        let planned = Arc::new(Planned { config, plan });
+        let (dataset, plan) = self.plan(&config).await?;
+        let planned = Arc::new(Planned { config, plan, dataset });
         lock(&self.plans).insert(record.id.clone(), planned.clone());
         Ok(planned)
     }
@@ -628,11 +629,19 @@ impl Scheduler {
         }
         let matrix = AgeMatrix { horizon: planned.config.primary_horizon, max_age: planned.config.max_age, runs };
         let id = id.to_string();
-        let hash = record.dataset.content_hash.to_string();
         let planned = planned.clone();
-        tokio::task::spawn_blocking(move || report::build(&id, &planned.config, &planned.plan, hash, &matrix, missing))
-            .await
-            .map_err(|e| SchedulerError::Internal(format!("report builder panicked: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let input = report::ReportInput {
+                sweep_id: &id,
+                config: &planned.config,
+                plan: &planned.plan,
+                panel: &planned.dataset.panel,
+                dataset_hash: planned.dataset.content_hash,
+            };
+            report::build_full(input, &matrix, missing)
+        })
+        .await
+        .map_err(|e| SchedulerError::Internal(format!("report builder panicked: {e}")))
     }
 }
 

@@ -8,8 +8,15 @@ use wf_proto::v1::sweep_service_client::SweepServiceClient;
 
 use super::Outcome;
 use super::serve::{runtime, shutdown_on_signals};
+use crate::artifact::ArtifactStore;
 use crate::cli::{ConnectArgs, ReportArgs, StatusArgs, SubmitArgs, SweepArgs};
 use crate::progress;
+use crate::report::SweepReport;
+use crate::report::files::Format;
+use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use crate::store::{JobStore, MemoryJobStore, SweepRecord};
+use std::sync::Arc;
+use wf_shared::job::RetryPolicy;
 
 async fn connect(args: &ConnectArgs) -> anyhow::Result<SweepServiceClient<Channel>> {
     let client = SweepServiceClient::connect(args.coordinator.clone())
@@ -117,13 +124,68 @@ pub fn cancel(args: SweepArgs) -> anyhow::Result<Outcome> {
 
 pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
     runtime()?.block_on(async move {
-        let mut client = connect(&args.sweep.connect).await?;
-        let report = crate::client::report(&mut client, &args.sweep.sweep_id).await?;
+        let report = if std::path::Path::new(&args.source).is_dir() {
+            offline_report(std::path::Path::new(&args.source), args.sweep.as_deref()).await?
+        } else {
+            let mut client = connect(&args.connect).await?;
+            crate::client::report(&mut client, &args.source).await?
+        };
+        if let Some(out) = &args.out {
+            let written = write_report_files(&report, out, &args.format)?;
+            eprintln!("report: {}", written.display());
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
+        } else if args.out.is_none() {
             print!("{}", report.summary_table());
         }
         Ok(Outcome::Success)
     })
+}
+
+/// Writes the report's files into `out`; returns the main file's path.
+pub fn write_report_files(
+    report: &SweepReport,
+    out: &std::path::Path,
+    formats: &[Format],
+) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let files = crate::report::files::render(report, formats)?;
+    for (name, bytes) in &files {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let main = files.last().map_or_else(|| out.to_path_buf(), |(name, _)| out.join(name));
+    Ok(main)
+}
+
+/// A sweep's report from an artifact directory alone: its sweep record and results,
+/// with the same scheduler code as the coordinator over an in-memory job store.
+async fn offline_report(dir: &std::path::Path, sweep: Option<&str>) -> anyhow::Result<SweepReport> {
+    let root = if dir.join("artifacts/sweeps").is_dir() { dir.join("artifacts") } else { dir.to_path_buf() };
+    let artifacts = ArtifactStore::open(&root.display().to_string())?;
+    let ids = artifacts.sweep_ids().await?;
+    let mut records = Vec::new();
+    for id in &ids {
+        if let Some(bytes) = artifacts.sweep_file(id, "sweep.json").await? {
+            let record: SweepRecord = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}/sweeps/{id}/sweep.json is unreadable", root.display()))?;
+            records.push(record);
+        }
+    }
+    let record = match sweep {
+        Some(wanted) => records
+            .into_iter()
+            .find(|r| r.id.as_str() == wanted)
+            .with_context(|| format!("no sweep {wanted} in {}", root.display()))?,
+        None => records
+            .into_iter()
+            .max_by_key(|r| r.submitted_at)
+            .with_context(|| format!("no sweeps in {} (is it an artifact directory?)", root.display()))?,
+    };
+    let store = Arc::new(MemoryJobStore::new(RetryPolicy::default()));
+    store.put_sweep(&record).await?;
+    let config = SchedulerConfig { reconcile_every: None, ..SchedulerConfig::default() };
+    let scheduler = Scheduler::new(store, artifacts, Arc::new(SystemClock), config);
+    Ok(scheduler.report(&record.id).await?)
 }

@@ -197,3 +197,92 @@ async fn a_later_sweep_runs_the_jobs_a_cancelled_sweep_left_undone() {
     assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, first.jobs));
     assert_eq!(scheduler.progress(&first_id).await.expect("progress").status, SweepStatus::Cancelled);
 }
+
+/// The value of `field` in the HTML table row that starts at `row`.
+fn html_value(row: &str, field: &str) -> Option<f64> {
+    let start = row.find(&format!("data-field=\"{field}\" data-v=\""))? + field.len() + 22;
+    row[start..].split('"').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scheduler = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(1_000_000))));
+    let spec = format!(
+        "{SPEC}\n[triggers.performance]\nmetric = \"delta_p_at_k\"\ntau = [0.0, 0.02]\nlookback = [10]\n\
+         [triggers.age]\nmax_age = [15]\n"
+    );
+    let submitted = scheduler.submit(&spec).await.expect("submit");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    // All but one job commit: the report must say what is missing.
+    let mut left = None;
+    while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
+        if left.is_none() {
+            left = Some(lease.lease.key);
+            continue;
+        }
+        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+    }
+    let report = scheduler.report(&id).await.expect("report");
+    assert_eq!(report.missing, vec![left.expect("a job").to_string()]);
+    assert_eq!(report.results as u64, submitted.jobs - 1);
+
+    // One line (window 126, linear, seed 0): 2 fixed cadences and 2 x 1 + 1 policies,
+    // plus their combinations (the grid's `or` of one performance and one age trigger).
+    let policies = wf_shared::replay::expand_policies(&SweepConfig::from_toml(&spec).expect("spec").triggers).len();
+    assert_eq!(report.lines.len(), 1);
+    let line = &report.lines[0];
+    assert_eq!(line.schedules.len(), 2 + policies);
+    assert_eq!(report.decay.len(), 3, "ΔP@K, P@K and RankIC curves of the one (window, model)");
+    let fixed_series = report.series.iter().filter(|s| !s.adaptive).count();
+    assert_eq!(fixed_series, 2);
+    assert!(report.series.len() <= 3);
+    let audit = report.audit.as_ref().expect("audit");
+    assert_eq!((audit.jobs as u64, audit.leaking_jobs), (submitted.jobs, 0));
+    let dataset = report.dataset.as_ref().expect("dataset summary");
+    assert_eq!(dataset.stocks, 40);
+    assert!(report.base_rate.is_some_and(|b| b > 0.0 && b < 1.0));
+
+    let formats = [report::files::Format::Json, report::files::Format::Csv, report::files::Format::Html];
+    let files = report::files::render(&report, &formats).expect("render");
+    let file = |name: &str| {
+        let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing"));
+        String::from_utf8(bytes.clone()).expect("utf-8")
+    };
+    let back: report::SweepReport = serde_json::from_str(&file("report.json")).expect("report.json parses");
+    assert_eq!(back.lines.len(), report.lines.len());
+    assert_eq!(file("schedules.csv").lines().count(), 1 + line.schedules.len());
+    let points: usize = report.decay.iter().map(|c| c.points.len()).sum();
+    assert_eq!(file("decay.csv").lines().count(), 1 + points);
+    let days: usize = report.series.iter().map(|s| s.dates.len()).sum();
+    assert_eq!(file("series.csv").lines().count(), 1 + days);
+
+    let html = file("report.html");
+    let svgs = files.iter().filter(|(n, _)| n.ends_with(".svg")).count();
+    assert_eq!(html.matches("<svg").count(), svgs, "every plot is inline");
+    assert!(svgs >= 5, "3 decay plots, a calendar-time plot and a frontier: {svgs}");
+    for fetch in ["src=", "<link", "<script", "url(", "@import"] {
+        assert!(!html.contains(fetch), "the page fetches something ({fetch})");
+    }
+    assert!(html.contains("1 of") && html.contains("jobs have no result"), "the missing job is stated");
+    assert!(html.contains("data-field=\"leaking_jobs\" data-v=\"0\""));
+    let table_start = html.find("data-line=\"126|linear|0\"").expect("the line's table");
+    let table = &html[table_start..html[table_start..].find("</table>").map_or(html.len(), |e| table_start + e)];
+    let mut compared = 0;
+    for schedule in &line.schedules {
+        let marker = format!("data-schedule=\"{}\"", report::html::escape(&schedule.name));
+        let Some(at) = table.find(&marker) else {
+            assert!(schedule.adaptive, "fixed cadence {} is not in the table", schedule.name);
+            continue;
+        };
+        let row = &table[at..table[at..].find("</tr>").map_or(table.len(), |e| at + e)];
+        assert_eq!(html_value(row, "delta_mean"), Some(schedule.delta.mean), "{}", schedule.name);
+        assert_eq!(html_value(row, "rank_ic"), Some(schedule.rank_ic.mean), "{}", schedule.name);
+        assert_eq!(html_value(row, "retrains"), Some(schedule.retrains() as f64), "{}", schedule.name);
+        if let Some(interval) = schedule.delta_interval {
+            assert_eq!(html_value(row, "delta_low"), Some(interval.low), "{}", schedule.name);
+        }
+        compared += 1;
+    }
+    assert!(compared >= 3, "only {compared} rows compared");
+}

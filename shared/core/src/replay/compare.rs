@@ -47,8 +47,9 @@ pub fn frontier(points: &[(f64, f64)]) -> Vec<bool> {
 }
 
 /// Replays the fixed cadences and the policies of `line` and compares them. Intervals
-/// are computed for the fixed cadences, the frontier and the `top` best policies (the
-/// bootstrap dominates the cost of a large grid).
+/// are computed for the fixed cadences, the frontier and the `top` best policies among
+/// those scored on as many days as the fixed cadences (the bootstrap dominates the cost
+/// of a large grid).
 pub fn compare_line(
     matrix: &AgeMatrix,
     line: Line,
@@ -77,8 +78,15 @@ pub fn compare_line(
     let best_fixed = (0..fixed.len())
         .filter(|i| summaries[*i].mean.is_finite())
         .max_by(|a, b| summaries[*a].mean.total_cmp(&summaries[*b].mean));
+    // A policy that lets its model age past max_age leaves days unscored; its mean over
+    // fewer (earlier) days is not comparable, so fully covered policies rank first.
+    let covered = summaries[..fixed.len()].iter().map(|s| s.n).max().unwrap_or(0);
     let mut ranked: Vec<usize> = (fixed.len()..replays.len()).collect();
-    ranked.sort_by(|a, b| summaries[*b].mean.total_cmp(&summaries[*a].mean));
+    ranked.sort_by(|a, b| {
+        (summaries[*b].n >= covered)
+            .cmp(&(summaries[*a].n >= covered))
+            .then(summaries[*b].mean.total_cmp(&summaries[*a].mean))
+    });
     let detailed =
         |index: usize| index < fixed.len() || on_frontier[index] || ranked.iter().take(top).any(|r| *r == index);
 

@@ -1,0 +1,139 @@
+//! A report as files: `report.json` (the whole document), CSV tables, `report.html` and
+//! every plot as an SVG file.
+//!
+//! | file | one row per | columns |
+//! |---|---|---|
+//! | `schedules.csv` | (window, model, seed, schedule) | `scored_days`; `mean_delta_p_at_k`, `delta_low`, `delta_high` (ΔP@K, a fraction; 95% interval, empty where not computed); `hit_rate` (share of days > 0); `mean_rank_ic`, `icir`; `retrains`; `train_seconds` (sum over the schedule's trainings, s); `vs_best_fixed`, `difference_mean`, `difference_low`, `difference_high`, `difference_excludes_zero`; `on_frontier` |
+//! | `decay.csv` | (window, model, metric, age) | `age` (trading days since the retrain date), `mean`, `low`, `high` (95% interval), `models` (runs with a value) |
+//! | `series.csv` | (window, model, seed, schedule, date) | `delta_p_at_k`, `rank_ic` (empty: no live model scored that day), `retrain` (1 on retrain dates) |
+
+use std::fmt::Write as _;
+
+use super::{SweepReport, html};
+
+/// What `wf report --format` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Format {
+    Html,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportFileError {
+    #[error(transparent)]
+    Plot(#[from] html::PlotError),
+    #[error("cannot encode the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Quotes a CSV field when it needs it.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
+}
+
+fn number(value: Option<f64>) -> String {
+    value.filter(|v| v.is_finite()).map_or_else(String::new, |v| v.to_string())
+}
+
+pub fn schedules_csv(report: &SweepReport) -> String {
+    let mut out = String::from(
+        "window,model,seed,schedule,adaptive,scored_days,mean_delta_p_at_k,delta_low,delta_high,hit_rate,\
+         mean_rank_ic,icir,retrains,train_seconds,vs_best_fixed,difference_mean,difference_low,difference_high,\
+         difference_excludes_zero,on_frontier\n",
+    );
+    for line in &report.lines {
+        for s in &line.schedules {
+            let difference = s.difference_vs_best_fixed.as_ref();
+            let interval = difference.and_then(|d| d.interval);
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                line.window,
+                field(&line.model),
+                line.seed,
+                field(&s.name),
+                u8::from(s.adaptive),
+                s.delta.n,
+                number(Some(s.delta.mean)),
+                number(s.delta_interval.map(|i| i.low)),
+                number(s.delta_interval.map(|i| i.high)),
+                number(Some(s.delta.hit_rate)),
+                number(Some(s.rank_ic.mean)),
+                number(Some(s.rank_ic.ratio())),
+                s.retrains(),
+                number(Some(s.train_seconds)),
+                field(difference.map_or("", |d| d.against.as_str())),
+                number(difference.map(|d| d.mean)),
+                number(interval.map(|i| i.low)),
+                number(interval.map(|i| i.high)),
+                interval.map_or(String::new(), |i| u8::from(i.excludes_zero()).to_string()),
+                u8::from(s.on_frontier),
+            );
+        }
+    }
+    out
+}
+
+pub fn decay_csv(report: &SweepReport) -> String {
+    let mut out = String::from("window,model,metric,age,mean,low,high,models\n");
+    for curve in &report.decay {
+        let model = report.models.get(curve.model).cloned().unwrap_or_else(|| curve.model.to_string());
+        let metric = serde_json::to_value(curve.metric).ok().and_then(|v| v.as_str().map(str::to_string));
+        for point in &curve.points {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{}",
+                curve.window,
+                field(&model),
+                metric.as_deref().unwrap_or("metric"),
+                point.age,
+                number(Some(point.mean)),
+                number(point.interval.map(|i| i.low)),
+                number(point.interval.map(|i| i.high)),
+                point.models
+            );
+        }
+    }
+    out
+}
+
+pub fn series_csv(report: &SweepReport) -> String {
+    let mut out = String::from("window,model,seed,schedule,date,delta_p_at_k,rank_ic,retrain\n");
+    for series in &report.series {
+        let (model, schedule) = (field(&series.model), field(&series.schedule));
+        for (i, date) in series.dates.iter().enumerate() {
+            let retrain = series.retrain_dates.binary_search(date).is_ok();
+            let _ = writeln!(
+                out,
+                "{},{model},{},{schedule},{date},{},{},{}",
+                series.window,
+                series.seed,
+                number(series.delta.get(i).copied().flatten()),
+                number(series.rank_ic.get(i).copied().flatten()),
+                u8::from(retrain)
+            );
+        }
+    }
+    out
+}
+
+/// The report's files in `formats`: (file name, contents), `report.html` last.
+pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, Vec<u8>)>, ReportFileError> {
+    let mut files = Vec::new();
+    if formats.contains(&Format::Json) {
+        files.push(("report.json".to_string(), serde_json::to_vec_pretty(report)?));
+    }
+    if formats.contains(&Format::Csv) {
+        files.push(("schedules.csv".to_string(), schedules_csv(report).into_bytes()));
+        files.push(("decay.csv".to_string(), decay_csv(report).into_bytes()));
+        files.push(("series.csv".to_string(), series_csv(report).into_bytes()));
+    }
+    if formats.contains(&Format::Html) {
+        for plot in html::plots(report)? {
+            files.push((format!("{}.svg", plot.name), plot.svg.into_bytes()));
+        }
+        files.push(("report.html".to_string(), html::render(report)?.into_bytes()));
+    }
+    Ok(files)
+}

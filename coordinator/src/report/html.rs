@@ -1,0 +1,606 @@
+//! The report as one self-contained HTML page: no scripts, no network fetches, every plot
+//! an inline SVG drawn with plotters (also returned on its own by [`plots`]).
+//!
+//! Every number in a table carries its exact value in a `data-v` attribute, next to the
+//! rounded text, so the page can be checked against the JSON document.
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use wf_shared::age::Metric;
+use wf_shared::decay::DecayCurve;
+use wf_shared::replay::ScheduleOutcome;
+
+use super::{LineReport, ScheduleSeries, SweepReport};
+
+/// Days in the rolling mean of the calendar-time plots.
+pub const ROLLING_DAYS: usize = 21;
+/// Adaptive policies listed per line besides the fixed cadences.
+const TABLE_POLICIES: usize = 8;
+const SIZE: (u32, u32) = (760, 340);
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// A plot: a file stem, a title, the SVG document.
+#[derive(Debug, Clone)]
+pub struct Plot {
+    pub name: String,
+    pub title: String,
+    pub svg: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {plot}: {reason}")]
+pub struct PlotError {
+    plot: String,
+    reason: String,
+}
+
+fn metric_label(metric: Metric) -> &'static str {
+    match metric {
+        Metric::DeltaPAtK => "ΔP@K",
+        Metric::PAtK => "P@K",
+        Metric::RankIc => "RankIC",
+        Metric::Spread => "spread",
+        Metric::TopKMean => "top-K mean return",
+    }
+}
+
+fn metric_slug(metric: Metric) -> &'static str {
+    match metric {
+        Metric::DeltaPAtK => "delta_p_at_k",
+        Metric::PAtK => "p_at_k",
+        Metric::RankIc => "rank_ic",
+        Metric::Spread => "spread",
+        Metric::TopKMean => "top_k_mean",
+    }
+}
+
+/// `(low, high)` of `values` with a margin, never empty.
+fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        low = low.min(v);
+        high = high.max(v);
+    }
+    if !low.is_finite() {
+        return (-1.0, 1.0);
+    }
+    let margin = ((high - low) * 0.08).max(1e-3);
+    (low - margin, high + margin)
+}
+
+fn draw<F>(name: &str, title: &str, paint: F) -> Result<Plot, PlotError>
+where
+    F: FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), Box<dyn std::error::Error>>,
+{
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let result =
+            root.fill(&WHITE).map_err(|e| e.to_string()).and_then(|()| paint(&root).map_err(|e| e.to_string()));
+        result.map_err(|reason| PlotError { plot: name.to_string(), reason })?;
+        root.present().map_err(|e| PlotError { plot: name.to_string(), reason: e.to_string() })?;
+    }
+    Ok(Plot { name: name.to_string(), title: title.to_string(), svg })
+}
+
+/// Decay curves of one window and metric: one line per model, its 95% band, the
+/// baseline of a random ranking.
+fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Option<Plot>, PlotError> {
+    let curves: Vec<&DecayCurve> = report.decay.iter().filter(|c| c.window == window && c.metric == metric).collect();
+    if curves.iter().all(|c| c.points.is_empty()) {
+        return Ok(None);
+    }
+    let baseline = match metric {
+        Metric::PAtK => report.base_rate.unwrap_or(0.0),
+        _ => 0.0,
+    };
+    let ages = curves.iter().flat_map(|c| c.points.iter().map(|p| f64::from(p.age))).fold(1.0, f64::max);
+    let (low, high) = span(
+        curves
+            .iter()
+            .flat_map(|c| c.points.iter())
+            .flat_map(|p| [p.mean, p.interval.map_or(p.mean, |i| i.low), p.interval.map_or(p.mean, |i| i.high)])
+            .chain([baseline]),
+    );
+    let label = metric_label(metric);
+    let title = format!("{label} vs model age, {window}-day training window");
+    let name = format!("decay_{window}_{}", metric_slug(metric));
+    let plot = draw(&name, &title, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..ages, low..high)?;
+        chart
+            .configure_mesh()
+            .x_desc("model age (trading days since the retrain date)")
+            .y_desc(label)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        let baseline_name = if metric == Metric::PAtK { "random ranking (base rate)" } else { "random ranking" };
+        chart
+            .draw_series(LineSeries::new([(0.0, baseline), (ages, baseline)], BLACK.mix(0.6).stroke_width(1)))?
+            .label(baseline_name)
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.6)));
+        for (index, curve) in curves.iter().enumerate() {
+            let color = PALETTE[index % PALETTE.len()];
+            let band: Vec<(f64, f64)> = curve
+                .points
+                .iter()
+                .filter_map(|p| p.interval.map(|i| (f64::from(p.age), i.high)))
+                .chain(curve.points.iter().rev().filter_map(|p| p.interval.map(|i| (f64::from(p.age), i.low))))
+                .collect();
+            if band.len() > 2 {
+                chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled())))?;
+            }
+            let model = report.models.get(curve.model).cloned().unwrap_or_else(|| format!("model {}", curve.model));
+            chart
+                .draw_series(LineSeries::new(
+                    curve.points.iter().filter(|p| p.mean.is_finite()).map(|p| (f64::from(p.age), p.mean)),
+                    color.stroke_width(2),
+                ))?
+                .label(format!("{model} (mean, 95% band)"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        Ok(())
+    })?;
+    Ok(Some(plot))
+}
+
+/// The trailing mean of the last `days` present values, where at least a quarter are.
+fn rolling_mean(values: &[Option<f64>], days: usize) -> Vec<Option<f64>> {
+    (0..values.len())
+        .map(|end| {
+            let window = &values[end.saturating_sub(days - 1)..=end];
+            let present: Vec<f64> = window.iter().flatten().copied().collect();
+            (present.len() * 4 >= days).then(|| present.iter().sum::<f64>() / present.len() as f64)
+        })
+        .collect()
+}
+
+/// A line's schedules over calendar time: the rolling mean ΔP@K, retrain dates of the
+/// adaptive policy marked.
+fn series_plot(line: &LineReport, series: &[&ScheduleSeries]) -> Result<Option<Plot>, PlotError> {
+    let Some(first) = series.first() else { return Ok(None) };
+    let dates = &first.dates;
+    if dates.is_empty() {
+        return Ok(None);
+    }
+    let rolled: Vec<Vec<Option<f64>>> = series.iter().map(|s| rolling_mean(&s.delta, ROLLING_DAYS)).collect();
+    let (low, high) = span(rolled.iter().flatten().flatten().copied().chain([0.0]));
+    let title = format!("{}-day rolling ΔP@K over time: {}-day window, {}", ROLLING_DAYS, line.window, line.model);
+    let name = format!("schedules_{}_{}_{}", line.window, slug(&line.model), line.seed);
+    let days = dates.len() as f64;
+    let plot = draw(&name, &title, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..days, low..high)?;
+        let date_label = |x: &f64| dates.get(*x as usize).map_or_else(String::new, |d| d.format("%Y-%m").to_string());
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&date_label)
+            .x_desc("date")
+            .y_desc("ΔP@K (21-day mean)")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (days, 0.0)], BLACK.mix(0.6)))?;
+        for (index, (schedule, values)) in series.iter().zip(&rolled).enumerate() {
+            let color = PALETTE[index % PALETTE.len()];
+            let points: Vec<(f64, f64)> =
+                values.iter().enumerate().filter_map(|(x, v)| v.map(|v| (x as f64, v))).collect();
+            let label = if schedule.adaptive { "best adaptive policy".to_string() } else { schedule.schedule.clone() };
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(if schedule.adaptive { 2 } else { 1 })))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+            if schedule.adaptive {
+                let marks: Vec<(f64, f64)> = schedule
+                    .retrain_dates
+                    .iter()
+                    .filter_map(|d| dates.iter().position(|x| x == d))
+                    .map(|x| (x as f64, low + (high - low) * 0.03))
+                    .collect();
+                chart.draw_series(marks.into_iter().map(|p| TriangleMarker::new(p, 4, color.filled())))?;
+            }
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        Ok(())
+    })?;
+    Ok(Some(plot))
+}
+
+/// Cost (retrains) against quality (mean ΔP@K) of every schedule of a line; the
+/// non-dominated ones joined.
+fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
+    let points: Vec<&ScheduleOutcome> = line.schedules.iter().filter(|s| s.delta.mean.is_finite()).collect();
+    if points.is_empty() {
+        return Ok(None);
+    }
+    let most = points.iter().map(|s| s.retrains() as f64).fold(1.0, f64::max) * 1.05;
+    let (low, high) = span(points.iter().map(|s| s.delta.mean));
+    let title = format!("Cost and quality: {}-day window, {}", line.window, line.model);
+    let name = format!("frontier_{}_{}_{}", line.window, slug(&line.model), line.seed);
+    let plot = draw(&name, &title, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..most, low..high)?;
+        chart.configure_mesh().x_desc("retrains").y_desc("mean ΔP@K").light_line_style(WHITE.mix(0.0)).draw()?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .filter(|s| s.adaptive)
+                    .map(|s| Circle::new((s.retrains() as f64, s.delta.mean), 2, BLACK.mix(0.25).filled())),
+            )?
+            .label("adaptive policy")
+            .legend(|(x, y)| Circle::new((x + 9, y), 3, BLACK.mix(0.25).filled()));
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .filter(|s| !s.adaptive)
+                    .map(|s| Circle::new((s.retrains() as f64, s.delta.mean), 5, PALETTE[0].filled())),
+            )?
+            .label("fixed cadence")
+            .legend(|(x, y)| Circle::new((x + 9, y), 5, PALETTE[0].filled()));
+        let mut frontier: Vec<(f64, f64)> =
+            points.iter().filter(|s| s.on_frontier).map(|s| (s.retrains() as f64, s.delta.mean)).collect();
+        frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(frontier, PALETTE[3].stroke_width(2)))?
+            .label("non-dominated (fewer retrains or higher ΔP@K)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], PALETTE[3].stroke_width(2)));
+        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        Ok(())
+    })?;
+    Ok(Some(plot))
+}
+
+/// Every plot of the report, in page order.
+pub fn plots(report: &SweepReport) -> Result<Vec<Plot>, PlotError> {
+    let mut plots = Vec::new();
+    let mut windows: Vec<u32> = report.decay.iter().map(|c| c.window).collect();
+    windows.sort_unstable();
+    windows.dedup();
+    for window in windows {
+        for metric in [Metric::DeltaPAtK, Metric::PAtK, Metric::RankIc] {
+            plots.extend(decay_plot(report, window, metric)?);
+        }
+    }
+    for line in &report.lines {
+        let series: Vec<&ScheduleSeries> = report
+            .series
+            .iter()
+            .filter(|s| s.window == line.window && s.model == line.model && s.seed == line.seed)
+            .collect();
+        plots.extend(series_plot(line, &series)?);
+        plots.extend(frontier_plot(line)?);
+    }
+    Ok(plots)
+}
+
+/// `text` reduced to letters, digits, `-` and `_`, for file names and element ids.
+pub fn slug(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A table cell with its exact value in `data-v` and `shown` as text.
+fn cell(field: &str, value: Option<f64>, shown: impl FnOnce(f64) -> String) -> String {
+    match value.filter(|v| v.is_finite()) {
+        Some(v) => format!("<td class=\"num\" data-field=\"{field}\" data-v=\"{v}\">{}</td>", shown(v)),
+        None => format!("<td class=\"num\" data-field=\"{field}\">–</td>"),
+    }
+}
+
+fn interval_text(low: f64, high: f64) -> String {
+    format!("[{low:+.4}, {high:+.4}]")
+}
+
+/// The schedules a line's table shows: the fixed cadences, then the adaptive policies
+/// with intervals (frontier and best), best first, at most [`TABLE_POLICIES`].
+fn table_rows(line: &LineReport) -> Vec<&ScheduleOutcome> {
+    let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
+    let mut adaptive: Vec<&ScheduleOutcome> =
+        line.schedules.iter().filter(|s| s.adaptive && s.delta_interval.is_some()).collect();
+    adaptive.sort_by(|a, b| {
+        (b.delta.n >= covered).cmp(&(a.delta.n >= covered)).then(b.delta.mean.total_cmp(&a.delta.mean))
+    });
+    line.schedules.iter().filter(|s| !s.adaptive).chain(adaptive.into_iter().take(TABLE_POLICIES)).collect()
+}
+
+fn comparison_table(out: &mut String, line: &LineReport) {
+    let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "<table class=\"schedules\" data-line=\"{}|{}|{}\"><thead><tr><th>schedule</th><th>mean ΔP@K</th>\
+         <th>95% interval</th><th>RankIC</th><th>ICIR</th><th>hit rate</th><th>scored days</th><th>retrains</th>\
+         <th>training s</th><th>vs best fixed</th><th>95% interval</th><th>excludes 0</th><th>frontier</th></tr></thead><tbody>",
+        line.window,
+        escape(&line.model),
+        line.seed
+    );
+    for s in table_rows(line) {
+        let kind = if s.adaptive { "adaptive" } else { "fixed" };
+        let partial = if s.delta.n < covered { " title=\"scored on fewer days than the fixed cadences\"" } else { "" };
+        let _ = write!(
+            out,
+            "<tr class=\"{kind}\" data-schedule=\"{}\"{partial}><td>{}</td>",
+            escape(&s.name),
+            escape(&s.name)
+        );
+        out.push_str(&cell("delta_mean", Some(s.delta.mean), |v| format!("{v:+.4}")));
+        match s.delta_interval {
+            Some(i) => {
+                let _ = write!(
+                    out,
+                    "<td class=\"num\" data-field=\"delta_low\" data-v=\"{}\" data-high=\"{}\">{}</td>",
+                    i.low,
+                    i.high,
+                    interval_text(i.low, i.high)
+                );
+            }
+            None => out.push_str("<td class=\"num\">–</td>"),
+        }
+        out.push_str(&cell("rank_ic", Some(s.rank_ic.mean), |v| format!("{v:.4}")));
+        out.push_str(&cell("icir", Some(s.rank_ic.ratio()), |v| format!("{v:.2}")));
+        out.push_str(&cell("hit_rate", Some(s.delta.hit_rate), |v| format!("{:.0}%", v * 100.0)));
+        out.push_str(&cell("days", Some(s.delta.n as f64), |v| format!("{v:.0}")));
+        out.push_str(&cell("retrains", Some(s.retrains() as f64), |v| format!("{v:.0}")));
+        out.push_str(&cell("train_seconds", Some(s.train_seconds), |v| format!("{v:.1}")));
+        match &s.difference_vs_best_fixed {
+            Some(d) => {
+                out.push_str(&cell("difference", Some(d.mean), |v| format!("{v:+.4} vs {}", escape(&d.against))));
+                match d.interval {
+                    Some(i) => {
+                        let _ = write!(
+                            out,
+                            "<td class=\"num\">{}</td><td>{}</td>",
+                            interval_text(i.low, i.high),
+                            if i.excludes_zero() { "yes" } else { "no" }
+                        );
+                    }
+                    None => out.push_str("<td class=\"num\">–</td><td>–</td>"),
+                }
+            }
+            None => out.push_str("<td>best fixed</td><td class=\"num\">–</td><td>–</td>"),
+        }
+        let _ = writeln!(out, "<td>{}</td></tr>", if s.on_frontier { "●" } else { "" });
+    }
+    let hidden = line.schedules.len() - table_rows(line).len();
+    out.push_str("</tbody></table>\n");
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{hidden} more adaptive policies are in report.json and schedules.csv.</p>"
+        );
+    }
+}
+
+fn decay_table(out: &mut String, report: &SweepReport) {
+    out.push_str(
+        "<table class=\"decay\"><thead><tr><th>window</th><th>model</th><th>metric</th><th>at age 0</th>\
+         <th>slope per 21 days</th><th>half-life (days)</th><th>models</th></tr></thead><tbody>\n",
+    );
+    for curve in &report.decay {
+        let model = report.models.get(curve.model).cloned().unwrap_or_else(|| format!("model {}", curve.model));
+        let first = curve.points.first();
+        let _ = write!(
+            out,
+            "<tr data-decay=\"{}|{}|{}\"><td>{}</td><td>{}</td><td>{}</td>",
+            curve.window,
+            escape(&model),
+            metric_slug(curve.metric),
+            curve.window,
+            escape(&model),
+            metric_label(curve.metric)
+        );
+        out.push_str(&cell("age0", first.map(|p| p.mean), |v| format!("{v:+.4}")));
+        out.push_str(&cell("slope", Some(curve.slope_per_21d), |v| format!("{v:+.5}")));
+        out.push_str(&cell("half_life", curve.half_life_days, |v| format!("{v:.0}")));
+        out.push_str(&cell("models", first.map(|p| p.models as f64), |v| format!("{v:.0}")));
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn baseline_section(out: &mut String, report: &SweepReport) {
+    out.push_str("<h2 id=\"baseline\">Sanity baseline</h2>\n");
+    let Some(baseline) = &report.baseline_model else {
+        out.push_str(
+            "<p class=\"warn\">This sweep has no <code>linear</code> model, so nothing shows whether the models \
+             beat a simple baseline. Add one (<code>kind = \"linear\"</code>).</p>\n",
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "<p>Best fixed cadence of each model against <b>{}</b> (the linear baseline) on the same window; a model \
+         below it is marked.</p><table class=\"baseline\"><thead><tr><th>window</th><th>model</th><th>best fixed cadence</th>\
+         <th>mean ΔP@K</th><th>baseline ΔP@K</th><th>verdict</th></tr></thead><tbody>",
+        escape(baseline)
+    );
+    let best = |line: &LineReport| {
+        line.schedules.iter().filter(|s| !s.adaptive).max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean)).cloned()
+    };
+    for line in &report.lines {
+        let Some(mine) = best(line) else { continue };
+        let reference = report
+            .lines
+            .iter()
+            .find(|l| l.window == line.window && l.seed == line.seed && &l.model == baseline)
+            .and_then(best);
+        let verdict = match &reference {
+            _ if &line.model == baseline => "baseline",
+            Some(r) if mine.delta.mean < r.delta.mean => "<b class=\"bad\">loses to the baseline</b>",
+            Some(_) => "beats the baseline",
+            None => "no baseline result",
+        };
+        let _ =
+            write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td>", line.window, escape(&line.model), escape(&mine.name));
+        out.push_str(&cell("best_fixed", Some(mine.delta.mean), |v| format!("{v:+.4}")));
+        out.push_str(&cell("baseline", reference.map(|r| r.delta.mean), |v| format!("{v:+.4}")));
+        let _ = writeln!(out, "<td>{verdict}</td></tr>");
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn data_section(out: &mut String, report: &SweepReport) {
+    out.push_str("<h2 id=\"data\">Data and split audit</h2>\n");
+    if let Some(audit) = &report.audit {
+        if audit.leaking_jobs == 0 {
+            let _ = writeln!(
+                out,
+                "<p class=\"ok\" data-field=\"leaking_jobs\" data-v=\"0\">Split audit: {} jobs re-derived from their \
+                 dates; <b>0 leaking jobs</b> (every training label is known before its retrain date).</p>",
+                audit.jobs
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "<p class=\"warn\" data-field=\"leaking_jobs\" data-v=\"{}\">Split audit: <b>{} of {} jobs leak</b>.</p><ul>",
+                audit.leaking_jobs, audit.leaking_jobs, audit.jobs
+            );
+            for finding in &audit.findings {
+                let _ = writeln!(out, "<li>{}</li>", escape(finding));
+            }
+            out.push_str("</ul>\n");
+        }
+    }
+    let Some(dataset) = &report.dataset else { return };
+    let _ = writeln!(
+        out,
+        "<p>Panel <code>{}</code> (content hash <code>{}</code>): {} rows, {} stocks, {} trading days from {} to {}, \
+         {:.0} stocks per day on average.</p>",
+        escape(&dataset.uri),
+        &dataset.content_hash.get(..16).unwrap_or(&dataset.content_hash),
+        dataset.rows,
+        dataset.stocks,
+        dataset.trading_days,
+        dataset.first_date.map_or_else(|| "–".into(), |d| d.to_string()),
+        dataset.last_date.map_or_else(|| "–".into(), |d| d.to_string()),
+        dataset.mean_stocks_per_day
+    );
+    let mut worst: Vec<_> = dataset.features.iter().collect();
+    worst.sort_by(|a, b| b.null_share.total_cmp(&a.null_share));
+    out.push_str("<table class=\"quality\"><thead><tr><th>feature</th><th>null share</th></tr></thead><tbody>\n");
+    for feature in worst.iter().take(8) {
+        let _ = write!(out, "<tr><td>{}</td>", escape(&feature.name));
+        out.push_str(&cell("null_share", Some(feature.null_share), |v| format!("{:.2}%", v * 100.0)));
+        out.push_str("</tr>\n");
+    }
+    let _ = writeln!(
+        out,
+        "</tbody></table><p class=\"note\">The {} features with the most nulls, of {}.</p>",
+        worst.len().min(8),
+        worst.len()
+    );
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;\
+color:#222;padding:0 1rem}h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}\
+table{border-collapse:collapse;margin:.8rem 0;font-size:.86rem}th,td{border:1px solid #ddd;padding:.25rem .5rem}\
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}tr.adaptive td:first-child{color:#555}\
+.warn{color:#a40000}.bad{color:#a40000}.ok{color:#1a6b1a}.note{color:#666;font-size:.85rem}\
+figure{margin:1rem 0}figure svg{max-width:100%;height:auto}.meta{color:#555}";
+
+/// The whole page.
+pub fn render(report: &SweepReport) -> Result<String, PlotError> {
+    let plots = plots(report)?;
+    let plot = |name: &str| plots.iter().find(|p| p.name == name);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>walkforward report: {}</title><style>{STYLE}</style></head><body>",
+        escape(&report.name)
+    );
+    let k = match report.k {
+        wf_shared::spec::TopK::Count(n) => format!("top {n}"),
+        wf_shared::spec::TopK::Fraction(f) => format!("top {:.0}%", f * 100.0),
+    };
+    let _ = writeln!(
+        out,
+        "<h1>{}</h1><p class=\"meta\">sweep <code>{}</code> · horizon {} trading days · P@K at {k} · \
+         <span data-field=\"results\" data-v=\"{}\">{}</span> of {} trainings with results</p>",
+        escape(&report.name),
+        escape(&report.sweep_id),
+        report.horizon,
+        report.results,
+        report.results,
+        report.jobs
+    );
+    if !report.missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\" data-field=\"missing\" data-v=\"{}\"><b>{} of {} jobs have no result</b> (failed, \
+             dead-lettered, cancelled or still running); every figure below rests on the committed results only. \
+             Their keys are in report.json.</p>",
+            report.missing.len(),
+            report.missing.len(),
+            report.jobs
+        );
+    }
+    out.push_str(
+        "<p>ΔP@K = precision at K minus the day's base rate (the P@K of a random ranking), so 0 is no skill. \
+         Intervals are 95% moving-block bootstrap intervals.</p>\n<h2 id=\"decay\">Decay curves</h2>\n",
+    );
+    for curve_plot in plots.iter().filter(|p| p.name.starts_with("decay_")) {
+        let _ = writeln!(out, "<figure id=\"{}\">{}</figure>", curve_plot.name, curve_plot.svg);
+    }
+    decay_table(&mut out, report);
+    out.push_str("<h2 id=\"schedules\">Schedules: fixed cadences and adaptive retraining</h2>\n");
+    for line in &report.lines {
+        let _ = writeln!(out, "<h3>{}-day window, {} (seed {})</h3>", line.window, escape(&line.model), line.seed);
+        let stem = format!("{}_{}_{}", line.window, slug(&line.model), line.seed);
+        if let Some(p) = plot(&format!("schedules_{stem}")) {
+            let _ = writeln!(out, "<figure id=\"{}\">{}</figure>", p.name, p.svg);
+        }
+        comparison_table(&mut out, line);
+        if let Some(p) = plot(&format!("frontier_{stem}")) {
+            let _ = writeln!(out, "<figure id=\"{}\">{}</figure>", p.name, p.svg);
+        }
+    }
+    baseline_section(&mut out, report);
+    data_section(&mut out, report);
+    out.push_str(
+        "<p class=\"note\">Generated by walkforward. Files next to this page: report.json (everything), \
+         schedules.csv, decay.csv, series.csv, and every plot as SVG.</p></body></html>\n",
+    );
+    Ok(out)
+}

@@ -1,0 +1,382 @@
+//! A sweep's report, aggregated from its committed results with the analytics core:
+//! the age matrix → decay curves per (window, model), and per line the replays of the
+//! fixed cadences and the adaptive policies, compared.
+//!
+//! A report is built from whatever is committed: jobs without a result (still running,
+//! dead-lettered, cancelled) are listed as missing, and every figure says how many
+//! models it rests on.
+//!
+//! [`files`] writes it out: the JSON document, CSV tables and a self-contained HTML page
+//! with SVG plots ([`html`]).
+
+pub mod files;
+pub mod html;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use wf_shared::Panel;
+use wf_shared::age::{AgeMatrix, Line, Metric};
+use wf_shared::bootstrap::Bootstrap;
+use wf_shared::decay::{DecayCurve, decay_curves};
+use wf_shared::plan::{Manifest, Plan, audit};
+use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line, expand_policies};
+use wf_shared::spec::{ModelKind, SweepConfig, TopK};
+
+/// Best adaptive policies per line that get bootstrap intervals.
+const TOP_POLICIES: usize = 5;
+
+/// The schedules of one (window, model, seed) line.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LineReport {
+    pub window: u32,
+    pub model: String,
+    pub seed: u64,
+    /// Fixed cadences first, in spec order, then the adaptive policies in grid order.
+    pub schedules: Vec<ScheduleOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SweepReport {
+    pub sweep_id: String,
+    pub name: String,
+    pub dataset_hash: String,
+    /// The horizon and K the metrics are measured at.
+    pub horizon: u32,
+    pub k: TopK,
+    pub jobs: usize,
+    pub results: usize,
+    /// Job keys without a committed result.
+    pub missing: Vec<String>,
+    /// Model names, by the index `decay[].model` uses.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The sanity baseline: the sweep's `linear` model, if it has one.
+    #[serde(default)]
+    pub baseline_model: Option<String>,
+    /// Mean base rate over every scored day: the P@K of a random ranking.
+    #[serde(default)]
+    pub base_rate: Option<f64>,
+    /// Decay curves per (window, model): ΔP@K, P@K and RankIC vs model age.
+    pub decay: Vec<DecayCurve>,
+    pub lines: Vec<LineReport>,
+    /// Out-of-sample series over calendar time: per line, the fixed cadences and the
+    /// best fully covered adaptive policy.
+    #[serde(default)]
+    pub series: Vec<ScheduleSeries>,
+    #[serde(default)]
+    pub dataset: Option<DatasetSummary>,
+    #[serde(default)]
+    pub audit: Option<AuditSummary>,
+}
+
+/// One schedule's daily out-of-sample quality (`None`: no live model scored that day).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ScheduleSeries {
+    pub window: u32,
+    pub model: String,
+    pub seed: u64,
+    pub schedule: String,
+    pub adaptive: bool,
+    pub dates: Vec<NaiveDate>,
+    pub delta: Vec<Option<f64>>,
+    pub rank_ic: Vec<Option<f64>>,
+    pub retrain_dates: Vec<NaiveDate>,
+}
+
+/// The panel the sweep ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DatasetSummary {
+    pub uri: String,
+    pub content_hash: String,
+    pub rows: usize,
+    pub stocks: usize,
+    pub trading_days: usize,
+    pub first_date: Option<NaiveDate>,
+    pub last_date: Option<NaiveDate>,
+    pub mean_stocks_per_day: f64,
+    /// Null share of every feature column, in panel order.
+    pub features: Vec<FeatureQuality>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct FeatureQuality {
+    pub name: String,
+    pub null_share: f64,
+}
+
+/// The split-manifest audit: every job's dates re-derived independently of the planner.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AuditSummary {
+    pub jobs: usize,
+    pub leaking_jobs: usize,
+    /// The first findings (empty when no job leaks).
+    pub findings: Vec<String>,
+}
+
+/// What a report is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportInput<'a> {
+    pub sweep_id: &'a str,
+    pub config: &'a SweepConfig,
+    pub plan: &'a Plan,
+    pub panel: &'a Panel,
+    pub dataset_hash: wf_shared::DatasetHash,
+}
+
+impl DatasetSummary {
+    pub fn of(uri: &str, hash: &wf_shared::DatasetHash, panel: &Panel) -> Self {
+        let dates = panel.calendar().dates();
+        let universe = panel.daily_universe();
+        let rows = panel.rows();
+        let features = panel
+            .feature_names()
+            .iter()
+            .zip(panel.features())
+            .map(|(name, values)| FeatureQuality {
+                name: name.clone(),
+                null_share: if rows == 0 {
+                    0.0
+                } else {
+                    values.iter().filter(|v| !v.is_finite()).count() as f64 / rows as f64
+                },
+            })
+            .collect();
+        Self {
+            uri: uri.to_string(),
+            content_hash: hash.to_string(),
+            rows,
+            stocks: panel.codes().len(),
+            trading_days: dates.len(),
+            first_date: dates.first().copied(),
+            last_date: dates.last().copied(),
+            mean_stocks_per_day: if universe.is_empty() {
+                0.0
+            } else {
+                universe.iter().sum::<usize>() as f64 / universe.len() as f64
+            },
+            features,
+        }
+    }
+}
+
+/// Builds the report of `input.plan` from the runs in `matrix`.
+pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<String>) -> SweepReport {
+    let ReportInput { sweep_id, config, plan, panel, dataset_hash } = input;
+    let mut report = build(sweep_id, config, plan, dataset_hash.to_string(), matrix, missing);
+    let calendar = panel.calendar();
+    let date = |day: usize| calendar.date(day).unwrap_or_default();
+    let mut series_all = Vec::new();
+    // `build` made one LineReport per line, in `matrix.lines()` order.
+    for (line, outcomes) in matrix.lines().into_iter().zip(&report.lines) {
+        let Some(replayer) = LineReplayer::new(matrix, line) else { continue };
+        let covered = outcomes.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
+        let best = outcomes
+            .schedules
+            .iter()
+            .filter(|s| s.adaptive && s.delta.n >= covered)
+            .max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
+        let chosen: Vec<&ScheduleOutcome> = outcomes.schedules.iter().filter(|s| !s.adaptive).chain(best).collect();
+        let mut series = Vec::new();
+        for schedule in chosen {
+            let replay = replayer.fixed(&schedule.retrain_days);
+            let finite = |v: f64| v.is_finite().then_some(v);
+            series.push(ScheduleSeries {
+                window: line.window,
+                model: outcomes.model.clone(),
+                seed: line.seed,
+                schedule: schedule.name.clone(),
+                adaptive: schedule.adaptive,
+                dates: (0..replay.live.len()).map(|i| date(replay.first_day + i)).collect(),
+                delta: replay.series(matrix, Metric::DeltaPAtK).into_iter().map(finite).collect(),
+                rank_ic: replay.series(matrix, Metric::RankIc).into_iter().map(finite).collect(),
+                retrain_dates: schedule.retrain_days.iter().map(|d| date(*d)).collect(),
+            });
+        }
+        series_all.extend(series);
+    }
+    report.series = series_all;
+    let manifest = Manifest::new(config, dataset_hash, calendar, plan);
+    let findings = audit(&manifest, calendar);
+    report.audit = Some(AuditSummary {
+        jobs: manifest.jobs.len(),
+        leaking_jobs: findings.len(),
+        findings: findings.iter().take(10).map(|f| format!("{}: {}", f.key.short(), f.problem)).collect(),
+    });
+    report.dataset = Some(DatasetSummary::of(&config.panel, &dataset_hash, panel));
+    report
+}
+
+/// Builds the report of `plan` (of `config`) from the runs in `matrix`: decay curves and
+/// schedule comparisons (no calendar series, dataset summary or audit: see [`build_full`]).
+pub fn build(
+    sweep_id: &str,
+    config: &SweepConfig,
+    plan: &Plan,
+    dataset_hash: String,
+    matrix: &AgeMatrix,
+    missing: Vec<String>,
+) -> SweepReport {
+    let bootstrap = Bootstrap {
+        block: config.primary_horizon as usize,
+        samples: config.bootstrap_samples,
+        seed: config.bootstrap_seed,
+    };
+    let policies = expand_policies(&config.triggers);
+    let candidates: &[usize] =
+        plan.retrain_days.iter().max_by_key(|(_, days)| days.len()).map(|(_, days)| days.as_slice()).unwrap_or(&[]);
+    let model_name =
+        |index: usize| config.models.get(index).map_or_else(|| format!("model {index}"), |m| m.name.clone());
+    let lines = matrix
+        .lines()
+        .into_iter()
+        .map(|line: Line| LineReport {
+            window: line.window,
+            model: model_name(line.model),
+            seed: line.seed,
+            schedules: compare_line(matrix, line, &plan.retrain_days, &policies, candidates, bootstrap, TOP_POLICIES),
+        })
+        .collect();
+    let mut decay = Vec::new();
+    for metric in [Metric::DeltaPAtK, Metric::PAtK, Metric::RankIc] {
+        decay.extend(decay_curves(matrix, metric, config.bootstrap_samples, config.bootstrap_seed));
+    }
+    let base_rates: Vec<f64> =
+        matrix.runs.iter().flat_map(|run| run.ages.iter().flatten().map(|day| day.base_rate)).collect();
+    SweepReport {
+        sweep_id: sweep_id.to_string(),
+        name: config.name.clone(),
+        dataset_hash,
+        horizon: config.primary_horizon,
+        k: config.k,
+        jobs: plan.jobs.len(),
+        results: matrix.runs.len(),
+        missing,
+        models: config.models.iter().map(|m| m.name.clone()).collect(),
+        baseline_model: config.models.iter().find(|m| m.kind == ModelKind::Linear).map(|m| m.name.clone()),
+        base_rate: (!base_rates.is_empty()).then(|| base_rates.iter().sum::<f64>() / base_rates.len() as f64),
+        decay,
+        lines,
+        series: Vec::new(),
+        dataset: None,
+        audit: None,
+    }
+}
+
+impl SweepReport {
+    /// The compact summary `wf run` prints: per window × model × fixed cadence, mean
+    /// ΔP@K with its interval, RankIC, ICIR and retrains; then each line's best adaptive
+    /// policy among those scored on as many days as the fixed cadences.
+    pub fn summary_table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<10} {:<34} {:>8}  {:<19} {:>7} {:>6} {:>8}",
+            "window", "model", "schedule", "ΔP@K", "95% interval", "RankIC", "ICIR", "retrains"
+        );
+        for line in &self.lines {
+            // A policy that lets its model age past max_age has unscored days; its mean over
+            // fewer (earlier) days is not comparable, so only full-coverage policies compete.
+            let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
+            let best_adaptive = line
+                .schedules
+                .iter()
+                .filter(|s| s.adaptive && s.delta.n >= covered)
+                .max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
+            for schedule in line.schedules.iter().filter(|s| !s.adaptive).chain(best_adaptive) {
+                let interval = schedule
+                    .delta_interval
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |i| format!("[{:+.4}, {:+.4}]", i.low, i.high));
+                let name =
+                    if schedule.adaptive { format!("best adaptive: {}", schedule.name) } else { schedule.name.clone() };
+                let _ = writeln!(
+                    out,
+                    "{:>6}  {:<10} {:<34} {:>+8.4}  {:<19} {:>7.4} {:>6.2} {:>8}",
+                    line.window,
+                    line.model,
+                    truncate(&name, 34),
+                    schedule.delta.mean,
+                    interval,
+                    schedule.rank_ic.mean,
+                    schedule.rank_ic.ratio(),
+                    schedule.retrains()
+                );
+            }
+        }
+        if !self.missing.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} of {} jobs have no result (failed, cancelled or still running)",
+                self.missing.len(),
+                self.jobs
+            );
+        }
+        out
+    }
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(width - 1).collect();
+    short.push('…');
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use wf_shared::metric::Summary;
+
+    use super::*;
+
+    fn schedule(name: &str, adaptive: bool, deltas: &[f64]) -> ScheduleOutcome {
+        ScheduleOutcome {
+            line: Line { window: 126, model: 0, seed: 0 },
+            name: name.into(),
+            adaptive,
+            retrain_days: vec![0],
+            train_seconds: 1.0,
+            delta: Summary::of(deltas),
+            delta_interval: None,
+            rank_ic: Summary::of(deltas),
+            difference_vs_best_fixed: None,
+            on_frontier: false,
+        }
+    }
+
+    #[test]
+    fn the_best_adaptive_policy_is_chosen_among_those_scored_on_every_day() {
+        let report = SweepReport {
+            sweep_id: "sw-000000000001".into(),
+            name: "t".into(),
+            dataset_hash: String::new(),
+            horizon: 5,
+            k: TopK::Count(10),
+            jobs: 3,
+            results: 3,
+            missing: Vec::new(),
+            models: vec!["mlp".into()],
+            baseline_model: None,
+            base_rate: None,
+            decay: Vec::new(),
+            series: Vec::new(),
+            dataset: None,
+            audit: None,
+            lines: vec![LineReport {
+                window: 126,
+                model: "mlp".into(),
+                seed: 0,
+                schedules: vec![
+                    schedule("weekly", false, &[0.02; 100]),
+                    schedule("full coverage", true, &[0.03; 100]),
+                    schedule("aged out early", true, &[0.09; 20]),
+                ],
+            }],
+        };
+        let table = report.summary_table();
+        assert!(table.contains("best adaptive: full coverage"), "{table}");
+        assert!(!table.contains("aged out early"), "{table}");
+    }
+}
