@@ -4,4 +4,5 @@ mod cluster;
 mod data_cli;
 mod deploy;
 mod plan_cli;
+mod report_html;
 mod train_cli;

@@ -1,0 +1,132 @@
+//! The decay report end to end: `wf run` on a small synthetic sweep writes the report
+//! files, `wf report DIR --out` rebuilds them offline from the artifacts alone, and
+//! headless Chromium (Debian's `chromium`, installed by `.ci/run`) renders the page.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use wf_tests::wf_in;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+const SPEC: &str = r#"name = "report-e2e"
+[dataset]
+panel = "synth:stocks=60,days=500,seed=5"
+[evaluation]
+start = 2021-08-02
+end = 2022-09-30
+[plan]
+train_windows = [126]
+cadences = ["monthly", "quarterly"]
+horizons = [5]
+primary_horizon = 5
+max_age = 63
+embargo = 0
+[metrics]
+k = 10
+bootstrap_samples = 100
+bootstrap_seed = 1
+[[models]]
+name = "linear"
+kind = "linear"
+seeds = [0]
+params = { epochs = 5 }
+[[models]]
+name = "mlp"
+kind = "mlp"
+seeds = [0]
+params = { hidden = [16], epochs = 5 }
+[triggers.performance]
+metric = "delta_p_at_k"
+tau = [0.0, 0.02]
+lookback = [10, 21]
+[triggers.age]
+max_age = [42]
+"#;
+
+fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
+    let binary = std::env::var("WF_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    Command::new(&binary)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {binary} (install Debian's chromium, as .ci/run does): {e}"))
+}
+
+/// Share of pixels that are not (nearly) white, and how many distinct colours there are.
+fn ink(png_path: &Path) -> (f64, usize) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png_path).expect("screenshot")));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let frame = reader.next_frame(&mut pixels).expect("a frame");
+    let channels = frame.color_type.samples();
+    let bytes = &pixels[..frame.buffer_size()];
+    let mut inked = 0;
+    let mut colours = std::collections::BTreeSet::new();
+    for pixel in bytes.chunks_exact(channels) {
+        if pixel.iter().take(3).any(|c| *c < 235) {
+            inked += 1;
+        }
+        colours.insert(pixel.iter().take(3).map(|c| c / 32).collect::<Vec<u8>>());
+    }
+    (inked as f64 / (bytes.len() / channels) as f64, colours.len())
+}
+
+#[test]
+fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("spec.toml"), SPEC).expect("spec");
+    let run = wf_in(dir.path(), &["run", "spec.toml", "--out", "out", "--workers", "2"], LIMIT);
+    assert!(run.succeeded(), "wf run failed: {}", run.stderr);
+    let html_path = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .map(|p| Path::new(p.trim()).to_path_buf())
+        .expect("wf run prints the report's path");
+    assert!(html_path.ends_with("report.html") && html_path.exists(), "{}", html_path.display());
+    let report_dir = html_path.parent().expect("report folder");
+    let svgs = std::fs::read_dir(report_dir)
+        .expect("report folder")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg")))
+        .count();
+    assert!(svgs >= 7, "3 decay plots and 2 per line (2 lines): {svgs}");
+    for file in ["report.json", "schedules.csv", "decay.csv", "series.csv"] {
+        assert!(report_dir.join(file).exists(), "{file} missing");
+    }
+
+    // The same report, offline, from the artifact directory alone.
+    let offline = wf_in(dir.path(), &["report", "out", "--out", "again"], LIMIT);
+    assert!(offline.succeeded(), "wf report DIR failed: {}", offline.stderr);
+    let read = |path: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(path).expect("report.json")).expect("report JSON")
+    };
+    let (online, rebuilt) = (read(&report_dir.join("report.json")), read(&dir.path().join("again/report.json")));
+    assert_eq!(online["lines"], rebuilt["lines"]);
+    assert_eq!(online["decay"], rebuilt["decay"]);
+
+    // Chromium renders the page: every plot in the DOM, no console message, not blank.
+    let profile = tempfile::tempdir().expect("profile dir");
+    let url = format!("file://{}", html_path.display());
+    let dom = chromium(&["--dump-dom", &url], profile.path());
+    assert!(dom.status.success(), "chromium --dump-dom failed: {}", String::from_utf8_lossy(&dom.stderr));
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom_text.matches("<svg").count(), svgs, "plots in the rendered DOM");
+    assert!(dom_text.contains("<h1>report-e2e</h1>"));
+    let shot = dir.path().join("shot.png");
+    let screenshot = chromium(
+        &["--window-size=1200,2400", "--hide-scrollbars", &format!("--screenshot={}", shot.display()), &url],
+        profile.path(),
+    );
+    let log = String::from_utf8_lossy(&screenshot.stderr);
+    assert!(screenshot.status.success() && shot.exists(), "no screenshot: {log}");
+    let dom_log = String::from_utf8_lossy(&dom.stderr);
+    let console: Vec<&str> = log.lines().chain(dom_log.lines()).filter(|l| l.contains("CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let (share, colours) = ink(&shot);
+    assert!(share > 0.03, "the screenshot is nearly blank: {:.1}% inked", share * 100.0);
+    assert!(colours >= 8, "the screenshot has only {colours} colours: no plots drawn?");
+}
