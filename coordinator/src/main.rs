@@ -10,11 +10,11 @@ use wf_coordinator::cli::Args;
 
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
-    if let Some((name, value)) = wf_coordinator::cli::thread_env() {
-        // SAFETY: the first statement of `main`: no other thread exists yet that could
+    let args = Args::parse();
+    if let Some((name, value)) = wf_coordinator::cli::thread_env(&args.command) {
+        // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
         unsafe { std::env::set_var(name, value) };
     }
-    let args = Args::parse();
     wf_coordinator::cli::main(args.log_format, args.command)
 }

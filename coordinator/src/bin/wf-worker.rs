@@ -10,11 +10,12 @@ use wf_coordinator::cli::{Command, WorkerOnlyArgs};
 
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
-    if let Some((name, value)) = wf_coordinator::cli::thread_env() {
-        // SAFETY: the first statement of `main`: no other thread exists yet that could
+    let args = WorkerOnlyArgs::parse();
+    let command = Command::Worker(args.worker);
+    if let Some((name, value)) = wf_coordinator::cli::thread_env(&command) {
+        // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
         unsafe { std::env::set_var(name, value) };
     }
-    let args = WorkerOnlyArgs::parse();
-    wf_coordinator::cli::main(args.log_format, Command::Worker(args.worker))
+    wf_coordinator::cli::main(args.log_format, command)
 }
