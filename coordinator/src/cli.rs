@@ -238,11 +238,11 @@ pub struct ReportArgs {
     #[arg(long)]
     pub json: bool,
     /// Write the report files into this directory: report.html (plots inline),
-    /// report.json, schedules.csv, decay.csv, series.csv and the plots as SVG.
+    /// report.json, schedules/decay/series tables (.csv, .parquet) and the plots as SVG and PNG.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Which files `--out` writes.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "html,json,csv")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "html,json,csv,parquet,png")]
     pub format: Vec<crate::report::files::Format>,
 }
 

@@ -97,7 +97,10 @@ pub async fn run(
     let (submitted, progress, report) = outcome?;
     let id = submitted.sweep_id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     // report.json, the CSV tables, the plots and report.html (last: its location is returned).
-    let files = crate::report::files::render(&report, &[Format::Json, Format::Csv, Format::Html])?;
+    let files = crate::report::files::render(
+        &report,
+        &[Format::Json, Format::Csv, Format::Parquet, Format::Png, Format::Html],
+    )?;
     let mut report_location = String::new();
     for (name, bytes) in files {
         report_location = artifacts.put_report(&id, &name, bytes.into()).await?;

@@ -1,5 +1,5 @@
-//! A report as files: `report.json` (the whole document), CSV tables, `report.html` and
-//! every plot as an SVG file.
+//! A report as files: `report.json` (the whole document), CSV and Parquet tables,
+//! `report.html` and every plot as an SVG and a PNG file.
 //!
 //! | file | one row per | columns |
 //! |---|---|---|
@@ -17,6 +17,10 @@ pub enum Format {
     Html,
     Json,
     Csv,
+    /// The CSV tables as Parquet (same columns, typed; dates as dates).
+    Parquet,
+    /// Every plot as a PNG file too.
+    Png,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,10 @@ pub enum ReportFileError {
     Plot(#[from] html::PlotError),
     #[error("cannot encode the report as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Parquet(#[from] wf_data::DataError),
+    #[error("rasterising plot {plot}: {reason}")]
+    Png { plot: String, reason: String },
 }
 
 /// Quotes a CSV field when it needs it.
@@ -124,10 +132,20 @@ pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, V
     if formats.contains(&Format::Json) {
         files.push(("report.json".to_string(), serde_json::to_vec_pretty(report)?));
     }
-    if formats.contains(&Format::Csv) {
-        files.push(("schedules.csv".to_string(), schedules_csv(report).into_bytes()));
-        files.push(("decay.csv".to_string(), decay_csv(report).into_bytes()));
-        files.push(("series.csv".to_string(), series_csv(report).into_bytes()));
+    let tables = [("schedules", schedules_csv(report)), ("decay", decay_csv(report)), ("series", series_csv(report))];
+    for (name, csv) in tables {
+        if formats.contains(&Format::Parquet) {
+            files.push((format!("{name}.parquet"), wf_data::csv_to_parquet(&format!("{name}.csv"), csv.as_bytes())?));
+        }
+        if formats.contains(&Format::Csv) {
+            files.push((format!("{name}.csv"), csv.into_bytes()));
+        }
+    }
+    if formats.contains(&Format::Png) {
+        let rasteriser = Rasteriser::new();
+        for plot in html::plots(report)? {
+            files.push((format!("{}.png", plot.name), rasteriser.png(&plot)?));
+        }
     }
     if formats.contains(&Format::Html) {
         for plot in html::plots(report)? {
@@ -136,4 +154,37 @@ pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, V
         files.push(("report.html".to_string(), html::render(report)?.into_bytes()));
     }
     Ok(files)
+}
+
+/// SVG plots to PNG at twice their size, with the system's fonts (loaded once).
+struct Rasteriser {
+    options: resvg::usvg::Options<'static>,
+}
+
+impl Rasteriser {
+    fn new() -> Self {
+        let mut options = resvg::usvg::Options::default();
+        let fonts = options.fontdb_mut();
+        fonts.load_system_fonts();
+        // plotters asks for "sans-serif": map it to a family this machine has.
+        let families: Vec<String> =
+            fonts.faces().flat_map(|face| face.families.iter().map(|(name, _)| name.clone())).collect();
+        let preferred = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial", "Helvetica"];
+        if let Some(family) = preferred.iter().find(|p| families.iter().any(|f| f == *p)) {
+            fonts.set_sans_serif_family(*family);
+        } else if families.is_empty() {
+            tracing::warn!("no system fonts found: the PNG plots will have no text (the SVG plots do)");
+        }
+        Self { options }
+    }
+
+    fn png(&self, plot: &html::Plot) -> Result<Vec<u8>, ReportFileError> {
+        let failed = |reason: String| ReportFileError::Png { plot: plot.name.clone(), reason };
+        let tree = resvg::usvg::Tree::from_str(&plot.svg, &self.options).map_err(|e| failed(e.to_string()))?;
+        let size = tree.size().to_int_size().scale_by(2.0).ok_or_else(|| failed("empty plot".into()))?;
+        let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+            .ok_or_else(|| failed(format!("cannot allocate {}x{} pixels", size.width(), size.height())))?;
+        resvg::render(&tree, resvg::tiny_skia::Transform::from_scale(2.0, 2.0), &mut pixmap.as_mut());
+        pixmap.encode_png().map_err(|e| failed(e.to_string()))
+    }
 }

@@ -266,10 +266,11 @@ fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
         let mut frontier: Vec<(f64, f64)> =
             points.iter().filter(|s| s.on_frontier).map(|s| (s.retrains() as f64, s.delta.mean)).collect();
         frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart.draw_series(frontier.iter().map(|p| Circle::new(*p, 7, PALETTE[3].stroke_width(2))))?;
         chart
             .draw_series(LineSeries::new(frontier, PALETTE[3].stroke_width(2)))?
             .label("non-dominated (fewer retrains or higher ΔP@K)")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], PALETTE[3].stroke_width(2)));
+            .legend(|(x, y)| Circle::new((x + 9, y), 6, PALETTE[3].stroke_width(2)));
         chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
         Ok(())
     })?;

@@ -243,7 +243,13 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
     assert_eq!(dataset.stocks, 40);
     assert!(report.base_rate.is_some_and(|b| b > 0.0 && b < 1.0));
 
-    let formats = [report::files::Format::Json, report::files::Format::Csv, report::files::Format::Html];
+    let formats = [
+        report::files::Format::Json,
+        report::files::Format::Csv,
+        report::files::Format::Parquet,
+        report::files::Format::Png,
+        report::files::Format::Html,
+    ];
     let files = report::files::render(&report, &formats).expect("render");
     let file = |name: &str| {
         let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing"));
@@ -257,8 +263,15 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
     let days: usize = report.series.iter().map(|s| s.dates.len()).sum();
     assert_eq!(file("series.csv").lines().count(), 1 + days);
 
+    for table in ["schedules", "decay", "series"] {
+        let (_, bytes) = files.iter().find(|(n, _)| *n == format!("{table}.parquet")).expect("parquet table");
+        assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "{table}.parquet is not Parquet");
+    }
     let html = file("report.html");
     let svgs = files.iter().filter(|(n, _)| n.ends_with(".svg")).count();
+    let pngs: Vec<&Vec<u8>> = files.iter().filter(|(n, _)| n.ends_with(".png")).map(|(_, b)| b).collect();
+    assert_eq!(pngs.len(), svgs, "every plot as PNG too");
+    assert!(pngs.iter().all(|png| png.starts_with(b"\x89PNG") && png.len() > 10_000), "PNG plots look empty");
     assert_eq!(html.matches("<svg").count(), svgs, "every plot is inline");
     assert!(svgs >= 5, "3 decay plots, a calendar-time plot and a frontier: {svgs}");
     for fetch in ["src=", "<link", "<script", "url(", "@import"] {

@@ -13,6 +13,8 @@ pub mod panel_file;
 pub mod prepare;
 pub mod synth_file;
 
+pub use column::csv_to_parquet;
+
 use std::path::{Path, PathBuf};
 
 /// Why a data file could not be used. Every message is one line and names the file,
