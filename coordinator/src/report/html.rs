@@ -94,6 +94,36 @@ where
     Ok(Plot { name: name.to_string(), title: title.to_string(), svg })
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A captioned chart over `x` × `y` (range and axis title) with the house margins and a
+/// mesh without minor lines.
+fn chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    x: (f64, f64, &str),
+    y: (f64, f64, &str),
+    x_label: Option<&dyn Fn(&f64) -> String>,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x.2).y_desc(y.2).light_line_style(WHITE.mix(0.0));
+    if let Some(label) = x_label {
+        mesh.x_labels(8).x_label_formatter(label);
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
 /// Decay curves of one window and metric: one line per model, its 95% band, the
 /// baseline of a random ranking.
 fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Option<Plot>, PlotError> {
@@ -117,18 +147,8 @@ fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Optio
     let title = format!("{label} vs model age, {window}-day training window");
     let name = format!("decay_{window}_{}", metric_slug(metric));
     let plot = draw(&name, &title, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..ages, low..high)?;
-        chart
-            .configure_mesh()
-            .x_desc("model age (trading days since the retrain date)")
-            .y_desc(label)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
+        let x = (0.0, ages, "model age (trading days since the retrain date)");
+        let mut chart = chart(root, &title, x, (low, high, label), None)?;
         let baseline_name = if metric == Metric::PAtK { "random ranking (base rate)" } else { "random ranking" };
         chart
             .draw_series(LineSeries::new([(0.0, baseline), (ages, baseline)], BLACK.mix(0.6).stroke_width(1)))?
@@ -185,21 +205,9 @@ fn series_plot(line: &LineReport, series: &[&ScheduleSeries]) -> Result<Option<P
     let name = format!("schedules_{}_{}_{}", line.window, slug(&line.model), line.seed);
     let days = dates.len() as f64;
     let plot = draw(&name, &title, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..days, low..high)?;
         let date_label = |x: &f64| dates.get(*x as usize).map_or_else(String::new, |d| d.format("%Y-%m").to_string());
-        chart
-            .configure_mesh()
-            .x_labels(8)
-            .x_label_formatter(&date_label)
-            .x_desc("date")
-            .y_desc("ΔP@K (21-day mean)")
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
+        let y = (low, high, "ΔP@K (21-day mean)");
+        let mut chart = chart(root, &title, (0.0, days, "date"), y, Some(&date_label))?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (days, 0.0)], BLACK.mix(0.6)))?;
         for (index, (schedule, values)) in series.iter().zip(&rolled).enumerate() {
             let color = PALETTE[index % PALETTE.len()];
@@ -238,13 +246,7 @@ fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
     let title = format!("Cost and quality: {}-day window, {}", line.window, line.model);
     let name = format!("frontier_{}_{}_{}", line.window, slug(&line.model), line.seed);
     let plot = draw(&name, &title, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..most, low..high)?;
-        chart.configure_mesh().x_desc("retrains").y_desc("mean ΔP@K").light_line_style(WHITE.mix(0.0)).draw()?;
+        let mut chart = chart(root, &title, (0.0, most, "retrains"), (low, high, "mean ΔP@K"), None)?;
         chart
             .draw_series(
                 points

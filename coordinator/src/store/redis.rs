@@ -107,6 +107,16 @@ impl RedisJobStore {
         self.connection.clone()
     }
 
+    /// An invocation of `script` with the queue's keys, in the order every script
+    /// expects: KEYS[1] jobs, [2] ready, [3] leased, [4] dead, [5] owner.
+    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in [JOBS, READY, LEASED, DEAD, OWNER] {
+            invocation.key(&self.keys[key]);
+        }
+        invocation
+    }
+
     async fn read_state(&self, key: &JobKey) -> Result<JobState, StoreError> {
         let text: Option<String> = self.connection().hget(&self.keys[JOBS], key.to_string()).await?;
         let text = text.ok_or_else(|| StoreError::UnknownJob(key.short()))?;
@@ -147,12 +157,8 @@ impl RedisJobStore {
                 )));
             }
         };
-        let written: i64 = script
-            .key(&self.keys[JOBS])
-            .key(&self.keys[READY])
-            .key(&self.keys[LEASED])
-            .key(&self.keys[DEAD])
-            .key(&self.keys[OWNER])
+        let written: i64 = self
+            .invocation(script)
             .arg(key.to_string())
             .arg(encode(current)?)
             .arg(current.attempts_made)
@@ -194,15 +200,8 @@ impl JobStore for RedisJobStore {
     async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
         let mut added = 0;
         for batch in keys.chunks(ENQUEUE_BATCH) {
-            let mut invocation = self.scripts.enqueue.prepare_invoke();
-            invocation
-                .key(&self.keys[JOBS])
-                .key(&self.keys[READY])
-                .key(&self.keys[LEASED])
-                .key(&self.keys[DEAD])
-                .key(&self.keys[OWNER])
-                .arg(now)
-                .arg(sweep.as_str());
+            let mut invocation = self.invocation(&self.scripts.enqueue);
+            invocation.arg(now).arg(sweep.as_str());
             for key in batch {
                 invocation.arg(key.to_string()).arg(encode(&JobState::new(now, key.salt()))?);
             }
@@ -236,13 +235,7 @@ impl JobStore for RedisJobStore {
         for _ in 0..MAX_RACES {
             // One round trip for the candidates with their states and sweeps, one to write.
             let found: Vec<String> = self
-                .scripts
-                .peek
-                .key(&self.keys[JOBS])
-                .key(&self.keys[READY])
-                .key(&self.keys[LEASED])
-                .key(&self.keys[DEAD])
-                .key(&self.keys[OWNER])
+                .invocation(&self.scripts.peek)
                 .arg(now)
                 .arg(LEASE_CANDIDATES)
                 .invoke_async(&mut self.connection())
