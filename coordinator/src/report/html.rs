@@ -193,20 +193,24 @@ fn rolling_mean(values: &[Option<f64>], days: usize) -> Vec<Option<f64>> {
 
 /// A line's schedules over calendar time: the rolling mean ΔP@K, retrain dates of the
 /// adaptive policy marked.
-fn series_plot(line: &LineReport, series: &[&ScheduleSeries]) -> Result<Option<Plot>, PlotError> {
+fn series_plot(line: &LineReport, series: &[&ScheduleSeries], metric: Metric) -> Result<Option<Plot>, PlotError> {
     let Some(first) = series.first() else { return Ok(None) };
     let dates = &first.dates;
     if dates.is_empty() {
         return Ok(None);
     }
-    let rolled: Vec<Vec<Option<f64>>> = series.iter().map(|s| rolling_mean(&s.delta, ROLLING_DAYS)).collect();
+    let values = |s: &ScheduleSeries| if metric == Metric::RankIc { s.rank_ic.clone() } else { s.delta.clone() };
+    let rolled: Vec<Vec<Option<f64>>> = series.iter().map(|s| rolling_mean(&values(s), ROLLING_DAYS)).collect();
     let (low, high) = span(rolled.iter().flatten().flatten().copied().chain([0.0]));
-    let title = format!("{}-day rolling ΔP@K over time: {}-day window, {}", ROLLING_DAYS, line.window, line.model);
-    let name = format!("schedules_{}_{}_{}", line.window, slug(&line.model), line.seed);
+    let label = metric_label(metric);
+    let title = format!("{ROLLING_DAYS}-day rolling {label} over time: {}-day window, {}", line.window, line.model);
+    let prefix = if metric == Metric::RankIc { "rank_ic" } else { "schedules" };
+    let name = format!("{prefix}_{}_{}_{}", line.window, slug(&line.model), line.seed);
+    let y_title = format!("{label} ({ROLLING_DAYS}-day mean)");
     let days = dates.len() as f64;
     let plot = draw(&name, &title, |root| {
         let date_label = |x: &f64| dates.get(*x as usize).map_or_else(String::new, |d| d.format("%Y-%m").to_string());
-        let y = (low, high, "ΔP@K (21-day mean)");
+        let y = (low, high, y_title.as_str());
         let mut chart = chart(root, &title, (0.0, days, "date"), y, Some(&date_label))?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (days, 0.0)], BLACK.mix(0.6)))?;
         for (index, (schedule, values)) in series.iter().zip(&rolled).enumerate() {
@@ -296,7 +300,8 @@ pub fn plots(report: &SweepReport) -> Result<Vec<Plot>, PlotError> {
             .iter()
             .filter(|s| s.window == line.window && s.model == line.model && s.seed == line.seed)
             .collect();
-        plots.extend(series_plot(line, &series)?);
+        plots.extend(series_plot(line, &series, Metric::DeltaPAtK)?);
+        plots.extend(series_plot(line, &series, Metric::RankIc)?);
         plots.extend(frontier_plot(line)?);
     }
     Ok(plots)
@@ -591,8 +596,10 @@ pub fn render(report: &SweepReport) -> Result<String, PlotError> {
     for line in &report.lines {
         let _ = writeln!(out, "<h3>{}-day window, {} (seed {})</h3>", line.window, escape(&line.model), line.seed);
         let stem = format!("{}_{}_{}", line.window, slug(&line.model), line.seed);
-        if let Some(p) = plot(&format!("schedules_{stem}")) {
-            let _ = writeln!(out, "<figure id=\"{}\">{}</figure>", p.name, p.svg);
+        for prefix in ["schedules", "rank_ic"] {
+            if let Some(p) = plot(&format!("{prefix}_{stem}")) {
+                let _ = writeln!(out, "<figure id=\"{}\">{}</figure>", p.name, p.svg);
+            }
         }
         comparison_table(&mut out, line);
         if let Some(p) = plot(&format!("frontier_{stem}")) {

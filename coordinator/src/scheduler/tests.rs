@@ -273,7 +273,7 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
     assert_eq!(pngs.len(), svgs, "every plot as PNG too");
     assert!(pngs.iter().all(|png| png.starts_with(b"\x89PNG") && png.len() > 10_000), "PNG plots look empty");
     assert_eq!(html.matches("<svg").count(), svgs, "every plot is inline");
-    assert!(svgs >= 5, "3 decay plots, a calendar-time plot and a frontier: {svgs}");
+    assert_eq!(svgs, 6, "3 decay plots; ΔP@K and RankIC over calendar time and the frontier of the line");
     for fetch in ["src=", "<link", "<script", "url(", "@import"] {
         assert!(!html.contains(fetch), "the page fetches something ({fetch})");
     }

@@ -93,7 +93,7 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         .expect("report folder")
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg")))
         .count();
-    assert!(svgs >= 7, "3 decay plots and 2 per line (2 lines): {svgs}");
+    assert_eq!(svgs, 9, "3 decay plots, and 3 per line (ΔP@K and RankIC over time, frontier) for 2 lines");
     for file in ["report.json", "schedules.csv", "decay.csv", "series.csv", "schedules.parquet", "series.parquet"] {
         assert!(report_dir.join(file).exists(), "{file} missing");
     }
