@@ -13,7 +13,7 @@
 //! of 1 epoch) / N, so batch building and start-up are not counted. `WF_TORCH_PYTHON` names
 //! the Python with torch (default `.venv-bench/bin/python`); without it the reference is
 //! skipped with a printed reason. Threads: `RAYON_NUM_THREADS` for Candle, the same count
-//! for torch.
+//! for torch. `WF_BENCH_MODELS=mlp` (or `patchtst`) runs one model only.
 
 use std::process::Command;
 use std::time::Instant;
@@ -27,6 +27,10 @@ use wf_shared::calendar::TradingCalendar;
 use wf_shared::panel::PanelParts;
 use wf_worker::model::{Activation, ModelSpec, TrainParams, build};
 use wf_worker::train::{TrainRequest, score_range, train};
+
+/// As the `wf` binaries: glibc's malloc made training 4-5x slower (see `wf`'s main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const STOCKS: usize = 1000;
 const DAYS: usize = 252;
@@ -195,12 +199,16 @@ fn main() {
     let sizes: Vec<usize> = std::iter::once(FEATURES).chain(HIDDEN).chain(std::iter::once(HORIZONS.len())).collect();
     // Forward FLOPs per stock, x3 for forward + backward.
     let mlp_flops = 3.0 * sizes.windows(2).map(|w| 2.0 * (w[0] * w[1]) as f64).sum::<f64>();
-    let figures = candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops);
-    report(
-        &format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()),
-        &figures,
-        pytorch("mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops),
-    );
+    let only = std::env::var("WF_BENCH_MODELS").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|m| m == name);
+    if wanted("mlp") {
+        let figures = candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops);
+        report(
+            &format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()),
+            &figures,
+            pytorch("mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops),
+        );
+    }
 
     let (lookback, patch, d, layers, heads) = (60usize, 10usize, 64usize, 2usize, 4usize);
     let patchtst = ModelSpec::Patchtst { lookback, patch, d_model: d, layers, heads, feed_forward: 2 * d, train };
@@ -209,12 +217,14 @@ fn main() {
     let per_layer = patches * (2.0 * df * 3.0 * df + 2.0 * df * df + 2.0 * 2.0 * df * 2.0 * df)
         + 2.0 * 2.0 * patches * patches * df;
     let patchtst_flops = 3.0 * (patches * 2.0 * pf * df + layers as f64 * per_layer + 2.0 * df * HORIZONS.len() as f64);
-    let days = PATCHTST_DAYS;
-    let figures = candle(&patchtst, &panel, days, 1, patchtst_flops);
-    report(
-        &format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"),
-        &figures,
-        pytorch("patchtst", &format!("{lookback},{patch},{d},{layers},{heads}"), days, 1, threads, patchtst_flops),
-    );
+    if wanted("patchtst") {
+        let days = PATCHTST_DAYS;
+        let figures = candle(&patchtst, &panel, days, 1, patchtst_flops);
+        report(
+            &format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"),
+            &figures,
+            pytorch("patchtst", &format!("{lookback},{patch},{d},{layers},{heads}"), days, 1, threads, patchtst_flops),
+        );
+    }
     println!("peak memory of this process (candle side): {:.0} MiB", peak_rss_mib());
 }

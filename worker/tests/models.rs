@@ -15,6 +15,10 @@ use wf_worker::job::run_job;
 use wf_worker::model::{Mode, ModelSpec, build};
 use wf_worker::train::{FeatureCube, day_batch, day_loss, score_day, score_range};
 
+/// As the `wf` binaries (glibc's malloc trains several times slower; see `wf`'s main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Market {
     panel: Panel,
     config: SweepConfig,

@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use wf_coordinator::cli::{Command, WorkerOnlyArgs};
 
+/// mimalloc, not glibc's malloc: Candle allocates a fresh tensor for every intermediate
+/// result, and glibc handed those pages back to the kernel after each training step and
+/// faulted them in again (page faults and TLB shoot-downs were most of the CPU time):
+/// MLP training ran 4-5x slower (`cargo bench -p wf-worker --bench train_throughput`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     let args = WorkerOnlyArgs::parse();
