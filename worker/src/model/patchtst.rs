@@ -3,14 +3,16 @@
 //! (pre-norm, multi-head self-attention over patches, GELU feed-forward), mean-pooled,
 //! and mapped to one score per horizon.
 //!
-//! LayerNorm and softmax are composed from primitive ops: Candle's fused versions have
-//! no backward pass and would silently train nothing (FINDINGS.md); a test checks that
-//! every variable gets a gradient. No dropout inside the encoder.
+//! Layer norm, attention, GELU and the bias additions are our own fused kernels with
+//! backward passes ([`super::fused`]): Candle's fused LayerNorm and softmax have no
+//! backward pass and would silently train nothing (FINDINGS.md), and composing them from
+//! primitive ops was most of a training step. A test checks that every variable gets a
+//! gradient. No dropout inside the encoder.
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Mode, Ranker, glorot, zeros};
+use super::{Mode, Ranker, fused, glorot, zeros};
 
 /// Shape of the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +38,15 @@ impl Dense {
         Ok(Self { weight: glorot(inputs, outputs, rng, device)?, bias: zeros(outputs, device)? })
     }
 
-    /// `x [.., inputs] → [.., outputs]`.
+    /// `x [.., inputs] → [.., outputs]`, as one matrix product over all leading
+    /// dimensions (a batched product of `stocks` small matrices was many times slower).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.broadcast_matmul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())
+        let mut dims = x.dims().to_vec();
+        let inputs = dims.pop().unwrap_or(1);
+        let rows = dims.iter().product::<usize>();
+        let y = fused::add_bias(&x.reshape((rows, inputs))?.matmul(self.weight.as_tensor())?, self.bias.as_tensor())?;
+        dims.push(y.dim(1)?);
+        y.reshape(dims)
     }
 }
 
@@ -53,12 +61,9 @@ impl Norm {
         Ok(Self { scale: Var::ones(width, candle_core::DType::F32, device)?, shift: zeros(width, device)? })
     }
 
-    /// Layer normalisation over the last dimension, from primitive (differentiable) ops.
+    /// Layer normalisation over the last dimension.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normalised = centred.broadcast_div(&(variance + 1e-5)?.sqrt()?)?;
-        normalised.broadcast_mul(self.scale.as_tensor())?.broadcast_add(self.shift.as_tensor())
+        fused::layer_norm(x, self.scale.as_tensor(), self.shift.as_tensor())
     }
 }
 
@@ -80,12 +85,6 @@ pub struct PatchTst {
     layers: Vec<EncoderLayer>,
     final_norm: Norm,
     head: Dense,
-}
-
-fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
-    let exp = shifted.exp()?;
-    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
 }
 
 impl PatchTst {
@@ -114,21 +113,8 @@ impl PatchTst {
     }
 
     fn attention(&self, layer: &EncoderLayer, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (stocks, patches, d) = x.dims3()?;
-        let heads = self.shape.heads;
-        let head_width = d / heads;
         let qkv = layer.qkv.forward(&layer.attention_norm.forward(x)?)?;
-        let split = |index: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(D::Minus1, index * d, d)?
-                .reshape((stocks, patches, heads, head_width))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_width as f64).sqrt())?;
-        let context = softmax_last(&scores)?.matmul(&v)?;
-        let merged = context.transpose(1, 2)?.contiguous()?.reshape((stocks, patches, d))?;
-        layer.output.forward(&merged)
+        layer.output.forward(&fused::attention(&qkv, self.shape.heads)?)
     }
 }
 
@@ -138,10 +124,11 @@ impl Ranker for PatchTst {
         let stocks = features.dim(1)?;
         // [L·F, stocks] → [stocks, patches, patch·F]: days are contiguous per stock.
         let patches = features.t()?.contiguous()?.reshape((stocks, s.lookback / s.patch, s.patch * s.features))?;
-        let mut x = self.embed.forward(&patches)?.broadcast_add(self.position.as_tensor())?;
+        let mut x = fused::add_bias(&self.embed.forward(&patches)?, self.position.as_tensor())?;
         for layer in &self.layers {
             x = (&x + self.attention(layer, &x)?)?;
-            let expanded = layer.expand.forward(&layer.feed_forward_norm.forward(&x)?)?.gelu()?;
+            let expanded = layer.expand.forward(&layer.feed_forward_norm.forward(&x)?)?;
+            let expanded = fused::gelu(&expanded)?;
             x = (&x + layer.contract.forward(&expanded)?)?;
         }
         let pooled = self.final_norm.forward(&x)?.mean(1)?;

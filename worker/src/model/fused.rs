@@ -1,0 +1,670 @@
+//! Fused CPU kernels, with their backward passes, for the transformer's hot spots.
+//!
+//! Composed from Candle's primitive ops, one PatchTST training step ran some 40 tensor
+//! passes per layer norm, per attention and per GELU, each allocating a full activation;
+//! the GELU's `tanh`/`powf` and the bias gradients (a sum over the leading dimension,
+//! which Candle's CPU kernels do ~100x slower than along the last) took half the step
+//! (`perf` on `cargo bench -p wf-worker --bench train_throughput`). Each op here does
+//! one pass forward and one backward, written as plain loops over contiguous rows that
+//! the compiler vectorises, spread over rows with rayon (`RAYON_NUM_THREADS`).
+//!
+//! Each op is a Candle `CustomOp` whose `bwd` runs a second fused kernel, so autograd
+//! sees one node per op. On other devices (CUDA) the same function falls back to the
+//! composed primitive ops; the tests check both paths agree, forward and backward.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// Rows per parallel task: large enough that rayon's overhead is noise.
+const ROWS_PER_TASK: usize = 64;
+
+/// The contiguous `f32` data of a storage.
+fn data<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let all = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&all[start..end]),
+        None => bail!("fused kernels need contiguous inputs"),
+    }
+}
+
+/// `e^x` to ~2e-7 relative error, in plain arithmetic the compiler vectorises (libm's
+/// `expf` is a call per element): `2^n · p(r)` with `x = n·ln2 + r`, `|r| ≤ ln2/2`.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `a · b` with eight independent partial sums, so it vectorises (a plain `sum` of
+/// products is one sequential chain of additions).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for l in 0..8 {
+            lanes[l] += a[l] * b[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `y += alpha · x`.
+#[inline(always)]
+fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+// --- GELU (tanh approximation, as Candle's `gelu`) -----------------------------------
+
+const GELU_C: f32 = 0.797_884_6; // sqrt(2 / pi)
+const GELU_A: f32 = 0.044_715;
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    let u = GELU_C * (x + GELU_A * x * x * x);
+    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
+}
+
+/// GELU of every element: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.gelu();
+    }
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "fused-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = data(storage, layout)?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(ROWS_PER_TASK * 256).zip(x.par_chunks(ROWS_PER_TASK * 256)).for_each(|(y, x)| {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = 0.5 * x * (1.0 + gelu_tanh(*x));
+            }
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?))
+    }
+}
+
+/// `(x, dy) → dx` of [`Gelu`].
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "fused-gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dy) = (data(s1, l1)?, data(s2, l2)?);
+        if x.len() != dy.len() {
+            bail!("gelu backward: {} inputs but {} gradients", x.len(), dy.len());
+        }
+        let mut dx = vec![0f32; x.len()];
+        let chunk = ROWS_PER_TASK * 256;
+        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dx, (x, dy))| {
+            for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
+                let t = gelu_tanh(*x);
+                let du = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+                *dx = dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+// --- Layer normalisation over the last dimension --------------------------------------
+
+const NORM_EPSILON: f32 = 1e-5;
+
+/// `(x − mean) / √(var + 1e-5) · scale + shift` over the last dimension of `x`, with
+/// the biased variance; `scale` and `shift` have the last dimension's width.
+pub fn layer_norm(x: &Tensor, scale: &Tensor, shift: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normalised = centred.broadcast_div(&(variance + f64::from(NORM_EPSILON))?.sqrt()?)?;
+        return normalised.broadcast_mul(scale)?.broadcast_add(shift);
+    }
+    x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, LayerNorm)
+}
+
+struct LayerNorm;
+
+/// Mean and reciprocal standard deviation of one row.
+#[inline(always)]
+fn moments(row: &[f32]) -> (f32, f32) {
+    let width = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / width;
+    let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width;
+    (mean, 1.0 / (variance + NORM_EPSILON).sqrt())
+}
+
+fn width_of(l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<usize> {
+    let width = l1.dims().last().copied().unwrap_or(1);
+    if l2.shape().elem_count() != width || l3.shape().elem_count() != width {
+        bail!("layer norm: scale and shift must have {width} elements");
+    }
+    Ok(width)
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = width_of(l1, l2, l3)?;
+        let (x, scale, shift) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).for_each(|(y, x)| {
+            for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+                let (mean, rstd) = moments(x);
+                for (((y, x), scale), shift) in y.iter_mut().zip(x).zip(scale).zip(shift) {
+                    *y = (x - mean) * rstd * scale + shift;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let width = scale.elem_count();
+        let rows = x.elem_count() / width;
+        // One kernel, one packed result: `rows` rows of dx, then d(scale), then d(shift).
+        let packed = x.contiguous()?.apply_op3_no_bwd(&scale.contiguous()?, &grad.contiguous()?, &LayerNormBackward)?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dscale = packed.narrow(0, rows, 1)?.reshape(scale.shape())?;
+        let dshift = packed.narrow(0, rows + 1, 1)?.reshape(scale.shape())?;
+        Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
+}
+
+/// `(x, scale, dy) → [dx; d(scale); d(shift)]` of [`LayerNorm`], `[rows + 2, width]`.
+struct LayerNormBackward;
+
+impl CustomOp3 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = width_of(l1, l2, l2)?;
+        let (x, scale, dy) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        if x.len() != dy.len() {
+            bail!("layer norm backward: {} inputs but {} gradients", x.len(), dy.len());
+        }
+        let rows = x.len() / width;
+        let mut out = vec![0f32; (rows + 2) * width];
+        let (dx, _) = out.split_at_mut(rows * width);
+        let chunk = ROWS_PER_TASK * width;
+        // Each task returns its partial d(scale) and d(shift); they are summed after.
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .map(|(dx, (x, dy))| {
+                let mut sums = vec![0f32; 2 * width];
+                let mut scaled = vec![0f32; width];
+                for ((dx, x), dy) in dx.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(dy.chunks_exact(width)) {
+                    let (mean, rstd) = moments(x);
+                    let (mut mean_g, mut mean_gx) = (0f32, 0f32);
+                    for (i, ((x, dy), scale)) in x.iter().zip(dy).zip(scale).enumerate() {
+                        let normalised = (x - mean) * rstd;
+                        let g = dy * scale;
+                        scaled[i] = g;
+                        mean_g += g;
+                        mean_gx += g * normalised;
+                        sums[i] += dy * normalised;
+                        sums[width + i] += dy;
+                    }
+                    mean_g /= width as f32;
+                    mean_gx /= width as f32;
+                    for ((dx, x), g) in dx.iter_mut().zip(x).zip(&scaled) {
+                        *dx = rstd * (g - mean_g - (x - mean) * rstd * mean_gx);
+                    }
+                }
+                sums
+            })
+            .collect();
+        let tail = &mut out[rows * width..];
+        for partial in partials {
+            for (total, part) in tail.iter_mut().zip(partial) {
+                *total += part;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows + 2, width))))
+    }
+}
+
+// --- Bias addition -------------------------------------------------------------------
+
+/// `x + bias`, `bias` broadcast over the leading dimensions of `x` (its shape is the
+/// trailing dimensions of `x`). Its gradient is a column sum in one pass, not Candle's
+/// reduction over the leading dimension.
+pub fn add_bias(x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.broadcast_add(bias);
+    }
+    x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd)
+}
+
+struct BiasAdd;
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "fused-bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, bias) = (data(s1, l1)?, data(s2, l2)?);
+        let width = bias.len();
+        if width == 0 || x.len() % width != 0 {
+            bail!("bias add: {} elements do not split into rows of {width}", x.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        let chunk = ROWS_PER_TASK * width;
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+            for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+                for ((y, x), b) in y.iter_mut().zip(x).zip(bias) {
+                    *y = x + b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let sums = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum { width: bias.elem_count() })?;
+        Ok((Some(grad.clone()), Some(sums.reshape(bias.shape())?)))
+    }
+}
+
+/// The sum of the rows of `x` seen as `[.., width]`: `[width]`.
+struct ColumnSum {
+    width: usize,
+}
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "fused-column-sum"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, width) = (data(storage, layout)?, self.width);
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(ROWS_PER_TASK * 4 * width)
+            .map(|x| {
+                let mut sums = vec![0f32; width];
+                for row in x.chunks_exact(width) {
+                    for (sum, v) in sums.iter_mut().zip(row) {
+                        *sum += v;
+                    }
+                }
+                sums
+            })
+            .collect();
+        let mut sums = vec![0f32; width];
+        for partial in partials {
+            for (sum, part) in sums.iter_mut().zip(partial) {
+                *sum += part;
+            }
+        }
+        Ok((CpuStorage::F32(sums), Shape::from(width)))
+    }
+}
+
+// --- Multi-head self-attention over a short sequence ----------------------------------
+
+/// Scaled dot-product self-attention with `heads` heads: `qkv [batch, seq, 3·d]` (the
+/// queries, keys and values side by side, each head a contiguous `d / heads` slice) in,
+/// the heads' contexts side by side `[batch, seq, d]` out.
+///
+/// Sequences here are short (a stock's patches: 6 for 60 days in patches of 10), so a
+/// batch of `stocks × heads` tiny matrix products is mostly overhead; one loop per
+/// sequence computes scores, softmax and context in registers-sized scratch.
+pub fn attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (batch, seq, width) = qkv.dims3()?;
+    if width % 3 != 0 || (width / 3) % heads != 0 {
+        bail!("attention: width {width} is not 3 x heads ({heads}) x head width");
+    }
+    let d = width / 3;
+    if !qkv.device().is_cpu() {
+        let head_width = d / heads;
+        let split = |index: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(D::Minus1, index * d, d)?.reshape((batch, seq, heads, head_width))?.transpose(1, 2)?.contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_width as f64).sqrt())?;
+        let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?;
+        let exp = shifted.exp()?;
+        let weights = exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?;
+        let context = weights.matmul(&v)?;
+        return context.transpose(1, 2)?.contiguous()?.reshape((batch, seq, d));
+    }
+    qkv.contiguous()?.apply_op1(Attention { heads })
+}
+
+#[derive(Clone, Copy)]
+struct Attention {
+    heads: usize,
+}
+
+/// The shape of one attention problem.
+#[derive(Clone, Copy)]
+struct Dims {
+    seq: usize,
+    d: usize,
+    heads: usize,
+    head_width: usize,
+    scale: f32,
+}
+
+impl Dims {
+    fn of(layout: &Layout, heads: usize) -> candle_core::Result<Self> {
+        let (_, seq, width) = layout.shape().dims3()?;
+        let d = width / 3;
+        let head_width = d / heads;
+        Ok(Self { seq, d, heads, head_width, scale: 1.0 / (head_width as f32).sqrt() })
+    }
+
+    /// Softmax attention weights of head `h` of one sequence `qkv [seq, 3d]` into
+    /// `weights [seq, seq]`.
+    #[inline(always)]
+    fn weights(&self, qkv: &[f32], h: usize, weights: &mut [f32]) {
+        let (seq, d, hw) = (self.seq, self.d, self.head_width);
+        for i in 0..seq {
+            let q = &qkv[i * 3 * d + h * hw..][..hw];
+            let row = &mut weights[i * seq..][..seq];
+            let mut max = f32::NEG_INFINITY;
+            for (j, w) in row.iter_mut().enumerate() {
+                *w = dot(q, &qkv[j * 3 * d + d + h * hw..][..hw]) * self.scale;
+                max = max.max(*w);
+            }
+            let mut total = 0.0;
+            for w in row.iter_mut() {
+                *w = exp(*w - max);
+                total += *w;
+            }
+            for w in row.iter_mut() {
+                *w /= total;
+            }
+        }
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = data(storage, layout)?;
+        let dims = Dims::of(layout, self.heads)?;
+        let (seq, d, hw) = (dims.seq, dims.d, dims.head_width);
+        let (batch, _, _) = layout.shape().dims3()?;
+        let mut out = vec![0f32; batch * seq * d];
+        out.par_chunks_mut(seq * d).zip(qkv.par_chunks(seq * 3 * d)).for_each_init(
+            || vec![0f32; seq * seq],
+            |weights, (out, qkv)| {
+                for h in 0..dims.heads {
+                    dims.weights(qkv, h, weights);
+                    for i in 0..seq {
+                        let context = &mut out[i * d + h * hw..][..hw];
+                        for j in 0..seq {
+                            axpy(context, weights[i * seq + j], &qkv[j * 3 * d + 2 * d + h * hw..][..hw]);
+                        }
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((batch, seq, d))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, self)?))
+    }
+}
+
+/// `(qkv, d(context)) → d(qkv)` of [`Attention`].
+impl CustomOp2 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (qkv, dout) = (data(s1, l1)?, data(s2, l2)?);
+        let dims = Dims::of(l1, self.heads)?;
+        let (seq, d, hw) = (dims.seq, dims.d, dims.head_width);
+        if dout.len() * 3 != qkv.len() {
+            bail!("attention backward: {} gradients for {} inputs", dout.len(), qkv.len());
+        }
+        let mut dqkv = vec![0f32; qkv.len()];
+        dqkv.par_chunks_mut(seq * 3 * d).zip(qkv.par_chunks(seq * 3 * d).zip(dout.par_chunks(seq * d))).for_each_init(
+            || (vec![0f32; seq * seq], vec![0f32; seq * seq], vec![0f32; 2 * seq * hw]),
+            |(weights, dscores, scratch), (dqkv, (qkv, dout))| {
+                // Where head h of the query, key and value of position i starts.
+                let q_at = |i: usize, h: usize| i * 3 * d + h * hw;
+                let k_at = |i: usize, h: usize| i * 3 * d + d + h * hw;
+                let v_at = |i: usize, h: usize| i * 3 * d + 2 * d + h * hw;
+                for h in 0..dims.heads {
+                    dims.weights(qkv, h, weights);
+                    for i in 0..seq {
+                        let g = &dout[i * d + h * hw..][..hw];
+                        // d(weights)_ij = g_i · v_j, then the softmax's backward.
+                        let mut expected = 0.0;
+                        for j in 0..seq {
+                            let dw = dot(g, &qkv[v_at(j, h)..][..hw]);
+                            dscores[i * seq + j] = dw;
+                            expected += dw * weights[i * seq + j];
+                        }
+                        for j in 0..seq {
+                            let w = weights[i * seq + j];
+                            dscores[i * seq + j] = w * (dscores[i * seq + j] - expected) * dims.scale;
+                            axpy(&mut dqkv[v_at(j, h)..][..hw], w, g); // d(v)_j += w_ij · g_i
+                        }
+                    }
+                    // d(q)_i = Σ_j s_ij · k_j and d(k)_j = Σ_i s_ij · q_i, in scratch rows.
+                    scratch.fill(0.0);
+                    let (dq, dk) = scratch.split_at_mut(seq * hw);
+                    for i in 0..seq {
+                        for j in 0..seq {
+                            let s = dscores[i * seq + j];
+                            axpy(&mut dq[i * hw..][..hw], s, &qkv[k_at(j, h)..][..hw]);
+                            axpy(&mut dk[j * hw..][..hw], s, &qkv[q_at(i, h)..][..hw]);
+                        }
+                    }
+                    for i in 0..seq {
+                        dqkv[q_at(i, h)..][..hw].copy_from_slice(&dq[i * hw..][..hw]);
+                        dqkv[k_at(i, h)..][..hw].copy_from_slice(&dk[i * hw..][..hw]);
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// Standard normal values times `scale` plus `shift`.
+    fn spread(shape: &[usize], seed: u64, scale: f32, shift: f32) -> Tensor {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let values: Vec<f32> =
+            (0..n).map(|_| scale * Distribution::<f32>::sample(&StandardNormal, &mut rng) + shift).collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap_or_else(|e| panic!("tensor: {e}"))
+    }
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        spread(shape, seed, 1.0, 0.0)
+    }
+
+    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+        let diff = (a - b).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>());
+        diff.unwrap_or_else(|e| panic!("difference: {e}"))
+    }
+
+    /// Runs `fused` and `composed` on the same variables with a random upstream
+    /// gradient, and asserts that outputs and every input's gradient agree.
+    fn check(
+        inputs: &[Tensor],
+        fused: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+        composed: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+        tolerance: f32,
+    ) {
+        let run = |f: &dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>| {
+            let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap_or_else(|e| panic!("{e}"))).collect();
+            let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let out = f(&tensors).unwrap_or_else(|e| panic!("forward: {e}"));
+            let upstream = random(out.dims(), 99);
+            let grads = (&out * &upstream)
+                .and_then(|l| l.sum_all())
+                .and_then(|l| l.backward())
+                .unwrap_or_else(|e| panic!("backward: {e}"));
+            let grads: Vec<Tensor> = tensors
+                .iter()
+                .map(|t| grads.get(t).cloned().unwrap_or_else(|| panic!("an input got no gradient")))
+                .collect();
+            (out, grads)
+        };
+        let (fused_out, fused_grads) = run(&fused);
+        let (composed_out, composed_grads) = run(&composed);
+        assert_eq!(fused_out.dims(), composed_out.dims());
+        let out_diff = max_difference(&fused_out, &composed_out);
+        assert!(out_diff < tolerance, "outputs differ by {out_diff}");
+        for (i, (a, b)) in fused_grads.iter().zip(&composed_grads).enumerate() {
+            assert_eq!(a.dims(), b.dims(), "gradient {i} shape");
+            let diff = max_difference(a, b);
+            assert!(diff < tolerance, "gradient of input {i} differs by {diff}");
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate_over_the_float_range() {
+        for i in -870..=880 {
+            let x = i as f32 / 10.0;
+            let (fast, exact) = (exp(x), x.exp());
+            assert!(((fast - exact) / exact).abs() < 5e-7, "exp({x}) = {fast}, not {exact}");
+        }
+        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn gelu_matches_candles() {
+        check(&[spread(&[37, 70], 1, 3.0, 0.0)], |t| gelu(&t[0]), |t| t[0].gelu(), 1e-5);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_composed_ops() {
+        let inputs = [spread(&[5, 130, 24], 1, 2.0, 1.0), random(&[24], 2), random(&[24], 3)];
+        let composed = |t: &[Tensor]| {
+            let centred = t[0].broadcast_sub(&t[0].mean_keepdim(D::Minus1)?)?;
+            let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+            centred.broadcast_div(&(variance + 1e-5)?.sqrt()?)?.broadcast_mul(&t[1])?.broadcast_add(&t[2])
+        };
+        check(&inputs, |t| layer_norm(&t[0], &t[1], &t[2]), composed, 1e-4);
+    }
+
+    #[test]
+    fn bias_add_matches_broadcasting() {
+        let inputs = [random(&[300, 6, 8], 1), random(&[6, 8], 2)];
+        check(&inputs, |t| add_bias(&t[0], &t[1]), |t| t[0].broadcast_add(&t[1]), 1e-4);
+        let inputs = [random(&[513, 16], 3), random(&[16], 4)];
+        check(&inputs, |t| add_bias(&t[0], &t[1]), |t| t[0].broadcast_add(&t[1]), 1e-4);
+    }
+
+    #[test]
+    fn attention_matches_the_composed_ops() {
+        let (batch, seq, d, heads) = (70, 6, 16, 4);
+        let qkv = random(&[batch, seq, 3 * d], 5);
+        let composed = |t: &[Tensor]| {
+            let head_width = d / heads;
+            let split = |index: usize| -> candle_core::Result<Tensor> {
+                t[0].narrow(D::Minus1, index * d, d)?
+                    .reshape((batch, seq, heads, head_width))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+            let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_width as f64).sqrt())?;
+            let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            weights.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch, seq, d))
+        };
+        check(&[qkv], |t| attention(&t[0], heads), composed, 1e-4);
+    }
+}
