@@ -35,6 +35,8 @@ use crate::model::{Mode, Ranker, TrainParams};
 pub struct DayBatch {
     pub day: usize,
     pub stocks: Tensor,
+    /// `stocks` are every panel stock in id order.
+    pub every_stock: bool,
     pub targets: Tensor,
     pub target_distribution: Tensor,
 }
@@ -68,11 +70,12 @@ impl FeatureCube {
         Ok(Self { values: Tensor::from_vec(values, (days, features, stocks), device)?, first_day: first, days })
     }
 
-    /// The input of `day` for `stocks` (u32 panel stock ids): `[lookback · F, stocks]`,
+    /// Every stock's last `lookback` days up to `day`: `[lookback · F, all stocks]`,
     /// oldest day first. Days before the cube read as zeros.
-    pub fn input(&self, day: usize, stocks: &Tensor, lookback: usize) -> candle_core::Result<Tensor> {
+    pub fn window(&self, day: usize, lookback: usize) -> candle_core::Result<Tensor> {
         let (_, features, all_stocks) = self.values.dims3()?;
         let end = day + 1 - self.first_day;
+        debug_assert!(end <= self.days);
         let available = end.min(lookback);
         let window = self.values.narrow(0, end - available, available)?;
         let window = if available < lookback {
@@ -82,9 +85,19 @@ impl FeatureCube {
         } else {
             window
         };
-        debug_assert!(end <= self.days);
-        window.reshape((lookback * features, all_stocks))?.index_select(stocks, 1)
+        window.reshape((lookback * features, all_stocks))
     }
+
+    /// The input of `day` for `stocks` (u32 panel stock ids): `[lookback · F, stocks]`,
+    /// oldest day first. Days before the cube read as zeros.
+    pub fn input(&self, day: usize, stocks: &Tensor, lookback: usize) -> candle_core::Result<Tensor> {
+        self.window(day, lookback)?.index_select(stocks, 1)
+    }
+}
+
+/// Whether `stocks` are all `count` panel stocks in id order (no gather needed).
+fn every_stock(stocks: &[u32], count: usize) -> bool {
+    stocks.len() == count && stocks.iter().enumerate().all(|(i, s)| *s as usize == i)
 }
 
 /// The batch of `day` for `horizons`; `None` with fewer than 2 complete rows.
@@ -116,10 +129,18 @@ pub fn day_batch(
     let stocks: Vec<u32> = rows.iter().map(|row| panel.stock()[*row]).collect();
     Ok(Some(DayBatch {
         day,
+        every_stock: every_stock(&stocks, panel.codes().len()),
         stocks: Tensor::from_vec(stocks, rows.len(), device)?,
         target_distribution: softmax_over_stocks(&targets)?,
         targets,
     }))
+}
+
+impl DayBatch {
+    /// The columns of the feature window this day trains on (`None`: all of them).
+    pub fn columns(&self) -> Option<&Tensor> {
+        (!self.every_stock).then_some(&self.stocks)
+    }
 }
 
 fn softmax_over_stocks(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -229,7 +250,8 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
             let batch = &training[*index];
             let warmup = ((step + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
             optimizer.set_learning_rate(params.learning_rate * warmup);
-            let scores = model.forward(&cube.input(batch.day, &batch.stocks, lookback)?, Mode::Train(&mut rng))?;
+            let window = cube.window(batch.day, lookback)?;
+            let scores = model.forward_columns(&window, batch.columns(), Mode::Train(&mut rng))?;
             let loss = day_loss(&scores, batch, params, &horizon_weights)?;
             epoch_loss += f64::from(loss.to_scalar::<f32>()?);
             let mut grads = loss.backward()?;
@@ -242,7 +264,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
         } else {
             let mut sum = 0.0;
             for batch in &validation {
-                let scores = model.forward(&cube.input(batch.day, &batch.stocks, lookback)?, Mode::Eval)?;
+                let scores = model.forward_columns(&cube.window(batch.day, lookback)?, batch.columns(), Mode::Eval)?;
                 sum += f64::from(day_loss(&scores, batch, params, &horizon_weights)?.to_scalar::<f32>()?);
             }
             sum / validation.len() as f64
@@ -316,8 +338,13 @@ pub fn score_range(
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let stocks = Tensor::from_vec(panel.stock()[rows.clone()].to_vec(), rows.len(), device)?;
-        let scores = model.forward(&cube.input(day, &stocks, lookback)?, Mode::Eval)?;
+        let stocks = &panel.stock()[rows.clone()];
+        let columns = if every_stock(stocks, panel.codes().len()) {
+            None
+        } else {
+            Some(Tensor::from_vec(stocks.to_vec(), rows.len(), device)?)
+        };
+        let scores = model.forward_columns(&cube.window(day, lookback)?, columns.as_ref(), Mode::Eval)?;
         Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
     })
     .collect()

@@ -84,6 +84,26 @@ fn job_before_break(market: &Market, model: usize) -> &Job {
 }
 
 #[test]
+fn gathering_stocks_before_or_after_the_first_layer_gives_the_same_scores() {
+    let market = market();
+    for (index, config) in market.config.models.iter().enumerate() {
+        let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
+        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let cube = FeatureCube::build(&market.panel, 400 - (ranker.lookback() - 1), 400, &Device::Cpu).expect("cube");
+        let window = cube.window(400, ranker.lookback()).expect("window");
+        let stocks = window.dim(1).expect("stocks");
+        let odd: Vec<u32> = (0..stocks as u32).filter(|s| s % 2 == 1).rev().collect();
+        let columns = candle_core::Tensor::from_vec(odd.clone(), odd.len(), &Device::Cpu).expect("columns");
+        let late = ranker.forward_columns(&window, Some(&columns), Mode::Eval).expect("gather late");
+        let early = ranker.forward(&window.index_select(&columns, 1).expect("gather"), Mode::Eval).expect("early");
+        assert_eq!(late.dims(), &[2, odd.len()], "{}", config.name);
+        let difference: f32 =
+            (late - early).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar()).expect("difference");
+        assert!(difference < 1e-4, "{}: the two gathers differ by {difference}", config.name);
+    }
+}
+
+#[test]
 fn every_trainable_variable_receives_a_gradient() {
     let market = market();
     for (index, config) in market.config.models.iter().enumerate() {

@@ -41,6 +41,21 @@ pub enum Mode<'a> {
 pub trait Ranker {
     /// `features` is `[lookback · F, stocks]`: the last `lookback()` days, oldest first.
     fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor>;
+    /// [`Ranker::forward`] of the columns `columns` (u32 stock ids) of `window
+    /// [lookback · F, all stocks]`, or of every column with `None`. A model whose first
+    /// layer shrinks the input gathers the day's stocks after it (PatchTST: ten times
+    /// fewer values to copy than the raw window).
+    fn forward_columns(
+        &self,
+        window: &Tensor,
+        columns: Option<&Tensor>,
+        mode: Mode<'_>,
+    ) -> candle_core::Result<Tensor> {
+        match columns {
+            Some(columns) => self.forward(&window.index_select(columns, 1)?, mode),
+            None => self.forward(window, mode),
+        }
+    }
     /// Trading days of history each prediction reads (1: the day itself).
     fn lookback(&self) -> usize {
         1

@@ -119,12 +119,33 @@ impl PatchTst {
 }
 
 impl Ranker for PatchTst {
-    fn forward(&self, features: &Tensor, _mode: Mode<'_>) -> candle_core::Result<Tensor> {
+    fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor> {
+        self.forward_columns(features, None, mode)
+    }
+
+    fn forward_columns(
+        &self,
+        window: &Tensor,
+        columns: Option<&Tensor>,
+        _mode: Mode<'_>,
+    ) -> candle_core::Result<Tensor> {
         let s = self.shape;
-        let stocks = features.dim(1)?;
-        // [L·F, stocks] → [stocks, patches, patch·F]: days are contiguous per stock.
-        let patches = features.t()?.contiguous()?.reshape((stocks, s.lookback / s.patch, s.patch * s.features))?;
-        let mut x = fused::add_bias(&self.embed.forward(&patches)?, self.position.as_tensor())?;
+        let (patches, width) = (s.lookback / s.patch, s.patch * s.features);
+        // The window is [L·F, stocks] with a patch's days in consecutive rows: patch p is
+        // rows p·width .. (p+1)·width, so each patch embeds as one product on that
+        // layout, [d, width] · [width, stocks], and only the embedded [patches, d, stocks]
+        // (ten times smaller than the window) is gathered and transposed.
+        let weight = self.embed.weight.as_tensor().t()?;
+        let embedded = (0..patches)
+            .map(|p| weight.matmul(&window.narrow(0, p * width, width)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut x = Tensor::stack(&embedded, 0)?;
+        if let Some(columns) = columns {
+            x = x.index_select(columns, 2)?;
+        }
+        // Bias and position per (patch, d), broadcast over stocks (the last dimension).
+        let offset = self.position.as_tensor().broadcast_add(self.embed.bias.as_tensor())?.unsqueeze(2)?;
+        let mut x = x.broadcast_add(&offset)?.permute((2, 0, 1))?.contiguous()?;
         for layer in &self.layers {
             x = (&x + self.attention(layer, &x)?)?;
             let expanded = layer.expand.forward(&layer.feed_forward_norm.forward(&x)?)?;
