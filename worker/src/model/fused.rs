@@ -377,18 +377,23 @@ impl CustomOp1 for ColumnSum {
 
 // --- Multi-head self-attention over a short sequence ----------------------------------
 
-/// Scaled dot-product self-attention with `heads` heads: `qkv [batch, seq, 3·d]` (the
-/// queries, keys and values side by side, each head a contiguous `d / heads` slice) in,
-/// the heads' contexts side by side `[batch, seq, d]` out.
+/// Scaled dot-product self-attention with `heads` heads over sequences of `seq` rows:
+/// `qkv [batch · seq, 3·d]` (a sequence's rows together; queries, keys and values side
+/// by side, each head a contiguous `d / heads` slice) in, the heads' contexts side by
+/// side `[batch · seq, d]` out.
 ///
 /// Sequences here are short (a stock's patches: 6 for 60 days in patches of 10), so a
 /// batch of `stocks × heads` tiny matrix products is mostly overhead; one loop per
 /// sequence computes scores, softmax and context in registers-sized scratch.
-pub fn attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    let (batch, seq, width) = qkv.dims3()?;
+pub fn attention(qkv: &Tensor, seq: usize, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, width) = qkv.dims2()?;
     if width % 3 != 0 || (width / 3) % heads != 0 {
         bail!("attention: width {width} is not 3 x heads ({heads}) x head width");
     }
+    if seq == 0 || rows % seq != 0 {
+        bail!("attention: {rows} rows are not whole sequences of {seq}");
+    }
+    let batch = rows / seq;
     let d = width / 3;
     if !qkv.device().is_cpu() {
         let head_width = d / heads;
@@ -401,13 +406,14 @@ pub fn attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         let exp = shifted.exp()?;
         let weights = exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?;
         let context = weights.matmul(&v)?;
-        return context.transpose(1, 2)?.contiguous()?.reshape((batch, seq, d));
+        return context.transpose(1, 2)?.contiguous()?.reshape((rows, d));
     }
-    qkv.contiguous()?.apply_op1(Attention { heads })
+    qkv.contiguous()?.apply_op1(Attention { seq, heads })
 }
 
 #[derive(Clone, Copy)]
 struct Attention {
+    seq: usize,
     heads: usize,
 }
 
@@ -422,8 +428,8 @@ struct Dims {
 }
 
 impl Dims {
-    fn of(layout: &Layout, heads: usize) -> candle_core::Result<Self> {
-        let (_, seq, width) = layout.shape().dims3()?;
+    fn of(layout: &Layout, seq: usize, heads: usize) -> candle_core::Result<Self> {
+        let (_, width) = layout.shape().dims2()?;
         let d = width / 3;
         let head_width = d / heads;
         Ok(Self { seq, d, heads, head_width, scale: 1.0 / (head_width as f32).sqrt() })
@@ -461,10 +467,10 @@ impl CustomOp1 for Attention {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = data(storage, layout)?;
-        let dims = Dims::of(layout, self.heads)?;
+        let dims = Dims::of(layout, self.seq, self.heads)?;
         let (seq, d, hw) = (dims.seq, dims.d, dims.head_width);
-        let (batch, _, _) = layout.shape().dims3()?;
-        let mut out = vec![0f32; batch * seq * d];
+        let rows = layout.shape().dims2()?.0;
+        let mut out = vec![0f32; rows * d];
         out.par_chunks_mut(seq * d).zip(qkv.par_chunks(seq * 3 * d)).for_each_init(
             || vec![0f32; seq * seq],
             |weights, (out, qkv)| {
@@ -479,7 +485,7 @@ impl CustomOp1 for Attention {
                 }
             },
         );
-        Ok((CpuStorage::F32(out), Shape::from((batch, seq, d))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, d))))
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -501,7 +507,7 @@ impl CustomOp2 for Attention {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (qkv, dout) = (data(s1, l1)?, data(s2, l2)?);
-        let dims = Dims::of(l1, self.heads)?;
+        let dims = Dims::of(l1, self.seq, self.heads)?;
         let (seq, d, hw) = (dims.seq, dims.d, dims.head_width);
         if dout.len() * 3 != qkv.len() {
             bail!("attention backward: {} gradients for {} inputs", dout.len(), qkv.len());
@@ -651,7 +657,7 @@ mod tests {
     #[test]
     fn attention_matches_the_composed_ops() {
         let (batch, seq, d, heads) = (70, 6, 16, 4);
-        let qkv = random(&[batch, seq, 3 * d], 5);
+        let qkv = random(&[batch * seq, 3 * d], 5);
         let composed = |t: &[Tensor]| {
             let head_width = d / heads;
             let split = |index: usize| -> candle_core::Result<Tensor> {
@@ -663,8 +669,8 @@ mod tests {
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
             let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_width as f64).sqrt())?;
             let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
-            weights.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch, seq, d))
+            weights.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch * seq, d))
         };
-        check(&[qkv], |t| attention(&t[0], heads), composed, 1e-4);
+        check(&[qkv], |t| attention(&t[0], seq, heads), composed, 1e-4);
     }
 }

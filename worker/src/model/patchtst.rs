@@ -38,15 +38,11 @@ impl Dense {
         Ok(Self { weight: glorot(inputs, outputs, rng, device)?, bias: zeros(outputs, device)? })
     }
 
-    /// `x [.., inputs] → [.., outputs]`, as one matrix product over all leading
-    /// dimensions (a batched product of `stocks` small matrices was many times slower).
+    /// `x [rows, inputs] → [rows, outputs]`: the encoder keeps every (stock, patch) as one
+    /// row, so each layer is one matrix product (a batch of `stocks` small products was
+    /// many times slower) and no reshape adds an autograd node.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let inputs = dims.pop().unwrap_or(1);
-        let rows = dims.iter().product::<usize>();
-        let y = fused::add_bias(&x.reshape((rows, inputs))?.matmul(self.weight.as_tensor())?, self.bias.as_tensor())?;
-        dims.push(y.dim(1)?);
-        y.reshape(dims)
+        fused::add_bias(&x.matmul(self.weight.as_tensor())?, self.bias.as_tensor())
     }
 }
 
@@ -114,7 +110,8 @@ impl PatchTst {
 
     fn attention(&self, layer: &EncoderLayer, x: &Tensor) -> candle_core::Result<Tensor> {
         let qkv = layer.qkv.forward(&layer.attention_norm.forward(x)?)?;
-        layer.output.forward(&fused::attention(&qkv, self.shape.heads)?)
+        let patches = self.shape.lookback / self.shape.patch;
+        layer.output.forward(&fused::attention(&qkv, patches, self.shape.heads)?)
     }
 }
 
@@ -145,14 +142,17 @@ impl Ranker for PatchTst {
         }
         // Bias and position per (patch, d), broadcast over stocks (the last dimension).
         let offset = self.position.as_tensor().broadcast_add(self.embed.bias.as_tensor())?.unsqueeze(2)?;
-        let mut x = x.broadcast_add(&offset)?.permute((2, 0, 1))?.contiguous()?;
+        let stocks = x.dim(2)?;
+        // [stocks · patches, d]: one row per (stock, patch), a stock's patches together.
+        let mut x =
+            x.broadcast_add(&offset)?.permute((2, 0, 1))?.contiguous()?.reshape((stocks * patches, s.d_model))?;
         for layer in &self.layers {
             x = (&x + self.attention(layer, &x)?)?;
             let expanded = layer.expand.forward(&layer.feed_forward_norm.forward(&x)?)?;
             let expanded = fused::gelu(&expanded)?;
             x = (&x + layer.contract.forward(&expanded)?)?;
         }
-        let pooled = self.final_norm.forward(&x)?.mean(1)?;
+        let pooled = self.final_norm.forward(&x)?.reshape((stocks, patches, s.d_model))?.mean(1)?;
         self.head.forward(&pooled)?.t()?.contiguous()
     }
 
