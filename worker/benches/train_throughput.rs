@@ -13,7 +13,8 @@
 //! of 1 epoch) / N, so batch building and start-up are not counted. `WF_TORCH_PYTHON` names
 //! the Python with torch (default `.venv-bench/bin/python`); without it the reference is
 //! skipped with a printed reason. Threads: `RAYON_NUM_THREADS` for Candle, the same count
-//! for torch. `WF_BENCH_MODELS=mlp` (or `patchtst`) runs one model only.
+//! for torch. `WF_BENCH_MODELS=mlp` (or `patchtst`) runs one model only. Each side runs
+//! `WF_BENCH_REPEATS` times (default 3), alternating, and the medians are printed.
 
 use std::process::Command;
 use std::time::Instant;
@@ -28,9 +29,10 @@ use wf_shared::panel::PanelParts;
 use wf_worker::model::{Activation, ModelSpec, TrainParams, build};
 use wf_worker::train::{TrainRequest, score_range, train};
 
-/// As the `wf` binaries: glibc's malloc made training 4-5x slower (see `wf`'s main.rs).
+/// As the `wf` binaries (see `wf_worker::allocator`): glibc's malloc made training 4-5x
+/// slower.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 const STOCKS: usize = 1000;
 const DAYS: usize = 252;
@@ -146,6 +148,42 @@ fn pytorch(
     Ok((figures, result["torch"].as_str().unwrap_or("?").to_string()))
 }
 
+/// Runs both sides `repeats` times, alternating, and keeps each figure's median: this
+/// machine's speed drifts by ±20% from minute to minute, and alternating exposes both
+/// sides to the same drift.
+fn alternate(
+    repeats: usize,
+    mut run: impl FnMut() -> (Figures, Result<(Figures, String), String>),
+) -> (Figures, Result<(Figures, String), String>) {
+    let (mut ours, mut theirs, mut failure, mut version) = (Vec::new(), Vec::new(), None, String::new());
+    for _ in 0..repeats {
+        let (candle, reference) = run();
+        ours.push(candle);
+        match reference {
+            Ok((figures, v)) => {
+                theirs.push(figures);
+                version = v;
+            }
+            Err(reason) => failure = Some(reason),
+        }
+    }
+    let reference = match failure {
+        Some(reason) => Err(reason),
+        None => Ok((median(&theirs), version)),
+    };
+    (median(&ours), reference)
+}
+
+/// The median of each figure separately.
+fn median(runs: &[Figures]) -> Figures {
+    let middle = |pick: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Figures { train: middle(|f| f.train), score: middle(|f| f.score), gflops: middle(|f| f.gflops) }
+}
+
 fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), String>) {
     println!("{:<18} {:>22} {:>14} {:>9}", name, "train stock-days/s", "score days/s", "GFLOP/s");
     println!(
@@ -178,6 +216,7 @@ fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), Str
 
 #[allow(unsafe_code)]
 fn main() {
+    wf_worker::allocator::keep_freed_memory();
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -201,13 +240,12 @@ fn main() {
     let mlp_flops = 3.0 * sizes.windows(2).map(|w| 2.0 * (w[0] * w[1]) as f64).sum::<f64>();
     let only = std::env::var("WF_BENCH_MODELS").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|m| m == name);
+    let repeats: usize = std::env::var("WF_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     if wanted("mlp") {
-        let figures = candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops);
-        report(
-            &format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()),
-            &figures,
-            pytorch("mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops),
-        );
+        let (figures, reference) = alternate(repeats, || {
+            (candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops), pytorch("mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops))
+        });
+        report(&format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()), &figures, reference);
     }
 
     let (lookback, patch, d, layers, heads) = (60usize, 10usize, 64usize, 2usize, 4usize);
@@ -219,12 +257,14 @@ fn main() {
     let patchtst_flops = 3.0 * (patches * 2.0 * pf * df + layers as f64 * per_layer + 2.0 * df * HORIZONS.len() as f64);
     if wanted("patchtst") {
         let days = PATCHTST_DAYS;
-        let figures = candle(&patchtst, &panel, days, 1, patchtst_flops);
-        report(
-            &format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"),
-            &figures,
-            pytorch("patchtst", &format!("{lookback},{patch},{d},{layers},{heads}"), days, 1, threads, patchtst_flops),
-        );
+        let shape = format!("{lookback},{patch},{d},{layers},{heads}");
+        let (figures, reference) = alternate(repeats, || {
+            (
+                candle(&patchtst, &panel, days, 1, patchtst_flops),
+                pytorch("patchtst", &shape, days, 1, threads, patchtst_flops),
+            )
+        });
+        report(&format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"), &figures, reference);
     }
     println!("peak memory of this process (candle side): {:.0} MiB", peak_rss_mib());
 }

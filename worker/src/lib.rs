@@ -8,6 +8,7 @@
 //! metadata) and [`device`] (`auto | cpu | cuda:N`). It never writes job state: the
 //! coordinator decides, the worker computes and reports.
 
+pub mod allocator;
 pub mod artifact;
 pub mod device;
 pub mod job;

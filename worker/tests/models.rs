@@ -17,7 +17,7 @@ use wf_worker::train::{FeatureCube, day_batch, day_loss, score_day, score_range}
 
 /// As the `wf` binaries (glibc's malloc trains several times slower; see `wf`'s main.rs).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 struct Market {
     panel: Panel,

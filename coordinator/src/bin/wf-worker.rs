@@ -8,15 +8,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use wf_coordinator::cli::{Command, WorkerOnlyArgs};
 
-/// mimalloc, not glibc's malloc: Candle allocates a fresh tensor for every intermediate
-/// result, and glibc handed those pages back to the kernel after each training step and
-/// faulted them in again (page faults and TLB shoot-downs were most of the CPU time):
-/// MLP training ran 4-5x slower (`cargo bench -p wf-worker --bench train_throughput`).
+/// mimalloc, keeping freed memory: with glibc's malloc training ran several times
+/// slower (see `wf_worker::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
+    wf_worker::allocator::keep_freed_memory();
     let args = WorkerOnlyArgs::parse();
     let command = Command::Worker(args.worker);
     if let Some((name, value)) = wf_coordinator::cli::thread_env(&command) {

@@ -8,7 +8,7 @@
 //! CPU `randn` is not seedable), and dropout masks come from the same generator, so a
 //! job trained twice gives bit-identical scores on CPU.
 
-mod fused;
+pub mod fused;
 mod linear;
 mod mlp;
 mod patchtst;
