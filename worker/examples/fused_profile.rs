@@ -66,6 +66,11 @@ fn main() -> candle_core::Result<()> {
     let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (64, 192), &device)?)?;
     let b = Var::zeros(192, candle_core::DType::F32, &device)?;
     let g192 = Tensor::randn(0f32, 1.0, (rows, 192), &device)?;
+    let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, 991), &device)?)?;
+    let gh = Tensor::randn(0f32, 1.0, (128, 991), &device)?;
+    time("relu fwd+bwd [128,991]", || fwd_bwd(fused::relu(h.as_tensor()), &gh))?;
+    time("candle relu fwd+bwd [128,991]", || fwd_bwd(h.as_tensor().relu(), &gh))?;
+    time("harness alone [128,991]", || fwd_bwd(Ok(h.as_tensor().clone()), &gh))?;
     time("gelu fwd [6000,128]", || fused::gelu(x128.as_tensor()).map(drop))?;
     time("gelu fwd+bwd", || fwd_bwd(fused::gelu(x128.as_tensor()), &g128))?;
     time("candle gelu fwd+bwd", || fwd_bwd(x128.as_tensor().gelu(), &g128))?;

@@ -17,6 +17,8 @@ use rayon::prelude::*;
 
 /// Rows per parallel task: large enough that rayon's overhead is noise.
 const ROWS_PER_TASK: usize = 64;
+/// Elements per parallel task of the element-wise kernels.
+const CHUNK: usize = 1 << 14;
 
 /// The contiguous `f32` data of a storage.
 fn data<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -24,6 +26,79 @@ fn data<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&all[start..end]),
         None => bail!("fused kernels need contiguous inputs"),
+    }
+}
+
+/// Elements below which a kernel runs on the calling thread: handing work to rayon's
+/// pool costs tens of microseconds, and with one thread (a worker process per core) it
+/// only adds hand-offs: a one-thread pool made an MLP step 0.5 ms slower.
+const PARALLEL_MIN: usize = 1 << 15;
+
+fn parallel(len: usize) -> bool {
+    len >= PARALLEL_MIN && rayon::current_num_threads() > 1
+}
+
+/// `n` zeros. Not `vec![0.0; n]`: that asks the allocator for zeroed memory, which
+/// mimalloc serves from fresh pages the kernel must fault in and clear, 5x slower here
+/// than clearing a reused block (`examples/fused_profile.rs`).
+fn zeroed(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, 0.0);
+    v
+}
+
+/// `f` of every element of `x`, on rayon's pool where worth it. The result is collected,
+/// never zero-filled first.
+fn map1<F>(x: &[f32], f: F) -> Vec<f32>
+where
+    F: Fn(f32) -> f32 + Sync + Send,
+{
+    if parallel(x.len()) {
+        let mut y = Vec::new();
+        x.par_iter().with_min_len(CHUNK).map(|v| f(*v)).collect_into_vec(&mut y);
+        y
+    } else {
+        x.iter().map(|v| f(*v)).collect()
+    }
+}
+
+/// `f` of every pair of elements of `x` and `y`, as [`map1`].
+fn map2<F>(x: &[f32], y: &[f32], f: F) -> Vec<f32>
+where
+    F: Fn(f32, f32) -> f32 + Sync + Send,
+{
+    if parallel(x.len()) {
+        let mut out = Vec::new();
+        x.par_iter().zip(y).with_min_len(CHUNK).map(|(a, b)| f(*a, *b)).collect_into_vec(&mut out);
+        out
+    } else {
+        x.iter().zip(y).map(|(a, b)| f(*a, *b)).collect()
+    }
+}
+
+/// `f` over matching chunks of `out` and `a`, on rayon's pool where worth it.
+fn zip2<F>(out: &mut [f32], out_chunk: usize, a: &[f32], a_chunk: usize, f: F)
+where
+    F: Fn((&mut [f32], &[f32])) + Sync + Send,
+{
+    if parallel(out.len()) {
+        out.par_chunks_mut(out_chunk).zip(a.par_chunks(a_chunk)).for_each(f);
+    } else {
+        out.chunks_mut(out_chunk).zip(a.chunks(a_chunk)).for_each(f);
+    }
+}
+
+/// `f` over matching chunks of `out`, `a` and `b`, on rayon's pool where worth it;
+/// the results in chunk order.
+fn zip3<F, R>(out: &mut [f32], out_chunk: usize, a: &[f32], a_chunk: usize, b: &[f32], b_chunk: usize, f: F) -> Vec<R>
+where
+    F: Fn((&mut [f32], (&[f32], &[f32]))) -> R + Sync + Send,
+    R: Send,
+{
+    if parallel(out.len()) {
+        out.par_chunks_mut(out_chunk).zip(a.par_chunks(a_chunk).zip(b.par_chunks(b_chunk))).map(f).collect()
+    } else {
+        out.chunks_mut(out_chunk).zip(a.chunks(a_chunk).zip(b.chunks(b_chunk))).map(f).collect()
     }
 }
 
@@ -94,12 +169,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = data(storage, layout)?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(ROWS_PER_TASK * 256).zip(x.par_chunks(ROWS_PER_TASK * 256)).for_each(|(y, x)| {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = 0.5 * x * (1.0 + gelu_tanh(*x));
-            }
-        });
+        let y = map1(x, |x| 0.5 * x * (1.0 + gelu_tanh(x)));
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
@@ -127,15 +197,64 @@ impl CustomOp2 for GeluBackward {
         if x.len() != dy.len() {
             bail!("gelu backward: {} inputs but {} gradients", x.len(), dy.len());
         }
-        let mut dx = vec![0f32; x.len()];
-        let chunk = ROWS_PER_TASK * 256;
-        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dx, (x, dy))| {
-            for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
-                let t = gelu_tanh(*x);
-                let du = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
-                *dx = dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
-            }
+        let dx = map2(x, dy, |x, dy| {
+            let t = gelu_tanh(x);
+            let du = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+            dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
         });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+// --- ReLU ------------------------------------------------------------------------------
+
+/// `max(x, 0)`. Its backward is one pass; Candle's builds a zero tensor, compares,
+/// converts the mask to floats and multiplies (7% of an MLP training step).
+pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Relu)
+}
+
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "fused-relu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = data(storage, layout)?;
+        let y = map1(x, |x| x.max(0.0));
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)?))
+    }
+}
+
+/// `(x, dy) → dx` of [`Relu`]: `dy` where `x ≥ 0` (Candle's convention at 0), else 0.
+struct ReluBackward;
+
+impl CustomOp2 for ReluBackward {
+    fn name(&self) -> &'static str {
+        "fused-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dy) = (data(s1, l1)?, data(s2, l2)?);
+        if x.len() != dy.len() {
+            bail!("relu backward: {} inputs but {} gradients", x.len(), dy.len());
+        }
+        let dx = map2(x, dy, |x, dy| if x >= 0.0 { dy } else { 0.0 });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -191,8 +310,8 @@ impl CustomOp3 for LayerNorm {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let width = width_of(l1, l2, l3)?;
         let (x, scale, shift) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).for_each(|(y, x)| {
+        let mut y = zeroed(x.len());
+        zip2(&mut y, ROWS_PER_TASK * width, x, ROWS_PER_TASK * width, |(y, x)| {
             for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
                 let (mean, rstd) = moments(x);
                 for (((y, x), scale), shift) in y.iter_mut().zip(x).zip(scale).zip(shift) {
@@ -245,37 +364,33 @@ impl CustomOp3 for LayerNormBackward {
             bail!("layer norm backward: {} inputs but {} gradients", x.len(), dy.len());
         }
         let rows = x.len() / width;
-        let mut out = vec![0f32; (rows + 2) * width];
+        let mut out = zeroed((rows + 2) * width);
         let (dx, _) = out.split_at_mut(rows * width);
         let chunk = ROWS_PER_TASK * width;
         // Each task returns its partial d(scale) and d(shift); they are summed after.
-        let partials: Vec<Vec<f32>> = dx
-            .par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-            .map(|(dx, (x, dy))| {
-                let mut sums = vec![0f32; 2 * width];
-                let mut scaled = vec![0f32; width];
-                for ((dx, x), dy) in dx.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(dy.chunks_exact(width)) {
-                    let (mean, rstd) = moments(x);
-                    let (mut mean_g, mut mean_gx) = (0f32, 0f32);
-                    for (i, ((x, dy), scale)) in x.iter().zip(dy).zip(scale).enumerate() {
-                        let normalised = (x - mean) * rstd;
-                        let g = dy * scale;
-                        scaled[i] = g;
-                        mean_g += g;
-                        mean_gx += g * normalised;
-                        sums[i] += dy * normalised;
-                        sums[width + i] += dy;
-                    }
-                    mean_g /= width as f32;
-                    mean_gx /= width as f32;
-                    for ((dx, x), g) in dx.iter_mut().zip(x).zip(&scaled) {
-                        *dx = rstd * (g - mean_g - (x - mean) * rstd * mean_gx);
-                    }
+        let partials: Vec<Vec<f32>> = zip3(dx, chunk, x, chunk, dy, chunk, |(dx, (x, dy))| {
+            let mut sums = zeroed(2 * width);
+            let mut scaled = zeroed(width);
+            for ((dx, x), dy) in dx.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(dy.chunks_exact(width)) {
+                let (mean, rstd) = moments(x);
+                let (mut mean_g, mut mean_gx) = (0f32, 0f32);
+                for (i, ((x, dy), scale)) in x.iter().zip(dy).zip(scale).enumerate() {
+                    let normalised = (x - mean) * rstd;
+                    let g = dy * scale;
+                    scaled[i] = g;
+                    mean_g += g;
+                    mean_gx += g * normalised;
+                    sums[i] += dy * normalised;
+                    sums[width + i] += dy;
                 }
-                sums
-            })
-            .collect();
+                mean_g /= width as f32;
+                mean_gx /= width as f32;
+                for ((dx, x), g) in dx.iter_mut().zip(x).zip(&scaled) {
+                    *dx = rstd * (g - mean_g - (x - mean) * rstd * mean_gx);
+                }
+            }
+            sums
+        });
         let tail = &mut out[rows * width..];
         for partial in partials {
             for (total, part) in tail.iter_mut().zip(partial) {
@@ -317,9 +432,9 @@ impl CustomOp2 for BiasAdd {
         if width == 0 || x.len() % width != 0 {
             bail!("bias add: {} elements do not split into rows of {width}", x.len());
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         let chunk = ROWS_PER_TASK * width;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+        zip2(&mut y, chunk, x, chunk, |(y, x)| {
             for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
                 for ((y, x), b) in y.iter_mut().zip(x).zip(bias) {
                     *y = x + b;
@@ -353,19 +468,22 @@ impl CustomOp1 for ColumnSum {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, width) = (data(storage, layout)?, self.width);
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(ROWS_PER_TASK * 4 * width)
-            .map(|x| {
-                let mut sums = vec![0f32; width];
-                for row in x.chunks_exact(width) {
-                    for (sum, v) in sums.iter_mut().zip(row) {
-                        *sum += v;
-                    }
+        let chunk = ROWS_PER_TASK * 4 * width;
+        let partial = |x: &[f32]| {
+            let mut sums = zeroed(width);
+            for row in x.chunks_exact(width) {
+                for (sum, v) in sums.iter_mut().zip(row) {
+                    *sum += v;
                 }
-                sums
-            })
-            .collect();
-        let mut sums = vec![0f32; width];
+            }
+            sums
+        };
+        let partials: Vec<Vec<f32>> = if parallel(x.len()) {
+            x.par_chunks(chunk).map(partial).collect()
+        } else {
+            x.chunks(chunk).map(partial).collect()
+        };
+        let mut sums = zeroed(width);
         for partial in partials {
             for (sum, part) in sums.iter_mut().zip(partial) {
                 *sum += part;
@@ -470,10 +588,12 @@ impl CustomOp1 for Attention {
         let dims = Dims::of(layout, self.seq, self.heads)?;
         let (seq, d, hw) = (dims.seq, dims.d, dims.head_width);
         let rows = layout.shape().dims2()?.0;
-        let mut out = vec![0f32; rows * d];
-        out.par_chunks_mut(seq * d).zip(qkv.par_chunks(seq * 3 * d)).for_each_init(
-            || vec![0f32; seq * seq],
-            |weights, (out, qkv)| {
+        let mut out = zeroed(rows * d);
+        let sequences = ROWS_PER_TASK / seq + 1;
+        zip2(&mut out, sequences * seq * d, qkv, sequences * seq * 3 * d, |(out, qkv)| {
+            let mut weights = zeroed(seq * seq);
+            let weights = &mut weights[..];
+            for (out, qkv) in out.chunks_exact_mut(seq * d).zip(qkv.chunks_exact(seq * 3 * d)) {
                 for h in 0..dims.heads {
                     dims.weights(qkv, h, weights);
                     for i in 0..seq {
@@ -483,8 +603,8 @@ impl CustomOp1 for Attention {
                         }
                     }
                 }
-            },
-        );
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, d))))
     }
 
@@ -512,10 +632,15 @@ impl CustomOp2 for Attention {
         if dout.len() * 3 != qkv.len() {
             bail!("attention backward: {} gradients for {} inputs", dout.len(), qkv.len());
         }
-        let mut dqkv = vec![0f32; qkv.len()];
-        dqkv.par_chunks_mut(seq * 3 * d).zip(qkv.par_chunks(seq * 3 * d).zip(dout.par_chunks(seq * d))).for_each_init(
-            || (vec![0f32; seq * seq], vec![0f32; seq * seq], vec![0f32; 2 * seq * hw]),
-            |(weights, dscores, scratch), (dqkv, (qkv, dout))| {
+        let mut dqkv = zeroed(qkv.len());
+        let sequences = ROWS_PER_TASK / seq + 1;
+        let (wide, narrow) = (sequences * seq * 3 * d, sequences * seq * d);
+        zip3(&mut dqkv, wide, qkv, wide, dout, narrow, |(dqkv, (qkv, dout))| {
+            let (mut weights, mut dscores, mut scratch) = (zeroed(seq * seq), zeroed(seq * seq), zeroed(2 * seq * hw));
+            let (weights, dscores, scratch) = (&mut weights[..], &mut dscores[..], &mut scratch[..]);
+            let sequences =
+                dqkv.chunks_exact_mut(seq * 3 * d).zip(qkv.chunks_exact(seq * 3 * d).zip(dout.chunks_exact(seq * d)));
+            for (dqkv, (qkv, dout)) in sequences {
                 // Where head h of the query, key and value of position i starts.
                 let q_at = |i: usize, h: usize| i * 3 * d + h * hw;
                 let k_at = |i: usize, h: usize| i * 3 * d + d + h * hw;
@@ -552,8 +677,8 @@ impl CustomOp2 for Attention {
                         dqkv[k_at(i, h)..][..hw].copy_from_slice(&dk[i * hw..][..hw]);
                     }
                 }
-            },
-        );
+            }
+        });
         Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
     }
 }
@@ -633,6 +758,11 @@ mod tests {
     #[test]
     fn gelu_matches_candles() {
         check(&[spread(&[37, 70], 1, 3.0, 0.0)], |t| gelu(&t[0]), |t| t[0].gelu(), 1e-5);
+    }
+
+    #[test]
+    fn relu_matches_candles() {
+        check(&[random(&[129, 50], 1)], |t| relu(&t[0]), |t| t[0].relu(), 1e-6);
     }
 
     #[test]

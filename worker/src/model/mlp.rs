@@ -44,7 +44,7 @@ impl Ranker for Mlp {
                 break;
             }
             x = match self.activation {
-                Activation::Relu => x.relu()?,
+                Activation::Relu => super::fused::relu(&x)?,
                 Activation::Gelu => x.gelu()?,
                 Activation::Silu => x.silu()?,
             };
