@@ -332,6 +332,9 @@ pub fn score_range(
 ) -> candle_core::Result<Vec<Vec<f64>>> {
     let (Some(first), Some(last)) = (days.clone().next(), days.clone().last()) else { return Ok(Vec::new()) };
     let lookback = model.lookback();
+    if lookback == 1 {
+        return score_batched(model, panel, days, column, device);
+    }
     let cube = FeatureCube::build(panel, first.saturating_sub(lookback - 1), last, device)?;
     days.map(|day| {
         let rows = panel.rows_of_day(day);
@@ -348,6 +351,48 @@ pub fn score_range(
         Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
     })
     .collect()
+}
+
+/// Days scored by one forward pass of a model without history.
+const SCORE_BATCH_DAYS: usize = 32;
+
+/// [`score_range`] of a model that reads only the day itself: the days go through the
+/// model `SCORE_BATCH_DAYS` at a time, all stocks of each side by side, `[F, days ·
+/// stocks]` (one large product per layer instead of one small one per day; a stock
+/// absent on a day is scored on zeros and dropped).
+fn score_batched(
+    model: &dyn Ranker,
+    panel: &Panel,
+    days: Range<usize>,
+    column: usize,
+    device: &Device,
+) -> candle_core::Result<Vec<Vec<f64>>> {
+    let (stocks, features) = (panel.codes().len(), panel.features().len());
+    let all: Vec<usize> = days.collect();
+    let mut scored = Vec::with_capacity(all.len());
+    for batch in all.chunks(SCORE_BATCH_DAYS) {
+        let width = batch.len() * stocks;
+        let mut values = vec![0f32; features * width];
+        // Feature by feature: each panel column is read in order and written in order.
+        for (column, out) in panel.features().iter().zip(values.chunks_exact_mut(width)) {
+            for (slot, day) in batch.iter().enumerate() {
+                let rows = panel.rows_of_day(*day);
+                let out = &mut out[slot * stocks..][..stocks];
+                for (stock, value) in panel.stock()[rows.clone()].iter().zip(&column[rows]) {
+                    out[*stock as usize] = if value.is_finite() { *value } else { 0.0 };
+                }
+            }
+        }
+        let input = Tensor::from_vec(values, (features, width), device)?;
+        let scores = model.forward(&input, Mode::Eval)?.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        for (slot, day) in batch.iter().enumerate() {
+            let rows = panel.rows_of_day(*day);
+            scored.push(
+                panel.stock()[rows].iter().map(|stock| f64::from(scores[slot * stocks + *stock as usize])).collect(),
+            );
+        }
+    }
+    Ok(scored)
 }
 
 /// Scores of `day`'s rows at horizon column `column`, in panel row order.

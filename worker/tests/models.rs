@@ -104,6 +104,34 @@ fn gathering_stocks_before_or_after_the_first_layer_gives_the_same_scores() {
 }
 
 #[test]
+fn batched_scoring_equals_scoring_each_day_alone() {
+    let market = market();
+    for (index, config) in market.config.models.iter().enumerate() {
+        let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
+        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let lookback = ranker.lookback();
+        // 70 days: more than one batch of days for the models that batch them.
+        let days = 400..470;
+        let batched = score_range(ranker.as_ref(), &market.panel, days.clone(), 1, &Device::Cpu).expect("scores");
+        let cube =
+            FeatureCube::build(&market.panel, days.start + 1 - lookback, days.end - 1, &Device::Cpu).expect("cube");
+        for (day, scores) in days.zip(&batched) {
+            let rows = market.panel.rows_of_day(day);
+            let stocks = market.panel.stock()[rows.clone()].to_vec();
+            let stocks = candle_core::Tensor::from_vec(stocks, rows.len(), &Device::Cpu).expect("stocks");
+            let alone: Vec<f32> = ranker
+                .forward(&cube.input(day, &stocks, lookback).expect("input"), Mode::Eval)
+                .and_then(|s| s.narrow(0, 1, 1)?.flatten_all()?.to_vec1())
+                .expect("one day");
+            assert_eq!(scores.len(), alone.len(), "{}: day {day}", config.name);
+            for (a, b) in scores.iter().zip(&alone) {
+                assert!((a - f64::from(*b)).abs() < 1e-4, "{}: day {day}: {a} vs {b}", config.name);
+            }
+        }
+    }
+}
+
+#[test]
 fn every_trainable_variable_receives_a_gradient() {
     let market = market();
     for (index, config) in market.config.models.iter().enumerate() {
