@@ -2,7 +2,7 @@
 //! linear head with one score per horizon.
 
 use candle_core::{Device, Tensor, Var};
-use rand::RngExt;
+use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Activation, Mode, Ranker, glorot, zeros};
@@ -51,13 +51,8 @@ impl Ranker for Mlp {
             if let Mode::Train(rng) = &mut mode
                 && self.dropout > 0.0
             {
-                // Inverted dropout with a mask from the job's generator: reproducible.
-                // Random words in bulk are several times faster than one float each.
-                let keep = 1.0 - self.dropout;
-                let threshold = (f64::from(keep) * f64::from(u32::MAX)) as u32;
-                let mut words = vec![0u32; x.elem_count()];
-                rng.fill(&mut words[..]);
-                let mask: Vec<f32> = words.iter().map(|w| if *w < threshold { 1.0 / keep } else { 0.0 }).collect();
+                // Inverted dropout with a mask keyed by the job's generator: reproducible.
+                let mask = super::fused::dropout_mask(x.elem_count(), 1.0 - self.dropout, rng.next_u64());
                 x = x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?;
             }
         }
