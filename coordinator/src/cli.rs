@@ -29,28 +29,36 @@ pub struct WorkerOnlyArgs {
     pub worker: WorkerArgs,
 }
 
-/// The environment variable a `main` must set before any thread starts, when it is
-/// unset: `RAYON_NUM_THREADS` = the CPUs this process may use, shared among the jobs it
-/// runs at once (`wf run --workers`, `wf worker --capacity`).
+/// The environment variables a `main` must set before any thread starts, those unset:
 ///
-/// Without it candle asks for its thread count on every matrix product by parsing
-/// `/proc/cpuinfo` (measured with `perf` on `wf run configs/quickstart.toml`: 43% of all
-/// CPU time, nearly all of it kernel time), and counts the host's physical cores rather
-/// than the CPUs a container is limited to (`available_parallelism` honours cgroup quotas
-/// and affinity masks). Sharing the CPUs among concurrent jobs matters too: on 2 cores,
-/// 2 jobs each using 2 threads ran the jp_tse1000 grid at 5.35 s per job, 2 jobs with 1
-/// thread each at 2.5 s.
-pub fn thread_env(command: &Command) -> Option<(&'static str, String)> {
-    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
-        return None;
+/// - `RAYON_NUM_THREADS` = the CPUs this process may use, shared among the jobs it runs at
+///   once (`wf run --workers`, `wf worker --capacity`). Without it candle asks for its
+///   thread count on every matrix product by parsing `/proc/cpuinfo` (measured with `perf`
+///   on `wf run configs/quickstart.toml`: 43% of all CPU time, nearly all of it kernel
+///   time), and counts the host's physical cores rather than the CPUs a container is
+///   limited to (`available_parallelism` honours cgroup quotas and affinity masks).
+///   Sharing the CPUs among concurrent jobs matters too: on 2 cores, 2 jobs each using 2
+///   threads ran the jp_tse1000 grid at 5.35 s per job, 2 jobs with 1 thread each at 2.5 s.
+/// - `CANDLE_BARRIER_POOL_SPIN_LIMIT` = 1000 (candle's default: 25,000). Candle's pool for
+///   element-wise ops and rayon's pool for matrix products each have a thread per CPU;
+///   after every op candle's threads spin, taking the cores the next matrix product needs.
+///   With the shorter spin PatchTST trained ~25% faster on 2 threads
+///   (`cargo bench -p wf-worker --bench train_throughput`).
+pub fn thread_env(command: &Command) -> Vec<(&'static str, String)> {
+    let mut settings = Vec::new();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let concurrent = match command {
+            Command::Run(args) => args.workers.unwrap_or(cpus),
+            Command::Worker(args) => args.capacity,
+            _ => 1,
+        };
+        settings.push(("RAYON_NUM_THREADS", (cpus / concurrent.max(1)).max(1).to_string()));
     }
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let concurrent = match command {
-        Command::Run(args) => args.workers.unwrap_or(cpus),
-        Command::Worker(args) => args.capacity,
-        _ => 1,
-    };
-    Some(("RAYON_NUM_THREADS", (cpus / concurrent.max(1)).max(1).to_string()))
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        settings.push(("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000".to_string()));
+    }
+    settings
 }
 
 /// Runs a parsed command line: logging, the command, its exit code. Errors are printed
@@ -350,14 +358,22 @@ mod tests {
             return;
         }
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let run = |workers: usize| {
-            let args = Args::parse_from(["wf", "run", "spec.toml", "--workers", &workers.to_string()]);
-            thread_env(&args.command).map(|(name, value)| (name, value.parse::<usize>().unwrap_or(0)))
+        let threads = |command: &Command| -> Option<usize> {
+            thread_env(command)
+                .into_iter()
+                .find(|(name, _)| *name == "RAYON_NUM_THREADS")
+                .map(|(_, v)| v.parse().unwrap_or(0))
         };
-        assert_eq!(run(1), Some(("RAYON_NUM_THREADS", cpus)));
-        assert_eq!(run(cpus), Some(("RAYON_NUM_THREADS", 1)));
-        assert_eq!(run(cpus * 4), Some(("RAYON_NUM_THREADS", 1)), "never 0 threads");
-        let worker = Args::parse_from(["wf", "worker", "--capacity", "1"]);
-        assert_eq!(thread_env(&worker.command).map(|(_, v)| v), Some(cpus.to_string()));
+        let run = |workers: usize| {
+            threads(&Args::parse_from(["wf", "run", "spec.toml", "--workers", &workers.to_string()]).command)
+        };
+        assert_eq!(run(1), Some(cpus));
+        assert_eq!(run(cpus), Some(1));
+        assert_eq!(run(cpus * 4), Some(1), "never 0 threads");
+        assert_eq!(threads(&Args::parse_from(["wf", "worker", "--capacity", "1"]).command), Some(cpus));
+        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+            let settings = thread_env(&Args::parse_from(["wf", "list"]).command);
+            assert!(settings.contains(&("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000".to_string())), "{settings:?}");
+        }
     }
 }

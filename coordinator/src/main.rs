@@ -17,7 +17,7 @@ static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMallo
 fn main() -> ExitCode {
     wf_worker::allocator::keep_freed_memory();
     let args = Args::parse();
-    if let Some((name, value)) = wf_coordinator::cli::thread_env(&args.command) {
+    for (name, value) in wf_coordinator::cli::thread_env(&args.command) {
         // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
         unsafe { std::env::set_var(name, value) };

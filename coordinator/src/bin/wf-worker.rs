@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     wf_worker::allocator::keep_freed_memory();
     let args = WorkerOnlyArgs::parse();
     let command = Command::Worker(args.worker);
-    if let Some((name, value)) = wf_coordinator::cli::thread_env(&command) {
+    for (name, value) in wf_coordinator::cli::thread_env(&command) {
         // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
         unsafe { std::env::set_var(name, value) };
