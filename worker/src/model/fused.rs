@@ -157,52 +157,24 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     if !x.device().is_cpu() {
         return x.gelu();
     }
-    x.contiguous()?.apply_op1(Gelu)
+    x.contiguous()?.apply_op1(Pointwise::<Gelu>::default())
 }
 
 struct Gelu;
 
-impl CustomOp1 for Gelu {
-    fn name(&self) -> &'static str {
-        "fused-gelu"
+impl Function for Gelu {
+    const NAME: &'static str = "fused-gelu";
+
+    #[inline(always)]
+    fn value(x: f32) -> f32 {
+        0.5 * x * (1.0 + gelu_tanh(x))
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = data(storage, layout)?;
-        let y = map1(x, |x| 0.5 * x * (1.0 + gelu_tanh(x)));
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?))
-    }
-}
-
-/// `(x, dy) → dx` of [`Gelu`].
-struct GeluBackward;
-
-impl CustomOp2 for GeluBackward {
-    fn name(&self) -> &'static str {
-        "fused-gelu-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, dy) = (data(s1, l1)?, data(s2, l2)?);
-        if x.len() != dy.len() {
-            bail!("gelu backward: {} inputs but {} gradients", x.len(), dy.len());
-        }
-        let dx = map2(x, dy, |x, dy| {
-            let t = gelu_tanh(x);
-            let du = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
-            dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    #[inline(always)]
+    fn gradient(x: f32, dy: f32) -> f32 {
+        let t = gelu_tanh(x);
+        let du = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+        dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
     }
 }
 
@@ -214,33 +186,63 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     if !x.device().is_cpu() {
         return x.relu();
     }
-    x.contiguous()?.apply_op1(Relu)
+    x.contiguous()?.apply_op1(Pointwise::<Relu>::default())
 }
 
 struct Relu;
 
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
-        "fused-relu"
+impl Function for Relu {
+    const NAME: &'static str = "fused-relu";
+
+    #[inline(always)]
+    fn value(x: f32) -> f32 {
+        x.max(0.0)
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = data(storage, layout)?;
-        let y = map1(x, |x| x.max(0.0));
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)?))
+    /// `dy` where `x ≥ 0` (Candle's convention at 0), else 0.
+    #[inline(always)]
+    fn gradient(x: f32, dy: f32) -> f32 {
+        if x >= 0.0 { dy } else { 0.0 }
     }
 }
 
-/// `(x, dy) → dx` of [`Relu`]: `dy` where `x ≥ 0` (Candle's convention at 0), else 0.
-struct ReluBackward;
+// --- Element-wise functions -------------------------------------------------------------
 
-impl CustomOp2 for ReluBackward {
+/// A differentiable function of one element.
+trait Function: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn value(x: f32) -> f32;
+    /// `dy · f'(x)`.
+    fn gradient(x: f32, dy: f32) -> f32;
+}
+
+/// `F` of every element, a fused op each way (monomorphised, so the loops vectorise).
+struct Pointwise<F>(std::marker::PhantomData<F>);
+
+impl<F> Default for Pointwise<F> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<F: Function> CustomOp1 for Pointwise<F> {
     fn name(&self) -> &'static str {
-        "fused-relu-backward"
+        F::NAME
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(map1(data(storage, layout)?, F::value)), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, self)?))
+    }
+}
+
+/// `(x, dy) → dx` of [`Pointwise`].
+impl<F: Function> CustomOp2 for Pointwise<F> {
+    fn name(&self) -> &'static str {
+        F::NAME
     }
 
     fn cpu_fwd(
@@ -252,10 +254,9 @@ impl CustomOp2 for ReluBackward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, dy) = (data(s1, l1)?, data(s2, l2)?);
         if x.len() != dy.len() {
-            bail!("relu backward: {} inputs but {} gradients", x.len(), dy.len());
+            bail!("{} backward: {} inputs but {} gradients", F::NAME, x.len(), dy.len());
         }
-        let dx = map2(x, dy, |x, dy| if x >= 0.0 { dy } else { 0.0 });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok((CpuStorage::F32(map2(x, dy, F::gradient)), l1.shape().clone()))
     }
 }
 
