@@ -77,6 +77,14 @@ pub fn main(log_format: LogFormat, command: Command) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WF_LOG").unwrap_or_else(|_| "warn".into());
+    // tiny_skia warns "path stroking failed" for a zero-length plot line (a partial
+    // report with a single point): nothing to draw, and the PNG is right without it.
+    let filter = match "tiny_skia=error".parse() {
+        Ok(directive) if !std::env::var("WF_LOG").is_ok_and(|v| v.contains("tiny_skia")) => {
+            filter.add_directive(directive)
+        }
+        _ => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

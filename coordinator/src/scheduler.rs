@@ -452,7 +452,12 @@ impl Scheduler {
         if state.current_attempt() != Some(attempt) && !duplicate {
             let error =
                 TransitionError::Stale { got: attempt, current: state.attempts_made, phase: state.phase.name() };
-            warn!(job = %key.short(), attempt, "stale result rejected");
+            if matches!(state.phase, Phase::Cancelled) {
+                // Its sweep was cancelled while it trained: expected, not a fault.
+                info!(job = %key.short(), attempt, "result of a cancelled job rejected");
+            } else {
+                warn!(job = %key.short(), attempt, "stale result rejected");
+            }
             metrics::counter!("wf_results_rejected_total").increment(1);
             return Err(SchedulerError::LeaseLost(error));
         }

@@ -364,7 +364,7 @@ impl Worker {
                         metrics::histogram!("wf_worker_job_seconds").record(started.elapsed().as_secs_f64());
                     }
                     Err(status) => {
-                        warn!(job = %short(&lease.job_key), %status, "result refused");
+                        refused(&lease.job_key, &status, "result refused");
                         self.ended(Ended::Abandoned);
                     }
                 }
@@ -378,8 +378,11 @@ impl Worker {
     }
 
     async fn fail(&self, lease: &v1::JobLease, kind: v1::FailureKind, error: String) {
-        warn!(job = %short(&lease.job_key), attempt = lease.attempt, ?kind, %error, "job failed");
-        if kind != v1::FailureKind::Preempted {
+        if kind == v1::FailureKind::Preempted {
+            // Handed back on shutdown: another worker (or the next run) takes it.
+            info!(job = %short(&lease.job_key), attempt = lease.attempt, %error, "job handed back");
+        } else {
+            warn!(job = %short(&lease.job_key), attempt = lease.attempt, ?kind, %error, "job failed");
             self.ended(Ended::Failed);
         }
         let request = v1::ReportFailureRequest {
@@ -390,8 +393,18 @@ impl Worker {
             error,
         };
         if let Err(status) = self.client.clone().report_failure(request).await {
-            warn!(job = %short(&lease.job_key), %status, "failure report refused");
+            refused(&lease.job_key, &status, "failure report refused");
         }
+    }
+}
+
+/// Logs a refused report: expected (info) when the job is no longer this worker's,
+/// because it was cancelled or its lease went to another worker; a warning otherwise.
+fn refused(job_key: &str, status: &tonic::Status, what: &str) {
+    if status.code() == tonic::Code::FailedPrecondition {
+        info!(job = %short(job_key), %status, "{what}: the job is no longer this worker's");
+    } else {
+        warn!(job = %short(job_key), %status, "{what}");
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Outcome {
     Success,
     /// The command ran, and what it checked failed a gate.
     GateFailed,
+    /// Stopped by SIGINT or SIGTERM before the end, after saving what was done.
+    Interrupted,
 }
 
 impl Outcome {
@@ -25,6 +27,8 @@ impl Outcome {
         match self {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::GateFailed => ExitCode::from(1),
+            // 128 + SIGINT, as shells report a command stopped by Ctrl-C.
+            Outcome::Interrupted => ExitCode::from(130),
         }
     }
 }

@@ -30,8 +30,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         args.redis.as_deref().unwrap_or("in memory")
     );
     let started = std::time::Instant::now();
-    let finished = runtime()?.block_on(async move {
+    let mut interrupted = None;
+    let finished = runtime()?.block_on(async {
         let interrupt = shutdown_on_signals();
+        interrupted = Some(interrupt.clone());
         let bar = progress::sweep_bar(0);
         let finished = local::run(&spec, &options, device, interrupt, |p| progress::show(&bar, p)).await;
         bar.finish_and_clear();
@@ -59,5 +61,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     eprintln!("report: {}", finished.report_location);
     eprintln!("results: {}", args.out.join("artifacts").display());
+    if interrupted.is_some_and(|token| token.is_cancelled()) {
+        // The sweep was cancelled; the report covers the jobs that had finished, and a
+        // later run of the same spec on the same --out reuses them.
+        eprintln!("interrupted: the sweep was cancelled; the report covers the jobs done so far");
+        return Ok(Outcome::Interrupted);
+    }
     Ok(if progress.dead_lettered > 0 { Outcome::GateFailed } else { Outcome::Success })
 }

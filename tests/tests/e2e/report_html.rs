@@ -130,3 +130,36 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     assert!(share > 0.03, "the screenshot is nearly blank: {:.1}% inked", share * 100.0);
     assert!(colours >= 8, "the screenshot has only {colours} colours: no plots drawn?");
 }
+
+/// Ctrl-C during `wf run`: the sweep is cancelled, the report of the finished jobs is
+/// still written, the exit code is 130, nothing is logged as a warning, and running the
+/// same spec again on the same `--out` reuses the finished jobs.
+#[test]
+fn an_interrupted_wf_run_saves_its_report_exits_130_and_its_jobs_are_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec =
+        SPEC.replace(r#"cadences = ["monthly", "quarterly"]"#, r#"cadences = ["weekly", "monthly", "quarterly"]"#);
+    std::fs::write(dir.path().join("spec.toml"), spec).expect("spec");
+    let args = ["run", "spec.toml", "--out", "out", "--workers", "1"];
+    let mut run = wf_tests::Process::start(dir.path(), &args, &[]);
+    wf_tests::wait_until("a first job is done", LIMIT, || run.stderr().contains("job done"));
+    run.signal("INT");
+    let code = run.wait(LIMIT);
+    let stderr = run.stderr();
+    assert_eq!(code, Some(130), "stderr:\n{stderr}");
+    assert!(stderr.contains("interrupted: the sweep was cancelled"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "an interrupt is not a fault:\n{stderr}");
+    let html = stderr.lines().find_map(|l| l.strip_prefix("report: ")).expect("the report's path");
+    assert!(Path::new(html.trim()).exists(), "{html}");
+
+    let again = wf_in(dir.path(), &args, LIMIT);
+    assert!(again.succeeded(), "{}", again.stderr);
+    let reused: usize = again
+        .stderr
+        .split(" reused")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reuse count in:\n{}", again.stderr));
+    assert!(reused >= 1, "the interrupted run's jobs are reused: {}", again.stderr);
+}
