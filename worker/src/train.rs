@@ -57,13 +57,14 @@ impl FeatureCube {
         let (stocks, features) = (panel.codes().len(), panel.features().len());
         let days = last + 1 - first;
         let mut values = vec![0f32; days * features * stocks];
-        for day in first..=last {
-            let base = (day - first) * features * stocks;
-            for row in panel.rows_of_day(day) {
-                let stock = panel.stock()[row] as usize;
-                for (feature, column) in panel.features().iter().enumerate() {
-                    let value = column[row];
-                    values[base + feature * stocks + stock] = if value.is_finite() { value } else { 0.0 };
+        // Day by day and feature by feature: each run of writes is one day's slice of one
+        // panel column, read in order, rather than `features` places `stocks` apart per row.
+        for (day, cube_day) in (first..=last).zip(values.chunks_exact_mut(features * stocks)) {
+            let rows = panel.rows_of_day(day);
+            let ids = &panel.stock()[rows.clone()];
+            for (column, out) in panel.features().iter().zip(cube_day.chunks_exact_mut(stocks)) {
+                for (stock, value) in ids.iter().zip(&column[rows.clone()]) {
+                    out[*stock as usize] = if value.is_finite() { *value } else { 0.0 };
                 }
             }
         }
