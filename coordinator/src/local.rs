@@ -72,6 +72,7 @@ pub async fn run(
     let server = tokio::spawn(server::serve(scheduler.clone(), listener, shutdown.clone()));
     let url = format!("http://{address}");
 
+    let stop_workers = CancellationToken::new();
     let mut workers = Vec::new();
     for index in 0..options.workers.max(1) {
         let config = RuntimeConfig {
@@ -82,17 +83,20 @@ pub async fn run(
             max_jobs: None,
             fail_jobs: None,
         };
-        workers.push(tokio::spawn(runtime::run(config, device.clone(), shutdown.child_token())));
+        workers.push(tokio::spawn(runtime::run(config, device.clone(), stop_workers.child_token())));
     }
 
     let outcome = drive(&url, spec_toml, &interrupt, &mut on_progress).await;
-    shutdown.cancel();
+    // Workers first, then the server: a worker stopped mid-job hands it back to the
+    // server, which must still be listening.
+    stop_workers.cancel();
     let mut summaries = Vec::new();
     for worker in workers {
         if let Ok(Ok(summary)) = worker.await {
             summaries.push(summary);
         }
     }
+    shutdown.cancel();
     let _ = server.await;
     let (submitted, progress, report) = outcome?;
     let id = submitted.sweep_id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
