@@ -60,12 +60,8 @@ impl FeatureCube {
         // Day by day and feature by feature: each run of writes is one day's slice of one
         // panel column, read in order, rather than `features` places `stocks` apart per row.
         for (day, cube_day) in (first..=last).zip(values.chunks_exact_mut(features * stocks)) {
-            let rows = panel.rows_of_day(day);
-            let ids = &panel.stock()[rows.clone()];
             for (column, out) in panel.features().iter().zip(cube_day.chunks_exact_mut(stocks)) {
-                for (stock, value) in ids.iter().zip(&column[rows.clone()]) {
-                    out[*stock as usize] = if value.is_finite() { *value } else { 0.0 };
-                }
+                scatter_day(panel, day, column, out);
             }
         }
         Ok(Self { values: Tensor::from_vec(values, (days, features, stocks), device)?, first_day: first, days })
@@ -93,6 +89,16 @@ impl FeatureCube {
     /// oldest day first. Days before the cube read as zeros.
     pub fn input(&self, day: usize, stocks: &Tensor, lookback: usize) -> candle_core::Result<Tensor> {
         self.window(day, lookback)?.index_select(stocks, 1)
+    }
+}
+
+/// Writes one feature `column` of `day` into `out`, one place per panel stock: a null
+/// reads 0 (the cross-sectional median of a robust z-score); a stock without a row that
+/// day keeps what `out` held (zeros).
+fn scatter_day(panel: &Panel, day: usize, column: &[f32], out: &mut [f32]) {
+    let rows = panel.rows_of_day(day);
+    for (stock, value) in panel.stock()[rows.clone()].iter().zip(&column[rows]) {
+        out[*stock as usize] = if value.is_finite() { *value } else { 0.0 };
     }
 }
 
@@ -457,12 +463,8 @@ fn score_batched(
         let mut values = vec![0f32; features * width];
         // Feature by feature: each panel column is read in order and written in order.
         for (column, out) in panel.features().iter().zip(values.chunks_exact_mut(width)) {
-            for (slot, day) in batch.iter().enumerate() {
-                let rows = panel.rows_of_day(*day);
-                let out = &mut out[slot * stocks..][..stocks];
-                for (stock, value) in panel.stock()[rows.clone()].iter().zip(&column[rows]) {
-                    out[*stock as usize] = if value.is_finite() { *value } else { 0.0 };
-                }
+            for (day, out) in batch.iter().zip(out.chunks_exact_mut(stocks)) {
+                scatter_day(panel, *day, column, out);
             }
         }
         let input = Tensor::from_vec(values, (features, width), device)?;

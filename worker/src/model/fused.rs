@@ -154,10 +154,7 @@ fn gelu_tanh(x: f32) -> f32 {
 
 /// GELU of every element: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() {
-        return x.gelu();
-    }
-    x.contiguous()?.apply_op1(Pointwise::<Gelu>::default())
+    pointwise::<Gelu>(x, Tensor::gelu)
 }
 
 struct Gelu;
@@ -183,10 +180,7 @@ impl Function for Gelu {
 /// `max(x, 0)`. Its backward is one pass; Candle's builds a zero tensor, compares,
 /// converts the mask to floats and multiplies (7% of an MLP training step).
 pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() {
-        return x.relu();
-    }
-    x.contiguous()?.apply_op1(Pointwise::<Relu>::default())
+    pointwise::<Relu>(x, Tensor::relu)
 }
 
 struct Relu;
@@ -214,6 +208,14 @@ trait Function: Send + Sync + 'static {
     fn value(x: f32) -> f32;
     /// `dy · f'(x)`.
     fn gradient(x: f32, dy: f32) -> f32;
+}
+
+/// `F` of every element of `x`: the fused op on the CPU, Candle's `composed` elsewhere.
+fn pointwise<F: Function>(
+    x: &Tensor,
+    composed: fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() { x.contiguous()?.apply_op1(Pointwise::<F>::default()) } else { composed(x) }
 }
 
 /// `F` of every element, a fused op each way (monomorphised, so the loops vectorise).
