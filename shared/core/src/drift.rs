@@ -21,12 +21,23 @@ pub fn decile_edges(values: &mut Vec<f64>) -> Option<[f64; BINS - 1]> {
     if values.len() < BINS {
         return None;
     }
-    values.sort_by(f64::total_cmp);
-    let mut edges = [0.0; BINS - 1];
-    for (i, edge) in edges.iter_mut().enumerate() {
-        *edge = values[(i + 1) * values.len() / BINS];
+    let ranks: [usize; BINS - 1] = std::array::from_fn(|i| (i + 1) * values.len() / BINS);
+    select_ranks(values, &ranks, 0);
+    Some(ranks.map(|rank| values[rank]))
+}
+
+/// Puts the values of the (ascending) `ranks` of `values` in place, as a full sort
+/// would, by nested selections: O(n log ranks) instead of a sort's O(n log n), which
+/// took 5% of a job on the jp panel. `offset` is the rank of `values[0]`.
+fn select_ranks(values: &mut [f64], ranks: &[usize], offset: usize) {
+    if ranks.is_empty() || values.is_empty() {
+        return;
     }
-    Some(edges)
+    let middle = ranks.len() / 2;
+    let at = ranks[middle] - offset;
+    let (below, _, above) = values.select_nth_unstable_by(at, f64::total_cmp);
+    select_ranks(below, &ranks[..middle], offset);
+    select_ranks(above, &ranks[middle + 1..], offset + at + 1);
 }
 
 /// Bin of `x`: the number of edges at or below it.
@@ -149,6 +160,27 @@ mod tests {
         assert_eq!(bin_of(-1.0, &edges), 0);
         assert_eq!(bin_of(55.0, &edges), 5);
         assert_eq!(bin_of(1000.0, &edges), 9);
+    }
+
+    #[test]
+    fn decile_edges_are_the_values_a_full_sort_puts_at_those_ranks() {
+        // Shuffled values with ties, non-finite values and a length not divisible by 10.
+        let mut state = 12345u64;
+        let mut values: Vec<f64> = (0..1_237)
+            .map(|i| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                match i % 97 {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    _ => ((state >> 40) % 300) as f64 / 7.0 - 20.0,
+                }
+            })
+            .collect();
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        let expected: Vec<f64> = (1..BINS).map(|i| sorted[i * sorted.len() / BINS]).collect();
+        let edges = decile_edges(&mut values).expect("enough values");
+        assert_eq!(edges.to_vec(), expected);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
+use super::fused::{Dropout, hidden_layer};
 use super::{Activation, Mode, Ranker, glorot, zeros};
 
 #[derive(Debug)]
@@ -39,22 +40,17 @@ impl Ranker for Mlp {
         let mut x = features.clone();
         let last = self.layers.len() - 1;
         for (index, (weight, bias)) in self.layers.iter().enumerate() {
-            x = weight.as_tensor().matmul(&x)?.broadcast_add(bias.as_tensor())?;
+            let z = weight.as_tensor().matmul(&x)?;
             if index == last {
+                x = z.broadcast_add(bias.as_tensor())?;
                 break;
             }
-            x = match self.activation {
-                Activation::Relu => super::fused::relu(&x)?,
-                Activation::Gelu => x.gelu()?,
-                Activation::Silu => x.silu()?,
+            // Inverted dropout with a mask keyed by the job's generator: reproducible.
+            let dropout = match &mut mode {
+                Mode::Train(rng) if self.dropout > 0.0 => Some(Dropout::new(1.0 - self.dropout, rng.next_u64())),
+                _ => None,
             };
-            if let Mode::Train(rng) = &mut mode
-                && self.dropout > 0.0
-            {
-                // Inverted dropout with a mask keyed by the job's generator: reproducible.
-                let mask = super::fused::dropout_mask(x.elem_count(), 1.0 - self.dropout, rng.next_u64());
-                x = x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?;
-            }
+            x = hidden_layer(&z, bias.as_tensor(), self.activation, dropout)?;
         }
         Ok(x)
     }
