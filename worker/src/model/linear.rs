@@ -19,7 +19,7 @@ impl Linear {
 
 impl Ranker for Linear {
     fn forward(&self, features: &Tensor, _mode: Mode<'_>) -> candle_core::Result<Tensor> {
-        self.weight.as_tensor().matmul(features)?.broadcast_add(self.bias.as_tensor())
+        super::fused::matmul(self.weight.as_tensor(), features)?.broadcast_add(self.bias.as_tensor())
     }
 
     fn variables(&self) -> Vec<(String, Var)> {

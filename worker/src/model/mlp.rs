@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
-use super::fused::{Dropout, hidden_layer};
+use super::fused::{Dropout, hidden_layer, matmul};
 use super::{Activation, Mode, Ranker, glorot, zeros};
 
 #[derive(Debug)]
@@ -40,7 +40,7 @@ impl Ranker for Mlp {
         let mut x = features.clone();
         let last = self.layers.len() - 1;
         for (index, (weight, bias)) in self.layers.iter().enumerate() {
-            let z = weight.as_tensor().matmul(&x)?;
+            let z = matmul(weight.as_tensor(), &x)?;
             if index == last {
                 x = z.broadcast_add(bias.as_tensor())?;
                 break;

@@ -42,7 +42,7 @@ impl Dense {
     /// row, so each layer is one matrix product (a batch of `stocks` small products was
     /// many times slower) and no reshape adds an autograd node.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        fused::add_bias(&x.matmul(self.weight.as_tensor())?, self.bias.as_tensor())
+        fused::add_bias(&fused::matmul(x, self.weight.as_tensor())?, self.bias.as_tensor())
     }
 }
 
@@ -134,7 +134,7 @@ impl Ranker for PatchTst {
         // (ten times smaller than the window) is gathered and transposed.
         let weight = self.embed.weight.as_tensor().t()?;
         let embedded = (0..patches)
-            .map(|p| weight.matmul(&window.narrow(0, p * width, width)?))
+            .map(|p| fused::matmul(&weight, &window.narrow(0, p * width, width)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mut x = Tensor::stack(&embedded, 0)?;
         if let Some(columns) = columns {
