@@ -10,8 +10,10 @@
 //!
 //! `cargo bench -p wf-coordinator --bench orchestration [-- --jobs N]`
 //!
-//! Prints jobs/s and the lease→report round trip (LeaseJob sent → ReportResult answered)
-//! p50/p99 at 1, 2, 4 and 8 connections. Target (ISSUE 5): ≥ 5,000 jobs/s, p99 < 5 ms.
+//! Prints jobs/s and the lease→report round trip p50/p99 at 1, 2, 4 and 8 connections,
+//! for Redis with two round trips per job (LeaseJob, ReportResult) and with one
+//! (ReportResult asking for the next lease, as `wf-worker` does), and for the in-memory
+//! store. Target (ISSUE 5): ≥ 5,000 jobs/s, p99 < 5 ms.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,8 +109,20 @@ async fn queue(store: &Arc<dyn JobStore>, run: u64, count: usize) -> Outcome<()>
     Ok(())
 }
 
-/// One worker connection: lease and report until the queue is empty.
-async fn worker(address: String, name: String) -> Outcome<Vec<Duration>> {
+/// How a worker connection gets its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// LeaseJob, then ReportResult: two round trips per job.
+    Separate,
+    /// ReportResult with `lease_next`, which returns the next lease (as `wf-worker`
+    /// does): one round trip per job, LeaseJob only for the first.
+    Combined,
+}
+
+/// One worker connection: lease and report until the queue is empty. Returns each job's
+/// round trips from lease to committed report (with `Combined`, the report call that
+/// also leased the next job, plus any LeaseJob call the job needed).
+async fn worker(address: String, name: String, protocol: Protocol) -> Outcome<Vec<Duration>> {
     let mut client = WorkerServiceClient::connect(address).await?.max_decoding_message_size(64 << 20);
     let worker_id = client
         .register_worker(v1::RegisterWorkerRequest {
@@ -121,26 +135,41 @@ async fn worker(address: String, name: String) -> Outcome<Vec<Duration>> {
         .into_inner()
         .worker_id;
     let mut round_trips = Vec::new();
+    let mut next = None;
     let mut n = 0;
     loop {
         let started = Instant::now();
-        let leased = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await?;
-        let Some(lease) = leased.into_inner().lease else { return Ok(round_trips) };
+        let lease = match next.take() {
+            Some(lease) => lease,
+            None => {
+                let leased = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await?;
+                let Some(lease) = leased.into_inner().lease else { return Ok(round_trips) };
+                lease
+            }
+        };
         n += 1;
-        client
+        let reported = client
             .report_result(v1::ReportResultRequest {
                 worker_id: worker_id.clone(),
                 job_key: lease.job_key,
                 attempt: lease.attempt,
                 result: Some(noop_result(n)),
+                lease_next: protocol == Protocol::Combined,
             })
             .await?;
+        next = reported.into_inner().next;
         round_trips.push(started.elapsed());
     }
 }
 
 /// Serves a fresh scheduler over `store`, queues `jobs` and drains them with `connections`.
-async fn level(store: Arc<dyn JobStore>, run: u64, jobs: usize, connections: usize) -> Outcome<Level> {
+async fn level(
+    store: Arc<dyn JobStore>,
+    run: u64,
+    jobs: usize,
+    connections: usize,
+    protocol: Protocol,
+) -> Outcome<Level> {
     let dir = match std::env::var_os("WF_BENCH_ARTIFACTS") {
         Some(parent) => tempfile::tempdir_in(parent)?,
         None => tempfile::tempdir()?,
@@ -156,7 +185,7 @@ async fn level(store: Arc<dyn JobStore>, run: u64, jobs: usize, connections: usi
 
     let started = Instant::now();
     let workers: Vec<_> =
-        (0..connections).map(|c| tokio::spawn(worker(address.clone(), format!("bench-{run}-{c}")))).collect();
+        (0..connections).map(|c| tokio::spawn(worker(address.clone(), format!("bench-{run}-{c}"), protocol))).collect();
     let mut round_trips = Vec::with_capacity(jobs);
     for handle in workers {
         round_trips.extend(handle.await??);
@@ -188,34 +217,42 @@ fn main() -> Outcome<()> {
     println!("orchestration overhead, no-op trainer: {jobs} jobs per level, {cores} cores");
     println!("(coordinator, redis-server and the workers share this machine)");
     println!();
-    println!("{:<8} {:>11} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10}", "", "", "redis", "", "", "memory", "", "");
+    println!("lease and report: two round trips per job (LeaseJob, ReportResult) or one (ReportResult");
+    println!("with lease_next, as wf-worker does); round trip = a job's lease to its committed report");
+    println!();
     println!(
-        "{:<8} {:>11} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10}",
-        "conns", "jobs", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms"
+        "{:<6} {:>6} | {:>26} | {:>26} | {:>26}",
+        "", "", "redis, 2 round trips", "redis, 1 round trip", "memory, 1 round trip"
+    );
+    println!(
+        "{:<6} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}",
+        "conns", "jobs", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms"
     );
     runtime.block_on(async {
         // Warm-up: connections, scripts, page cache.
         let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::connect(&redis.url(), "warmup", POLICY).await?);
-        level(store, 1, 200, 2).await?;
+        level(store, 1, 200, 2, Protocol::Combined).await?;
         let mut run = 10;
         for connections in CONNECTIONS {
-            run += 1;
-            let store: Arc<dyn JobStore> =
-                Arc::new(RedisJobStore::connect(&redis.url(), &format!("bench{run}"), POLICY).await?);
-            let redis_level = level(store, run, jobs, connections).await?;
-            run += 1;
-            let memory_level = level(Arc::new(MemoryJobStore::new(POLICY)), run, jobs, connections).await?;
-            println!(
-                "{:<8} {:>11} {:>10.0} {:>10.2} {:>10.2} | {:>10.0} {:>10.2} {:>10.2}",
-                connections,
-                redis_level.jobs,
-                redis_level.jobs as f64 / redis_level.seconds,
-                redis_level.percentile(0.50),
-                redis_level.percentile(0.99),
-                memory_level.jobs as f64 / memory_level.seconds,
-                memory_level.percentile(0.50),
-                memory_level.percentile(0.99),
-            );
+            let mut cells = Vec::new();
+            for (redis_store, protocol) in
+                [(true, Protocol::Separate), (true, Protocol::Combined), (false, Protocol::Combined)]
+            {
+                run += 1;
+                let store: Arc<dyn JobStore> = if redis_store {
+                    Arc::new(RedisJobStore::connect(&redis.url(), &format!("bench{run}"), POLICY).await?)
+                } else {
+                    Arc::new(MemoryJobStore::new(POLICY))
+                };
+                let measured = level(store, run, jobs, connections, protocol).await?;
+                cells.push(format!(
+                    "{:>8.0} {:>8.2} {:>8.2}",
+                    measured.jobs as f64 / measured.seconds,
+                    measured.percentile(0.50),
+                    measured.percentile(0.99)
+                ));
+            }
+            println!("{:<6} {:>6} | {}", connections, jobs, cells.join(" | "));
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;

@@ -147,6 +147,19 @@ pub struct JobLease {
     pub lease_ms: i64,
 }
 
+impl From<JobLease> for v1::JobLease {
+    fn from(granted: JobLease) -> Self {
+        Self {
+            job_key: granted.lease.key.to_string(),
+            attempt: granted.lease.attempt,
+            sweep_id: granted.lease.sweep.to_string(),
+            spec_toml: granted.spec_toml,
+            dataset: Some(granted.dataset.into()),
+            lease_ms: u32::try_from(granted.lease_ms).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// What a heartbeat tells the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeartbeatAction {

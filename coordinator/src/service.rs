@@ -209,14 +209,7 @@ impl WorkerService for Workers {
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
         let wait = Duration::from_millis(u64::from(request.wait_ms)).min(MAX_WAIT);
-        let lease = self.0.lease(worker, wait).await?.map(|granted| v1::JobLease {
-            job_key: granted.lease.key.to_string(),
-            attempt: granted.lease.attempt,
-            sweep_id: granted.lease.sweep.to_string(),
-            spec_toml: granted.spec_toml,
-            dataset: Some(granted.dataset.into()),
-            lease_ms: u32::try_from(granted.lease_ms).unwrap_or(u32::MAX),
-        });
+        let lease = self.0.lease(worker, wait).await?.map(v1::JobLease::from);
         Ok(Response::new(v1::LeaseJobResponse { lease }))
     }
 
@@ -239,11 +232,24 @@ impl WorkerService for Workers {
         request: Request<v1::ReportResultRequest>,
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
         let request = request.into_inner();
-        worker_id(&request.worker_id)?;
+        let worker = worker_id(&request.worker_id)?;
         let key = job_key(&request.job_key)?;
         let result = request.result.ok_or_else(|| invalid("result", "missing"))?;
         self.0.report_result(&key, request.attempt, result).await?;
-        Ok(Response::new(v1::ReportResultResponse {}))
+        let next = if request.lease_next {
+            // The result is committed: a failed lease must not make the worker report
+            // it again, so it is logged and the worker falls back to LeaseJob.
+            match self.0.lease(worker, Duration::ZERO).await {
+                Ok(next) => next.map(v1::JobLease::from),
+                Err(error) => {
+                    tracing::warn!(%error, "leasing the next job with a result failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Response::new(v1::ReportResultResponse { next }))
     }
 
     async fn report_failure(

@@ -204,32 +204,47 @@ impl Worker {
         shutdown: &CancellationToken,
     ) {
         let wait_ms = u32::try_from(config.poll.as_millis()).unwrap_or(u32::MAX);
+        // A lease that came back with the previous job's result.
+        let mut next: Option<v1::JobLease> = None;
         while !stop.is_cancelled() {
-            let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
-            let mut client = self.client.clone();
-            let response = tokio::select! {
-                () = stop.cancelled() => break,
-                response = client.lease_job(request) => response,
-            };
-            let lease = match response {
-                Ok(response) => response.into_inner().lease,
-                Err(status) => {
-                    warn!(worker = %self.id, %status, "lease call failed; retrying");
-                    tokio::select! {
+            let lease = match next.take() {
+                Some(lease) => lease,
+                None => {
+                    let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
+                    let mut client = self.client.clone();
+                    let response = tokio::select! {
                         () = stop.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    }
+                        response = client.lease_job(request) => response,
+                    };
+                    let lease = match response {
+                        Ok(response) => response.into_inner().lease,
+                        Err(status) => {
+                            warn!(worker = %self.id, %status, "lease call failed; retrying");
+                            tokio::select! {
+                                () = stop.cancelled() => break,
+                                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                            }
+                        }
+                    };
+                    let Some(lease) = lease else { continue };
+                    lease
                 }
             };
-            let Some(lease) = lease else { continue };
             metrics::counter!("wf_worker_leases_total").increment(1);
             metrics::gauge!("wf_worker_jobs_running").increment(1.0);
-            self.execute(lease, shutdown).await;
+            // The last job a `max_jobs` worker may run asks for no successor.
+            let ended = self.jobs_ended.load(std::sync::atomic::Ordering::SeqCst);
+            let lease_next = config.max_jobs.is_none_or(|max| ended + 1 < max);
+            next = self.execute(lease, shutdown, lease_next).await;
             metrics::gauge!("wf_worker_jobs_running").decrement(1.0);
             let ended = self.jobs_ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             if config.max_jobs.is_some_and(|max| ended >= max) {
                 stop.cancel();
             }
+        }
+        if let Some(lease) = next {
+            // Leased with a result just before the stop: another worker takes it.
+            self.fail(&lease, v1::FailureKind::Preempted, "worker stopping".into()).await;
         }
     }
 
@@ -290,14 +305,21 @@ impl Worker {
         Ok(loaded)
     }
 
-    async fn execute(self: &Arc<Self>, lease: v1::JobLease, shutdown: &CancellationToken) {
+    /// Runs a leased job and reports how it ended; with `lease_next`, a successful
+    /// report also asks for the next job, which is returned.
+    async fn execute(
+        self: &Arc<Self>,
+        lease: v1::JobLease,
+        shutdown: &CancellationToken,
+        lease_next: bool,
+    ) -> Option<v1::JobLease> {
         let started = std::time::Instant::now();
         let (sweep, job) = match self.prepare(&lease).await {
             Ok(prepared) => prepared,
             Err(refusal) => {
                 let kind = if refusal.retryable { v1::FailureKind::Retryable } else { v1::FailureKind::Permanent };
                 self.fail(&lease, kind, refusal.error).await;
-                return;
+                return None;
             }
         };
         let device = self.device.clone();
@@ -317,7 +339,7 @@ impl Worker {
                     // Hand the job back at once; the blocking computation is abandoned.
                     self.fail(&lease, v1::FailureKind::Preempted, "worker shutting down".into()).await;
                     self.ended(Ended::Preempted);
-                    return;
+                    return None;
                 }
                 _ = beats.tick() => {
                     let request = v1::HeartbeatRequest {
@@ -330,13 +352,13 @@ impl Worker {
                         Ok(response) if response.get_ref().action() == v1::HeartbeatAction::Cancel => {
                             info!(job = %short(&lease.job_key), "job cancelled; abandoning it");
                             self.ended(Ended::Abandoned);
-                            return;
+                            return None;
                         }
                         Ok(_) => {}
                         Err(status) if status.code() == Code::FailedPrecondition || status.code() == Code::NotFound => {
                             warn!(job = %short(&lease.job_key), %status, "lease lost; abandoning the job");
                             self.ended(Ended::Abandoned);
-                            return;
+                            return None;
                         }
                         Err(status) => warn!(job = %short(&lease.job_key), %status, "heartbeat failed; will retry"),
                     }
@@ -350,6 +372,7 @@ impl Worker {
                     job_key: lease.job_key.clone(),
                     attempt: lease.attempt,
                     result: Some(result.into()),
+                    lease_next: lease_next && !shutdown.is_cancelled(),
                 };
                 let reported = retry_unavailable(shutdown, || {
                     let mut client = self.client.clone();
@@ -358,10 +381,11 @@ impl Worker {
                 })
                 .await;
                 match reported {
-                    Ok(_) => {
+                    Ok(response) => {
                         info!(job = %short(&lease.job_key), attempt = lease.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
                         self.ended(Ended::Completed);
                         metrics::histogram!("wf_worker_job_seconds").record(started.elapsed().as_secs_f64());
+                        return response.into_inner().next;
                     }
                     Err(status) => {
                         refused(&lease.job_key, &status, "result refused");
@@ -375,6 +399,7 @@ impl Worker {
             }
             Err(panic) => self.fail(&lease, v1::FailureKind::Retryable, format!("the job panicked: {panic}")).await,
         }
+        None
     }
 
     async fn fail(&self, lease: &v1::JobLease, kind: v1::FailureKind, error: String) {
