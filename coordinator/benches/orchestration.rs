@@ -28,6 +28,10 @@ use wf_shared::DatasetRef;
 use wf_shared::job::{RetryPolicy, SweepId};
 use wf_shared::plan::JobKey;
 
+// The allocator of the `wf` and `wf-worker` binaries, so the figures are theirs.
+#[global_allocator]
+static GLOBAL: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
+
 const CONNECTIONS: [usize; 4] = [1, 2, 4, 8];
 const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000, backoff_cap_ms: 60_000 };
 
@@ -48,8 +52,8 @@ impl Level {
 }
 
 /// A result as a worker would report it, with metrics at 63 ages and drift of 12 features.
-fn noop_result(seed: u32) -> v1::JobResult {
-    let bins = |offset: u32| v1::Bins { counts: (0..10).map(|b| 90 + (b * 7 + offset + seed) % 23).collect() };
+fn noop_result() -> v1::JobResult {
+    let bins = move |offset: u32| (0..10).map(move |b| 90 + (b * 7 + offset) % 23);
     v1::JobResult {
         training: Some(v1::TrainingSummary {
             epochs: 1,
@@ -73,8 +77,11 @@ fn noop_result(seed: u32) -> v1::JobResult {
             })
             .collect(),
         drift: Some(v1::Drift {
-            training: (0..12).map(bins).collect(),
-            days: (0..63).map(|day| v1::DriftDay { features: (0..12).map(|f| bins(f + day)).collect() }).collect(),
+            features: 12,
+            scored_days: 63,
+            training_counts: (0..12).flat_map(bins).collect(),
+            day_counts: (0..63).flat_map(|day| (0..12).flat_map(move |f| bins(f + day))).collect(),
+            ..v1::Drift::default()
         }),
     }
 }
@@ -136,7 +143,8 @@ async fn worker(address: String, name: String, protocol: Protocol) -> Outcome<Ve
         .worker_id;
     let mut round_trips = Vec::new();
     let mut next = None;
-    let mut n = 0;
+    // Built once: making a result is the trainer's work, not the orchestration's.
+    let result = noop_result();
     loop {
         let started = Instant::now();
         let lease = match next.take() {
@@ -147,13 +155,12 @@ async fn worker(address: String, name: String, protocol: Protocol) -> Outcome<Ve
                 lease
             }
         };
-        n += 1;
         let reported = client
             .report_result(v1::ReportResultRequest {
                 worker_id: worker_id.clone(),
                 job_key: lease.job_key,
                 attempt: lease.attempt,
-                result: Some(noop_result(n)),
+                result: Some(result.clone()),
                 lease_next: protocol == Protocol::Combined,
             })
             .await?;

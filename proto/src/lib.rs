@@ -12,8 +12,9 @@ mod result;
 /// The encoded descriptors of `walkforward.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walkforward_descriptor.bin"));
 
-/// The worker protocol this build speaks; `RegisterWorker` refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The worker protocol this build speaks; `RegisterWorker` refuses any other. 2: drift
+/// counts are packed (`Drift.training_counts`, `Drift.day_counts`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 use wf_shared::dataset::DatasetRef;
 

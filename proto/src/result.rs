@@ -13,7 +13,6 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConversionErr
 impl From<JobResult> for v1::JobResult {
     fn from(result: JobResult) -> Self {
         let training = result.training;
-        let bins = |counts: &[u32; BINS]| v1::Bins { counts: counts.to_vec() };
         Self {
             training: Some(v1::TrainingSummary {
                 epochs: training.epochs,
@@ -42,13 +41,11 @@ impl From<JobResult> for v1::JobResult {
                 })
                 .collect(),
             drift: Some(v1::Drift {
-                training: result.drift.training.iter().map(bins).collect(),
-                days: result
-                    .drift
-                    .days
-                    .iter()
-                    .map(|day| v1::DriftDay { features: day.iter().map(bins).collect() })
-                    .collect(),
+                features: result.drift.training.len() as u32,
+                scored_days: result.drift.days.len() as u32,
+                training_counts: result.drift.training.as_flattened().to_vec(),
+                day_counts: result.drift.days.iter().flat_map(|day| day.as_flattened()).copied().collect(),
+                ..v1::Drift::default()
             }),
         }
     }
@@ -99,31 +96,11 @@ impl TryFrom<v1::JobResult> for JobResult {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let drift = message.drift.ok_or_else(|| invalid("result.drift", "missing"))?;
-        let training_bins = drift
-            .training
-            .iter()
-            .enumerate()
-            .map(|(feature, b)| bins(|| format!("result.drift.training[{feature}]"), b))
-            .collect::<Result<Vec<_>, _>>()?;
-        let features = training_bins.len();
-        let days = drift
-            .days
-            .iter()
-            .enumerate()
-            .map(|(age, day)| {
-                if day.features.len() != features {
-                    return Err(invalid(
-                        format!("result.drift.days[{age}].features"),
-                        format!("expected {features} features, got {}", day.features.len()),
-                    ));
-                }
-                day.features
-                    .iter()
-                    .enumerate()
-                    .map(|(feature, b)| bins(|| format!("result.drift.days[{age}].features[{feature}]"), b))
-                    .collect()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let drift = if drift.training.is_empty() && drift.days.is_empty() {
+            packed_drift(&drift)?
+        } else {
+            drift_of_messages(&drift)?
+        };
         Ok(JobResult {
             training: TrainingSummary {
                 epochs: training.epochs,
@@ -135,9 +112,65 @@ impl TryFrom<v1::JobResult> for JobResult {
                 validation_days: training.validation_days as usize,
             },
             ages,
-            drift: DriftPath { training: training_bins, days },
+            drift,
         })
     }
+}
+
+/// The drift of protocol 2: packed counts.
+fn packed_drift(drift: &v1::Drift) -> Result<DriftPath, ConversionError> {
+    let width = drift.features as usize * BINS;
+    if drift.training_counts.len() != width {
+        return Err(invalid(
+            "result.drift.training_counts",
+            format!("expected {} features x {BINS} counts, got {}", drift.features, drift.training_counts.len()),
+        ));
+    }
+    let expected = drift.scored_days as usize * width;
+    if drift.day_counts.len() != expected {
+        return Err(invalid(
+            "result.drift.day_counts",
+            format!(
+                "expected {} days x {} features x {BINS} counts, got {}",
+                drift.scored_days,
+                drift.features,
+                drift.day_counts.len()
+            ),
+        ));
+    }
+    let bins = |counts: &[u32]| -> Vec<[u32; BINS]> { counts.as_chunks::<BINS>().0.to_vec() };
+    let days = (0..drift.scored_days as usize).map(|day| bins(&drift.day_counts[day * width..][..width])).collect();
+    Ok(DriftPath { training: bins(&drift.training_counts), days })
+}
+
+/// The drift of protocol 1 (still read from stored results): a message per feature and day.
+fn drift_of_messages(drift: &v1::Drift) -> Result<DriftPath, ConversionError> {
+    let training = drift
+        .training
+        .iter()
+        .enumerate()
+        .map(|(feature, b)| bins(|| format!("result.drift.training[{feature}]"), b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let features = training.len();
+    let days = drift
+        .days
+        .iter()
+        .enumerate()
+        .map(|(age, day)| {
+            if day.features.len() != features {
+                return Err(invalid(
+                    format!("result.drift.days[{age}].features"),
+                    format!("expected {features} features, got {}", day.features.len()),
+                ));
+            }
+            day.features
+                .iter()
+                .enumerate()
+                .map(|(feature, b)| bins(|| format!("result.drift.days[{age}].features[{feature}]"), b))
+                .collect()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DriftPath { training, days })
 }
 
 #[cfg(test)]
@@ -176,6 +209,31 @@ mod tests {
         assert_eq!(JobResult::try_from(decoded), Ok(sample()));
     }
 
+    /// `result` as protocol 1 wrote it: a drift message per feature and day.
+    fn protocol_1(result: JobResult) -> v1::JobResult {
+        let bins = |counts: &[u32; BINS]| v1::Bins { counts: counts.to_vec() };
+        let drift = v1::Drift {
+            training: result.drift.training.iter().map(bins).collect(),
+            days: result
+                .drift
+                .days
+                .iter()
+                .map(|day| v1::DriftDay { features: day.iter().map(bins).collect() })
+                .collect(),
+            ..v1::Drift::default()
+        };
+        v1::JobResult { drift: Some(drift), ..v1::JobResult::from(result) }
+    }
+
+    #[test]
+    fn results_stored_by_protocol_1_still_read_and_packed_ones_are_smaller() {
+        let old = protocol_1(sample()).encode_to_vec();
+        let decoded = v1::JobResult::decode(old.as_slice()).expect("valid bytes");
+        assert_eq!(JobResult::try_from(decoded), Ok(sample()));
+        let packed = v1::JobResult::from(sample()).encode_to_vec();
+        assert!(packed.len() < old.len(), "packed {} bytes, protocol 1 {}", packed.len(), old.len());
+    }
+
     #[test]
     fn bad_results_name_the_field() {
         let mut message = v1::JobResult::from(sample());
@@ -183,6 +241,15 @@ mod tests {
         assert_eq!(JobResult::try_from(message).expect_err("k = 0").field, "result.ages[2].k");
 
         let mut message = v1::JobResult::from(sample());
+        message.drift.as_mut().expect("drift").day_counts.pop();
+        let error = JobResult::try_from(message).expect_err("short bins");
+        assert_eq!(error.to_string(), "result.drift.day_counts: expected 3 days x 2 features x 10 counts, got 59");
+
+        let mut message = v1::JobResult::from(sample());
+        message.drift.as_mut().expect("drift").features = 3;
+        assert_eq!(JobResult::try_from(message).expect_err("features").field, "result.drift.training_counts");
+
+        let mut message = protocol_1(sample());
         message.drift.as_mut().expect("drift").days[1].features[0].counts.pop();
         let error = JobResult::try_from(message).expect_err("short bins");
         assert_eq!(error.to_string(), "result.drift.days[1].features[0]: expected 10 bin counts, got 9");

@@ -299,3 +299,71 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
     }
     assert!(compared >= 3, "only {compared} rows compared");
 }
+
+/// Over a real loopback socket: a report with `lease_next` commits the result and
+/// hands out the next ready job, until none is left.
+#[tokio::test]
+async fn a_report_can_lease_the_next_job_over_grpc() {
+    use v1::worker_service_client::WorkerServiceClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = Arc::new(scheduler(dir.path(), clock));
+    let submitted = scheduler.submit(SPEC).await.expect("submit");
+    assert!(submitted.jobs >= 3, "{} jobs", submitted.jobs);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(crate::server::serve(scheduler.clone(), listener, shutdown.clone()));
+    let mut client = WorkerServiceClient::connect(address).await.expect("connect");
+    let worker_id = client
+        .register_worker(v1::RegisterWorkerRequest {
+            protocol_version: wf_proto::PROTOCOL_VERSION,
+            name: "test".into(),
+            device: "cpu".into(),
+            capacity: 1,
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .worker_id;
+    let granted = |lease: v1::JobLease| JobLease {
+        lease: Lease {
+            key: JobKey::try_from(lease.job_key).expect("key"),
+            sweep: lease.sweep_id.parse().expect("sweep"),
+            attempt: lease.attempt,
+            expires_at: 0,
+        },
+        spec_toml: lease.spec_toml,
+        dataset: lease.dataset.expect("dataset").try_into().expect("dataset ref"),
+        lease_ms: i64::from(lease.lease_ms),
+    };
+    let report = |lease: &JobLease, lease_next: bool| v1::ReportResultRequest {
+        worker_id: worker_id.clone(),
+        job_key: lease.lease.key.to_string(),
+        attempt: lease.lease.attempt,
+        result: Some(compute(lease)),
+        lease_next,
+    };
+    let first = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await;
+    let mut lease = granted(first.expect("lease").into_inner().lease.expect("a job is ready"));
+    // Without `lease_next` nothing comes back, though jobs are ready.
+    let plain = client.report_result(report(&lease, false)).await.expect("report").into_inner();
+    assert!(plain.next.is_none());
+    let second = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await;
+    lease = granted(second.expect("lease").into_inner().lease.expect("a job is ready"));
+    let mut seen = vec![lease.lease.key];
+    loop {
+        let answer = client.report_result(report(&lease, true)).await.expect("report").into_inner();
+        let Some(next) = answer.next else { break };
+        lease = granted(next);
+        assert_eq!(lease.lease.attempt, 1);
+        assert!(!seen.contains(&lease.lease.key), "job {} leased twice", lease.lease.key.short());
+        seen.push(lease.lease.key);
+    }
+    assert_eq!(seen.len() as u64 + 1, submitted.jobs, "every other job came with a report");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    let done = scheduler.progress(&id).await.expect("progress");
+    assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, submitted.jobs));
+    shutdown.cancel();
+    server.await.expect("server task").expect("server");
+}
