@@ -119,15 +119,20 @@ impl TryFrom<v1::JobResult> for JobResult {
 
 /// The drift of protocol 2: packed counts.
 fn packed_drift(drift: &v1::Drift) -> Result<DriftPath, ConversionError> {
-    let width = drift.features as usize * BINS;
-    if drift.training_counts.len() != width {
+    if drift.features == 0 && drift.scored_days > 0 {
+        // Nothing on the wire would bound the `scored_days` empty days to allocate.
+        return Err(invalid("result.drift.features", format!("0 features on {} scored days", drift.scored_days)));
+    }
+    // u64 products of u32 counts: a hostile header cannot overflow them.
+    let width = u64::from(drift.features) * BINS as u64;
+    if drift.training_counts.len() as u64 != width {
         return Err(invalid(
             "result.drift.training_counts",
             format!("expected {} features x {BINS} counts, got {}", drift.features, drift.training_counts.len()),
         ));
     }
-    let expected = drift.scored_days as usize * width;
-    if drift.day_counts.len() != expected {
+    let expected = u128::from(drift.scored_days) * u128::from(width);
+    if drift.day_counts.len() as u128 != expected {
         return Err(invalid(
             "result.drift.day_counts",
             format!(
@@ -139,6 +144,9 @@ fn packed_drift(drift: &v1::Drift) -> Result<DriftPath, ConversionError> {
         ));
     }
     let bins = |counts: &[u32]| -> Vec<[u32; BINS]> { counts.as_chunks::<BINS>().0.to_vec() };
+    // Both lengths match the header, so `day_counts` splits into `scored_days` runs of
+    // `training_counts.len()` (empty when there are no features).
+    let width = drift.training_counts.len();
     let days = (0..drift.scored_days as usize).map(|day| bins(&drift.day_counts[day * width..][..width])).collect();
     Ok(DriftPath { training: bins(&drift.training_counts), days })
 }
@@ -244,6 +252,16 @@ mod tests {
         message.drift.as_mut().expect("drift").day_counts.pop();
         let error = JobResult::try_from(message).expect_err("short bins");
         assert_eq!(error.to_string(), "result.drift.day_counts: expected 3 days x 2 features x 10 counts, got 59");
+
+        let mut message = v1::JobResult::from(sample());
+        let drift = message.drift.as_mut().expect("drift");
+        (drift.features, drift.scored_days) = (u32::MAX, u32::MAX);
+        assert_eq!(JobResult::try_from(message).expect_err("huge header").field, "result.drift.training_counts");
+
+        let mut message = v1::JobResult::from(sample());
+        let drift = message.drift.as_mut().expect("drift");
+        (drift.features, drift.scored_days, drift.training_counts, drift.day_counts) = (0, u32::MAX, vec![], vec![]);
+        assert_eq!(JobResult::try_from(message).expect_err("no features").field, "result.drift.features");
 
         let mut message = v1::JobResult::from(sample());
         message.drift.as_mut().expect("drift").features = 3;
