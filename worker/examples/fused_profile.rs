@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use wf_worker::model::fused;
+use wf_worker::model::{Activation, fused};
 
 /// Times `f`; `FUSED_PROFILE=text` times only the labels that contain `text`.
 fn time(label: &str, mut f: impl FnMut() -> candle_core::Result<()>) -> candle_core::Result<()> {
@@ -68,8 +68,13 @@ fn main() -> candle_core::Result<()> {
     let g192 = Tensor::randn(0f32, 1.0, (rows, 192), &device)?;
     let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, 991), &device)?)?;
     let gh = Tensor::randn(0f32, 1.0, (128, 991), &device)?;
-    time("relu fwd+bwd [128,991]", || fwd_bwd(fused::relu(h.as_tensor()), &gh))?;
-    time("candle relu fwd+bwd [128,991]", || fwd_bwd(h.as_tensor().relu(), &gh))?;
+    let hb = Var::zeros((128, 1), candle_core::DType::F32, &device)?;
+    let dropout = fused::Dropout::new(0.9, 7);
+    let mask = Tensor::from_vec(dropout.mask(128 * 991), (128, 991), &device)?;
+    let hidden = || fused::hidden_layer(h.as_tensor(), hb.as_tensor(), Activation::Relu, Some(dropout));
+    time("hidden layer (bias, relu, dropout) fwd+bwd [128,991]", || fwd_bwd(hidden(), &gh))?;
+    let composed = || h.as_tensor().broadcast_add(hb.as_tensor())?.relu()?.mul(&mask);
+    time("candle bias, relu, dropout fwd+bwd [128,991]", || fwd_bwd(composed(), &gh))?;
     time("harness alone [128,991]", || fwd_bwd(Ok(h.as_tensor().clone()), &gh))?;
     time("gelu fwd [6000,128]", || fused::gelu(x128.as_tensor()).map(drop))?;
     time("gelu fwd+bwd", || fwd_bwd(fused::gelu(x128.as_tensor()), &g128))?;

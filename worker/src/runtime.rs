@@ -8,6 +8,7 @@
 //! The worker never writes job state: it asks, and the coordinator decides.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -209,26 +210,11 @@ impl Worker {
         while !stop.is_cancelled() {
             let lease = match next.take() {
                 Some(lease) => lease,
-                None => {
-                    let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
-                    let mut client = self.client.clone();
-                    let response = tokio::select! {
-                        () = stop.cancelled() => break,
-                        response = client.lease_job(request) => response,
-                    };
-                    let lease = match response {
-                        Ok(response) => response.into_inner().lease,
-                        Err(status) => {
-                            warn!(worker = %self.id, %status, "lease call failed; retrying");
-                            tokio::select! {
-                                () = stop.cancelled() => break,
-                                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                            }
-                        }
-                    };
-                    let Some(lease) = lease else { continue };
-                    lease
-                }
+                None => match self.poll_lease(wait_ms, stop).await {
+                    ControlFlow::Break(()) => break,
+                    ControlFlow::Continue(None) => continue,
+                    ControlFlow::Continue(Some(lease)) => lease,
+                },
             };
             metrics::counter!("wf_worker_leases_total").increment(1);
             metrics::gauge!("wf_worker_jobs_running").increment(1.0);
@@ -245,6 +231,27 @@ impl Worker {
         if let Some(lease) = next {
             // Leased with a result just before the stop: another worker takes it.
             self.fail(&lease, v1::FailureKind::Preempted, "worker stopping".into()).await;
+        }
+    }
+
+    /// One LeaseJob long poll: a job, or none yet (also after a failed call, once a
+    /// pause has passed); `Break` when `stop` fires.
+    async fn poll_lease(&self, wait_ms: u32, stop: &CancellationToken) -> ControlFlow<(), Option<v1::JobLease>> {
+        let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
+        let mut client = self.client.clone();
+        let response = tokio::select! {
+            () = stop.cancelled() => return ControlFlow::Break(()),
+            response = client.lease_job(request) => response,
+        };
+        match response {
+            Ok(response) => ControlFlow::Continue(response.into_inner().lease),
+            Err(status) => {
+                warn!(worker = %self.id, %status, "lease call failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => ControlFlow::Break(()),
+                    () = tokio::time::sleep(Duration::from_millis(500)) => ControlFlow::Continue(None),
+                }
+            }
         }
     }
 

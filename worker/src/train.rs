@@ -237,7 +237,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
         return Err(WorkerError::NoData("no training day has two stocks with complete targets".into()));
     }
     // A history-free model reads one day: gather each day's stocks once per job rather
-    // than once per step (the gather was 6% of an MLP step). Models with a lookback
+    // than once per step (the gather was 6% of a jp-panel MLP job's CPU time). Models with a lookback
     // gather after their first layer (`Ranker::forward_columns`).
     let gather = |batches: &[DayBatch]| -> candle_core::Result<Vec<Option<Tensor>>> {
         batches.iter().map(|b| (lookback == 1).then(|| cube.input(b.day, &b.stocks, 1)).transpose()).collect()

@@ -226,12 +226,8 @@ impl Function for Gelu {
 
 // --- ReLU ------------------------------------------------------------------------------
 
-/// `max(x, 0)`. Its backward is one pass; Candle's builds a zero tensor, compares,
-/// converts the mask to floats and multiplies (7% of an MLP training step).
-pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
-    pointwise::<Relu>(x, Tensor::relu)
-}
-
+/// `max(x, 0)` (in [`hidden_layer`]). Its backward is one pass; Candle's builds a zero
+/// tensor, compares, converts the mask to floats and multiplies (7% of an MLP step).
 struct Relu;
 
 impl Function for Relu {
@@ -333,17 +329,10 @@ impl<F: Function> CustomOp2 for Pointwise<F> {
 
 // --- Dropout masks ----------------------------------------------------------------------
 
-/// An inverted-dropout mask of `n` elements: `1 / keep` with probability `keep`, else 0.
-/// Element `i` is decided by a hash of `(key, i)` (murmur3's finaliser), so one random
-/// `key` from the job's generator makes the whole mask reproducible; drawing every
-/// element from ChaCha took 8% of an MLP training step.
-pub fn dropout_mask(n: usize, keep: f32, key: u64) -> Vec<f32> {
-    let mut mask = zeroed(n);
-    fill_mask(&mut mask, &Dropout::new(keep, key));
-    mask
-}
-
-/// The parameters of a keyed inverted-dropout mask (see [`dropout_mask`]).
+/// A keyed inverted-dropout mask: element `i` is `1 / keep` with probability `keep`, else
+/// 0, decided by a hash of `(key, i)` (murmur3's finaliser), so one random `key` from the
+/// job's generator makes the whole mask reproducible; drawing every element from ChaCha
+/// took 8% of an MLP training step.
 #[derive(Debug, Clone, Copy)]
 pub struct Dropout {
     threshold: u32,
@@ -356,6 +345,13 @@ impl Dropout {
     pub fn new(keep: f32, key: u64) -> Self {
         let threshold = (f64::from(keep) * f64::from(u32::MAX)) as u32;
         Self { threshold, low: key as u32, high: (key >> 32) as u32, scale: 1.0 / keep }
+    }
+
+    /// The first `n` elements of the mask.
+    pub fn mask(&self, n: usize) -> Vec<f32> {
+        let mut mask = zeroed(n);
+        fill_mask(&mut mask, self);
+        mask
     }
 
     /// Element `i` of the mask.
@@ -373,7 +369,7 @@ impl Dropout {
 
 /// Compiled also for AVX2, chosen at run time: the hash's 32-bit products have no
 /// vector instruction in baseline x86-64, and one scalar hash per element of every
-/// hidden layer was 15% of an MLP training step on the jp panel.
+/// hidden layer was 15% of a jp-panel MLP job's CPU time (`perf`).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn fill_mask(mask: &mut [f32], dropout: &Dropout) {
     for (i, m) in mask.iter_mut().enumerate() {
@@ -404,11 +400,7 @@ pub fn hidden_layer(
         Activation::Silu => x.silu()?,
     };
     match dropout {
-        Some(dropout) => {
-            let mut mask = zeroed(x.elem_count());
-            fill_mask(&mut mask, &dropout);
-            x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
-        }
+        Some(dropout) => x.mul(&Tensor::from_vec(dropout.mask(x.elem_count()), x.shape(), x.device())?),
         None => Ok(x),
     }
 }
@@ -420,11 +412,11 @@ struct HiddenLayer {
 }
 
 impl HiddenLayer {
-    /// `(rows, n)` of `z` `[rows, n]` with `bias` `[rows, 1]`.
-    fn dims(&self, z: &Layout, bias: &[f32]) -> candle_core::Result<(usize, usize)> {
+    /// The row width `n` of `z` `[rows, n]` with `bias` `[rows, 1]`.
+    fn width(&self, z: &Layout, bias: &[f32]) -> candle_core::Result<usize> {
         let rows = bias.len();
         match z.dims() {
-            [r, n] if *r == rows => Ok((rows, *n)),
+            [r, n] if *r == rows => Ok(*n),
             dims => bail!("hidden layer: input {dims:?} does not match {rows} biases"),
         }
     }
@@ -443,7 +435,7 @@ impl CustomOp2 for HiddenLayer {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (z, bias) = (data(s1, l1)?, data(s2, l2)?);
-        let (_, n) = self.dims(l1, bias)?;
+        let n = self.width(l1, bias)?;
         let mut y = zeroed(z.len());
         match self.activation {
             Activation::Relu => hidden_forward::<Relu>(&mut y, z, bias, n, self.dropout.as_ref()),
@@ -482,7 +474,7 @@ impl CustomOp3 for HiddenLayer {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (z, bias, dy) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
-        let (_, n) = self.dims(l1, bias)?;
+        let n = self.width(l1, bias)?;
         if dy.len() != z.len() {
             bail!("hidden layer backward: {} inputs but {} gradients", z.len(), dy.len());
         }
@@ -1049,12 +1041,12 @@ mod tests {
 
     #[test]
     fn dropout_masks_keep_the_asked_share_and_depend_on_the_key() {
-        let mask = dropout_mask(100_000, 0.9, 7);
+        let mask = Dropout::new(0.9, 7).mask(100_000);
         let kept = mask.iter().filter(|m| **m > 0.0).count() as f64 / mask.len() as f64;
         assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
         assert!(mask.iter().all(|m| *m == 0.0 || (*m - 1.0 / 0.9).abs() < 1e-6));
-        assert_eq!(mask, dropout_mask(100_000, 0.9, 7), "the same key gives the same mask");
-        let other = dropout_mask(100_000, 0.9, 8);
+        assert_eq!(mask, Dropout::new(0.9, 7).mask(100_000), "the same key gives the same mask");
+        let other = Dropout::new(0.9, 8).mask(100_000);
         let differ = mask.iter().zip(&other).filter(|(a, b)| a != b).count();
         // Independent masks differ where exactly one keeps: 2 · 0.9 · 0.1 = 18%.
         assert!((15_000..21_000).contains(&differ), "{differ} elements differ");
@@ -1077,7 +1069,7 @@ mod tests {
                     };
                     match dropout {
                         Some(_) => {
-                            let mask = dropout_mask(x.elem_count(), 0.8, 0xfeed_beef_0123_4567);
+                            let mask = Dropout::new(0.8, 0xfeed_beef_0123_4567).mask(x.elem_count());
                             x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
                         }
                         None => Ok(x),
@@ -1123,11 +1115,6 @@ mod tests {
         check(&[random(&[6, 5], 4), random(&[5, 7], 5)], |t| matmul(&t[0], &t[1]), |t| t[0].matmul(&t[1]), 1e-5);
         let wrong = matmul(&random(&[3, 4], 1), &random(&[5, 2], 2)).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(wrong.contains("do not match"), "{wrong}");
-    }
-
-    #[test]
-    fn relu_matches_candles() {
-        check(&[random(&[129, 50], 1)], |t| relu(&t[0]), |t| t[0].relu(), 1e-6);
     }
 
     #[test]
