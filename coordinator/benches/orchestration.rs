@@ -8,7 +8,7 @@
 //! Lua transitions, the fenced result check and the create-only result write. The
 //! in-memory store runs in the same process as the reference.
 //!
-//! `cargo bench -p wf-coordinator --bench orchestration [-- --jobs N]`
+//! `cargo bench -p wf-coordinator --bench orchestration [-- --jobs N] [--connections N]`
 //!
 //! Prints jobs/s and the lease→report round trip p50/p99 at 1, 2, 4 and 8 connections,
 //! for Redis with two round trips per job (LeaseJob, ReportResult) and with one
@@ -25,6 +25,9 @@ use wf_coordinator::testing::RedisServer;
 use wf_proto::v1;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_shared::DatasetRef;
+use wf_shared::age::{JobResult, TrainingSummary};
+use wf_shared::drift::DriftPath;
+use wf_shared::metric::DayMetrics;
 use wf_shared::job::{RetryPolicy, SweepId};
 use wf_shared::plan::JobKey;
 
@@ -51,11 +54,21 @@ impl Level {
     }
 }
 
-/// A result as a worker would report it, with metrics at 63 ages and drift of 12 features.
+/// A result as a worker would report it, with metrics at 63 ages and drift of 12
+/// features, converted to the wire as `wf-worker` converts its results.
 fn noop_result() -> v1::JobResult {
-    let bins = move |offset: u32| (0..10).map(move |b| 90 + (b * 7 + offset) % 23);
-    v1::JobResult {
-        training: Some(v1::TrainingSummary {
+    let bins = |offset: u32| std::array::from_fn(|b| 90 + (b as u32 * 7 + offset) % 23);
+    let day = DayMetrics {
+        p_at_k: 0.1,
+        base_rate: 0.1,
+        rank_ic: Some(0.02),
+        spread: 0.001,
+        top_k_mean: 0.002,
+        stocks: 1000,
+        k: 100,
+    };
+    v1::JobResult::from(JobResult {
+        training: TrainingSummary {
             epochs: 1,
             best_epoch: 1,
             best_validation_loss: 0.5,
@@ -63,27 +76,13 @@ fn noop_result() -> v1::JobResult {
             device: "noop".into(),
             training_days: 252,
             validation_days: 25,
-        }),
-        ages: (0..63)
-            .map(|age| v1::AgeMetrics {
-                scored: true,
-                p_at_k: 0.1 + f64::from(age % 7) * 0.01,
-                base_rate: 0.1,
-                rank_ic: Some(0.02),
-                spread: 0.001,
-                top_k_mean: 0.002,
-                stocks: 1000,
-                k: 100,
-            })
-            .collect(),
-        drift: Some(v1::Drift {
-            features: 12,
-            scored_days: 63,
-            training_counts: (0..12).flat_map(bins).collect(),
-            day_counts: (0..63).flat_map(|day| (0..12).flat_map(move |f| bins(f + day))).collect(),
-            ..v1::Drift::default()
-        }),
-    }
+        },
+        ages: (0..63).map(|age| Some(DayMetrics { p_at_k: 0.1 + f64::from(age % 7) * 0.01, ..day })).collect(),
+        drift: DriftPath {
+            training: (0..12).map(bins).collect(),
+            days: (0..63).map(|day| (0..12).map(|f| bins(f + day)).collect()).collect(),
+        },
+    })
 }
 
 fn job_keys(run: u64, count: usize) -> Vec<JobKey> {
@@ -211,13 +210,19 @@ async fn level(
     Ok(Level { jobs, seconds, round_trips })
 }
 
-fn jobs_from_args() -> usize {
+/// The value after `--name` on the command line.
+fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == "--jobs").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(4_000)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 fn main() -> Outcome<()> {
-    let jobs = jobs_from_args();
+    let jobs = arg("--jobs").and_then(|n| n.parse().ok()).unwrap_or(4_000);
+    // `--connections N` measures one level only (for profiling).
+    let levels: Vec<usize> = match arg("--connections").and_then(|n| n.parse().ok()) {
+        Some(n) => vec![n],
+        None => CONNECTIONS.to_vec(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let redis = RedisServer::start()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -240,7 +245,7 @@ fn main() -> Outcome<()> {
         let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::connect(&redis.url(), "warmup", POLICY).await?);
         level(store, 1, 200, 2, Protocol::Combined).await?;
         let mut run = 10;
-        for connections in CONNECTIONS {
+        for connections in levels.iter().copied() {
             let mut cells = Vec::new();
             for (redis_store, protocol) in
                 [(true, Protocol::Separate), (true, Protocol::Combined), (false, Protocol::Combined)]

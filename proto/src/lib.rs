@@ -13,8 +13,10 @@ mod result;
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walkforward_descriptor.bin"));
 
 /// The worker protocol this build speaks; `RegisterWorker` refuses any other. 2: drift
-/// counts are packed (`Drift.training_counts`, `Drift.day_counts`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// counts are packed (`Drift.training_counts`, `Drift.day_counts`); 3: the day counts are
+/// fixed-width bytes (`Drift.day_count_width`, `Drift.day_counts_fixed`). Results stored
+/// by every earlier protocol are still read.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 use wf_shared::dataset::DatasetRef;
 

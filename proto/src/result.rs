@@ -40,15 +40,47 @@ impl From<JobResult> for v1::JobResult {
                     None => v1::AgeMetrics::default(),
                 })
                 .collect(),
-            drift: Some(v1::Drift {
-                features: result.drift.training.len() as u32,
-                scored_days: result.drift.days.len() as u32,
-                training_counts: result.drift.training.as_flattened().to_vec(),
-                day_counts: result.drift.days.iter().flat_map(|day| day.as_flattened()).copied().collect(),
-                ..v1::Drift::default()
-            }),
+            drift: Some(fixed_drift(&result.drift)),
         }
     }
+}
+
+/// `drift` as protocol 3 writes it: day counts as fixed-width bytes.
+fn fixed_drift(drift: &DriftPath) -> v1::Drift {
+    let counts = || drift.days.iter().flat_map(|day| day.as_flattened()).copied();
+    let width = match counts().max().unwrap_or(0) {
+        0..=0xFF => 1,
+        0x100..=0xFFFF => 2,
+        _ => 4,
+    };
+    let mut fixed = Vec::with_capacity(drift.days.len() * drift.training.len() * BINS * width);
+    match width {
+        1 => fixed.extend(counts().map(|count| count as u8)),
+        2 => fixed.extend(counts().flat_map(|count| (count as u16).to_le_bytes())),
+        _ => fixed.extend(counts().flat_map(u32::to_le_bytes)),
+    }
+    v1::Drift {
+        features: drift.training.len() as u32,
+        scored_days: drift.days.len() as u32,
+        training_counts: drift.training.as_flattened().to_vec(),
+        day_count_width: width as u32,
+        day_counts_fixed: fixed,
+        ..v1::Drift::default()
+    }
+}
+
+/// Little-endian integers of `W` bytes each (`bytes` holds a whole number of them).
+fn read_fixed<const W: usize>(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .as_chunks::<W>()
+        .0
+        .iter()
+        .map(|chunk| {
+            let mut word = [0; 4];
+            word[..W].copy_from_slice(chunk);
+            u32::from_le_bytes(word)
+        })
+        .collect()
 }
 
 fn bins(field: impl Fn() -> String, message: &v1::Bins) -> Result<[u32; BINS], ConversionError> {
@@ -117,7 +149,8 @@ impl TryFrom<v1::JobResult> for JobResult {
     }
 }
 
-/// The drift of protocol 2: packed counts.
+/// The drift of protocols 2 and 3: packed training counts, and day counts packed
+/// (protocol 2) or fixed-width (protocol 3).
 fn packed_drift(drift: &v1::Drift) -> Result<DriftPath, ConversionError> {
     if drift.features == 0 && drift.scored_days > 0 {
         // Nothing on the wire would bound the `scored_days` empty days to allocate.
@@ -132,22 +165,48 @@ fn packed_drift(drift: &v1::Drift) -> Result<DriftPath, ConversionError> {
         ));
     }
     let expected = u128::from(drift.scored_days) * u128::from(width);
-    if drift.day_counts.len() as u128 != expected {
-        return Err(invalid(
-            "result.drift.day_counts",
-            format!(
-                "expected {} days x {} features x {BINS} counts, got {}",
-                drift.scored_days,
-                drift.features,
-                drift.day_counts.len()
-            ),
-        ));
-    }
+    let shape = format!("{} days x {} features x {BINS} counts", drift.scored_days, drift.features);
+    let fixed;
+    let day_counts: &[u32] = match drift.day_count_width {
+        0 => {
+            if drift.day_counts.len() as u128 != expected {
+                return Err(invalid(
+                    "result.drift.day_counts",
+                    format!("expected {shape}, got {}", drift.day_counts.len()),
+                ));
+            }
+            &drift.day_counts
+        }
+        bytes @ (1 | 2 | 4) => {
+            if !drift.day_counts.is_empty() {
+                return Err(invalid("result.drift.day_counts", "must be empty when day_count_width is set"));
+            }
+            // Checked before decoding, so the decoded counts are bounded by the message.
+            if drift.day_counts_fixed.len() as u128 != expected * u128::from(bytes) {
+                return Err(invalid(
+                    "result.drift.day_counts_fixed",
+                    format!("expected {shape} of {bytes} bytes, got {} bytes", drift.day_counts_fixed.len()),
+                ));
+            }
+            fixed = match bytes {
+                1 => read_fixed::<1>(&drift.day_counts_fixed),
+                2 => read_fixed::<2>(&drift.day_counts_fixed),
+                _ => read_fixed::<4>(&drift.day_counts_fixed),
+            };
+            &fixed
+        }
+        other => {
+            return Err(invalid(
+                "result.drift.day_count_width",
+                format!("must be 1, 2 or 4 (or 0 with day_counts), got {other}"),
+            ));
+        }
+    };
     let bins = |counts: &[u32]| -> Vec<[u32; BINS]> { counts.as_chunks::<BINS>().0.to_vec() };
-    // Both lengths match the header, so `day_counts` splits into `scored_days` runs of
+    // Both lengths match the header, so the day counts split into `scored_days` runs of
     // `training_counts.len()` (empty when there are no features).
     let width = drift.training_counts.len();
-    let days = (0..drift.scored_days as usize).map(|day| bins(&drift.day_counts[day * width..][..width])).collect();
+    let days = (0..drift.scored_days as usize).map(|day| bins(&day_counts[day * width..][..width])).collect();
     Ok(DriftPath { training: bins(&drift.training_counts), days })
 }
 
@@ -233,13 +292,41 @@ mod tests {
         v1::JobResult { drift: Some(drift), ..v1::JobResult::from(result) }
     }
 
+    /// `result` as protocol 2 wrote it: every day count in one varint run.
+    fn protocol_2(result: JobResult) -> v1::JobResult {
+        let drift = v1::Drift {
+            features: result.drift.training.len() as u32,
+            scored_days: result.drift.days.len() as u32,
+            training_counts: result.drift.training.as_flattened().to_vec(),
+            day_counts: result.drift.days.iter().flat_map(|day| day.as_flattened()).copied().collect(),
+            ..v1::Drift::default()
+        };
+        v1::JobResult { drift: Some(drift), ..v1::JobResult::from(result) }
+    }
+
     #[test]
-    fn results_stored_by_protocol_1_still_read_and_packed_ones_are_smaller() {
-        let old = protocol_1(sample()).encode_to_vec();
-        let decoded = v1::JobResult::decode(old.as_slice()).expect("valid bytes");
-        assert_eq!(JobResult::try_from(decoded), Ok(sample()));
-        let packed = v1::JobResult::from(sample()).encode_to_vec();
-        assert!(packed.len() < old.len(), "packed {} bytes, protocol 1 {}", packed.len(), old.len());
+    fn results_stored_by_protocols_1_and_2_still_read() {
+        for (protocol, old) in [(1, protocol_1(sample())), (2, protocol_2(sample()))] {
+            let decoded = v1::JobResult::decode(old.encode_to_vec().as_slice()).expect("valid bytes");
+            assert_eq!(JobResult::try_from(decoded), Ok(sample()), "protocol {protocol}");
+        }
+        let current = v1::JobResult::from(sample()).encode_to_vec().len();
+        let first = protocol_1(sample()).encode_to_vec().len();
+        assert!(current < first, "protocol 3 {current} bytes, protocol 1 {first}");
+    }
+
+    #[test]
+    fn day_counts_take_the_narrowest_width_that_holds_them() {
+        for (largest, width) in [(0, 1), (255, 1), (256, 2), (65_535, 2), (65_536, 4), (u32::MAX, 4)] {
+            let mut result = sample();
+            result.drift.days[2][1][9] = largest;
+            let message = v1::JobResult::from(result.clone());
+            let drift = message.drift.as_ref().expect("drift");
+            assert_eq!(drift.day_count_width, width, "largest count {largest}");
+            assert_eq!(drift.day_counts_fixed.len(), 3 * 2 * BINS * width as usize);
+            let decoded = v1::JobResult::decode(message.encode_to_vec().as_slice()).expect("valid bytes");
+            assert_eq!(JobResult::try_from(decoded), Ok(result), "largest count {largest}");
+        }
     }
 
     #[test]
@@ -249,9 +336,26 @@ mod tests {
         assert_eq!(JobResult::try_from(message).expect_err("k = 0").field, "result.ages[2].k");
 
         let mut message = v1::JobResult::from(sample());
+        message.drift.as_mut().expect("drift").day_counts_fixed.pop();
+        let error = JobResult::try_from(message).expect_err("short bins");
+        assert_eq!(
+            error.to_string(),
+            "result.drift.day_counts_fixed: expected 3 days x 2 features x 10 counts of 1 bytes, got 59 bytes"
+        );
+
+        let mut message = protocol_2(sample());
         message.drift.as_mut().expect("drift").day_counts.pop();
         let error = JobResult::try_from(message).expect_err("short bins");
         assert_eq!(error.to_string(), "result.drift.day_counts: expected 3 days x 2 features x 10 counts, got 59");
+
+        let mut message = v1::JobResult::from(sample());
+        message.drift.as_mut().expect("drift").day_count_width = 3;
+        let error = JobResult::try_from(message).expect_err("width 3");
+        assert_eq!(error.to_string(), "result.drift.day_count_width: must be 1, 2 or 4 (or 0 with day_counts), got 3");
+
+        let mut message = v1::JobResult::from(sample());
+        message.drift.as_mut().expect("drift").day_counts = vec![1; 60];
+        assert_eq!(JobResult::try_from(message).expect_err("both encodings").field, "result.drift.day_counts");
 
         let mut message = v1::JobResult::from(sample());
         let drift = message.drift.as_mut().expect("drift");
@@ -260,7 +364,8 @@ mod tests {
 
         let mut message = v1::JobResult::from(sample());
         let drift = message.drift.as_mut().expect("drift");
-        (drift.features, drift.scored_days, drift.training_counts, drift.day_counts) = (0, u32::MAX, vec![], vec![]);
+        (drift.features, drift.scored_days, drift.training_counts, drift.day_counts_fixed) =
+            (0, u32::MAX, vec![], vec![]);
         assert_eq!(JobResult::try_from(message).expect_err("no features").field, "result.drift.features");
 
         let mut message = v1::JobResult::from(sample());
