@@ -27,8 +27,8 @@ use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_shared::DatasetRef;
 use wf_shared::age::{JobResult, TrainingSummary};
 use wf_shared::drift::DriftPath;
-use wf_shared::metric::DayMetrics;
 use wf_shared::job::{RetryPolicy, SweepId};
+use wf_shared::metric::DayMetrics;
 use wf_shared::plan::JobKey;
 
 // The allocator of the `wf` and `wf-worker` binaries, so the figures are theirs.

@@ -28,3 +28,34 @@ async fn redis_store_passes_the_conformance_suite() {
     .await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Two coordinators on one queue: each keeps candidates the other may take. Every job is
+/// still leased exactly once, and neither runs dry while jobs are ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stores_sharing_a_queue_lease_each_job_once() {
+    use std::collections::BTreeSet;
+
+    use wf_shared::job::SweepId;
+
+    const T: i64 = 1_700_000_000_000;
+    let server = RedisServer::start().expect("redis-server");
+    let first = RedisJobStore::connect(&server.url(), "shared", POLICY).await.expect("connect");
+    let second = RedisJobStore::connect(&server.url(), "shared", POLICY).await.expect("connect");
+    let keys: Vec<_> = (0..100).map(conformance::key).collect();
+    first.enqueue(&SweepId::from_entropy(1), &keys, T).await.expect("enqueue");
+
+    let mut leased = Vec::new();
+    // The first keeps the candidates after its first lease; the second then takes
+    // some of them, so the first must notice, read again and go on.
+    for store in [&first, &second, &second, &second, &first, &second] {
+        for _ in 0..10 {
+            leased.push(store.lease("w", 30_000, T).await.expect("lease").expect("a ready job").key);
+        }
+    }
+    while let Some(lease) = first.lease("w", 30_000, T).await.expect("lease") {
+        leased.push(lease.key);
+    }
+    assert!(second.lease("w", 30_000, T).await.expect("lease").is_none(), "the queue is drained");
+    let distinct: BTreeSet<_> = leased.iter().collect();
+    assert_eq!((leased.len(), distinct.len()), (100, 100), "every job leased exactly once");
+}
