@@ -152,7 +152,7 @@ impl Ranker for PatchTst {
             let expanded = fused::gelu(&expanded)?;
             x = (&x + layer.contract.forward(&expanded)?)?;
         }
-        let pooled = self.final_norm.forward(&x)?.reshape((stocks, patches, s.d_model))?.mean(1)?;
+        let pooled = fused::group_mean(&self.final_norm.forward(&x)?, patches)?;
         self.head.forward(&pooled)?.t()?.contiguous()
     }
 
