@@ -31,6 +31,24 @@ fn main() -> candle_core::Result<()> {
         feed_forward: 128,
         train: TrainParams::default(),
     };
+    let mlp = ModelSpec::Mlp {
+        hidden: vec![128, 64],
+        activation: wf_worker::model::Activation::Relu,
+        dropout: 0.1,
+        train: TrainParams::default(),
+    };
+    let mlp = build(&mlp, 64, 4, 7, &device)?;
+    let batch = Tensor::randn(0f32, 1.0, (64, 32_000), &device)?;
+    time("mlp forward, eval, 32 days [64, 32000]", 10, || mlp.forward(&batch, Mode::Eval).map(|_| ()))?;
+    let w1 = Tensor::randn(0f32, 1.0, (128, 64), &device)?;
+    time("mlp first product [128, 64] . [64, 32000]", 10, || w1.matmul(&batch).map(|_| ()))?;
+    let h1 = w1.matmul(&batch)?;
+    let b1 = Tensor::zeros((128, 1), candle_core::DType::F32, &device)?;
+    time("mlp hidden layer [128, 32000]", 10, || {
+        wf_worker::model::fused::hidden_layer(&h1, &b1, wf_worker::model::Activation::Relu, None).map(|_| ())
+    })?;
+    let w2 = Tensor::randn(0f32, 1.0, (64, 128), &device)?;
+    time("mlp second product [64, 128] . [128, 32000]", 10, || w2.matmul(&h1).map(|_| ()))?;
     let model = build(&spec, 64, 4, 7, &device)?;
     let window = Tensor::randn(0f32, 1.0, (60 * 64, 1000), &device)?;
     time("forward, eval", 20, || model.forward(&window, Mode::Eval).map(|_| ()))?;
