@@ -606,12 +606,35 @@ pub fn layer_norm(x: &Tensor, scale: &Tensor, shift: &Tensor) -> candle_core::Re
 
 struct LayerNorm;
 
+/// The sum of `a` with eight independent partial sums, so it vectorises (as [`dot`]).
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for l in 0..8 {
+            lanes[l] += chunk[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Mean and reciprocal standard deviation of one row.
 #[inline(always)]
 fn moments(row: &[f32]) -> (f32, f32) {
     let width = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / width;
-    let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width;
+    let mean = sum(row) / width;
+    // Two passes (not Σv² − width · mean², which cancels when the mean dwarfs the spread).
+    let mut lanes = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+    for chunk in chunks {
+        for l in 0..8 {
+            lanes[l] += (chunk[l] - mean) * (chunk[l] - mean);
+        }
+    }
+    let variance = (lanes.iter().sum::<f32>() + tail) / width;
     (mean, 1.0 / (variance + NORM_EPSILON).sqrt())
 }
 
@@ -641,12 +664,7 @@ impl CustomOp3 for LayerNorm {
         let (x, scale, shift) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
         let mut y = zeroed(x.len());
         zip2(&mut y, ROWS_PER_TASK * width, x, ROWS_PER_TASK * width, |(y, x)| {
-            for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                let (mean, rstd) = moments(x);
-                for (((y, x), scale), shift) in y.iter_mut().zip(x).zip(scale).zip(shift) {
-                    *y = (x - mean) * rstd * scale + shift;
-                }
-            }
+            layer_norm_rows(y, x, scale, shift, width);
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -667,6 +685,52 @@ impl CustomOp3 for LayerNorm {
         let dscale = packed.narrow(0, rows, 1)?.reshape(scale.shape())?;
         let dshift = packed.narrow(0, rows + 1, 1)?.reshape(scale.shape())?;
         Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
+}
+
+/// [`LayerNorm`] of rows of `width`. Compiled a second time for AVX2, with the row sums
+/// in vector lanes: with sequential sums a layer norm of `[6000, 64]` took 0.45 ms on 2
+/// threads, as long as the `[6000, 64] · [64, 192]` product after it.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn layer_norm_rows(y: &mut [f32], x: &[f32], scale: &[f32], shift: &[f32], width: usize) {
+    let (scale, shift) = (&scale[..width], &shift[..width]);
+    for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+        let (mean, rstd) = moments(x);
+        for i in 0..width {
+            y[i] = (x[i] - mean) * rstd * scale[i] + shift[i];
+        }
+    }
+}
+
+/// [`LayerNormBackward`] of rows of `width`: writes `dx` and adds to `sums` (d(scale),
+/// then d(shift)); `g` is scratch of `width`. AVX2 clone and lane sums as the forward.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn layer_norm_backward_rows(
+    dx: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    scale: &[f32],
+    sums: &mut [f32],
+    g: &mut [f32],
+    width: usize,
+) {
+    let (scale, g) = (&scale[..width], &mut g[..width]);
+    let (dscale, dshift) = sums.split_at_mut(width);
+    let (dscale, dshift) = (&mut dscale[..width], &mut dshift[..width]);
+    for ((dx, x), dy) in dx.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(dy.chunks_exact(width)) {
+        let (mean, rstd) = moments(x);
+        for i in 0..width {
+            g[i] = dy[i] * scale[i];
+            dscale[i] += dy[i] * (x[i] - mean) * rstd;
+            dshift[i] += dy[i];
+        }
+        // mean(g) and mean(g · normalised), normalised = (x − mean) · rstd.
+        let total = sum(g);
+        let mean_g = total / width as f32;
+        let mean_gx = rstd * (dot(g, x) - mean * total) / width as f32;
+        for i in 0..width {
+            dx[i] = rstd * (g[i] - mean_g - (x[i] - mean) * rstd * mean_gx);
+        }
     }
 }
 
@@ -698,26 +762,8 @@ impl CustomOp3 for LayerNormBackward {
         let chunk = ROWS_PER_TASK * width;
         // Each task returns its partial d(scale) and d(shift); they are summed after.
         let partials: Vec<Vec<f32>> = zip3(dx, chunk, x, chunk, dy, chunk, |(dx, (x, dy))| {
-            let mut sums = zeroed(2 * width);
-            let mut scaled = zeroed(width);
-            for ((dx, x), dy) in dx.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(dy.chunks_exact(width)) {
-                let (mean, rstd) = moments(x);
-                let (mut mean_g, mut mean_gx) = (0f32, 0f32);
-                for (i, ((x, dy), scale)) in x.iter().zip(dy).zip(scale).enumerate() {
-                    let normalised = (x - mean) * rstd;
-                    let g = dy * scale;
-                    scaled[i] = g;
-                    mean_g += g;
-                    mean_gx += g * normalised;
-                    sums[i] += dy * normalised;
-                    sums[width + i] += dy;
-                }
-                mean_g /= width as f32;
-                mean_gx /= width as f32;
-                for ((dx, x), g) in dx.iter_mut().zip(x).zip(&scaled) {
-                    *dx = rstd * (g - mean_g - (x - mean) * rstd * mean_gx);
-                }
-            }
+            let (mut sums, mut g) = (zeroed(2 * width), zeroed(width));
+            layer_norm_backward_rows(dx, x, dy, scale, &mut sums, &mut g, width);
             sums
         });
         let tail = &mut out[rows * width..];
@@ -1276,13 +1322,16 @@ mod tests {
 
     #[test]
     fn layer_norm_matches_the_composed_ops() {
-        let inputs = [spread(&[5, 130, 24], 1, 2.0, 1.0), random(&[24], 2), random(&[24], 3)];
         let composed = |t: &[Tensor]| {
             let centred = t[0].broadcast_sub(&t[0].mean_keepdim(D::Minus1)?)?;
             let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
             centred.broadcast_div(&(variance + 1e-5)?.sqrt()?)?.broadcast_mul(&t[1])?.broadcast_add(&t[2])
         };
+        let inputs = [spread(&[5, 130, 24], 1, 2.0, 1.0), random(&[24], 2), random(&[24], 3)];
         check(&inputs, |t| layer_norm(&t[0], &t[1], &t[2]), composed, 1e-4);
+        // Rows of 67 (lane sums with a tail of 3) whose mean dwarfs their spread.
+        let inputs = [spread(&[130, 67], 4, 1.0, 1000.0), random(&[67], 5), random(&[67], 6)];
+        check(&inputs, |t| layer_norm(&t[0], &t[1], &t[2]), composed, 2e-3);
     }
 
     #[test]
