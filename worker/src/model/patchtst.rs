@@ -130,22 +130,22 @@ impl Ranker for PatchTst {
         let (patches, width) = (s.lookback / s.patch, s.patch * s.features);
         // The window is [L·F, stocks] with a patch's days in consecutive rows: patch p is
         // rows p·width .. (p+1)·width, so each patch embeds as one product on that
-        // layout, [d, width] · [width, stocks], and only the embedded [patches, d, stocks]
-        // (ten times smaller than the window) is gathered and transposed.
-        let weight = self.embed.weight.as_tensor().t()?;
+        // layout, [stocks, width] (a transposed view, no copy) · [width, d], and the
+        // patches' products side by side are already one row per (stock, patch):
+        // [stocks, patches · d] = [stocks · patches, d], a stock's patches together. Only
+        // that (ten times smaller than the window) is gathered for the day's stocks.
+        let weight = self.embed.weight.as_tensor();
         let embedded = (0..patches)
-            .map(|p| fused::matmul(&weight, &window.narrow(0, p * width, width)?))
+            .map(|p| fused::matmul(&window.narrow(0, p * width, width)?.t()?, weight))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut x = Tensor::stack(&embedded, 0)?;
+        let mut x = Tensor::cat(&embedded, 1)?;
         if let Some(columns) = columns {
-            x = x.index_select(columns, 2)?;
+            x = x.index_select(columns, 0)?;
         }
-        // Bias and position per (patch, d), broadcast over stocks (the last dimension).
-        let offset = self.position.as_tensor().broadcast_add(self.embed.bias.as_tensor())?.unsqueeze(2)?;
-        let stocks = x.dim(2)?;
-        // [stocks · patches, d]: one row per (stock, patch), a stock's patches together.
-        let mut x =
-            x.broadcast_add(&offset)?.permute((2, 0, 1))?.contiguous()?.reshape((stocks * patches, s.d_model))?;
+        let stocks = x.dim(0)?;
+        // Bias and position per (patch, d), the same for every stock.
+        let offset = self.position.as_tensor().broadcast_add(self.embed.bias.as_tensor())?.flatten_all()?;
+        let mut x = fused::add_bias(&x, &offset)?.reshape((stocks * patches, s.d_model))?;
         for layer in &self.layers {
             x = (&x + self.attention(layer, &x)?)?;
             let expanded = layer.expand.forward(&layer.feed_forward_norm.forward(&x)?)?;
