@@ -254,3 +254,56 @@ fn a_window_whose_labels_reach_the_retrain_date_is_refused() {
     assert!(!error.retryable());
     assert!(error.to_string().contains("on or after the retrain date"), "{error}");
 }
+
+/// The GPU check. On CUDA device 0 every model trains (its loss falls and its ΔP@K before
+/// the first break has an interval above 0, as on the CPU), and the model trained on the
+/// CPU, loaded onto the GPU, scores a day as it does on the CPU. Skipped, with the reason
+/// printed, in a build without the `cuda` feature or on a machine without a device.
+#[test]
+fn on_a_cuda_device_every_model_trains_and_scores_as_on_the_cpu() {
+    let gpu = match wf_worker::device::DeviceChoice::Cuda(0).device() {
+        Ok(device) => device,
+        Err(reason) => {
+            println!("skipped, no GPU to check: {reason}");
+            return;
+        }
+    };
+    let market = market();
+    for model in 0..market.config.models.len() {
+        let job = job_before_break(market, model);
+        let name = &market.config.models[model].name;
+        let trained = run_job(&market.panel, &market.config, job, &gpu).expect("job runs on the GPU");
+        assert_eq!(trained.stats.device, "cuda", "{name}");
+        let history = &trained.stats.history;
+        assert!(
+            history.last().expect("epochs").0 < history[0].0,
+            "{name}: GPU training loss did not fall: {history:?}"
+        );
+        let deltas: Vec<f64> = trained.ages.iter().map(|d| d.map_or(f64::NAN, |d| d.delta())).collect();
+        let interval = Bootstrap { block: 5, samples: 1000, seed: 7 }.mean_interval(&deltas).expect("interval");
+        println!(
+            "{name} on the GPU: epochs {}, ΔP@K [{:.4}, {:.4}]",
+            trained.stats.epochs, interval.low, interval.high
+        );
+        assert!(interval.low > 0.0, "{name}: GPU ΔP@K interval {interval:?} does not exclude 0");
+
+        let on_cpu = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("model.safetensors");
+        let meta = ArtifactMeta {
+            job_key: job.key.to_string(),
+            dataset: "synth:default".into(),
+            spec: on_cpu.spec.clone(),
+            features: market.panel.features().len(),
+            horizons: market.config.horizons.clone(),
+            seed: job.seed,
+        };
+        save(&path, on_cpu.model.as_ref(), &meta).expect("save");
+        let (loaded, _) = load(&path, &gpu).expect("load onto the GPU");
+        let day = job.score_days.start + 3;
+        let cpu = score_day(on_cpu.model.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("CPU scores");
+        let gpu_scores = score_day(loaded.as_ref(), &market.panel, day, 1, &gpu).expect("GPU scores");
+        let worst = cpu.iter().zip(&gpu_scores).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-3, "{name}: the same weights score {worst} apart on the GPU and the CPU");
+    }
+}
