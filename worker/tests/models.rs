@@ -83,6 +83,25 @@ fn job_before_break(market: &Market, model: usize) -> &Job {
         .expect("a job scored entirely before the break")
 }
 
+/// Saves the model `job` trained to `path`, with its metadata (returned).
+fn save_job_model(
+    path: &std::path::Path,
+    market: &Market,
+    job: &Job,
+    output: &wf_worker::job::JobOutput,
+) -> ArtifactMeta {
+    let meta = ArtifactMeta {
+        job_key: job.key.to_string(),
+        dataset: "synth:default".into(),
+        spec: output.spec.clone(),
+        features: market.panel.features().len(),
+        horizons: market.config.horizons.clone(),
+        seed: job.seed,
+    };
+    save(path, output.model.as_ref(), &meta).expect("save");
+    meta
+}
+
 #[test]
 fn gathering_stocks_before_or_after_the_first_layer_gives_the_same_scores() {
     let market = market();
@@ -195,15 +214,7 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("model.safetensors");
-    let meta = ArtifactMeta {
-        job_key: job.key.to_string(),
-        dataset: "synth:default".into(),
-        spec: first.spec.clone(),
-        features: market.panel.features().len(),
-        horizons: market.config.horizons.clone(),
-        seed: job.seed,
-    };
-    save(&path, first.model.as_ref(), &meta).expect("save");
+    let meta = save_job_model(&path, market, job, &first);
     let (loaded, loaded_meta) = load(&path, &Device::Cpu).expect("load");
     assert_eq!(loaded_meta, meta);
     let reloaded = score_day(loaded.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("scores");
@@ -290,15 +301,7 @@ fn on_a_cuda_device_every_model_trains_and_scores_as_on_the_cpu() {
         let on_cpu = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("model.safetensors");
-        let meta = ArtifactMeta {
-            job_key: job.key.to_string(),
-            dataset: "synth:default".into(),
-            spec: on_cpu.spec.clone(),
-            features: market.panel.features().len(),
-            horizons: market.config.horizons.clone(),
-            seed: job.seed,
-        };
-        save(&path, on_cpu.model.as_ref(), &meta).expect("save");
+        save_job_model(&path, market, job, &on_cpu);
         let (loaded, _) = load(&path, &gpu).expect("load onto the GPU");
         let day = job.score_days.start + 3;
         let cpu = score_day(on_cpu.model.as_ref(), &market.panel, day, 1, &Device::Cpu).expect("CPU scores");
