@@ -2,7 +2,8 @@
 
 Same shapes, loss (0.1 ListNet + 1.0 MSE over z-scored targets, one trading day per
 batch), optimizer (AdamW lr 1e-3, weight decay 1e-4), gradient clipping (norm 1.0) and
-thread count as the Candle side. Prints one JSON line.
+thread count as the Candle side, on the CPU or (9th argument "cuda") the GPU. Prints one
+JSON line.
 """
 import json
 import resource
@@ -14,6 +15,7 @@ import torch
 kind = sys.argv[1]
 stocks, days, features, heads, threads, epochs = (int(a) for a in sys.argv[2:8])
 shape = [int(h) for h in sys.argv[8].split(",")]
+device = torch.device(sys.argv[9] if len(sys.argv) > 9 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -23,7 +25,7 @@ for _ in range(days):
     x = torch.randn(stocks, lookback * features)
     y = torch.randn(stocks, heads)
     y = (y - y.mean(0)) / y.std(0, unbiased=False)
-    batches.append((x, y, torch.softmax(y, dim=0)))
+    batches.append((x.to(device), y.to(device), torch.softmax(y, dim=0).to(device)))
 
 class PatchTst(torch.nn.Module):
     """lookback, patch, d_model, layers, heads: pre-norm encoder, GELU, no dropout."""
@@ -56,6 +58,7 @@ else:
             layers.append(torch.nn.ReLU())
             layers.append(torch.nn.Dropout(0.1))
     model = torch.nn.Sequential(*layers)
+model = model.to(device)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 
 
@@ -72,18 +75,28 @@ def epoch():
         optimizer.step()
 
 
+def synchronize():
+    """Waits for queued GPU work, so that the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 epoch()  # warm-up
+synchronize()
 start = time.perf_counter()
 for _ in range(epochs):
     epoch()
+synchronize()
 train_seconds = time.perf_counter() - start
 
 model.eval()
 with torch.no_grad():
     model(batches[0][0])
+    synchronize()
     start = time.perf_counter()
     for x, _, _ in batches:
         model(x)
+    synchronize()
     score_seconds = time.perf_counter() - start
 
 print(json.dumps({

@@ -15,6 +15,7 @@
 //! skipped with a printed reason. Threads: `RAYON_NUM_THREADS` for Candle, the same count
 //! for torch. `WF_BENCH_MODELS=mlp` (or `patchtst`) runs one model only. Each side runs
 //! `WF_BENCH_REPEATS` times (default 3), alternating, and the medians are printed.
+//! `WF_BENCH_DEVICE=cuda:0` (with `--features cuda`) runs both sides on the GPU instead.
 
 use std::process::Command;
 use std::time::Instant;
@@ -26,6 +27,8 @@ use rand_distr::{Distribution, StandardNormal};
 use wf_shared::Panel;
 use wf_shared::calendar::TradingCalendar;
 use wf_shared::panel::PanelParts;
+use wf_worker::WorkerError;
+use wf_worker::device::DeviceChoice;
 use wf_worker::model::{Activation, ModelSpec, TrainParams, build};
 use wf_worker::train::{TrainRequest, score_range, train};
 
@@ -81,13 +84,12 @@ struct Figures {
 }
 
 /// Candle: per-epoch time of the product's `train()`, and scoring through `score_day`.
-fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_stock: f64) -> Figures {
-    let device = Device::Cpu;
+fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_stock: f64, device: &Device) -> Figures {
     let weights = vec![0.25; HORIZONS.len()];
-    let lookback = build(spec, FEATURES, HORIZONS.len(), 7, &device).map(|m| m.lookback()).unwrap_or(1);
+    let lookback = build(spec, FEATURES, HORIZONS.len(), 7, device).map(|m| m.lookback()).unwrap_or(1);
     let window = lookback - 1..lookback - 1 + days;
     let time_epochs = |epochs: u32| -> f64 {
-        let model = build(spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
+        let model = build(spec, FEATURES, HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
         let params = TrainParams { epochs, ..spec.train_params().clone() };
         let request = TrainRequest {
             panel,
@@ -98,14 +100,14 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
             seed: 7,
         };
         let started = Instant::now();
-        train(model.as_ref(), &request, &device).unwrap_or_else(|e| panic!("train: {e}"));
+        train(model.as_ref(), &request, device).unwrap_or_else(|e| panic!("train: {e}"));
         started.elapsed().as_secs_f64()
     };
     let one = time_epochs(1);
     let per_epoch = (time_epochs(1 + epochs) - one) / f64::from(epochs);
-    let model = build(spec, FEATURES, HORIZONS.len(), 7, &device).unwrap_or_else(|e| panic!("model: {e}"));
+    let model = build(spec, FEATURES, HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
     let started = Instant::now();
-    score_range(model.as_ref(), panel, window.clone(), 0, &device).unwrap_or_else(|e| panic!("score: {e}"));
+    score_range(model.as_ref(), panel, window.clone(), 0, device).unwrap_or_else(|e| panic!("score: {e}"));
     let train_rate = (STOCKS * days) as f64 / per_epoch;
     Figures {
         train: train_rate,
@@ -116,6 +118,7 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
 
 /// PyTorch: the reference script, or why it did not run.
 fn pytorch(
+    device: &str,
     kind: &str,
     shape: &str,
     days: usize,
@@ -132,6 +135,7 @@ fn pytorch(
         .arg(kind)
         .args(&args)
         .arg(shape)
+        .arg(device)
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !output.status.success() {
@@ -184,25 +188,30 @@ fn median(runs: &[Figures]) -> Figures {
     Figures { train: middle(|f| f.train), score: middle(|f| f.score), gflops: middle(|f| f.gflops) }
 }
 
-fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), String>) {
+/// `gflops` as a share of this machine's CPU peak (nothing on a GPU).
+fn of_peak(gflops: f64, on_cpu: bool) -> String {
+    if on_cpu { format!("({:.1}% of {PEAK_GFLOPS} GFLOP/s)", gflops / PEAK_GFLOPS * 100.0) } else { String::new() }
+}
+
+fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), String>, on_cpu: bool) {
     println!("{:<18} {:>22} {:>14} {:>9}", name, "train stock-days/s", "score days/s", "GFLOP/s");
     println!(
-        "{:<18} {:>22.0} {:>14.1} {:>9.2}  ({:.1}% of {PEAK_GFLOPS} GFLOP/s)",
+        "{:<18} {:>22.0} {:>14.1} {:>9.2}  {}",
         "  candle",
         candle.train,
         candle.score,
         candle.gflops,
-        candle.gflops / PEAK_GFLOPS * 100.0
+        of_peak(candle.gflops, on_cpu)
     );
     match reference {
         Ok((torch, version)) => {
             println!(
-                "{:<18} {:>22.0} {:>14.1} {:>9.2}  ({:.1}% of peak; torch {version})",
+                "{:<18} {:>22.0} {:>14.1} {:>9.2}  {} torch {version}",
                 "  pytorch",
                 torch.train,
                 torch.score,
                 torch.gflops,
-                torch.gflops / PEAK_GFLOPS * 100.0
+                of_peak(torch.gflops, on_cpu)
             );
             println!(
                 "  candle / pytorch: training {:.2}x, scoring {:.2}x (target >= 1.0x)",
@@ -232,10 +241,22 @@ fn main() {
         // SAFETY: as above, no other thread exists yet.
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000") };
     }
+    let (device, torch_device) = match std::env::var("WF_BENCH_DEVICE") {
+        Err(_) => (Device::Cpu, "cpu"),
+        Ok(text) => match text.parse::<DeviceChoice>().map_err(WorkerError::Device).and_then(DeviceChoice::device) {
+            Ok(Device::Cpu) => (Device::Cpu, "cpu"),
+            Ok(device) => (device, "cuda"),
+            Err(error) => {
+                eprintln!("WF_BENCH_DEVICE={text}: {error}");
+                std::process::exit(2);
+            }
+        },
+    };
+    let on_cpu = device.is_cpu();
     let panel = random_panel();
     let train = TrainParams { validation_days: 0, patience: 1000, warmup_steps: 1, ..TrainParams::default() };
     println!(
-        "{STOCKS} stocks per day, {FEATURES} features, {} horizons, {threads} threads; one day per step",
+        "{STOCKS} stocks per day, {FEATURES} features, {} horizons, {threads} threads, on {torch_device}; one day per step",
         HORIZONS.len()
     );
 
@@ -249,9 +270,12 @@ fn main() {
     let repeats: usize = std::env::var("WF_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     if wanted("mlp") {
         let (figures, reference) = alternate(repeats, || {
-            (candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops), pytorch("mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops))
+            (
+                candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops, &device),
+                pytorch(torch_device, "mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops),
+            )
         });
-        report(&format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()), &figures, reference);
+        report(&format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()), &figures, reference, on_cpu);
     }
 
     let (lookback, patch, d, layers, heads) = (60usize, 10usize, 64usize, 2usize, 4usize);
@@ -266,11 +290,11 @@ fn main() {
         let shape = format!("{lookback},{patch},{d},{layers},{heads}");
         let (figures, reference) = alternate(repeats, || {
             (
-                candle(&patchtst, &panel, days, 1, patchtst_flops),
-                pytorch("patchtst", &shape, days, 1, threads, patchtst_flops),
+                candle(&patchtst, &panel, days, 1, patchtst_flops, &device),
+                pytorch(torch_device, "patchtst", &shape, days, 1, threads, patchtst_flops),
             )
         });
-        report(&format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"), &figures, reference);
+        report(&format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"), &figures, reference, on_cpu);
     }
     println!("peak memory of this process (candle side): {:.0} MiB", peak_rss_mib());
 }
