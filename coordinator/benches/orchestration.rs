@@ -4,9 +4,11 @@
 //! the scheduler, the artifact store in a temporary directory) and a real
 //! `redis-server` started here. N worker connections (one HTTP/2 connection each) loop
 //! LeaseJob → ReportResult with a ready-made result of a realistic size (63 scored ages,
-//! drift of 12 features), so what is measured is everything but training: the RPCs, the
-//! Lua transitions, the fenced result check and the create-only result write. The
-//! in-memory store runs in the same process as the reference.
+//! drift of 12 features) and its job's identity (a real `JobIdentity` text, ~1 KB), so
+//! what is measured is everything but training: the RPCs, the Lua transitions, the
+//! fenced result check, the identity check (its hash must be the job key), sealing the
+//! result with its checksum and the create-only result write. The in-memory store runs
+//! in the same process as the reference.
 //!
 //! `cargo bench -p wf-coordinator --bench orchestration [-- --jobs N] [--connections N]`
 //!
@@ -15,6 +17,7 @@
 //! (ReportResult asking for the next lease, as `wf-worker` does), and for the in-memory
 //! store. Target (ISSUE 5): ≥ 5,000 jobs/s, p99 < 5 ms.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,7 @@ use wf_shared::age::{JobResult, TrainingSummary};
 use wf_shared::drift::DriftPath;
 use wf_shared::job::{RetryPolicy, SweepId};
 use wf_shared::metric::DayMetrics;
-use wf_shared::plan::JobKey;
+use wf_shared::plan::{JobIdentity, JobKey};
 
 // The allocator of the `wf` and `wf-worker` binaries, so the figures are theirs.
 #[global_allocator]
@@ -85,19 +88,43 @@ fn noop_result() -> v1::JobResult {
     })
 }
 
-fn job_keys(run: u64, count: usize) -> Vec<JobKey> {
-    (0..count as u64)
-        .map(|n| {
-            let hex = format!("{:016x}{:048x}", run, n);
-            JobKey::try_from(hex).unwrap_or_else(|_| unreachable!("64 hex digits are a valid key"))
-        })
-        .collect()
+/// Each job's identity as a worker reports it, by key: a real identity of the
+/// quickstart's `mlp` model, one per (run, job) seed.
+type Identities = Arc<HashMap<String, String>>;
+
+fn identities(run: u64, count: usize) -> Outcome<(Vec<JobKey>, Identities)> {
+    let config = wf_shared::spec::SweepConfig::from_toml(include_str!("../../configs/quickstart.toml"))?;
+    let model = wf_shared::model::ModelSpec::resolve(1, &config).map_err(|e| e.to_string())?;
+    let date = chrono::NaiveDate::from_ymd_opt(2022, 1, 3).ok_or("date")?;
+    let mut keys = Vec::with_capacity(count);
+    let mut map = HashMap::with_capacity(count);
+    for n in 0..count as u64 {
+        let identity = JobIdentity {
+            format: wf_shared::plan::JOB_FORMAT.into(),
+            trainer: wf_shared::model::TRAINER_VERSION,
+            dataset: wf_shared::DatasetHash::from_bytes([7; 32]),
+            features: wf_shared::FEATURES.iter().map(|f| f.name.to_string()).collect(),
+            model: model.clone(),
+            seed: run << 32 | n,
+            train: [date, date],
+            horizons: config.horizons.clone(),
+            primary_horizon: config.primary_horizon,
+            k: config.k,
+            embargo: 0,
+            score: [date, date],
+        }
+        .to_canonical();
+        let key = JobKey::of_identity(&identity);
+        keys.push(key);
+        map.insert(key.to_string(), identity);
+    }
+    Ok((keys, Arc::new(map)))
 }
 
-/// Queues `count` jobs of one sweep in `store`.
-async fn queue(store: &Arc<dyn JobStore>, run: u64, count: usize) -> Outcome<()> {
+/// Queues `keys` as the jobs of one sweep in `store`.
+async fn queue(store: &Arc<dyn JobStore>, run: u64, keys: Vec<JobKey>) -> Outcome<()> {
     let id = SweepId::from_entropy(run);
-    let keys = job_keys(run, count);
+    let count = keys.len();
     let record = SweepRecord {
         id: id.clone(),
         name: format!("bench-{run}"),
@@ -128,11 +155,12 @@ enum Protocol {
 /// One worker connection: lease and report until the queue is empty. Returns each job's
 /// round trips from lease to committed report (with `Combined`, the report call that
 /// also leased the next job, plus any LeaseJob call the job needed).
-async fn worker(address: String, name: String, protocol: Protocol) -> Outcome<Vec<Duration>> {
+async fn worker(address: String, name: String, protocol: Protocol, identities: Identities) -> Outcome<Vec<Duration>> {
     let mut client = WorkerServiceClient::connect(address).await?.max_decoding_message_size(64 << 20);
     let worker_id = client
         .register_worker(v1::RegisterWorkerRequest {
             protocol_version: wf_proto::PROTOCOL_VERSION,
+            trainer_version: wf_shared::model::TRAINER_VERSION,
             name,
             device: "noop".into(),
             capacity: 1,
@@ -154,12 +182,13 @@ async fn worker(address: String, name: String, protocol: Protocol) -> Outcome<Ve
                 lease
             }
         };
+        let identity = identities.get(&lease.job_key).ok_or("a lease of an unknown job")?.clone();
         let reported = client
             .report_result(v1::ReportResultRequest {
                 worker_id: worker_id.clone(),
                 job_key: lease.job_key,
                 attempt: lease.attempt,
-                result: Some(result.clone()),
+                result: Some(v1::JobResult { identity, ..result.clone() }),
                 lease_next: protocol == Protocol::Combined,
             })
             .await?;
@@ -187,11 +216,13 @@ async fn level(
     let address = format!("http://{}", listener.local_addr()?);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(wf_coordinator::server::serve(scheduler, listener, shutdown.clone()));
-    queue(&store, run, jobs).await?;
+    let (keys, identities) = identities(run, jobs)?;
+    queue(&store, run, keys).await?;
 
     let started = Instant::now();
-    let workers: Vec<_> =
-        (0..connections).map(|c| tokio::spawn(worker(address.clone(), format!("bench-{run}-{c}"), protocol))).collect();
+    let workers: Vec<_> = (0..connections)
+        .map(|c| tokio::spawn(worker(address.clone(), format!("bench-{run}-{c}"), protocol, identities.clone())))
+        .collect();
     let mut round_trips = Vec::with_capacity(jobs);
     for handle in workers {
         round_trips.extend(handle.await??);

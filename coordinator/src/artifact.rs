@@ -4,13 +4,16 @@
 //! ```text
 //! sweeps/<sweep id>/sweep.json      the sweep record (spec, dataset, job keys)
 //! sweeps/<sweep id>/manifest.json   the split manifest (every job's dates)
-//! results/<job key>.pb              a job's result (walkforward.v1.JobResult), written once
+//! results/<job key>.pb              a job's result (walkforward.v1.StoredResult), written once
+//! refused/<job key>.<unix ms>.pb     a result refused on reuse, moved aside (kept for a post-mortem)
 //! reports/<sweep id>/<name>         reports
 //! ```
 //!
 //! Results are keyed by job key and written with "create only": a second write of the
 //! same key (a retried report, a late stale worker) changes nothing, so a committed
-//! result is never replaced.
+//! result is never replaced. The one exception: a result the coordinator refuses to reuse
+//! (damaged, or not the planned job's) is moved to `refused/`, so the job's next result
+//! can be committed in its place.
 
 use std::sync::Arc;
 
@@ -130,6 +133,18 @@ impl ArtifactStore {
         self.get(self.result_path(key)).await
     }
 
+    /// Moves a refused result out of `results/` to `refused/<key>.<now_ms>.pb`; returns
+    /// where it went (`None`: there was nothing to move, e.g. another coordinator did).
+    pub async fn set_aside_result(&self, key: &JobKey, now_ms: i64) -> Result<Option<String>, ArtifactError> {
+        let from = self.result_path(key);
+        let to = self.path(&format!("refused/{key}.{now_ms}.pb"));
+        match self.store.rename(&from, &to).await {
+            Ok(()) => Ok(Some(to.to_string())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(ArtifactError::Io { path: from.to_string(), source }),
+        }
+    }
+
     pub async fn has_result(&self, key: &JobKey) -> Result<bool, ArtifactError> {
         let path = self.result_path(key);
         match self.store.head(&path).await {
@@ -164,6 +179,13 @@ mod tests {
         assert!(dir.path().join(format!("artifacts/results/{key}.pb")).exists());
         let missing = crate::store::conformance::key(10);
         assert_eq!(store.result(&missing).await.expect("get"), None);
+        // A refused result is moved aside; the next commit of the key then succeeds.
+        let moved = store.set_aside_result(&key, 42).await.expect("set aside").expect("moved");
+        assert!(moved.ends_with(&format!("refused/{key}.42.pb")), "{moved}");
+        assert!(!store.has_result(&key).await.expect("head"));
+        assert_eq!(store.set_aside_result(&key, 43).await.expect("nothing to move"), None);
+        assert!(store.put_result(&key, Bytes::from_static(b"third")).await.expect("put"));
+        assert_eq!(store.result(&key).await.expect("get").as_deref(), Some(&b"third"[..]));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -290,9 +289,9 @@ impl Scheduler {
 
         let keys: Vec<JobKey> = plan.jobs.iter().map(|job| job.key).collect();
         let mut precomputed = Vec::new();
-        for key in &keys {
-            if self.artifacts.has_result(key).await? {
-                precomputed.push(*key);
+        for job in &plan.jobs {
+            if self.verified_result(&job.key, Expected::Planned(&job.identity)).await?.is_some() {
+                precomputed.push(job.key);
             }
         }
         let record = SweepRecord {
@@ -312,7 +311,8 @@ impl Scheduler {
         let done: BTreeSet<JobKey> = precomputed.iter().copied().collect();
         let to_queue: Vec<JobKey> = keys.iter().filter(|key| !done.contains(key)).copied().collect();
         let added = self.store.enqueue(&id, &to_queue, now).await?;
-        // Jobs an earlier sweep dead-lettered or cancelled get another chance here.
+        // Jobs an earlier sweep dead-lettered or cancelled, and jobs whose stored result
+        // was just refused, get another chance here.
         let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
         let added = added + resubmitted;
         lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset }));
@@ -455,9 +455,26 @@ impl Scheduler {
         }
     }
 
-    /// Commits a job's result: only the current attempt may, and only once.
-    pub async fn report_result(&self, key: &JobKey, attempt: u32, result: v1::JobResult) -> Result<(), SchedulerError> {
-        let bytes = Bytes::from(result.encode_to_vec());
+    /// Commits a job's result: only the current attempt may, only once, and only a
+    /// result whose identity hashes to the job's key. It is stored sealed: the identity
+    /// in full and a checksum (`wf_proto::stored`).
+    pub async fn report_result(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        mut result: v1::JobResult,
+    ) -> Result<(), SchedulerError> {
+        if JobKey::of_identity(&result.identity) != *key {
+            let reason = if result.identity.is_empty() {
+                "missing (a worker of an earlier protocol?)".to_string()
+            } else {
+                format!("its hash is not the job key {}: the worker trained another job", key.short())
+            };
+            metrics::counter!("wf_results_rejected_total").increment(1);
+            return Err(wf_proto::ConversionError { field: "result.identity".into(), reason }.into());
+        }
+        let identity = std::mem::take(&mut result.identity);
+        let bytes = Bytes::from(wf_proto::stored::seal(&identity, &result));
         let seconds = JobResult::try_from(result)?.training.seconds;
         let record = self.store.job(key).await?.ok_or_else(|| SchedulerError::UnknownJob(key.short()))?;
         let state = record.state;
@@ -574,7 +591,7 @@ impl Scheduler {
                 if state.is_some() {
                     continue;
                 }
-                if !self.artifacts.has_result(key).await? {
+                if self.verified_result(key, Expected::KeyOnly).await?.is_none() {
                     lost.push(*key);
                 } else if !known.contains(key) {
                     committed.push(*key);
@@ -634,13 +651,11 @@ impl Scheduler {
         let mut runs = Vec::with_capacity(planned.plan.jobs.len());
         let mut missing = Vec::new();
         for job in &planned.plan.jobs {
-            let Some(bytes) = self.artifacts.result(&job.key).await? else {
+            // A result refused here is reported as missing (and set aside for a rerun).
+            let Some(message) = self.verified_result(&job.key, Expected::Planned(&job.identity)).await? else {
                 missing.push(job.key.to_string());
                 continue;
             };
-            let message = v1::JobResult::decode(bytes.as_ref()).map_err(|e| {
-                SchedulerError::Internal(format!("result of job {} is unreadable: {e}", job.key.short()))
-            })?;
             let result = JobResult::try_from(message)
                 .map_err(|e| SchedulerError::Internal(format!("result of job {} is invalid: {e}", job.key.short())))?;
             runs.push(ModelRun::of_job(job, result));
@@ -666,6 +681,9 @@ impl Scheduler {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+mod reuse;
+use reuse::Expected;
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use wf_proto::v1::sweep_service_server::SweepService;
 use wf_proto::v1::worker_service_server::WorkerService;
 use wf_proto::{ConversionError, PROTOCOL_VERSION, v1};
 use wf_shared::job::{FailureKind, SweepId};
+use wf_shared::model::TRAINER_VERSION;
 use wf_shared::plan::JobKey;
 
 use crate::scheduler::{HeartbeatAction, Progress, Scheduler, SchedulerError, SweepStatus};
@@ -191,6 +192,16 @@ impl WorkerService for Workers {
             return Err(invalid(
                 "protocol_version",
                 format!("this coordinator speaks protocol {PROTOCOL_VERSION}, the worker {}", request.protocol_version),
+            )
+            .into());
+        }
+        if request.trainer_version != TRAINER_VERSION {
+            return Err(invalid(
+                "trainer_version",
+                format!(
+                    "this coordinator plans jobs for trainer version {TRAINER_VERSION}, the worker trains version {} (run the same release on both)",
+                    request.trainer_version
+                ),
             )
             .into());
         }

@@ -89,8 +89,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Queues the jobs not yet in the store (leasable from `now`); returns how many were new.
     async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
 
-    /// Queues again, for `sweep`, the jobs of `keys` that ended without a result
-    /// (dead-lettered or cancelled), with a fresh retry budget; returns how many.
+    /// Queues again, for `sweep`, the jobs of `keys` that ended without a usable result
+    /// (dead-lettered, cancelled, or succeeded with a result refused on reuse), with a
+    /// fresh retry budget; returns how many. Attempt numbers carry on.
     async fn resubmit(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
 
     /// Leases the longest-waiting ready job to `worker` for `lease_ms`, if any is ready.

@@ -13,6 +13,7 @@
 //! | `wf_leases_expired_total` | counter | leases the reaper took back |
 //! | `wf_heartbeats_total` | counter | heartbeats answered |
 //! | `wf_results_committed_total` / `wf_results_rejected_total` | counter | results committed / refused as stale |
+//! | `wf_results_refused_total{reason}` | counter | stored results not reused (unreadable, format, checksum, identity) and set aside |
 //! | `wf_job_failures_total{kind}` | counter | failures reported (retryable, permanent, preempted) |
 //! | `wf_job_retries_total` | counter | failed jobs queued again |
 //! | `wf_dead_letters_total` | counter | jobs dead-lettered |
@@ -56,6 +57,10 @@ fn describe() {
     describe_counter!("wf_heartbeats_total", "Heartbeats answered.");
     describe_counter!("wf_results_committed_total", "Results committed.");
     describe_counter!("wf_results_rejected_total", "Results refused because their lease was no longer current.");
+    describe_counter!(
+        "wf_results_refused_total",
+        "Stored results refused on reuse and set aside, by reason (unreadable, format, checksum, identity)."
+    );
     describe_counter!("wf_job_failures_total", "Failures reported by workers, by kind.");
     describe_counter!("wf_job_retries_total", "Failed jobs queued again.");
     describe_counter!("wf_dead_letters_total", "Jobs dead-lettered.");

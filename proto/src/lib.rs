@@ -8,15 +8,17 @@ pub mod v1 {
 }
 
 mod result;
+pub mod stored;
 
 /// The encoded descriptors of `walkforward.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walkforward_descriptor.bin"));
 
 /// The worker protocol this build speaks; `RegisterWorker` refuses any other. 2: drift
 /// counts are packed (`Drift.training_counts`, `Drift.day_counts`); 3: the day counts are
-/// fixed-width bytes (`Drift.day_count_width`, `Drift.day_counts_fixed`). Results stored
-/// by every earlier protocol are still read.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// fixed-width bytes (`Drift.day_count_width`, `Drift.day_counts_fixed`); 4: a result
+/// carries its job's identity (`JobResult.identity`) and registration the worker's
+/// trainer version. Results are stored as [`v1::StoredResult`] (see [`stored`]).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 use wf_shared::dataset::DatasetRef;
 

@@ -41,6 +41,7 @@ impl From<JobResult> for v1::JobResult {
                 })
                 .collect(),
             drift: Some(fixed_drift(&result.drift)),
+            identity: String::new(),
         }
     }
 }

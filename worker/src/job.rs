@@ -53,7 +53,8 @@ impl JobOutput {
     }
 }
 
-/// Loss weight of each horizon: as given, else 1 for the primary and 0.5 for the rest.
+/// Loss weight of each horizon: as given, else 1 for the primary and 0.5 for the rest
+/// ([`ModelSpec::resolve`] writes them out; this covers a spec built by hand).
 pub fn horizon_weights(spec: &ModelSpec, config: &SweepConfig) -> Vec<f64> {
     spec.train_params().horizon_weights.clone().unwrap_or_else(|| {
         config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.5 }).collect()
@@ -61,19 +62,24 @@ pub fn horizon_weights(spec: &ModelSpec, config: &SweepConfig) -> Vec<f64> {
 }
 
 /// Refuses a job whose training labels reach its retrain date (defence in depth on
-/// top of the planner): the label of day `t` at horizon `h` is the close of `t + h`.
+/// top of the planner): the label of day `t` at horizon `h` is the close of `t + h`, and
+/// with an embargo of `e` days it must be dated at least `e + 1` trading days before
+/// the retrain date. Recomputed from the calendar and the spec, not from the planner's
+/// fields beyond the job's own days.
 pub fn check_no_leakage(panel: &Panel, config: &SweepConfig, job: &Job) -> Result<(), WorkerError> {
     let longest = config.longest_horizon() as usize;
+    let embargo = config.embargo as usize;
     let date = |day: usize| panel.calendar().date(day).map_or_else(|| format!("day {day}"), |d| d.to_string());
     let Some(last_train) = job.train_days.end.checked_sub(1) else {
         return Err(WorkerError::Leakage { job: job.key.short(), reason: "its training window is empty".into() });
     };
     let label_day = last_train + longest;
-    if label_day >= job.retrain_day {
+    if label_day + embargo >= job.retrain_day {
+        let embargo_text = if embargo == 0 { String::new() } else { format!(" less an embargo of {embargo} days") };
         return Err(WorkerError::Leakage {
             job: job.key.short(),
             reason: format!(
-                "the label of {} at horizon {longest} is dated {}, on or after the retrain date {}",
+                "the label of {} at horizon {longest} is dated {}, not before the retrain date {}{embargo_text}",
                 date(last_train),
                 date(label_day),
                 date(job.retrain_day)
@@ -85,11 +91,7 @@ pub fn check_no_leakage(panel: &Panel, config: &SweepConfig, job: &Job) -> Resul
 
 /// Trains and scores `job` of `config` on `panel`.
 pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) -> Result<JobOutput, WorkerError> {
-    let model_config = config
-        .models
-        .get(job.model)
-        .ok_or_else(|| WorkerError::NoData(format!("the sweep has no model {}", job.model)))?;
-    let spec = ModelSpec::from_config(job.model, model_config, config.horizons.len()).map_err(WorkerError::Spec)?;
+    let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
     let model = build(&spec, panel.features().len(), config.horizons.len(), job.seed, device)?;
     let weights = horizon_weights(&spec, config);

@@ -124,6 +124,7 @@ pub async fn run(
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let registration = v1::RegisterWorkerRequest {
         protocol_version: PROTOCOL_VERSION,
+        trainer_version: wf_shared::model::TRAINER_VERSION,
         name: config.name.clone(),
         device: device_name(&device),
         capacity: config.capacity as u32,
@@ -330,6 +331,8 @@ impl Worker {
             }
         };
         let device = self.device.clone();
+        // The result says which job it is; the coordinator checks that against the key.
+        let identity = job.identity.clone();
         let injected = self.fail_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
         let mut task = tokio::task::spawn_blocking(move || {
             if injected {
@@ -378,7 +381,7 @@ impl Worker {
                     worker_id: self.id.clone(),
                     job_key: lease.job_key.clone(),
                     attempt: lease.attempt,
-                    result: Some(result.into()),
+                    result: Some(v1::JobResult { identity, ..result.into() }),
                     lease_next: lease_next && !shutdown.is_cancelled(),
                 };
                 let reported = retry_unavailable(shutdown, || {

@@ -263,7 +263,19 @@ fn a_window_whose_labels_reach_the_retrain_date_is_refused() {
     let error = run_job(&market.panel, &market.config, &job, &Device::Cpu).expect_err("leaking window");
     assert!(matches!(error, WorkerError::Leakage { .. }));
     assert!(!error.retryable());
-    assert!(error.to_string().contains("on or after the retrain date"), "{error}");
+    assert!(error.to_string().contains("not before the retrain date"), "{error}");
+}
+
+#[test]
+fn a_window_inside_the_embargo_is_refused() {
+    let market = market();
+    // The job as planned without an embargo, run under a spec that asks for 3 days.
+    let job = job_before_break(market, 0).clone();
+    let mut config = market.config.clone();
+    config.embargo = 3;
+    let error = run_job(&market.panel, &config, &job, &Device::Cpu).expect_err("inside the embargo");
+    assert!(matches!(error, WorkerError::Leakage { .. }));
+    assert!(error.to_string().contains("less an embargo of 3 days"), "{error}");
 }
 
 /// The GPU check. On CUDA device 0 every model trains (its loss falls and its ΔP@K before

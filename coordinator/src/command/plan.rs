@@ -49,7 +49,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
     let planning_ms = started.elapsed().as_secs_f64() * 1e3;
     let calendar = dataset.panel.calendar();
     let manifest = Manifest::new(&config, dataset.content_hash, calendar, &plan);
-    let leaking = audit(&manifest, calendar);
+    let leaking = audit(&manifest, calendar, &config);
     if let Some(path) = &args.manifest {
         let text = serde_json::to_string_pretty(&manifest).context("failed to serialise the manifest")?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -196,7 +196,7 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
     }
     report.series = series_all;
     let manifest = Manifest::new(config, dataset_hash, calendar, plan);
-    let findings = audit(&manifest, calendar);
+    let findings = audit(&manifest, calendar, config);
     report.audit = Some(AuditSummary {
         jobs: manifest.jobs.len(),
         leaking_jobs: findings.len(),

@@ -12,7 +12,7 @@ use super::*;
 use crate::store::MemoryJobStore;
 
 #[derive(Debug)]
-struct ManualClock(AtomicI64);
+pub(super) struct ManualClock(pub(super) AtomicI64);
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> UnixMs {
@@ -20,7 +20,7 @@ impl Clock for ManualClock {
     }
 }
 
-const SPEC: &str = r#"
+pub(super) const SPEC: &str = r#"
 name = "scheduler"
 [dataset]
 panel = "synth:stocks=40,days=400,seed=5"
@@ -45,7 +45,7 @@ seeds = [0]
 params = { epochs = 3 }
 "#;
 
-fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler {
+pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler {
     let store =
         Arc::new(MemoryJobStore::new(RetryPolicy { max_attempts: 2, backoff_base_ms: 100, backoff_cap_ms: 100 }));
     let artifacts = ArtifactStore::open(&artifacts.display().to_string()).expect("artifacts");
@@ -53,14 +53,24 @@ fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler 
     Scheduler::new(store, artifacts, clock, config)
 }
 
-/// Trains a leased job in this thread, as a worker would.
-fn compute(lease: &JobLease) -> v1::JobResult {
+/// Trains a leased job in this thread, as a worker would, and reports its identity.
+pub(super) fn compute(lease: &JobLease) -> v1::JobResult {
     let config = SweepConfig::from_toml(&lease.spec_toml).expect("spec");
     let dataset = load_dataset(&lease.dataset.uri, &config.horizons).expect("dataset");
     let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).expect("plan");
     let job = plan.jobs.iter().find(|job| job.key == lease.lease.key).expect("job in plan");
     let output = wf_worker::job::run_job(&dataset.panel, &config, job, &candle_core::Device::Cpu).expect("job runs");
-    output.result().into()
+    v1::JobResult { identity: job.identity.clone(), ..output.result().into() }
+}
+
+/// Leases and commits every ready job; returns how many.
+pub(super) async fn run_all(scheduler: &Scheduler) -> usize {
+    let mut ran = 0;
+    while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
+        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        ran += 1;
+    }
+    ran
 }
 
 #[tokio::test]
@@ -318,6 +328,7 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
     let worker_id = client
         .register_worker(v1::RegisterWorkerRequest {
             protocol_version: wf_proto::PROTOCOL_VERSION,
+            trainer_version: wf_shared::model::TRAINER_VERSION,
             name: "test".into(),
             device: "cpu".into(),
             capacity: 1,

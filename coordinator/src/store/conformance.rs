@@ -61,7 +61,7 @@ where
         sweeps_are_stored_and_listed,
         concurrent_workers_never_share_a_job,
         apply_from_an_outdated_read_decides_again,
-        resubmission_requeues_only_jobs_that_ended_without_a_result,
+        resubmission_requeues_the_jobs_that_ended_but_not_the_live_ones,
     );
     failures
 }
@@ -78,10 +78,11 @@ async fn enqueue_is_idempotent_across_sweeps(store: Arc<dyn JobStore>) -> Outcom
     check(depth.queued == 4, || format!("queued {depth:?}, expected 4"))
 }
 
-async fn resubmission_requeues_only_jobs_that_ended_without_a_result(store: Arc<dyn JobStore>) -> Outcome {
-    let keys = [key(1), key(2), key(3), key(4)];
+async fn resubmission_requeues_the_jobs_that_ended_but_not_the_live_ones(store: Arc<dyn JobStore>) -> Outcome {
+    let keys = [key(1), key(2), key(3), key(4), key(5)];
     store.enqueue(&sweep(), &keys, T0).await.map_err(|e| e.to_string())?;
-    // key 1 succeeds, key 2 is dead-lettered, key 3 is cancelled, key 4 stays queued.
+    // key 1 succeeds (then its result is refused on reuse: the caller resubmits it), key 2
+    // is dead-lettered, key 3 is cancelled, key 4 is leased, key 5 stays queued.
     for expected in [key(1), key(2)] {
         let lease = store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
         check(lease.key == expected, || format!("leased {:?}, expected {expected:?}", lease.key))?;
@@ -89,12 +90,14 @@ async fn resubmission_requeues_only_jobs_that_ended_without_a_result(store: Arc<
     store.complete(&key(1), 1, T0).await.map_err(|e| e.to_string())?;
     store.fail(&key(2), 1, FailureKind::Permanent, "bad", T0).await.map_err(|e| e.to_string())?;
     store.cancel(&[key(3)], T0).await.map_err(|e| e.to_string())?;
+    let live = store.lease("w", LEASE, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    check(live.key == key(4), || format!("leased {:?}, expected key 4", live.key))?;
     let later = SweepId::from_entropy(9);
     let count = store.resubmit(&later, &keys, T0 + 1).await.map_err(|e| e.to_string())?;
-    check(count == 2, || format!("resubmitted {count}, expected 2 (keys 2 and 3)"))?;
+    check(count == 3, || format!("resubmitted {count}, expected 3 (keys 1, 2 and 3)"))?;
     let depth = store.depth().await.map_err(|e| e.to_string())?;
-    check(depth == super::QueueDepth { queued: 3, leased: 0, dead_lettered: 0 }, || format!("{depth:?}"))?;
-    for (n, owner) in [(1, sweep()), (2, later.clone()), (3, later.clone()), (4, sweep())] {
+    check(depth == super::QueueDepth { queued: 4, leased: 1, dead_lettered: 0 }, || format!("{depth:?}"))?;
+    for (n, owner) in [(1, later.clone()), (2, later.clone()), (3, later.clone()), (4, sweep()), (5, sweep())] {
         let record = store.job(&key(n)).await.map_err(|e| e.to_string())?.ok_or("job missing")?;
         check(record.sweep == owner, || format!("key {n} is owned by {}, expected {owner}", record.sweep))?;
     }
@@ -108,7 +111,9 @@ async fn resubmission_requeues_only_jobs_that_ended_without_a_result(store: Arc<
         leased.push((lease.key, lease.attempt, lease.sweep));
     }
     leased.sort();
-    let expected = vec![(key(2), 2, later.clone()), (key(3), 1, later), (key(4), 1, sweep())];
+    let expected =
+        vec![(key(1), 2, later.clone()), (key(2), 2, later.clone()), (key(3), 1, later), (key(5), 1, sweep())];
+    // The lease of key 4 was left alone.
     check(leased == expected, || format!("leased {leased:?}, expected {expected:?}"))
 }
 

@@ -114,7 +114,7 @@ impl JobStore for MemoryJobStore {
         let mut resubmitted = 0;
         for key in keys {
             let Some(record) = inner.jobs.get(key) else { continue };
-            if !matches!(record.state.phase, Phase::DeadLettered | Phase::Cancelled) {
+            if !matches!(record.state.phase, Phase::DeadLettered | Phase::Cancelled | Phase::Succeeded { .. }) {
                 continue;
             }
             inner.apply(key, &JobEvent::Resubmit, now, &self.policy)?;

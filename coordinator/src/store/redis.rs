@@ -157,7 +157,7 @@ impl RedisJobStore {
         owner: Option<&SweepId>,
     ) -> Result<bool, StoreError> {
         let (script, extra) = match (&current.phase, &next.phase) {
-            (Phase::DeadLettered | Phase::Cancelled, Phase::Queued { not_before }) => {
+            (Phase::DeadLettered | Phase::Cancelled | Phase::Succeeded { .. }, Phase::Queued { not_before }) => {
                 (&self.scripts.resubmit, not_before.to_string())
             }
             (Phase::Queued { .. }, Phase::Leased { expires_at, .. }) => (&self.scripts.lease, expires_at.to_string()),
@@ -272,7 +272,7 @@ impl JobStore for RedisJobStore {
         for (key, state) in keys.iter().zip(self.states(keys).await?) {
             let Some(mut current) = state else { continue };
             for _ in 0..MAX_RACES {
-                if !matches!(current.phase, Phase::DeadLettered | Phase::Cancelled) {
+                if !matches!(current.phase, Phase::DeadLettered | Phase::Cancelled | Phase::Succeeded { .. }) {
                     break;
                 }
                 let Applied::Changed(next) = current.apply(&JobEvent::Resubmit, now, &self.policy)? else { break };

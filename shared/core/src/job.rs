@@ -245,7 +245,9 @@ impl JobState {
                     Ok(Applied::Unchanged)
                 }
                 (Phase::Cancelled, JobEvent::Cancel) => Ok(Applied::Unchanged),
-                (Phase::DeadLettered | Phase::Cancelled, JobEvent::Resubmit) => {
+                // A later sweep needs the job again: it ended without a result, or its
+                // result was refused on reuse (damaged, or not the planned job's).
+                (Phase::DeadLettered | Phase::Cancelled | Phase::Succeeded { .. }, JobEvent::Resubmit) => {
                     let mut next = self.clone();
                     next.failures = 0;
                     next.phase = Phase::Queued { not_before: now };

@@ -10,6 +10,7 @@
 //! | [`calendar`] | the trading calendar: sorted distinct dates, offsets in trading days |
 //! | [`cadence`] | retraining cadences and the retrain dates they select |
 //! | [`spec`] | sweep specs (TOML) and their validation, errors naming the field |
+//! | [`model`] | model hyperparameters with their defaults resolved, the trainer version |
 //! | [`plan`] | the planner: jobs with the purge rule, job keys, dedup, split manifest |
 //! | [`bars`] | validated daily OHLCV, stored per stock on the calendar |
 //! | [`feature`] | the feature catalogue and the panel builder (features + forward targets) |
@@ -39,6 +40,7 @@ pub mod feature;
 pub mod job;
 pub mod linear;
 pub mod metric;
+pub mod model;
 pub mod panel;
 pub mod plan;
 pub mod replay;

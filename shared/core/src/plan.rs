@@ -6,9 +6,10 @@
 //! the label of its last training day is the close of `r − e − 1`, known before the
 //! model goes live at `r`. It scores days `r .. r + max_age`, cut at the last day whose
 //! longest-horizon target has matured. A job is one (model, seed, window, retrain day);
-//! every cadence that retrains on that day shares it, and its key (a hash of everything
-//! that determines its result) lets later sweeps reuse it too.
+//! every cadence that retrains on that day shares it, and its key (the hash of its
+//! [`JobIdentity`]: everything that determines its result) lets later sweeps reuse it too.
 
+mod identity;
 mod manifest;
 
 use std::collections::BTreeSet;
@@ -16,15 +17,14 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-pub use manifest::{Manifest, ManifestJob, audit};
+pub use identity::{JOB_FORMAT, JobIdentity, identity_differences};
+pub use manifest::{AuditFinding, Manifest, ManifestJob, audit};
 
 use crate::cadence::Cadence;
 use crate::calendar::TradingCalendar;
 use crate::dataset::DatasetHash;
-use crate::spec::{ModelConfig, SpecError, SpecErrors, SweepConfig, TopK};
-
-/// Bumped whenever what a job computes changes, so old results are not reused.
-pub const JOB_FORMAT: &str = "walkforward-job-v1";
+use crate::model::{ModelSpec, TRAINER_VERSION, resolve_models};
+use crate::spec::{SpecError, SpecErrors, SweepConfig, TopK};
 
 /// What the planner needs to know about the dataset.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ pub struct PlanInput<'a> {
     pub horizons: &'a [u32],
 }
 
-/// A job's identity: a hash of its dataset, features, model and seed, dates and horizons.
+/// A job's key: the BLAKE3 hash of its [`JobIdentity`]'s canonical JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct JobKey(DatasetHash);
@@ -86,6 +86,8 @@ pub struct Job {
     pub score_days: Range<usize>,
     /// The cadences that retrain with this job.
     pub cadences: Vec<Cadence>,
+    /// The canonical JSON of the job's [`JobIdentity`]; `key` is its hash.
+    pub identity: String,
 }
 
 /// Jobs of one (window, cadence) cell, before dedup.
@@ -219,9 +221,9 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
         return Err(SpecErrors(problems));
     }
 
-    let features_digest = blake3::hash(input.feature_names.join("\n").as_bytes()).to_hex().to_string();
+    let specs = resolve_models(config)?;
     let mut jobs = Vec::with_capacity(distinct as usize);
-    for (model_index, model) in config.models.iter().enumerate() {
+    for (model_index, (model, spec)) in config.models.iter().zip(&specs).enumerate() {
         for (seed, window) in model.seeds.iter().flat_map(|s| config.train_windows.iter().map(move |w| (*s, w))) {
             for &retrain_day in &union {
                 let train_end = retrain_day - e - h;
@@ -232,9 +234,9 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
                     .filter(|(_, days)| days.binary_search(&retrain_day).is_ok())
                     .map(|(c, _)| *c)
                     .collect();
-                let key = job_key(config, input, &features_digest, model, seed, &train_days, &score_days);
+                let identity = job_identity(config, input, spec, seed, &train_days, &score_days).to_canonical();
                 jobs.push(Job {
-                    key,
+                    key: JobKey::of_identity(&identity),
                     model: model_index,
                     seed,
                     window: *window,
@@ -242,6 +244,7 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
                     train_days,
                     score_days,
                     cadences,
+                    identity,
                 });
             }
         }
@@ -281,29 +284,30 @@ pub fn plan_panel(
     plan(config, &input)
 }
 
-/// Canonical JSON of everything that determines a job's result, hashed.
-fn job_key(
+/// Everything that determines a job's result.
+fn job_identity(
     config: &SweepConfig,
     input: &PlanInput<'_>,
-    features_digest: &str,
-    model: &ModelConfig,
+    spec: &ModelSpec,
     seed: u64,
     train_days: &Range<usize>,
     score_days: &Range<usize>,
-) -> JobKey {
-    let date = |day: usize| input.calendar.date(day).unwrap_or_default().to_string();
-    // serde_json writes object keys in sorted order (BTreeMap), so this is canonical.
-    let identity = serde_json::json!({
-        "format": JOB_FORMAT,
-        "dataset": input.dataset_hash.to_string(),
-        "features": features_digest,
-        "model": { "kind": model.kind, "params": model.params, "seed": seed },
-        "train": [date(train_days.start), date(train_days.end - 1)],
-        "horizons": config.horizons,
-        "score": [date(score_days.start), date(score_days.end - 1)],
-    });
-    let bytes = identity.to_string();
-    JobKey(DatasetHash::from_bytes(*blake3::hash(bytes.as_bytes()).as_bytes()))
+) -> JobIdentity {
+    let date = |day: usize| input.calendar.date(day).unwrap_or_default();
+    JobIdentity {
+        format: JOB_FORMAT.to_string(),
+        trainer: TRAINER_VERSION,
+        dataset: input.dataset_hash,
+        features: input.feature_names.to_vec(),
+        model: spec.clone(),
+        seed,
+        train: [date(train_days.start), date(train_days.end - 1)],
+        horizons: config.horizons.clone(),
+        primary_horizon: config.primary_horizon,
+        k: config.k,
+        embargo: config.embargo,
+        score: [date(score_days.start), date(score_days.end - 1)],
+    }
 }
 
 #[cfg(test)]

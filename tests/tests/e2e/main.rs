@@ -5,4 +5,5 @@ mod data_cli;
 mod deploy;
 mod plan_cli;
 mod report_html;
+mod reuse;
 mod train_cli;

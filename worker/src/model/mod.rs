@@ -12,7 +12,6 @@ pub mod fused;
 mod linear;
 mod mlp;
 mod patchtst;
-mod spec;
 
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
@@ -22,7 +21,7 @@ use rand_distr::{Distribution, Uniform};
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use patchtst::{PatchTst, PatchTstShape};
-pub use spec::{Activation, ModelSpec, TrainParams, check_models};
+pub use wf_shared::model::{Activation, ModelSpec, TRAINER_VERSION, TrainParams, check_models, resolve_models};
 
 /// Whether a forward pass trains (dropout on, with its random masks) or evaluates.
 #[derive(Debug)]

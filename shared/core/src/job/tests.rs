@@ -90,7 +90,7 @@ fn every_state_event_pair_has_the_documented_outcome() {
         ("succeeded",   &succeeded,   fail(2, FailureKind::Retryable),    Illegal),
         ("succeeded",   &succeeded,   JobEvent::Expire,                   Illegal),
         ("succeeded",   &succeeded,   JobEvent::Cancel,                   Illegal),
-        ("succeeded",   &succeeded,   JobEvent::Resubmit,                 Illegal),
+        ("succeeded",   &succeeded,   JobEvent::Resubmit,                 To("queued")),
         ("dead",        &dead,        lease.clone(),                      Illegal),
         ("dead",        &dead,        complete(2),                        Illegal),
         ("dead",        &dead,        complete(1),                        Stale),
@@ -109,6 +109,20 @@ fn every_state_event_pair_has_the_documented_outcome() {
     for (name, from, event, expected) in table {
         assert_eq!(outcome(from.apply(&event, NOW, &POLICY)), expected, "{name} + {event:?}");
     }
+}
+
+#[test]
+fn a_success_whose_result_was_refused_is_queued_again_and_old_attempts_stay_fenced() {
+    let now = 1_000;
+    let mut job = JobState::new(now, 1);
+    job = changed(job.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 100 }, now, &POLICY));
+    job = changed(job.apply(&JobEvent::Complete { attempt: 1 }, now, &POLICY));
+    let queued = changed(job.apply(&JobEvent::Resubmit, now + 5, &POLICY));
+    assert_eq!(queued.phase, Phase::Queued { not_before: now + 5 });
+    assert_eq!(queued.attempts_made, 1);
+    assert!(queued.apply(&JobEvent::Complete { attempt: 1 }, now + 6, &POLICY).is_err(), "the old attempt is stale");
+    let leased = changed(queued.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 100 }, now + 7, &POLICY));
+    assert_eq!(leased.current_attempt(), Some(2));
 }
 
 #[test]
@@ -225,7 +239,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Random histories: attempts never decrease, terminal states stay terminal, a
-    /// stale attempt is never accepted, and at most one result is committed.
+    /// stale attempt is never accepted, and at most one result is committed (per
+    /// result: a success is resubmitted only when its result was refused on reuse).
     #[test]
     fn random_histories_keep_the_invariants(
         events in proptest::collection::vec((event_strategy(), 0_i64..40), 1..60)
@@ -239,10 +254,12 @@ proptest! {
             let before = job.clone();
             match job.apply(&event, now, &policy) {
                 Ok(Applied::Changed(next)) => {
-                    // Only a resubmission leaves a terminal state, and never a success.
-                    let resubmitted = event == JobEvent::Resubmit
-                        && matches!(before.phase, Phase::DeadLettered | Phase::Cancelled);
+                    // Only a resubmission leaves a terminal state.
+                    let resubmitted = event == JobEvent::Resubmit;
                     prop_assert!(!before.phase.is_terminal() || resubmitted, "{before:?} left a terminal state on {event:?}");
+                    if resubmitted && matches!(before.phase, Phase::Succeeded { .. }) {
+                        commits = 0;
+                    }
                     prop_assert!(next.attempts_made >= before.attempts_made);
                     if let Some(attempt) = event.attempt() {
                         prop_assert_eq!(before.current_attempt(), Some(attempt), "stale {:?} accepted", event);

@@ -75,13 +75,17 @@ pub struct AuditFinding {
     pub problem: String,
 }
 
-/// Re-derives every job's split from its dates on `calendar`, independently of the
-/// planner: the label of the last training day must be known before the retrain date,
-/// the window must hold exactly `window` trading days, and scoring must start at the
-/// retrain date. Returns the jobs that break a rule (empty: no leakage).
-pub fn audit(manifest: &Manifest, calendar: &TradingCalendar) -> Vec<AuditFinding> {
+/// Re-derives every job's split from its dates on `calendar` and from the spec alone
+/// (its longest horizon `h` and embargo `e`), independently of the planner and of the
+/// horizon, embargo and label dates the manifest records: the label of the last
+/// training day (the close `h` trading days later) must come at least `e + 1` trading
+/// days before the retrain date, the window must hold exactly `window` trading days,
+/// and scoring must start at the retrain date. Returns the jobs that break a rule
+/// (empty: no leakage).
+pub fn audit(manifest: &Manifest, calendar: &TradingCalendar, config: &SweepConfig) -> Vec<AuditFinding> {
     let mut findings = Vec::new();
-    let h = manifest.longest_horizon as usize;
+    let h = config.longest_horizon() as usize;
+    let e = config.embargo as usize;
     for job in &manifest.jobs {
         let mut problem = |text: String| findings.push(AuditFinding { key: job.key, problem: text });
         let (Some(first), Some(last), Some(retrain)) = (
@@ -93,14 +97,20 @@ pub fn audit(manifest: &Manifest, calendar: &TradingCalendar) -> Vec<AuditFindin
             continue;
         };
         let label = calendar.date(last + h);
-        if label.is_none_or(|label| label >= job.retrain_date) {
+        if label.is_none_or(|_| last + h + e >= retrain) {
+            let embargo = if e == 0 { String::new() } else { format!(" plus an embargo of {e} trading days") };
             problem(format!(
-                "the label of {} (dated {label:?}) is not known before {}",
-                job.train_last, job.retrain_date
+                "the label of {} at horizon {h} (dated {}) is not known before {}{embargo}",
+                job.train_last,
+                label.map_or_else(|| "past the calendar".to_string(), |d| d.to_string()),
+                job.retrain_date
             ));
         }
-        if last + 1 - first != job.window as usize {
-            problem(format!("the window holds {} trading days, not {}", last + 1 - first, job.window));
+        if label != Some(job.last_label_date) {
+            problem(format!("the manifest dates the last label {}, the calendar {label:?}", job.last_label_date));
+        }
+        if last < first || last + 1 - first != job.window as usize {
+            problem(format!("the window holds {} trading days, not {}", (last + 1).saturating_sub(first), job.window));
         }
         if job.score_first != job.retrain_date || retrain <= last {
             problem(format!("scoring starts {} for a model live from {}", job.score_first, job.retrain_date));

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::spec::tests::QUICKSTART;
-use crate::spec::{ModelKind, TriggerGrid};
+use crate::spec::{ModelConfig, ModelKind, TriggerGrid};
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("valid test date")
@@ -130,7 +130,7 @@ proptest! {
             prop_assert!(!job.cadences.is_empty());
         }
         let manifest = Manifest::new(&config, DatasetHash::from_bytes([1; 32]), &dataset.calendar, &plan);
-        prop_assert!(audit(&manifest, &dataset.calendar).is_empty());
+        prop_assert!(audit(&manifest, &dataset.calendar, &config).is_empty());
 
         let first = dataset.calendar.index_on_or_after(config.start);
         let last = (dataset.calendar.index_on_or_after(config.end.succ_opt().expect("date")) - 1).min(plan.last_matured_day);
@@ -182,14 +182,41 @@ fn dedup_never_merges_different_data_models_or_seeds() {
     mlp.models[0].kind = ModelKind::Mlp;
     variants.push(("other model kind", keys(&mlp, 1)));
     let mut params = base.clone();
-    params.models[0].params.insert("ridge".into(), serde_json::json!(0.5));
+    params.models[0].params.insert("learning_rate".into(), serde_json::json!(0.01));
     variants.push(("other params", keys(&params, 1)));
+    let mut k = base.clone();
+    k.k = TopK::Count(20);
+    variants.push(("other K", keys(&k, 1)));
+    let mut fraction = base.clone();
+    fraction.k = TopK::Fraction(0.1);
+    variants.push(("K as a fraction", keys(&fraction, 1)));
+    let mut primary = base.clone();
+    primary.horizons = vec![1, 5];
+    let mut primary_other = primary.clone();
+    primary.primary_horizon = 5;
+    primary_other.primary_horizon = 1;
+    let (primary_keys, primary_other_keys) = (keys(&primary, 1), keys(&primary_other, 1));
+    assert!(primary_keys.is_disjoint(&primary_other_keys), "the primary horizon is part of the key");
+    let mut weights = primary.clone();
+    weights.models[0].params.insert("horizon_weights".into(), serde_json::json!([0.2, 1.0]));
+    assert!(keys(&weights, 1).is_disjoint(&primary_keys), "loss weights are part of the key");
+    // The default weights written out are the same training as the default.
+    let mut explicit = primary.clone();
+    explicit.models[0].params.insert("horizon_weights".into(), serde_json::json!([0.5, 1.0]));
+    assert_eq!(keys(&explicit, 1), primary_keys, "a default written out is the same job");
     let mut embargo = base.clone();
     embargo.embargo = 1;
     variants.push(("other training dates", keys(&embargo, 1)));
     let mut horizons = base.clone();
     horizons.horizons = vec![5, 10];
     variants.push(("other horizons", keys(&horizons, 1)));
+    let mut max_age = base.clone();
+    max_age.max_age = 40;
+    // Jobs cut at the last matured day score the same days either way: those are shared.
+    assert!(keys(&max_age, 1).difference(&reference).count() > 10, "another scoring range is another job");
+    let mut default_written = base.clone();
+    default_written.models[0].params.insert("epochs".into(), serde_json::json!(30));
+    assert_eq!(keys(&default_written, 1), reference, "a default written out is the same job");
     let mut renamed = base.clone();
     renamed.models[0].name = "renamed".into();
     assert_eq!(keys(&renamed, 1), reference, "a model's name is a label, not part of the training");
@@ -252,14 +279,14 @@ fn the_audit_catches_a_leaking_job() {
     let config = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
     let plan = plan(&config, &dataset.input()).expect("plannable");
     let mut manifest = Manifest::new(&config, DatasetHash::from_bytes([1; 32]), &dataset.calendar, &plan);
-    assert!(audit(&manifest, &dataset.calendar).is_empty());
+    assert!(audit(&manifest, &dataset.calendar, &config).is_empty());
     // Shift one job's window forward by two days: its last labels now reach the retrain date.
     let day = |d: NaiveDate| dataset.calendar.index_of(d).expect("on calendar");
     let job = &mut manifest.jobs[3];
     job.train_first = dataset.calendar.date(day(job.train_first) + 2).expect("date");
     job.train_last = dataset.calendar.date(day(job.train_last) + 2).expect("date");
-    let findings = audit(&manifest, &dataset.calendar);
-    assert_eq!(findings.len(), 1);
+    let findings = audit(&manifest, &dataset.calendar, &config);
+    assert!(findings.iter().all(|f| f.key == manifest.jobs[3].key), "{findings:?}");
     assert!(findings[0].problem.contains("is not known before"), "{:?}", findings[0]);
 }
 
@@ -270,4 +297,100 @@ fn a_horizon_the_panel_lacks_is_named() {
     let errors =
         plan(&config(vec![126], vec![Cadence::Monthly], vec![5, 10], 0, 63), &dataset.input()).expect_err("no target");
     assert_eq!(errors.to_string(), "plan.horizons[1]: the panel has no target for horizon 10 (it has [1, 5])");
+}
+
+#[test]
+fn other_features_are_another_job() {
+    let dataset = Dataset::new(calendar_with_holes(900, &BTreeSet::new()));
+    let config = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
+    let reference: BTreeSet<JobKey> =
+        plan(&config, &dataset.input()).expect("plannable").jobs.iter().map(|j| j.key).collect();
+    for features in
+        [vec!["b".to_string(), "a".to_string()], vec!["a".to_string()], vec!["a".to_string(), "c".to_string()]]
+    {
+        let input = PlanInput { feature_names: &features, ..dataset.input() };
+        let keys: BTreeSet<JobKey> = plan(&config, &input).expect("plannable").jobs.iter().map(|j| j.key).collect();
+        assert!(keys.is_disjoint(&reference), "features {features:?} share a key with [a, b]");
+    }
+}
+
+#[test]
+fn a_job_key_is_the_hash_of_its_readable_identity() {
+    let dataset = Dataset::new(calendar_with_holes(900, &BTreeSet::new()));
+    let mut config = config(vec![126], vec![Cadence::Monthly], vec![1, 5], 2, 63);
+    config.primary_horizon = 5;
+    config.k = TopK::Fraction(0.25);
+    let plan = plan(&config, &dataset.input()).expect("plannable");
+    let job = &plan.jobs[0];
+    assert_eq!(JobKey::of_identity(&job.identity), job.key);
+    let identity = JobIdentity::parse(&job.identity).expect("readable identity");
+    assert_eq!(identity.format, JOB_FORMAT);
+    assert_eq!(identity.trainer, crate::model::TRAINER_VERSION);
+    assert_eq!(identity.features, dataset.features);
+    assert_eq!((identity.primary_horizon, identity.k, identity.embargo), (5, TopK::Fraction(0.25), 2));
+    assert_eq!(identity.horizons, vec![1, 5]);
+    let date = |day: usize| dataset.calendar.date(day).expect("date");
+    assert_eq!(identity.train, [date(job.train_days.start), date(job.train_days.end - 1)]);
+    assert_eq!(identity.score, [date(job.score_days.start), date(job.score_days.end - 1)]);
+    // Defaults are written out: the loss weights of the primary and the other horizon.
+    assert_eq!(identity.model.train_params().horizon_weights, Some(vec![0.5, 1.0]));
+    assert_eq!(identity.model.train_params().epochs, 30);
+    // The text is canonical: parsing and writing it again gives the same bytes.
+    assert_eq!(identity.to_canonical(), job.identity);
+    // Differences are named by field.
+    let mut other = identity.clone();
+    other.k = TopK::Count(50);
+    other.primary_horizon = 1;
+    let differences = identity_differences(&job.identity, &other.to_canonical(), 10);
+    assert_eq!(differences, vec!["k.count: null → 50", "k.fraction: 0.25 → null", "primary_horizon: 5 → 1"]);
+}
+
+#[test]
+fn the_audit_uses_the_spec_embargo_not_the_manifest() {
+    let dataset = Dataset::new(TradingCalendar::business_days(date(2019, 1, 1), 800));
+    let planned_without = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
+    let plan = plan(&planned_without, &dataset.input()).expect("plannable");
+    let mut manifest = Manifest::new(&planned_without, DatasetHash::from_bytes([1; 32]), &dataset.calendar, &plan);
+    // A manifest that claims an embargo it was not planned with does not fool the audit.
+    manifest.embargo = 3;
+    manifest.longest_horizon = 1;
+    let mut with_embargo = planned_without.clone();
+    with_embargo.embargo = 3;
+    let jobs = |findings: Vec<AuditFinding>| findings.iter().map(|f| f.key).collect::<BTreeSet<_>>().len();
+    let findings = audit(&manifest, &dataset.calendar, &with_embargo);
+    assert_eq!(findings.len(), plan.jobs.len(), "every job's labels are within the embargo");
+    assert!(findings[0].problem.contains("plus an embargo of 3 trading days"), "{:?}", findings[0]);
+    assert!(audit(&manifest, &dataset.calendar, &planned_without).is_empty());
+    // A longer horizon in the spec than the manifest records is caught too.
+    let mut longer = planned_without.clone();
+    longer.horizons = vec![5, 10];
+    assert_eq!(jobs(audit(&manifest, &dataset.calendar, &longer)), plan.jobs.len());
+}
+
+#[test]
+fn jobs_at_the_edges_of_the_data_pass_the_audit() {
+    // The first retrain day leaves exactly the window, horizon and embargo before it;
+    // the last scored day is the last day with a matured target.
+    let calendar = TradingCalendar::business_days(date(2019, 12, 2), 400);
+    let dataset = Dataset::new(calendar);
+    let (window, h, e) = (100u32, 5u32, 2u32);
+    let mut config = config(vec![window], vec![Cadence::TradingDays(10)], vec![h], e, 500);
+    let first_retrain = (window + h + e) as usize;
+    config.start = dataset.calendar.date(first_retrain).expect("date");
+    config.end = date(2030, 1, 1);
+    let plan = plan(&config, &dataset.input()).expect("plannable");
+    let first = plan.jobs.iter().min_by_key(|j| j.retrain_day).expect("a job");
+    assert_eq!(first.train_days.start, 0, "the first job trains from the data's first day");
+    let last_matured = dataset.calendar.len() - 1 - h as usize;
+    assert!(plan.jobs.iter().any(|j| j.score_days.end - 1 == last_matured), "a job scores up to the last matured day");
+    let manifest = Manifest::new(&config, DatasetHash::from_bytes([1; 32]), &dataset.calendar, &plan);
+    assert!(audit(&manifest, &dataset.calendar, &config).is_empty());
+    // One day earlier would not fit: the window, horizon and embargo need those days.
+    let mut early = config.clone();
+    early.start = dataset.calendar.date(first_retrain - 1).expect("date");
+    assert_eq!(plan_fields(&early, &dataset), vec!["plan.train_windows[0]"]);
+}
+
+fn plan_fields(config: &SweepConfig, dataset: &Dataset) -> Vec<String> {
+    plan(config, &dataset.input()).expect_err("does not fit").fields().into_iter().map(String::from).collect()
 }

@@ -26,7 +26,7 @@ bootstrap_seed = 7
 name = "ridge"
 kind = "linear"
 seeds = [0]
-params = { ridge = 0.001 }
+params = { weight_decay = 0.001 }
 
 [triggers.performance]
 tau = [0.0, 0.02]
@@ -62,7 +62,7 @@ fn quickstart_spec_validates() {
     assert_eq!(config.end, NaiveDate::from_ymd_opt(2024, 6, 28).expect("date"));
     assert_eq!((config.longest_horizon(), config.primary_horizon, config.embargo, config.max_age), (5, 5, 0, 126));
     assert_eq!(config.k, TopK::Count(20));
-    assert_eq!(config.models[0].params["ridge"], serde_json::json!(0.001));
+    assert_eq!(config.models[0].params["weight_decay"], serde_json::json!(0.001));
     assert_eq!(config.triggers.performance.as_ref().map(|p| p.lookback.clone()), Some(vec![10, 21]));
 }
 

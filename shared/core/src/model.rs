@@ -1,8 +1,24 @@
 //! Typed model hyperparameters, validated from a sweep's `[[models]]` entry. Unknown or
 //! out-of-range parameters are refused naming `models[i].params.<name>`.
+//!
+//! The resolved spec ([`ModelSpec::resolve`]: every default applied, the loss weight of
+//! each horizon written out) is part of a job's identity, so changing a default changes
+//! the job keys of every model that relied on it. [`TRAINER_VERSION`] covers what the
+//! spec cannot: the training and scoring code itself.
 
 use serde::{Deserialize, Serialize};
-use wf_shared::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
+
+use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
+
+/// The version of the training and scoring code, part of every job's identity.
+///
+/// Bump it in any change that makes a job's numbers differ (its scores, hence P@K, RankIC
+/// or the training statistics): the model code, the optimiser, the loss, initialisation,
+/// dropout, data gathering, scoring, the metrics of a day. Results of the old version are
+/// then never reused. The test `trainer_version_pins_the_scores_of_a_fixed_job`
+/// (`worker/tests/trainer_version.rs`) fails when a fixed tiny job's numbers change and
+/// this did not.
+pub const TRAINER_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,18 +146,45 @@ fn check_absent(
     Ok(())
 }
 
+/// Resolves every model of a sweep ([`ModelSpec::resolve`]), in spec order; all
+/// problems at once, each naming its field.
+pub fn resolve_models(config: &SweepConfig) -> Result<Vec<ModelSpec>, SpecErrors> {
+    let mut specs = Vec::with_capacity(config.models.len());
+    let mut errors = Vec::new();
+    for index in 0..config.models.len() {
+        match ModelSpec::resolve(index, config) {
+            Ok(spec) => specs.push(spec),
+            Err(error) => errors.push(error),
+        }
+    }
+    if errors.is_empty() { Ok(specs) } else { Err(SpecErrors(errors)) }
+}
+
 /// Checks every model of a sweep; all problems at once, each naming its field.
 pub fn check_models(config: &SweepConfig) -> Result<(), SpecErrors> {
-    let errors: Vec<SpecError> = config
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(index, model)| ModelSpec::from_config(index, model, config.horizons.len()).err())
-        .collect();
-    if errors.is_empty() { Ok(()) } else { Err(SpecErrors(errors)) }
+    resolve_models(config).map(|_| ())
 }
 
 impl ModelSpec {
+    /// The `index`-th model of `config` with every default applied, including the loss
+    /// weight of each horizon (1 for the primary horizon, 0.5 for the others, unless
+    /// `horizon_weights` is given): what a job of this model trains with.
+    pub fn resolve(index: usize, config: &SweepConfig) -> Result<Self, SpecError> {
+        let model = config
+            .models
+            .get(index)
+            .ok_or_else(|| SpecError::new(format!("models[{index}]"), "the sweep has no such model"))?;
+        let mut spec = Self::from_config(index, model, config.horizons.len())?;
+        let train = match &mut spec {
+            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => train,
+        };
+        if train.horizon_weights.is_none() {
+            train.horizon_weights =
+                Some(config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.5 }).collect());
+        }
+        Ok(spec)
+    }
+
     /// Validates the `index`-th model of a sweep with `horizons` trained horizons.
     pub fn from_config(index: usize, model: &ModelConfig, horizons: usize) -> Result<Self, SpecError> {
         let field = |name: &str| format!("models[{index}].params.{name}");

@@ -1,0 +1,109 @@
+//! The trainer version pin: a fixed tiny job of each model kind is trained and scored,
+//! and a digest of its numbers must be the one pinned for the current
+//! `TRAINER_VERSION`. A change to training or scoring that changes the numbers fails
+//! here until the version is bumped (so results of the old code are never reused as the
+//! new code's) and the new digest pinned.
+//!
+//! The digest covers, per model: the epochs run, every scored day's P@K (exact) and
+//! RankIC, and the scores of two days, the floats rounded to 5 significant digits (so a
+//! change in the last bits of one float does not fail the pin, a change in training does).
+
+use candle_core::Device;
+use wf_shared::cadence::Cadence;
+use wf_shared::model::TRAINER_VERSION;
+use wf_shared::plan::plan_panel;
+use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
+use wf_shared::synth::{SynthSpec, generate};
+use wf_shared::{Bars, PanelSpec, build_panel};
+use wf_worker::job::run_job;
+use wf_worker::train::score_day;
+
+#[global_allocator]
+static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
+
+/// (trainer version, digest of the fixed jobs' numbers), one row per version.
+const PINNED: &[(u32, &str)] = &[(1, "bc51b2efaa89a444")];
+
+fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
+    let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
+    ModelConfig { name: name.into(), kind, params, seeds: vec![11] }
+}
+
+fn rounded(value: f64) -> String {
+    if value.is_finite() { format!("{value:.4e}") } else { "nan".into() }
+}
+
+/// Trains the fixed jobs and writes down their numbers.
+fn fixed_jobs_numbers() -> String {
+    let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
+    let synth = generate(&SynthSpec { stocks: 40, days: 400, start, seed: 3 }).expect("valid spec");
+    let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
+    let config = SweepConfig {
+        name: "pin".into(),
+        panel: "synth:pin".into(),
+        content_hash: None,
+        start: chrono::NaiveDate::from_ymd_opt(2021, 9, 1).expect("date"),
+        end: chrono::NaiveDate::from_ymd_opt(2021, 9, 30).expect("date"),
+        train_windows: vec![120],
+        cadences: vec![Cadence::Monthly],
+        horizons: vec![1, 5],
+        primary_horizon: 5,
+        embargo: 0,
+        max_age: 30,
+        k: TopK::Count(8),
+        bootstrap_samples: 100,
+        bootstrap_seed: 7,
+        models: vec![
+            model("linear", ModelKind::Linear, serde_json::json!({"epochs": 4})),
+            model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16, 8], "epochs": 4})),
+            model(
+                "patchtst",
+                ModelKind::Patchtst,
+                serde_json::json!({"lookback": 10, "patch": 5, "d_model": 8, "layers": 1, "heads": 2, "epochs": 3}),
+            ),
+        ],
+        triggers: Default::default(),
+        max_jobs: 100,
+    };
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let mut numbers = String::new();
+    for index in 0..config.models.len() {
+        let job = plan.jobs.iter().find(|job| job.model == index).expect("a job of each model");
+        let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+        numbers.push_str(&format!("{} epochs {}\n", config.models[index].name, output.stats.epochs));
+        for day in &output.ages {
+            let (p_at_k, rank_ic) = day.map_or((f64::NAN, None), |d| (d.p_at_k, d.rank_ic));
+            numbers.push_str(&format!("{p_at_k} {}\n", rank_ic.map_or("-".into(), rounded)));
+        }
+        for day in [job.score_days.start, job.score_days.end - 1] {
+            let scores = score_day(output.model.as_ref(), &panel, day, 1, &Device::Cpu).expect("scores");
+            let text: Vec<String> = scores.iter().map(|s| rounded(*s)).collect();
+            numbers.push_str(&text.join(" "));
+            numbers.push('\n');
+        }
+    }
+    numbers
+}
+
+#[test]
+fn trainer_version_pins_the_scores_of_a_fixed_job() {
+    let digest = blake3::hash(fixed_jobs_numbers().as_bytes()).to_hex()[..16].to_string();
+    let pinned = PINNED.iter().find(|(version, _)| *version == TRAINER_VERSION);
+    match pinned {
+        Some((_, expected)) => assert_eq!(
+            *expected,
+            digest,
+            "the fixed jobs' numbers changed (digest {digest}, pinned {expected} for trainer version \
+             {TRAINER_VERSION}): if the change to training or scoring is meant, bump TRAINER_VERSION \
+             (shared/core/src/model.rs) to {} and pin ({}, \"{digest}\") here",
+            TRAINER_VERSION + 1,
+            TRAINER_VERSION + 1,
+        ),
+        None => panic!("trainer version {TRAINER_VERSION} has no pinned digest: add ({TRAINER_VERSION}, \"{digest}\")"),
+    }
+    // An earlier version's pin never equals the current numbers' digest: a version bump
+    // that changed nothing would split the results of identical code.
+    for (version, earlier) in PINNED.iter().filter(|(version, _)| *version != TRAINER_VERSION) {
+        assert_ne!(*earlier, digest, "version {version} pinned the same numbers as {TRAINER_VERSION}");
+    }
+}
