@@ -76,6 +76,16 @@ mod tests {
         dir.join(format!("results/{key}.pb"))
     }
 
+    /// A coordinator on `dir` that ran SPEC to the end: it, the sweep and its plan.
+    async fn finished_sweep(dir: &std::path::Path) -> (Scheduler, SweepId, Arc<super::super::Planned>) {
+        let coordinator = scheduler(dir, Arc::new(ManualClock(AtomicI64::new(1_000_000))));
+        let submitted = coordinator.submit(SPEC).await.expect("submit");
+        assert_eq!(run_all(&coordinator).await as u64, submitted.jobs);
+        let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+        let planned = coordinator.planned(&coordinator.sweep_record(&id).await.expect("record")).await.expect("plan");
+        (coordinator, id, planned)
+    }
+
     /// The report's schedule lines without training seconds (measured, so never equal).
     fn quality(report: &crate::report::SweepReport) -> String {
         let mut lines = serde_json::to_value(&report.lines).expect("json");
@@ -95,16 +105,12 @@ mod tests {
     async fn a_result_edited_by_hand_is_not_reused_and_the_job_is_trained_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
-        let first = scheduler(dir.path(), clock.clone());
-        let submitted = first.submit(SPEC).await.expect("submit");
-        assert_eq!(run_all(&first).await as u64, submitted.jobs);
-        let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+        let (first, id, planned) = finished_sweep(dir.path()).await;
         let reference = first.report(&id).await.expect("report");
 
         // One byte of one result changed, on a coordinator with a fresh job store and
         // on the one whose store remembers the job as succeeded.
         for fresh in [true, false] {
-            let planned = first.planned(&first.sweep_record(&id).await.expect("record")).await.expect("plan");
             let victim = planned.plan.jobs[if fresh { 1 } else { 2 }].key;
             let path = result_file(dir.path(), &victim);
             let mut bytes = std::fs::read(&path).expect("result file");
@@ -136,11 +142,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_with_a_damaged_result_still_builds_and_names_it_missing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let coordinator = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(1_000_000))));
-        let submitted = coordinator.submit(SPEC).await.expect("submit");
-        run_all(&coordinator).await;
-        let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
-        let planned = coordinator.planned(&coordinator.sweep_record(&id).await.expect("record")).await.expect("plan");
+        let (coordinator, id, planned) = finished_sweep(dir.path()).await;
         let victim = planned.plan.jobs[0].key;
         std::fs::write(result_file(dir.path(), &victim), b"not a result").expect("damage");
         let report = coordinator.report(&id).await.expect("the report builds");
@@ -151,11 +153,7 @@ mod tests {
     #[tokio::test]
     async fn another_jobs_result_under_a_key_is_refused_by_identity() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let coordinator = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(1_000_000))));
-        let submitted = coordinator.submit(SPEC).await.expect("submit");
-        run_all(&coordinator).await;
-        let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
-        let planned = coordinator.planned(&coordinator.sweep_record(&id).await.expect("record")).await.expect("plan");
+        let (coordinator, id, planned) = finished_sweep(dir.path()).await;
         let (a, b) = (planned.plan.jobs[0].key, planned.plan.jobs[1].key);
         // An intact, checksummed result of job a, copied over job b's.
         std::fs::copy(result_file(dir.path(), &a), result_file(dir.path(), &b)).expect("copy");
