@@ -505,7 +505,23 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
     use candle_nn::{AdamW, Optimizer as _, ParamsAdamW};
 
-    use super::{FusedAdamW, clip_gradients};
+    use super::{FusedAdamW, clip_gradients, split_window};
+
+    /// Early stopping's validation days come after a purge gap of `horizon` days: the
+    /// label of the last training day (its close `horizon` days later) is dated before
+    /// the first validation day.
+    #[test]
+    fn validation_days_follow_a_horizon_long_gap() {
+        for (start, len, validation, horizon) in [(0, 252, 21, 5), (100, 126, 21, 20), (7, 504, 30, 1), (0, 40, 21, 5)] {
+            let window = start..start + len;
+            let (train, held_out) = split_window(window.clone(), validation, horizon);
+            assert_eq!(held_out.end, window.end);
+            assert_eq!(held_out.len(), validation.min(len / 4));
+            assert_eq!(train.start, window.start);
+            assert_eq!(held_out.start - train.end, horizon, "{window:?}: the gap is not {horizon} days");
+            assert!(train.end - 1 + horizon < held_out.start, "a training label reaches the validation days");
+        }
+    }
 
     /// The CPU optimizer follows Candle's AdamW after clipping, step for step, on a loss
     /// whose gradient norm starts above the clipping limit.

@@ -266,6 +266,19 @@ fn a_window_whose_labels_reach_the_retrain_date_is_refused() {
     assert!(error.to_string().contains("not before the retrain date"), "{error}");
 }
 
+/// Early stopping holds out the window's last days after a gap of the longest horizon:
+/// the training statistics account for every day of the window.
+#[test]
+fn early_stopping_validation_is_purged_by_the_longest_horizon() {
+    let market = market();
+    let job = job_before_break(market, 0);
+    let output = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
+    let longest = market.config.longest_horizon() as usize;
+    let (train, validation) = (output.stats.training_days, output.stats.validation_days);
+    assert_eq!(validation, 21);
+    assert_eq!(train + longest + validation, job.train_days.len(), "training {train}, validation {validation}");
+}
+
 #[test]
 fn a_window_inside_the_embargo_is_refused() {
     let market = market();
