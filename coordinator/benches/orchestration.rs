@@ -28,10 +28,7 @@ use wf_coordinator::testing::RedisServer;
 use wf_proto::v1;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_shared::DatasetRef;
-use wf_shared::age::{JobResult, TrainingSummary};
-use wf_shared::drift::DriftPath;
 use wf_shared::job::{RetryPolicy, SweepId};
-use wf_shared::metric::DayMetrics;
 use wf_shared::plan::{JobIdentity, JobKey};
 
 // The allocator of the `wf` and `wf-worker` binaries, so the figures are theirs.
@@ -55,37 +52,6 @@ impl Level {
         let index = ((self.round_trips.len() as f64 - 1.0) * p).round() as usize;
         self.round_trips.get(index).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
     }
-}
-
-/// A result as a worker would report it, with metrics at 63 ages and drift of 12
-/// features, converted to the wire as `wf-worker` converts its results.
-fn noop_result() -> v1::JobResult {
-    let bins = |offset: u32| std::array::from_fn(|b| 90 + (b as u32 * 7 + offset) % 23);
-    let day = DayMetrics {
-        p_at_k: 0.1,
-        base_rate: 0.1,
-        rank_ic: Some(0.02),
-        spread: 0.001,
-        top_k_mean: 0.002,
-        stocks: 1000,
-        k: 100,
-    };
-    v1::JobResult::from(JobResult {
-        training: TrainingSummary {
-            epochs: 1,
-            best_epoch: 1,
-            best_validation_loss: 0.5,
-            seconds: 0.0,
-            device: "noop".into(),
-            training_days: 252,
-            validation_days: 25,
-        },
-        ages: (0..63).map(|age| Some(DayMetrics { p_at_k: 0.1 + f64::from(age % 7) * 0.01, ..day })).collect(),
-        drift: DriftPath {
-            training: (0..12).map(bins).collect(),
-            days: (0..63).map(|day| (0..12).map(|f| bins(f + day)).collect()).collect(),
-        },
-    })
 }
 
 /// Each job's identity as a worker reports it, by key: a real identity of the
@@ -171,7 +137,7 @@ async fn worker(address: String, name: String, protocol: Protocol, identities: I
     let mut round_trips = Vec::new();
     let mut next = None;
     // Built once: making a result is the trainer's work, not the orchestration's.
-    let result = noop_result();
+    let result = wf_coordinator::testing::noop_result();
     loop {
         let started = Instant::now();
         let lease = match next.take() {

@@ -1,6 +1,7 @@
-//! Test support shared by this crate's tests and the end-to-end tests: a real
-//! `redis-server` started for the test, on a unix socket in a temporary directory,
-//! persistence off, killed when dropped.
+//! Test support shared by this crate's tests, benchmarks and the end-to-end tests: a
+//! real `redis-server` started for the test, on a unix socket in a temporary directory,
+//! persistence off, killed when dropped; and a result of realistic size for benchmarks
+//! that measure everything but training.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -61,4 +62,38 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A result as a worker would report it, with metrics at 63 ages and drift of 12
+/// features, converted to the wire as `wf-worker` converts its results (no identity).
+pub fn noop_result() -> wf_proto::v1::JobResult {
+    use wf_shared::age::{JobResult, TrainingSummary};
+    use wf_shared::drift::DriftPath;
+    use wf_shared::metric::DayMetrics;
+    let bins = |offset: u32| std::array::from_fn(|b| 90 + (b as u32 * 7 + offset) % 23);
+    let day = DayMetrics {
+        p_at_k: 0.1,
+        base_rate: 0.1,
+        rank_ic: Some(0.02),
+        spread: 0.001,
+        top_k_mean: 0.002,
+        stocks: 1000,
+        k: 100,
+    };
+    wf_proto::v1::JobResult::from(JobResult {
+        training: TrainingSummary {
+            epochs: 1,
+            best_epoch: 1,
+            best_validation_loss: 0.5,
+            seconds: 0.0,
+            device: "noop".into(),
+            training_days: 252,
+            validation_days: 25,
+        },
+        ages: (0..63).map(|age| Some(DayMetrics { p_at_k: 0.1 + f64::from(age % 7) * 0.01, ..day })).collect(),
+        drift: DriftPath {
+            training: (0..12).map(bins).collect(),
+            days: (0..63).map(|day| (0..12).map(|f| bins(f + day)).collect()).collect(),
+        },
+    })
 }

@@ -512,7 +512,8 @@ mod tests {
     /// the first validation day.
     #[test]
     fn validation_days_follow_a_horizon_long_gap() {
-        for (start, len, validation, horizon) in [(0, 252, 21, 5), (100, 126, 21, 20), (7, 504, 30, 1), (0, 40, 21, 5)] {
+        for (start, len, validation, horizon) in [(0, 252, 21, 5), (100, 126, 21, 20), (7, 504, 30, 1), (0, 40, 21, 5)]
+        {
             let window = start..start + len;
             let (train, held_out) = split_window(window.clone(), validation, horizon);
             assert_eq!(held_out.end, window.end);

@@ -153,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn another_jobs_result_under_a_key_is_refused_by_identity() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (coordinator, id, planned) = finished_sweep(dir.path()).await;
+        let (_, _, planned) = finished_sweep(dir.path()).await;
         let (a, b) = (planned.plan.jobs[0].key, planned.plan.jobs[1].key);
         // An intact, checksummed result of job a, copied over job b's.
         std::fs::copy(result_file(dir.path(), &a), result_file(dir.path(), &b)).expect("copy");
