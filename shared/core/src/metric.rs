@@ -6,8 +6,14 @@
 //! scores and returns (average ranks for ties; missing when either side is constant);
 //! `spread` the mean return of the top K minus that of the bottom K; `top_k_mean` the
 //! mean return of the top K. A stock counts as scored when both its score and its target
-//! are non-null. Ties in the score are broken by the lower position in the input, so the
-//! top K is deterministic. A day with fewer scored stocks than K uses all of them.
+//! are non-null. A day with fewer scored stocks than K uses all of them.
+//!
+//! **Ties.** When stocks tied on the score straddle the top-K cut (or the bottom-K cut),
+//! each of them counts fractionally: with `g` tied stocks of which `m` places fall inside
+//! the K, every one of the `g` counts `m / g` towards P@K, `top_k_mean` and `spread`.
+//! That is the expectation over every order of the tied stocks, so a day's metrics never
+//! depend on the order of the input (which is stock-code order: sector order on the
+//! TSE). RankIC gives tied stocks their average rank.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,34 +42,55 @@ impl DayMetrics {
 
 /// Metrics of one day; `None` when no stock is scored.
 pub fn day_metrics(scores: &[f64], targets: &[f64], k: TopK) -> Option<DayMetrics> {
-    let mut scored: Vec<(usize, f64, f64)> = scores
+    // (score, target); `+ 0.0` makes -0.0 equal 0.0 in the ordering too.
+    let mut scored: Vec<(f64, f64)> = scores
         .iter()
         .zip(targets)
-        .enumerate()
-        .filter(|(_, (s, t))| s.is_finite() && t.is_finite())
-        .map(|(i, (s, t))| (i, *s, *t))
+        .filter(|(s, t)| s.is_finite() && t.is_finite())
+        .map(|(s, t)| (*s + 0.0, *t))
         .collect();
     let stocks = scored.len();
     if stocks == 0 {
         return None;
     }
     let k = k.for_universe(stocks).clamp(1, stocks);
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let positive = |rows: &[(usize, f64, f64)]| rows.iter().filter(|r| r.2 > 0.0).count() as f64;
-    let mean_return = |rows: &[(usize, f64, f64)]| rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
-    let top = &scored[..k];
-    let bottom = &scored[stocks - k..];
-    let score_values: Vec<f64> = scored.iter().map(|r| r.1).collect();
-    let target_values: Vec<f64> = scored.iter().map(|r| r.2).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    let positive = |row: &(f64, f64)| if row.1 > 0.0 { 1.0 } else { 0.0 };
+    let target = |row: &(f64, f64)| row.1;
+    let score_values: Vec<f64> = scored.iter().map(|r| r.0).collect();
+    let target_values: Vec<f64> = scored.iter().map(|r| r.1).collect();
+    let top_k_mean = top_sum(&scored, k, target) / k as f64;
     Some(DayMetrics {
-        p_at_k: positive(top) / k as f64,
-        base_rate: positive(&scored) / stocks as f64,
+        p_at_k: top_sum(&scored, k, positive) / k as f64,
+        base_rate: scored.iter().map(positive).sum::<f64>() / stocks as f64,
         rank_ic: spearman(&score_values, &target_values),
-        spread: mean_return(top) - mean_return(bottom),
-        top_k_mean: mean_return(top),
+        spread: top_k_mean - bottom_sum(&scored, k, target) / k as f64,
+        top_k_mean,
         stocks,
         k,
     })
+}
+
+/// The sum of `value` over the first `k` rows of `sorted` (scores descending), the
+/// stocks tied on the score at the cut each counted by the share of their group that
+/// falls inside the `k`.
+fn top_sum(sorted: &[(f64, f64)], k: usize, value: impl Fn(&(f64, f64)) -> f64) -> f64 {
+    let cut = sorted[k - 1].0;
+    let first = sorted.partition_point(|row| row.0 > cut);
+    let end = sorted.partition_point(|row| row.0 >= cut);
+    let above: f64 = sorted[..first].iter().map(&value).sum();
+    let tied: f64 = sorted[first..end].iter().map(&value).sum();
+    above + tied * (k - first) as f64 / (end - first) as f64
+}
+
+/// [`top_sum`] of the last `k` rows (the lowest scores).
+fn bottom_sum(sorted: &[(f64, f64)], k: usize, value: impl Fn(&(f64, f64)) -> f64) -> f64 {
+    let cut = sorted[sorted.len() - k].0;
+    let first = sorted.partition_point(|row| row.0 > cut);
+    let end = sorted.partition_point(|row| row.0 >= cut);
+    let below: f64 = sorted[end..].iter().map(&value).sum();
+    let tied: f64 = sorted[first..end].iter().map(&value).sum();
+    below + tied * (end - (sorted.len() - k)) as f64 / (end - first) as f64
 }
 
 /// Average ranks (1-based), ties sharing the mean of their positions.

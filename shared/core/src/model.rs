@@ -18,7 +18,10 @@ use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
 /// then never reused. The test `trainer_version_pins_the_scores_of_a_fixed_job`
 /// (`worker/tests/trainer_version.rs`) fails when a fixed tiny job's numbers change and
 /// this did not.
-pub const TRAINER_VERSION: u32 = 1;
+///
+/// History: 1, the first versioned code; 2, stocks tied on the score at the top-K and
+/// bottom-K cuts count fractionally (they were taken in input order).
+pub const TRAINER_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

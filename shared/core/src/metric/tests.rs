@@ -45,9 +45,17 @@ fn k_as_a_fraction_of_the_day() {
 }
 
 #[test]
-fn ties_break_by_input_position_and_share_ranks() {
+fn tied_stocks_at_the_cut_count_fractionally_and_share_ranks() {
     let day = day_metrics(&[1.0, 1.0, 1.0], &[-0.1, 0.2, 0.3], count(1)).expect("scored day");
-    assert_eq!(day.p_at_k, 0.0, "the first of the tied stocks is taken");
+    assert!((day.p_at_k - 2.0 / 3.0).abs() < 1e-15, "each of the 3 tied stocks counts 1/3: {}", day.p_at_k);
+    assert!((day.top_k_mean - 0.4 / 3.0).abs() < 1e-15);
+    assert!(day.spread.abs() < 1e-15, "top and bottom are the same tied group");
+    // Stock 0 is above the cut; stocks 1-3 tie for the last two places of the top 3.
+    let day = day_metrics(&[5.0, 2.0, 2.0, 2.0, 1.0], &[0.1, 0.3, -0.3, 0.6, -0.1], count(3)).expect("day");
+    assert!((day.p_at_k - (1.0 + 2.0 * 2.0 / 3.0) / 3.0).abs() < 1e-15, "{}", day.p_at_k);
+    assert!((day.top_k_mean - (0.1 + 0.6 * 2.0 / 3.0) / 3.0).abs() < 1e-15);
+    // Bottom 3: stock 4 below the cut, the tied three for the other two places.
+    assert!((day.spread - (day.top_k_mean - (-0.1 + 0.6 * 2.0 / 3.0) / 3.0)).abs() < 1e-15);
     assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
     let tied = spearman(&[1.0, 1.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).expect("defined");
     assert!((tied - 0.9486832980505138).abs() < 1e-12, "{tied}");
@@ -71,4 +79,35 @@ fn summary_skips_missing_values() {
     assert!((summary.hit_rate - 2.0 / 3.0).abs() < 1e-12);
     assert!((summary.ratio() - 0.5).abs() < 1e-12);
     assert_eq!(Summary::of(&[]).n, 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Renaming stock codes reorders a day's rows: no metric may change with the order,
+    /// ties included (scores drawn from a few values, so most days have ties at the cut).
+    #[test]
+    fn a_days_metrics_do_not_depend_on_the_order_of_its_stocks(
+        rows in proptest::collection::vec((0u8..6, -50i32..50), 1..40),
+        k in 1u32..20,
+        rotation in 0usize..40,
+        swaps in proptest::collection::vec((0usize..40, 0usize..40), 0..20),
+    ) {
+        let scores: Vec<f64> = rows.iter().map(|(s, _)| f64::from(*s) * 0.5).collect();
+        let targets: Vec<f64> = rows.iter().map(|(_, t)| f64::from(*t) * 1e-3).collect();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.rotate_left(rotation % rows.len());
+        for (a, b) in swaps {
+            order.swap(a % rows.len(), b % rows.len());
+        }
+        let permuted = |values: &[f64]| order.iter().map(|i| values[*i]).collect::<Vec<f64>>();
+        let a = day_metrics(&scores, &targets, count(k)).expect("scored day");
+        let b = day_metrics(&permuted(&scores), &permuted(&targets), count(k)).expect("scored day");
+        proptest::prop_assert_eq!((a.p_at_k, a.base_rate, a.stocks, a.k), (b.p_at_k, b.base_rate, b.stocks, b.k));
+        proptest::prop_assert!((a.top_k_mean - b.top_k_mean).abs() < 1e-12);
+        proptest::prop_assert!((a.spread - b.spread).abs() < 1e-12);
+        proptest::prop_assert_eq!(a.rank_ic.is_some(), b.rank_ic.is_some());
+        proptest::prop_assert!((a.rank_ic.unwrap_or(0.0) - b.rank_ic.unwrap_or(0.0)).abs() < 1e-12);
+        proptest::prop_assert!((0.0..=1.0).contains(&a.p_at_k));
+    }
 }
