@@ -47,7 +47,7 @@ fn main() -> Outcome<()> {
     let spec = std::fs::read_to_string(root.join("configs/sweeps/jp-2020-2025.toml"))?
         .replace("panel = \"out/jp_panel.parquet\"", &format!("panel = {:?}", panel_path.display().to_string()));
     let config = SweepConfig::from_toml(&spec).map_err(|e| e.to_string())?;
-    let dataset = load_dataset(&config.panel, &config.horizons)?;
+    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
     let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;
     let artifacts_dir = dir.path().join("artifacts");
     let artifacts = ArtifactStore::open(&artifacts_dir.display().to_string())?;
@@ -76,7 +76,7 @@ fn main() -> Outcome<()> {
     for run in 1..=3 {
         // Planning alone (panel read and plan), for the share verification adds.
         let started = Instant::now();
-        let dataset = load_dataset(&config.panel, &config.horizons)?;
+        let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
         plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;
         let plan_only = started.elapsed().as_secs_f64();
 

@@ -166,8 +166,9 @@ pub enum HeartbeatAction {
     Cancel,
 }
 
-/// A loaded dataset's cache key: its URI and the horizons a synthetic one is built with.
-type DatasetKey = (String, Vec<u32>);
+/// A loaded dataset's cache key: its URI, the horizons a synthetic one is built with and
+/// the features the spec names (`None`: the panel's declared ones).
+type DatasetKey = (String, Vec<u32>, Option<Vec<String>>);
 
 /// A sweep planned on its dataset (cached).
 #[derive(Debug)]
@@ -249,17 +250,19 @@ impl Scheduler {
         }
     }
 
-    async fn dataset(&self, uri: &str, horizons: &[u32]) -> Result<Arc<Dataset>, SchedulerError> {
-        let cache_key = (uri.to_string(), horizons.to_vec());
+    async fn dataset(&self, config: &SweepConfig) -> Result<Arc<Dataset>, SchedulerError> {
+        let uri = config.panel.as_str();
+        let cache_key = (uri.to_string(), config.horizons.clone(), config.features.clone());
         if let Some(dataset) = lock(&self.datasets).get(&cache_key) {
             return Ok(dataset.clone());
         }
         self.check_dataset_path(uri)?;
-        let (owned_uri, owned_horizons) = cache_key.clone();
-        let dataset = tokio::task::spawn_blocking(move || load_dataset(&owned_uri, &owned_horizons))
-            .await
-            .map_err(|e| SchedulerError::Internal(format!("dataset loader panicked: {e}")))?
-            .map_err(|e| SchedulerError::Dataset { uri: uri.to_string(), reason: e.to_string() })?;
+        let (owned_uri, owned_horizons, owned_features) = cache_key.clone();
+        let dataset =
+            tokio::task::spawn_blocking(move || load_dataset(&owned_uri, &owned_horizons, owned_features.as_deref()))
+                .await
+                .map_err(|e| SchedulerError::Internal(format!("dataset loader panicked: {e}")))?
+                .map_err(|e| SchedulerError::Dataset { uri: uri.to_string(), reason: e.to_string() })?;
         let dataset = Arc::new(dataset);
         lock(&self.datasets).insert(cache_key, dataset.clone());
         Ok(dataset)
@@ -268,7 +271,7 @@ impl Scheduler {
     /// Validates `config` (models included) and plans it on its dataset.
     async fn plan(&self, config: &SweepConfig) -> Result<(Arc<Dataset>, Plan), SchedulerError> {
         wf_worker::model::check_models(config).map_err(SchedulerError::InvalidSpec)?;
-        let dataset = self.dataset(&config.panel, &config.horizons).await?;
+        let dataset = self.dataset(config).await?;
         let plan = plan_panel(config, &dataset.panel, dataset.content_hash).map_err(SchedulerError::InvalidSpec)?;
         Ok((dataset, plan))
     }

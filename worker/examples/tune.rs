@@ -22,6 +22,7 @@ fn main() {
             name: "t".into(),
             panel: "synth".into(),
             content_hash: None,
+            features: None,
             start: chrono::NaiveDate::from_ymd_opt(2022, 1, 3).expect("d"),
             end: chrono::NaiveDate::from_ymd_opt(2024, 6, 28).expect("d"),
             train_windows: vec![252],

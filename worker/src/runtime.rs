@@ -272,7 +272,7 @@ impl Worker {
                     .ok_or_else(|| permanent("the lease names no dataset".into()))?
                     .try_into()
                     .map_err(|e: wf_proto::ConversionError| permanent(e.to_string()))?;
-                let dataset = self.dataset(&dataset_ref, &config.horizons).await?;
+                let dataset = self.dataset(&dataset_ref, &config).await?;
                 let plan = plan_panel(&config, &dataset.panel, dataset.content_hash)
                     .map_err(|e| permanent(format!("cannot plan the sweep: {e}")))?;
                 let jobs = plan.jobs.into_iter().map(|job| (job.key, job)).collect();
@@ -287,12 +287,12 @@ impl Worker {
         Ok((sweep, job))
     }
 
-    async fn dataset(&self, dataset: &wf_shared::DatasetRef, horizons: &[u32]) -> Result<Arc<Dataset>, Refusal> {
+    async fn dataset(&self, dataset: &wf_shared::DatasetRef, config: &SweepConfig) -> Result<Arc<Dataset>, Refusal> {
         if let Some(found) = lock(&self.datasets).get(&dataset.content_hash) {
             return Ok(found.clone());
         }
-        let (uri, horizons_owned) = (dataset.uri.clone(), horizons.to_vec());
-        let loaded = tokio::task::spawn_blocking(move || load_dataset(&uri, &horizons_owned))
+        let (uri, horizons, features) = (dataset.uri.clone(), config.horizons.clone(), config.features.clone());
+        let loaded = tokio::task::spawn_blocking(move || load_dataset(&uri, &horizons, features.as_deref()))
             .await
             .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
             .map_err(|e| Refusal { retryable: true, error: format!("cannot load dataset {}: {e}", dataset.uri) })?;

@@ -43,6 +43,7 @@ fn market() -> &'static Market {
             name: "models".into(),
             panel: "synth:default".into(),
             content_hash: None,
+            features: None,
             start: chrono::NaiveDate::from_ymd_opt(2022, 1, 3).expect("date"),
             end: chrono::NaiveDate::from_ymd_opt(2024, 6, 28).expect("date"),
             train_windows: vec![252],

@@ -42,6 +42,7 @@ fn fixed_jobs_numbers() -> String {
         name: "pin".into(),
         panel: "synth:pin".into(),
         content_hash: None,
+        features: None,
         start: chrono::NaiveDate::from_ymd_opt(2021, 9, 1).expect("date"),
         end: chrono::NaiveDate::from_ymd_opt(2021, 9, 30).expect("date"),
         train_windows: vec![120],

@@ -95,7 +95,7 @@ fn run_synth(args: SynthArgs) -> anyhow::Result<Outcome> {
 }
 
 fn run_hash(args: HashArgs) -> anyhow::Result<Outcome> {
-    let panel = read_panel(&args.file)?;
+    let panel = read_panel(&args.file, None)?;
     println!("{}", content_hash(&panel));
     Ok(Outcome::Success)
 }

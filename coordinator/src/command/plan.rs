@@ -43,7 +43,7 @@ pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Pla
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
     let config = read_spec(&args.spec)?;
-    let dataset = load_dataset(&config.panel, &config.horizons)?;
+    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
     let started = Instant::now();
     let plan = plan_sweep(&config, &dataset)?;
     let planning_ms = started.elapsed().as_secs_f64() * 1e3;

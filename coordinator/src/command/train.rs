@@ -42,7 +42,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
     let config = read_spec(&args.spec)?;
     let spinner = stage_spinner();
     spinner.set_message("loading the dataset and planning");
-    let dataset = load_dataset(&config.panel, &config.horizons);
+    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref());
     let planned = dataset.map_err(anyhow::Error::from).and_then(|dataset| {
         let plan = plan_sweep(&config, &dataset)?;
         Ok((dataset, plan))

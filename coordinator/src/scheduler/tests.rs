@@ -56,7 +56,7 @@ pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) ->
 /// Trains a leased job in this thread, as a worker would, and reports its identity.
 pub(super) fn compute(lease: &JobLease) -> v1::JobResult {
     let config = SweepConfig::from_toml(&lease.spec_toml).expect("spec");
-    let dataset = load_dataset(&lease.dataset.uri, &config.horizons).expect("dataset");
+    let dataset = load_dataset(&lease.dataset.uri, &config.horizons, config.features.as_deref()).expect("dataset");
     let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).expect("plan");
     let job = plan.jobs.iter().find(|job| job.key == lease.lease.key).expect("job in plan");
     let output = wf_worker::job::run_job(&dataset.panel, &config, job, &candle_core::Device::Cpu).expect("job runs");

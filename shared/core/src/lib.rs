@@ -25,6 +25,7 @@
 //! | [`replay`] | fixed and adaptive schedules replayed from the age matrix, compared |
 //! | [`linear`] | a ridge least-squares scorer, the closed-form stand-in for models |
 //! | [`dataset`] | dataset identity (content hash newtype) |
+//! | [`label_guard`] | what may never be a feature: label-like names, copies of a target |
 //! | [`job`] | the job state machine: leases fenced by attempt, retries, dead letters |
 
 pub mod age;
@@ -38,6 +39,7 @@ pub mod drift;
 pub mod evaluate;
 pub mod feature;
 pub mod job;
+pub mod label_guard;
 pub mod linear;
 pub mod metric;
 pub mod model;

@@ -135,6 +135,21 @@ impl Panel {
         self.day_offsets.windows(2).map(|pair| pair[1] - pair[0]).collect()
     }
 
+    /// The panel with only the features `names`, in that order; `Err(name)` names the
+    /// first that the panel lacks.
+    pub fn select_features(mut self, names: &[String]) -> Result<Self, String> {
+        let mut columns: Vec<Option<Vec<f32>>> =
+            std::mem::take(&mut self.parts.features).into_iter().map(Some).collect();
+        let mut features = Vec::with_capacity(names.len());
+        for name in names {
+            let index = self.parts.feature_names.iter().position(|n| n == name).ok_or_else(|| name.clone())?;
+            features.push(columns[index].take().ok_or_else(|| name.clone())?);
+        }
+        self.parts.feature_names = names.to_vec();
+        self.parts.features = features;
+        Ok(self)
+    }
+
     pub fn feature_names(&self) -> &[String] {
         &self.parts.feature_names
     }

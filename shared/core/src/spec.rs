@@ -150,8 +150,11 @@ pub struct SweepConfig {
     pub name: String,
     /// Path or URL of the panel.
     pub panel: String,
-    /// The dataset the sweep must run on, when pinned.
+    /// The dataset the sweep must run on, when pinned (the hash of the panel as the
+    /// sweep reads it: with only the `features` below, when given).
     pub content_hash: Option<crate::dataset::DatasetHash>,
+    /// The feature columns to read, in order; `None`: the panel's declared features.
+    pub features: Option<Vec<String>>,
     /// Retrain dates fall in `start ..= end`.
     pub start: NaiveDate,
     pub end: NaiveDate,

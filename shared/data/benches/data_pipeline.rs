@@ -50,7 +50,7 @@ fn run_phase(phase: &str, input: &Path, panel: &Path) -> Result<(), String> {
             format!("{} columns, {} gates failed", report.columns.len(), report.failed_gates().count())
         }
         "read-and-hash-panel" => {
-            let loaded = read_panel(panel).map_err(|e| e.to_string())?;
+            let loaded = read_panel(panel, None).map_err(|e| e.to_string())?;
             content_hash(&loaded).short()
         }
         other => return Err(format!("unknown phase {other}")),

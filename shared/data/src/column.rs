@@ -130,6 +130,22 @@ pub(crate) fn write_parquet(
     Ok(())
 }
 
+/// The key-value metadata of a Parquet file (empty for other formats).
+pub(crate) fn key_value_metadata(path: &Path) -> Result<Vec<(String, String)>, DataError> {
+    if crate::FileFormat::of(path)? != crate::FileFormat::Parquet {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(path).map_err(|error| DataError::unreadable(path, error))?;
+    let mut reader = ParquetReader::new(file);
+    let metadata = reader.get_metadata().map_err(|error| DataError::unreadable(path, error))?;
+    Ok(metadata
+        .key_value_metadata()
+        .iter()
+        .flatten()
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect())
+}
+
 /// The `date` and `code` columns of a table as row keys: the trading calendar of its
 /// dates, its codes sorted, and each row's day and stock index.
 #[derive(Debug)]

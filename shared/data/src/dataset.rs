@@ -46,16 +46,24 @@ pub fn synth_spec(uri: &str) -> Option<Result<SynthSpec, String>> {
     Some(Ok(spec))
 }
 
-/// Loads the dataset `uri`; `horizons` are the targets a synthetic panel is built with.
-pub fn load_dataset(uri: &str, horizons: &[u32]) -> Result<Dataset, DataError> {
+/// Loads the dataset `uri`; `horizons` are the targets a synthetic panel is built with;
+/// `features`, when given, are the only feature columns read (in that order), else the
+/// panel's declared ones (a synthetic panel declares the whole catalogue).
+pub fn load_dataset(uri: &str, horizons: &[u32], features: Option<&[String]>) -> Result<Dataset, DataError> {
+    let invalid = |reason: String| DataError::Invalid { path: uri.into(), reason };
     let panel = match synth_spec(uri) {
         Some(spec) => {
-            let invalid = |reason: String| DataError::Invalid { path: uri.into(), reason };
             let market = generate(&spec.map_err(invalid)?).map_err(|e| invalid(e.to_string()))?;
             let bars = Bars::new(market.bars).map_err(|source| DataError::Bars { path: uri.into(), source })?;
-            build_panel(&bars, &PanelSpec { horizons: horizons.to_vec() })
+            let panel = build_panel(&bars, &PanelSpec { horizons: horizons.to_vec() });
+            match features {
+                Some(names) => panel
+                    .select_features(names)
+                    .map_err(|name| invalid(format!("the synthetic panel has no feature {name:?}")))?,
+                None => panel,
+            }
         }
-        None => read_panel(Path::new(uri))?,
+        None => read_panel(Path::new(uri), features)?,
     };
     let content_hash = content_hash(&panel);
     Ok(Dataset { panel, content_hash })

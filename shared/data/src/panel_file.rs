@@ -1,7 +1,15 @@
 //! Panels on disk: one Parquet file, sorted by (date, code), with columns
 //! `date, code, <features…>, fwd_ret_<h>…`. Features are Float32 robust z-scores,
 //! targets Float64 returns; nulls are nulls. The file's key-value metadata records the
-//! content hash at write time, but readers recompute it: a file is never trusted.
+//! content hash at write time (readers recompute it: a file is never trusted) and
+//! declares the feature and target columns (`walkforward.features`,
+//! `walkforward.targets`, JSON arrays of names).
+//!
+//! Features are only ever declared: by the spec (`dataset.features`), else by the file's
+//! metadata. A panel that declares none (a user's own file) is refused until the spec
+//! names them; other numeric columns are never read as features by accident. Every
+//! declared feature is checked by `wf_shared::label_guard` (no label-like names, no
+//! copies of a target).
 
 use std::path::Path;
 
@@ -14,6 +22,11 @@ use crate::column;
 
 /// Prefix of target columns; the rest of the name is the horizon in trading days.
 pub const TARGET_PREFIX: &str = "fwd_ret_";
+
+/// Metadata key of the declared feature columns.
+pub const FEATURES_KEY: &str = "walkforward.features";
+/// Metadata key of the declared target columns.
+pub const TARGETS_KEY: &str = "walkforward.targets";
 
 /// Writes `panel` and returns its content hash.
 pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError> {
@@ -34,20 +47,53 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
         columns.push(column::f64_column(&target_name(*horizon), values));
     }
     let mut frame = DataFrame::new(panel.rows(), columns).map_err(|error| DataError::unwritable(path, error))?;
+    let targets: Vec<String> = panel.horizons().iter().map(|h| target_name(*h)).collect();
     let metadata = vec![
         ("walkforward.kind".to_string(), "panel".to_string()),
         ("walkforward.content_hash".to_string(), hash.to_string()),
         ("walkforward.hash_format".to_string(), wf_shared::dataset::HASH_FORMAT.to_string()),
+        (FEATURES_KEY.to_string(), serde_json::to_string(panel.feature_names()).unwrap_or_default()),
+        (TARGETS_KEY.to_string(), serde_json::to_string(&targets).unwrap_or_default()),
     ];
     column::write_parquet(path, &mut frame, metadata)?;
     Ok(hash)
 }
 
-/// Reads a panel file, validating its shape; every numeric column other than the
-/// targets is a feature.
-pub fn read_panel(path: &Path) -> Result<Panel, DataError> {
+/// Reads a panel file, validating its shape. The features are `features` when given,
+/// else the ones the file's metadata declares; every `fwd_ret_<h>` column is a target.
+pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, DataError> {
+    let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
+    let declared: Vec<String> = match features {
+        Some(names) => names.to_vec(),
+        None => {
+            let metadata = column::key_value_metadata(path)?;
+            let Some((_, text)) = metadata.iter().find(|(key, _)| key == FEATURES_KEY) else {
+                return Err(invalid(
+                    "the panel declares no feature columns: name them in the spec (dataset.features = [...]) \
+                     or write the panel with `wf data prepare`"
+                        .into(),
+                ));
+            };
+            serde_json::from_str(text).map_err(|e| invalid(format!("metadata {FEATURES_KEY} is unreadable: {e}")))?
+        }
+    };
+    for name in &declared {
+        wf_shared::label_guard::check_feature_name(name).map_err(|refusal| invalid(refusal.to_string()))?;
+    }
     let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
     let column::RowKeys { names, calendar, codes, day, stock } = column::row_keys(&frame, path)?;
+    let numeric = |name: &str| -> Result<Vec<f64>, DataError> {
+        let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
+        if !column::is_numeric(&dtype) {
+            return Err(DataError::WrongType {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                found: dtype.to_string(),
+                expected: "a number",
+            });
+        }
+        column::f64s(&frame, name, path)
+    };
 
     let mut parts = PanelParts {
         calendar,
@@ -59,28 +105,25 @@ pub fn read_panel(path: &Path) -> Result<Panel, DataError> {
         horizons: Vec::new(),
         targets: Vec::new(),
     };
-    for name in names.iter().filter(|n| *n != "date" && *n != "code") {
-        let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
-        if !column::is_numeric(&dtype) {
-            return Err(DataError::WrongType {
+    for name in &declared {
+        if !names.contains(name) {
+            return Err(DataError::MissingColumn {
                 path: path.to_path_buf(),
                 column: name.clone(),
-                found: dtype.to_string(),
-                expected: "a number",
+                found: names.join(", "),
             });
         }
-        let values = column::f64s(&frame, name, path)?;
-        if let Some(horizon) = name.strip_prefix(TARGET_PREFIX) {
-            let horizon = horizon.parse::<u32>().map_err(|_| DataError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("target column {name} does not end in a horizon in trading days"),
-            })?;
-            parts.horizons.push(horizon);
-            parts.targets.push(values);
-        } else {
-            parts.feature_names.push(name.clone());
-            parts.features.push(values.iter().map(|v| *v as f32).collect());
-        }
+        parts.feature_names.push(name.clone());
+        parts.features.push(numeric(name)?.iter().map(|v| *v as f32).collect());
     }
-    Panel::new(parts).map_err(|source| DataError::Panel { path: path.to_path_buf(), source })
+    for name in names.iter().filter(|n| n.starts_with(TARGET_PREFIX)) {
+        let horizon = name[TARGET_PREFIX.len()..]
+            .parse::<u32>()
+            .map_err(|_| invalid(format!("target column {name} does not end in a horizon in trading days")))?;
+        parts.horizons.push(horizon);
+        parts.targets.push(numeric(name)?);
+    }
+    let panel = Panel::new(parts).map_err(|source| DataError::Panel { path: path.to_path_buf(), source })?;
+    wf_shared::label_guard::check_panel(&panel).map_err(|refusal| invalid(refusal.to_string()))?;
+    Ok(panel)
 }

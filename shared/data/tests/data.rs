@@ -136,12 +136,82 @@ fn panel_round_trips_through_parquet_with_the_same_content_hash() {
     let panel = build_panel(&bars, &PanelSpec::default());
     let path = dir.path().join("panel.parquet");
     let written = write_panel(&path, &panel).expect("write panel");
-    let read = read_panel(&path).expect("read panel");
+    let read = read_panel(&path, None).expect("read panel");
     assert_eq!(read.rows(), panel.rows());
     assert_eq!(read.feature_names(), panel.feature_names());
     assert_eq!(read.horizons(), panel.horizons());
     assert_eq!(content_hash(&read), written);
     assert_eq!(written, content_hash(&panel));
+}
+
+/// A panel of the user's own as CSV (no metadata): `date, code`, two features, a
+/// numeric column no one declared, `extra_columns` and the 5-day target.
+/// An extra column: its name and its value from the row's target.
+type ExtraColumn<'a> = (&'a str, fn(f64) -> f64);
+
+fn users_panel_csv(dir: &Path, extra_columns: &[ExtraColumn<'_>]) -> PathBuf {
+    let bars = Bars::new(small_market()).expect("valid bars");
+    let panel = build_panel(&bars, &PanelSpec { horizons: vec![5] });
+    let target = panel.target(5).expect("target");
+    let (mom, vol) = (panel.feature("mom_60_5").expect("mom"), panel.feature("vol_20").expect("vol"));
+    let mut header = String::from("date,code,mom,vol,row_number");
+    for (name, _) in extra_columns {
+        header += &format!(",{name}");
+    }
+    let mut text = header + ",fwd_ret_5\n";
+    let number = |x: f64| if x.is_finite() { format!("{x}") } else { String::new() };
+    for row in 0..panel.rows() {
+        let date = panel.calendar().date(panel.day()[row] as usize).expect("date");
+        let code = &panel.codes()[panel.stock()[row] as usize];
+        text += &format!("{date},{code},{},{},{row}", number(f64::from(mom[row])), number(f64::from(vol[row])));
+        for (_, value) in extra_columns {
+            text += &format!(",{}", number(value(target[row])));
+        }
+        text += &format!(",{}\n", number(target[row]));
+    }
+    write(dir, "users_panel.csv", &text)
+}
+
+#[test]
+fn a_panel_without_declared_features_needs_them_named_and_reads_only_those() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = users_panel_csv(dir.path(), &[]);
+    let error = read_panel(&path, None).expect_err("no declared features").to_string();
+    assert!(error.contains("declares no feature columns") && error.contains("dataset.features"), "{error}");
+    let named = ["vol".to_string(), "mom".to_string()];
+    let panel = read_panel(&path, Some(&named)).expect("named features");
+    assert_eq!(panel.feature_names(), &named, "exactly the named features, in the named order");
+    assert_eq!(panel.horizons(), &[5]);
+    let missing = read_panel(&path, Some(&["momentum".to_string()])).expect_err("no such column").to_string();
+    assert!(missing.contains("missing column momentum"), "{missing}");
+}
+
+#[test]
+fn a_planted_label_is_refused_as_a_feature_with_its_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // label5 is a copy of fwd_ret_5 by name; `signal` is one by value, under an innocent name.
+    let path = users_panel_csv(dir.path(), &[("label5", |target| target), ("signal", |target| target)]);
+    let named = |names: &[&str]| names.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let by_name = read_panel(&path, Some(&named(&["mom", "label5"]))).expect_err("label5").to_string();
+    assert!(by_name.contains("\"label5\" reads like a label"), "{by_name}");
+    let by_value = read_panel(&path, Some(&named(&["mom", "signal"]))).expect_err("signal").to_string();
+    assert!(by_value.contains("feature \"signal\" equals target fwd_ret_5 on 100.0% of rows"), "{by_value}");
+    // Without them the panel reads; the planted columns are simply not features.
+    assert!(read_panel(&path, Some(&named(&["mom", "vol"]))).is_ok());
+}
+
+#[test]
+fn a_prepared_panel_declares_its_features_and_targets_in_its_metadata() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let panel = build_panel(&Bars::new(small_market()).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
+    let path = dir.path().join("panel.parquet");
+    write_panel(&path, &panel).expect("write");
+    let bytes = std::fs::read(&path).expect("read");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("walkforward.features") && text.contains("walkforward.targets"));
+    assert!(text.contains("[\"fwd_ret_1\",\"fwd_ret_5\"]"), "targets declared");
+    let subset = read_panel(&path, Some(&["ret_5".to_string()])).expect("a declared subset");
+    assert_eq!(subset.feature_names(), &["ret_5".to_string()]);
 }
 
 const PINNED_HASH: &str = "175583602aded9d37c65dd553b2a5e8ec296dbae9cb84b7021843abf4b779f78";

@@ -54,3 +54,28 @@ fn an_invalid_spec_is_refused_naming_each_field() {
         run.stderr
     );
 }
+
+#[test]
+fn a_label_named_as_a_feature_is_refused_and_named_features_plan() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repository().join("configs/quickstart.toml")).expect("quickstart spec");
+    let named = |features: &str| {
+        text.replace("panel = \"synth:default\"", &format!("panel = \"synth:default\"\nfeatures = {features}"))
+    };
+    std::fs::write(dir.path().join("label.toml"), named(r#"["ret_5", "label5"]"#)).expect("write");
+    let run = wf(dir.path(), &["plan", "label.toml"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("dataset.features[1]: column \"label5\" reads like a label"), "{}", run.stderr);
+
+    std::fs::write(dir.path().join("subset.toml"), named(r#"["ret_5", "vol_20"]"#)).expect("write");
+    let run = wf(dir.path(), &["plan", "subset.toml", "--json"]);
+    assert!(run.succeeded(), "{}", run.stderr);
+    let all = wf(repository(), &["plan", "configs/quickstart.toml", "--json"]);
+    let keys = |stdout: &str| -> Vec<String> {
+        let plan: serde_json::Value = serde_json::from_str(stdout).expect("JSON plan");
+        plan["manifest"]["jobs"].as_array().expect("jobs").iter().map(|j| j["key"].to_string()).collect()
+    };
+    let (subset, every) = (keys(&run.stdout), keys(&all.stdout));
+    assert_eq!(subset.len(), every.len());
+    assert!(subset.iter().all(|k| !every.contains(k)), "two features and all features share a job key");
+}

@@ -20,6 +20,7 @@ fn config(windows: Vec<u32>, cadences: Vec<Cadence>, horizons: Vec<u32>, embargo
         name: "test".into(),
         panel: "synth:default".into(),
         content_hash: None,
+        features: None,
         start: date(2020, 1, 1),
         end: date(2021, 6, 30),
         train_windows: windows,

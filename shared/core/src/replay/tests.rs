@@ -152,6 +152,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
         name: "breaks".into(),
         panel: "synth:default".into(),
         content_hash: None,
+        features: None,
         start: chrono::NaiveDate::from_ymd_opt(2022, 1, 3).expect("date"),
         end: chrono::NaiveDate::from_ymd_opt(2024, 10, 31).expect("date"),
         train_windows: vec![126],

@@ -38,6 +38,9 @@ pub struct SweepSpec {
 pub struct DatasetSection {
     pub panel: String,
     pub content_hash: Option<String>,
+    /// The feature columns the models read, in order. Required for a panel that does
+    /// not declare its features (one not written by `wf data prepare`).
+    pub features: Option<Vec<String>>,
 }
 
 /// A date written as a TOML date (`2020-01-06`) or a string (`"2020-01-06"`).
@@ -247,6 +250,23 @@ impl SweepSpec {
                 None
             }
         });
+        let features = self.dataset.features.as_ref().map(|names| {
+            if names.is_empty() {
+                problems.add("dataset.features", "must not be empty when given");
+            }
+            let mut seen = BTreeSet::new();
+            for (index, name) in names.iter().enumerate() {
+                let field = format!("dataset.features[{index}]");
+                if name.trim().is_empty() || matches!(name.as_str(), "date" | "code") {
+                    problems.add(field, format!("{name:?} is not a feature column"));
+                } else if let Err(refusal) = crate::label_guard::check_feature_name(name) {
+                    problems.add(field, refusal.to_string());
+                } else if !seen.insert(name) {
+                    problems.add(field, format!("{name:?} appears twice"));
+                }
+            }
+            names.clone()
+        });
         let start = self.evaluation.start.to_date();
         let end = self.evaluation.end.to_date();
         if start.is_none() {
@@ -338,6 +358,7 @@ impl SweepSpec {
             name: self.name.clone(),
             panel: self.dataset.panel.clone(),
             content_hash,
+            features,
             start,
             end,
             train_windows,

@@ -86,6 +86,15 @@ fn errors_name_the_field_and_the_reason() {
         (with("share = [0.3]", "share = [1.5]"), "triggers.drift.share[0]: a share of features must be in (0, 1]"),
         (with("max_age = [63]", "max_age = [400]"), "triggers.age.max_age[0]: must be <= 125, got 400"),
         (with("start = 2022-01-03", "start = \"yesterday\""), "evaluation.start: must be a date"),
+        (
+            with("panel = \"synth:default\"", "panel = \"p.csv\"\nfeatures = [\"mom\", \"fwd_ret_5\"]"),
+            "dataset.features[1]: column \"fwd_ret_5\" reads like a label (name matches \"fwd_*\")",
+        ),
+        (
+            with("panel = \"synth:default\"", "panel = \"p.csv\"\nfeatures = [\"mom\", \"mom\"]"),
+            "dataset.features[1]: \"mom\" appears twice",
+        ),
+        (with("panel = \"synth:default\"", "panel = \"p.csv\"\nfeatures = []"), "dataset.features: must not be empty"),
     ];
     for (text, expected) in cases {
         let message = errors(&text).to_string();
