@@ -318,3 +318,73 @@ fn check_reports_duplicates_bad_prices_and_gaps_instead_of_refusing() {
     let error = check_file(&dir.path().join("absent.csv"), CheckOptions::default()).expect_err("absent file");
     assert!(matches!(error, DataError::Unreadable { .. }));
 }
+
+/// The rows of `bars` whose `keep` is true.
+fn keep_rows(bars: &BarsColumns, keep: &[bool]) -> BarsColumns {
+    fn kept<T: Clone>(values: &[T], keep: &[bool]) -> Vec<T> {
+        values.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| v.clone()).collect()
+    }
+    BarsColumns {
+        date: kept(&bars.date, keep),
+        code: kept(&bars.code, keep),
+        open: kept(&bars.open, keep),
+        high: kept(&bars.high, keep),
+        low: kept(&bars.low, keep),
+        close: kept(&bars.close, keep),
+        volume: kept(&bars.volume, keep),
+        turnover: bars.turnover.as_ref().map(|t| kept(t, keep)),
+    }
+}
+
+#[test]
+fn check_counts_exits_and_entries_and_flags_a_survivor_only_universe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bars = small_market();
+    let last = *bars.date.iter().max().expect("dates");
+    let first = *bars.date.iter().min().expect("dates");
+    let mut last_of = std::collections::BTreeMap::new();
+    let mut first_of = std::collections::BTreeMap::new();
+    for (date, code) in bars.date.iter().zip(&bars.code) {
+        let entry = last_of.entry(code.clone()).or_insert(*date);
+        *entry = (*entry).max(*date);
+        let entry = first_of.entry(code.clone()).or_insert(*date);
+        *entry = (*entry).min(*date);
+    }
+    let entries = first_of.values().filter(|d| **d > first).count();
+    // Plant an exit: stock S0003 stops trading 100 rows before the end.
+    let s3: Vec<usize> = (0..bars.date.len()).filter(|r| bars.code[*r] == "S0003").collect();
+    let cut = bars.date[s3[s3.len() - 100]];
+    let keep: Vec<bool> = (0..bars.date.len()).map(|r| bars.code[r] != "S0003" || bars.date[r] < cut).collect();
+    let exited = keep_rows(&bars, &keep);
+    let exits_before = last_of.values().filter(|d| **d < last).count();
+
+    let path = dir.path().join("exited.parquet");
+    write_ohlcv(&path, &exited).expect("write");
+    let report = check_file(&path, CheckOptions::default()).expect("check runs");
+    let survivors = &report.survivorship;
+    assert_eq!(survivors.exits.count, exits_before + 1);
+    assert!(survivors.exits.examples.iter().any(|e| e.starts_with("S0003 last trades")), "{:?}", survivors.exits);
+    assert_eq!(survivors.entries.count, entries);
+    assert!(!survivors.survivor_only);
+    let text = wf_data::check::render_table(&report);
+    assert!(text.contains(&format!("exits    {} stocks stop trading before the end", exits_before + 1)), "{text}");
+
+    // Only the stocks that trade to the end: survivor-only, a warning that strict mode fails.
+    let survivors_only: Vec<bool> = (0..bars.date.len()).map(|r| last_of[&bars.code[r]] == last).collect();
+    let kept = keep_rows(&bars, &survivors_only);
+    write_ohlcv(&path, &kept).expect("write");
+    let report = check_file(&path, CheckOptions::default()).expect("check runs");
+    assert!(report.survivorship.survivor_only);
+    let gate = report.failed_gates().find(|g| g.check.starts_with("survivorship")).expect("survivorship warns");
+    assert_eq!(gate.severity, Severity::Warning);
+    assert!(gate.detail.contains("looks survivor-only"), "{}", gate.detail);
+    assert!(!check_file(&path, CheckOptions { strict: true, ..CheckOptions::default() }).expect("check").passed);
+
+    // A panel counts each stock's unlabeled last h days per target.
+    let panel_path = dir.path().join("panel.parquet");
+    prepare(&path, &panel_path, &PanelSpec { horizons: vec![1, 5] }, |_| {}).expect("prepare");
+    let report = check_file(&panel_path, CheckOptions::default()).expect("check runs");
+    let tails: Vec<(u32, usize)> = report.survivorship.unlabeled_tails.iter().map(|t| (t.horizon, t.rows)).collect();
+    let stocks = report.stocks;
+    assert_eq!(tails, vec![(1, stocks), (5, 5 * stocks)], "every stock trades to the end: h rows each");
+}

@@ -2,8 +2,16 @@
 //!
 //! The report counts what is wrong and where (rows, stocks, dates, null shares with the
 //! worst dates, infinities, duplicates, non-positive prices, high below low, extreme
-//! moves, volume level shifts, gaps) and turns it into gates. An error gate fails the
-//! check; a warning gate fails it only in strict mode.
+//! moves, volume level shifts, gaps, survivorship) and turns it into gates. An error gate
+//! fails the check; a warning gate fails it only in strict mode.
+//!
+//! **Survivorship.** Stocks whose last row comes before the file's last date (exits:
+//! delistings, mergers) and whose first row comes after its first date (entries) are
+//! counted. A file with no exit at all looks survivor-only: only stocks still listed at
+//! its end, which biases P@K and the base rate upwards (the stocks that fell out, often
+//! after large losses, are missing); a warning gate says so. For a panel, the rows of each
+//! stock's last `h` days, whose `fwd_ret_<h>` is null (no close `h` days later), are
+//! counted per target rather than dropped silently.
 
 mod render;
 
@@ -117,8 +125,30 @@ pub struct CheckReport {
     pub high_below_low: Option<Finding>,
     pub extreme_moves: Option<Finding>,
     pub volume_level_shifts: Option<Finding>,
+    pub survivorship: Survivorship,
     pub gates: Vec<Gate>,
     pub passed: bool,
+}
+
+/// Stocks that leave or join the file's universe, and the unlabeled tails of a panel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Survivorship {
+    /// Stocks whose last row is before the file's last date.
+    pub exits: Finding,
+    /// Stocks whose first row is after the file's first date.
+    pub entries: Finding,
+    /// No stock exits: the universe looks survivor-only.
+    pub survivor_only: bool,
+    /// For a panel, per target column: rows within their stock's last `h` rows whose
+    /// target is null (the label lies past the stock's last close).
+    pub unlabeled_tails: Vec<UnlabeledTail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnlabeledTail {
+    pub target: String,
+    pub horizon: u32,
+    pub rows: usize,
 }
 
 impl CheckReport {
@@ -171,11 +201,15 @@ pub fn check_file(path: &Path, options: CheckOptions) -> Result<CheckReport, Dat
 
     let mut columns = Vec::new();
     let mut values_of = std::collections::HashMap::new();
+    let mut tails = Vec::new();
     for name in names.iter().filter(|n| *n != "date" && *n != "code") {
         let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
         if column::is_numeric(&dtype) {
             let values = column::f64s(&frame, name, path)?;
             columns.push(numeric_quality(name, &dtype, &values, &keys));
+            if let Some(horizon) = name.strip_prefix(TARGET_PREFIX).and_then(|h| h.parse::<u32>().ok()) {
+                tails.push(unlabeled_tail(name, horizon, &values, &keys));
+            }
             if ohlcv && ["open", "high", "low", "close", "volume"].contains(&name.as_str()) {
                 values_of.insert(name.clone(), values);
             }
@@ -207,9 +241,11 @@ pub fn check_file(path: &Path, options: CheckOptions) -> Result<CheckReport, Dat
         high_below_low: None,
         extreme_moves: None,
         volume_level_shifts: None,
+        survivorship: survivorship(&keys),
         gates: Vec::new(),
         passed: false,
     };
+    report.survivorship.unlabeled_tails = tails;
     if ohlcv {
         let get = |name: &str| values_of.get(name).map(Vec::as_slice).unwrap_or_default();
         let prices = [("open", get("open")), ("high", get("high")), ("low", get("low")), ("close", get("close"))];
@@ -287,6 +323,33 @@ fn gaps(keys: &Keys) -> Finding {
         }
     }
     found
+}
+
+fn survivorship(keys: &Keys) -> Survivorship {
+    let mut found = Survivorship::default();
+    let last_day = keys.calendar.len().saturating_sub(1) as u32;
+    for run in keys.stock_runs() {
+        let (first, last) = (run[0] as usize, run[run.len() - 1] as usize);
+        if keys.day[last] < last_day {
+            found.exits.add(|| format!("{} last trades {}", keys.code(last), keys.date(last)));
+        }
+        if keys.day[first] > 0 {
+            found.entries.add(|| format!("{} first trades {}", keys.code(first), keys.date(first)));
+        }
+    }
+    found.survivor_only = found.exits.count == 0 && !keys.codes.is_empty();
+    found
+}
+
+/// Rows among each stock's last `horizon` rows whose target is null.
+fn unlabeled_tail(name: &str, horizon: u32, target: &[f64], keys: &Keys) -> UnlabeledTail {
+    let rows = keys
+        .stock_runs()
+        .iter()
+        .flat_map(|run| run[run.len().saturating_sub(horizon as usize)..].iter())
+        .filter(|row| target[**row as usize].is_nan())
+        .count();
+    UnlabeledTail { target: name.to_string(), horizon, rows }
 }
 
 fn non_positive(prices: &[(&str, &[f64])], keys: &Keys) -> Finding {
@@ -431,5 +494,20 @@ fn gates(report: &CheckReport, options: CheckOptions) -> Vec<Gate> {
         gates.push(finding_gate("volume level shifts (x3 over 60 days)", Severity::Warning, finding));
     }
     gates.push(finding_gate("stocks with gaps", Severity::Warning, &report.stocks_with_gaps));
+    let survivors = &report.survivorship;
+    gates.push(gate(
+        "survivorship (stocks that exit)",
+        Severity::Warning,
+        !survivors.survivor_only,
+        if survivors.survivor_only {
+            format!(
+                "no stock stops trading before {}: the universe looks survivor-only, which biases P@K and the base \
+                 rate upwards (stocks that fell out, often after large losses, are missing)",
+                report.last_date.unwrap_or_default()
+            )
+        } else {
+            format!("{} exit, {} enter", survivors.exits.count, survivors.entries.count)
+        },
+    ));
     gates
 }

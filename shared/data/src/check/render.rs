@@ -55,6 +55,37 @@ pub fn render_table(report: &CheckReport) -> String {
         );
     }
     let _ = writeln!(out);
+    let survivors = &report.survivorship;
+    let examples = |finding: &super::Finding| {
+        if finding.examples.is_empty() { String::new() } else { format!(" (e.g. {})", finding.examples.join("; ")) }
+    };
+    let _ = writeln!(out, "universe");
+    let _ = writeln!(
+        out,
+        "  exits    {} stocks stop trading before the end{}",
+        survivors.exits.count,
+        examples(&survivors.exits)
+    );
+    let _ = writeln!(
+        out,
+        "  entries  {} stocks start after the start{}",
+        survivors.entries.count,
+        examples(&survivors.entries)
+    );
+    if survivors.survivor_only {
+        let _ =
+            writeln!(out, "  note     no exits: the universe looks survivor-only (P@K and the base rate read high)");
+    }
+    for tail in &survivors.unlabeled_tails {
+        let _ = writeln!(
+            out,
+            "  {:<8} {} rows without a label: each stock's last {} days (kept, not scored)",
+            tail.target,
+            thousands(tail.rows),
+            tail.horizon
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "checks");
     let mut gates: Vec<_> = report.gates.iter().collect();
     gates.sort_by_key(|g| (g.passed, g.severity == Severity::Warning));
