@@ -3,7 +3,7 @@
 //!
 //! | file | one row per | columns |
 //! |---|---|---|
-//! | `schedules.csv` | (window, model, seed, schedule) | `scored_days`; `mean_delta_p_at_k`, `delta_low`, `delta_high` (ΔP@K, a fraction; 95% interval, empty where not computed); `hit_rate` (share of days > 0); `mean_rank_ic`, `icir`; `retrains`; `train_seconds` (sum over the schedule's trainings, s); `vs_best_fixed`, `difference_mean`, `difference_low`, `difference_high`, `difference_excludes_zero`; `on_frontier` |
+//! | `schedules.csv` | (window, model, seed, schedule) | `scored_days`; `mean_delta_p_at_k`, `delta_low`, `delta_high` (ΔP@K, a fraction; 95% interval, empty where not computed); `hit_rate` (share of days > 0); `mean_rank_ic`, `icir`; `retrains`; `train_seconds` (sum over the schedule's trainings, s); `vs_best_fixed`, `difference_mean`, `difference_low`, `difference_high`, `difference_excludes_zero`; `on_frontier`; `covered_days`, `period_days` (days of the line's period with a live model row, and all of them: below, the schedule is not ranked or put on the frontier); `difference_common_days` (days the difference is taken on) |
 //! | `decay.csv` | (window, model, metric, age) | `age` (trading days since the retrain date), `mean`, `low`, `high` (95% interval), `models` (runs with a value) |
 //! | `series.csv` | (window, model, seed, schedule, date) | `delta_p_at_k`, `rank_ic` (empty: no live model scored that day), `retrain` (1 on retrain dates) |
 
@@ -48,7 +48,7 @@ pub fn schedules_csv(report: &SweepReport) -> String {
     let mut out = String::from(
         "window,model,seed,schedule,adaptive,scored_days,mean_delta_p_at_k,delta_low,delta_high,hit_rate,\
          mean_rank_ic,icir,retrains,train_seconds,vs_best_fixed,difference_mean,difference_low,difference_high,\
-         difference_excludes_zero,on_frontier\n",
+         difference_excludes_zero,on_frontier,covered_days,period_days,difference_common_days\n",
     );
     for line in &report.lines {
         for s in &line.schedules {
@@ -56,7 +56,7 @@ pub fn schedules_csv(report: &SweepReport) -> String {
             let interval = difference.and_then(|d| d.interval);
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 line.window,
                 field(&line.model),
                 line.seed,
@@ -77,6 +77,9 @@ pub fn schedules_csv(report: &SweepReport) -> String {
                 number(interval.map(|i| i.high)),
                 interval.map_or(String::new(), |i| u8::from(i.excludes_zero()).to_string()),
                 u8::from(s.on_frontier),
+                s.covered_days,
+                s.period_days,
+                difference.map_or(String::new(), |d| d.common_days.to_string()),
             );
         }
     }

@@ -217,7 +217,11 @@ fn series_plot(line: &LineReport, series: &[&ScheduleSeries], metric: Metric) ->
             let color = PALETTE[index % PALETTE.len()];
             let points: Vec<(f64, f64)> =
                 values.iter().enumerate().filter_map(|(x, v)| v.map(|v| (x as f64, v))).collect();
-            let label = if schedule.adaptive { "best adaptive policy".to_string() } else { schedule.schedule.clone() };
+            let mut label =
+                if schedule.adaptive { "best adaptive policy".to_string() } else { schedule.schedule.clone() };
+            if let Some(outcome) = line.schedules.iter().find(|s| s.name == schedule.schedule && !s.full_coverage()) {
+                label = format!("{label} (covers {:.0}%)", outcome.coverage() * 100.0);
+            }
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(if schedule.adaptive { 2 } else { 1 })))?
                 .label(label)
@@ -255,7 +259,7 @@ fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
             .draw_series(
                 points
                     .iter()
-                    .filter(|s| s.adaptive)
+                    .filter(|s| s.adaptive && s.full_coverage())
                     .map(|s| Circle::new((s.retrains() as f64, s.delta.mean), 2, BLACK.mix(0.25).filled())),
             )?
             .label("adaptive policy")
@@ -264,11 +268,22 @@ fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
             .draw_series(
                 points
                     .iter()
-                    .filter(|s| !s.adaptive)
+                    .filter(|s| !s.adaptive && s.full_coverage())
                     .map(|s| Circle::new((s.retrains() as f64, s.delta.mean), 5, PALETTE[0].filled())),
             )?
             .label("fixed cadence")
             .legend(|(x, y)| Circle::new((x + 9, y), 5, PALETTE[0].filled()));
+        if points.iter().any(|s| !s.full_coverage()) {
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|s| !s.full_coverage())
+                        .map(|s| Cross::new((s.retrains() as f64, s.delta.mean), 4, PALETTE[1].stroke_width(1))),
+                )?
+                .label("partial coverage (not compared)")
+                .legend(|(x, y)| Cross::new((x + 9, y), 4, PALETTE[1].stroke_width(1)));
+        }
         let mut frontier: Vec<(f64, f64)> =
             points.iter().filter(|s| s.on_frontier).map(|s| (s.retrains() as f64, s.delta.mean)).collect();
         frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -342,21 +357,17 @@ fn interval_text(low: f64, high: f64) -> String {
 /// The schedules a line's table shows: the fixed cadences, then the adaptive policies
 /// with intervals (frontier and best), best first, at most [`TABLE_POLICIES`].
 fn table_rows(line: &LineReport) -> Vec<&ScheduleOutcome> {
-    let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
     let mut adaptive: Vec<&ScheduleOutcome> =
         line.schedules.iter().filter(|s| s.adaptive && s.delta_interval.is_some()).collect();
-    adaptive.sort_by(|a, b| {
-        (b.delta.n >= covered).cmp(&(a.delta.n >= covered)).then(b.delta.mean.total_cmp(&a.delta.mean))
-    });
+    adaptive.sort_by(|a, b| b.full_coverage().cmp(&a.full_coverage()).then(b.delta.mean.total_cmp(&a.delta.mean)));
     line.schedules.iter().filter(|s| !s.adaptive).chain(adaptive.into_iter().take(TABLE_POLICIES)).collect()
 }
 
 fn comparison_table(out: &mut String, line: &LineReport) {
-    let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
     let _ = writeln!(
         out,
         "<table class=\"schedules\" data-line=\"{}|{}|{}\"><thead><tr><th>schedule</th><th>mean ΔP@K</th>\
-         <th>95% interval</th><th>RankIC</th><th>ICIR</th><th>hit rate</th><th>scored days</th><th>retrains</th>\
+         <th>95% interval</th><th>RankIC</th><th>ICIR</th><th>hit rate</th><th>scored days</th><th>coverage</th><th>retrains</th>\
          <th>training s</th><th>vs best fixed</th><th>95% interval</th><th>excludes 0</th><th>frontier</th></tr></thead><tbody>",
         line.window,
         escape(&line.model),
@@ -364,10 +375,15 @@ fn comparison_table(out: &mut String, line: &LineReport) {
     );
     for s in table_rows(line) {
         let kind = if s.adaptive { "adaptive" } else { "fixed" };
-        let partial = if s.delta.n < covered { " title=\"scored on fewer days than the fixed cadences\"" } else { "" };
+        let partial = if s.full_coverage() {
+            ""
+        } else {
+            " data-partial=\"1\" title=\"its model aged past max_age on some days: not ranked, not on the frontier\""
+        };
+        let mark = if s.full_coverage() { "" } else { " ◐" };
         let _ = write!(
             out,
-            "<tr class=\"{kind}\" data-schedule=\"{}\"{partial}><td>{}</td>",
+            "<tr class=\"{kind}\" data-schedule=\"{}\"{partial}><td>{}{mark}</td>",
             escape(&s.name),
             escape(&s.name)
         );
@@ -388,11 +404,14 @@ fn comparison_table(out: &mut String, line: &LineReport) {
         out.push_str(&cell("icir", Some(s.rank_ic.ratio()), |v| format!("{v:.2}")));
         out.push_str(&cell("hit_rate", Some(s.delta.hit_rate), |v| format!("{:.0}%", v * 100.0)));
         out.push_str(&cell("days", Some(s.delta.n as f64), |v| format!("{v:.0}")));
+        out.push_str(&cell("coverage", Some(s.coverage()), |v| format!("{:.0}%", v * 100.0)));
         out.push_str(&cell("retrains", Some(s.retrains() as f64), |v| format!("{v:.0}")));
         out.push_str(&cell("train_seconds", Some(s.train_seconds), |v| format!("{v:.1}")));
         match &s.difference_vs_best_fixed {
             Some(d) => {
-                out.push_str(&cell("difference", Some(d.mean), |v| format!("{v:+.4} vs {}", escape(&d.against))));
+                out.push_str(&cell("difference", Some(d.mean), |v| {
+                    format!("{v:+.4} vs {} ({} common days)", escape(&d.against), d.common_days)
+                }));
                 match d.interval {
                     Some(i) => {
                         let _ = write!(
@@ -411,6 +430,13 @@ fn comparison_table(out: &mut String, line: &LineReport) {
     }
     let hidden = line.schedules.len() - table_rows(line).len();
     out.push_str("</tbody></table>\n");
+    if table_rows(line).iter().any(|s| !s.full_coverage()) {
+        out.push_str(
+            "<p class=\"note\">◐ partial coverage: the schedule's model aged past max_age on some days, which it \
+             leaves unscored. It is not ranked, not on the frontier, and its difference against the best fixed \
+             cadence is taken on the days both cover.</p>\n",
+        );
+    }
     if hidden > 0 {
         let _ = writeln!(
             out,

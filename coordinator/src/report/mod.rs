@@ -169,11 +169,10 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
     // `build` made one LineReport per line, in `matrix.lines()` order.
     for (line, outcomes) in matrix.lines().into_iter().zip(&report.lines) {
         let Some(replayer) = LineReplayer::new(matrix, line) else { continue };
-        let covered = outcomes.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
         let best = outcomes
             .schedules
             .iter()
-            .filter(|s| s.adaptive && s.delta.n >= covered)
+            .filter(|s| s.adaptive && s.full_coverage())
             .max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
         let chosen: Vec<&ScheduleOutcome> = outcomes.schedules.iter().filter(|s| !s.adaptive).chain(best).collect();
         let mut series = Vec::new();
@@ -275,21 +274,23 @@ impl SweepReport {
             "window", "model", "schedule", "ΔP@K", "95% interval", "RankIC", "ICIR", "retrains"
         );
         for line in &self.lines {
-            // A policy that lets its model age past max_age has unscored days; its mean over
+            // A policy that lets its model age past max_age has uncovered days; its mean over
             // fewer (earlier) days is not comparable, so only full-coverage policies compete.
-            let covered = line.schedules.iter().filter(|s| !s.adaptive).map(|s| s.delta.n).max().unwrap_or(0);
             let best_adaptive = line
                 .schedules
                 .iter()
-                .filter(|s| s.adaptive && s.delta.n >= covered)
+                .filter(|s| s.adaptive && s.full_coverage())
                 .max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
             for schedule in line.schedules.iter().filter(|s| !s.adaptive).chain(best_adaptive) {
                 let interval = schedule
                     .delta_interval
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |i| format!("[{:+.4}, {:+.4}]", i.low, i.high));
-                let name =
+                let mut name =
                     if schedule.adaptive { format!("best adaptive: {}", schedule.name) } else { schedule.name.clone() };
+                if !schedule.full_coverage() {
+                    name = format!("{name} (covers {:.0}%)", schedule.coverage() * 100.0);
+                }
                 let _ = writeln!(
                     out,
                     "{:>6}  {:<10} {:<34} {:>+8.4}  {:<19} {:>7.4} {:>6.2} {:>8}",
@@ -343,6 +344,9 @@ mod tests {
             rank_ic: Summary::of(deltas),
             difference_vs_best_fixed: None,
             on_frontier: false,
+            covered_days: deltas.len(),
+            // The fixed cadence of the test scores 100 days: the line's period.
+            period_days: 100,
         }
     }
 

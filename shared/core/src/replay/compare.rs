@@ -1,5 +1,12 @@
 //! Comparing schedules of one line: quality, cost, the paired difference against the
 //! best fixed cadence, and the cost/quality frontier.
+//!
+//! **Coverage.** A schedule covers a day of its line's period (the line's first retrain
+//! day to the last day any of its models scores) when its live model has a row that day;
+//! one whose model ages past `max_age` leaves days uncovered. Only schedules with full
+//! coverage are ranked as "best", placed on the frontier, or chosen as the best fixed
+//! cadence (if no fixed cadence covers the period, the one that covers most); paired
+//! differences are taken on the days both series have a value, and say how many.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +22,9 @@ pub struct Difference {
     pub against: String,
     pub mean: f64,
     pub interval: Option<Interval>,
+    /// Days both series have a value: the days the difference is taken on.
+    #[serde(default)]
+    pub common_days: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,12 +39,28 @@ pub struct ScheduleOutcome {
     /// RankIC series; `rank_ic.ratio()` is the ICIR.
     pub rank_ic: Summary,
     pub difference_vs_best_fixed: Option<Difference>,
+    /// On the cost/quality frontier (schedules with full coverage only).
     pub on_frontier: bool,
+    /// Days of the line's period on which the schedule has a live model with a row.
+    #[serde(default)]
+    pub covered_days: usize,
+    /// Days of the line's period.
+    #[serde(default)]
+    pub period_days: usize,
 }
 
 impl ScheduleOutcome {
     pub fn retrains(&self) -> usize {
         self.retrain_days.len()
+    }
+
+    /// Share of the line's period the schedule covers.
+    pub fn coverage(&self) -> f64 {
+        if self.period_days == 0 { 1.0 } else { self.covered_days as f64 / self.period_days as f64 }
+    }
+
+    pub fn full_coverage(&self) -> bool {
+        self.covered_days >= self.period_days
     }
 }
 
@@ -66,27 +92,32 @@ pub fn compare_line(
 
     let series: Vec<Vec<f64>> = replays.iter().map(|(_, _, r)| r.series(matrix, Metric::DeltaPAtK)).collect();
     let summaries: Vec<Summary> = series.iter().map(|s| Summary::of(s)).collect();
+    let covered: Vec<usize> = replays.iter().map(|(_, _, r)| r.live.iter().filter(|c| c.is_some()).count()).collect();
+    let period = replays.iter().map(|(_, _, r)| r.live.len()).max().unwrap_or(0);
+    let full: Vec<bool> = covered.iter().map(|c| *c >= period).collect();
     let seconds: Vec<f64> = replays
         .iter()
         .map(|(_, _, r)| {
             r.retrain_days.iter().filter_map(|d| replayer.run_at(*d)).map(|run| matrix.runs[run].train_seconds).sum()
         })
         .collect();
-    let on_frontier = frontier(
-        &replays.iter().zip(&summaries).map(|((_, _, r), s)| (r.retrain_days.len() as f64, s.mean)).collect::<Vec<_>>(),
-    );
+    // The frontier among fully covered schedules; a partial one is never on it.
+    let points: Vec<(f64, f64)> = replays
+        .iter()
+        .zip(&summaries)
+        .zip(&full)
+        .filter(|(_, full)| **full)
+        .map(|(((_, _, r), s), _)| (r.retrain_days.len() as f64, s.mean))
+        .collect();
+    let mut frontier_of_full = frontier(&points).into_iter();
+    let on_frontier: Vec<bool> = full.iter().map(|full| *full && frontier_of_full.next().unwrap_or(false)).collect();
+    // The best fixed cadence: the most covered days first (all of them, if any covers
+    // the period), then the higher mean. Policies rank fully covered first.
     let best_fixed = (0..fixed.len())
         .filter(|i| summaries[*i].mean.is_finite())
-        .max_by(|a, b| summaries[*a].mean.total_cmp(&summaries[*b].mean));
-    // A policy that lets its model age past max_age leaves days unscored; its mean over
-    // fewer (earlier) days is not comparable, so fully covered policies rank first.
-    let covered = summaries[..fixed.len()].iter().map(|s| s.n).max().unwrap_or(0);
+        .max_by(|a, b| covered[*a].cmp(&covered[*b]).then(summaries[*a].mean.total_cmp(&summaries[*b].mean)));
     let mut ranked: Vec<usize> = (fixed.len()..replays.len()).collect();
-    ranked.sort_by(|a, b| {
-        (summaries[*b].n >= covered)
-            .cmp(&(summaries[*a].n >= covered))
-            .then(summaries[*b].mean.total_cmp(&summaries[*a].mean))
-    });
+    ranked.sort_by(|a, b| full[*b].cmp(&full[*a]).then(summaries[*b].mean.total_cmp(&summaries[*a].mean)));
     let detailed =
         |index: usize| index < fixed.len() || on_frontier[index] || ranked.iter().take(top).any(|r| *r == index);
 
@@ -95,15 +126,19 @@ pub fn compare_line(
         .enumerate()
         .map(|(index, (name, adaptive, replay))| {
             let with_interval = detailed(index);
-            let difference = best_fixed.filter(|best| *best != index).map(|best| Difference {
-                against: replays[best].0.clone(),
-                mean: Summary::of(&series[index].iter().zip(&series[best]).map(|(a, b)| a - b).collect::<Vec<_>>())
-                    .mean,
-                interval: if with_interval {
-                    bootstrap.paired_difference_interval(&series[index], &series[best])
-                } else {
-                    None
-                },
+            let difference = best_fixed.filter(|best| *best != index).map(|best| {
+                let paired =
+                    Summary::of(&series[index].iter().zip(&series[best]).map(|(a, b)| a - b).collect::<Vec<_>>());
+                Difference {
+                    against: replays[best].0.clone(),
+                    mean: paired.mean,
+                    interval: if with_interval {
+                        bootstrap.paired_difference_interval(&series[index], &series[best])
+                    } else {
+                        None
+                    },
+                    common_days: paired.n,
+                }
             });
             ScheduleOutcome {
                 line,
@@ -116,6 +151,8 @@ pub fn compare_line(
                 rank_ic: Summary::of(&replay.series(matrix, Metric::RankIc)),
                 difference_vs_best_fixed: difference,
                 on_frontier: on_frontier[index],
+                covered_days: covered[index],
+                period_days: period,
             }
         })
         .collect()

@@ -139,6 +139,31 @@ fn frontier_keeps_only_undominated_schedules() {
     assert_eq!(frontier(&points), vec![false, true, true, false, true]);
 }
 
+/// A cadence whose models age past max_age covers part of the period: with the
+/// highest mean on the days it does cover, it is still not the best fixed cadence, not
+/// on the frontier, and the difference against it is taken on the common days.
+#[test]
+fn a_schedule_with_uncovered_days_is_not_ranked_or_on_the_frontier() {
+    // Runs every 10 days, each scored 10 days: `10d` covers every day, `20d` half of them.
+    // The models 20d retrains (days 0, 20, 40) rank well, the others badly, so 20d's
+    // covered days look best.
+    let days: Vec<usize> = (0..6).map(|i| i * 10).collect();
+    let matrix = matrix(&days, 10, 1, |retrain, _| if retrain % 20 == 0 { 0.2 } else { -0.1 });
+    let fixed = vec![(Cadence::TradingDays(20), vec![0, 20, 40]), (Cadence::TradingDays(10), days.clone())];
+    let bootstrap = Bootstrap { block: 1, samples: 100, seed: 1 };
+    let outcomes = compare_line(&matrix, LINE, &fixed, &[], &days, bootstrap, 5);
+    let (twenty, ten) = (&outcomes[0], &outcomes[1]);
+    assert_eq!((twenty.covered_days, twenty.period_days), (30, 60));
+    assert!((twenty.coverage() - 0.5).abs() < 1e-12 && !twenty.full_coverage());
+    assert!(ten.full_coverage());
+    assert!(twenty.delta.mean > ten.delta.mean, "the partial schedule's mean looks better on its own days");
+    assert!(!twenty.on_frontier, "a partial schedule is on the frontier");
+    assert!(ten.on_frontier);
+    assert!(ten.difference_vs_best_fixed.is_none(), "the fully covered cadence is the best fixed one");
+    let difference = twenty.difference_vs_best_fixed.as_ref().expect("compared with 10d");
+    assert_eq!((difference.against.as_str(), difference.common_days), ("10d", 30));
+}
+
 /// The closed-form scorer on the synthetic market: planted breaks show up in the decay
 /// curve and are caught by the performance trigger.
 #[test]
