@@ -365,3 +365,35 @@ fn redis_losing_its_data_mid_sweep_is_reconciled_and_the_sweep_completes() {
     let requeued = metric(&cluster.metrics(), "wf_reconciled_jobs_total", &[]).unwrap_or(0.0);
     assert!(requeued >= 1.0 && requeued <= (jobs - committed_before) as f64, "requeued {requeued} of {jobs} jobs");
 }
+
+/// Over Redis, where the job store remembers the job as succeeded: a result edited by
+/// hand is refused on resubmission (set aside, counted in `/metrics` by reason), and
+/// the job is trained again with the next attempt.
+#[test]
+fn an_edited_result_is_refused_counted_and_trained_again() {
+    let cluster = Cluster::start(5_000);
+    let _worker = cluster.worker(&[]);
+    let text = spec("\"monthly\"", 5);
+    let first = cluster.submit(&text);
+    wait_until("the first sweep finishes", LIMIT, || cluster.finished(&first));
+    let mut results = cluster.results();
+    results.sort();
+    let victim = results[0].clone();
+    let mut bytes = std::fs::read(&victim).expect("result");
+    // One digit of the stored identity's seed: still a readable file, another checksum.
+    let at = bytes.windows(7).position(|w| w == b"\"seed\":").expect("the identity is readable in the file") + 7;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&victim, bytes).expect("edit");
+
+    let second = cluster.submit(&text);
+    wait_until("the second sweep finishes", LIMIT, || cluster.finished(&second));
+    let refused = metric(&cluster.metrics(), "wf_results_refused_total", &[("reason", "checksum")]);
+    assert_eq!(refused, Some(1.0), "{}", cluster.metrics());
+    assert_eq!(cluster.report(&second)["missing"].as_array().map(Vec::len), Some(0));
+    let retrained: Vec<Value> = cluster.job_states().into_iter().filter(|s| s["attempts_made"] == 2).collect();
+    assert_eq!(retrained.len(), 1, "exactly the edited job ran again");
+    assert_eq!(retrained[0]["phase"]["phase"], "succeeded");
+    let set_aside = std::fs::read_dir(cluster.dir.path().join("artifacts/refused")).expect("refused/").count();
+    assert_eq!(set_aside, 1);
+    assert!(victim.exists(), "the retrained result was committed in its place");
+}
