@@ -4,6 +4,10 @@
 //! It holds no state a restart would lose: sweeps and job states are in the job store,
 //! manifests and results in the artifact store. What it keeps in memory (loaded
 //! datasets, plans) is a cache rebuilt on demand.
+//!
+//! This file holds submission, progress, leasing, reporting results and reaping; the
+//! rest is split by noun: `reuse` (verifying stored results before reuse), `recovery`
+//! (the reconciler) and `reports` (building a sweep's report).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +21,13 @@ use tracing::{info, warn};
 use wf_data::dataset::{Dataset, load_dataset};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
-use wf_shared::age::{AgeMatrix, JobResult, ModelRun};
+use wf_shared::age::JobResult;
 use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, TransitionError, UnixMs};
 use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
-use crate::report::{self, SweepReport};
+
 use crate::store::{JobStore, Lease, StoreError, SweepRecord};
 
 /// The source of "now" for every decision.
@@ -558,133 +562,14 @@ impl Scheduler {
             }
         }
     }
-
-    /// Rebuilds what the job store lost (Redis restarted empty, a flush, an eviction)
-    /// from the artifact store, the record of truth: every sweep whose record is missing
-    /// is restored, and every job of a sweep that is not cancelled, has no committed
-    /// result and is unknown to the job store is queued again. Idempotent.
-    pub async fn reconcile(&self) -> Result<Reconciled, SchedulerError> {
-        let mut reconciled = Reconciled::default();
-        let now = self.clock.now_ms();
-        for id in self.artifacts.sweep_ids().await? {
-            let record = match self.store.sweep(&id).await? {
-                Some(record) => record,
-                None => {
-                    let Some(bytes) = self.artifacts.sweep_file(&id, "sweep.json").await? else { continue };
-                    let record: SweepRecord = match serde_json::from_slice(&bytes) {
-                        Ok(record) => record,
-                        Err(error) => {
-                            warn!(sweep = %id, %error, "unreadable sweep record in the artifact store; skipped");
-                            continue;
-                        }
-                    };
-                    self.store.put_sweep(&record).await?;
-                    reconciled.sweeps_restored += 1;
-                    record
-                }
-            };
-            if record.cancelled {
-                continue;
-            }
-            let mut lost = Vec::new();
-            let mut record = record;
-            let known: BTreeSet<JobKey> = record.precomputed.iter().copied().collect();
-            let mut committed = Vec::new();
-            for (key, state) in record.jobs.iter().zip(self.store.states(&record.jobs).await?) {
-                if state.is_some() {
-                    continue;
-                }
-                if self.verified_result(key, Expected::KeyOnly).await?.is_none() {
-                    lost.push(*key);
-                } else if !known.contains(key) {
-                    committed.push(*key);
-                }
-            }
-            if !committed.is_empty() {
-                // Committed results whose job states were lost count as done.
-                record.precomputed.extend(committed);
-                self.store.put_sweep(&record).await?;
-            }
-            if !lost.is_empty() {
-                reconciled.jobs_requeued += self.store.enqueue(&id, &lost, now).await?;
-            }
-        }
-        if reconciled != Reconciled::default() {
-            warn!(
-                sweeps = reconciled.sweeps_restored,
-                jobs = reconciled.jobs_requeued,
-                "the job store had lost state; restored from the artifact store"
-            );
-            metrics::counter!("wf_reconciled_jobs_total").increment(reconciled.jobs_requeued as u64);
-            self.work.notify_waiters();
-            self.changed();
-        }
-        Ok(reconciled)
-    }
-
-    /// Reconciles at once, then every `reconcile_every`, until `shutdown`.
-    pub async fn reconcile_until(&self, shutdown: CancellationToken) {
-        let Some(period) = self.config.reconcile_every else { return };
-        loop {
-            if let Err(error) = self.reconcile().await {
-                warn!(%error, "reconciliation failed");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(period) => {}
-            }
-        }
-    }
-
-    async fn planned(&self, record: &SweepRecord) -> Result<Arc<Planned>, SchedulerError> {
-        if let Some(planned) = lock(&self.plans).get(&record.id) {
-            return Ok(planned.clone());
-        }
-        let config = SweepConfig::from_toml(&record.spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (dataset, plan) = self.plan(&config).await?;
-        let planned = Arc::new(Planned { config, plan, dataset });
-        lock(&self.plans).insert(record.id.clone(), planned.clone());
-        Ok(planned)
-    }
-
-    /// The sweep's report from its committed results.
-    pub async fn report(&self, id: &SweepId) -> Result<SweepReport, SchedulerError> {
-        let record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
-        let planned = self.planned(&record).await?;
-        let mut runs = Vec::with_capacity(planned.plan.jobs.len());
-        let mut missing = Vec::new();
-        for job in &planned.plan.jobs {
-            // A result refused here is reported as missing (and set aside for a rerun).
-            let Some(message) = self.verified_result(&job.key, Expected::Planned(&job.identity)).await? else {
-                missing.push(job.key.to_string());
-                continue;
-            };
-            let result = JobResult::try_from(message)
-                .map_err(|e| SchedulerError::Internal(format!("result of job {} is invalid: {e}", job.key.short())))?;
-            runs.push(ModelRun::of_job(job, result));
-        }
-        let matrix = AgeMatrix { horizon: planned.config.primary_horizon, max_age: planned.config.max_age, runs };
-        let id = id.to_string();
-        let planned = planned.clone();
-        tokio::task::spawn_blocking(move || {
-            let input = report::ReportInput {
-                sweep_id: &id,
-                config: &planned.config,
-                plan: &planned.plan,
-                panel: &planned.dataset.panel,
-                dataset_hash: planned.dataset.content_hash,
-            };
-            report::build_full(input, &matrix, missing)
-        })
-        .await
-        .map_err(|e| SchedulerError::Internal(format!("report builder panicked: {e}")))
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+mod recovery;
+mod reports;
 mod reuse;
 use reuse::Expected;
 

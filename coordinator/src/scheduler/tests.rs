@@ -9,6 +9,7 @@ use wf_proto::v1;
 use wf_shared::job::RetryPolicy;
 
 use super::*;
+use crate::report;
 use crate::store::MemoryJobStore;
 
 #[derive(Debug)]
