@@ -4,7 +4,7 @@
 //! the scheduler, the artifact store in a temporary directory) and a real
 //! `redis-server` started here. N worker connections (one HTTP/2 connection each) loop
 //! LeaseJob → ReportResult with a ready-made result of a realistic size (63 scored ages,
-//! drift of 12 features) and its job's identity (a real `JobIdentity` text, ~1 KB), so
+//! drift of 12 features) and its job's identity (a real `JobIdentity` text, ~0.9 KB), so
 //! what is measured is everything but training: the RPCs, the Lua transitions, the
 //! fenced result check, the identity check (its hash must be the job key), sealing the
 //! result with its checksum and the create-only result write. The in-memory store runs

@@ -27,7 +27,6 @@ use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
-
 use crate::store::{JobStore, Lease, StoreError, SweepRecord};
 
 /// The source of "now" for every decision.

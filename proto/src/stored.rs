@@ -93,6 +93,11 @@ impl Stored {
         if self.identity != planned {
             return Err(StoredRefusal::Identity(describe(&self.identity, planned)));
         }
+        self.into_result()
+    }
+
+    /// The result with its identity, whichever job that is.
+    pub fn into_result(self) -> Result<v1::JobResult, StoredRefusal> {
         let mut result =
             v1::JobResult::decode(self.result.as_slice()).map_err(|e| StoredRefusal::Unreadable(e.to_string()))?;
         result.identity = self.identity;

@@ -53,14 +53,6 @@ impl JobOutput {
     }
 }
 
-/// Loss weight of each horizon: as given, else 1 for the primary and 0.5 for the rest
-/// ([`ModelSpec::resolve`] writes them out; this covers a spec built by hand).
-pub fn horizon_weights(spec: &ModelSpec, config: &SweepConfig) -> Vec<f64> {
-    spec.train_params().horizon_weights.clone().unwrap_or_else(|| {
-        config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.5 }).collect()
-    })
-}
-
 /// Refuses a job whose training labels reach its retrain date (defence in depth on
 /// top of the planner): the label of day `t` at horizon `h` is the close of `t + h`, and
 /// with an embargo of `e` days it must be dated at least `e + 1` trading days before
@@ -94,7 +86,7 @@ pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) 
     let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
     let model = build(&spec, panel.features().len(), config.horizons.len(), job.seed, device)?;
-    let weights = horizon_weights(&spec, config);
+    let weights = spec.train_params().horizon_weights_for(config);
     let request = TrainRequest {
         panel,
         window: job.train_days.clone(),

@@ -32,16 +32,8 @@ impl Scheduler {
             Expected::Planned(planned) => {
                 stored.result_for(planned, |stored, planned| identity_differences(stored, planned, 4).join("; "))
             }
-            Expected::KeyOnly => {
-                let identity = stored.identity.clone();
-                stored.result_for(&identity, |_, _| String::new()).and_then(|result| {
-                    if JobKey::of_identity(&identity) == *key {
-                        Ok(result)
-                    } else {
-                        Err(StoredRefusal::Identity("its hash is not the job key".into()))
-                    }
-                })
-            }
+            Expected::KeyOnly if JobKey::of_identity(&stored.identity) == *key => stored.into_result(),
+            Expected::KeyOnly => Err(StoredRefusal::Identity("its hash is not the job key".into())),
         });
         match checked {
             Ok(result) => Ok(Some(result)),

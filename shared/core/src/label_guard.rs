@@ -12,8 +12,8 @@ use crate::panel::{Panel, target_name};
 /// Name prefixes of columns that are labels, lower case.
 const LABEL_PREFIXES: [&str; 5] = ["fwd_", "target", "label", "ret_fwd", "next_"];
 
-/// Share of rows above which a feature equal to a target is a copy of it.
-pub const COPY_SHARE: f64 = 0.99;
+/// Percentage of rows above which a feature equal to a target is a copy of it.
+pub const COPY_PERCENT: usize = 99;
 
 /// Why a column is refused as a feature.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,20 +45,21 @@ pub fn check_feature_name(name: &str) -> Result<(), LabelRefusal> {
 }
 
 /// The share of rows where `feature` equals `target`, among rows where the target is
-/// known, when it exceeds [`COPY_SHARE`]. Stops early once that share is out of reach.
+/// known, when it exceeds [`COPY_PERCENT`]%. Stops early once that share is out of reach.
 pub fn copy_share(feature: &[f32], target: &[f64]) -> Option<f64> {
     let known = target.iter().filter(|t| t.is_finite()).count();
     if known == 0 {
         return None;
     }
-    let allowed = ((1.0 - COPY_SHARE) * known as f64).floor() as usize;
+    // Above COPY_PERCENT% equal means fewer than (100 - COPY_PERCENT)% different.
+    let out_of_reach = |different: usize| different * 100 >= known * (100 - COPY_PERCENT);
     let (mut equal, mut different) = (0usize, 0usize);
     for (f, t) in feature.iter().zip(target).filter(|(_, t)| t.is_finite()) {
         if *f == *t as f32 {
             equal += 1;
         } else {
             different += 1;
-            if different > allowed {
+            if out_of_reach(different) {
                 return None;
             }
         }
@@ -108,10 +109,13 @@ mod tests {
         let target: Vec<f64> = (0..1000).map(|i| (f64::from(i) * 0.37).sin() * 0.02).collect();
         let copy: Vec<f32> = target.iter().map(|t| *t as f32).collect();
         assert_eq!(copy_share(&copy, &target), Some(1.0));
-        // 0.5% of rows changed is still a copy; 2% is not.
+        // 0.5% of rows changed is still a copy; exactly 1% (99% equal) or 2% is not.
         let mut nearly = copy.clone();
         nearly.iter_mut().take(5).for_each(|v| *v += 1.0);
         assert_eq!(copy_share(&nearly, &target), Some(0.995));
+        let mut boundary = copy.clone();
+        boundary.iter_mut().take(10).for_each(|v| *v += 1.0);
+        assert_eq!(copy_share(&boundary, &target), None, "99% equal is not more than 99%");
         let mut different = copy.clone();
         different.iter_mut().take(20).for_each(|v| *v += 1.0);
         assert_eq!(copy_share(&different, &target), None);

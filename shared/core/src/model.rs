@@ -54,6 +54,16 @@ pub struct TrainParams {
     pub horizon_weights: Option<Vec<f64>>,
 }
 
+impl TrainParams {
+    /// The loss weight of each of `config`'s horizons: as given, else 1 for the primary
+    /// horizon and 0.5 for the others.
+    pub fn horizon_weights_for(&self, config: &SweepConfig) -> Vec<f64> {
+        self.horizon_weights.clone().unwrap_or_else(|| {
+            config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.5 }).collect()
+        })
+    }
+}
+
 impl Default for TrainParams {
     fn default() -> Self {
         Self {
@@ -181,10 +191,7 @@ impl ModelSpec {
         let train = match &mut spec {
             Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => train,
         };
-        if train.horizon_weights.is_none() {
-            train.horizon_weights =
-                Some(config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.5 }).collect());
-        }
+        train.horizon_weights = Some(train.horizon_weights_for(config));
         Ok(spec)
     }
 
