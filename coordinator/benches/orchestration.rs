@@ -36,7 +36,8 @@ use wf_shared::plan::{JobIdentity, JobKey};
 static GLOBAL: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 const CONNECTIONS: [usize; 4] = [1, 2, 4, 8];
-const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000, backoff_cap_ms: 60_000 };
+const POLICY: RetryPolicy =
+    RetryPolicy { max_attempts: 3, max_expiries: 6, backoff_base_ms: 1_000, backoff_cap_ms: 60_000 };
 
 type Outcome<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -154,6 +155,7 @@ async fn worker(address: String, name: String, protocol: Protocol, identities: I
                 worker_id: worker_id.clone(),
                 job_key: lease.job_key,
                 attempt: lease.attempt,
+                epoch: lease.epoch,
                 result: Some(v1::JobResult { identity, ..result.clone() }),
                 lease_next: protocol == Protocol::Combined,
             })

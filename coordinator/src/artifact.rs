@@ -7,13 +7,20 @@
 //! results/<job key>.pb              a job's result (walkforward.v1.StoredResult), written once
 //! refused/<job key>.<unix ms>.pb     a result refused on reuse, moved aside (kept for a post-mortem)
 //! reports/<sweep id>/<name>         reports
+//! epochs/<n>                        one empty object per lease epoch ever started
 //! ```
 //!
-//! Results are keyed by job key and written with "create only": a second write of the
-//! same key (a retried report, a late stale worker) changes nothing, so a committed
-//! result is never replaced. The one exception: a result the coordinator refuses to reuse
-//! (damaged, or not the planned job's) is moved to `refused/`, so the job's next result
-//! can be committed in its place.
+//! Results are keyed by job key. The scheduler writes one only for the attempt that won
+//! the job's guarded `Complete` (see `Scheduler::report_result`), so the write replaces
+//! whatever is there: nothing but the winner writes. In a local directory a result is
+//! written to a hidden staging file, flushed to disk, renamed into place and the
+//! directory flushed, before the commit is acknowledged; staging files left by a crash
+//! are removed by [`ArtifactStore::sweep_staging`]. A result the coordinator refuses to
+//! reuse (damaged, or not the planned job's) is moved to `refused/`.
+//!
+//! Epochs are numbered here, outside the job store, so that they keep growing when the
+//! job store loses its data: each is an object created with "create only", so two
+//! coordinators starting one at once get different numbers.
 
 use std::sync::Arc;
 
@@ -41,7 +48,12 @@ pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
     url: String,
+    /// The directory, for a local store (results are then written and flushed by hand).
+    local: Option<std::path::PathBuf>,
 }
+
+/// Staging files of result writes start with this.
+const STAGING: &str = ".staging-";
 
 impl ArtifactStore {
     /// Opens `location`: a directory path (created if missing) or a URL (`file://`;
@@ -54,7 +66,12 @@ impl ArtifactStore {
             let directory = std::fs::canonicalize(location).map_err(|e| url_error(e.to_string()))?;
             let store = object_store::local::LocalFileSystem::new_with_prefix(&directory)
                 .map_err(|e| url_error(e.to_string()))?;
-            return Ok(Self { store: Arc::new(store), root: Path::default(), url: directory.display().to_string() });
+            return Ok(Self {
+                store: Arc::new(store),
+                root: Path::default(),
+                url: directory.display().to_string(),
+                local: Some(directory),
+            });
         }
         let url = url::Url::parse(location).map_err(|e| url_error(e.to_string()))?;
         if url.scheme() == "file" {
@@ -66,7 +83,7 @@ impl ArtifactStore {
                 "{e} (this build supports directories and file:// URLs; s3:// and gs:// need the s3 and gcs features)"
             ))
         })?;
-        Ok(Self { store: Arc::from(store), root, url: location.to_string() })
+        Ok(Self { store: Arc::from(store), root, url: location.to_string(), local: None })
     }
 
     /// Where the store is, for messages.
@@ -124,9 +141,75 @@ impl ArtifactStore {
         self.get(self.path(&format!("sweeps/{sweep}/{name}"))).await
     }
 
-    /// Commits a job's result; `false` when one was already committed (left unchanged).
-    pub async fn put_result(&self, key: &JobKey, bytes: Bytes) -> Result<bool, ArtifactError> {
-        self.put(self.result_path(key), bytes, PutMode::Create).await
+    /// Publishes a job's result, replacing any (only the winning attempt calls this);
+    /// durable when it returns.
+    pub async fn put_result(&self, key: &JobKey, bytes: Bytes) -> Result<(), ArtifactError> {
+        let path = self.result_path(key);
+        let Some(directory) = &self.local else {
+            // An object store acknowledges a put once it is durable.
+            return self.put(path, bytes, PutMode::Overwrite).await.map(|_| ());
+        };
+        let target = directory.join(path.as_ref());
+        let io = |source: std::io::Error| ArtifactError::Io {
+            path: path.to_string(),
+            source: object_store::Error::Generic { store: "local", source: Box::new(source) },
+        };
+        tokio::task::spawn_blocking(move || write_durably(&target, &bytes))
+            .await
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?
+            .map_err(io)
+    }
+
+    /// Removes staging files older than `age` that interrupted result writes left in
+    /// `results/` (a local store; object stores stage nothing); returns how many.
+    pub async fn sweep_staging(&self, age: std::time::Duration) -> Result<usize, ArtifactError> {
+        let Some(directory) = &self.local else { return Ok(0) };
+        let results = directory.join(self.path("results").as_ref());
+        let swept = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&results) else { return 0 };
+            let mut swept = 0;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Ours, and object_store's own (`<name>#<n>`).
+                let staging = name.starts_with(STAGING) || name.contains('#');
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|modified| modified.elapsed().is_ok_and(|elapsed| elapsed >= age));
+                if staging && old && std::fs::remove_file(entry.path()).is_ok() {
+                    swept += 1;
+                }
+            }
+            swept
+        })
+        .await
+        .unwrap_or(0);
+        Ok(swept)
+    }
+
+    /// Starts a new lease epoch: one more than the largest ever started here.
+    pub async fn next_epoch(&self) -> Result<u64, ArtifactError> {
+        let prefix = self.path("epochs");
+        loop {
+            let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
+                Ok(listing) => listing.objects,
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(source) => return Err(ArtifactError::Io { path: prefix.to_string(), source }),
+            };
+            let last = listing.iter().filter_map(|o| o.location.filename()?.parse::<u64>().ok()).max().unwrap_or(0);
+            let next = last + 1;
+            let path = self.path(&format!("epochs/{next:020}"));
+            if self.put(path, Bytes::new(), PutMode::Create).await? {
+                // Older markers are not needed: the largest is what counts.
+                for old in listing
+                    .iter()
+                    .filter(|o| o.location.filename().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n + 8 < next))
+                {
+                    let _ = self.store.delete(&old.location).await;
+                }
+                return Ok(next);
+            }
+        }
     }
 
     pub async fn result(&self, key: &JobKey) -> Result<Option<Bytes>, ArtifactError> {
@@ -162,19 +245,51 @@ impl ArtifactStore {
     }
 }
 
+/// Writes `bytes` to `target` so that it is on disk when this returns: a staging file
+/// beside it, flushed, renamed into place, and the directory flushed.
+fn write_durably(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let directory = target.parent().ok_or_else(|| std::io::Error::other("a result path has no directory"))?;
+    std::fs::create_dir_all(directory)?;
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let staging = directory.join(format!("{STAGING}{name}.{}.{nonce}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&staging)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&staging, target)?;
+        std::fs::File::open(directory)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn results_are_written_once_and_read_back() {
+    async fn results_are_written_durably_and_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ArtifactStore::open(&dir.path().join("artifacts").display().to_string()).expect("open");
         let key = crate::store::conformance::key(9);
         assert!(!store.has_result(&key).await.expect("head"));
-        assert!(store.put_result(&key, Bytes::from_static(b"first")).await.expect("put"));
-        assert!(!store.put_result(&key, Bytes::from_static(b"second")).await.expect("second put"));
+        store.put_result(&key, Bytes::from_static(b"first")).await.expect("put");
         assert_eq!(store.result(&key).await.expect("get").as_deref(), Some(&b"first"[..]));
+        // Only the winning attempt writes, so a write replaces (a republished result).
+        store.put_result(&key, Bytes::from_static(b"second")).await.expect("second put");
+        assert_eq!(store.result(&key).await.expect("get").as_deref(), Some(&b"second"[..]));
+        // No staging file is left behind; an old one from a crash is swept.
+        let results = dir.path().join("artifacts/results");
+        assert_eq!(std::fs::read_dir(&results).expect("results/").count(), 1);
+        std::fs::write(results.join(format!("{STAGING}x.pb.1.2")), b"half").expect("staging");
+        std::fs::write(results.join("y.pb#7"), b"half").expect("object_store staging");
+        assert_eq!(store.sweep_staging(std::time::Duration::from_secs(3_600)).await.expect("sweep"), 0, "too young");
+        assert_eq!(store.sweep_staging(std::time::Duration::ZERO).await.expect("sweep"), 2);
+        assert_eq!(std::fs::read_dir(&results).expect("results/").count(), 1);
         assert!(store.has_result(&key).await.expect("head"));
         assert!(dir.path().join(format!("artifacts/results/{key}.pb")).exists());
         let missing = crate::store::conformance::key(10);
@@ -184,8 +299,27 @@ mod tests {
         assert!(moved.ends_with(&format!("refused/{key}.42.pb")), "{moved}");
         assert!(!store.has_result(&key).await.expect("head"));
         assert_eq!(store.set_aside_result(&key, 43).await.expect("nothing to move"), None);
-        assert!(store.put_result(&key, Bytes::from_static(b"third")).await.expect("put"));
+        store.put_result(&key, Bytes::from_static(b"third")).await.expect("put");
         assert_eq!(store.result(&key).await.expect("get").as_deref(), Some(&b"third"[..]));
+    }
+
+    #[tokio::test]
+    async fn epochs_keep_growing_and_two_stores_never_share_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().join("artifacts").display().to_string();
+        let (a, b) = (ArtifactStore::open(&location).expect("open"), ArtifactStore::open(&location).expect("open"));
+        let (first, second) = tokio::join!(a.next_epoch(), b.next_epoch());
+        let (first, second) = (first.expect("epoch"), second.expect("epoch"));
+        assert_ne!(first, second);
+        assert_eq!(first.min(second), 1);
+        let mut last = first.max(second);
+        for _ in 0..12 {
+            let next = a.next_epoch().await.expect("epoch");
+            assert_eq!(next, last + 1);
+            last = next;
+        }
+        let kept = std::fs::read_dir(dir.path().join("artifacts/epochs")).expect("epochs/").count();
+        assert!(kept <= 9, "old epoch markers are pruned: {kept} kept");
     }
 
     #[test]

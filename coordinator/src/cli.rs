@@ -168,6 +168,14 @@ pub struct CoordinatorArgs {
     /// Failures after which a job is dead-lettered.
     #[arg(long, default_value_t = 3, env = "WF_MAX_ATTEMPTS")]
     pub max_attempts: u32,
+    /// Expired leases (the worker died or was cut off) after which a job is
+    /// dead-lettered; counted apart from failures.
+    #[arg(long, default_value_t = 6, env = "WF_MAX_EXPIRIES")]
+    pub max_expiries: u32,
+    /// The longest one attempt may run, heartbeats or not, in seconds: past it the job
+    /// is failed as retryable (a hung job). 0: no limit.
+    #[arg(long, default_value_t = 7_200, env = "WF_MAX_JOB_SECONDS")]
+    pub max_job_seconds: u64,
     /// First retry delay in milliseconds (doubles per failure, with jitter).
     #[arg(long, default_value_t = 1_000, env = "WF_BACKOFF_MS")]
     pub backoff_ms: i64,
@@ -200,6 +208,10 @@ pub struct WorkerArgs {
     /// Seconds to hand jobs back and exit after SIGTERM.
     #[arg(long, default_value_t = 20, env = "WF_GRACE_SECONDS")]
     pub grace_seconds: u64,
+    /// Seconds a finished result is kept and reported again while the coordinator
+    /// answers NOT_FOUND or UNAVAILABLE (restarting, rebuilding its job store).
+    #[arg(long, default_value_t = 300, env = "WF_REPORT_PATIENCE_SECONDS")]
+    pub report_patience_seconds: u64,
     /// Exit after this many jobs (for tests and benchmarks).
     #[arg(long)]
     pub max_jobs: Option<usize>,

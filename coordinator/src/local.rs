@@ -75,14 +75,8 @@ pub async fn run(
     let stop_workers = CancellationToken::new();
     let mut workers = Vec::new();
     for index in 0..options.workers.max(1) {
-        let config = RuntimeConfig {
-            coordinator: url.clone(),
-            name: format!("local-{index}"),
-            capacity: 1,
-            poll: Duration::from_secs(1),
-            max_jobs: None,
-            fail_jobs: None,
-        };
+        let config =
+            RuntimeConfig { poll: Duration::from_secs(1), ..RuntimeConfig::new(url.clone(), format!("local-{index}")) };
         workers.push(tokio::spawn(runtime::run(config, device.clone(), stop_workers.child_token())));
     }
 

@@ -41,8 +41,11 @@ pub fn describe(progress: &wf_proto::v1::SweepProgress) -> String {
     if progress.cancelled > 0 {
         text.push_str(&format!("  cancelled {}", progress.cancelled));
     }
-    if progress.failures > 0 || progress.preemptions > 0 {
-        text.push_str(&format!("  (retried failures {}, preemptions {})", progress.failures, progress.preemptions));
+    if progress.failures > 0 || progress.expiries > 0 || progress.preemptions > 0 {
+        text.push_str(&format!(
+            "  (failures {}, expired leases {}, preemptions {})",
+            progress.failures, progress.expiries, progress.preemptions
+        ));
     }
     text
 }

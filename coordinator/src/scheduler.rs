@@ -10,7 +10,7 @@
 //! (the reconciler) and `reports` (building a sweep's report).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,12 +22,12 @@ use wf_data::dataset::{Dataset, load_dataset};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
 use wf_shared::age::JobResult;
-use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, TransitionError, UnixMs};
+use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, Token, TransitionError, UnixMs};
 use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
-use crate::store::{JobStore, Lease, StoreError, SweepRecord};
+use crate::store::{EpochCheck, JobStore, Lease, StoreError, SweepRecord};
 
 /// The source of "now" for every decision.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -56,21 +56,36 @@ pub struct SchedulerConfig {
     /// How often the server reconciles the job store with the artifact store (the first
     /// time at start); `None`: never (`wf run`, whose store starts empty on purpose).
     pub reconcile_every: Option<Duration>,
+    /// The longest one attempt may run, heartbeats or not: past it, the job is failed as
+    /// retryable (a hung job). `None`: no limit.
+    pub max_job_ms: Option<i64>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { lease_ms: 30_000, poll_ms: 250, data_roots: Vec::new(), reconcile_every: Some(Duration::from_secs(60)) }
+        Self {
+            lease_ms: 30_000,
+            poll_ms: 250,
+            data_roots: Vec::new(),
+            reconcile_every: Some(Duration::from_secs(60)),
+            max_job_ms: Some(DEFAULT_MAX_JOB_MS),
+        }
     }
 }
+
+/// The default longest attempt: two hours (the jp grid's slowest job takes minutes).
+pub const DEFAULT_MAX_JOB_MS: i64 = 2 * 3_600_000;
 
 /// What a reconciliation restored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// Sweeps in the artifact store that the job store had lost.
     pub sweeps_restored: usize,
-    /// Jobs without a result that the job store had lost, queued again.
+    /// Jobs without a result that the job store had lost (or completed without a
+    /// published result), queued again.
     pub jobs_requeued: usize,
+    /// Index entries and owners repaired after a partial loss.
+    pub repaired: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +134,7 @@ pub struct Progress {
     pub dead_lettered: u64,
     pub cancelled: u64,
     pub failures: u64,
+    pub expiries: u64,
     pub preemptions: u64,
     pub submitted_at: UnixMs,
 }
@@ -153,7 +169,8 @@ impl From<JobLease> for v1::JobLease {
     fn from(granted: JobLease) -> Self {
         Self {
             job_key: granted.lease.key.to_string(),
-            attempt: granted.lease.attempt,
+            attempt: granted.lease.token.attempt,
+            epoch: granted.lease.token.epoch,
             sweep_id: granted.lease.sweep.to_string(),
             spec_toml: granted.spec_toml,
             dataset: Some(granted.dataset.into()),
@@ -196,6 +213,15 @@ pub struct Scheduler {
     /// Bumped on every job state change, for progress watchers.
     changes: watch::Sender<u64>,
     submissions: AtomicU64,
+    /// Held while an epoch is checked or started, so that one new epoch is started at a time.
+    epoch_lock: tokio::sync::Mutex<()>,
+    /// The reaper expires nothing before this: after a start, a new epoch or a store
+    /// outage, live workers get one lease period to heartbeat again.
+    grace_until: AtomicI64,
+    /// The reaper's last look at the store failed.
+    store_down: AtomicBool,
+    /// Epochs this process started.
+    epochs_started: AtomicU64,
 }
 
 impl Scheduler {
@@ -205,6 +231,7 @@ impl Scheduler {
         clock: Arc<dyn Clock>,
         config: SchedulerConfig,
     ) -> Self {
+        let grace_until = AtomicI64::new(clock.now_ms() + config.lease_ms);
         Self {
             store,
             artifacts,
@@ -216,7 +243,50 @@ impl Scheduler {
             work: Notify::new(),
             changes: watch::Sender::new(0),
             submissions: AtomicU64::new(0),
+            epoch_lock: tokio::sync::Mutex::new(()),
+            grace_until,
+            store_down: AtomicBool::new(false),
+            epochs_started: AtomicU64::new(0),
         }
+    }
+
+    /// Gives live workers one lease period, from now, to heartbeat before the reaper
+    /// expires their leases.
+    fn grant_grace(&self) {
+        self.grace_until.fetch_max(self.clock.now_ms() + self.config.lease_ms, Ordering::SeqCst);
+    }
+
+    /// The epoch the job store grants leases in: the one its marker names, or, when the
+    /// marker is gone or from another store instance (a flush, a lost hash, a restart
+    /// that may have rolled back state), a new one from the artifact store, which also
+    /// gives live workers a grace period. Returns the epoch.
+    pub async fn ensure_epoch(&self) -> Result<u64, SchedulerError> {
+        let _held = self.epoch_lock.lock().await;
+        if let EpochCheck::Current(epoch) = self.store.epoch_check().await? {
+            return Ok(epoch);
+        }
+        self.start_epoch("a fresh or restarted job store, or one that lost state").await
+    }
+
+    /// Starts a new epoch whatever the marker says (the store lost jobs).
+    pub async fn new_epoch(&self, why: &str) -> Result<u64, SchedulerError> {
+        let _held = self.epoch_lock.lock().await;
+        self.start_epoch(why).await
+    }
+
+    async fn start_epoch(&self, why: &str) -> Result<u64, SchedulerError> {
+        let epoch = self.artifacts.next_epoch().await?;
+        self.store.start_epoch(epoch).await?;
+        self.grant_grace();
+        if self.epochs_started.fetch_add(1, Ordering::SeqCst) == 0 {
+            // This process's first: routine at every start.
+            info!(epoch, why, "started a new lease epoch");
+        } else {
+            warn!(epoch, why, "started a new lease epoch");
+        }
+        metrics::counter!("wf_epochs_started_total").increment(1);
+        metrics::gauge!("wf_epoch").set(epoch as f64);
+        Ok(epoch)
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -373,6 +443,7 @@ impl Scheduler {
                 continue;
             };
             progress.failures += u64::from(state.failures);
+            progress.expiries += u64::from(state.expiries);
             progress.preemptions += u64::from(state.preemptions);
             match state.phase {
                 Phase::Queued { .. } => progress.queued += 1,
@@ -401,17 +472,25 @@ impl Scheduler {
         Ok(all)
     }
 
-    /// Stops leasing the sweep's jobs; busy workers learn it from their next heartbeat.
+    /// Stops leasing the sweep's jobs, except those another live sweep still needs
+    /// (deduplicated into it); busy workers learn it from their next heartbeat.
     pub async fn cancel(&self, id: &SweepId) -> Result<Progress, SchedulerError> {
         let mut record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
+        let mut needed = BTreeSet::new();
+        for other in self.store.sweeps().await? {
+            if other.id != *id && !other.cancelled {
+                needed.extend(other.jobs);
+            }
+        }
         record.cancelled = true;
         self.store.put_sweep(&record).await?;
         // The artifact store's copy too: a reconciliation must not bring the sweep back.
         let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
         self.artifacts.put_sweep_file(id, "sweep.json", Bytes::from(record_json)).await?;
         lock(&self.sweeps).remove(id);
-        let cancelled = self.store.cancel(&record.jobs, self.clock.now_ms()).await?;
-        info!(sweep = %id, cancelled, "sweep cancelled");
+        let own: Vec<JobKey> = record.jobs.iter().filter(|key| !needed.contains(key)).copied().collect();
+        let cancelled = self.store.cancel(&own, self.clock.now_ms()).await?;
+        info!(sweep = %id, cancelled, kept_for_other_sweeps = record.jobs.len() - own.len(), "sweep cancelled");
         self.changed();
         self.progress_of(&record).await
     }
@@ -421,7 +500,15 @@ impl Scheduler {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let woken = self.work.notified();
-            if let Some(lease) = self.store.lease(worker, self.config.lease_ms, self.clock.now_ms()).await? {
+            let (lease_ms, max_ms) = (self.config.lease_ms, self.config.max_job_ms);
+            let leased = match self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await {
+                Err(StoreError::EpochLost) => {
+                    self.ensure_epoch().await?;
+                    self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await?
+                }
+                other => other?,
+            };
+            if let Some(lease) = leased {
                 let record = self.sweep_record(&lease.sweep).await?;
                 metrics::counter!("wf_leases_total").increment(1);
                 self.changed();
@@ -444,8 +531,9 @@ impl Scheduler {
         }
     }
 
-    pub async fn heartbeat(&self, key: &JobKey, attempt: u32) -> Result<HeartbeatAction, SchedulerError> {
-        match self.store.heartbeat(key, attempt, self.config.lease_ms, self.clock.now_ms()).await {
+    /// Extends `worker`'s lease `token` of job `key`.
+    pub async fn heartbeat(&self, key: &JobKey, token: Token, worker: &str) -> Result<HeartbeatAction, SchedulerError> {
+        match self.store.heartbeat(key, token, worker, self.config.lease_ms, self.clock.now_ms()).await {
             Ok(_) => {
                 metrics::counter!("wf_heartbeats_total").increment(1);
                 Ok(HeartbeatAction::Continue)
@@ -461,13 +549,18 @@ impl Scheduler {
         }
     }
 
-    /// Commits a job's result: only the current attempt may, only once, and only a
-    /// result whose identity hashes to the job's key. It is stored sealed: the identity
-    /// in full and a checksum (`wf_proto::stored`).
+    /// Commits a job's result. Only the holder of the current lease may, and only with
+    /// a result whose identity hashes to the job's key. The result is published (written
+    /// to the artifact store, flushed to disk) only after the holder's `Complete` won the
+    /// guarded write, so a stale attempt's bytes never become the result. A retried
+    /// report of the attempt that won publishes again if the result is missing (the
+    /// coordinator stopped between the two). It is stored sealed: the identity in full
+    /// and a checksum (`wf_proto::stored`).
     pub async fn report_result(
         &self,
         key: &JobKey,
-        attempt: u32,
+        token: Token,
+        worker: &str,
         mut result: v1::JobResult,
     ) -> Result<(), SchedulerError> {
         if JobKey::of_identity(&result.identity) != *key {
@@ -483,25 +576,32 @@ impl Scheduler {
         let bytes = Bytes::from(wf_proto::stored::seal(&identity, &result));
         let seconds = JobResult::try_from(result)?.training.seconds;
         let record = self.store.job(key).await?.ok_or_else(|| SchedulerError::UnknownJob(key.short()))?;
-        let state = record.state;
-        let duplicate = matches!(state.phase, Phase::Succeeded { .. }) && state.attempts_made == attempt;
-        if state.current_attempt() != Some(attempt) && !duplicate {
-            let error =
-                TransitionError::Stale { got: attempt, current: state.attempts_made, phase: state.phase.name() };
-            if matches!(state.phase, Phase::Cancelled) {
-                // Its sweep was cancelled while it trained: expected, not a fault.
-                info!(job = %key.short(), attempt, "result of a cancelled job rejected");
-            } else {
-                warn!(job = %key.short(), attempt, "stale result rejected");
+        let event = JobEvent::Complete { token, worker: worker.to_string() };
+        let now = self.clock.now_ms();
+        let won = match self.store.apply_from(key, &record.state, &event, now).await {
+            Ok(state) => state != record.state,
+            Err(StoreError::Transition(error)) => {
+                if matches!(record.state.phase, Phase::Cancelled) {
+                    // Its sweep was cancelled while it trained: expected, not a fault.
+                    info!(job = %key.short(), %token, "result of a cancelled job rejected");
+                } else {
+                    warn!(job = %key.short(), %token, worker, %error, "result rejected: not the lease holder's");
+                }
+                metrics::counter!("wf_results_rejected_total").increment(1);
+                return Err(SchedulerError::LeaseLost(error));
             }
-            metrics::counter!("wf_results_rejected_total").increment(1);
-            return Err(SchedulerError::LeaseLost(error));
+            Err(error) => return Err(error.into()),
+        };
+        if !won && self.artifacts.has_result(key).await? {
+            // A retried report of the attempt that committed: already published.
+            return Ok(());
         }
-        let written = self.artifacts.put_result(key, bytes).await?;
-        self.store.apply_from(key, &state, &JobEvent::Complete { attempt }, self.clock.now_ms()).await?;
-        info!(job = %key.short(), attempt, written, "result committed");
-        metrics::counter!("wf_results_committed_total").increment(1);
-        metrics::histogram!("wf_job_training_seconds").record(seconds);
+        self.artifacts.put_result(key, bytes).await?;
+        info!(job = %key.short(), %token, worker, republished = !won, "result committed");
+        if won {
+            metrics::counter!("wf_results_committed_total").increment(1);
+            metrics::histogram!("wf_job_training_seconds").record(seconds);
+        }
         self.changed();
         Ok(())
     }
@@ -509,11 +609,12 @@ impl Scheduler {
     pub async fn report_failure(
         &self,
         key: &JobKey,
-        attempt: u32,
+        token: Token,
+        worker: &str,
         kind: FailureKind,
         error: &str,
     ) -> Result<(), SchedulerError> {
-        let state = self.store.fail(key, attempt, kind, error, self.clock.now_ms()).await?;
+        let state = self.store.fail(key, token, worker, kind, error, self.clock.now_ms()).await?;
         metrics::counter!("wf_job_failures_total", "kind" => kind.name()).increment(1);
         match state.phase {
             Phase::DeadLettered => metrics::counter!("wf_dead_letters_total").increment(1),
@@ -522,13 +623,15 @@ impl Scheduler {
             }
             _ => {}
         }
-        warn!(job = %key.short(), attempt, ?kind, phase = state.phase.name(), error, "job failed");
+        warn!(job = %key.short(), %token, ?kind, phase = state.phase.name(), error, "job failed");
         self.work.notify_waiters();
         self.changed();
         Ok(())
     }
 
-    /// Re-queues expired leases until `shutdown`.
+    /// Re-queues expired leases until `shutdown`, checking the store's epoch on every
+    /// tick. After a start, a new epoch or a store outage it waits one lease period
+    /// first, so that workers cut off by the outage can heartbeat again.
     pub async fn reap_until(&self, shutdown: CancellationToken) {
         let period =
             Duration::from_millis((self.config.lease_ms as u64 / 4).clamp(20, 5_000).min(self.config.poll_ms.max(20)));
@@ -539,27 +642,46 @@ impl Scheduler {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            match self.store.reap(self.clock.now_ms()).await {
-                Ok(reaped) if !reaped.is_empty() => {
-                    metrics::counter!("wf_leases_expired_total").increment(reaped.len() as u64);
-                    for key in &reaped {
-                        warn!(job = %key.short(), "lease expired; job re-queued");
-                    }
-                    self.work.notify_waiters();
-                    self.changed();
+            if let Err(error) = self.reap_once().await {
+                if !self.store_down.swap(true, Ordering::SeqCst) {
+                    warn!(%error, "the job store is unreachable; leases will get a grace period when it is back");
                 }
-                Ok(_) => {}
-                Err(error) => warn!(%error, "reaper failed"),
+                continue;
             }
-            match self.store.depth().await {
-                Ok(depth) => {
-                    metrics::gauge!("wf_queue_jobs", "state" => "queued").set(depth.queued as f64);
-                    metrics::gauge!("wf_queue_jobs", "state" => "leased").set(depth.leased as f64);
-                    metrics::gauge!("wf_queue_jobs", "state" => "dead_lettered").set(depth.dead_lettered as f64);
-                }
-                Err(error) => warn!(%error, "cannot read the queue depth"),
+            if self.store_down.swap(false, Ordering::SeqCst) {
+                self.grant_grace();
+                info!(grace_ms = self.config.lease_ms, "the job store is back; live workers get one lease period");
             }
         }
+    }
+
+    /// One reaper tick: the epoch check, expired leases (after any grace), queue depths.
+    pub async fn reap_once(&self) -> Result<(), SchedulerError> {
+        self.ensure_epoch().await?;
+        let now = self.clock.now_ms();
+        if now >= self.grace_until.load(Ordering::SeqCst) {
+            let reaped = self.store.reap(now).await?;
+            if !reaped.is_empty() {
+                let states = self.store.states(&reaped).await?;
+                for (key, state) in reaped.iter().zip(states) {
+                    let error = state.and_then(|s| s.last_error).unwrap_or_default();
+                    if error.contains(wf_shared::job::HUNG) {
+                        metrics::counter!("wf_jobs_hung_total").increment(1);
+                        warn!(job = %key.short(), error, "job ran past its maximum duration; failed");
+                    } else {
+                        metrics::counter!("wf_leases_expired_total").increment(1);
+                        warn!(job = %key.short(), "lease expired; job re-queued");
+                    }
+                }
+                self.work.notify_waiters();
+                self.changed();
+            }
+        }
+        let depth = self.store.depth().await?;
+        metrics::gauge!("wf_queue_jobs", "state" => "queued").set(depth.queued as f64);
+        metrics::gauge!("wf_queue_jobs", "state" => "leased").set(depth.leased as f64);
+        metrics::gauge!("wf_queue_jobs", "state" => "dead_lettered").set(depth.dead_lettered as f64);
+        Ok(())
     }
 }
 

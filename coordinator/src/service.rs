@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use wf_proto::v1::sweep_service_server::SweepService;
 use wf_proto::v1::worker_service_server::WorkerService;
 use wf_proto::{ConversionError, PROTOCOL_VERSION, v1};
-use wf_shared::job::{FailureKind, SweepId};
+use wf_shared::job::{FailureKind, SweepId, Token, TransitionError};
 use wf_shared::model::TRAINER_VERSION;
 use wf_shared::plan::JobKey;
 
@@ -25,6 +25,7 @@ impl From<SchedulerError> for Status {
         match error {
             SchedulerError::InvalidSpec(_) | SchedulerError::InvalidArgument(_) => Status::invalid_argument(message),
             SchedulerError::UnknownSweep(_) | SchedulerError::UnknownJob(_) => Status::not_found(message),
+            SchedulerError::LeaseLost(TransitionError::NotHolder { .. }) => Status::permission_denied(message),
             SchedulerError::LeaseLost(_) => Status::failed_precondition(message),
             SchedulerError::Dataset { .. } => Status::failed_precondition(message),
             SchedulerError::Store(_) => Status::unavailable(message),
@@ -69,6 +70,7 @@ pub fn progress_message(progress: Progress) -> v1::SweepProgress {
         dead_lettered: progress.dead_lettered,
         cancelled: progress.cancelled,
         failures: progress.failures,
+        expiries: progress.expiries,
         preemptions: progress.preemptions,
         submitted_at_ms: progress.submitted_at,
     }
@@ -229,9 +231,10 @@ impl WorkerService for Workers {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        worker_id(&request.worker_id)?;
+        let worker = worker_id(&request.worker_id)?;
         let key = job_key(&request.job_key)?;
-        let action = match self.0.heartbeat(&key, request.attempt).await? {
+        let token = Token { epoch: request.epoch, attempt: request.attempt };
+        let action = match self.0.heartbeat(&key, token, worker).await? {
             HeartbeatAction::Continue => v1::HeartbeatAction::Continue,
             HeartbeatAction::Cancel => v1::HeartbeatAction::Cancel,
         };
@@ -246,7 +249,8 @@ impl WorkerService for Workers {
         let worker = worker_id(&request.worker_id)?;
         let key = job_key(&request.job_key)?;
         let result = request.result.ok_or_else(|| invalid("result", "missing"))?;
-        self.0.report_result(&key, request.attempt, result).await?;
+        let token = Token { epoch: request.epoch, attempt: request.attempt };
+        self.0.report_result(&key, token, worker, result).await?;
         let next = if request.lease_next {
             // The result is committed: a failed lease must not make the worker report
             // it again, so it is logged and the worker falls back to LeaseJob.
@@ -268,8 +272,9 @@ impl WorkerService for Workers {
         request: Request<v1::ReportFailureRequest>,
     ) -> Result<Response<v1::ReportFailureResponse>, Status> {
         let request = request.into_inner();
-        worker_id(&request.worker_id)?;
+        let worker = worker_id(&request.worker_id)?.to_string();
         let key = job_key(&request.job_key)?;
+        let token = Token { epoch: request.epoch, attempt: request.attempt };
         let kind = match v1::FailureKind::try_from(request.kind) {
             Ok(v1::FailureKind::Retryable) => FailureKind::Retryable,
             Ok(v1::FailureKind::Permanent) => FailureKind::Permanent,
@@ -283,7 +288,7 @@ impl WorkerService for Workers {
             }
         };
         let error: String = request.error.chars().take(2_000).collect();
-        self.0.report_failure(&key, request.attempt, kind, &error).await?;
+        self.0.report_failure(&key, token, &worker, kind, &error).await?;
         Ok(Response::new(v1::ReportFailureResponse {}))
     }
 }

@@ -6,6 +6,15 @@
 //! writes the answer only if the stored state is still the one it read (in Redis, one Lua
 //! script per transition, guarded by the expected attempt). Every method takes `now`;
 //! no store reads the clock.
+//!
+//! **Epochs.** Leases are fenced by a token, (epoch, attempt). The epoch comes from
+//! outside the store (the artifact store numbers them, see `Scheduler::ensure_epoch`),
+//! and each store keeps a marker of the epoch it serves and of its own instance (Redis:
+//! the server's run id, which changes on every restart). A lease is granted only while
+//! the marker is there and is the store's epoch: after a flush, a lost hash or a restart
+//! (which may have rolled back the last second of an AOF) the store answers
+//! [`StoreError::EpochLost`] until a new epoch is started, so a (job, token) pair is
+//! never handed out twice.
 
 pub mod conformance;
 mod memory;
@@ -14,7 +23,7 @@ mod redis;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use wf_shared::DatasetRef;
-use wf_shared::job::{FailureKind, JobEvent, JobState, RetryPolicy, SweepId, TransitionError, UnixMs};
+use wf_shared::job::{FailureKind, JobEvent, JobState, RetryPolicy, SweepId, Token, TransitionError, UnixMs};
 use wf_shared::plan::JobKey;
 
 pub use memory::MemoryJobStore;
@@ -49,8 +58,27 @@ pub struct JobRecord {
 pub struct Lease {
     pub key: JobKey,
     pub sweep: SweepId,
-    pub attempt: u32,
+    pub token: Token,
     pub expires_at: UnixMs,
+}
+
+/// What a store says of its epoch marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// The marker is there and the store is still the instance that wrote it.
+    Current(u64),
+    /// No marker, or another instance: state may have been lost or rolled back since.
+    Lost,
+}
+
+/// What [`JobStore::repair`] fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// Index entries added or removed (a job missing from the ready or leased set, or a
+    /// set entry without a job).
+    pub fixed: usize,
+    /// Jobs that lost the record of the sweep owning them.
+    pub unowned: Vec<JobKey>,
 }
 
 /// Jobs by where they are, across all sweeps.
@@ -72,6 +100,9 @@ pub enum StoreError {
     Backend(String),
     #[error("job store holds an unreadable record for {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The store's epoch marker is gone or from another instance: start a new epoch.
+    #[error("the job store may have lost state (its epoch marker is gone or stale); a new epoch is needed")]
+    EpochLost,
 }
 
 impl From<::redis::RedisError> for StoreError {
@@ -94,9 +125,30 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// fresh retry budget; returns how many. Attempt numbers carry on.
     async fn resubmit(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
 
-    /// Leases the longest-waiting ready job to `worker` for `lease_ms`, if any is ready.
-    /// Jobs of cancelled sweeps are never leased: cancelling cancels them first.
-    async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError>;
+    /// Leases the longest-waiting ready job to `worker` for `lease_ms` (and at most
+    /// `max_ms`), under the store's epoch, if any is ready. Jobs of cancelled sweeps are
+    /// never leased: cancelling cancels them first. [`StoreError::EpochLost`] when the
+    /// epoch marker is not the store's.
+    async fn lease(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Reads the epoch marker; adopts its epoch when it is [`EpochCheck::Current`].
+    async fn epoch_check(&self) -> Result<EpochCheck, StoreError>;
+
+    /// Writes the marker of a new `epoch` (from outside the store) and serves it.
+    async fn start_epoch(&self, epoch: u64) -> Result<(), StoreError>;
+
+    /// Finds jobs whose indices disagree with their state (a partial loss: a deleted
+    /// set, an evicted key) and fixes the indices from the states.
+    async fn repair(&self, now: UnixMs) -> Result<Repaired, StoreError>;
+
+    /// Records `sweep` as the owner of `key` if the job has none.
+    async fn set_owner(&self, key: &JobKey, sweep: &SweepId) -> Result<(), StoreError>;
 
     /// Applies a lease holder's or the reaper's event to one job; returns the new state.
     async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError>;
@@ -133,26 +185,35 @@ impl dyn JobStore {
     pub async fn heartbeat(
         &self,
         key: &JobKey,
-        attempt: u32,
+        token: Token,
+        worker: &str,
         lease_ms: i64,
         now: UnixMs,
     ) -> Result<JobState, StoreError> {
-        self.apply(key, &JobEvent::Heartbeat { attempt, lease_ms }, now).await
+        self.apply(key, &JobEvent::Heartbeat { token, worker: worker.to_string(), lease_ms }, now).await
     }
 
-    pub async fn complete(&self, key: &JobKey, attempt: u32, now: UnixMs) -> Result<JobState, StoreError> {
-        self.apply(key, &JobEvent::Complete { attempt }, now).await
+    pub async fn complete(
+        &self,
+        key: &JobKey,
+        token: Token,
+        worker: &str,
+        now: UnixMs,
+    ) -> Result<JobState, StoreError> {
+        self.apply(key, &JobEvent::Complete { token, worker: worker.to_string() }, now).await
     }
 
     pub async fn fail(
         &self,
         key: &JobKey,
-        attempt: u32,
+        token: Token,
+        worker: &str,
         kind: FailureKind,
         error: &str,
         now: UnixMs,
     ) -> Result<JobState, StoreError> {
-        self.apply(key, &JobEvent::Fail { attempt, kind, error: error.to_string() }, now).await
+        self.apply(key, &JobEvent::Fail { token, worker: worker.to_string(), kind, error: error.to_string() }, now)
+            .await
     }
 
     /// Cancels every non-terminal job of `keys`; returns how many it cancelled.

@@ -12,37 +12,77 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    /// With an append-only file (`appendfsync everysec`), kept across [`Self::restart`].
+    aof: bool,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Starts `redis-server` (from `PATH`, or `WF_REDIS_SERVER`) and waits until it
-    /// answers, at most 10 seconds.
+    /// Starts `redis-server` (from `PATH`, or `WF_REDIS_SERVER`), persistence off, and
+    /// waits until it answers, at most 10 seconds.
     pub fn start() -> Result<Self, String> {
-        let binary = std::env::var("WF_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`] with an append-only file fsynced every second, as production
+    /// runs it: a restart ([`Self::kill`], [`Self::restart`]) loads it back, and may
+    /// lose the writes of the last second.
+    pub fn start_persistent() -> Result<Self, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(aof: bool) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("failed to create a temporary directory: {e}"))?;
         let socket = dir.path().join("redis.sock");
-        let child = Command::new(&binary)
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        let child = Self::spawn(&socket, dir.path(), aof)?;
+        let server = Self { child, socket, aof, dir };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn spawn(socket: &std::path::Path, dir: &std::path::Path, aof: bool) -> Result<Child, String> {
+        let binary = std::env::var("WF_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let persistence: &[&str] =
+            if aof { &["--appendonly", "yes", "--appendfsync", "everysec"] } else { &["--appendonly", "no"] };
+        Command::new(&binary)
+            .args(["--port", "0", "--save", "", "--unixsocketperm", "700"])
+            .args(persistence)
             .arg("--unixsocket")
-            .arg(&socket)
+            .arg(socket)
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("failed to start {binary} (install redis-server): {e}"))?;
-        let server = Self { child, socket, _dir: dir };
+            .map_err(|e| format!("failed to start {binary} (install redis-server): {e}"))
+    }
+
+    fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if server.socket.exists() && server.ping() {
-                return Ok(server);
+            if self.socket.exists() && self.ping() {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("{binary} did not answer within 10 s"));
+                return Err("redis-server did not answer within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown save).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts the server again on the same socket and directory (with its AOF, if
+    /// persistent), and waits until it answers.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.child = Self::spawn(&self.socket, self.dir.path(), self.aof)?;
+        self.wait_ready()
     }
 
     fn ping(&self) -> bool {

@@ -17,8 +17,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// counts are packed (`Drift.training_counts`, `Drift.day_counts`); 3: the day counts are
 /// fixed-width bytes (`Drift.day_count_width`, `Drift.day_counts_fixed`); 4: a result
 /// carries its job's identity (`JobResult.identity`) and registration the worker's
-/// trainer version. Results are stored as [`v1::StoredResult`] (see [`stored`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// trainer version; 5: every call about a leased job carries the lease's epoch (the
+/// fencing token is epoch and attempt). Results are stored as [`v1::StoredResult`] (see
+/// [`stored`]).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 use wf_shared::dataset::DatasetRef;
 

@@ -98,6 +98,7 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
             horizon_weights: &weights,
             params: &params,
             seed: 7,
+            stop: None,
         };
         let started = Instant::now();
         train(model.as_ref(), &request, device).unwrap_or_else(|e| panic!("train: {e}"));

@@ -1,6 +1,8 @@
 //! One job's computation: refuse a leaking window, train, score every test day into
 //! age-matrix rows, measure drift, report statistics.
 
+use std::sync::atomic::AtomicBool;
+
 use candle_core::Device;
 use wf_shared::Panel;
 use wf_shared::age::{JobResult, TrainingSummary};
@@ -83,6 +85,17 @@ pub fn check_no_leakage(panel: &Panel, config: &SweepConfig, job: &Job) -> Resul
 
 /// Trains and scores `job` of `config` on `panel`.
 pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) -> Result<JobOutput, WorkerError> {
+    run_job_until(panel, config, job, device, None)
+}
+
+/// [`run_job`] that stops with [`WorkerError::Stopped`] once `stop` is set.
+pub fn run_job_until(
+    panel: &Panel,
+    config: &SweepConfig,
+    job: &Job,
+    device: &Device,
+    stop: Option<&AtomicBool>,
+) -> Result<JobOutput, WorkerError> {
     let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
     let model = build(&spec, panel.features().len(), config.horizons.len(), job.seed, device)?;
@@ -94,8 +107,12 @@ pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) 
         horizon_weights: &weights,
         params: spec.train_params(),
         seed: job.seed,
+        stop,
     };
     let stats = train(model.as_ref(), &request, device)?;
+    if stop.is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed)) {
+        return Err(WorkerError::Stopped);
+    }
 
     let column = config.horizons.iter().position(|h| *h == config.primary_horizon).unwrap_or(0);
     let target = panel.target(config.primary_horizon).ok_or_else(|| {

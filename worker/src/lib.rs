@@ -34,12 +34,15 @@ pub enum WorkerError {
     Artifact { path: String, reason: String },
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// The worker is shutting down: training stopped between two steps.
+    #[error("stopped: the worker is shutting down")]
+    Stopped,
 }
 
 impl WorkerError {
     /// Only failures of the machine (tensors, devices, files) may pass on retry; a bad
     /// spec, missing data or a leaking window fails the same way every time.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Tensor(_) | Self::Device(_) | Self::Artifact { .. })
+        matches!(self, Self::Tensor(_) | Self::Device(_) | Self::Artifact { .. } | Self::Stopped)
     }
 }

@@ -4,13 +4,22 @@
 //!
 //! Datasets are loaded once and cached by content hash; a dataset whose hash differs
 //! from the one the sweep was planned on is refused. On shutdown (SIGTERM in `main`)
-//! a worker stops leasing, hands its running jobs back as preempted and returns.
-//! The worker never writes job state: it asks, and the coordinator decides.
+//! a worker stops leasing, tells its trainings to stop at the next step, hands its
+//! running jobs back as preempted (retrying within the grace period) and returns without
+//! waiting for the abandoned computations. The worker never writes job state: it asks,
+//! and the coordinator decides.
+//!
+//! Every call about a job carries the lease's token (epoch and attempt). A worker drops
+//! a job only when the coordinator says the lease is no longer its own (FAILED_PRECONDITION,
+//! PERMISSION_DENIED) or the job was cancelled. NOT_FOUND and UNAVAILABLE mean the
+//! coordinator or its job store is restarting or rebuilding: heartbeats carry on, and
+//! a finished result is kept and reported again with backoff for `report_patience`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +35,7 @@ use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
 use crate::device::device_name;
-use crate::job::run_job;
+use crate::job::run_job_until;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -44,6 +53,33 @@ pub struct RuntimeConfig {
     /// Fault injection for tests and drills: jobs whose key starts with this prefix
     /// fail (retryably) instead of training. Set by `WF_FAULT_FAIL_JOBS`.
     pub fail_jobs: Option<String>,
+    /// Fault injection: jobs whose key starts with this prefix never finish (a hung
+    /// job: it heartbeats but never ends, until shutdown). Set by `WF_FAULT_HANG_JOBS`.
+    pub hang_jobs: Option<String>,
+    /// How long a finished result is kept and reported again while the coordinator
+    /// answers NOT_FOUND or UNAVAILABLE.
+    pub report_patience: Duration,
+    /// On shutdown, how long handing running jobs back may take.
+    pub grace: Duration,
+}
+
+impl RuntimeConfig {
+    /// A worker of `coordinator` named `name`, with the defaults: one job at a time,
+    /// 5 s long polls, no job limit, no fault injection, five minutes of patience for a
+    /// finished result, ten seconds to hand jobs back.
+    pub fn new(coordinator: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            coordinator: coordinator.into(),
+            name: name.into(),
+            capacity: 1,
+            poll: Duration::from_secs(5),
+            max_jobs: None,
+            fail_jobs: None,
+            hang_jobs: None,
+            report_patience: Duration::from_secs(300),
+            grace: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +122,9 @@ struct Worker {
     summary: Mutex<RuntimeSummary>,
     jobs_ended: std::sync::atomic::AtomicUsize,
     fail_jobs: Option<String>,
+    hang_jobs: Option<String>,
+    report_patience: Duration,
+    grace: Duration,
 }
 
 /// How a leased job ended on this worker.
@@ -149,6 +188,9 @@ pub async fn run(
         summary: Mutex::default(),
         jobs_ended: Default::default(),
         fail_jobs: config.fail_jobs.clone().filter(|prefix| !prefix.is_empty()),
+        hang_jobs: config.hang_jobs.clone().filter(|prefix| !prefix.is_empty()),
+        report_patience: config.report_patience,
+        grace: config.grace,
     });
     let stop = shutdown.child_token();
     let mut slots = Vec::new();
@@ -163,6 +205,35 @@ pub async fn run(
     let summary = lock(&worker.summary).clone();
     info!(worker = %worker.id, ?summary, "worker stopped");
     Ok(summary)
+}
+
+/// Whether a call that failed with `code` may pass later: the coordinator restarting
+/// (UNAVAILABLE, a reset connection), its job store being rebuilt (NOT_FOUND), or an
+/// artifact write that failed (INTERNAL).
+fn transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::NotFound | Code::Internal | Code::Unknown | Code::DeadlineExceeded | Code::Aborted
+    )
+}
+
+/// Retries `call` with backoff while it fails [`transient`]ly, until `deadline`.
+async fn retry_until<T, F, Fut>(deadline: Instant, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(status) if transient(status.code()) && Instant::now() + pause < deadline => {
+                warn!(code = ?status.code(), message = status.message(), retry_in_ms = pause.as_millis() as u64, "call failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Retries `call` while the coordinator is unavailable (restarting), until `shutdown`.
@@ -231,7 +302,7 @@ impl Worker {
         }
         if let Some(lease) = next {
             // Leased with a result just before the stop: another worker takes it.
-            self.fail(&lease, v1::FailureKind::Preempted, "worker stopping".into()).await;
+            self.hand_back(&lease).await;
         }
     }
 
@@ -321,8 +392,16 @@ impl Worker {
         shutdown: &CancellationToken,
         lease_next: bool,
     ) -> Option<v1::JobLease> {
-        let started = std::time::Instant::now();
-        let (sweep, job) = match self.prepare(&lease).await {
+        let started = Instant::now();
+        let prepared = tokio::select! {
+            prepared = self.prepare(&lease) => prepared,
+            () = shutdown.cancelled() => {
+                // The dataset load is abandoned with the job.
+                self.hand_back(&lease).await;
+                return None;
+            }
+        };
+        let (sweep, job) = match prepared {
             Ok(prepared) => prepared,
             Err(refusal) => {
                 let kind = if refusal.retryable { v1::FailureKind::Retryable } else { v1::FailureKind::Permanent };
@@ -334,21 +413,30 @@ impl Worker {
         // The result says which job it is; the coordinator checks that against the key.
         let identity = job.identity.clone();
         let injected = self.fail_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
+        let hangs = self.hang_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task_stop = stop.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             if injected {
                 return Err(WorkerError::Device("injected failure (WF_FAULT_FAIL_JOBS)".into()));
             }
-            run_job(&sweep.dataset.panel, &sweep.config, &job, &device).map(|output| output.result())
+            while hangs && !task_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            run_job_until(&sweep.dataset.panel, &sweep.config, &job, &device, Some(&task_stop))
+                .map(|output| output.result())
         });
+        // Whatever happens below, a computation left behind stops at its next step.
+        let _stop_on_exit = StopOnDrop(stop);
         let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));
         beats.tick().await;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut task => break outcome,
                 () = shutdown.cancelled() => {
-                    // Hand the job back at once; the blocking computation is abandoned.
-                    self.fail(&lease, v1::FailureKind::Preempted, "worker shutting down".into()).await;
-                    self.ended(Ended::Preempted);
+                    // Hand the job back at once; the computation stops at its next step
+                    // and is not waited for.
+                    self.hand_back(&lease).await;
                     return None;
                 }
                 _ = beats.tick() => {
@@ -356,6 +444,7 @@ impl Worker {
                         worker_id: self.id.clone(),
                         job_key: lease.job_key.clone(),
                         attempt: lease.attempt,
+                        epoch: lease.epoch,
                     };
                     metrics::counter!("wf_worker_heartbeats_total").increment(1);
                     match self.client.clone().heartbeat(request).await {
@@ -365,11 +454,13 @@ impl Worker {
                             return None;
                         }
                         Ok(_) => {}
-                        Err(status) if status.code() == Code::FailedPrecondition || status.code() == Code::NotFound => {
+                        Err(status) if lease_lost(&status) => {
                             warn!(job = %short(&lease.job_key), %status, "lease lost; abandoning the job");
                             self.ended(Ended::Abandoned);
                             return None;
                         }
+                        // The coordinator restarting, or its store being rebuilt: the
+                        // lease may well be ours again in a moment.
                         Err(status) => warn!(job = %short(&lease.job_key), %status, "heartbeat failed; will retry"),
                     }
                 }
@@ -381,15 +472,24 @@ impl Worker {
                     worker_id: self.id.clone(),
                     job_key: lease.job_key.clone(),
                     attempt: lease.attempt,
+                    epoch: lease.epoch,
                     result: Some(v1::JobResult { identity, ..result.into() }),
                     lease_next: lease_next && !shutdown.is_cancelled(),
                 };
-                let reported = retry_unavailable(shutdown, || {
-                    let mut client = self.client.clone();
-                    let request = request.clone();
-                    async move { client.report_result(request).await }
-                })
-                .await;
+                // Kept and reported again while the coordinator cannot take it yet;
+                // bounded by the patience, and by the grace period once shutting down.
+                let patience = Instant::now() + self.report_patience;
+                let reported = tokio::select! {
+                    reported = retry_until(patience, || {
+                        let mut client = self.client.clone();
+                        let request = request.clone();
+                        async move { client.report_result(request).await }
+                    }) => reported,
+                    () = async {
+                        shutdown.cancelled().await;
+                        tokio::time::sleep(self.grace.mul_f64(0.8)).await;
+                    } => Err(tonic::Status::unavailable("shutting down before the result could be reported")),
+                };
                 match reported {
                     Ok(response) => {
                         info!(job = %short(&lease.job_key), attempt = lease.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
@@ -403,6 +503,7 @@ impl Worker {
                     }
                 }
             }
+            Ok(Err(WorkerError::Stopped)) => self.hand_back(&lease).await,
             Ok(Err(error)) => {
                 let kind = if error.retryable() { v1::FailureKind::Retryable } else { v1::FailureKind::Permanent };
                 self.fail(&lease, kind, error.to_string()).await;
@@ -412,7 +513,19 @@ impl Worker {
         None
     }
 
+    /// Hands a job back on shutdown (a preemption, which uses up no retry), retrying
+    /// within the grace period.
+    async fn hand_back(&self, lease: &v1::JobLease) {
+        self.report_failure(lease, v1::FailureKind::Preempted, "worker shutting down".into(), self.grace.mul_f64(0.8))
+            .await;
+        self.ended(Ended::Preempted);
+    }
+
     async fn fail(&self, lease: &v1::JobLease, kind: v1::FailureKind, error: String) {
+        self.report_failure(lease, kind, error, Duration::from_secs(30)).await;
+    }
+
+    async fn report_failure(&self, lease: &v1::JobLease, kind: v1::FailureKind, error: String, patience: Duration) {
         if kind == v1::FailureKind::Preempted {
             // Handed back on shutdown: another worker (or the next run) takes it.
             info!(job = %short(&lease.job_key), attempt = lease.attempt, %error, "job handed back");
@@ -424,19 +537,41 @@ impl Worker {
             worker_id: self.id.clone(),
             job_key: lease.job_key.clone(),
             attempt: lease.attempt,
+            epoch: lease.epoch,
             kind: kind.into(),
             error,
         };
-        if let Err(status) = self.client.clone().report_failure(request).await {
+        let reported = retry_until(Instant::now() + patience, || {
+            let mut client = self.client.clone();
+            let request = request.clone();
+            async move { client.report_failure(request).await }
+        })
+        .await;
+        if let Err(status) = reported {
             refused(&lease.job_key, &status, "failure report refused");
         }
     }
 }
 
+/// Sets the flag when dropped: a computation whose job this worker no longer runs
+/// stops at its next step.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether the coordinator said the lease is no longer this worker's.
+fn lease_lost(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied)
+}
+
 /// Logs a refused report: expected (info) when the job is no longer this worker's,
 /// because it was cancelled or its lease went to another worker; a warning otherwise.
 fn refused(job_key: &str, status: &tonic::Status, what: &str) {
-    if status.code() == tonic::Code::FailedPrecondition {
+    if lease_lost(status) {
         info!(job = %short(job_key), %status, "{what}: the job is no longer this worker's");
     } else {
         warn!(job = %short(job_key), %status, "{what}");

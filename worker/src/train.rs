@@ -16,6 +16,7 @@
 //! no training label overlaps the validation days. The best epoch's weights are kept.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{D, Device, Tensor};
@@ -210,11 +211,15 @@ pub struct TrainRequest<'a> {
     pub horizon_weights: &'a [f64],
     pub params: &'a TrainParams,
     pub seed: u64,
+    /// Set when the worker shuts down: training stops between two steps with
+    /// [`WorkerError::Stopped`].
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// Trains `model` as `request` says.
 pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) -> Result<TrainStats, WorkerError> {
-    let TrainRequest { panel, window, horizons, horizon_weights, params, seed } = request.clone();
+    let TrainRequest { panel, window, horizons, horizon_weights, params, seed, stop } = request.clone();
+    let stopped = || stop.is_some_and(|stop| stop.load(Ordering::Relaxed));
     if window.is_empty() {
         return Err(WorkerError::NoData("the training window is empty".into()));
     }
@@ -263,6 +268,9 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
         order.shuffle(&mut rng);
         let mut epoch_loss = 0.0;
         for index in &order {
+            if stopped() {
+                return Err(WorkerError::Stopped);
+            }
             let batch = &training[*index];
             let warmup = ((step + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
             optimizer.set_learning_rate(params.learning_rate * warmup);

@@ -50,6 +50,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
     runtime()?.block_on(async move {
         let policy = RetryPolicy {
             max_attempts: args.max_attempts.max(1),
+            max_expiries: args.max_expiries.max(1),
             backoff_base_ms: args.backoff_ms.max(0),
             backoff_cap_ms: (args.backoff_ms.max(0) * 64).max(1),
         };
@@ -74,6 +75,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             lease_ms: args.lease_ms.max(100),
             data_roots,
             reconcile_every: Some(Duration::from_secs(args.reconcile_seconds.max(1))),
+            max_job_ms: (args.max_job_seconds > 0).then(|| args.max_job_seconds.saturating_mul(1_000) as i64),
             ..SchedulerConfig::default()
         };
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
@@ -96,7 +98,8 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
 pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
     let choice: DeviceChoice = args.device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let device = choice.device()?;
-    runtime()?.block_on(async move {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(async move {
         let name = args.name.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim().chars().take(40).collect::<String>(), std::process::id())
@@ -106,16 +109,17 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
         if let Some(listen) = args.metrics {
             crate::telemetry::serve_metrics(listen, "worker")?;
         }
+        let grace = Duration::from_secs(args.grace_seconds);
         let config = RuntimeConfig {
-            coordinator: args.coordinator.clone(),
-            name,
             capacity: args.capacity.max(1),
-            poll: Duration::from_secs(5),
             max_jobs: args.max_jobs,
             fail_jobs: std::env::var("WF_FAULT_FAIL_JOBS").ok(),
+            hang_jobs: std::env::var("WF_FAULT_HANG_JOBS").ok(),
+            report_patience: Duration::from_secs(args.report_patience_seconds),
+            grace,
+            ..RuntimeConfig::new(args.coordinator.clone(), name)
         };
         let shutdown = shutdown_on_signals();
-        let grace = Duration::from_secs(args.grace_seconds);
         let mut work = tokio::spawn(runtime::run(config, device, shutdown.clone()));
         let summary = tokio::select! {
             finished = &mut work => finished.context("worker task failed")??,
@@ -132,5 +136,9 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             summary.completed, summary.failed, summary.preempted, summary.abandoned
         );
         Ok(Outcome::Success)
-    })
+    });
+    // Trainings handed back were told to stop, and dataset loads are abandoned: the
+    // process does not wait for either.
+    runtime.shutdown_background();
+    outcome
 }

@@ -610,6 +610,15 @@ pub fn render(report: &SweepReport) -> Result<String, PlotError> {
             report.jobs
         );
     }
+    if !report.requeued.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\" data-field=\"requeued\" data-v=\"{}\"><b>{} of them had a damaged or lost result</b> \
+             and are being trained again.</p>",
+            report.requeued.len(),
+            report.requeued.len()
+        );
+    }
     out.push_str(
         "<p>ΔP@K = precision at K minus the day's base rate (the P@K of a random ranking), so 0 is no skill. \
          Intervals are 95% moving-block bootstrap intervals.</p>\n<h2 id=\"decay\">Decay curves</h2>\n",

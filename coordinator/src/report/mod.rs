@@ -47,6 +47,10 @@ pub struct SweepReport {
     pub results: usize,
     /// Job keys without a committed result.
     pub missing: Vec<String>,
+    /// Of `missing`, the jobs that had completed but whose result was damaged or lost
+    /// (refused when read, or never published): queued again by this report.
+    #[serde(default)]
+    pub requeued: Vec<String>,
     /// Model names, by the index `decay[].model` uses.
     #[serde(default)]
     pub models: Vec<String>,
@@ -250,6 +254,7 @@ pub fn build(
         jobs: plan.jobs.len(),
         results: matrix.runs.len(),
         missing,
+        requeued: Vec::new(),
         models: config.models.iter().map(|m| m.name.clone()).collect(),
         baseline_model: config.models.iter().find(|m| m.kind == ModelKind::Linear).map(|m| m.name.clone()),
         base_rate: (!base_rates.is_empty()).then(|| base_rates.iter().sum::<f64>() / base_rates.len() as f64),
@@ -313,6 +318,13 @@ impl SweepReport {
                 self.jobs
             );
         }
+        if !self.requeued.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} of them had a damaged or lost result and are being trained again",
+                self.requeued.len()
+            );
+        }
         out
     }
 }
@@ -361,6 +373,7 @@ mod tests {
             jobs: 3,
             results: 3,
             missing: Vec::new(),
+            requeued: Vec::new(),
             models: vec!["mlp".into()],
             baseline_model: None,
             base_rate: None,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use wf_shared::age::{AgeMatrix, JobResult, ModelRun};
-use wf_shared::job::SweepId;
+use wf_shared::job::{Phase, SweepId};
+use wf_shared::plan::JobKey;
 use wf_shared::spec::SweepConfig;
 
 use super::reuse::Expected;
@@ -13,6 +14,38 @@ use crate::report::{self, SweepReport};
 use crate::store::SweepRecord;
 
 impl Scheduler {
+    /// Of the jobs of `record` without a usable result (`missing`, as key text), queues
+    /// again those the job store holds as succeeded for longer than a lease period (so
+    /// not a commit still publishing): their result was refused or never published.
+    pub(super) async fn requeue_lost_results(
+        &self,
+        record: &SweepRecord,
+        missing: &[String],
+    ) -> Result<Vec<String>, SchedulerError> {
+        if missing.is_empty() || record.cancelled {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<JobKey> = missing.iter().filter_map(|text| JobKey::try_from(text.clone()).ok()).collect();
+        let now = self.clock.now_ms();
+        let lost: Vec<JobKey> = keys
+            .iter()
+            .zip(self.store.states(&keys).await?)
+            .filter_map(|(key, state)| match state?.phase {
+                Phase::Succeeded { at, .. } if now - at >= self.config.lease_ms => Some(*key),
+                _ => None,
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(Vec::new());
+        }
+        let requeued = self.store.resubmit(&record.id, &lost, now).await?;
+        tracing::warn!(sweep = %record.id, jobs = requeued, "completed jobs without a usable result queued again");
+        metrics::counter!("wf_results_requeued_total").increment(requeued as u64);
+        self.work.notify_waiters();
+        self.changed();
+        Ok(lost.iter().map(JobKey::to_string).collect())
+    }
+
     pub(super) async fn planned(&self, record: &SweepRecord) -> Result<Arc<Planned>, SchedulerError> {
         if let Some(planned) = lock(&self.plans).get(&record.id) {
             return Ok(planned.clone());
@@ -24,7 +57,9 @@ impl Scheduler {
         Ok(planned)
     }
 
-    /// The sweep's report from its committed results.
+    /// The sweep's report from its committed results. A job that completed but whose
+    /// result is damaged (refused when read) or was never published is queued again, and
+    /// the report, built from the rest meanwhile, says so.
     pub async fn report(&self, id: &SweepId) -> Result<SweepReport, SchedulerError> {
         let record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
         let planned = self.planned(&record).await?;
@@ -40,6 +75,7 @@ impl Scheduler {
                 .map_err(|e| SchedulerError::Internal(format!("result of job {} is invalid: {e}", job.key.short())))?;
             runs.push(ModelRun::of_job(job, result));
         }
+        let requeued = self.requeue_lost_results(&record, &missing).await?;
         let matrix = AgeMatrix { horizon: planned.config.primary_horizon, max_age: planned.config.max_age, runs };
         let id = id.to_string();
         let planned = planned.clone();
@@ -51,7 +87,9 @@ impl Scheduler {
                 panel: &planned.dataset.panel,
                 dataset_hash: planned.dataset.content_hash,
             };
-            report::build_full(input, &matrix, missing)
+            let mut report = report::build_full(input, &matrix, missing);
+            report.requeued = requeued;
+            report
         })
         .await
         .map_err(|e| SchedulerError::Internal(format!("report builder panicked: {e}")))

@@ -122,7 +122,7 @@ mod tests {
             assert!(!path.exists(), "the refused result was not set aside");
             let lease = coordinator.lease("w", Duration::ZERO).await.expect("lease").expect("the job is queued");
             assert_eq!(lease.lease.key, victim);
-            coordinator.report_result(&victim, lease.lease.attempt, compute(&lease)).await.expect("commit");
+            coordinator.report_result(&victim, lease.lease.token, "w", compute(&lease)).await.expect("commit");
             let again_id: SweepId = again.progress.sweep_id.parse().expect("id");
             let report = coordinator.report(&again_id).await.expect("report");
             assert!(report.missing.is_empty());
@@ -171,18 +171,18 @@ mod tests {
         let lease = coordinator.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
         let mut result = compute(&lease);
         result.identity = result.identity.replace("\"primary_horizon\":5", "\"primary_horizon\":1");
-        let refused = coordinator.report_result(&lease.lease.key, lease.lease.attempt, result.clone()).await;
+        let refused = coordinator.report_result(&lease.lease.key, lease.lease.token, "w", result.clone()).await;
         assert!(
             matches!(&refused, Err(SchedulerError::InvalidArgument(e)) if e.field == "result.identity"),
             "{refused:?}"
         );
         result.identity.clear();
-        assert!(coordinator.report_result(&lease.lease.key, lease.lease.attempt, result).await.is_err());
+        assert!(coordinator.report_result(&lease.lease.key, lease.lease.token, "w", result).await.is_err());
         assert!(
             !coordinator.artifacts().has_result(&lease.lease.key).await.expect("head"),
             "a forged result was written"
         );
         // The lease is still the worker's: the true result commits.
-        coordinator.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        coordinator.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
     }
 }

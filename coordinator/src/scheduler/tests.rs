@@ -47,10 +47,20 @@ params = { epochs = 3 }
 "#;
 
 pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler {
-    let store =
-        Arc::new(MemoryJobStore::new(RetryPolicy { max_attempts: 2, backoff_base_ms: 100, backoff_cap_ms: 100 }));
+    let store = Arc::new(MemoryJobStore::new(RetryPolicy {
+        max_attempts: 2,
+        max_expiries: 3,
+        backoff_base_ms: 100,
+        backoff_cap_ms: 100,
+    }));
     let artifacts = ArtifactStore::open(&artifacts.display().to_string()).expect("artifacts");
-    let config = SchedulerConfig { lease_ms: 1_000, poll_ms: 10, data_roots: Vec::new(), reconcile_every: None };
+    let config = SchedulerConfig {
+        lease_ms: 1_000,
+        poll_ms: 10,
+        data_roots: Vec::new(),
+        reconcile_every: None,
+        max_job_ms: None,
+    };
     Scheduler::new(store, artifacts, clock, config)
 }
 
@@ -68,7 +78,7 @@ pub(super) fn compute(lease: &JobLease) -> v1::JobResult {
 pub(super) async fn run_all(scheduler: &Scheduler) -> usize {
     let mut ran = 0;
     while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
-        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        scheduler.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
         ran += 1;
     }
     ran
@@ -83,7 +93,7 @@ async fn a_resubmitted_sweep_reuses_every_committed_result() {
     assert!(first.jobs > 0 && first.reused == 0);
     let id: SweepId = first.progress.sweep_id.parse().expect("id");
     while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
-        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        scheduler.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
     }
     let done = scheduler.progress(&id).await.expect("progress");
     assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, first.jobs));
@@ -115,17 +125,33 @@ async fn an_expired_lease_is_released_and_its_late_result_refused() {
     clock.0.fetch_add(100, Ordering::SeqCst);
     let mut second = scheduler.lease("fast", Duration::ZERO).await.expect("lease").expect("a job");
     while second.lease.key != first.lease.key {
-        scheduler.report_result(&second.lease.key, second.lease.attempt, compute(&second)).await.expect("commit");
+        scheduler.report_result(&second.lease.key, second.lease.token, "fast", compute(&second)).await.expect("commit");
         second = scheduler.lease("fast", Duration::ZERO).await.expect("lease").expect("the released job");
     }
-    assert_eq!(second.lease.attempt, 2);
-    let late = scheduler.report_result(&first.lease.key, 1, result.clone()).await;
+    assert_eq!(second.lease.token.attempt, 2);
+    let late = scheduler.report_result(&first.lease.key, first.lease.token, "slow", result.clone()).await;
     assert!(matches!(late, Err(SchedulerError::LeaseLost(_))), "{late:?}");
     assert!(!scheduler.artifacts().has_result(&first.lease.key).await.expect("head"), "a stale result was written");
-    let beat = scheduler.heartbeat(&first.lease.key, 1).await;
+    let beat = scheduler.heartbeat(&first.lease.key, first.lease.token, "slow").await;
     assert!(matches!(beat, Err(SchedulerError::LeaseLost(_))), "{beat:?}");
-    scheduler.report_result(&second.lease.key, 2, result).await.expect("current attempt commits");
+    // The current lease's token from another worker is refused too, and writes nothing.
+    let intruder = scheduler.report_result(&second.lease.key, second.lease.token, "slow", result.clone()).await;
+    assert!(matches!(intruder, Err(SchedulerError::LeaseLost(TransitionError::NotHolder { .. }))), "{intruder:?}");
+    assert!(
+        !scheduler.artifacts().has_result(&first.lease.key).await.expect("head"),
+        "another worker's result was written"
+    );
+    scheduler
+        .report_result(&second.lease.key, second.lease.token, "fast", result.clone())
+        .await
+        .expect("current attempt commits");
     assert!(scheduler.artifacts().has_result(&first.lease.key).await.expect("head"));
+    // A retried report of the winner is accepted and republishes a result lost meanwhile.
+    let path = dir.path().join(format!("results/{}.pb", first.lease.key));
+    let committed = std::fs::read(&path).expect("result file");
+    std::fs::remove_file(&path).expect("lose the result");
+    scheduler.report_result(&second.lease.key, second.lease.token, "fast", result).await.expect("retried report");
+    assert_eq!(std::fs::read(&path).expect("republished"), committed);
 }
 
 #[tokio::test]
@@ -155,7 +181,7 @@ async fn a_job_store_that_lost_its_state_is_rebuilt_from_the_artifact_store() {
     let half = submitted.jobs / 2;
     for _ in 0..half {
         let lease = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
-        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        scheduler.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
     }
     let in_flight = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
 
@@ -163,16 +189,31 @@ async fn a_job_store_that_lost_its_state_is_rebuilt_from_the_artifact_store() {
     let rebuilt = self::scheduler(dir.path(), clock);
     assert!(rebuilt.list().await.expect("list").is_empty());
     let restored = rebuilt.reconcile().await.expect("reconcile");
-    assert_eq!(restored, Reconciled { sweeps_restored: 1, jobs_requeued: (submitted.jobs - half) as usize });
+    assert_eq!(
+        restored,
+        Reconciled { sweeps_restored: 1, jobs_requeued: (submitted.jobs - half) as usize, repaired: 0 }
+    );
     assert_eq!(rebuilt.reconcile().await.expect("again"), Reconciled::default(), "not idempotent");
     let progress = rebuilt.progress(&id).await.expect("progress");
     assert_eq!((progress.succeeded, progress.queued), (half, submitted.jobs - half));
 
-    // The worker that held a lease before the loss is refused; the job runs again.
-    let late = rebuilt.report_result(&in_flight.lease.key, in_flight.lease.attempt, compute(&in_flight)).await;
-    assert!(late.is_err(), "a lease the store forgot was honoured");
+    // The worker that held a lease before the loss keeps its work: its lease is newer
+    // than anything the rebuilt store handed out, so its result completes the job.
+    rebuilt
+        .report_result(&in_flight.lease.key, in_flight.lease.token, "w", compute(&in_flight))
+        .await
+        .expect("the orphaned lease's result is taken");
+    // Leases now come from a new epoch: no token of the lost state is handed out again.
+    let next = rebuilt.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
+    assert!(
+        next.lease.token.epoch > in_flight.lease.token.epoch,
+        "{} after {}",
+        next.lease.token,
+        in_flight.lease.token
+    );
+    rebuilt.report_result(&next.lease.key, next.lease.token, "w", compute(&next)).await.expect("commit");
     while let Some(lease) = rebuilt.lease("w", Duration::ZERO).await.expect("lease") {
-        rebuilt.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        rebuilt.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
     }
     let done = rebuilt.progress(&id).await.expect("progress");
     assert_eq!((done.status, done.succeeded), (SweepStatus::Finished, submitted.jobs));
@@ -187,7 +228,7 @@ async fn a_later_sweep_runs_the_jobs_a_cancelled_sweep_left_undone() {
     let first = scheduler.submit(SPEC).await.expect("submit");
     let first_id: SweepId = first.progress.sweep_id.parse().expect("id");
     let lease = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
-    scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+    scheduler.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
     let cancelled = scheduler.cancel(&first_id).await.expect("cancel");
     assert_eq!((cancelled.succeeded, cancelled.cancelled), (1, first.jobs - 1));
     // A reconciliation does not bring the cancelled sweep back.
@@ -200,7 +241,7 @@ async fn a_later_sweep_runs_the_jobs_a_cancelled_sweep_left_undone() {
     let mut ran = 0;
     while let Some(lease) = scheduler.lease("w", Duration::ZERO).await.expect("lease") {
         assert_eq!(lease.lease.sweep, second_id, "a resubmitted job still belongs to the cancelled sweep");
-        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        scheduler.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
         ran += 1;
     }
     assert_eq!(ran, first.jobs - 1);
@@ -232,7 +273,7 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
             left = Some(lease.lease.key);
             continue;
         }
-        scheduler.report_result(&lease.lease.key, lease.lease.attempt, compute(&lease)).await.expect("commit");
+        scheduler.report_result(&lease.lease.key, lease.lease.token, "w", compute(&lease)).await.expect("commit");
     }
     let report = scheduler.report(&id).await.expect("report");
     assert_eq!(report.missing, vec![left.expect("a job").to_string()]);
@@ -342,7 +383,7 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
         lease: Lease {
             key: JobKey::try_from(lease.job_key).expect("key"),
             sweep: lease.sweep_id.parse().expect("sweep"),
-            attempt: lease.attempt,
+            token: Token { epoch: lease.epoch, attempt: lease.attempt },
             expires_at: 0,
         },
         spec_toml: lease.spec_toml,
@@ -352,7 +393,8 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
     let report = |lease: &JobLease, lease_next: bool| v1::ReportResultRequest {
         worker_id: worker_id.clone(),
         job_key: lease.lease.key.to_string(),
-        attempt: lease.lease.attempt,
+        attempt: lease.lease.token.attempt,
+        epoch: lease.lease.token.epoch,
         result: Some(compute(lease)),
         lease_next,
     };
@@ -368,7 +410,7 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
         let answer = client.report_result(report(&lease, true)).await.expect("report").into_inner();
         let Some(next) = answer.next else { break };
         lease = granted(next);
-        assert_eq!(lease.lease.attempt, 1);
+        assert_eq!(lease.lease.token.attempt, 1);
         assert!(!seen.contains(&lease.lease.key), "job {} leased twice", lease.lease.key.short());
         seen.push(lease.lease.key);
     }

@@ -10,45 +10,55 @@ use async_trait::async_trait;
 use wf_shared::job::{Applied, JobEvent, JobState, Phase, RetryPolicy, SweepId, UnixMs};
 use wf_shared::plan::JobKey;
 
-use super::{JobRecord, JobStore, Lease, QueueDepth, StoreError, SweepRecord};
+use super::{EpochCheck, JobRecord, JobStore, Lease, QueueDepth, Repaired, StoreError, SweepRecord};
 
 #[derive(Debug, Default)]
 struct Inner {
     jobs: HashMap<JobKey, JobRecord>,
     ready: BTreeSet<(UnixMs, JobKey)>,
+    /// Leased jobs by when the reaper must look at them ([`Phase::due_at`]).
     leased: BTreeSet<(UnixMs, JobKey)>,
     dead: BTreeSet<JobKey>,
     sweeps: BTreeMap<SweepId, SweepRecord>,
+    /// The epoch marker: none until the scheduler starts an epoch (a process's memory
+    /// starts empty, so every start is a new epoch).
+    epoch: Option<u64>,
+}
+
+/// Where `phase` belongs in the indices.
+#[derive(Debug, PartialEq, Eq)]
+enum Index {
+    Ready(UnixMs),
+    Leased(UnixMs),
+    Dead,
+    None,
+}
+
+fn index_of(phase: &Phase) -> Index {
+    match phase {
+        Phase::Queued { not_before } => Index::Ready(*not_before),
+        Phase::Leased { .. } => Index::Leased(phase.due_at().unwrap_or(UnixMs::MAX)),
+        Phase::DeadLettered => Index::Dead,
+        _ => Index::None,
+    }
 }
 
 impl Inner {
     /// Replaces `key`'s state and keeps the indices in step.
     fn write(&mut self, key: JobKey, next: JobState) {
         let Some(record) = self.jobs.get_mut(&key) else { return };
-        match record.state.phase {
-            Phase::Queued { not_before } => {
-                self.ready.remove(&(not_before, key));
-            }
-            Phase::Leased { expires_at, .. } => {
-                self.leased.remove(&(expires_at, key));
-            }
-            Phase::DeadLettered => {
-                self.dead.remove(&key);
-            }
-            _ => {}
-        }
-        match next.phase {
-            Phase::Queued { not_before } => {
-                self.ready.insert((not_before, key));
-            }
-            Phase::Leased { expires_at, .. } => {
-                self.leased.insert((expires_at, key));
-            }
-            Phase::DeadLettered => {
-                self.dead.insert(key);
-            }
-            _ => {}
-        }
+        match index_of(&record.state.phase) {
+            Index::Ready(at) => self.ready.remove(&(at, key)),
+            Index::Leased(at) => self.leased.remove(&(at, key)),
+            Index::Dead => self.dead.remove(&key),
+            Index::None => false,
+        };
+        match index_of(&next.phase) {
+            Index::Ready(at) => self.ready.insert((at, key)),
+            Index::Leased(at) => self.leased.insert((at, key)),
+            Index::Dead => self.dead.insert(key),
+            Index::None => false,
+        };
         record.state = next;
     }
 
@@ -126,13 +136,21 @@ impl JobStore for MemoryJobStore {
         Ok(resubmitted)
     }
 
-    async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {
+    async fn lease(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<Option<Lease>, StoreError> {
         let mut inner = self.lock();
+        let epoch = inner.epoch.ok_or(StoreError::EpochLost)?;
         let Some(&(not_before, key)) = inner.ready.first() else { return Ok(None) };
         if not_before > now {
             return Ok(None);
         }
-        let state = inner.apply(&key, &JobEvent::Lease { worker: worker.to_string(), lease_ms }, now, &self.policy)?;
+        let event = JobEvent::Lease { worker: worker.to_string(), lease_ms, epoch, max_ms };
+        let state = inner.apply(&key, &event, now, &self.policy)?;
         let Phase::Leased { expires_at, .. } = state.phase else {
             return Err(StoreError::Corrupt { key: key.short(), reason: "a granted lease is not leased".into() });
         };
@@ -141,7 +159,40 @@ impl JobStore for MemoryJobStore {
             .get(&key)
             .map(|record| record.sweep.clone())
             .ok_or_else(|| StoreError::UnknownJob(key.short()))?;
-        Ok(Some(Lease { key, sweep, attempt: state.attempts_made, expires_at }))
+        Ok(Some(Lease { key, sweep, token: state.token(), expires_at }))
+    }
+
+    async fn epoch_check(&self) -> Result<EpochCheck, StoreError> {
+        Ok(self.lock().epoch.map_or(EpochCheck::Lost, EpochCheck::Current))
+    }
+
+    async fn start_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        self.lock().epoch = Some(epoch);
+        Ok(())
+    }
+
+    async fn repair(&self, _now: UnixMs) -> Result<Repaired, StoreError> {
+        // Every write keeps the indices in step under one lock; this checks that it did.
+        let mut inner = self.lock();
+        let (mut ready, mut leased, mut dead) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for (key, record) in &inner.jobs {
+            match index_of(&record.state.phase) {
+                Index::Ready(at) => ready.insert((at, *key)),
+                Index::Leased(at) => leased.insert((at, *key)),
+                Index::Dead => dead.insert(*key),
+                Index::None => false,
+            };
+        }
+        let fixed = inner.ready.symmetric_difference(&ready).count()
+            + inner.leased.symmetric_difference(&leased).count()
+            + inner.dead.symmetric_difference(&dead).count();
+        (inner.ready, inner.leased, inner.dead) = (ready, leased, dead);
+        Ok(Repaired { fixed, unowned: Vec::new() })
+    }
+
+    async fn set_owner(&self, _key: &JobKey, _sweep: &SweepId) -> Result<(), StoreError> {
+        // A job in memory always has its owner.
+        Ok(())
     }
 
     async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError> {

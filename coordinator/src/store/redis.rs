@@ -5,7 +5,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `jobs` | hash | job key → state (JSON of `JobState`) |
+//! | `jobs` | hash | job key → state (JSON of `JobState`); and the epoch marker: `~epoch`, `~instance` |
 //! | `owner` | hash | job key → the sweep that queued it |
 //! | `ready` | sorted set | queued jobs, scored by "not before" (unix ms) |
 //! | `leased` | sorted set | leased jobs, scored by lease deadline (unix ms) |
@@ -21,8 +21,15 @@
 //! write. The kept candidates are only a hint: the guard refuses any that changed, and
 //! the store forgets them whenever it makes a job ready (which could put an older job
 //! ahead of them) or loses a race.
+//!
+//! The epoch marker lives in the jobs hash itself, so losing the hash loses the marker,
+//! and names the server instance (its run id) that holds it. The lease script is called
+//! by its SHA only: a restarted server has forgotten it (NOSCRIPT), and the store then
+//! compares the run id before it grants anything (a restart may have rolled the AOF back
+//! by up to a second, losing grants that workers still hold).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -30,7 +37,7 @@ use redis::{AsyncCommands, Script};
 use wf_shared::job::{Applied, JobEvent, JobState, Phase, RetryPolicy, SweepId, UnixMs};
 use wf_shared::plan::JobKey;
 
-use super::{JobRecord, JobStore, Lease, QueueDepth, StoreError, SweepRecord};
+use super::{EpochCheck, JobRecord, JobStore, Lease, QueueDepth, Repaired, StoreError, SweepRecord};
 
 const GUARD: &str = include_str!("lua/guard.lua");
 
@@ -53,13 +60,19 @@ struct Scripts {
     enqueue: Script,
     peek: Script,
     resubmit: Script,
+    repair: Script,
+    /// The lease script's text, loaded by hand (see the module notes).
+    lease_code: String,
 }
 
 impl Scripts {
     fn new() -> Self {
         let guarded = |body: &str| Script::new(&format!("{GUARD}\n{body}"));
+        let lease_code = format!("{GUARD}\n{}", include_str!("lua/lease.lua"));
         Self {
-            lease: guarded(include_str!("lua/lease.lua")),
+            lease: Script::new(&lease_code),
+            lease_code,
+            repair: Script::new(include_str!("lua/repair.lua")),
             heartbeat: guarded(include_str!("lua/heartbeat.lua")),
             complete: guarded(include_str!("lua/complete.lua")),
             requeue: guarded(include_str!("lua/requeue.lua")),
@@ -81,7 +94,13 @@ pub struct RedisJobStore {
     /// Ready jobs read but not yet tried by a lease call, oldest first. Concurrent lease
     /// calls take different ones instead of racing for the oldest.
     candidates: tokio::sync::Mutex<VecDeque<Candidate>>,
+    /// The epoch this store grants leases in (0: none yet).
+    epoch: AtomicU64,
 }
+
+/// The marker's fields in the jobs hash.
+const EPOCH_FIELD: &str = "~epoch";
+const INSTANCE_FIELD: &str = "~instance";
 
 /// A ready job as a lease call read it.
 #[derive(Debug)]
@@ -119,7 +138,30 @@ impl RedisJobStore {
         let client = redis::Client::open(url)?;
         let connection = ConnectionManager::new(client).await?;
         let keys = ["jobs", "ready", "leased", "dead", "owner", "sweeps"].map(|name| format!("wf:{{{queue}}}:{name}"));
-        Ok(Self { connection, policy, keys, scripts: Scripts::new(), candidates: Default::default() })
+        Ok(Self {
+            connection,
+            policy,
+            keys,
+            scripts: Scripts::new(),
+            candidates: Default::default(),
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// Loads the lease script, which is only ever called by its SHA.
+    async fn load_lease_script(&self) -> Result<(), StoreError> {
+        let _sha: String =
+            redis::cmd("SCRIPT").arg("LOAD").arg(&self.scripts.lease_code).query_async(&mut self.connection()).await?;
+        Ok(())
+    }
+
+    /// The server's run id: it changes on every restart.
+    async fn run_id(&self) -> Result<String, StoreError> {
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut self.connection()).await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string())
+            .ok_or_else(|| StoreError::Backend("INFO server has no run_id".into()))
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -148,6 +190,41 @@ impl RedisJobStore {
         self.write_owned(key, current, next, None).await
     }
 
+    /// [`Self::write`] of a lease grant in `epoch`: [`StoreError::EpochLost`] when the
+    /// marker is not that epoch, or when the server restarted since the epoch started.
+    async fn write_grant(
+        &self,
+        key: &JobKey,
+        current: &JobState,
+        next: &JobState,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        let due = next.phase.due_at().unwrap_or(i64::MAX);
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(self.scripts.lease.get_hash()).arg(5);
+        for index in [JOBS, READY, LEASED, DEAD, OWNER] {
+            command.arg(&self.keys[index]);
+        }
+        command.arg(key.to_string()).arg(encode(current)?).arg(current.attempts_made).arg(encode(next)?);
+        command.arg(due).arg("").arg(epoch);
+        let written: i64 = match command.query_async(&mut self.connection()).await {
+            Ok(written) => written,
+            Err(error) if error.code() == Some("NOSCRIPT") => {
+                // The server forgot its scripts: it restarted, or they were flushed.
+                if self.epoch_check().await? != EpochCheck::Current(epoch) {
+                    return Err(StoreError::EpochLost);
+                }
+                self.load_lease_script().await?;
+                command.query_async(&mut self.connection()).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        match written {
+            -1 => Err(StoreError::EpochLost),
+            written => Ok(written == 1),
+        }
+    }
+
     /// [`Self::write`], also handing the job to sweep `owner` (for a resubmission).
     async fn write_owned(
         &self,
@@ -160,9 +237,12 @@ impl RedisJobStore {
             (Phase::DeadLettered | Phase::Cancelled | Phase::Succeeded { .. }, Phase::Queued { not_before }) => {
                 (&self.scripts.resubmit, not_before.to_string())
             }
-            (Phase::Queued { .. }, Phase::Leased { expires_at, .. }) => (&self.scripts.lease, expires_at.to_string()),
-            (Phase::Leased { .. }, Phase::Leased { expires_at, .. }) => {
-                (&self.scripts.heartbeat, expires_at.to_string())
+            // An orphaned lease taken back (a grant goes through `write_grant`).
+            (Phase::Queued { .. }, Phase::Leased { .. }) => {
+                (&self.scripts.lease, next.phase.due_at().unwrap_or(i64::MAX).to_string())
+            }
+            (Phase::Leased { .. }, Phase::Leased { .. }) => {
+                (&self.scripts.heartbeat, next.phase.due_at().unwrap_or(i64::MAX).to_string())
             }
             (_, Phase::Succeeded { .. }) => (&self.scripts.complete, String::new()),
             (_, Phase::Queued { not_before }) => (&self.scripts.requeue, not_before.to_string()),
@@ -184,6 +264,7 @@ impl RedisJobStore {
             .arg(encode(next)?)
             .arg(extra)
             .arg(owner.map_or("", SweepId::as_str))
+            .arg("")
             .invoke_async(&mut self.connection())
             .await;
         if matches!(next.phase, Phase::Queued { .. }) {
@@ -286,20 +367,92 @@ impl JobStore for RedisJobStore {
         Ok(resubmitted)
     }
 
-    async fn lease(&self, worker: &str, lease_ms: i64, now: UnixMs) -> Result<Option<Lease>, StoreError> {
-        let event = JobEvent::Lease { worker: worker.to_string(), lease_ms };
+    async fn lease(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<Option<Lease>, StoreError> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if epoch == 0 {
+            return Err(StoreError::EpochLost);
+        }
+        let event = JobEvent::Lease { worker: worker.to_string(), lease_ms, epoch, max_ms };
         for _ in 0..MAX_RACES * LEASE_CANDIDATES as usize {
             let Some(Candidate { key, state, sweep }) = self.next_candidate(now).await? else { return Ok(None) };
             let Ok(Applied::Changed(next)) = state.apply(&event, now, &self.policy) else { continue };
-            if !self.write(&key, &state, &next).await? {
+            if !self.write_grant(&key, &state, &next, epoch).await? {
                 // Changed since it was read: so may the other kept candidates be.
                 self.forget_candidates().await;
                 continue;
             }
             let Phase::Leased { expires_at, .. } = next.phase else { continue };
-            return Ok(Some(Lease { key, sweep, attempt: next.attempts_made, expires_at }));
+            return Ok(Some(Lease { key, sweep, token: next.token(), expires_at }));
         }
         Ok(None)
+    }
+
+    async fn epoch_check(&self) -> Result<EpochCheck, StoreError> {
+        let (epoch, instance): (Option<u64>, Option<String>) = redis::pipe()
+            .hget(&self.keys[JOBS], EPOCH_FIELD)
+            .hget(&self.keys[JOBS], INSTANCE_FIELD)
+            .query_async(&mut self.connection())
+            .await?;
+        let run_id = self.run_id().await?;
+        match (epoch, instance) {
+            (Some(epoch), Some(instance)) if instance == run_id && epoch > 0 => {
+                self.epoch.store(epoch, Ordering::SeqCst);
+                Ok(EpochCheck::Current(epoch))
+            }
+            _ => Ok(EpochCheck::Lost),
+        }
+    }
+
+    async fn start_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        let run_id = self.run_id().await?;
+        self.load_lease_script().await?;
+        let () = self
+            .connection()
+            .hset_multiple(&self.keys[JOBS], &[(EPOCH_FIELD, epoch.to_string()), (INSTANCE_FIELD, run_id)])
+            .await?;
+        self.epoch.store(epoch, Ordering::SeqCst);
+        self.forget_candidates().await;
+        Ok(())
+    }
+
+    async fn repair(&self, _now: UnixMs) -> Result<Repaired, StoreError> {
+        // The count first, then the unowned keys; all as strings.
+        let answer: Vec<String> = self
+            .invocation(&self.scripts.repair)
+            .invoke_async::<Vec<redis::Value>>(&mut self.connection())
+            .await?
+            .into_iter()
+            .map(|value| match value {
+                redis::Value::Int(n) => n.to_string(),
+                redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let mut repaired = Repaired::default();
+        for (i, text) in answer.into_iter().enumerate() {
+            if i == 0 {
+                repaired.fixed = text.parse().map_err(|_| StoreError::Backend(format!("repair answered {text:?}")))?;
+                continue;
+            }
+            let key = JobKey::try_from(text.clone())
+                .map_err(|error| StoreError::Corrupt { key: text, reason: format!("{error}") })?;
+            repaired.unowned.push(key);
+        }
+        if repaired.fixed > 0 {
+            self.forget_candidates().await;
+        }
+        Ok(repaired)
+    }
+
+    async fn set_owner(&self, key: &JobKey, sweep: &SweepId) -> Result<(), StoreError> {
+        let _: bool = self.connection().hset_nx(&self.keys[OWNER], key.to_string(), sweep.as_str()).await?;
+        Ok(())
     }
 
     async fn apply(&self, key: &JobKey, event: &JobEvent, now: UnixMs) -> Result<JobState, StoreError> {

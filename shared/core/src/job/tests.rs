@@ -2,11 +2,27 @@ use proptest::prelude::*;
 
 use super::*;
 
-const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, backoff_base_ms: 1_000, backoff_cap_ms: 8_000 };
+const POLICY: RetryPolicy =
+    RetryPolicy { max_attempts: 3, max_expiries: 4, backoff_base_ms: 1_000, backoff_cap_ms: 8_000 };
 const NOW: UnixMs = 100_000;
+/// The epoch of the table's states.
+const EPOCH: u64 = 7;
+
+fn token(attempt: u32) -> Token {
+    Token { epoch: EPOCH, attempt }
+}
 
 fn state(phase: Phase, attempts_made: u32) -> JobState {
-    JobState { phase, attempts_made, failures: 0, preemptions: 0, last_error: None, salt: 42 }
+    JobState {
+        phase,
+        attempts_made,
+        epoch: EPOCH,
+        failures: 0,
+        expiries: 0,
+        preemptions: 0,
+        last_error: None,
+        salt: 42,
+    }
 }
 
 fn changed(result: Result<Applied, TransitionError>) -> JobState {
@@ -17,11 +33,23 @@ fn changed(result: Result<Applied, TransitionError>) -> JobState {
 }
 
 fn leased(attempt: u32, expires_at: UnixMs) -> JobState {
-    state(Phase::Leased { worker: "w1".into(), expires_at }, attempt)
+    state(Phase::Leased { worker: "w1".into(), expires_at, deadline: None }, attempt)
+}
+
+fn lease(worker: &str, lease_ms: i64) -> JobEvent {
+    JobEvent::Lease { worker: worker.into(), lease_ms, epoch: EPOCH, max_ms: None }
 }
 
 fn fail(attempt: u32, kind: FailureKind) -> JobEvent {
-    JobEvent::Fail { attempt, kind, error: "boom".into() }
+    JobEvent::Fail { token: token(attempt), worker: "w1".into(), kind, error: "boom".into() }
+}
+
+fn beat(attempt: u32) -> JobEvent {
+    JobEvent::Heartbeat { token: token(attempt), worker: "w1".into(), lease_ms: 30 }
+}
+
+fn complete(attempt: u32) -> JobEvent {
+    JobEvent::Complete { token: token(attempt), worker: "w1".into() }
 }
 
 /// What the table expects of an event.
@@ -30,6 +58,7 @@ enum Expect {
     To(&'static str),
     Unchanged,
     Stale,
+    NotHolder,
     Illegal,
 }
 
@@ -38,6 +67,7 @@ fn outcome(result: Result<Applied, TransitionError>) -> Expect {
         Ok(Applied::Changed(next)) => Expect::To(next.phase.name()),
         Ok(Applied::Unchanged) => Expect::Unchanged,
         Err(TransitionError::Stale { .. }) => Expect::Stale,
+        Err(TransitionError::NotHolder { .. }) => Expect::NotHolder,
         Err(TransitionError::Illegal { .. }) => Expect::Illegal,
     }
 }
@@ -49,22 +79,42 @@ fn every_state_event_pair_has_the_documented_outcome() {
     let backing_off = state(Phase::Queued { not_before: NOW + 1 }, 1);
     let live = leased(2, NOW + 10);
     let expired = leased(2, NOW);
-    let succeeded = state(Phase::Succeeded { worker: "w1".into() }, 2);
+    let succeeded = state(Phase::Succeeded { worker: "w1".into(), at: NOW }, 2);
     let dead = state(Phase::DeadLettered, 2);
     let cancelled = state(Phase::Cancelled, 2);
-    let lease = JobEvent::Lease { worker: "w2".into(), lease_ms: 30 };
-    let beat = |attempt| JobEvent::Heartbeat { attempt, lease_ms: 30 };
-    let complete = |attempt| JobEvent::Complete { attempt };
+    let hung = state(Phase::Leased { worker: "w1".into(), expires_at: NOW + 10, deadline: Some(NOW) }, 2);
+    let lease = lease("w2", 30);
+    let older_epoch = JobEvent::Lease { worker: "w2".into(), lease_ms: 30, epoch: EPOCH - 1, max_ms: None };
+    let intruder = |event: JobEvent| match event {
+        JobEvent::Heartbeat { token, lease_ms, .. } => JobEvent::Heartbeat { token, worker: "w9".into(), lease_ms },
+        JobEvent::Complete { token, .. } => JobEvent::Complete { token, worker: "w9".into() },
+        JobEvent::Fail { token, kind, error, .. } => JobEvent::Fail { token, worker: "w9".into(), kind, error },
+        other => other,
+    };
+    let previous_epoch = |event: JobEvent| match event {
+        JobEvent::Heartbeat { token, worker, lease_ms } => {
+            JobEvent::Heartbeat { token: Token { epoch: EPOCH - 1, ..token }, worker, lease_ms }
+        }
+        JobEvent::Complete { token, worker } => {
+            JobEvent::Complete { token: Token { epoch: EPOCH - 1, ..token }, worker }
+        }
+        other => other,
+    };
 
     #[rustfmt::skip]
     let table: Vec<(&str, &JobState, JobEvent, Expect)> = vec![
         ("queued",      &queued,      lease.clone(),                      To("leased")),
+        ("queued",      &queued,      older_epoch,                        Illegal),
         ("backing off", &backing_off, lease.clone(),                      Illegal),
         ("queued",      &queued,      beat(1),                            Illegal),
         ("queued",      &queued,      beat(0),                            Stale),
         ("queued",      &queued,      complete(1),                        Illegal),
-        ("queued",      &queued,      complete(2),                        Stale),
         ("queued",      &queued,      fail(1, FailureKind::Retryable),    Illegal),
+        // Orphans: leases newer than any the (rolled back) state handed out.
+        ("queued",      &queued,      beat(2),                            To("leased")),
+        ("queued",      &queued,      complete(2),                        To("succeeded")),
+        ("queued",      &queued,      fail(2, FailureKind::Permanent),    Unchanged),
+        ("queued",      &queued,      previous_epoch(complete(2)),        Stale),
         ("queued",      &queued,      JobEvent::Expire,                   Illegal),
         ("queued",      &queued,      JobEvent::Cancel,                   To("cancelled")),
         ("queued",      &queued,      JobEvent::Resubmit,                 Illegal),
@@ -78,15 +128,24 @@ fn every_state_event_pair_has_the_documented_outcome() {
         ("leased",      &live,        fail(2, FailureKind::Preempted),    To("queued")),
         ("leased",      &live,        fail(2, FailureKind::Permanent),    To("dead_lettered")),
         ("leased",      &live,        fail(1, FailureKind::Permanent),    Stale),
+        ("leased",      &live,        previous_epoch(beat(2)),            Stale),
+        ("leased",      &live,        previous_epoch(complete(2)),        Stale),
+        ("leased",      &live,        intruder(beat(2)),                  NotHolder),
+        ("leased",      &live,        intruder(complete(2)),              NotHolder),
+        ("leased",      &live,        intruder(fail(2, FailureKind::Permanent)), NotHolder),
         ("leased",      &live,        JobEvent::Expire,                   Illegal),
         ("expired",     &expired,     JobEvent::Expire,                   To("queued")),
+        ("hung",        &hung,        JobEvent::Expire,                   To("queued")),
+        ("hung",        &hung,        beat(2),                            To("leased")),
         ("expired",     &expired,     complete(2),                        To("succeeded")),
         ("leased",      &live,        JobEvent::Cancel,                   To("cancelled")),
         ("leased",      &live,        JobEvent::Resubmit,                 Illegal),
         ("succeeded",   &succeeded,   lease.clone(),                      Illegal),
         ("succeeded",   &succeeded,   beat(2),                            Illegal),
         ("succeeded",   &succeeded,   complete(2),                        Unchanged),
+        ("succeeded",   &succeeded,   intruder(complete(2)),              NotHolder),
         ("succeeded",   &succeeded,   complete(1),                        Stale),
+        ("succeeded",   &succeeded,   complete(3),                        Stale),
         ("succeeded",   &succeeded,   fail(2, FailureKind::Retryable),    Illegal),
         ("succeeded",   &succeeded,   JobEvent::Expire,                   Illegal),
         ("succeeded",   &succeeded,   JobEvent::Cancel,                   Illegal),
@@ -115,14 +174,14 @@ fn every_state_event_pair_has_the_documented_outcome() {
 fn a_success_whose_result_was_refused_is_queued_again_and_old_attempts_stay_fenced() {
     let now = 1_000;
     let mut job = JobState::new(now, 1);
-    job = changed(job.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 100 }, now, &POLICY));
-    job = changed(job.apply(&JobEvent::Complete { attempt: 1 }, now, &POLICY));
+    job = changed(job.apply(&lease("w1", 100), now, &POLICY));
+    job = changed(job.apply(&complete(1), now, &POLICY));
     let queued = changed(job.apply(&JobEvent::Resubmit, now + 5, &POLICY));
     assert_eq!(queued.phase, Phase::Queued { not_before: now + 5 });
     assert_eq!(queued.attempts_made, 1);
-    assert!(queued.apply(&JobEvent::Complete { attempt: 1 }, now + 6, &POLICY).is_err(), "the old attempt is stale");
-    let leased = changed(queued.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 100 }, now + 7, &POLICY));
-    assert_eq!(leased.current_attempt(), Some(2));
+    assert!(queued.apply(&complete(1), now + 6, &POLICY).is_err(), "the old attempt is stale");
+    let leased = changed(queued.apply(&lease("w1", 100), now + 7, &POLICY));
+    assert_eq!(leased.current_token(), Some(token(2)));
 }
 
 #[test]
@@ -131,7 +190,7 @@ fn a_resubmitted_dead_letter_gets_a_fresh_retry_budget_and_keeps_its_attempt_cou
     let mut now = NOW;
     for attempt in 1..=POLICY.max_attempts {
         now += 100_000;
-        job = changed(job.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 10 }, now, &POLICY));
+        job = changed(job.apply(&lease("w1", 10), now, &POLICY));
         job = changed(job.apply(&fail(attempt, FailureKind::Retryable), now, &POLICY));
     }
     assert_eq!(job.phase, Phase::DeadLettered);
@@ -140,21 +199,26 @@ fn a_resubmitted_dead_letter_gets_a_fresh_retry_budget_and_keeps_its_attempt_cou
     assert_eq!(revived.phase, Phase::Queued { not_before: now });
     assert_eq!((revived.failures, revived.attempts_made), (0, POLICY.max_attempts));
     // The last dead attempt's late report stays stale; the next lease is a new attempt.
-    let late = revived.apply(&JobEvent::Complete { attempt: POLICY.max_attempts }, now + 1, &POLICY);
+    let late = revived.apply(&complete(POLICY.max_attempts), now + 1, &POLICY);
     assert!(late.is_err());
-    let leased = changed(revived.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 10 }, now + 1, &POLICY));
-    assert_eq!(leased.current_attempt(), Some(POLICY.max_attempts + 1));
+    let leased = changed(revived.apply(&lease("w1", 10), now + 1, &POLICY));
+    assert_eq!(leased.current_token(), Some(token(POLICY.max_attempts + 1)));
 }
 
 #[test]
 fn a_lease_names_the_next_attempt_and_its_deadline() {
-    let Ok(Applied::Changed(next)) =
-        JobState::new(NOW, 1).apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 500 }, NOW, &POLICY)
-    else {
-        panic!("lease refused")
-    };
-    assert_eq!(next.current_attempt(), Some(1));
-    assert_eq!(next.phase, Phase::Leased { worker: "w".into(), expires_at: NOW + 500 });
+    let event = JobEvent::Lease { worker: "w".into(), lease_ms: 500, epoch: EPOCH, max_ms: Some(9_000) };
+    let Ok(Applied::Changed(next)) = JobState::new(NOW, 1).apply(&event, NOW, &POLICY) else { panic!("lease refused") };
+    assert_eq!(next.current_token(), Some(token(1)));
+    assert_eq!(next.phase, Phase::Leased { worker: "w".into(), expires_at: NOW + 500, deadline: Some(NOW + 9_000) });
+    assert_eq!(next.phase.due_at(), Some(NOW + 500));
+    // Heartbeats extend the lease, never the hard deadline; the reaper looks at the earlier.
+    let beat = JobEvent::Heartbeat { token: token(1), worker: "w".into(), lease_ms: 500 };
+    let late = changed(next.apply(&beat, NOW + 8_800, &POLICY));
+    assert_eq!(late.phase.due_at(), Some(NOW + 9_000));
+    let given_up = changed(late.apply(&JobEvent::Expire, NOW + 9_000, &POLICY));
+    assert!(matches!(given_up.phase, Phase::Queued { .. }));
+    assert_eq!((given_up.failures, given_up.expiries), (1, 0), "a hung job is a failure");
 }
 
 #[test]
@@ -162,8 +226,7 @@ fn retryable_failures_back_off_then_dead_letter_after_max_attempts() {
     let mut job = JobState::new(0, 9);
     let mut now = 0;
     for attempt in 1..=POLICY.max_attempts {
-        let Ok(Applied::Changed(next)) = job.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 10 }, now, &POLICY)
-        else {
+        let Ok(Applied::Changed(next)) = job.apply(&lease("w1", 10), now, &POLICY) else {
             panic!("attempt {attempt} not leased")
         };
         let Ok(Applied::Changed(next)) = next.apply(&fail(attempt, FailureKind::Retryable), now, &POLICY) else {
@@ -191,8 +254,7 @@ fn retryable_failures_back_off_then_dead_letter_after_max_attempts() {
 fn preemptions_are_counted_apart_and_do_not_use_the_retry_budget() {
     let mut job = JobState::new(0, 3);
     for attempt in 1..=POLICY.max_attempts * 2 {
-        let Ok(Applied::Changed(next)) = job.apply(&JobEvent::Lease { worker: "w".into(), lease_ms: 10 }, 0, &POLICY)
-        else {
+        let Ok(Applied::Changed(next)) = job.apply(&lease("w1", 10), 0, &POLICY) else {
             panic!("attempt {attempt} not leased")
         };
         let Ok(Applied::Changed(next)) = next.apply(&fail(attempt, FailureKind::Preempted), 0, &POLICY) else {
@@ -205,8 +267,46 @@ fn preemptions_are_counted_apart_and_do_not_use_the_retry_budget() {
 }
 
 #[test]
+fn expiries_are_counted_apart_from_failures_with_their_own_limit() {
+    let mut job = JobState::new(0, 3);
+    let mut now = 0;
+    for attempt in 1..=POLICY.max_expiries {
+        job = changed(job.apply(&lease("w1", 10), now, &POLICY));
+        assert_eq!(job.current_token(), Some(token(attempt)));
+        now += 10;
+        job = changed(job.apply(&JobEvent::Expire, now, &POLICY));
+        if let Phase::Queued { not_before } = job.phase {
+            now = not_before;
+        }
+    }
+    assert_eq!(job.phase, Phase::DeadLettered);
+    assert_eq!((job.failures, job.expiries), (0, POLICY.max_expiries));
+    const { assert!(POLICY.max_expiries > POLICY.max_attempts, "more expiries than failures are allowed") };
+}
+
+#[test]
+fn an_orphaned_lease_is_taken_back_and_the_next_lease_is_newer() {
+    // The store lost the grant of attempt 3 (and everything after attempt 2's grant).
+    let rolled_back = state(Phase::Queued { not_before: NOW }, 2);
+    let taken_back = changed(rolled_back.apply(&beat(3), NOW, &POLICY));
+    assert_eq!(taken_back.current_token(), Some(token(3)));
+    assert!(matches!(&taken_back.phase, Phase::Leased { worker, .. } if worker == "w1"));
+    // A job re-created from nothing by the reconciler takes back any lease.
+    let fresh = JobState::new(NOW, 1);
+    let done = changed(fresh.apply(&complete(5), NOW, &POLICY));
+    assert_eq!((done.phase.name(), done.token()), ("succeeded", token(5)));
+    // After it expires, the next lease (in the coordinator's new epoch) is newer still.
+    let expired = changed(taken_back.apply(&JobEvent::Expire, NOW + 30, &POLICY));
+    let next_epoch = JobEvent::Lease { worker: "w2".into(), lease_ms: 30, epoch: EPOCH + 1, max_ms: None };
+    let Phase::Queued { not_before } = expired.phase else { panic!("not queued: {expired:?}") };
+    let again = changed(expired.apply(&next_epoch, not_before, &POLICY));
+    assert!(again.token() > token(3));
+    assert_eq!(again.token(), Token { epoch: EPOCH + 1, attempt: 4 });
+}
+
+#[test]
 fn backoff_grows_is_capped_and_spreads_by_salt() {
-    let policy = RetryPolicy { max_attempts: 10, backoff_base_ms: 100, backoff_cap_ms: 1_000 };
+    let policy = RetryPolicy { max_attempts: 10, max_expiries: 10, backoff_base_ms: 100, backoff_cap_ms: 1_000 };
     for failures in 1..=10 {
         let full = (100_i64 << (failures - 1)).min(1_000);
         for salt in 0..50 {
@@ -220,14 +320,20 @@ fn backoff_grows_is_capped_and_spreads_by_salt() {
 }
 
 fn event_strategy() -> impl Strategy<Value = JobEvent> {
-    let attempt = 0_u32..6;
+    let token = (0_u64..3, 0_u32..6).prop_map(|(epoch, attempt)| Token { epoch, attempt });
+    let worker = (0_usize..2).prop_map(|w| ["w0", "w1"][w].to_string());
     prop_oneof![
-        (0_i64..50).prop_map(|lease_ms| JobEvent::Lease { worker: "w".into(), lease_ms }),
-        (attempt.clone(), 0_i64..50).prop_map(|(attempt, lease_ms)| JobEvent::Heartbeat { attempt, lease_ms }),
-        attempt.clone().prop_map(|attempt| JobEvent::Complete { attempt }),
-        (attempt, 0_usize..3).prop_map(|(attempt, kind)| {
+        (0_i64..50, 0_u64..3, proptest::option::of(0_i64..80), worker.clone())
+            .prop_map(|(lease_ms, epoch, max_ms, worker)| JobEvent::Lease { worker, lease_ms, epoch, max_ms }),
+        (token.clone(), worker.clone(), 0_i64..50).prop_map(|(token, worker, lease_ms)| JobEvent::Heartbeat {
+            token,
+            worker,
+            lease_ms
+        }),
+        (token.clone(), worker.clone()).prop_map(|(token, worker)| JobEvent::Complete { token, worker }),
+        (token, worker, 0_usize..3).prop_map(|(token, worker, kind)| {
             let kind = [FailureKind::Retryable, FailureKind::Permanent, FailureKind::Preempted][kind];
-            JobEvent::Fail { attempt, kind, error: "e".into() }
+            JobEvent::Fail { token, worker, kind, error: "e".into() }
         }),
         Just(JobEvent::Expire),
         Just(JobEvent::Cancel),
@@ -245,7 +351,7 @@ proptest! {
     fn random_histories_keep_the_invariants(
         events in proptest::collection::vec((event_strategy(), 0_i64..40), 1..60)
     ) {
-        let policy = RetryPolicy { max_attempts: 3, backoff_base_ms: 5, backoff_cap_ms: 20 };
+        let policy = RetryPolicy { max_attempts: 3, max_expiries: 4, backoff_base_ms: 5, backoff_cap_ms: 20 };
         let mut job = JobState::new(0, 5);
         let mut now = 0;
         let mut commits = 0;
@@ -260,16 +366,24 @@ proptest! {
                     if resubmitted && matches!(before.phase, Phase::Succeeded { .. }) {
                         commits = 0;
                     }
-                    prop_assert!(next.attempts_made >= before.attempts_made);
-                    if let Some(attempt) = event.attempt() {
-                        prop_assert_eq!(before.current_attempt(), Some(attempt), "stale {:?} accepted", event);
+                    prop_assert!(next.token() >= before.token(), "the token went back on {:?}", event);
+                    if let Some(sender) = event.sender() {
+                        // Accepted from the holder of the current lease, or from an orphan
+                        // newer than anything the state handed out (on a queued job).
+                        let holder = matches!(&before.phase, Phase::Leased { worker, .. } if worker == sender.worker);
+                        let current = before.current_token() == Some(sender.token) && holder;
+                        let orphan = matches!(before.phase, Phase::Queued { .. }) && sender.token > before.token();
+                        prop_assert!(current || orphan, "{:?} accepted on {:?}", event, before);
                     }
                     if matches!(next.phase, Phase::Succeeded { .. }) {
                         commits += 1;
                     }
                     job = next;
                 }
-                Ok(Applied::Unchanged) => prop_assert!(before.phase.is_terminal()),
+                Ok(Applied::Unchanged) => prop_assert!(
+                    before.phase.is_terminal() || matches!(event, JobEvent::Fail { .. }),
+                    "{:?} changed nothing on {:?}", event, before
+                ),
                 Err(_) => {}
             }
             prop_assert!(commits <= 1);
