@@ -393,6 +393,7 @@ impl Worker {
         lease_next: bool,
     ) -> Option<v1::JobLease> {
         let started = Instant::now();
+        info!(job = %short(&lease.job_key), attempt = lease.attempt, epoch = lease.epoch, "job started");
         let prepared = tokio::select! {
             prepared = self.prepare(&lease) => prepared,
             () = shutdown.cancelled() => {

@@ -421,3 +421,70 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
     shutdown.cancel();
     server.await.expect("server task").expect("server");
 }
+
+#[tokio::test]
+async fn cancelling_a_sweep_leaves_the_jobs_another_live_sweep_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scheduler = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(1_000_000))));
+    let first = scheduler.submit(SPEC).await.expect("submit");
+    // The same jobs, deduplicated into the first sweep's.
+    let second = scheduler.submit(SPEC).await.expect("submit again");
+    let (a, b): (SweepId, SweepId) =
+        (first.progress.sweep_id.parse().expect("id"), second.progress.sweep_id.parse().expect("id"));
+    let cancelled = scheduler.cancel(&a).await.expect("cancel the first");
+    assert_eq!((cancelled.status, cancelled.cancelled), (SweepStatus::Cancelled, 0), "{cancelled:?}");
+    let live = scheduler.progress(&b).await.expect("progress");
+    assert_eq!((live.status, live.queued), (SweepStatus::Running, second.jobs), "the second sweep lost its jobs");
+    assert_eq!(run_all(&scheduler).await as u64, second.jobs);
+    // Once no live sweep needs them, a cancel cancels.
+    let third: SweepId = scheduler
+        .submit(&SPEC.replace("max_age = 21", "max_age = 20"))
+        .await
+        .expect("submit")
+        .progress
+        .sweep_id
+        .parse()
+        .expect("id");
+    let ended = scheduler.cancel(&third).await.expect("cancel the third");
+    assert!(ended.cancelled > 0 && ended.queued == 0, "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_damaged_result_is_requeued_by_the_report_which_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler(dir.path(), clock.clone());
+    let submitted = scheduler.submit(SPEC).await.expect("submit");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    run_all(&scheduler).await;
+    let before = scheduler.report(&id).await.expect("report");
+    let key =
+        scheduler.planned(&scheduler.sweep_record(&id).await.expect("record")).await.expect("plan").plan.jobs[0].key;
+    let path = dir.path().join(format!("results/{key}.pb"));
+    let bytes = std::fs::read(&path).expect("result");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    // Within a lease period of the commit it could still be publishing: left alone.
+    let early = scheduler.report(&id).await.expect("report");
+    assert_eq!((early.missing.len(), early.requeued.len()), (1, 0));
+    clock.0.fetch_add(2_000, Ordering::SeqCst);
+    let report = scheduler.report(&id).await.expect("report");
+    assert_eq!(report.missing, vec![key.to_string()]);
+    // The early report set the damaged file aside already; the job completed but has no
+    // result, which this report finds and queues again.
+    assert_eq!(report.requeued, vec![key.to_string()]);
+    assert!(report.summary_table().contains("being trained again"), "{}", report.summary_table());
+    assert_eq!(run_all(&scheduler).await, 1, "exactly the damaged job ran again");
+    let whole = scheduler.report(&id).await.expect("report");
+    assert!(whole.missing.is_empty() && whole.requeued.is_empty());
+    let timeless = |lines: &[crate::report::LineReport]| {
+        let mut value = serde_json::to_value(lines).expect("JSON");
+        for line in value.as_array_mut().into_iter().flatten() {
+            for schedule in line["schedules"].as_array_mut().into_iter().flatten() {
+                // Wall-clock training time: the one figure a retraining changes.
+                schedule.as_object_mut().map(|s| s.remove("train_seconds"));
+            }
+        }
+        value
+    };
+    assert_eq!(timeless(&whole.lines), timeless(&before.lines));
+}

@@ -7,10 +7,10 @@ use serde_json::Value;
 use wf_coordinator::testing::RedisServer;
 use wf_tests::{Process, free_port, http_get, metric, wait_until, wf_in, wf_worker_binary};
 
-const LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const LIMIT: Duration = Duration::from_secs(120);
 
 /// A small sweep: 60 stocks, one window, monthly and quarterly retraining.
-fn spec(cadences: &str, epochs: u32) -> String {
+pub(crate) fn spec(cadences: &str, epochs: u32) -> String {
     format!(
         r#"name = "e2e"
 
@@ -44,14 +44,14 @@ params = {{ hidden = [32], epochs = {epochs} }}
 }
 
 /// Redis, a coordinator and its artifact directory, in a temporary directory.
-struct Cluster {
-    redis: RedisServer,
-    dir: tempfile::TempDir,
+pub(crate) struct Cluster {
+    pub(crate) redis: RedisServer,
+    pub(crate) dir: tempfile::TempDir,
     port: u16,
     metrics_port: u16,
     /// Extra `wf coordinator` arguments.
     options: Vec<String>,
-    coordinator: Option<Process>,
+    pub(crate) coordinator: Option<Process>,
 }
 
 impl Cluster {
@@ -60,7 +60,11 @@ impl Cluster {
     }
 
     fn start_with(lease_ms: u32, options: &[&str]) -> Self {
-        let redis = RedisServer::start().expect("redis-server");
+        Self::start_on(RedisServer::start().expect("redis-server"), lease_ms, options)
+    }
+
+    /// A coordinator on `redis`, with extra `wf coordinator` options.
+    pub(crate) fn start_on(redis: RedisServer, lease_ms: u32, options: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = options.iter().map(|o| o.to_string()).collect();
         let mut cluster = Self { redis, dir, port: free_port(), metrics_port: free_port(), options, coordinator: None };
@@ -68,7 +72,7 @@ impl Cluster {
         cluster
     }
 
-    fn start_coordinator(&mut self, lease_ms: u32) {
+    pub(crate) fn start_coordinator(&mut self, lease_ms: u32) {
         let listen = format!("127.0.0.1:{}", self.port);
         let lease = lease_ms.to_string();
         let metrics = format!("127.0.0.1:{}", self.metrics_port);
@@ -96,34 +100,34 @@ impl Cluster {
         self.coordinator = Some(process);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn worker(&self, env: &[(&str, &str)]) -> Process {
+    pub(crate) fn worker(&self, env: &[(&str, &str)]) -> Process {
         Process::start(self.dir.path(), &["worker", "--coordinator", &self.url(), "--device", "cpu"], env)
     }
 
     /// The coordinator's Prometheus metrics.
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (code, body) = http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics").expect("GET /metrics");
         assert_eq!(code, 200, "{body}");
         body
     }
 
-    fn write_spec(&self, text: &str) -> String {
+    pub(crate) fn write_spec(&self, text: &str) -> String {
         std::fs::write(self.dir.path().join("spec.toml"), text).expect("write spec");
         "spec.toml".into()
     }
 
-    fn wf(&self, args: &[&str]) -> wf_tests::Run {
+    pub(crate) fn wf(&self, args: &[&str]) -> wf_tests::Run {
         let mut all: Vec<&str> = args.to_vec();
         let url = self.url();
         all.extend(["--coordinator", &url]);
         wf_in(self.dir.path(), &all, LIMIT)
     }
 
-    fn submit(&self, spec: &str) -> String {
+    pub(crate) fn submit(&self, spec: &str) -> String {
         let file = self.write_spec(spec);
         let run = self.wf(&["submit", &file]);
         assert!(run.succeeded(), "submit failed: {}", run.stderr);
@@ -131,7 +135,7 @@ impl Cluster {
     }
 
     /// Job states as stored in Redis (JSON of `JobState`), without the epoch marker.
-    fn job_states(&self) -> Vec<Value> {
+    pub(crate) fn job_states(&self) -> Vec<Value> {
         let client = redis::Client::open(self.redis.url()).expect("redis url");
         let mut connection = client.get_connection().expect("redis connection");
         let fields: Vec<(String, String)> =
@@ -143,21 +147,21 @@ impl Cluster {
             .collect()
     }
 
-    fn phases(&self, phase: &str) -> usize {
+    pub(crate) fn phases(&self, phase: &str) -> usize {
         self.job_states().iter().filter(|s| s["phase"]["phase"] == phase).count()
     }
 
-    fn finished(&self, id: &str) -> bool {
+    pub(crate) fn finished(&self, id: &str) -> bool {
         let run = self.wf(&["status", id]);
         run.stdout.contains(" finished")
     }
 
-    fn results(&self) -> Vec<std::path::PathBuf> {
+    pub(crate) fn results(&self) -> Vec<std::path::PathBuf> {
         let dir = self.dir.path().join("artifacts/results");
         std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
     }
 
-    fn report(&self, id: &str) -> Value {
+    pub(crate) fn report(&self, id: &str) -> Value {
         let run = self.wf(&["report", id, "--json"]);
         assert!(run.succeeded(), "report failed: {}", run.stderr);
         serde_json::from_str(&run.stdout).expect("report JSON")

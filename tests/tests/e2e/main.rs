@@ -1,5 +1,6 @@
 //! End-to-end tests of the `wf` binary: one test binary for the whole suite.
 
+mod chaos;
 mod cluster;
 mod data_cli;
 mod deploy;

@@ -1,0 +1,424 @@
+//! The chaos suite: a sweep on the synthetic market run by real processes (a
+//! `redis-server` with an append-only file fsynced every second, a `wf coordinator`, `wf
+//! worker`s) under a scripted fault, then checked strictly: the report's tables
+//! (`lines`, `decay`, `series`) equal a fault-free `wf run` of the same spec value for
+//! value (wall-clock training times aside), every job's result was committed exactly
+//! once, no job was trained more often than the faults explain, and every expiry and
+//! preemption was counted.
+//!
+//! Each scenario prints one line (`chaos <scenario>: ...`) with what it counted; the
+//! README's table is made of them. The tests share a nextest group that runs one at a
+//! time (`.config/nextest.toml`): they measure leases in seconds.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wf_coordinator::testing::RedisServer;
+use wf_tests::{Process, wait_until, wf_binary, wf_in};
+
+use super::cluster::{Cluster, LIMIT};
+
+/// Lease length: short, so that faults show within seconds.
+const LEASE_MS: u32 = 2_000;
+/// The workers' SIGTERM grace period.
+const GRACE_SECONDS: u64 = 10;
+
+/// The chaos sweep: 30 distinct trainings of a small MLP (weekly and monthly retraining
+/// over half a year). In CI, 60 stocks and 60 epochs (a sweep of a few seconds); with
+/// `WF_CHAOS_FULL=1`, 1,000 stocks and 200 epochs, about a minute, so that every fault
+/// lands on long trainings.
+fn spec() -> String {
+    let small = super::cluster::spec("\"weekly\", \"monthly\"", 60);
+    if std::env::var("WF_CHAOS_FULL").is_ok_and(|v| v == "1") {
+        small.replace("stocks=60", "stocks=1000").replace("epochs = 60", "epochs = 200")
+    } else {
+        small
+    }
+}
+
+/// The fault-free report of [`spec`], from `wf run`; computed once per build of `wf`
+/// and kept in the temporary directory for the other scenarios (each runs in its own
+/// process).
+fn baseline() -> Value {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    spec().hash(&mut hasher);
+    let built = std::fs::metadata(wf_binary()).and_then(|m| m.modified()).ok();
+    format!("{built:?}").hash(&mut hasher);
+    let path = std::env::temp_dir().join(format!("wf-chaos-baseline-{:016x}.json", hasher.finish()));
+    if let Some(report) = std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
+        return report;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("spec.toml"), spec()).expect("spec");
+    let run = wf_in(dir.path(), &["run", "spec.toml", "--workers", "2", "--json"], LIMIT);
+    assert!(run.succeeded(), "the fault-free wf run failed: {}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("wf run JSON");
+    let staging = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&staging, &run.stdout).expect("cache the baseline");
+    std::fs::rename(&staging, &path).expect("cache the baseline");
+    report
+}
+
+/// The report's tables, without wall-clock training times (the one figure that
+/// differs between two trainings of the same job).
+fn tables(report: &Value) -> Value {
+    fn timeless(value: &Value) -> Value {
+        match value {
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "train_seconds")
+                    .map(|(k, v)| (k.clone(), timeless(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(timeless).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::json!({
+        "lines": timeless(&report["lines"]),
+        "decay": timeless(&report["decay"]),
+        "series": timeless(&report["series"]),
+    })
+}
+
+/// A cluster running the chaos sweep, with named workers and the logs of every
+/// process that has come and gone.
+struct Chaos {
+    cluster: Cluster,
+    workers: Vec<(String, Process)>,
+    /// Output of processes that were killed or exited.
+    gone: Vec<String>,
+    id: String,
+    started: Instant,
+}
+
+/// What one run counted, from the processes' logs and the final job states.
+#[derive(Debug)]
+struct Counts {
+    jobs: usize,
+    /// Trainings that ended in a reported failure (retried or dead-lettered).
+    failures: usize,
+    /// Leases the reaper expired (their worker died or was cut off).
+    expiries: usize,
+    /// Jobs handed back by draining workers.
+    preemptions: usize,
+    /// Results committed (not republished).
+    commits: usize,
+    /// Trainings started.
+    started: usize,
+    /// Results the coordinator refused (stale lease, another worker).
+    refused: usize,
+    seconds: f64,
+}
+
+fn output(process: &Process) -> String {
+    format!("{}\n{}", process.stdout(), process.stderr())
+}
+
+impl Chaos {
+    fn start(redis: RedisServer, options: &[&str]) -> Self {
+        let mut all = vec!["--reconcile-seconds", "1"];
+        all.extend(options);
+        let cluster = Cluster::start_on(redis, LEASE_MS, &all);
+        Self { cluster, workers: Vec::new(), gone: Vec::new(), id: String::new(), started: Instant::now() }
+    }
+
+    fn worker(&mut self, name: &str, env: &[(&str, &str)]) {
+        let url = self.cluster.url();
+        let grace = GRACE_SECONDS.to_string();
+        let args = ["worker", "--coordinator", &url, "--device", "cpu", "--name", name, "--grace-seconds", &grace];
+        self.workers.push((name.to_string(), Process::start(self.cluster.dir.path(), &args, env)));
+    }
+
+    fn submit(&mut self) {
+        self.id = self.cluster.submit(&spec());
+        self.started = Instant::now();
+    }
+
+    /// The worker process named `name`, out of the pool.
+    fn take(&mut self, name: &str) -> Process {
+        let at = self.workers.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("no worker {name}"));
+        self.workers.remove(at).1
+    }
+
+    fn kill(&mut self, name: &str) {
+        let victim = self.take(name);
+        victim.signal("KILL");
+        self.gone.push(output(&victim));
+    }
+
+    fn kill_coordinator(&mut self) {
+        let coordinator = self.cluster.coordinator.take().expect("a coordinator");
+        coordinator.signal("KILL");
+        self.gone.push(output(&coordinator));
+    }
+
+    fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.cluster.redis.url()).expect("url").get_connection().expect("redis connection")
+    }
+
+    /// Job key → state, as stored.
+    fn states(&self) -> Vec<(String, Value)> {
+        let fields: Vec<(String, String)> =
+            redis::cmd("HGETALL").arg("wf:{default}:jobs").query(&mut self.redis()).unwrap_or_default();
+        fields
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with('~'))
+            .map(|(key, state)| (key, serde_json::from_str(&state).expect("state JSON")))
+            .collect()
+    }
+
+    /// The jobs leased by the worker named `name`.
+    fn leased_by(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}-");
+        self.states()
+            .into_iter()
+            .filter(|(_, s)| {
+                s["phase"]["phase"] == "leased" && s["phase"]["worker"].as_str().is_some_and(|w| w.starts_with(&prefix))
+            })
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    fn succeeded(&self) -> usize {
+        self.states().iter().filter(|(_, s)| s["phase"]["phase"] == "succeeded").count()
+    }
+
+    /// Every log so far: processes gone, the coordinator, the workers.
+    fn logs(&self) -> String {
+        let mut all = self.gone.join("\n");
+        for process in self.cluster.coordinator.iter().chain(self.workers.iter().map(|(_, p)| p)) {
+            all.push_str(&output(process));
+        }
+        all
+    }
+
+    /// Waits for the sweep to end, then counts.
+    fn finish(&self) -> Counts {
+        wait_until("the sweep finishes", Duration::from_secs(300), || self.cluster.finished(&self.id));
+        let seconds = self.started.elapsed().as_secs_f64();
+        let logs = self.logs();
+        let count = |needle: &str| logs.lines().filter(|line| line.contains(needle)).count();
+        Counts {
+            jobs: self.cluster.report(&self.id)["jobs"].as_u64().unwrap_or(0) as usize,
+            failures: logs.lines().filter(|l| l.contains("wf_worker::runtime: job failed")).count(),
+            expiries: count("lease expired; job re-queued"),
+            preemptions: count("job handed back"),
+            commits: logs.lines().filter(|l| l.contains("result committed") && l.contains("republished=false")).count(),
+            started: count("job started"),
+            refused: count("result rejected"),
+            seconds,
+        }
+    }
+
+    /// The strict criterion: the report equals the fault-free one, every job committed
+    /// exactly once, one result file per job. Prints the scenario's line.
+    fn assert_clean(&self, scenario: &str, counts: &Counts) {
+        let report = self.cluster.report(&self.id);
+        assert_eq!(report["missing"].as_array().map(Vec::len), Some(0), "{scenario}: {report}");
+        let equal = tables(&report) == tables(&baseline());
+        assert!(equal, "{scenario}: the report differs from the fault-free wf run's");
+        assert_eq!(
+            counts.commits, counts.jobs,
+            "{scenario}: results committed {} times for {} jobs",
+            counts.commits, counts.jobs
+        );
+        assert_eq!(
+            self.cluster.results().iter().filter(|p| p.extension().is_some_and(|e| e == "pb")).count(),
+            counts.jobs
+        );
+        println!(
+            "chaos {scenario}: jobs {}, trainings started {}, failures {}, expiries {}, preemptions {}, commits {}, refused {}, {:.0} s, report equal: {}",
+            counts.jobs,
+            counts.started,
+            counts.failures,
+            counts.expiries,
+            counts.preemptions,
+            counts.commits,
+            counts.refused,
+            counts.seconds,
+            if equal { "yes" } else { "no" }
+        );
+    }
+}
+
+#[test]
+fn chaos_kill_9_a_busy_worker_five_times() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("steady", &[]);
+    chaos.worker("victim-0", &[]);
+    chaos.submit();
+    for round in 0..5 {
+        let name = format!("victim-{round}");
+        wait_until("the victim holds a lease", LIMIT, || !chaos.leased_by(&name).is_empty());
+        chaos.kill(&name);
+        chaos.worker(&format!("victim-{}", round + 1), &[]);
+    }
+    let counts = chaos.finish();
+    chaos.assert_clean("kill -9 a busy worker x5", &counts);
+    assert_eq!(counts.expiries, 5, "each killed worker's lease expired once: {counts:?}");
+    assert_eq!(counts.failures, 0);
+    assert!(counts.started <= counts.jobs + 5, "more trainings than the kills explain: {counts:?}");
+}
+
+#[test]
+fn chaos_sigstop_a_worker_past_its_lease_then_sigcont() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("sleeper", &[]);
+    chaos.submit();
+    wait_until("the sleeper holds a lease", LIMIT, || !chaos.leased_by("sleeper").is_empty());
+    let job = chaos.leased_by("sleeper").remove(0);
+    let sleeper = chaos.take("sleeper");
+    sleeper.signal("STOP");
+    chaos.worker("rescuer", &[]);
+    let result = chaos.cluster.dir.path().join(format!("artifacts/results/{job}.pb"));
+    wait_until("the sleeper's job is done elsewhere", LIMIT, || result.exists());
+    let committed = std::fs::read(&result).expect("result");
+    sleeper.signal("CONT");
+    wait_until("the sleeper is turned away", LIMIT, || {
+        let log = sleeper.stderr();
+        log.contains("lease lost") || log.contains("result refused")
+    });
+    chaos.workers.push(("sleeper".into(), sleeper));
+    let counts = chaos.finish();
+    assert_eq!(std::fs::read(&result).expect("result"), committed, "a stale attempt changed a committed result");
+    chaos.assert_clean("SIGSTOP a worker past its lease, SIGCONT", &counts);
+    assert!(counts.expiries >= 1, "the stopped worker's lease expired: {counts:?}");
+    assert_eq!(counts.failures, 0);
+}
+
+#[test]
+fn chaos_sigterm_a_busy_worker_hands_its_job_back_and_exits_in_time() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("steady", &[]);
+    chaos.worker("drained", &[]);
+    chaos.submit();
+    wait_until("the drained worker holds a lease", LIMIT, || !chaos.leased_by("drained").is_empty());
+    let job = chaos.leased_by("drained").remove(0);
+    let mut drained = chaos.take("drained");
+    let signalled = Instant::now();
+    drained.signal("TERM");
+    wait_until("the job is back in the queue", Duration::from_secs(5), || {
+        chaos.states().iter().any(|(key, s)| {
+            *key == job
+                && s["preemptions"] == 1
+                && s["phase"]["worker"].as_str().is_none_or(|w| !w.starts_with("drained-"))
+        })
+    });
+    assert_eq!(drained.wait(Duration::from_secs(GRACE_SECONDS)), Some(0), "{}", drained.stderr());
+    let exited = signalled.elapsed();
+    assert!(exited < Duration::from_secs(GRACE_SECONDS), "exited after {exited:?}");
+    chaos.gone.push(output(&drained));
+    let counts = chaos.finish();
+    chaos.assert_clean("SIGTERM a busy worker", &counts);
+    let state = chaos.states().into_iter().find(|(key, _)| *key == job).expect("the job").1;
+    assert_eq!((state["preemptions"].as_u64(), state["failures"].as_u64()), (Some(1), Some(0)), "{state}");
+    assert_eq!(counts.preemptions, 1);
+    assert_eq!(counts.expiries, 0, "a handed back job is not expired: {counts:?}");
+    println!(
+        "chaos SIGTERM: the job was queued again and the worker exited {:.1} s after the signal",
+        exited.as_secs_f64()
+    );
+}
+
+#[test]
+fn chaos_kill_9_the_coordinator_and_restart_it_after_a_lease_period() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("a", &[]);
+    chaos.worker("b", &[]);
+    chaos.submit();
+    wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    chaos.kill_coordinator();
+    std::thread::sleep(Duration::from_millis(u64::from(LEASE_MS) * 3 / 2));
+    chaos.cluster.start_coordinator(LEASE_MS);
+    let counts = chaos.finish();
+    chaos.assert_clean("kill -9 the coordinator, restart after 1.5 lease periods", &counts);
+    assert_eq!((counts.expiries, counts.failures), (0, 0), "the outage burnt leases: {counts:?}");
+    assert_eq!(counts.started, counts.jobs, "a training was repeated: {counts:?}");
+}
+
+#[test]
+fn chaos_kill_9_redis_and_restart_it_from_its_aof() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("a", &[]);
+    chaos.worker("b", &[]);
+    chaos.submit();
+    wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    chaos.cluster.redis.kill();
+    std::thread::sleep(Duration::from_millis(u64::from(LEASE_MS)));
+    chaos.cluster.redis.restart().expect("redis restarts");
+    let counts = chaos.finish();
+    chaos.assert_clean("kill -9 Redis, restart from its AOF", &counts);
+    assert_eq!(counts.failures, 0);
+    let logs = chaos.logs();
+    assert!(logs.contains("started a new lease epoch"), "the restart went unnoticed");
+}
+
+#[test]
+fn chaos_flushall_mid_sweep() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("a", &[]);
+    chaos.worker("b", &[]);
+    chaos.submit();
+    wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    let () = redis::cmd("FLUSHALL").query(&mut chaos.redis()).expect("FLUSHALL");
+    let counts = chaos.finish();
+    chaos.assert_clean("FLUSHALL mid-sweep", &counts);
+    assert_eq!(counts.failures, 0);
+}
+
+#[test]
+fn chaos_delete_the_queue_sets_mid_sweep() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &[]);
+    chaos.worker("a", &[]);
+    chaos.worker("b", &[]);
+    chaos.submit();
+    wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    let () =
+        redis::cmd("DEL").arg("wf:{default}:ready").arg("wf:{default}:leased").query(&mut chaos.redis()).expect("DEL");
+    let counts = chaos.finish();
+    chaos.assert_clean("delete the ready and leased sets mid-sweep", &counts);
+    assert_eq!((counts.failures, counts.started), (0, counts.jobs), "{counts:?}");
+    assert!(chaos.logs().contains("indices disagreed with job states; repaired"), "no repair was logged");
+}
+
+#[test]
+fn chaos_a_poison_job_and_a_hung_job_among_normal_ones() {
+    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &["--max-job-seconds", "6"]);
+    chaos.submit();
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(chaos.cluster.dir.path().join(format!("artifacts/sweeps/{}/manifest.json", chaos.id)))
+            .expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let key = |i: usize| manifest["jobs"][i]["key"].as_str().expect("job key").to_string();
+    let (poison, hung) = (key(3), key(7));
+    let env = [("WF_FAULT_FAIL_JOBS", poison.as_str()), ("WF_FAULT_HANG_JOBS", hung.as_str())];
+    chaos.worker("a", &env);
+    chaos.worker("b", &env);
+    let counts = chaos.finish();
+    let report = chaos.cluster.report(&chaos.id);
+    let missing: BTreeSet<&str> =
+        report["missing"].as_array().expect("missing").iter().filter_map(Value::as_str).collect();
+    assert_eq!(missing, BTreeSet::from([poison.as_str(), hung.as_str()]));
+    let states = chaos.states();
+    let state = |key: &str| states.iter().find(|(k, _)| k == key).expect("state").1.clone();
+    for (key, error) in [(&poison, "injected failure"), (&hung, "maximum duration")] {
+        let s = state(key);
+        assert_eq!((s["phase"]["phase"].as_str(), s["failures"].as_u64()), (Some("dead_lettered"), Some(3)), "{s}");
+        assert!(s["last_error"].as_str().is_some_and(|e| e.contains(error)), "{s}");
+    }
+    let succeeded = states.iter().filter(|(_, s)| s["phase"]["phase"] == "succeeded").count();
+    assert_eq!(succeeded, counts.jobs - 2);
+    assert_eq!(counts.commits, counts.jobs - 2);
+    assert_eq!(counts.expiries, 0, "a hung job heartbeats: it is failed, not expired: {counts:?}");
+    let hung_given_up = chaos.logs().lines().filter(|l| l.contains("ran past its maximum duration; failed")).count();
+    assert_eq!(hung_given_up, 3);
+    println!(
+        "chaos a poison job and a hung job: jobs {}, trainings started {}, failures {} (3 poison) + 3 hung, expiries {}, commits {}, dead-lettered 2, {:.0} s, other jobs complete: yes",
+        counts.jobs, counts.started, counts.failures, counts.expiries, counts.commits, counts.seconds
+    );
+}
