@@ -695,4 +695,6 @@ mod reuse;
 use reuse::Expected;
 
 #[cfg(test)]
+mod model_check;
+#[cfg(test)]
 mod tests;
