@@ -18,6 +18,10 @@
 //! | `wf_job_retries_total` | counter | failed jobs queued again |
 //! | `wf_dead_letters_total` | counter | jobs dead-lettered |
 //! | `wf_reconciled_jobs_total` | counter | jobs the job store had lost, queued again from the artifact store |
+//! | `wf_epochs_started_total` / `wf_epoch` | counter / gauge | lease epochs started (a fresh, restarted or emptied store) / the current one |
+//! | `wf_jobs_hung_total` | counter | attempts failed for running past `--max-job-seconds` |
+//! | `wf_store_repairs_total` | counter | job store index entries repaired after a partial loss |
+//! | `wf_results_requeued_total` | counter | completed jobs queued again because their result was damaged or never published |
 //! | `wf_job_training_seconds` | histogram | training seconds per committed job, as the worker measured |
 //! | `wf_worker_jobs_total{outcome}` | counter | (worker) jobs completed, failed, preempted, abandoned |
 //! | `wf_worker_jobs_running` | gauge | (worker) jobs in progress |
@@ -56,7 +60,10 @@ fn describe() {
     describe_counter!("wf_leases_expired_total", "Leases past their deadline taken back by the reaper.");
     describe_counter!("wf_heartbeats_total", "Heartbeats answered.");
     describe_counter!("wf_results_committed_total", "Results committed.");
-    describe_counter!("wf_results_rejected_total", "Results refused because their lease was no longer current.");
+    describe_counter!(
+        "wf_results_rejected_total",
+        "Results refused: their lease was no longer current, or held by another worker."
+    );
     describe_counter!(
         "wf_results_refused_total",
         "Stored results refused on reuse and set aside, by reason (unreadable, format, checksum, identity)."
@@ -65,6 +72,14 @@ fn describe() {
     describe_counter!("wf_job_retries_total", "Failed jobs queued again.");
     describe_counter!("wf_dead_letters_total", "Jobs dead-lettered.");
     describe_counter!("wf_reconciled_jobs_total", "Jobs the job store had lost, queued again from the artifact store.");
+    describe_counter!("wf_epochs_started_total", "Lease epochs started (a fresh, restarted or emptied job store).");
+    describe_gauge!("wf_epoch", "The lease epoch leases are granted in.");
+    describe_counter!("wf_jobs_hung_total", "Attempts failed for running past the maximum job duration.");
+    describe_counter!("wf_store_repairs_total", "Job store index entries repaired after a partial loss.");
+    describe_counter!(
+        "wf_results_requeued_total",
+        "Completed jobs queued again because their result was damaged or never published."
+    );
     describe_histogram!("wf_job_training_seconds", metrics::Unit::Seconds, "Training seconds per committed job.");
     describe_counter!("wf_worker_jobs_total", "Jobs this worker ended, by outcome.");
     describe_gauge!("wf_worker_jobs_running", "Jobs this worker is running.");
