@@ -394,12 +394,22 @@ impl Worker {
     ) -> Option<v1::JobLease> {
         let started = Instant::now();
         info!(job = %short(&lease.job_key), attempt = lease.attempt, epoch = lease.epoch, "job started");
-        let prepared = tokio::select! {
-            prepared = self.prepare(&lease) => prepared,
-            () = shutdown.cancelled() => {
-                // The dataset load is abandoned with the job.
-                self.hand_back(&lease).await;
-                return None;
+        // Heartbeats start at once: loading a large dataset may take longer than a lease.
+        let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));
+        beats.tick().await;
+        let prepare = self.prepare(&lease);
+        tokio::pin!(prepare);
+        let prepared = loop {
+            tokio::select! {
+                prepared = &mut prepare => break prepared,
+                () = shutdown.cancelled() => {
+                    // The dataset load is abandoned with the job.
+                    self.hand_back(&lease).await;
+                    return None;
+                }
+                _ = beats.tick() => if self.heartbeat(&lease).await.is_break() {
+                    return None;
+                }
             }
         };
         let (sweep, job) = match prepared {
@@ -429,8 +439,6 @@ impl Worker {
         });
         // Whatever happens below, a computation left behind stops at its next step.
         let _stop_on_exit = StopOnDrop(stop);
-        let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));
-        beats.tick().await;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut task => break outcome,
@@ -440,30 +448,8 @@ impl Worker {
                     self.hand_back(&lease).await;
                     return None;
                 }
-                _ = beats.tick() => {
-                    let request = v1::HeartbeatRequest {
-                        worker_id: self.id.clone(),
-                        job_key: lease.job_key.clone(),
-                        attempt: lease.attempt,
-                        epoch: lease.epoch,
-                    };
-                    metrics::counter!("wf_worker_heartbeats_total").increment(1);
-                    match self.client.clone().heartbeat(request).await {
-                        Ok(response) if response.get_ref().action() == v1::HeartbeatAction::Cancel => {
-                            info!(job = %short(&lease.job_key), "job cancelled; abandoning it");
-                            self.ended(Ended::Abandoned);
-                            return None;
-                        }
-                        Ok(_) => {}
-                        Err(status) if lease_lost(&status) => {
-                            warn!(job = %short(&lease.job_key), %status, "lease lost; abandoning the job");
-                            self.ended(Ended::Abandoned);
-                            return None;
-                        }
-                        // The coordinator restarting, or its store being rebuilt: the
-                        // lease may well be ours again in a moment.
-                        Err(status) => warn!(job = %short(&lease.job_key), %status, "heartbeat failed; will retry"),
-                    }
+                _ = beats.tick() => if self.heartbeat(&lease).await.is_break() {
+                    return None;
                 }
             }
         };
@@ -512,6 +498,37 @@ impl Worker {
             Err(panic) => self.fail(&lease, v1::FailureKind::Retryable, format!("the job panicked: {panic}")).await,
         }
         None
+    }
+
+    /// One heartbeat of `lease`; `Break` when the job is no longer this worker's (the
+    /// coordinator says so, or cancelled it): the caller drops it.
+    async fn heartbeat(&self, lease: &v1::JobLease) -> ControlFlow<()> {
+        let request = v1::HeartbeatRequest {
+            worker_id: self.id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+            epoch: lease.epoch,
+        };
+        metrics::counter!("wf_worker_heartbeats_total").increment(1);
+        match self.client.clone().heartbeat(request).await {
+            Ok(response) if response.get_ref().action() == v1::HeartbeatAction::Cancel => {
+                info!(job = %short(&lease.job_key), "job cancelled; abandoning it");
+                self.ended(Ended::Abandoned);
+                ControlFlow::Break(())
+            }
+            Ok(_) => ControlFlow::Continue(()),
+            Err(status) if lease_lost(&status) => {
+                warn!(job = %short(&lease.job_key), %status, "lease lost; abandoning the job");
+                self.ended(Ended::Abandoned);
+                ControlFlow::Break(())
+            }
+            // The coordinator restarting, or its store being rebuilt: the lease may well
+            // be ours again in a moment.
+            Err(status) => {
+                warn!(job = %short(&lease.job_key), %status, "heartbeat failed; will retry");
+                ControlFlow::Continue(())
+            }
+        }
     }
 
     /// Hands a job back on shutdown (a preemption, which uses up no retry), retrying

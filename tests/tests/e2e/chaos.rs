@@ -30,11 +30,12 @@ const GRACE_SECONDS: u64 = 10;
 /// lands on long trainings.
 fn spec() -> String {
     let small = super::cluster::spec("\"weekly\", \"monthly\"", 60);
-    if std::env::var("WF_CHAOS_FULL").is_ok_and(|v| v == "1") {
-        small.replace("stocks=60", "stocks=1000").replace("epochs = 60", "epochs = 200")
-    } else {
-        small
-    }
+    if full() { small.replace("stocks=60", "stocks=1000").replace("epochs = 60", "epochs = 200") } else { small }
+}
+
+/// Whether the full-size sweep runs (`WF_CHAOS_FULL=1`).
+fn full() -> bool {
+    std::env::var("WF_CHAOS_FULL").is_ok_and(|v| v == "1")
 }
 
 /// The fault-free report of [`spec`], from `wf run`; computed once per build of `wf`
@@ -387,7 +388,10 @@ fn chaos_delete_the_queue_sets_mid_sweep() {
 
 #[test]
 fn chaos_a_poison_job_and_a_hung_job_among_normal_ones() {
-    let mut chaos = Chaos::start(RedisServer::start_persistent().expect("redis"), &["--max-job-seconds", "6"]);
+    // Longer than any normal training of the spec, far shorter than the sweep.
+    let max_job_seconds = if full() { "20" } else { "6" };
+    let mut chaos =
+        Chaos::start(RedisServer::start_persistent().expect("redis"), &["--max-job-seconds", max_job_seconds]);
     chaos.submit();
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(chaos.cluster.dir.path().join(format!("artifacts/sweeps/{}/manifest.json", chaos.id)))
