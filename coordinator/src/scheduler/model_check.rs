@@ -55,9 +55,16 @@ fn committed_token(bytes: &[u8]) -> f64 {
 /// What a worker of the model holds: the job index, its key, the token.
 type Held = (usize, JobKey, Token);
 
-/// Runs one random history of `seed` over `store`; `flush` empties the store (None: a
-/// store that cannot lose data).
-async fn history(store: Arc<dyn JobStore>, flush: Option<&(dyn Fn() + Sync)>, seed: u64) {
+/// A scheduler on `store` with a manual clock, and a sweep of [`JOBS`] jobs queued
+/// (its record also in the artifact store, for reconciliations).
+struct Setup {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    scheduler: Arc<Scheduler>,
+    keys: Vec<JobKey>,
+}
+
+async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
     let artifacts = ArtifactStore::open(&dir.path().display().to_string()).expect("artifacts");
@@ -68,9 +75,8 @@ async fn history(store: Arc<dyn JobStore>, flush: Option<&(dyn Fn() + Sync)>, se
         reconcile_every: None,
         max_job_ms: None,
     };
-    let scheduler = Scheduler::new(store.clone(), artifacts.clone(), clock.clone(), config);
+    let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts.clone(), clock.clone(), config));
     let keys: Vec<JobKey> = (0..JOBS).map(|n| JobKey::of_identity(&identity(n))).collect();
-    let index: BTreeMap<JobKey, usize> = keys.iter().enumerate().map(|(n, key)| (*key, n)).collect();
     let sweep = SweepRecord {
         id: SweepId::from_entropy(seed),
         name: "model".into(),
@@ -89,7 +95,14 @@ async fn history(store: Arc<dyn JobStore>, flush: Option<&(dyn Fn() + Sync)>, se
     artifacts.put_sweep_file(&sweep.id, "sweep.json", Bytes::from(record)).await.expect("sweep file");
     store.put_sweep(&sweep).await.expect("sweep");
     store.enqueue(&sweep.id, &keys, clock.now_ms()).await.expect("enqueue");
+    Setup { dir, clock, scheduler, keys }
+}
 
+/// Runs one random history of `seed` over `store`; `flush` empties the store (None: a
+/// store that cannot lose data).
+async fn history(store: Arc<dyn JobStore>, flush: Option<&(dyn Fn() + Sync)>, seed: u64) {
+    let Setup { dir, clock, scheduler, keys } = setup(&store, seed).await;
+    let index: BTreeMap<JobKey, usize> = keys.iter().enumerate().map(|(n, key)| (*key, n)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let workers: Vec<String> = (0..WORKERS).map(|w| format!("w{w}")).collect();
     let mut holding: Vec<Option<Held>> = vec![None; WORKERS];
@@ -227,5 +240,83 @@ async fn random_histories_over_redis_with_data_loss_keep_the_fencing_invariants(
     for seed in 0..12 {
         let store = RedisJobStore::connect(&url, &format!("model-{seed}"), POLICY).await.expect("connect");
         history(Arc::new(store), Some(&flush), seed).await;
+    }
+}
+
+/// Workers truly concurrent (tasks on a multi-threaded runtime) over one scheduler, with
+/// expiries, failures, repeated and stale reports. At the end: no token was granted
+/// twice, and every committed result is the one of its job's last grant (once a job is
+/// committed nothing more is granted, and only the holder of the latest grant can commit).
+async fn concurrent_history(store: Arc<dyn JobStore>, seed: u64) {
+    let Setup { dir, clock, scheduler, keys } = setup(&store, seed).await;
+    let grants = Arc::new(std::sync::Mutex::new(Vec::<(JobKey, Token)>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (scheduler, clock, grants, keys) = (scheduler.clone(), clock.clone(), grants.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed * 31 + w);
+            let worker = format!("w{w}");
+            let mut held: Option<(usize, JobKey, Token)> = None;
+            let mut past = Vec::new();
+            for _ in 0..150 {
+                match (rng.random_range(0..100), held) {
+                    (0..40, None) => {
+                        if let Some(lease) = scheduler.lease(&worker, Duration::ZERO).await.expect("lease") {
+                            let n = keys.iter().position(|k| *k == lease.lease.key).expect("a known job");
+                            lock(&grants).push((lease.lease.key, lease.lease.token));
+                            held = Some((n, lease.lease.key, lease.lease.token));
+                        }
+                    }
+                    (0..55, Some((n, key, token))) => {
+                        let _ = scheduler.report_result(&key, token, &worker, result(n, token)).await;
+                        past.push((n, key, token));
+                        held = None;
+                    }
+                    (55..70, Some((_, key, token))) => {
+                        if scheduler.heartbeat(&key, token, &worker).await.is_err() {
+                            held = None;
+                        }
+                    }
+                    (70..75, Some((_, key, token))) => {
+                        let _ = scheduler.report_failure(&key, token, &worker, FailureKind::Retryable, "x").await;
+                        held = None;
+                    }
+                    (75..85, _) if !past.is_empty() => {
+                        let (n, key, token) = past[rng.random_range(0..past.len())];
+                        let _ = scheduler.report_result(&key, token, &worker, result(n, token)).await;
+                    }
+                    (85..95, _) => {
+                        clock.0.fetch_add(rng.random_range(100..2 * LEASE_MS), Ordering::SeqCst);
+                        scheduler.reap_once().await.expect("reap");
+                    }
+                    _ => tokio::task::yield_now().await,
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a worker task");
+    }
+    let grants = lock(&grants).clone();
+    let distinct: BTreeSet<_> = grants.iter().collect();
+    assert_eq!(distinct.len(), grants.len(), "seed {seed}: a token was granted twice: {grants:?}");
+    let mut committed = 0;
+    for key in &keys {
+        let Ok(bytes) = std::fs::read(dir.path().join(format!("results/{key}.pb"))) else { continue };
+        let last = grants.iter().filter(|(k, _)| k == key).map(|(_, t)| *t).max().expect("a committed job was granted");
+        assert_eq!(committed_token(&bytes), last.epoch as f64 * 1_000.0 + f64::from(last.attempt), "seed {seed}");
+        committed += 1;
+    }
+    assert!(committed > 0, "seed {seed}: nothing was committed; the history tests nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_over_both_stores_commit_only_the_last_grant() {
+    let server = RedisServer::start().expect("redis-server");
+    for seed in 0..8 {
+        concurrent_history(Arc::new(MemoryJobStore::new(POLICY)), seed).await;
+        let store =
+            RedisJobStore::connect(&server.url(), &format!("concurrent-{seed}"), POLICY).await.expect("connect");
+        concurrent_history(Arc::new(store), seed).await;
     }
 }
