@@ -102,6 +102,7 @@ async fn queue(store: &Arc<dyn JobStore>, run: u64, keys: Vec<JobKey>) -> Outcom
         jobs_before_dedup: count as u64,
         submitted_at: 0,
         cancelled: false,
+        max_job_ms: None,
     };
     store.put_sweep(&record).await?;
     let now = chrono::Utc::now().timestamp_millis() - 1;

@@ -175,9 +175,10 @@ pub struct CoordinatorArgs {
     #[arg(long, default_value_t = 6, env = "WF_MAX_EXPIRIES")]
     pub max_expiries: u32,
     /// The longest one attempt may run, heartbeats or not, in seconds: past it the job
-    /// is failed as retryable (a hung job). 0: no limit.
-    #[arg(long, default_value_t = 7_200, env = "WF_MAX_JOB_SECONDS")]
-    pub max_job_seconds: u64,
+    /// is failed as retryable (a hung job). Default: from each sweep's size (30 minutes
+    /// plus a generous rate per stock, training day and epoch); 0: no limit.
+    #[arg(long, env = "WF_MAX_JOB_SECONDS")]
+    pub max_job_seconds: Option<u64>,
     /// First retry delay in milliseconds (doubles per failure, with jitter).
     #[arg(long, default_value_t = 1_000, env = "WF_BACKOFF_MS")]
     pub backoff_ms: i64,

@@ -57,8 +57,39 @@ pub struct SchedulerConfig {
     /// time at start); `None`: never (`wf run`, whose store starts empty on purpose).
     pub reconcile_every: Option<Duration>,
     /// The longest one attempt may run, heartbeats or not: past it, the job is failed as
-    /// retryable (a hung job). `None`: no limit.
-    pub max_job_ms: Option<i64>,
+    /// retryable (a hung job).
+    pub job_limit: JobLimit,
+}
+
+/// How long one attempt may run before it is failed as hung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobLimit {
+    /// From each sweep's size, at submission ([`default_job_limit_ms`]).
+    FromSpec,
+    /// The same for every job, in milliseconds.
+    Fixed(i64),
+    /// No limit.
+    Unlimited,
+}
+
+/// The default limit on one attempt of a sweep's jobs: 30 minutes plus, for its
+/// largest training, 20 µs (`linear`, `mlp`) or 200 µs (`patchtst`) per unit of
+/// work, a unit being one stock × one day of the longest train window × one epoch. The
+/// jp grid's `mlp` job at 4,000 stocks (463 training days, 28 epochs) took 141 s on 2
+/// cores, 2.7 µs per unit: the rates leave a margin of seven times and more, and the
+/// 30 minutes cover loading and scoring.
+pub fn default_job_limit_ms(config: &SweepConfig, stocks: usize) -> i64 {
+    use wf_shared::model::ModelSpec;
+    let days = config.train_windows.iter().copied().max().unwrap_or(0) as f64;
+    let work = wf_shared::model::resolve_models(config)
+        .unwrap_or_default()
+        .iter()
+        .map(|spec| {
+            let micros = if matches!(spec, ModelSpec::Patchtst { .. }) { 200.0 } else { 20.0 };
+            micros * f64::from(spec.train_params().epochs) * days * stocks as f64 / 1_000.0
+        })
+        .fold(0.0, f64::max);
+    (30 * 60_000) + work.min(1e12) as i64
 }
 
 impl Default for SchedulerConfig {
@@ -68,13 +99,10 @@ impl Default for SchedulerConfig {
             poll_ms: 250,
             data_roots: Vec::new(),
             reconcile_every: Some(Duration::from_secs(60)),
-            max_job_ms: Some(DEFAULT_MAX_JOB_MS),
+            job_limit: JobLimit::FromSpec,
         }
     }
 }
-
-/// The default longest attempt: two hours (the jp grid's slowest job takes minutes).
-pub const DEFAULT_MAX_JOB_MS: i64 = 2 * 3_600_000;
 
 /// What a reconciliation restored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -364,6 +392,11 @@ impl Scheduler {
         self.artifacts.put_sweep_file(&id, "manifest.json", Bytes::from(manifest)).await?;
 
         let keys: Vec<JobKey> = plan.jobs.iter().map(|job| job.key).collect();
+        let max_job_ms = match self.config.job_limit {
+            JobLimit::FromSpec => Some(default_job_limit_ms(&config, dataset.panel.codes().len())),
+            JobLimit::Fixed(ms) => Some(ms),
+            JobLimit::Unlimited => None,
+        };
         let mut precomputed = Vec::new();
         for job in &plan.jobs {
             if self.verified_result(&job.key, Expected::Planned(&job.identity)).await?.is_some() {
@@ -380,19 +413,21 @@ impl Scheduler {
             jobs_before_dedup: plan.jobs_before_dedup,
             submitted_at: now,
             cancelled: false,
+            max_job_ms,
         };
         let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
         self.artifacts.put_sweep_file(&id, "sweep.json", Bytes::from(record_json)).await?;
         self.store.put_sweep(&record).await?;
         let done: BTreeSet<JobKey> = precomputed.iter().copied().collect();
         let to_queue: Vec<JobKey> = keys.iter().filter(|key| !done.contains(key)).copied().collect();
-        let added = self.store.enqueue(&id, &to_queue, now).await?;
+        let added = self.store.enqueue_limited(&id, &to_queue, max_job_ms, now).await?;
         // Jobs an earlier sweep dead-lettered or cancelled, and jobs whose stored result
         // was just refused, get another chance here.
         let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
         let added = added + resubmitted;
         lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset }));
-        info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, "sweep submitted");
+        let max_job_seconds = max_job_ms.map(|ms| ms / 1_000);
+        info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, ?max_job_seconds, "sweep submitted");
         metrics::counter!("wf_sweeps_submitted_total").increment(1);
         metrics::counter!("wf_jobs_enqueued_total").increment(added as u64);
         metrics::counter!("wf_jobs_reused_total").increment((keys.len() - added) as u64);
@@ -500,7 +535,12 @@ impl Scheduler {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let woken = self.work.notified();
-            let (lease_ms, max_ms) = (self.config.lease_ms, self.config.max_job_ms);
+            // Jobs carry their sweep's limit; a fixed one applies to any that does not.
+            let max_ms = match self.config.job_limit {
+                JobLimit::Fixed(ms) => Some(ms),
+                JobLimit::FromSpec | JobLimit::Unlimited => None,
+            };
+            let lease_ms = self.config.lease_ms;
             let leased = match self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await {
                 Err(StoreError::EpochLost) => {
                     self.ensure_epoch().await?;

@@ -44,6 +44,10 @@ pub struct SweepRecord {
     pub jobs_before_dedup: u64,
     pub submitted_at: UnixMs,
     pub cancelled: bool,
+    /// The longest one attempt of the sweep's jobs may run (see
+    /// `Scheduler::job_limit`); `None`: no limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_job_ms: Option<i64>,
 }
 
 /// A job in the store: its state and the sweep that queued it.
@@ -117,8 +121,20 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// The retry policy transitions are decided with.
     fn policy(&self) -> RetryPolicy;
 
-    /// Queues the jobs not yet in the store (leasable from `now`); returns how many were new.
-    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError>;
+    /// Queues the jobs not yet in the store (leasable from `now`), each attempt limited to
+    /// `max_ms` (`None`: the lease's limit); returns how many were new.
+    async fn enqueue_limited(
+        &self,
+        sweep: &SweepId,
+        keys: &[JobKey],
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<usize, StoreError>;
+
+    /// [`JobStore::enqueue_limited`] without a limit of the jobs' own.
+    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        self.enqueue_limited(sweep, keys, None, now).await
+    }
 
     /// Queues again, for `sweep`, the jobs of `keys` that ended without a usable result
     /// (dead-lettered, cancelled, or succeeded with a result refused on reuse), with a

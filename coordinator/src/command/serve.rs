@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::artifact::ArtifactStore;
-use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use crate::scheduler::{JobLimit, Scheduler, SchedulerConfig, SystemClock};
 use crate::store::{JobStore, MemoryJobStore, RedisJobStore};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,11 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             lease_ms: args.lease_ms.max(100),
             data_roots,
             reconcile_every: Some(Duration::from_secs(args.reconcile_seconds.max(1))),
-            max_job_ms: (args.max_job_seconds > 0).then(|| args.max_job_seconds.saturating_mul(1_000) as i64),
+            job_limit: match args.max_job_seconds {
+                None => JobLimit::FromSpec,
+                Some(0) => JobLimit::Unlimited,
+                Some(seconds) => JobLimit::Fixed(seconds.saturating_mul(1_000).min(i64::MAX as u64) as i64),
+            },
             ..SchedulerConfig::default()
         };
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));

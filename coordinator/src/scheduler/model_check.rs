@@ -73,7 +73,7 @@ async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
         poll_ms: 10,
         data_roots: Vec::new(),
         reconcile_every: None,
-        max_job_ms: None,
+        job_limit: JobLimit::Unlimited,
     };
     let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts.clone(), clock.clone(), config));
     let keys: Vec<JobKey> = (0..JOBS).map(|n| JobKey::of_identity(&identity(n))).collect();
@@ -90,6 +90,7 @@ async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
         jobs_before_dedup: JOBS as u64,
         submitted_at: 0,
         cancelled: false,
+        max_job_ms: None,
     };
     let record = serde_json::to_vec(&sweep).expect("record");
     artifacts.put_sweep_file(&sweep.id, "sweep.json", Bytes::from(record)).await.expect("sweep file");

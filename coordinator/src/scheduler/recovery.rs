@@ -99,7 +99,7 @@ impl Scheduler {
             if !lost.is_empty() {
                 // The store lost these jobs, and with them the tokens of their leases.
                 self.new_epoch("jobs were lost from the job store").await?;
-                reconciled.jobs_requeued += self.store.enqueue(&id, &lost, now).await?;
+                reconciled.jobs_requeued += self.store.enqueue_limited(&id, &lost, record.max_job_ms, now).await?;
             }
             if !unpublished.is_empty() {
                 warn!(sweep = %id, jobs = unpublished.len(), "completed jobs whose result was never published; queued again");

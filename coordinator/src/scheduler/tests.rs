@@ -59,7 +59,7 @@ pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) ->
         poll_ms: 10,
         data_roots: Vec::new(),
         reconcile_every: None,
-        max_job_ms: None,
+        job_limit: JobLimit::Unlimited,
     };
     Scheduler::new(store, artifacts, clock, config)
 }
@@ -487,4 +487,32 @@ async fn a_damaged_result_is_requeued_by_the_report_which_says_so() {
         value
     };
     assert_eq!(timeless(&whole.lines), timeless(&before.lines));
+}
+
+#[tokio::test]
+async fn a_sweep_limits_its_attempts_by_its_size_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new(RetryPolicy::default()));
+    let artifacts = ArtifactStore::open(&dir.path().display().to_string()).expect("artifacts");
+    let config = SchedulerConfig { lease_ms: 1_000, reconcile_every: None, ..SchedulerConfig::default() };
+    assert_eq!(config.job_limit, JobLimit::FromSpec);
+    let scheduler = Scheduler::new(store.clone(), artifacts, clock.clone(), config);
+    let submitted = scheduler.submit(SPEC).await.expect("submit");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    let record = store.sweep(&id).await.expect("read").expect("the sweep");
+    let parsed = SweepConfig::from_toml(SPEC).expect("spec");
+    let stocks = scheduler.planned(&record).await.expect("plan").dataset.panel.codes().len();
+    let limit = default_job_limit_ms(&parsed, stocks);
+    assert_eq!(record.max_job_ms, Some(limit));
+    assert!(limit > 30 * 60_000, "the size adds to the 30 minutes: {limit}");
+    // A bigger sweep (more epochs, a PatchTST) gets a longer limit.
+    let bigger = SPEC.replace("params = { epochs = 3 }", "params = { epochs = 30 }");
+    let bigger = default_job_limit_ms(&SweepConfig::from_toml(&bigger).expect("spec"), stocks);
+    assert!(bigger > limit, "{bigger} <= {limit}");
+    // Every lease of the sweep carries the deadline, heartbeats or not.
+    let lease = scheduler.lease("w", Duration::ZERO).await.expect("lease").expect("a job");
+    let state = store.job(&lease.lease.key).await.expect("read").expect("the job").state;
+    assert_eq!(state.max_ms, Some(limit));
+    assert!(matches!(state.phase, Phase::Leased { deadline: Some(d), .. } if d == clock.now_ms() + limit), "{state:?}");
 }

@@ -105,14 +105,21 @@ impl JobStore for MemoryJobStore {
         self.policy
     }
 
-    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+    async fn enqueue_limited(
+        &self,
+        sweep: &SweepId,
+        keys: &[JobKey],
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let mut added = 0;
         for key in keys {
             if inner.jobs.contains_key(key) {
                 continue;
             }
-            inner.jobs.insert(*key, JobRecord { sweep: sweep.clone(), state: JobState::new(now, key.salt()) });
+            let state = JobState::new(now, key.salt()).with_max_ms(max_ms);
+            inner.jobs.insert(*key, JobRecord { sweep: sweep.clone(), state });
             inner.ready.insert((now, *key));
             added += 1;
         }

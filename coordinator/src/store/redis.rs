@@ -333,13 +333,19 @@ impl JobStore for RedisJobStore {
         self.policy
     }
 
-    async fn enqueue(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+    async fn enqueue_limited(
+        &self,
+        sweep: &SweepId,
+        keys: &[JobKey],
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
         let mut added = 0;
         for batch in keys.chunks(ENQUEUE_BATCH) {
             let mut invocation = self.invocation(&self.scripts.enqueue);
             invocation.arg(now).arg(sweep.as_str());
             for key in batch {
-                invocation.arg(key.to_string()).arg(encode(&JobState::new(now, key.salt()))?);
+                invocation.arg(key.to_string()).arg(encode(&JobState::new(now, key.salt()).with_max_ms(max_ms))?);
             }
             let count: Result<usize, _> = invocation.invoke_async(&mut self.connection()).await;
             self.forget_candidates().await;

@@ -194,13 +194,18 @@ pub struct JobState {
     pub last_error: Option<String>,
     /// Spreads this job's retry jitter (derived from its key).
     pub salt: u64,
+    /// The longest one attempt may run (from its sweep's size); `None`: the lease
+    /// event's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<i64>,
 }
 
 /// What happens to a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEvent {
-    /// A worker asks for the job; it holds it for `lease_ms` (and at most `max_ms`)
-    /// under the next attempt of `epoch`, the coordinator's current epoch.
+    /// A worker asks for the job; it holds it for `lease_ms` (and at most the job's own
+    /// `max_ms`, else this `max_ms`) under the next attempt of `epoch`, the coordinator's
+    /// current epoch.
     Lease {
         worker: String,
         lease_ms: i64,
@@ -300,7 +305,14 @@ impl JobState {
             preemptions: 0,
             last_error: None,
             salt,
+            max_ms: None,
         }
+    }
+
+    /// This job with its own limit on an attempt's duration.
+    pub fn with_max_ms(mut self, max_ms: Option<i64>) -> Self {
+        self.max_ms = max_ms;
+        self
     }
 
     /// The token of the job's latest lease (attempt 0: never leased).
@@ -386,7 +398,7 @@ impl JobState {
                 next.phase = Phase::Leased {
                     worker: worker.clone(),
                     expires_at: now + lease_ms,
-                    deadline: max_ms.map(|max| now + max),
+                    deadline: self.max_ms.or(*max_ms).map(|max| now + max),
                 };
             }
             JobEvent::Heartbeat { lease_ms, .. } => {

@@ -22,6 +22,7 @@ fn state(phase: Phase, attempts_made: u32) -> JobState {
         preemptions: 0,
         last_error: None,
         salt: 42,
+        max_ms: None,
     }
 }
 
@@ -219,6 +220,10 @@ fn a_lease_names_the_next_attempt_and_its_deadline() {
     let given_up = changed(late.apply(&JobEvent::Expire, NOW + 9_000, &POLICY));
     assert!(matches!(given_up.phase, Phase::Queued { .. }));
     assert_eq!((given_up.failures, given_up.expiries), (1, 0), "a hung job is a failure");
+    // A job's own limit (its sweep's) wins over the lease event's.
+    let own = JobState::new(NOW, 1).with_max_ms(Some(4_000));
+    let leased = changed(own.apply(&event, NOW, &POLICY));
+    assert!(matches!(leased.phase, Phase::Leased { deadline: Some(d), .. } if d == NOW + 4_000), "{leased:?}");
 }
 
 #[test]
