@@ -15,8 +15,10 @@ use crate::store::SweepRecord;
 
 impl Scheduler {
     /// Of the jobs of `record` without a usable result (`missing`, as key text), queues
-    /// again those the job store holds as succeeded for longer than a lease period (so
-    /// not a commit still publishing): their result was refused or never published.
+    /// again those whose result was refused or never published: the job store holds them
+    /// as succeeded for longer than a lease period (so not a commit still publishing), or
+    /// holds no state for them (results reused at submission, or state lost) while their
+    /// sweep counts them as done. Returns their keys.
     pub(super) async fn requeue_lost_results(
         &self,
         record: &SweepRecord,
@@ -26,24 +28,31 @@ impl Scheduler {
             return Ok(Vec::new());
         }
         let keys: Vec<JobKey> = missing.iter().filter_map(|text| JobKey::try_from(text.clone()).ok()).collect();
+        let done: std::collections::BTreeSet<&JobKey> = record.precomputed.iter().collect();
         let now = self.clock.now_ms();
-        let lost: Vec<JobKey> = keys
-            .iter()
-            .zip(self.store.states(&keys).await?)
-            .filter_map(|(key, state)| match state?.phase {
-                Phase::Succeeded { at, .. } if now - at >= self.config.lease_ms => Some(*key),
-                _ => None,
-            })
-            .collect();
-        if lost.is_empty() {
+        let (mut lost, mut stateless) = (Vec::new(), Vec::new());
+        for (key, state) in keys.iter().zip(self.store.states(&keys).await?) {
+            match state.map(|s| s.phase) {
+                Some(Phase::Succeeded { at, .. }) if now - at >= self.config.lease_ms => lost.push(*key),
+                None if done.contains(key) => stateless.push(*key),
+                _ => {}
+            }
+        }
+        let mut requeued = self.store.resubmit(&record.id, &lost, now).await?;
+        if !stateless.is_empty() {
+            // Queued afresh: a new epoch first, so that no token an earlier state of these
+            // jobs handed out can be handed out again (as the reconciler does).
+            self.new_epoch("results without a job state were refused; their jobs are queued afresh").await?;
+            requeued += self.store.enqueue_limited(&record.id, &stateless, record.max_job_ms, now).await?;
+        }
+        if requeued == 0 {
             return Ok(Vec::new());
         }
-        let requeued = self.store.resubmit(&record.id, &lost, now).await?;
         tracing::warn!(sweep = %record.id, jobs = requeued, "completed jobs without a usable result queued again");
         metrics::counter!("wf_results_requeued_total").increment(requeued as u64);
         self.work.notify_waiters();
         self.changed();
-        Ok(lost.iter().map(JobKey::to_string).collect())
+        Ok(lost.iter().chain(&stateless).map(JobKey::to_string).collect())
     }
 
     pub(super) async fn planned(&self, record: &SweepRecord) -> Result<Arc<Planned>, SchedulerError> {

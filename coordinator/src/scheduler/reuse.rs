@@ -140,6 +140,24 @@ mod tests {
         let report = coordinator.report(&id).await.expect("the report builds");
         assert_eq!(report.missing, vec![victim.to_string()]);
         assert_eq!(refused_files(dir.path()), 1);
+
+        // A sweep that reused every result (its jobs have no state in this store) finds
+        // the damaged one in its report and queues that job afresh.
+        let again = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(3_000_000))));
+        let reused = again.submit(SPEC).await.expect("resubmit");
+        assert_eq!(reused.reused, reused.jobs - 1, "the set-aside result is not reused");
+        assert_eq!(run_all(&again).await, 1);
+        let second: wf_shared::job::SweepId = reused.progress.sweep_id.parse().expect("id");
+        let other = planned.plan.jobs[1].key;
+        std::fs::write(result_file(dir.path(), &other), b"damaged too").expect("damage");
+        let report = again.report(&second).await.expect("the report builds");
+        assert_eq!(
+            (report.missing.clone(), report.requeued.clone()),
+            (vec![other.to_string()], vec![other.to_string()])
+        );
+        let lease = again.lease("w", Duration::ZERO).await.expect("lease").expect("queued again");
+        assert_eq!(lease.lease.key, other);
+        assert!(lease.lease.token.epoch >= 2, "queued afresh in a new epoch: {}", lease.lease.token);
     }
 
     #[tokio::test]
