@@ -103,6 +103,7 @@ async fn queue(store: &Arc<dyn JobStore>, run: u64, keys: Vec<JobKey>) -> Outcom
         submitted_at: 0,
         cancelled: false,
         max_job_ms: None,
+        tenant: "t".into(),
     };
     store.put_sweep(&record).await?;
     let now = chrono::Utc::now().timestamp_millis() - 1;

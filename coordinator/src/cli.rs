@@ -125,6 +125,26 @@ pub enum Command {
     Cancel(SweepArgs),
     /// Print a sweep's report (summary table, or `--json`).
     Report(ReportArgs),
+    /// Tokens for a coordinator with authentication.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuthCommand {
+    /// Appends a new token of TENANT and ROLE (its hash) to the tokens file and prints
+    /// the token, once, on stdout.
+    NewToken {
+        /// The tenant: 1 to 64 of a-z, 0-9, - and _.
+        #[arg(long)]
+        tenant: String,
+        /// user (sweeps of its tenant), worker (worker calls only) or admin (everything).
+        #[arg(long)]
+        role: String,
+        /// The coordinator's tokens file (`--auth`), created if missing.
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +212,14 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "WF_METRICS_LISTEN")]
     pub metrics: Option<SocketAddr>,
+    /// The tokens file: every sweep and worker call then needs a token (see `wf auth
+    /// new-token`). Without it the coordinator listens on loopback only.
+    #[arg(long, env = "WF_AUTH")]
+    pub auth: Option<PathBuf>,
+    /// Listen beyond loopback without `--auth` (anyone who can reach the port may submit,
+    /// cancel and report results). Logged as a warning.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,6 +243,9 @@ pub struct WorkerArgs {
     /// answers NOT_FOUND or UNAVAILABLE (restarting, rebuilding its job store).
     #[arg(long, default_value_t = 300, env = "WF_REPORT_PATIENCE_SECONDS")]
     pub report_patience_seconds: u64,
+    /// A file whose first line is this worker's token (`WF_TOKEN`, when set, wins).
+    #[arg(long, env = "WF_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Exit after this many jobs (for tests and benchmarks).
     #[arg(long)]
     pub max_jobs: Option<usize>,
@@ -228,6 +259,9 @@ pub struct ConnectArgs {
     /// The coordinator's address.
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "WF_COORDINATOR")]
     pub coordinator: String,
+    /// A file whose first line is this client's token (`WF_TOKEN`, when set, wins).
+    #[arg(long, env = "WF_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,16 +3,31 @@
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use wf_proto::auth::BearerToken;
 use wf_proto::v1;
 use wf_proto::v1::sweep_service_client::SweepServiceClient;
+
+/// A `SweepService` client that sends its token (if any) with every call.
+pub type SweepClient = SweepServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Connects to the coordinator at `url` with `token`.
+pub async fn connect(url: &str, token: BearerToken) -> anyhow::Result<SweepClient> {
+    let channel = Channel::from_shared(url.to_string())
+        .with_context(|| format!("coordinator address {url:?} is not a URL"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    Ok(SweepServiceClient::with_interceptor(channel, token).max_decoding_message_size(256 * 1024 * 1024))
+}
 
 use crate::report::SweepReport;
 
 /// Follows `WatchSweep` until the sweep ends; cancels it if `interrupt` fires first.
 /// Returns the last progress seen.
 pub async fn watch(
-    client: &mut SweepServiceClient<Channel>,
+    client: &mut SweepClient,
     sweep_id: &str,
     interrupt: &CancellationToken,
     on_progress: &mut impl FnMut(&v1::SweepProgress),
@@ -45,7 +60,7 @@ pub async fn watch(
 }
 
 /// The sweep's report.
-pub async fn report(client: &mut SweepServiceClient<Channel>, sweep_id: &str) -> anyhow::Result<SweepReport> {
+pub async fn report(client: &mut SweepClient, sweep_id: &str) -> anyhow::Result<SweepReport> {
     let response = client
         .get_report(v1::GetReportRequest { sweep_id: sweep_id.to_string() })
         .await

@@ -17,6 +17,7 @@
 //! the stores make each decided move atomic.
 
 pub mod artifact;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod command;

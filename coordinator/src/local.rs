@@ -11,7 +11,6 @@ use candle_core::Device;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wf_proto::v1;
-use wf_proto::v1::sweep_service_client::SweepServiceClient;
 use wf_shared::job::RetryPolicy;
 use wf_worker::runtime::{self, RuntimeConfig, RuntimeSummary};
 
@@ -120,7 +119,7 @@ async fn drive(
     interrupt: &CancellationToken,
     on_progress: &mut impl FnMut(&v1::SweepProgress),
 ) -> anyhow::Result<(v1::SubmitSweepResponse, v1::SweepProgress, SweepReport)> {
-    let mut client = SweepServiceClient::connect(url.to_string()).await?.max_decoding_message_size(256 * 1024 * 1024);
+    let mut client = crate::client::connect(url, wf_proto::auth::BearerToken::default()).await?;
     let submitted = client
         .submit_sweep(v1::SubmitSweepRequest { spec_toml: spec_toml.to_string() })
         .await

@@ -154,6 +154,8 @@ impl From<StoreError> for SchedulerError {
 pub struct Progress {
     pub sweep_id: String,
     pub name: String,
+    /// The tenant the sweep belongs to.
+    pub tenant: String,
     pub status: SweepStatus,
     pub total: u64,
     pub succeeded: u64,
@@ -377,8 +379,19 @@ impl Scheduler {
         Ok((dataset, plan))
     }
 
-    /// Validates, plans, stores the manifest and queues the jobs without a result.
+    /// [`Self::submit_as`] for the local tenant (no authentication).
     pub async fn submit(&self, spec_toml: &str) -> Result<Submitted, SchedulerError> {
+        self.submit_as(spec_toml, crate::auth::LOCAL_TENANT).await
+    }
+
+    /// The tenant a sweep belongs to.
+    pub async fn tenant_of(&self, id: &SweepId) -> Result<String, SchedulerError> {
+        Ok(self.sweep_record(id).await?.tenant.clone())
+    }
+
+    /// Validates, plans, stores the manifest and queues the jobs without a result, as a
+    /// sweep of `tenant`.
+    pub async fn submit_as(&self, spec_toml: &str, tenant: &str) -> Result<Submitted, SchedulerError> {
         let config = SweepConfig::from_toml(spec_toml).map_err(SchedulerError::InvalidSpec)?;
         let (dataset, plan) = self.plan(&config).await?;
         let now = self.clock.now_ms();
@@ -414,6 +427,7 @@ impl Scheduler {
             submitted_at: now,
             cancelled: false,
             max_job_ms,
+            tenant: tenant.to_string(),
         };
         let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
         self.artifacts.put_sweep_file(&id, "sweep.json", Bytes::from(record_json)).await?;
@@ -463,6 +477,7 @@ impl Scheduler {
         let mut progress = Progress {
             sweep_id: record.id.to_string(),
             name: record.name.clone(),
+            tenant: record.tenant.clone(),
             total: record.jobs.len() as u64,
             submitted_at: record.submitted_at,
             ..Progress::default()

@@ -13,18 +13,38 @@ use tonic::transport::server::TcpIncoming;
 use wf_proto::v1::sweep_service_server::SweepServiceServer;
 use wf_proto::v1::worker_service_server::WorkerServiceServer;
 
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::{Auth, Gate, Role};
 use crate::scheduler::Scheduler;
 use crate::service::{Sweeps, Workers};
 
 /// Largest message accepted (a job result with drift counts is well under this).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Serves `scheduler` on `listener` until `shutdown` is cancelled.
+/// Serves `scheduler` on `listener` until `shutdown` is cancelled, without
+/// authentication (every caller is the local admin: loopback only).
 pub async fn serve(
     scheduler: Arc<Scheduler>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(scheduler, listener, shutdown, None).await
+}
+
+/// [`serve`], with every sweep and worker RPC behind `auth` when given (health and
+/// reflection stay open); the tokens file is watched for changes.
+pub async fn serve_with(
+    scheduler: Arc<Scheduler>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    auth: Option<Auth>,
+) -> Result<(), tonic::transport::Error> {
+    if let Some(auth) = auth.clone() {
+        tokio::spawn(auth.watch_until(shutdown.clone()));
+    }
+    let sweep_gate = Gate::new(auth.clone(), &[Role::User, Role::Admin], "SweepService");
+    let worker_gate = Gate::new(auth, &[Role::Worker, Role::Admin], "WorkerService");
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SweepServiceServer<Sweeps>>().await;
     health.set_serving::<WorkerServiceServer<Workers>>().await;
@@ -55,12 +75,16 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        .add_service(InterceptedService::new(
             SweepServiceServer::new(Sweeps(scheduler.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(WorkerServiceServer::new(Workers(scheduler)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            sweep_gate,
+        ))
+        .add_service(InterceptedService::new(
+            WorkerServiceServer::new(Workers(scheduler)).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            worker_gate,
+        ))
         // No Nagle: a small answer waiting for the peer's delayed ACK costs ~40 ms per call.
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener)

@@ -14,6 +14,7 @@ use wf_shared::job::{FailureKind, SweepId, Token, TransitionError};
 use wf_shared::model::TRAINER_VERSION;
 use wf_shared::plan::JobKey;
 
+use crate::auth::{Caller, caller};
 use crate::scheduler::{HeartbeatAction, Progress, Scheduler, SchedulerError, SweepStatus};
 
 /// The longest a `LeaseJob` call may wait.
@@ -76,9 +77,25 @@ pub fn progress_message(progress: Progress) -> v1::SweepProgress {
     }
 }
 
-/// `SweepService` over the scheduler.
+/// `SweepService` over the scheduler. A caller sees only its tenant's sweeps (an admin,
+/// every tenant's): another tenant's sweep id answers NOT_FOUND, as an unknown one does.
+/// Every call that acts on a sweep is recorded in the audit log (target `wf_audit`).
 #[derive(Debug, Clone)]
 pub struct Sweeps(pub Arc<Scheduler>);
+
+impl Sweeps {
+    /// The sweep `text` names, if `caller` may see it.
+    async fn visible(&self, caller: &Caller, text: &str) -> Result<SweepId, Status> {
+        let id = sweep_id(text)?;
+        let tenant = self.0.tenant_of(&id).await?;
+        if caller.sees(&tenant) { Ok(id) } else { Err(SchedulerError::UnknownSweep(id.to_string()).into()) }
+    }
+}
+
+/// Records who did what to which sweep.
+fn audit(caller: &Caller, action: &str, sweep: &str) {
+    tracing::info!(target: "wf_audit", tenant = %caller.tenant, role = caller.role.name(), action, sweep, "audit");
+}
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<v1::SweepProgress, Status>> + Send>>;
 
@@ -88,11 +105,13 @@ impl SweepService for Sweeps {
         &self,
         request: Request<v1::SubmitSweepRequest>,
     ) -> Result<Response<v1::SubmitSweepResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         if request.spec_toml.trim().is_empty() {
             return Err(invalid("spec_toml", "must not be empty").into());
         }
-        let submitted = self.0.submit(&request.spec_toml).await?;
+        let submitted = self.0.submit_as(&request.spec_toml, &caller.tenant).await?;
+        audit(&caller, "submit", &submitted.progress.sweep_id);
         Ok(Response::new(v1::SubmitSweepResponse {
             sweep_id: submitted.progress.sweep_id.clone(),
             progress: Some(progress_message(submitted.progress)),
@@ -103,16 +122,19 @@ impl SweepService for Sweeps {
     }
 
     async fn get_sweep(&self, request: Request<v1::GetSweepRequest>) -> Result<Response<v1::GetSweepResponse>, Status> {
-        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let caller = caller(&request);
+        let id = self.visible(&caller, &request.into_inner().sweep_id).await?;
         let progress = self.0.progress(&id).await?;
         Ok(Response::new(v1::GetSweepResponse { progress: Some(progress_message(progress)) }))
     }
 
     async fn list_sweeps(
         &self,
-        _request: Request<v1::ListSweepsRequest>,
+        request: Request<v1::ListSweepsRequest>,
     ) -> Result<Response<v1::ListSweepsResponse>, Status> {
-        let sweeps = self.0.list().await?.into_iter().map(progress_message).collect();
+        let caller = caller(&request);
+        let sweeps =
+            self.0.list().await?.into_iter().filter(|p| caller.sees(&p.tenant)).map(progress_message).collect();
         Ok(Response::new(v1::ListSweepsResponse { sweeps }))
     }
 
@@ -120,8 +142,10 @@ impl SweepService for Sweeps {
         &self,
         request: Request<v1::CancelSweepRequest>,
     ) -> Result<Response<v1::CancelSweepResponse>, Status> {
-        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let caller = caller(&request);
+        let id = self.visible(&caller, &request.into_inner().sweep_id).await?;
         let progress = self.0.cancel(&id).await?;
+        audit(&caller, "cancel", id.as_str());
         Ok(Response::new(v1::CancelSweepResponse { progress: Some(progress_message(progress)) }))
     }
 
@@ -131,7 +155,8 @@ impl SweepService for Sweeps {
         &self,
         request: Request<v1::WatchSweepRequest>,
     ) -> Result<Response<Self::WatchSweepStream>, Status> {
-        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let caller = caller(&request);
+        let id = self.visible(&caller, &request.into_inner().sweep_id).await?;
         let scheduler = self.0.clone();
         // Fails now, as a status, when the sweep does not exist.
         let first = scheduler.progress(&id).await?;
@@ -172,8 +197,10 @@ impl SweepService for Sweeps {
         &self,
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::GetReportResponse>, Status> {
-        let id = sweep_id(&request.into_inner().sweep_id)?;
+        let caller = caller(&request);
+        let id = self.visible(&caller, &request.into_inner().sweep_id).await?;
         let report = self.0.report(&id).await?;
+        audit(&caller, "report", id.as_str());
         let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(v1::GetReportResponse { report_json }))
     }

@@ -44,10 +44,17 @@ pub struct SweepRecord {
     pub jobs_before_dedup: u64,
     pub submitted_at: UnixMs,
     pub cancelled: bool,
+    /// The tenant that submitted it (`local` without authentication).
+    #[serde(default = "local_tenant")]
+    pub tenant: String,
     /// The longest one attempt of the sweep's jobs may run (see
     /// `Scheduler::job_limit`); `None`: no limit of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_job_ms: Option<i64>,
+}
+
+fn local_tenant() -> String {
+    crate::auth::LOCAL_TENANT.to_string()
 }
 
 /// A job in the store: its state and the sweep that queued it.

@@ -7,6 +7,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/walkforward.v1.rs"));
 }
 
+pub mod auth;
 mod result;
 pub mod stored;
 

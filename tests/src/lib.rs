@@ -67,8 +67,19 @@ pub fn wf_worker_binary() -> PathBuf {
 /// Runs `wf` with `args` in `dir`, killing it after `timeout`. Output is drained on
 /// threads while waiting, so a child writing more than a pipe holds never blocks.
 pub fn wf_in(dir: &Path, args: &[&str], timeout: Duration) -> Run {
+    wf_in_env(dir, args, &[], timeout)
+}
+
+/// [`wf`] with extra environment variables.
+pub fn wf_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    wf_in_env(dir, args, env, Duration::from_secs(60))
+}
+
+/// [`wf_in`] with extra environment variables.
+pub fn wf_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Run {
     let mut child = Command::new(wf_binary())
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

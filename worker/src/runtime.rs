@@ -24,9 +24,11 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 use wf_data::dataset::{Dataset, load_dataset};
+use wf_proto::auth::BearerToken;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_proto::{PROTOCOL_VERSION, v1};
 use wf_shared::DatasetHash;
@@ -61,6 +63,8 @@ pub struct RuntimeConfig {
     pub report_patience: Duration,
     /// On shutdown, how long handing running jobs back may take.
     pub grace: Duration,
+    /// The token sent with every call (none: a coordinator without authentication).
+    pub token: BearerToken,
 }
 
 impl RuntimeConfig {
@@ -78,6 +82,7 @@ impl RuntimeConfig {
             hang_jobs: None,
             report_patience: Duration::from_secs(300),
             grace: Duration::from_secs(10),
+            token: BearerToken::default(),
         }
     }
 }
@@ -112,8 +117,11 @@ struct SweepJobs {
     dataset: Arc<Dataset>,
 }
 
+/// A `WorkerService` client that sends the worker's token with every call.
+type Client = WorkerServiceClient<InterceptedService<Channel, BearerToken>>;
+
 struct Worker {
-    client: WorkerServiceClient<Channel>,
+    client: Client,
     id: String,
     lease_ms: u64,
     device: Device,
@@ -160,7 +168,8 @@ pub async fn run(
     let endpoint = Channel::from_shared(config.coordinator.clone())
         .map_err(|_| RuntimeError::Address(config.coordinator.clone()))?;
     let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy();
-    let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = WorkerServiceClient::with_interceptor(channel, config.token.clone())
+        .max_decoding_message_size(64 * 1024 * 1024);
     let registration = v1::RegisterWorkerRequest {
         protocol_version: PROTOCOL_VERSION,
         trainer_version: wf_shared::model::TRAINER_VERSION,

@@ -46,5 +46,12 @@ pub fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::List(args) => sweep::list(args),
         Command::Cancel(args) => sweep::cancel(args),
         Command::Report(args) => sweep::report(args),
+        Command::Auth(crate::cli::AuthCommand::NewToken { tenant, role, file }) => {
+            let role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let token = crate::auth::add_token(&file, &tenant, role).map_err(|e| anyhow::anyhow!(e))?;
+            println!("{token}");
+            eprintln!("added a {} token of tenant {tenant} to {}; it is shown only now", role.name(), file.display());
+            Ok(Outcome::Success)
+        }
     }
 }

@@ -86,15 +86,33 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         if let Some(listen) = args.metrics {
             crate::telemetry::serve_metrics(listen, "coordinator")?;
         }
+        let auth = match &args.auth {
+            Some(path) => {
+                let auth = crate::auth::Auth::open(path).map_err(|e| anyhow::anyhow!(e))?;
+                info!(path = %path.display(), "every sweep and worker call needs a token");
+                Some(auth)
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
+        if auth.is_none() && !address.ip().is_loopback() {
+            if !args.insecure {
+                anyhow::bail!(
+                    "refusing to listen on {address} without authentication: anyone who can reach it could submit, \
+                     cancel and report results. Give --auth FILE (tokens from `wf auth new-token`), listen on \
+                     127.0.0.1, or pass --insecure to accept the risk"
+                );
+            }
+            warn!(%address, "listening beyond loopback WITHOUT authentication (--insecure)");
+        }
         // The one line scripts and tests wait for.
         println!("listening on {address}");
         info!(%address, artifacts = %args.artifacts, "coordinator serving");
         let shutdown = shutdown_on_signals();
-        crate::server::serve(scheduler, listener, shutdown).await.context("gRPC server failed")?;
+        crate::server::serve_with(scheduler, listener, shutdown, auth).await.context("gRPC server failed")?;
         Ok(Outcome::Success)
     })
 }
@@ -121,6 +139,8 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             hang_jobs: std::env::var("WF_FAULT_HANG_JOBS").ok(),
             report_patience: Duration::from_secs(args.report_patience_seconds),
             grace,
+            token: wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?,
             ..RuntimeConfig::new(args.coordinator.clone(), name)
         };
         let shutdown = shutdown_on_signals();

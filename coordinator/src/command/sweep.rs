@@ -2,9 +2,7 @@
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use wf_proto::v1;
-use wf_proto::v1::sweep_service_client::SweepServiceClient;
 
 use super::Outcome;
 use super::serve::{runtime, shutdown_on_signals};
@@ -18,11 +16,10 @@ use crate::store::{JobStore, MemoryJobStore, SweepRecord};
 use std::sync::Arc;
 use wf_shared::job::RetryPolicy;
 
-async fn connect(args: &ConnectArgs) -> anyhow::Result<SweepServiceClient<Channel>> {
-    let client = SweepServiceClient::connect(args.coordinator.clone())
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
-    Ok(client.max_decoding_message_size(256 * 1024 * 1024))
+async fn connect(args: &ConnectArgs) -> anyhow::Result<crate::client::SweepClient> {
+    let token =
+        wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    crate::client::connect(&args.coordinator, token).await
 }
 
 /// A gRPC error as one line: the coordinator's message says what and which field.

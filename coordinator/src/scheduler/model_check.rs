@@ -91,6 +91,7 @@ async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
         submitted_at: 0,
         cancelled: false,
         max_job_ms: None,
+        tenant: "t".into(),
     };
     let record = serde_json::to_vec(&sweep).expect("record");
     artifacts.put_sweep_file(&sweep.id, "sweep.json", Bytes::from(record)).await.expect("sweep file");

@@ -313,6 +313,7 @@ async fn sweeps_are_stored_and_listed(store: Arc<dyn JobStore>) -> Outcome {
         submitted_at: T0,
         cancelled: false,
         max_job_ms: None,
+        tenant: "t".into(),
     };
     store.put_sweep(&record).await.map_err(|e| e.to_string())?;
     let cancelled = SweepRecord { id: SweepId::from_entropy(6), cancelled: true, ..record.clone() };
