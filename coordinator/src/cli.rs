@@ -216,6 +216,13 @@ pub struct CoordinatorArgs {
     /// new-token`). Without it the coordinator listens on loopback only.
     #[arg(long, env = "WF_AUTH")]
     pub auth: Option<PathBuf>,
+    /// The most distinct jobs one sweep may plan (a spec's `[limits] max_jobs` may only
+    /// lower it).
+    #[arg(long, default_value_t = crate::scheduler::DEFAULT_MAX_JOBS_PER_SWEEP, env = "WF_MAX_JOBS_PER_SWEEP")]
+    pub max_jobs_per_sweep: u64,
+    /// The largest `synth:` market a sweep may ask for, in stocks x days.
+    #[arg(long, default_value_t = crate::scheduler::DEFAULT_MAX_SYNTH_CELLS, env = "WF_MAX_SYNTH_CELLS")]
+    pub max_synth_cells: u64,
     /// Listen beyond loopback without `--auth` (anyone who can reach the port may submit,
     /// cancel and report results). Logged as a warning.
     #[arg(long)]

@@ -59,7 +59,17 @@ pub struct SchedulerConfig {
     /// The longest one attempt may run, heartbeats or not: past it, the job is failed as
     /// retryable (a hung job).
     pub job_limit: JobLimit,
+    /// The most distinct jobs one sweep may plan; a spec's `[limits] max_jobs` may only
+    /// lower it.
+    pub max_jobs_per_sweep: u64,
+    /// The largest `synth:` market a sweep may ask for, in stocks × days.
+    pub max_synth_cells: u64,
 }
+
+/// The default ceiling on jobs per sweep (the jp grid plans 2,559).
+pub const DEFAULT_MAX_JOBS_PER_SWEEP: u64 = 100_000;
+/// The default largest `synth:` market: 4,000 stocks × 2,500 days.
+pub const DEFAULT_MAX_SYNTH_CELLS: u64 = 10_000_000;
 
 /// How long one attempt may run before it is failed as hung.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +110,8 @@ impl Default for SchedulerConfig {
             data_roots: Vec::new(),
             reconcile_every: Some(Duration::from_secs(60)),
             job_limit: JobLimit::FromSpec,
+            max_jobs_per_sweep: DEFAULT_MAX_JOBS_PER_SWEEP,
+            max_synth_cells: DEFAULT_MAX_SYNTH_CELLS,
         }
     }
 }
@@ -341,7 +353,19 @@ impl Scheduler {
     }
 
     fn check_dataset_path(&self, uri: &str) -> Result<(), SchedulerError> {
-        if self.config.data_roots.is_empty() || uri.starts_with("synth:") {
+        if let Some(synth) = wf_data::dataset::synth_spec(uri) {
+            let denied = |reason: String| SchedulerError::InvalidSpec(SpecErrors::one("dataset.panel", reason));
+            let spec = synth.map_err(denied)?;
+            let cells = (spec.stocks as u64).saturating_mul(spec.days as u64);
+            if cells > self.config.max_synth_cells {
+                return Err(denied(format!(
+                    "a synthetic market of {} stocks x {} days ({cells} stock-days) is larger than this coordinator's limit of {}",
+                    spec.stocks, spec.days, self.config.max_synth_cells
+                )));
+            }
+            return Ok(());
+        }
+        if self.config.data_roots.is_empty() {
             return Ok(());
         }
         let denied = |reason: String| SchedulerError::InvalidSpec(SpecErrors::one("dataset.panel", reason));
@@ -371,10 +395,18 @@ impl Scheduler {
         Ok(dataset)
     }
 
-    /// Validates `config` (models included) and plans it on its dataset.
+    /// Validates `config` (models included) and plans it on its dataset, within this
+    /// coordinator's ceiling on jobs per sweep.
     async fn plan(&self, config: &SweepConfig) -> Result<(Arc<Dataset>, Plan), SchedulerError> {
         wf_worker::model::check_models(config).map_err(SchedulerError::InvalidSpec)?;
         let dataset = self.dataset(config).await?;
+        let bounded;
+        let config = if config.max_jobs > self.config.max_jobs_per_sweep {
+            bounded = SweepConfig { max_jobs: self.config.max_jobs_per_sweep, ..config.clone() };
+            &bounded
+        } else {
+            config
+        };
         let plan = plan_panel(config, &dataset.panel, dataset.content_hash).map_err(SchedulerError::InvalidSpec)?;
         Ok((dataset, plan))
     }

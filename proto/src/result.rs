@@ -114,6 +114,16 @@ impl TryFrom<v1::JobResult> for JobResult {
                         return Err(invalid(field(name), format!("must be in [0, 1], got {value}")));
                     }
                 }
+                if let Some(rank_ic) = day.rank_ic
+                    && !(-1.0..=1.0).contains(&rank_ic)
+                {
+                    return Err(invalid(field("rank_ic"), format!("must be in [-1, 1], got {rank_ic}")));
+                }
+                for (name, value) in [("spread", day.spread), ("top_k_mean", day.top_k_mean)] {
+                    if !value.is_finite() {
+                        return Err(invalid(field(name), format!("must be finite, got {value}")));
+                    }
+                }
                 if day.k == 0 || day.k > day.stocks {
                     return Err(invalid(field("k"), format!("must be in 1..={}, got {}", day.stocks, day.k)));
                 }
@@ -381,5 +391,58 @@ mod tests {
         let mut message = v1::JobResult::from(sample());
         message.training = None;
         assert_eq!(JobResult::try_from(message).expect_err("no training").field, "result.training");
+    }
+
+    #[test]
+    fn non_finite_or_out_of_range_metrics_are_refused_naming_the_field() {
+        let good = v1::JobResult::from(sample());
+        for (field, edit) in [
+            (
+                "rank_ic",
+                Box::new(|d: &mut v1::AgeMetrics| d.rank_ic = Some(f64::NAN)) as Box<dyn Fn(&mut v1::AgeMetrics)>,
+            ),
+            ("rank_ic", Box::new(|d: &mut v1::AgeMetrics| d.rank_ic = Some(1.5))),
+            ("spread", Box::new(|d: &mut v1::AgeMetrics| d.spread = f64::INFINITY)),
+            ("top_k_mean", Box::new(|d: &mut v1::AgeMetrics| d.top_k_mean = f64::NAN)),
+            ("p_at_k", Box::new(|d: &mut v1::AgeMetrics| d.p_at_k = f64::NAN)),
+        ] {
+            let mut bad = good.clone();
+            edit(&mut bad.ages[0]);
+            let error = JobResult::try_from(bad).expect_err(field);
+            assert_eq!(error.field, format!("result.ages[0].{field}"), "{error}");
+        }
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// Random bytes as a result: a decode error or a conversion error or a
+            /// result, never a panic.
+            #[test]
+            fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2_048)) {
+                if let Ok(message) = v1::JobResult::decode(bytes.as_slice()) {
+                    let _ = JobResult::try_from(message);
+                }
+            }
+
+            /// A real result with bytes flipped, cut or repeated: never a panic.
+            #[test]
+            fn mutated_results_never_panic(at in 0usize..4_096, flip in any::<u8>(), cut in 0usize..64) {
+                let mut bytes = v1::JobResult::from(sample()).encode_to_vec();
+                let at = at % bytes.len().max(1);
+                bytes[at] ^= flip;
+                let end = (at + cut).min(bytes.len());
+                let copy = bytes[at..end].to_vec();
+                bytes.extend_from_slice(&copy);
+                if let Ok(message) = v1::JobResult::decode(bytes.as_slice()) {
+                    let _ = JobResult::try_from(message);
+                }
+            }
+        }
     }
 }

@@ -80,6 +80,8 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
                 Some(0) => JobLimit::Unlimited,
                 Some(seconds) => JobLimit::Fixed(seconds.saturating_mul(1_000).min(i64::MAX as u64) as i64),
             },
+            max_jobs_per_sweep: args.max_jobs_per_sweep.max(1),
+            max_synth_cells: args.max_synth_cells,
             ..SchedulerConfig::default()
         };
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));

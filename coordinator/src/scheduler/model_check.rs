@@ -74,6 +74,7 @@ async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
         data_roots: Vec::new(),
         reconcile_every: None,
         job_limit: JobLimit::Unlimited,
+        ..SchedulerConfig::default()
     };
     let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts.clone(), clock.clone(), config));
     let keys: Vec<JobKey> = (0..JOBS).map(|n| JobKey::of_identity(&identity(n))).collect();

@@ -60,6 +60,7 @@ pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) ->
         data_roots: Vec::new(),
         reconcile_every: None,
         job_limit: JobLimit::Unlimited,
+        ..SchedulerConfig::default()
     };
     Scheduler::new(store, artifacts, clock, config)
 }
@@ -515,4 +516,31 @@ async fn a_sweep_limits_its_attempts_by_its_size_by_default() {
     let state = store.job(&lease.lease.key).await.expect("read").expect("the job").state;
     assert_eq!(state.max_ms, Some(limit));
     assert!(matches!(state.phase, Phase::Leased { deadline: Some(d), .. } if d == clock.now_ms() + limit), "{state:?}");
+}
+
+#[tokio::test]
+async fn a_spec_cannot_raise_the_coordinators_ceilings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new(RetryPolicy::default()));
+    let artifacts = ArtifactStore::open(&dir.path().display().to_string()).expect("artifacts");
+    let config = SchedulerConfig {
+        reconcile_every: None,
+        max_jobs_per_sweep: 3,
+        max_synth_cells: 40 * 400,
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::new(store.clone(), artifacts, Arc::new(ManualClock(AtomicI64::new(0))), config);
+    // The spec asks for up to a million jobs; the coordinator allows 3.
+    let greedy = format!("{SPEC}\n[limits]\nmax_jobs = 1000000\n");
+    let Err(SchedulerError::InvalidSpec(errors)) = scheduler.submit(&greedy).await else { panic!("accepted") };
+    assert_eq!(errors.fields(), vec!["limits.max_jobs"]);
+    assert!(errors.to_string().contains("more than the limit of 3"), "{errors}");
+    let huge = SPEC.replace("stocks=40,days=400", "stocks=20000,days=20000");
+    let started = std::time::Instant::now();
+    let Err(SchedulerError::InvalidSpec(errors)) = scheduler.submit(&huge).await else { panic!("accepted") };
+    assert_eq!(errors.fields(), vec!["dataset.panel"]);
+    assert!(errors.to_string().contains("400000000 stock-days") && errors.to_string().contains("16000"), "{errors}");
+    println!("a 20,000 x 20,000 synth: market refused in {:?}", started.elapsed());
+    assert_eq!(store.depth().await.expect("depth"), crate::store::QueueDepth::default(), "nothing queued");
+    assert!(store.sweeps().await.expect("sweeps").is_empty());
 }

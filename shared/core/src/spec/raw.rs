@@ -114,6 +114,11 @@ impl Default for MetricsSection {
     }
 }
 
+/// The longest list a spec may hold (windows, cadences, horizons, models, trigger grids).
+pub const MAX_LIST: usize = 64;
+/// The most seeds one model may list.
+pub const MAX_SEEDS: usize = 1_000;
+
 fn default_seeds() -> Vec<i64> {
     vec![0]
 }
@@ -234,8 +239,47 @@ impl SweepSpec {
         })
     }
 
+    /// The lists of the spec longer than their limit ([`MAX_LIST`], [`MAX_SEEDS`]),
+    /// each named with its length: checked before anything else, in time linear in the
+    /// number of lists, so that a hostile spec costs nothing beyond its parsing.
+    fn oversized_lists(&self) -> Vec<SpecError> {
+        let mut lists: Vec<(String, usize, usize)> = vec![
+            ("plan.train_windows".into(), self.plan.train_windows.len(), MAX_LIST),
+            ("plan.cadences".into(), self.plan.cadences.len(), MAX_LIST),
+            ("plan.horizons".into(), self.plan.horizons.len(), MAX_LIST),
+            ("models".into(), self.models.len(), MAX_LIST),
+            ("dataset.features".into(), self.dataset.features.as_ref().map_or(0, Vec::len), 4 * MAX_LIST),
+        ];
+        for (index, model) in self.models.iter().enumerate().take(MAX_LIST) {
+            lists.push((format!("models[{index}].seeds"), model.seeds.len(), MAX_SEEDS));
+        }
+        if let Some(performance) = &self.triggers.performance {
+            lists.push(("triggers.performance.tau".into(), performance.tau.len(), MAX_LIST));
+            lists.push(("triggers.performance.lookback".into(), performance.lookback.len(), MAX_LIST));
+        }
+        if let Some(drift) = &self.triggers.drift {
+            lists.push(("triggers.drift.theta".into(), drift.theta.len(), MAX_LIST));
+            lists.push(("triggers.drift.share".into(), drift.share.len(), MAX_LIST));
+            lists.push(("triggers.drift.days".into(), drift.days.len(), MAX_LIST));
+        }
+        if let Some(age) = &self.triggers.age {
+            lists.push(("triggers.age.max_age".into(), age.max_age.len(), MAX_LIST));
+        }
+        lists
+            .into_iter()
+            .filter(|(_, length, limit)| length > limit)
+            .map(|(field, length, limit)| {
+                SpecError::new(field, format!("has {length} entries, more than the limit of {limit}"))
+            })
+            .collect()
+    }
+
     /// Validates every field, collecting all problems.
     pub fn validate(&self) -> Result<SweepConfig, SpecErrors> {
+        let oversized = self.oversized_lists();
+        if !oversized.is_empty() {
+            return Err(SpecErrors(oversized));
+        }
         let mut problems = Problems::default();
         if self.name.trim().is_empty() {
             problems.add("name", "must not be empty");
@@ -401,13 +445,14 @@ impl SweepSpec {
                 }
             };
             let mut seeds = Vec::new();
+            let mut seen = std::collections::HashSet::with_capacity(model.seeds.len());
             if model.seeds.is_empty() {
                 problems.add(field("seeds"), "must not be empty");
             }
             for (seed_index, seed) in model.seeds.iter().enumerate() {
                 if *seed < 0 {
                     problems.add(format!("models[{index}].seeds[{seed_index}]"), "must be >= 0");
-                } else if seeds.contains(&(*seed as u64)) {
+                } else if !seen.insert(*seed) {
                     problems.add(format!("models[{index}].seeds[{seed_index}]"), format!("{seed} appears twice"));
                 } else {
                     seeds.push(*seed as u64);
@@ -498,6 +543,16 @@ impl SweepSpec {
     }
 }
 
+/// A parser message on one line, at most [`MAX_MESSAGE`] characters: the TOML parser
+/// quotes the offending line, which a hostile spec can make megabytes long.
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= MAX_MESSAGE {
+        return line;
+    }
+    let kept: String = line.chars().take(MAX_MESSAGE).collect();
+    format!("{kept}… (cut at {MAX_MESSAGE} characters)")
 }
+
+/// The longest parser message a refusal quotes.
+const MAX_MESSAGE: usize = 1_000;

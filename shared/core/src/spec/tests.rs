@@ -130,3 +130,66 @@ fn k_may_be_a_fraction_or_a_percentage() {
     let percent = SweepConfig::from_toml(&with("k = 20", "k = \"10%\"")).expect("valid");
     assert_eq!(percent.k.for_universe(200), 20);
 }
+
+/// A spec whose model lists `seeds` seeds.
+fn with_seeds(seeds: usize) -> String {
+    let list: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
+    assert!(QUICKSTART.contains("seeds = [0]\n"));
+    QUICKSTART.replacen("seeds = [0]\n", &format!("seeds = [{}]\n", list.join(", ")), 1)
+}
+
+#[test]
+fn a_million_seeds_are_refused_by_length_before_any_other_check() {
+    let text = with_seeds(1_000_000);
+    let started = std::time::Instant::now();
+    let errors = SweepConfig::from_toml(&text).expect_err("a million seeds");
+    let elapsed = started.elapsed();
+    println!("a 1,000,000-seed spec ({} bytes) refused in {elapsed:?} (TOML parsing included)", text.len());
+    assert!(elapsed < std::time::Duration::from_secs(20), "quadratic? {elapsed:?}");
+    assert_eq!(errors.fields(), vec!["models[0].seeds"], "{errors}");
+    assert!(errors.to_string().contains("1000000 entries, more than the limit of 1000"), "{errors}");
+    // A thousand seeds are fine, and duplicates are found in linear time.
+    assert!(SweepConfig::from_toml(&with_seeds(1_000)).is_ok());
+    // A parse error quotes the offending line, cut short: a hostile line is not echoed.
+    let broken = with_seeds(1_000_000).replacen("seeds = [0, ", "seeds = [0,, ", 1);
+    let error = SweepConfig::from_toml(&broken).expect_err("broken");
+    assert!(error.to_string().len() < 2_000, "a {}-byte refusal", error.to_string().len());
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Random text is refused (or, rarely, accepted), never a panic.
+        #[test]
+        fn random_text_never_panics(text in ".{0,600}") {
+            let _ = SweepConfig::from_toml(&text);
+        }
+
+        /// The quickstart spec with a slice replaced by random text, deleted or repeated:
+        /// a clear refusal or a valid spec, never a panic.
+        #[test]
+        fn mutated_specs_never_panic(at in 0usize..2_000, length in 0usize..80, insert in ".{0,40}", mode in 0u8..3) {
+            let mut text = QUICKSTART.to_string();
+            let start = at.min(text.len());
+            let start = (0..=start).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (start + length).min(text.len());
+            let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+            match mode {
+                0 => text.replace_range(start..end, &insert),
+                1 => text.replace_range(start..end, ""),
+                _ => {
+                    let slice = text[start..end].to_string();
+                    text.insert_str(end, &slice);
+                }
+            }
+            if let Err(errors) = SweepConfig::from_toml(&text) {
+                prop_assert!(!errors.to_string().is_empty());
+            }
+        }
+    }
+}
