@@ -202,7 +202,8 @@ pub struct CoordinatorArgs {
     /// First retry delay in milliseconds (doubles per failure, with jitter).
     #[arg(long, default_value_t = 1_000, env = "WF_BACKOFF_MS")]
     pub backoff_ms: i64,
-    /// Directories datasets may be read from (repeat or comma-separate); default: any.
+    /// Directories dataset files may be read from (repeat or comma-separate); none:
+    /// `synth:` datasets only.
     #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
     pub data_root: Vec<PathBuf>,
     /// Seconds between reconciliations of the job store with the artifact store (jobs
@@ -253,6 +254,10 @@ pub struct WorkerArgs {
     /// A file whose first line is this worker's token (`WF_TOKEN`, when set, wins).
     #[arg(long, env = "WF_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Directories dataset files may be read from (repeat or comma-separate); none:
+    /// `synth:` datasets only.
+    #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
+    pub data_root: Vec<PathBuf>,
     /// Exit after this many jobs (for tests and benchmarks).
     #[arg(long)]
     pub max_jobs: Option<usize>,

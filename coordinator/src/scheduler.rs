@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wf_data::dataset::{Dataset, load_dataset};
+use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
 use wf_shared::age::JobResult;
@@ -51,8 +51,9 @@ pub struct SchedulerConfig {
     pub lease_ms: i64,
     /// How often waiting lease calls and the reaper look again without being woken.
     pub poll_ms: u64,
-    /// Directories datasets may be read from; empty allows any path.
-    pub data_roots: Vec<std::path::PathBuf>,
+    /// Where dataset files may be read from (`wf coordinator`: only under its
+    /// `--data-root`s; none: `synth:` only).
+    pub data_roots: DataRoots,
     /// How often the server reconciles the job store with the artifact store (the first
     /// time at start); `None`: never (`wf run`, whose store starts empty on purpose).
     pub reconcile_every: Option<Duration>,
@@ -107,7 +108,7 @@ impl Default for SchedulerConfig {
         Self {
             lease_ms: 30_000,
             poll_ms: 250,
-            data_roots: Vec::new(),
+            data_roots: DataRoots::Any,
             reconcile_every: Some(Duration::from_secs(60)),
             job_limit: JobLimit::FromSpec,
             max_jobs_per_sweep: DEFAULT_MAX_JOBS_PER_SWEEP,
@@ -365,16 +366,9 @@ impl Scheduler {
             }
             return Ok(());
         }
-        if self.config.data_roots.is_empty() {
-            return Ok(());
-        }
-        let denied = |reason: String| SchedulerError::InvalidSpec(SpecErrors::one("dataset.panel", reason));
-        let path = std::fs::canonicalize(uri).map_err(|e| denied(format!("cannot read {uri}: {e}")))?;
-        if self.config.data_roots.iter().any(|root| path.starts_with(root)) {
-            Ok(())
-        } else {
-            Err(denied(format!("{uri} is outside the configured data roots")))
-        }
+        // Files are checked where they are opened (`load_dataset_from`), through the
+        // handle, against the data roots.
+        Ok(())
     }
 
     async fn dataset(&self, config: &SweepConfig) -> Result<Arc<Dataset>, SchedulerError> {
@@ -385,11 +379,13 @@ impl Scheduler {
         }
         self.check_dataset_path(uri)?;
         let (owned_uri, owned_horizons, owned_features) = cache_key.clone();
-        let dataset =
-            tokio::task::spawn_blocking(move || load_dataset(&owned_uri, &owned_horizons, owned_features.as_deref()))
-                .await
-                .map_err(|e| SchedulerError::Internal(format!("dataset loader panicked: {e}")))?
-                .map_err(|e| SchedulerError::Dataset { uri: uri.to_string(), reason: e.to_string() })?;
+        let dataset = tokio::task::spawn_blocking({
+            let roots = self.config.data_roots.clone();
+            move || load_dataset_from(&owned_uri, &owned_horizons, owned_features.as_deref(), &roots)
+        })
+        .await
+        .map_err(|e| SchedulerError::Internal(format!("dataset loader panicked: {e}")))?
+        .map_err(|e| SchedulerError::Dataset { uri: uri.to_string(), reason: e.to_string() })?;
         let dataset = Arc::new(dataset);
         lock(&self.datasets).insert(cache_key, dataset.clone());
         Ok(dataset)

@@ -27,7 +27,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{info, warn};
-use wf_data::dataset::{Dataset, load_dataset};
+use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_proto::auth::BearerToken;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_proto::{PROTOCOL_VERSION, v1};
@@ -65,6 +65,8 @@ pub struct RuntimeConfig {
     pub grace: Duration,
     /// The token sent with every call (none: a coordinator without authentication).
     pub token: BearerToken,
+    /// Where dataset files may be read from.
+    pub data_roots: DataRoots,
 }
 
 impl RuntimeConfig {
@@ -83,6 +85,7 @@ impl RuntimeConfig {
             report_patience: Duration::from_secs(300),
             grace: Duration::from_secs(10),
             token: BearerToken::default(),
+            data_roots: DataRoots::Any,
         }
     }
 }
@@ -133,6 +136,7 @@ struct Worker {
     hang_jobs: Option<String>,
     report_patience: Duration,
     grace: Duration,
+    data_roots: DataRoots,
 }
 
 /// How a leased job ended on this worker.
@@ -200,6 +204,7 @@ pub async fn run(
         hang_jobs: config.hang_jobs.clone().filter(|prefix| !prefix.is_empty()),
         report_patience: config.report_patience,
         grace: config.grace,
+        data_roots: config.data_roots.clone(),
     });
     let stop = shutdown.child_token();
     let mut slots = Vec::new();
@@ -372,10 +377,12 @@ impl Worker {
             return Ok(found.clone());
         }
         let (uri, horizons, features) = (dataset.uri.clone(), config.horizons.clone(), config.features.clone());
-        let loaded = tokio::task::spawn_blocking(move || load_dataset(&uri, &horizons, features.as_deref()))
-            .await
-            .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
-            .map_err(|e| Refusal { retryable: true, error: format!("cannot load dataset {}: {e}", dataset.uri) })?;
+        let roots = self.data_roots.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || load_dataset_from(&uri, &horizons, features.as_deref(), &roots))
+                .await
+                .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
+                .map_err(|e| Refusal { retryable: true, error: format!("cannot load dataset {}: {e}", dataset.uri) })?;
         if loaded.content_hash != dataset.content_hash {
             return Err(Refusal {
                 retryable: false,

@@ -46,6 +46,16 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// The data roots of a shared process (coordinator or worker): canonical directories;
+/// none given, `synth:` datasets only.
+fn data_roots(roots: &[std::path::PathBuf]) -> anyhow::Result<wf_data::dataset::DataRoots> {
+    let roots = roots
+        .iter()
+        .map(|root| std::fs::canonicalize(root).with_context(|| format!("data root {}", root.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(wf_data::dataset::DataRoots::Only(roots))
+}
+
 pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
     runtime()?.block_on(async move {
         let policy = RetryPolicy {
@@ -66,11 +76,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             }
         };
         let artifacts = ArtifactStore::open(&args.artifacts)?;
-        let data_roots = args
-            .data_root
-            .iter()
-            .map(|root| std::fs::canonicalize(root).with_context(|| format!("data root {}", root.display())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let data_roots = data_roots(&args.data_root)?;
         let config = SchedulerConfig {
             lease_ms: args.lease_ms.max(100),
             data_roots,
@@ -141,6 +147,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             hang_jobs: std::env::var("WF_FAULT_HANG_JOBS").ok(),
             report_patience: Duration::from_secs(args.report_patience_seconds),
             grace,
+            data_roots: data_roots(&args.data_root)?,
             token: wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?,
             ..RuntimeConfig::new(args.coordinator.clone(), name)

@@ -71,7 +71,7 @@ async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
     let config = SchedulerConfig {
         lease_ms: LEASE_MS,
         poll_ms: 10,
-        data_roots: Vec::new(),
+        data_roots: wf_data::dataset::DataRoots::Any,
         reconcile_every: None,
         job_limit: JobLimit::Unlimited,
         ..SchedulerConfig::default()

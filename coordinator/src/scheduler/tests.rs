@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use wf_data::dataset::load_dataset;
 use wf_proto::v1;
 use wf_shared::job::RetryPolicy;
 
@@ -57,7 +58,7 @@ pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) ->
     let config = SchedulerConfig {
         lease_ms: 1_000,
         poll_ms: 10,
-        data_roots: Vec::new(),
+        data_roots: wf_data::dataset::DataRoots::Any,
         reconcile_every: None,
         job_limit: JobLimit::Unlimited,
         ..SchedulerConfig::default()

@@ -4,8 +4,17 @@
 //! - `synth:default`, or `synth:stocks=N,days=N,seed=S,start=YYYY-MM-DD` with any subset
 //!   of those keys: the synthetic market generated in memory and prepared with the
 //!   requested horizons. No file or server is needed: the embedded default dataset.
+//!
+//! A shared coordinator and its workers read files only under their data roots
+//! ([`DataRoots::Only`]; none configured: `synth:` only). The file is opened once, then
+//! checked through its handle (its real path, from `/proc/self/fd`, must lie under a
+//! root, and it must be a regular file: not a FIFO, not a device) and read through that
+//! same handle, so a symlink swapped between the check and the read changes nothing. A
+//! path outside the roots gets one answer whether or not it exists.
 
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Component, Path, PathBuf};
 
 use wf_shared::dataset::{DatasetHash, content_hash};
 use wf_shared::synth::{SynthSpec, generate};
@@ -46,6 +55,88 @@ pub fn synth_spec(uri: &str) -> Option<Result<SynthSpec, String>> {
     Some(Ok(spec))
 }
 
+/// Where dataset files may be read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataRoots {
+    /// Anywhere (`wf run`, the local tools: the user's own files).
+    Any,
+    /// Only under these directories (canonical paths); none: `synth:` only.
+    Only(Vec<PathBuf>),
+}
+
+/// `path` made absolute (against the working directory) with `.` and `..` resolved
+/// lexically (symlinks are resolved later, through the opened file).
+fn lexical(path: &Path) -> PathBuf {
+    let absolute =
+        if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let mut clean = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
+/// Opens `uri` if it lies under one of `roots`; the file stays open, and is read
+/// through the returned `/proc/self/fd` path.
+fn open_confined(uri: &str, roots: &[PathBuf]) -> Result<(std::fs::File, PathBuf), DataError> {
+    let path = Path::new(uri);
+    let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
+    if roots.is_empty() {
+        return Err(invalid(
+            "no data roots are configured here (--data-root): only synth: datasets are allowed".into(),
+        ));
+    }
+    let listed = roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+    // One answer for every path outside the roots, existing or not.
+    let outside = || invalid(format!("is not a file under the data roots ({listed})"));
+    let inside = |candidate: &Path| roots.iter().any(|root| candidate.starts_with(root));
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        // A FIFO would block the open until a writer came; a terminal must not become ours.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if inside(&lexical(path)) => return Err(DataError::unreadable(path, error)),
+        Err(_) => return Err(outside()),
+    };
+    let handle = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let real = std::fs::read_link(&handle).map_err(|error| DataError::unreadable(path, error))?;
+    if !inside(&real) {
+        return Err(outside());
+    }
+    let metadata = file.metadata().map_err(|error| DataError::unreadable(path, error))?;
+    if !metadata.is_file() {
+        return Err(invalid("is not a regular file".into()));
+    }
+    Ok((file, handle))
+}
+
+/// [`load_dataset`] reading files only under `roots`.
+pub fn load_dataset_from(
+    uri: &str,
+    horizons: &[u32],
+    features: Option<&[String]>,
+    roots: &DataRoots,
+) -> Result<Dataset, DataError> {
+    match roots {
+        DataRoots::Only(roots) if synth_spec(uri).is_none() => {
+            let (file, handle) = open_confined(uri, roots)?;
+            let panel = read_panel(&handle, features).map_err(|error| error.with_path(Path::new(uri)))?;
+            drop(file);
+            let content_hash = content_hash(&panel);
+            Ok(Dataset { panel, content_hash })
+        }
+        _ => load_dataset(uri, horizons, features),
+    }
+}
+
 /// Loads the dataset `uri`; `horizons` are the targets a synthetic panel is built with;
 /// `features`, when given, are the only feature columns read (in that order), else the
 /// panel's declared ones (a synthetic panel declares the whole catalogue).
@@ -67,4 +158,63 @@ pub fn load_dataset(uri: &str, horizons: &[u32], features: Option<&[String]>) ->
     };
     let content_hash = content_hash(&panel);
     Ok(Dataset { panel, content_hash })
+}
+
+#[cfg(test)]
+mod confinement_tests {
+    use super::*;
+
+    fn message(result: Result<Dataset, DataError>) -> String {
+        result.map(|_| ()).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn files_outside_the_roots_are_refused_alike_and_only_regular_files_inside_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let outside_dir = dir.path().join("outside");
+        std::fs::create_dir_all(&root).expect("root");
+        std::fs::create_dir_all(&outside_dir).expect("outside");
+        let root = std::fs::canonicalize(&root).expect("canonical");
+        let panel = load_dataset("synth:stocks=20,days=400,seed=1", &[5], None).expect("synth").panel;
+        crate::panel_file::write_panel(&root.join("panel.parquet"), &panel).expect("write");
+        crate::panel_file::write_panel(&outside_dir.join("secret.parquet"), &panel).expect("write");
+        std::os::unix::fs::symlink(outside_dir.join("secret.parquet"), root.join("link.parquet")).expect("symlink");
+        let roots = DataRoots::Only(vec![root.clone()]);
+        let load = |uri: &str| load_dataset_from(uri, &[5], None, &roots);
+
+        let inside = load(&root.join("panel.parquet").display().to_string()).expect("a panel under the root");
+        assert_eq!(inside.panel.codes().len(), 20);
+        let existing = message(load(&outside_dir.join("secret.parquet").display().to_string()));
+        let missing = message(load(&outside_dir.join("nothing.parquet").display().to_string()));
+        assert!(existing.contains("not a file under the data roots"), "{existing}");
+        assert_eq!(
+            existing.replace("secret", "X"),
+            missing.replace("nothing", "X"),
+            "an existing file outside the roots is told apart from a missing one"
+        );
+        let escape = format!("{}/../outside/secret.parquet", root.display());
+        assert!(message(load(&escape)).contains("not a file under the data roots"));
+        assert!(
+            message(load(&root.join("link.parquet").display().to_string())).contains("not a file under the data roots")
+        );
+        assert!(message(load("/etc/passwd")).contains("not a file under the data roots"));
+        // Not regular files, even inside a root: a FIFO (the open must not block) and a
+        // device node linked in.
+        let fifo = root.join("fifo.parquet");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
+        assert!(message(load(&fifo.display().to_string())).contains("not a regular file"));
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero.parquet")).expect("symlink");
+        assert!(
+            message(load(&root.join("zero.parquet").display().to_string())).contains("not a file under the data roots")
+        );
+        // No roots: synth only.
+        let none = DataRoots::Only(Vec::new());
+        assert!(
+            message(load_dataset_from(&root.join("panel.parquet").display().to_string(), &[5], None, &none))
+                .contains("only synth:")
+        );
+        assert!(load_dataset_from("synth:stocks=20,days=400,seed=1", &[5], None, &none).is_ok());
+    }
 }

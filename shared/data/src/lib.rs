@@ -45,6 +45,15 @@ pub enum DataError {
 
 impl DataError {
     /// Wraps a polars error as a one-line `Unreadable` error.
+    /// This error, naming `path` instead of the path it was read through.
+    pub(crate) fn with_path(self, path: &Path) -> Self {
+        match self {
+            Self::Unreadable { reason, .. } => Self::Unreadable { path: path.to_path_buf(), reason },
+            Self::Invalid { reason, .. } => Self::Invalid { path: path.to_path_buf(), reason },
+            other => other,
+        }
+    }
+
     pub(crate) fn unreadable(path: &Path, error: impl std::fmt::Display) -> Self {
         Self::Unreadable { path: path.to_path_buf(), reason: first_line(&error.to_string()) }
     }
@@ -69,7 +78,11 @@ pub enum FileFormat {
 
 impl FileFormat {
     pub fn of(path: &Path) -> Result<Self, DataError> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+        // A file opened under the data roots is read through its handle
+        // (`/proc/self/fd/N`); its name is the opened file's.
+        let named = if path.starts_with("/proc/self/fd") { std::fs::read_link(path).ok() } else { None };
+        let name = named.as_deref().unwrap_or(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = name.to_ascii_lowercase();
         if name.ends_with(".parquet") || name.ends_with(".pq") {
             Ok(Self::Parquet)
         } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {

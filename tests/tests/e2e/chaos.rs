@@ -94,6 +94,8 @@ struct Chaos {
     gone: Vec<String>,
     id: String,
     started: Instant,
+    /// A coordinator was killed: its last log lines may be lost with it.
+    coordinator_killed: bool,
 }
 
 /// What one run counted, from the processes' logs and the final job states.
@@ -124,7 +126,14 @@ impl Chaos {
         let mut all = vec!["--reconcile-seconds", "1"];
         all.extend(options);
         let cluster = Cluster::start_on(redis, LEASE_MS, &all);
-        Self { cluster, workers: Vec::new(), gone: Vec::new(), id: String::new(), started: Instant::now() }
+        Self {
+            cluster,
+            workers: Vec::new(),
+            gone: Vec::new(),
+            id: String::new(),
+            started: Instant::now(),
+            coordinator_killed: false,
+        }
     }
 
     fn worker(&mut self, name: &str, env: &[(&str, &str)]) {
@@ -155,6 +164,7 @@ impl Chaos {
         let coordinator = self.cluster.coordinator.take().expect("a coordinator");
         coordinator.signal("KILL");
         self.gone.push(output(&coordinator));
+        self.coordinator_killed = true;
     }
 
     fn redis(&self) -> redis::Connection {
@@ -222,11 +232,11 @@ impl Chaos {
         assert_eq!(report["missing"].as_array().map(Vec::len), Some(0), "{scenario}: {report}");
         let equal = tables(&report) == tables(&baseline());
         assert!(equal, "{scenario}: the report differs from the fault-free wf run's");
-        assert_eq!(
-            counts.commits, counts.jobs,
-            "{scenario}: results committed {} times for {} jobs",
-            counts.commits, counts.jobs
-        );
+        // A coordinator killed with -9 may take its last log lines with it: its commits
+        // can be under-counted, never over-counted.
+        let commits_ok =
+            if self.coordinator_killed { counts.commits <= counts.jobs } else { counts.commits == counts.jobs };
+        assert!(commits_ok, "{scenario}: results committed {} times for {} jobs", counts.commits, counts.jobs);
         assert_eq!(
             self.cluster.results().iter().filter(|p| p.extension().is_some_and(|e| e == "pb")).count(),
             counts.jobs
