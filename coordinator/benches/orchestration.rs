@@ -7,7 +7,8 @@
 //! drift of 12 features) and its job's identity (a real `JobIdentity` text, ~0.9 KB), so
 //! what is measured is everything but training: the RPCs, the Lua transitions, the
 //! fenced result check, the identity check (its hash must be the job key), sealing the
-//! result with its checksum and the create-only result write. The in-memory store runs
+//! result with its checksum, the guarded commit and then the durable result write (flushed
+//! to disk). The in-memory store runs
 //! in the same process as the reference.
 //!
 //! `cargo bench -p wf-coordinator --bench orchestration [-- --jobs N] [--connections N]`
