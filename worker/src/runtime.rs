@@ -382,7 +382,10 @@ impl Worker {
             tokio::task::spawn_blocking(move || load_dataset_from(&uri, &horizons, features.as_deref(), &roots))
                 .await
                 .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
-                .map_err(|e| Refusal { retryable: true, error: format!("cannot load dataset {}: {e}", dataset.uri) })?;
+                .map_err(|e| Refusal {
+                    retryable: e.retryable(),
+                    error: format!("cannot load dataset {}: {e}", dataset.uri),
+                })?;
         if loaded.content_hash != dataset.content_hash {
             return Err(Refusal {
                 retryable: false,

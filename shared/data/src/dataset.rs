@@ -218,3 +218,21 @@ mod confinement_tests {
         assert!(load_dataset_from("synth:stocks=20,days=400,seed=1", &[5], None, &none).is_ok());
     }
 }
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_by_the_roots_is_permanent_and_an_io_error_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let roots = DataRoots::Only(vec![root.clone()]);
+        let outside = load_dataset_from("/etc/hostname", &[5], None, &roots).map(|_| ()).expect_err("outside");
+        assert!(!outside.retryable(), "{outside}");
+        let missing = load_dataset_from(&root.join("gone.parquet").display().to_string(), &[5], None, &roots)
+            .map(|_| ())
+            .expect_err("missing inside the root");
+        assert!(missing.retryable(), "a file that may yet appear: {missing}");
+    }
+}

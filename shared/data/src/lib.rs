@@ -44,6 +44,13 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// Whether reading again could help: only when the file could not be read or
+    /// written (an I/O error). A file outside the data roots, of the wrong kind or with
+    /// wrong contents fails the same way every time.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unreadable { .. } | Self::Unwritable { .. })
+    }
+
     /// Wraps a polars error as a one-line `Unreadable` error.
     /// This error, naming `path` instead of the path it was read through.
     pub(crate) fn with_path(self, path: &Path) -> Self {
