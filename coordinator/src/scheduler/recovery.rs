@@ -30,6 +30,8 @@ impl Scheduler {
     /// Staging files of interrupted result writes are removed. Idempotent.
     pub async fn reconcile(&self) -> Result<Reconciled, SchedulerError> {
         let mut reconciled = Reconciled::default();
+        // One new epoch per reconciliation, however many sweeps lost jobs.
+        let mut epoch_started = false;
         let now = self.clock.now_ms();
         let repaired = self.store.repair(now).await?;
         if repaired.fixed > 0 {
@@ -98,7 +100,10 @@ impl Scheduler {
             }
             if !lost.is_empty() {
                 // The store lost these jobs, and with them the tokens of their leases.
-                self.new_epoch("jobs were lost from the job store").await?;
+                if !epoch_started {
+                    self.new_epoch("jobs were lost from the job store").await?;
+                    epoch_started = true;
+                }
                 reconciled.jobs_requeued += self.store.enqueue_limited(&id, &lost, record.max_job_ms, now).await?;
             }
             if !unpublished.is_empty() {

@@ -173,13 +173,7 @@ impl Chaos {
 
     /// Job key → state, as stored.
     fn states(&self) -> Vec<(String, Value)> {
-        let fields: Vec<(String, String)> =
-            redis::cmd("HGETALL").arg("wf:{default}:jobs").query(&mut self.redis()).unwrap_or_default();
-        fields
-            .into_iter()
-            .filter(|(key, _)| !key.starts_with('~'))
-            .map(|(key, state)| (key, serde_json::from_str(&state).expect("state JSON")))
-            .collect()
+        self.cluster.job_states_by_key()
     }
 
     /// The jobs leased by the worker named `name`.

@@ -134,17 +134,22 @@ impl Cluster {
         run.stdout.trim().to_string()
     }
 
-    /// Job states as stored in Redis (JSON of `JobState`), without the epoch marker.
-    pub(crate) fn job_states(&self) -> Vec<Value> {
+    /// Job key → state as stored in Redis (JSON of `JobState`), without the epoch marker.
+    pub(crate) fn job_states_by_key(&self) -> Vec<(String, Value)> {
         let client = redis::Client::open(self.redis.url()).expect("redis url");
         let mut connection = client.get_connection().expect("redis connection");
         let fields: Vec<(String, String)> =
             redis::cmd("HGETALL").arg("wf:{default}:jobs").query(&mut connection).expect("HGETALL jobs");
         fields
-            .iter()
+            .into_iter()
             .filter(|(key, _)| !key.starts_with('~'))
-            .map(|(_, s)| serde_json::from_str(s).expect("state JSON"))
+            .map(|(key, state)| (key, serde_json::from_str(&state).expect("state JSON")))
             .collect()
+    }
+
+    /// Job states as stored in Redis, without the epoch marker.
+    pub(crate) fn job_states(&self) -> Vec<Value> {
+        self.job_states_by_key().into_iter().map(|(_, state)| state).collect()
     }
 
     pub(crate) fn phases(&self, phase: &str) -> usize {
