@@ -223,16 +223,30 @@ pub struct Gate {
     auth: Option<Auth>,
     roles: &'static [Role],
     service: &'static str,
+    client_certificate: bool,
 }
 
 impl Gate {
     pub fn new(auth: Option<Auth>, roles: &'static [Role], service: &'static str) -> Self {
-        Self { auth, roles, service }
+        Self { auth, roles, service, client_certificate: false }
+    }
+
+    /// Also requires a client certificate the TLS handshake verified (mTLS).
+    pub fn with_client_certificate(mut self, required: bool) -> Self {
+        self.client_certificate = required;
+        self
     }
 }
 
 impl Interceptor for Gate {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        // rustls verified any certificate it kept against the client CA.
+        if self.client_certificate && request.peer_certs().is_none_or(|certs| certs.is_empty()) {
+            return Err(Status::unauthenticated(format!(
+                "{} calls need a client certificate signed by the coordinator's --tls-client-ca (mTLS)",
+                self.service
+            )));
+        }
         let caller = match &self.auth {
             None => Caller::local(),
             Some(auth) => auth.authenticate(request.metadata())?,

@@ -228,6 +228,48 @@ pub struct CoordinatorArgs {
     /// cancel and report results). Logged as a warning.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve TLS with this certificate chain (PEM); clients then use `https://`.
+    #[arg(long, env = "WF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "WF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify client certificates signed by this CA (PEM): mTLS. Every `WorkerService`
+    /// call then needs one; users' clients may still connect without.
+    #[arg(long, env = "WF_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that signed a `rediss://` server's certificate, when it is not in the
+    /// system's roots. The Redis password comes from the URL or `WF_REDIS_PASSWORD`.
+    #[arg(long, env = "WF_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+}
+
+/// How a client reaches a TLS coordinator (`https://` addresses).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// The CA (PEM) that signed the coordinator's certificate (default: the system's roots).
+    #[arg(long, env = "WF_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a coordinator that verifies clients (mTLS).
+    #[arg(long, env = "WF_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The private key of `--tls-client-cert` (PEM).
+    #[arg(long, env = "WF_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry, when not the address's host.
+    #[arg(long, env = "WF_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+}
+
+impl ClientTlsArgs {
+    pub fn options(&self) -> wf_proto::tls::ClientTls {
+        wf_proto::tls::ClientTls {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_client_cert.clone(),
+            key: self.tls_client_key.clone(),
+            domain: self.tls_domain.clone(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -254,6 +296,8 @@ pub struct WorkerArgs {
     /// A file whose first line is this worker's token (`WF_TOKEN`, when set, wins).
     #[arg(long, env = "WF_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// Directories dataset files may be read from (repeat or comma-separate); none:
     /// `synth:` datasets only.
     #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
@@ -274,6 +318,8 @@ pub struct ConnectArgs {
     /// A file whose first line is this client's token (`WF_TOKEN`, when set, wins).
     #[arg(long, env = "WF_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -12,10 +12,11 @@ use wf_proto::v1::sweep_service_client::SweepServiceClient;
 /// A `SweepService` client that sends its token (if any) with every call.
 pub type SweepClient = SweepServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// Connects to the coordinator at `url` with `token`.
-pub async fn connect(url: &str, token: BearerToken) -> anyhow::Result<SweepClient> {
-    let channel = Channel::from_shared(url.to_string())
-        .with_context(|| format!("coordinator address {url:?} is not a URL"))?
+/// Connects to the coordinator at `url` with `token`, over TLS for `https://` (see
+/// [`wf_proto::tls`]).
+pub async fn connect(url: &str, token: BearerToken, tls: &wf_proto::tls::ClientTls) -> anyhow::Result<SweepClient> {
+    let channel: Channel = wf_proto::tls::endpoint(url, tls)
+        .map_err(|e| anyhow::anyhow!(e))?
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;

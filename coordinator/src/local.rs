@@ -119,7 +119,7 @@ async fn drive(
     interrupt: &CancellationToken,
     on_progress: &mut impl FnMut(&v1::SweepProgress),
 ) -> anyhow::Result<(v1::SubmitSweepResponse, v1::SweepProgress, SweepReport)> {
-    let mut client = crate::client::connect(url, wf_proto::auth::BearerToken::default()).await?;
+    let mut client = crate::client::connect(url, wf_proto::auth::BearerToken::default(), &Default::default()).await?;
     let submitted = client
         .submit_sweep(v1::SubmitSweepRequest { spec_toml: spec_toml.to_string() })
         .await

@@ -29,22 +29,86 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(scheduler, listener, shutdown, None).await
+    serve_with(scheduler, listener, shutdown, Security::default()).await
 }
 
-/// [`serve`], with every sweep and worker RPC behind `auth` when given (health and
-/// reflection stay open); the tokens file is watched for changes.
+/// How the server is protected: tokens ([`Auth`]) and TLS ([`ServerTls`]); the default
+/// is neither (loopback only).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub auth: Option<Auth>,
+    pub tls: Option<ServerTls>,
+}
+
+/// The server's TLS: its certificate chain and key (PEM), and optionally the CA whose
+/// client certificates it verifies (mTLS). With a client CA, a client certificate is
+/// optional at the handshake (a user's `wf` may have none) but required by every
+/// `WorkerService` call: workers prove who they are twice, by certificate and token.
+#[derive(Clone)]
+pub struct ServerTls {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ServerTls").field("client_ca", &self.client_ca.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// From PEM bytes (tests).
+    pub fn from_pem(cert: Vec<u8>, key: Vec<u8>, client_ca: Option<Vec<u8>>) -> Self {
+        Self { cert, key, client_ca }
+    }
+
+    /// Reads `--tls-cert`, `--tls-key` and `--tls-client-ca`; the error names the option.
+    pub fn open(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        use wf_proto::tls::read_pem;
+        Ok(Self {
+            cert: read_pem(cert, "certificate (--tls-cert)")?,
+            key: read_pem(key, "key (--tls-key)")?,
+            client_ca: client_ca.map(|path| read_pem(path, "client CA (--tls-client-ca)")).transpose()?,
+        })
+    }
+
+    /// Whether client certificates are verified (and required of workers).
+    pub fn verifies_clients(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    fn config(&self) -> tonic::transport::ServerTlsConfig {
+        let mut config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&self.cert, &self.key));
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca)).client_auth_optional(true);
+        }
+        config
+    }
+}
+
+/// [`serve`], with every sweep and worker RPC behind `security.auth` when given (health
+/// and reflection stay open; the tokens file is watched for changes), over TLS when
+/// `security.tls` is given.
 pub async fn serve_with(
     scheduler: Arc<Scheduler>,
     listener: TcpListener,
     shutdown: CancellationToken,
-    auth: Option<Auth>,
+    security: Security,
 ) -> Result<(), tonic::transport::Error> {
+    let Security { auth, tls } = security;
     if let Some(auth) = auth.clone() {
         tokio::spawn(auth.watch_until(shutdown.clone()));
     }
     let sweep_gate = Gate::new(auth.clone(), &[Role::User, Role::Admin], "SweepService");
-    let worker_gate = Gate::new(auth, &[Role::Worker, Role::Admin], "WorkerService");
+    let worker_gate = Gate::new(auth, &[Role::Worker, Role::Admin], "WorkerService")
+        .with_client_certificate(tls.as_ref().is_some_and(ServerTls::verifies_clients));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SweepServiceServer<Sweeps>>().await;
     health.set_serving::<WorkerServiceServer<Workers>>().await;
@@ -72,7 +136,11 @@ pub async fn serve_with(
             health.set_not_serving::<WorkerServiceServer<Workers>>().await;
         }
     };
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    let result = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(

@@ -214,7 +214,7 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
         scheduler.clone(),
         listener,
         shutdown.clone(),
-        Some(auth.clone()),
+        wf_coordinator::server::Security { auth: Some(auth.clone()), tls: None },
     ));
     let server = Server { scheduler, store, dir: artifacts_dir };
 

@@ -10,6 +10,7 @@ pub mod v1 {
 pub mod auth;
 mod result;
 pub mod stored;
+pub mod tls;
 
 /// The encoded descriptors of `walkforward.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walkforward_descriptor.bin"));

@@ -258,3 +258,44 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     }
     total
 }
+
+/// Test certificates written as PEM files into a directory: a CA (`ca.pem`), the
+/// coordinator's certificate for `localhost` and 127.0.0.1 (`server.pem`, `server.key`),
+/// a worker's client certificate (`worker.pem`, `worker.key`), and a client certificate
+/// from another CA that the coordinator does not trust (`rogue.pem`, `rogue.key`).
+pub fn write_test_pki(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write a PEM file");
+    let ca = |name: &str| {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        (cert.pem(), Issuer::new(params, key))
+    };
+    let leaf = |issuer: &Issuer<'_, KeyPair>, names: &[&str], usage: ExtendedKeyUsagePurpose, cn: &str| {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, issuer).expect("leaf certificate");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (ca_pem, issuer) = ca("walkforward test CA");
+    write("ca.pem", &ca_pem);
+    let (cert, key) = leaf(&issuer, &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, "coordinator");
+    write("server.pem", &cert);
+    write("server.key", &key);
+    let (cert, key) = leaf(&issuer, &[], ExtendedKeyUsagePurpose::ClientAuth, "worker-pool");
+    write("worker.pem", &cert);
+    write("worker.key", &key);
+    let (_, rogue_issuer) = ca("someone else's CA");
+    let (cert, key) = leaf(&rogue_issuer, &[], ExtendedKeyUsagePurpose::ClientAuth, "rogue");
+    write("rogue.pem", &cert);
+    write("rogue.key", &key);
+}

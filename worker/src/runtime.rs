@@ -65,6 +65,8 @@ pub struct RuntimeConfig {
     pub grace: Duration,
     /// The token sent with every call (none: a coordinator without authentication).
     pub token: BearerToken,
+    /// TLS to an `https://` coordinator.
+    pub tls: wf_proto::tls::ClientTls,
     /// Where dataset files may be read from.
     pub data_roots: DataRoots,
 }
@@ -85,6 +87,7 @@ impl RuntimeConfig {
             report_patience: Duration::from_secs(300),
             grace: Duration::from_secs(10),
             token: BearerToken::default(),
+            tls: wf_proto::tls::ClientTls::default(),
             data_roots: DataRoots::Any,
         }
     }
@@ -92,7 +95,8 @@ impl RuntimeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("coordinator address {0:?} is not a URL")]
+    /// The coordinator's address or TLS options (the message says which).
+    #[error("{0}")]
     Address(String),
     #[error("failed to register with the coordinator: {0}")]
     Register(tonic::Status),
@@ -169,9 +173,8 @@ pub async fn run(
     device: Device,
     shutdown: CancellationToken,
 ) -> Result<RuntimeSummary, RuntimeError> {
-    let endpoint = Channel::from_shared(config.coordinator.clone())
-        .map_err(|_| RuntimeError::Address(config.coordinator.clone()))?;
-    let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy();
+    let endpoint = wf_proto::tls::endpoint(&config.coordinator, &config.tls).map_err(RuntimeError::Address)?;
+    let channel = endpoint.connect_lazy();
     let mut client = WorkerServiceClient::with_interceptor(channel, config.token.clone())
         .max_decoding_message_size(64 * 1024 * 1024);
     let registration = v1::RegisterWorkerRequest {

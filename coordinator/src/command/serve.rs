@@ -65,11 +65,17 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             backoff_cap_ms: (args.backoff_ms.max(0) * 64).max(1),
         };
         let store: Arc<dyn JobStore> = match &args.redis {
-            Some(url) => Arc::new(
-                RedisJobStore::connect(url, &args.queue, policy)
-                    .await
-                    .with_context(|| format!("cannot use redis {url}"))?,
-            ),
+            Some(url) => {
+                let options = crate::store::RedisOptions {
+                    password: std::env::var("WF_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()),
+                    ca: args.redis_ca.clone(),
+                };
+                Arc::new(
+                    RedisJobStore::connect_with(url, &args.queue, policy, &options)
+                        .await
+                        .with_context(|| format!("cannot use redis {}", crate::store::redacted_url(url)))?,
+                )
+            }
             None => {
                 warn!("no --redis: jobs live in memory and a restart loses them");
                 Arc::new(MemoryJobStore::new(policy))
@@ -102,6 +108,13 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             }
             None => None,
         };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::server::ServerTls::open(cert, key, args.tls_client_ca.as_deref())
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            ),
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -116,11 +129,21 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             }
             warn!(%address, "listening beyond loopback WITHOUT authentication (--insecure)");
         }
+        if auth.is_some() && tls.is_none() && !address.ip().is_loopback() {
+            warn!(%address, "tokens travel in plaintext: give --tls-cert and --tls-key, unless a proxy or mesh terminates TLS");
+        }
         // The one line scripts and tests wait for.
         println!("listening on {address}");
-        info!(%address, artifacts = %args.artifacts, "coordinator serving");
+        info!(
+            %address,
+            artifacts = %args.artifacts,
+            tls = tls.is_some(),
+            mtls = tls.as_ref().is_some_and(crate::server::ServerTls::verifies_clients),
+            "coordinator serving"
+        );
         let shutdown = shutdown_on_signals();
-        crate::server::serve_with(scheduler, listener, shutdown, auth).await.context("gRPC server failed")?;
+        crate::server::serve_with(scheduler, listener, shutdown, crate::server::Security { auth, tls })
+            .await.context("gRPC server failed")?;
         Ok(Outcome::Success)
     })
 }
@@ -150,6 +173,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             data_roots: data_roots(&args.data_root)?,
             token: wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?,
+            tls: args.tls.options(),
             ..RuntimeConfig::new(args.coordinator.clone(), name)
         };
         let shutdown = shutdown_on_signals();

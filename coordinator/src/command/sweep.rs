@@ -19,7 +19,7 @@ use wf_shared::job::RetryPolicy;
 async fn connect(args: &ConnectArgs) -> anyhow::Result<crate::client::SweepClient> {
     let token =
         wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
-    crate::client::connect(&args.coordinator, token).await
+    crate::client::connect(&args.coordinator, token, &args.tls.options()).await
 }
 
 /// A gRPC error as one line: the coordinator's message says what and which field.

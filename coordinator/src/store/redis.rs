@@ -131,11 +131,67 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<T, St
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt { key: key.to_string(), reason: error.to_string() })
 }
 
+/// How to reach a protected Redis, beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// The password (`AUTH`), when the URL carries none (`WF_REDIS_PASSWORD`).
+    pub password: Option<String>,
+    /// The CA (PEM) of a `rediss://` server's certificate, when not in the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl RedisJobStore {
     /// Connects to `url` (`redis://host:port/db` or `unix:///path`) and uses the queue
     /// named `queue`.
     pub async fn connect(url: &str, queue: &str, policy: RetryPolicy) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_with(url, queue, policy, &RedisOptions::default()).await
+    }
+
+    /// [`Self::connect`] with a password and a CA for `rediss://` (TLS, rustls).
+    pub async fn connect_with(
+        url: &str,
+        queue: &str,
+        policy: RetryPolicy,
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
+        use redis::IntoConnectionInfo as _;
+        let mut info = url.into_connection_info()?;
+        if info.redis_settings().password().is_none()
+            && let Some(password) = &options.password
+        {
+            info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
+        }
+        let client = match &options.ca {
+            None => redis::Client::open(info)?,
+            Some(path) => {
+                if !url.starts_with("rediss://") {
+                    return Err(StoreError::Backend(format!(
+                        "--redis-ca is given but the Redis URL is not rediss:// (TLS): {}",
+                        redacted_url(url)
+                    )));
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| StoreError::Backend(format!("cannot read --redis-ca {}: {e}", path.display())))?;
+                redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })?
+            }
+        };
+        // One plain connection first: a wrong password, certificate or port fails at once
+        // (the manager would retry for seconds), and a server that wants a password but got
+        // none still accepts the connection and refuses every command (NOAUTH).
+        let mut probe = client.get_multiplexed_async_connection().await?;
+        let _: String = redis::cmd("PING").query_async(&mut probe).await?;
+        drop(probe);
         let connection = ConnectionManager::new(client).await?;
         let keys = ["jobs", "ready", "leased", "dead", "owner", "sweeps"].map(|name| format!("wf:{{{queue}}}:{name}"));
         Ok(Self {

@@ -8,4 +8,5 @@ mod deploy;
 mod plan_cli;
 mod report_html;
 mod reuse;
+mod tls;
 mod train_cli;
