@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(protos, ["."])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("walkforward_descriptor.bin"), descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Every service decodes through `budget::BudgetCodec`: a reported result is checked
+    // against its job's shape before it is materialised.
+    tonic_prost_build::configure().codec_path("crate::budget::BudgetCodec").compile_fds(descriptors)?;
     Ok(())
 }

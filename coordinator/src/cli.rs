@@ -224,6 +224,12 @@ pub struct CoordinatorArgs {
     /// The largest `synth:` market a sweep may ask for, in stocks x days.
     #[arg(long, default_value_t = crate::scheduler::DEFAULT_MAX_SYNTH_CELLS, env = "WF_MAX_SYNTH_CELLS")]
     pub max_synth_cells: u64,
+    /// `WatchSweep` streams (`wf status --watch`, `wf run`) one tenant may hold open.
+    #[arg(long, default_value_t = crate::quota::DEFAULT_STREAMS_PER_TENANT, env = "WF_MAX_STREAMS_PER_TENANT")]
+    pub max_streams_per_tenant: usize,
+    /// Sweeps one tenant may submit per minute (also the burst).
+    #[arg(long, default_value_t = crate::quota::DEFAULT_SUBMITS_PER_MINUTE, env = "WF_MAX_SUBMITS_PER_MINUTE")]
+    pub max_submits_per_minute: u32,
     /// Listen beyond loopback without `--auth` (anyone who can reach the port may submit,
     /// cancel and report results). Logged as a warning.
     #[arg(long)]

@@ -9,6 +9,7 @@
 //! | [`local`] | `wf run`: coordinator and workers in one process, over loopback gRPC |
 //! | [`cli`], [`command`] | the `wf` and `wf-worker` command lines and what each command does |
 //! | [`client`] | watching a sweep and fetching its report, for the CLI |
+//! | [`quota`] | per-tenant limits: open streams, submit rate |
 //! | [`store`] | the `JobStore` port, its in-memory and Redis adapters, their conformance suite |
 //! | [`telemetry`] | Prometheus `/metrics` and the metrics recorded |
 //! | [`testing`] | a private `redis-server` for tests |
@@ -23,6 +24,7 @@ pub mod client;
 pub mod command;
 pub mod local;
 mod progress;
+pub mod quota;
 pub mod report;
 pub mod scheduler;
 pub mod server;

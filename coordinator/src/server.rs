@@ -16,11 +16,16 @@ use wf_proto::v1::worker_service_server::WorkerServiceServer;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{Auth, Gate, Role};
+use crate::quota::{Quota, TenantLimits};
 use crate::scheduler::Scheduler;
 use crate::service::{Sweeps, Workers};
 
-/// Largest message accepted (a job result with drift counts is well under this).
+/// Largest message accepted from a worker (a job result with drift counts is well under
+/// this; what it may decode to is bounded by `wf_proto::budget`).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest request accepted on `SweepService`: a spec is at most 1 MiB
+/// ([`wf_shared::spec::MAX_SPEC_BYTES`]); between that and this it is refused by name.
+const MAX_SWEEP_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Serves `scheduler` on `listener` until `shutdown` is cancelled, without
 /// authentication (every caller is the local admin: loopback only).
@@ -32,12 +37,14 @@ pub async fn serve(
     serve_with(scheduler, listener, shutdown, Security::default()).await
 }
 
-/// How the server is protected: tokens ([`Auth`]) and TLS ([`ServerTls`]); the default
-/// is neither (loopback only).
+/// How the server is protected: tokens ([`Auth`]), TLS ([`ServerTls`]) and per-tenant
+/// limits; the default is no tokens and no TLS (loopback only) with the default limits.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
     pub auth: Option<Auth>,
     pub tls: Option<ServerTls>,
+    /// Per-tenant open streams and submit rate.
+    pub limits: TenantLimits,
 }
 
 /// The server's TLS: its certificate chain and key (PEM), and optionally the CA whose
@@ -102,7 +109,7 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     security: Security,
 ) -> Result<(), tonic::transport::Error> {
-    let Security { auth, tls } = security;
+    let Security { auth, tls, limits } = security;
     if let Some(auth) = auth.clone() {
         tokio::spawn(auth.watch_until(shutdown.clone()));
     }
@@ -144,8 +151,8 @@ pub async fn serve_with(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(
-            SweepServiceServer::new(Sweeps(scheduler.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            SweepServiceServer::new(Sweeps(scheduler.clone(), Quota::new(limits)))
+                .max_decoding_message_size(MAX_SWEEP_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             sweep_gate,
         ))

@@ -81,7 +81,7 @@ pub fn progress_message(progress: Progress) -> v1::SweepProgress {
 /// every tenant's): another tenant's sweep id answers NOT_FOUND, as an unknown one does.
 /// Every call that acts on a sweep is recorded in the audit log (target `wf_audit`).
 #[derive(Debug, Clone)]
-pub struct Sweeps(pub Arc<Scheduler>);
+pub struct Sweeps(pub Arc<Scheduler>, pub Arc<crate::quota::Quota>);
 
 impl Sweeps {
     /// The sweep `text` names, if `caller` may see it.
@@ -106,6 +106,8 @@ impl SweepService for Sweeps {
         request: Request<v1::SubmitSweepRequest>,
     ) -> Result<Response<v1::SubmitSweepResponse>, Status> {
         let caller = caller(&request);
+        // Before the spec is read: a refused flood costs no parsing.
+        self.1.submit(&caller.tenant)?;
         let request = request.into_inner();
         if request.spec_toml.trim().is_empty() {
             return Err(invalid("spec_toml", "must not be empty").into());
@@ -160,8 +162,12 @@ impl SweepService for Sweeps {
         let scheduler = self.0.clone();
         // Fails now, as a status, when the sweep does not exist.
         let first = scheduler.progress(&id).await?;
+        // Held by the task that feeds the stream, so it is given back when the stream ends
+        // or the client goes away.
+        let slot = self.1.open_stream(&caller.tenant)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
+            let _slot = slot;
             let mut changes = scheduler.subscribe();
             let mut last = first;
             if sender.send(Ok(progress_message(last.clone()))).await.is_err() {

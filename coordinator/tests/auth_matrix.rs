@@ -214,7 +214,7 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
         scheduler.clone(),
         listener,
         shutdown.clone(),
-        wf_coordinator::server::Security { auth: Some(auth.clone()), tls: None },
+        wf_coordinator::server::Security { auth: Some(auth.clone()), ..Default::default() },
     ));
     let server = Server { scheduler, store, dir: artifacts_dir };
 
@@ -341,4 +341,66 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), serving).await;
     let _ = server.scheduler;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_hold_every_stream_or_flood_submits_and_others_keep_their_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens");
+    let user_a = add_token(&tokens, "team-a", Role::User).expect("token");
+    let user_b = add_token(&tokens, "team-b", Role::User).expect("token");
+    let auth = Auth::open(&tokens).expect("tokens");
+    let artifacts_dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new(Default::default()));
+    let artifacts = ArtifactStore::open(&artifacts_dir.path().display().to_string()).expect("artifacts");
+    let config =
+        SchedulerConfig { reconcile_every: None, job_limit: JobLimit::Unlimited, ..SchedulerConfig::default() };
+    let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts, Arc::new(SystemClock), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let limits = wf_coordinator::quota::TenantLimits { streams: 2, submits_per_minute: 3 };
+    let serving = tokio::spawn(wf_coordinator::server::serve_with(
+        scheduler,
+        listener,
+        shutdown.clone(),
+        wf_coordinator::server::Security { auth: Some(auth), tls: None, limits },
+    ));
+    let (mut a, _) = clients(&url, Credential::Token(Some(user_a))).await;
+    let (mut b, _) = clients(&url, Credential::Token(Some(user_b))).await;
+    let submit = |name: &str| v1::SubmitSweepRequest { spec_toml: SPEC.replace("\"auth\"", &format!("\"{name}\"")) };
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(a.submit_sweep(submit(&format!("a{n}"))).await.expect("within the rate").into_inner().sweep_id);
+    }
+    let flood = a.submit_sweep(submit("a3")).await.expect_err("the fourth in a minute");
+    assert_eq!(flood.code(), Code::ResourceExhausted, "{flood:?}");
+    assert!(flood.message().contains("--max-submits-per-minute"), "{}", flood.message());
+    assert_eq!(store.sweeps().await.expect("sweeps").len(), 3, "the refused submit queued nothing");
+    let b_sweep = b.submit_sweep(submit("b0")).await.expect("tenant B has its own rate").into_inner().sweep_id;
+
+    let watch = |id: &str| v1::WatchSweepRequest { sweep_id: id.to_string() };
+    let first = a.watch_sweep(watch(&ids[0])).await.expect("first stream").into_inner();
+    let second = a.watch_sweep(watch(&ids[1])).await.expect("second stream").into_inner();
+    let third = a.watch_sweep(watch(&ids[2])).await.expect_err("a third stream");
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    assert!(third.message().contains("--max-streams-per-tenant 2"), "{}", third.message());
+    let theirs = b.watch_sweep(watch(&b_sweep)).await.expect("tenant B still gets a stream").into_inner();
+    // Closing a stream gives its slot back (once the server notices the client left).
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        match a.watch_sweep(watch(&ids[2])).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(started.elapsed() < Duration::from_secs(10), "the closed stream's slot never came back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    drop((second, theirs));
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), serving).await;
 }

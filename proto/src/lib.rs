@@ -8,6 +8,7 @@ pub mod v1 {
 }
 
 pub mod auth;
+pub mod budget;
 mod result;
 pub mod stored;
 pub mod tls;

@@ -142,7 +142,14 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             "coordinator serving"
         );
         let shutdown = shutdown_on_signals();
-        crate::server::serve_with(scheduler, listener, shutdown, crate::server::Security { auth, tls })
+        crate::server::serve_with(scheduler, listener, shutdown, crate::server::Security {
+            auth,
+            tls,
+            limits: crate::quota::TenantLimits {
+                streams: args.max_streams_per_tenant,
+                submits_per_minute: args.max_submits_per_minute,
+            },
+        })
             .await.context("gRPC server failed")?;
         Ok(Outcome::Success)
     })

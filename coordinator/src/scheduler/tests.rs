@@ -542,6 +542,38 @@ async fn a_spec_cannot_raise_the_coordinators_ceilings() {
     assert_eq!(errors.fields(), vec!["dataset.panel"]);
     assert!(errors.to_string().contains("400000000 stock-days") && errors.to_string().contains("16000"), "{errors}");
     println!("a 20,000 x 20,000 synth: market refused in {:?}", started.elapsed());
+    // The largest grid the list limits allow, 64 windows x 64 cadences x 64 models of
+    // 1,000 seeds, over 17 months: over 10^9 jobs by window x cadence. Counted, not planned.
+    let windows: Vec<String> = (20..84).map(|w| w.to_string()).collect();
+    let cadences: Vec<String> = (1..65).map(|c| format!("\"{c}d\"")).collect();
+    let seeds: Vec<String> = (0..1000).map(|s| s.to_string()).collect();
+    let mut grid = SPEC
+        .replace("stocks=40,days=400", "stocks=20,days=800")
+        .replace("end = 2021-12-31", "end = 2022-12-30")
+        .replace("train_windows = [126]", &format!("train_windows = [{}]", windows.join(",")))
+        .replace("cadences = [\"monthly\", \"quarterly\"]", &format!("cadences = [{}]", cadences.join(",")))
+        .replace("seeds = [0]", &format!("seeds = [{}]", seeds.join(",")));
+    let model = grid[grid.find("[[models]]").expect("models")..].to_string();
+    for n in 1..64 {
+        let model = model.replace("epochs = 3", &format!("epochs = {}", n + 3));
+        grid.push_str(&model.replace("name = \"linear\"", &format!("name = \"linear{n}\"")));
+    }
+    // The dataset is loaded (and cached) first, as for any sweep: time the refusal alone.
+    let _ = scheduler.submit(&grid.replace("train_windows = [", "train_windows = [0,")).await;
+    // The best of three, so that another test busy on the same cores does not decide it.
+    let mut elapsed = std::time::Duration::MAX;
+    let mut errors = None;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let refused = scheduler.submit(&grid).await;
+        elapsed = elapsed.min(started.elapsed());
+        let Err(SchedulerError::InvalidSpec(refusal)) = refused else { panic!("{:?}", refused.map(|_| ())) };
+        errors = Some(refusal);
+    }
+    let errors = errors.expect("refused");
+    println!("a {}-byte spec of over 10^9 jobs refused in {elapsed:?}: {errors}", grid.len());
+    assert!(elapsed < std::time::Duration::from_millis(100), "{elapsed:?}");
+    assert!(errors.to_string().contains("more than the limit of 3"), "{errors}");
     assert_eq!(store.depth().await.expect("depth"), crate::store::QueueDepth::default(), "nothing queued");
     assert!(store.sweeps().await.expect("sweeps").is_empty());
 }

@@ -14,7 +14,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::cadence::Cadence;
-pub use raw::SweepSpec;
+pub use raw::{MAX_SPEC_BYTES, SweepSpec};
 
 /// One problem with a spec: the field's path and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ mod chaos;
 mod cluster;
 mod data_cli;
 mod deploy;
+mod hostile;
 mod plan_cli;
 mod report_html;
 mod reuse;

@@ -118,6 +118,9 @@ impl Default for MetricsSection {
 pub const MAX_LIST: usize = 64;
 /// The most seeds one model may list.
 pub const MAX_SEEDS: usize = 1_000;
+/// The longest spec text (real specs are a few kilobytes; the largest the list limits
+/// allow, 64 models of 1,000 seeds each, is about 400 KB).
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
 
 fn default_seeds() -> Vec<i64> {
     vec![0]
@@ -230,6 +233,13 @@ const MAX_DAYS: i64 = 5_000;
 impl SweepSpec {
     /// Parses TOML, naming the field of any type error or unknown field.
     pub fn parse(text: &str) -> Result<Self, SpecErrors> {
+        // Before parsing: the parse is the one cost that grows with the text.
+        if text.len() > MAX_SPEC_BYTES {
+            return Err(SpecErrors::one(
+                "spec",
+                format!("{} bytes, more than the limit of {MAX_SPEC_BYTES} (1 MiB)", text.len()),
+            ));
+        }
         let deserializer =
             toml::Deserializer::parse(text).map_err(|error| SpecErrors::one("spec", one_line(&error.to_string())))?;
         serde_path_to_error::deserialize(deserializer).map_err(|error| {
