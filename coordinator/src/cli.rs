@@ -244,6 +244,14 @@ pub struct CoordinatorArgs {
     /// call then needs one; users' clients may still connect without.
     #[arg(long, env = "WF_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Redis's password, when the URL has none. Give it in the environment (a Secret):
+    /// a command line is visible to every user of the machine.
+    #[arg(long, env = "WF_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// A file whose first line is Redis's password (a mounted Secret), when the URL has
+    /// none: safer than the environment, which child processes and crash dumps see.
+    #[arg(long, env = "WF_REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
+    pub redis_password_file: Option<PathBuf>,
     /// The CA (PEM) that signed a `rediss://` server's certificate, when it is not in the
     /// system's roots. The Redis password comes from the URL or `WF_REDIS_PASSWORD`.
     #[arg(long, env = "WF_REDIS_CA")]

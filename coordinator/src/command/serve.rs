@@ -67,7 +67,15 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         let store: Arc<dyn JobStore> = match &args.redis {
             Some(url) => {
                 let options = crate::store::RedisOptions {
-                    password: std::env::var("WF_REDIS_PASSWORD").ok().filter(|p| !p.is_empty()),
+                    password: match &args.redis_password_file {
+                        Some(path) => std::fs::read_to_string(path)
+                            .with_context(|| format!("cannot read --redis-password-file {}", path.display()))?
+                            .lines()
+                            .next()
+                            .map(str::to_string),
+                        None => args.redis_password.clone(),
+                    }
+                    .filter(|p| !p.is_empty()),
                     ca: args.redis_ca.clone(),
                 };
                 Arc::new(
