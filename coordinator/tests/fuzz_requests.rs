@@ -101,7 +101,7 @@ proptest! {
         let mut bytes = match which {
             0 => v1::SubmitSweepRequest { spec_toml: include_str!("../../configs/quickstart.toml").replace("synth:", "synth:x") }.encode_to_vec(),
             1 => v1::ReportResultRequest { worker_id: "w".into(), job_key: "a".repeat(64), attempt: 1, epoch: 1, result: Some(wf_coordinator::testing::noop_result()), lease_next: true }.encode_to_vec(),
-            2 => v1::HeartbeatRequest { worker_id: "w".into(), job_key: "a".repeat(64), attempt: 1, epoch: 1, ..Default::default() }.encode_to_vec(),
+            2 => v1::HeartbeatRequest { worker_id: "w".into(), job_key: "a".repeat(64), attempt: 1, epoch: 1 }.encode_to_vec(),
             _ => v1::RegisterWorkerRequest { protocol_version: wf_proto::PROTOCOL_VERSION, trainer_version: 2, name: "n".into(), device: "cpu".into(), capacity: 1 }.encode_to_vec(),
         };
         let at = at % bytes.len().max(1);
