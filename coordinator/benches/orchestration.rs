@@ -58,6 +58,16 @@ struct Level {
 }
 
 impl Level {
+    /// jobs/s, p50 and p99, as a table cell.
+    fn cell(&self) -> String {
+        format!(
+            "{:>8.0} {:>8.2} {:>8.2}",
+            self.jobs as f64 / self.seconds,
+            self.percentile(0.50),
+            self.percentile(0.99)
+        )
+    }
+
     fn percentile(&self, p: f64) -> f64 {
         let index = ((self.round_trips.len() as f64 - 1.0) * p).round() as usize;
         self.round_trips.get(index).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
@@ -282,6 +292,13 @@ async fn level(
     Ok(Level { jobs, seconds, round_trips })
 }
 
+/// The two header lines of a table of three measured columns.
+fn header(columns: [&str; 3]) {
+    println!("{:<6} {:>6} | {:>26} | {:>26} | {:>26}", "", "", columns[0], columns[1], columns[2]);
+    let cell = format!("{:>8} {:>8} {:>8}", "jobs/s", "p50 ms", "p99 ms");
+    println!("{:<6} {:>6} | {cell} | {cell} | {cell}", "conns", "jobs");
+}
+
 /// The value after `--name` on the command line.
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -304,14 +321,7 @@ fn main() -> Outcome<()> {
     println!("lease and report: two round trips per job (LeaseJob, ReportResult) or one (ReportResult");
     println!("with lease_next, as wf-worker does); round trip = a job's lease to its committed report");
     println!();
-    println!(
-        "{:<6} {:>6} | {:>26} | {:>26} | {:>26}",
-        "", "", "redis, 2 round trips", "redis, 1 round trip", "memory, 1 round trip"
-    );
-    println!(
-        "{:<6} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}",
-        "conns", "jobs", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms"
-    );
+    header(["redis, 2 round trips", "redis, 1 round trip", "memory, 1 round trip"]);
     runtime.block_on(async {
         // Warm-up: connections, scripts, page cache.
         let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::connect(&redis.url(), "warmup", POLICY).await?);
@@ -329,12 +339,7 @@ fn main() -> Outcome<()> {
                     Arc::new(MemoryJobStore::new(POLICY))
                 };
                 let measured = level(store, run, jobs, connections, protocol, Guard::Open).await?;
-                cells.push(format!(
-                    "{:>8.0} {:>8.2} {:>8.2}",
-                    measured.jobs as f64 / measured.seconds,
-                    measured.percentile(0.50),
-                    measured.percentile(0.99)
-                ));
+                cells.push(measured.cell());
             }
             println!("{:<6} {:>6} | {}", connections, jobs, cells.join(" | "));
         }
@@ -342,14 +347,7 @@ fn main() -> Outcome<()> {
         println!("target: >= 5,000 jobs/s and p99 < 5 ms");
         println!();
         println!("security (issue 16): redis, 1 round trip; the three side by side, alternating");
-        println!(
-            "{:<6} {:>6} | {:>26} | {:>26} | {:>26}",
-            "", "", "no auth, plaintext", "tokens, plaintext", "tokens + mTLS"
-        );
-        println!(
-            "{:<6} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}",
-            "conns", "jobs", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms", "jobs/s", "p50 ms", "p99 ms"
-        );
+        header(["no auth, plaintext", "tokens, plaintext", "tokens + mTLS"]);
         for connections in levels.iter().copied().filter(|&c| c >= 4) {
             let mut cells = Vec::new();
             for guard in [Guard::Open, Guard::Tokens, Guard::TokensMtls] {
@@ -357,12 +355,7 @@ fn main() -> Outcome<()> {
                 let store: Arc<dyn JobStore> =
                     Arc::new(RedisJobStore::connect(&redis.url(), &format!("bench{run}"), POLICY).await?);
                 let measured = level(store, run, jobs, connections, Protocol::Combined, guard).await?;
-                cells.push(format!(
-                    "{:>8.0} {:>8.2} {:>8.2}",
-                    measured.jobs as f64 / measured.seconds,
-                    measured.percentile(0.50),
-                    measured.percentile(0.99)
-                ));
+                cells.push(measured.cell());
             }
             println!("{:<6} {:>6} | {}", connections, jobs, cells.join(" | "));
         }

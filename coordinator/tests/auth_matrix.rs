@@ -88,6 +88,26 @@ async fn clients(
     )
 }
 
+/// A coordinator on a loopback socket over an in-memory store, behind `security`: the
+/// server's parts, its URL, the token that stops it and its task.
+async fn start(
+    security: wf_coordinator::server::Security,
+) -> (Server, String, tokio_util::sync::CancellationToken, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new(Default::default()));
+    let artifacts = ArtifactStore::open(&dir.path().display().to_string()).expect("artifacts");
+    let config =
+        SchedulerConfig { reconcile_every: None, job_limit: JobLimit::Unlimited, ..SchedulerConfig::default() };
+    let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts, Arc::new(SystemClock), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving =
+        tokio::spawn(wf_coordinator::server::serve_with(scheduler.clone(), listener, shutdown.clone(), security));
+    (Server { scheduler, store, dir }, url, shutdown, serving)
+}
+
 /// What must not change after a refused call: sweeps (with their cancel flag), job
 /// states, and every file under the artifact store.
 async fn snapshot(server: &Server) -> String {
@@ -201,22 +221,8 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
     let revoked = add_token(&tokens, "team-a", Role::User).expect("token");
     let auth = Auth::open(&tokens).expect("tokens");
 
-    let artifacts_dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new(Default::default()));
-    let artifacts = ArtifactStore::open(&artifacts_dir.path().display().to_string()).expect("artifacts");
-    let config =
-        SchedulerConfig { reconcile_every: None, job_limit: JobLimit::Unlimited, ..SchedulerConfig::default() };
-    let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts, Arc::new(SystemClock), config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let serving = tokio::spawn(wf_coordinator::server::serve_with(
-        scheduler.clone(),
-        listener,
-        shutdown.clone(),
-        wf_coordinator::server::Security { auth: Some(auth.clone()), ..Default::default() },
-    ));
-    let server = Server { scheduler, store, dir: artifacts_dir };
+    let security = wf_coordinator::server::Security { auth: Some(auth.clone()), ..Default::default() };
+    let (server, url, shutdown, serving) = start(security).await;
 
     // Tenant A's sweep, and a lease the worker holds.
     let (mut a_sweeps, _) = clients(&url, Credential::Token(Some(user_a.clone()))).await;
@@ -350,22 +356,10 @@ async fn one_tenant_cannot_hold_every_stream_or_flood_submits_and_others_keep_th
     let user_a = add_token(&tokens, "team-a", Role::User).expect("token");
     let user_b = add_token(&tokens, "team-b", Role::User).expect("token");
     let auth = Auth::open(&tokens).expect("tokens");
-    let artifacts_dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new(Default::default()));
-    let artifacts = ArtifactStore::open(&artifacts_dir.path().display().to_string()).expect("artifacts");
-    let config =
-        SchedulerConfig { reconcile_every: None, job_limit: JobLimit::Unlimited, ..SchedulerConfig::default() };
-    let scheduler = Arc::new(Scheduler::new(store.clone(), artifacts, Arc::new(SystemClock), config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let limits = wf_coordinator::quota::TenantLimits { streams: 2, submits_per_minute: 3 };
-    let serving = tokio::spawn(wf_coordinator::server::serve_with(
-        scheduler,
-        listener,
-        shutdown.clone(),
-        wf_coordinator::server::Security { auth: Some(auth), tls: None, limits },
-    ));
+    let security = wf_coordinator::server::Security { auth: Some(auth), tls: None, limits };
+    let (server, url, shutdown, serving) = start(security).await;
+    let store = server.store.clone();
     let (mut a, _) = clients(&url, Credential::Token(Some(user_a))).await;
     let (mut b, _) = clients(&url, Credential::Token(Some(user_b))).await;
     let submit = |name: &str| v1::SubmitSweepRequest { spec_toml: SPEC.replace("\"auth\"", &format!("\"{name}\"")) };
