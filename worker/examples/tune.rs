@@ -42,6 +42,7 @@ fn main() {
             }],
             triggers: Default::default(),
             max_jobs: 1000,
+            backtest: None,
         };
         let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plan");
         for job in plan.jobs.iter().filter(|j| j.score_days.end + 5 <= first_break) {

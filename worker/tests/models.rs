@@ -66,6 +66,7 @@ fn market() -> &'static Market {
             ],
             triggers: Default::default(),
             max_jobs: 1000,
+            backtest: None,
         };
         let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
         let first_break = panel.calendar().index_of(first_break_date).expect("break on the calendar");

@@ -65,6 +65,7 @@ fn fixed_jobs_numbers() -> String {
         ],
         triggers: Default::default(),
         max_jobs: 100,
+        backtest: None,
     };
     let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
     let mut numbers = String::new();

@@ -29,6 +29,7 @@
 //! | [`job`] | the job state machine: leases fenced by attempt, retries, dead letters |
 
 pub mod age;
+pub mod backtest;
 pub mod bars;
 pub mod bootstrap;
 pub mod cadence;

@@ -171,6 +171,8 @@ pub struct SweepConfig {
     pub models: Vec<ModelConfig>,
     pub triggers: TriggerGrid,
     pub max_jobs: u64,
+    /// The portfolio backtest grid; `None`: no backtest.
+    pub backtest: Option<crate::backtest::BacktestGrid>,
 }
 
 impl SweepConfig {

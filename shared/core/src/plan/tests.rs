@@ -35,6 +35,7 @@ fn config(windows: Vec<u32>, cadences: Vec<Cadence>, horizons: Vec<u32>, embargo
         models: vec![model("m", vec![0])],
         triggers: TriggerGrid::default(),
         max_jobs: 100_000,
+        backtest: None,
     }
 }
 

@@ -12,6 +12,7 @@ use super::{
     AgeGrid, DriftGrid, ModelConfig, ModelKind, PerformanceGrid, PerformanceMetric, SpecError, SpecErrors, SweepConfig,
     TopK, TriggerGrid,
 };
+use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, MAX_SETTINGS, Rebalance};
 use crate::cadence::Cadence;
 
 /// Default upper limit on the jobs of one sweep.
@@ -31,6 +32,112 @@ pub struct SweepSpec {
     pub triggers: TriggersSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The portfolio backtest grid (issue 17); absent: no backtest.
+    #[serde(default)]
+    pub backtest: Option<BacktestSection>,
+}
+
+/// One value or a list of them: an axis of a grid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn values(&self) -> Vec<T> {
+        match self {
+            Self::One(value) => vec![value.clone()],
+            Self::Many(values) => values.clone(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(values) => values.len(),
+        }
+    }
+}
+
+/// A number or a word (`"weekly"`, `"unlimited"`, `"all"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrWord {
+    Integer(i64),
+    Float(f64),
+    Word(String),
+}
+
+impl std::fmt::Display for NumberOrWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Integer(value) => write!(f, "{value}"),
+            Self::Float(value) => write!(f, "{value}"),
+            Self::Word(word) => write!(f, "{word:?}"),
+        }
+    }
+}
+
+/// A real number written as an integer or a float.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Real {
+    Integer(i64),
+    Float(f64),
+}
+
+impl Real {
+    fn value(self) -> f64 {
+        match self {
+            Self::Integer(value) => value as f64,
+            Self::Float(value) => value,
+        }
+    }
+}
+
+/// `[backtest]`: every field may be one value or a list (docs/ANALYTICS.md, "Backtest").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestSection {
+    pub k: OneOrMany<i64>,
+    pub rebalance: OneOrMany<NumberOrWord>,
+    #[serde(default = "zero_integer")]
+    pub buffer: OneOrMany<i64>,
+    #[serde(default = "unlimited")]
+    pub max_replace: OneOrMany<NumberOrWord>,
+    #[serde(default = "zero_real")]
+    pub min_trade: OneOrMany<Real>,
+    #[serde(default = "ten_bps")]
+    pub buy_bps: OneOrMany<Real>,
+    #[serde(default = "ten_bps")]
+    pub sell_bps: OneOrMany<Real>,
+    #[serde(default = "zero_real")]
+    pub impact: OneOrMany<Real>,
+    #[serde(default = "default_capital")]
+    pub capital: OneOrMany<Real>,
+    pub depth: Option<NumberOrWord>,
+}
+
+fn zero_integer() -> OneOrMany<i64> {
+    OneOrMany::One(0)
+}
+
+fn unlimited() -> OneOrMany<NumberOrWord> {
+    OneOrMany::One(NumberOrWord::Word("unlimited".into()))
+}
+
+fn zero_real() -> OneOrMany<Real> {
+    OneOrMany::One(Real::Integer(0))
+}
+
+fn ten_bps() -> OneOrMany<Real> {
+    OneOrMany::One(Real::Integer(10))
+}
+
+fn default_capital() -> OneOrMany<Real> {
+    OneOrMany::One(Real::Float(1e8))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -272,6 +379,21 @@ impl SweepSpec {
             lists.push(("triggers.drift.share".into(), drift.share.len(), MAX_LIST));
             lists.push(("triggers.drift.days".into(), drift.days.len(), MAX_LIST));
         }
+        if let Some(backtest) = &self.backtest {
+            for (name, len) in [
+                ("k", backtest.k.len()),
+                ("rebalance", backtest.rebalance.len()),
+                ("buffer", backtest.buffer.len()),
+                ("max_replace", backtest.max_replace.len()),
+                ("min_trade", backtest.min_trade.len()),
+                ("buy_bps", backtest.buy_bps.len()),
+                ("sell_bps", backtest.sell_bps.len()),
+                ("impact", backtest.impact.len()),
+                ("capital", backtest.capital.len()),
+            ] {
+                lists.push((format!("backtest.{name}"), len, MAX_LIST));
+            }
+        }
         if let Some(age) = &self.triggers.age {
             lists.push(("triggers.age.max_age".into(), age.max_age.len(), MAX_LIST));
         }
@@ -398,6 +520,7 @@ impl SweepSpec {
 
         let models = self.validate_models(&mut problems);
         let triggers = self.validate_triggers(&mut problems, plan.max_age);
+        let backtest = self.backtest.as_ref().and_then(|section| validate_backtest(section, &mut problems));
         if self.limits.max_jobs <= 0 {
             problems.add("limits.max_jobs", "must be > 0");
         }
@@ -427,6 +550,7 @@ impl SweepSpec {
             models,
             triggers,
             max_jobs: self.limits.max_jobs as u64,
+            backtest,
         };
         Ok(config)
     }
@@ -551,6 +675,121 @@ impl SweepSpec {
         }
         grid
     }
+}
+
+/// Reals of `field` in `low ..= high` (`low_open`: `low` itself excluded), no duplicates.
+fn reals(problems: &mut Problems, field: &str, values: &[Real], low: f64, low_open: bool, high: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (index, value) in values.iter().map(|v| v.value()).enumerate() {
+        let above = if low_open { value > low } else { value >= low };
+        if !(value.is_finite() && above && value <= high) {
+            let bracket = if low_open { "(" } else { "[" };
+            problems.add(format!("{field}[{index}]"), format!("must be in {bracket}{low}, {high}], got {value}"));
+        } else if out.contains(&value) {
+            problems.add(format!("{field}[{index}]"), format!("{value} appears twice"));
+        } else {
+            out.push(value);
+        }
+    }
+    if values.is_empty() {
+        problems.add(field, "must not be empty");
+    }
+    out
+}
+
+/// The `[backtest]` grid, or `None` with its problems added.
+fn validate_backtest(section: &BacktestSection, problems: &mut Problems) -> Option<BacktestGrid> {
+    let before = problems.0.len();
+    let k = problems.positive_list("backtest.k", &section.k.values(), 100_000);
+    let mut rebalance = Vec::new();
+    for (index, value) in section.rebalance.values().iter().enumerate() {
+        let field = format!("backtest.rebalance[{index}]");
+        let parsed = match value {
+            NumberOrWord::Integer(days) if (1..=MAX_DAYS).contains(days) => Ok(Rebalance::Days(*days as u32)),
+            NumberOrWord::Word(word) => word.parse::<Rebalance>(),
+            other => Err(format!("expected \"weekly\", \"monthly\" or a count of trading days, got {other}")),
+        };
+        match parsed {
+            Ok(parsed) if rebalance.contains(&parsed) => problems.add(field, format!("{parsed} appears twice")),
+            Ok(parsed) => rebalance.push(parsed),
+            Err(reason) => problems.add(field, reason),
+        }
+    }
+    if rebalance.is_empty() && section.rebalance.len() == 0 {
+        problems.add("backtest.rebalance", "must not be empty");
+    }
+    let mut buffer = Vec::new();
+    for (index, value) in section.buffer.values().iter().enumerate() {
+        let field = format!("backtest.buffer[{index}]");
+        match u32::try_from(*value) {
+            Ok(value) if value <= 100_000 && !buffer.contains(&value) => buffer.push(value),
+            Ok(value) if value <= 100_000 => problems.add(field, format!("{value} appears twice")),
+            _ => problems.add(field, format!("must be in 0 ..= 100000, got {value}")),
+        }
+    }
+    let mut max_replace = Vec::new();
+    for (index, value) in section.max_replace.values().iter().enumerate() {
+        let field = format!("backtest.max_replace[{index}]");
+        let parsed = match value {
+            NumberOrWord::Integer(n) if (1..=100_000).contains(n) => Some(Some(*n as u32)),
+            NumberOrWord::Word(word) if word == "unlimited" => Some(None),
+            _ => None,
+        };
+        match parsed {
+            Some(parsed) if max_replace.contains(&parsed) => problems.add(field, format!("{value} appears twice")),
+            Some(parsed) => max_replace.push(parsed),
+            None => {
+                problems.add(field, format!("must be a count of names in 1 ..= 100000 or \"unlimited\", got {value}"))
+            }
+        }
+    }
+    let min_trade = reals(problems, "backtest.min_trade", &section.min_trade.values(), 0.0, false, 0.5);
+    let buy_bps = reals(problems, "backtest.buy_bps", &section.buy_bps.values(), 0.0, false, 1_000.0);
+    let sell_bps = reals(problems, "backtest.sell_bps", &section.sell_bps.values(), 0.0, false, 1_000.0);
+    let impact = reals(problems, "backtest.impact", &section.impact.values(), 0.0, false, 100.0);
+    let capital = reals(problems, "backtest.capital", &section.capital.values(), 0.0, true, 1e15);
+    let mut grid = BacktestGrid {
+        k,
+        rebalance,
+        buffer,
+        max_replace,
+        min_trade,
+        buy_bps,
+        sell_bps,
+        impact,
+        capital,
+        depth: Depth::Top(DEFAULT_DEPTH),
+    };
+    let needed = grid.ranks_needed();
+    grid.depth = match &section.depth {
+        None if needed <= DEFAULT_DEPTH => Depth::Top(DEFAULT_DEPTH),
+        None => {
+            problems.add(
+                "backtest.depth",
+                format!(
+                    "k + buffer reaches rank {needed}, deeper than the {DEFAULT_DEPTH} ranks kept by default: \
+                     set depth = {needed} (or \"all\")"
+                ),
+            );
+            Depth::Top(DEFAULT_DEPTH)
+        }
+        Some(NumberOrWord::Word(word)) if word == "all" => Depth::All,
+        Some(NumberOrWord::Integer(depth)) if *depth >= i64::from(needed.max(1)) && *depth <= 100_000 => {
+            Depth::Top(*depth as u32)
+        }
+        Some(other) => {
+            problems.add(
+                "backtest.depth",
+                format!("must be \"all\" or a count in {} ..= 100000 (k + buffer at most), got {other}", needed.max(1)),
+            );
+            Depth::Top(DEFAULT_DEPTH)
+        }
+    };
+    if grid.len() > MAX_SETTINGS {
+        problems
+            .add("backtest", format!("the grid has {} settings, more than the limit of {MAX_SETTINGS}", grid.len()));
+    }
+    (problems.0.len() == before).then_some(grid)
 }
 
 /// A parser message on one line, at most [`MAX_MESSAGE`] characters: the TOML parser

@@ -163,6 +163,71 @@ fn a_million_seeds_are_refused_by_the_spec_size_before_parsing_and_long_lists_by
     assert!(error.to_string().len() < 2_000, "a {}-byte refusal", error.to_string().len());
 }
 
+/// The quickstart spec with a `[backtest]` section.
+fn with_backtest(section: &str) -> String {
+    format!("{QUICKSTART}\n[backtest]\n{section}\n")
+}
+
+#[test]
+fn a_backtest_grid_takes_single_values_or_lists_with_defaults() {
+    use crate::backtest::{Depth, Rebalance};
+    let config = SweepConfig::from_toml(&with_backtest(
+        "k = [30, 40, 50]\nrebalance = [\"weekly\", \"monthly\", 5]\nbuffer = [0, 20]\nimpact = 0.1\ncapital = 1e9",
+    ))
+    .expect("valid backtest");
+    let grid = config.backtest.expect("a grid");
+    assert_eq!(grid.k, vec![30, 40, 50]);
+    assert_eq!(grid.rebalance, vec![Rebalance::Weekly, Rebalance::Monthly, Rebalance::Days(5)]);
+    assert_eq!(grid.buffer, vec![0, 20]);
+    assert_eq!(grid.max_replace, vec![None], "default: unlimited");
+    assert_eq!((grid.buy_bps.clone(), grid.sell_bps.clone()), (vec![10.0], vec![10.0]), "default: 10 bps a side");
+    assert_eq!(grid.min_trade, vec![0.0]);
+    assert_eq!(grid.impact, vec![0.1]);
+    assert_eq!(grid.capital, vec![1e9]);
+    assert_eq!(grid.depth, Depth::Top(crate::backtest::DEFAULT_DEPTH));
+    assert_eq!(grid.settings().len(), 18);
+    assert!(SweepConfig::from_toml(QUICKSTART).expect("valid").backtest.is_none(), "no section, no backtest");
+    let limited =
+        SweepConfig::from_toml(&with_backtest("k = 50\nrebalance = \"monthly\"\nmax_replace = [5, \"unlimited\"]"))
+            .expect("valid");
+    assert_eq!(limited.backtest.expect("grid").max_replace, vec![Some(5), None]);
+}
+
+#[test]
+fn every_bad_backtest_field_is_named() {
+    for (section, field) in [
+        ("k = 0\nrebalance = \"weekly\"", "backtest.k[0]"),
+        ("k = [30, 30]\nrebalance = \"weekly\"", "backtest.k[1]"),
+        ("k = 30\nrebalance = \"daily\"", "backtest.rebalance[0]"),
+        ("k = 30\nrebalance = 0", "backtest.rebalance[0]"),
+        ("k = 30\nrebalance = []", "backtest.rebalance"),
+        ("k = 30\nrebalance = \"weekly\"\nbuffer = -1", "backtest.buffer[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nmax_replace = 0", "backtest.max_replace[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nmax_replace = \"some\"", "backtest.max_replace[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nmin_trade = 0.9", "backtest.min_trade[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nbuy_bps = -1", "backtest.buy_bps[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nsell_bps = nan", "backtest.sell_bps[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nimpact = -0.1", "backtest.impact[0]"),
+        ("k = 30\nrebalance = \"weekly\"\ncapital = 0", "backtest.capital[0]"),
+        ("k = 100\nrebalance = \"weekly\"\nbuffer = 50", "backtest.depth"),
+        ("k = 100\nrebalance = \"weekly\"\nbuffer = 50\ndepth = 120", "backtest.depth"),
+        ("k = 30\nrebalance = \"weekly\"\nbogus = 1", "backtest"),
+    ] {
+        let refused = errors(&with_backtest(section));
+        assert!(refused.fields().iter().any(|f| f.starts_with(field)), "{section:?}: expected {field}, got {refused}");
+    }
+    // A deeper ranking may be asked for, by count or in full.
+    for depth in ["150", "\"all\""] {
+        let text = with_backtest(&format!("k = 100\nrebalance = \"weekly\"\nbuffer = 50\ndepth = {depth}"));
+        assert!(SweepConfig::from_toml(&text).is_ok(), "depth {depth}");
+    }
+    // A grid expanding beyond the limit is refused by its size alone.
+    let lists = (1..=11).map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+    let huge = format!("k = [{lists}]\nrebalance = [{lists}]\nbuffer = [{lists}]\nbuy_bps = [{lists}]");
+    let refused = errors(&with_backtest(&huge));
+    assert!(refused.to_string().contains("14641 settings, more than the limit of 10000"), "{refused}");
+}
+
 mod fuzz {
     use proptest::prelude::*;
 

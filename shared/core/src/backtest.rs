@@ -1,0 +1,207 @@
+//! The portfolio backtest's settings: the `[backtest]` grid of a sweep spec and the
+//! settings it expands to. The rules themselves are in `docs/ANALYTICS.md` ("Backtest").
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Ranking depth kept by default for every scored day: enough for `k + buffer ≤ 128`.
+pub const DEFAULT_DEPTH: u32 = 128;
+
+/// The most portfolio settings one grid may expand to.
+pub const MAX_SETTINGS: usize = 10_000;
+
+/// When the portfolio is rebalanced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Rebalance {
+    /// Every N-th trading day from the first day of the period.
+    Days(u32),
+    /// The first trading day of each calendar week.
+    Weekly,
+    /// The first trading day of each calendar month.
+    Monthly,
+}
+
+impl fmt::Display for Rebalance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Days(days) => write!(f, "{days}d"),
+            Self::Weekly => f.write_str("weekly"),
+            Self::Monthly => f.write_str("monthly"),
+        }
+    }
+}
+
+impl std::str::FromStr for Rebalance {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "weekly" => Ok(Self::Weekly),
+            "monthly" => Ok(Self::Monthly),
+            other => match other.strip_suffix('d').unwrap_or(other).parse::<u32>() {
+                Ok(days) if days >= 1 => Ok(Self::Days(days)),
+                _ => Err(format!("expected \"weekly\", \"monthly\", N or \"Nd\" (N >= 1), got {other:?}")),
+            },
+        }
+    }
+}
+
+/// How many ranks of each scored day a result keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Depth {
+    Top(u32),
+    All,
+}
+
+/// The `[backtest]` grid: each axis a list, the settings their product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacktestGrid {
+    pub k: Vec<u32>,
+    pub rebalance: Vec<Rebalance>,
+    pub buffer: Vec<u32>,
+    /// `None`: no limit on names replaced per rebalance.
+    pub max_replace: Vec<Option<u32>>,
+    pub min_trade: Vec<f64>,
+    pub buy_bps: Vec<f64>,
+    pub sell_bps: Vec<f64>,
+    pub impact: Vec<f64>,
+    pub capital: Vec<f64>,
+    pub depth: Depth,
+}
+
+/// One portfolio setting of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PortfolioSetting {
+    pub k: u32,
+    pub rebalance: Rebalance,
+    pub buffer: u32,
+    pub max_replace: Option<u32>,
+    pub min_trade: f64,
+    pub buy_bps: f64,
+    pub sell_bps: f64,
+    pub impact: f64,
+    pub capital: f64,
+}
+
+impl fmt::Display for PortfolioSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "K{} {} buffer {}", self.k, self.rebalance, self.buffer)?;
+        if let Some(limit) = self.max_replace {
+            write!(f, " replace ≤{limit}")?;
+        }
+        if self.min_trade > 0.0 {
+            write!(f, " min trade {}", self.min_trade)?;
+        }
+        write!(f, " {}/{} bps", self.buy_bps, self.sell_bps)?;
+        if self.impact > 0.0 {
+            write!(f, " impact {} at {:.0}", self.impact, self.capital)?;
+        }
+        Ok(())
+    }
+}
+
+impl BacktestGrid {
+    /// The number of settings, without expanding them (saturating).
+    pub fn len(&self) -> usize {
+        [
+            self.k.len(),
+            self.rebalance.len(),
+            self.buffer.len(),
+            self.max_replace.len(),
+            self.min_trade.len(),
+            self.buy_bps.len(),
+            self.sell_bps.len(),
+            self.impact.len(),
+            self.capital.len(),
+        ]
+        .iter()
+        .fold(1usize, |n, &len| n.saturating_mul(len))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The deepest rank any setting may look at: `k + buffer`, at its largest.
+    pub fn ranks_needed(&self) -> u32 {
+        let k = self.k.iter().copied().max().unwrap_or(0);
+        let buffer = self.buffer.iter().copied().max().unwrap_or(0);
+        k.saturating_add(buffer)
+    }
+
+    /// Every setting, `k` varying slowest and `capital` fastest.
+    pub fn settings(&self) -> Vec<PortfolioSetting> {
+        let mut settings = Vec::with_capacity(self.len().min(MAX_SETTINGS));
+        for &k in &self.k {
+            for &rebalance in &self.rebalance {
+                for &buffer in &self.buffer {
+                    for &max_replace in &self.max_replace {
+                        for &min_trade in &self.min_trade {
+                            for &buy_bps in &self.buy_bps {
+                                for &sell_bps in &self.sell_bps {
+                                    for &impact in &self.impact {
+                                        for &capital in &self.capital {
+                                            settings.push(PortfolioSetting {
+                                                k,
+                                                rebalance,
+                                                buffer,
+                                                max_replace,
+                                                min_trade,
+                                                buy_bps,
+                                                sell_bps,
+                                                impact,
+                                                capital,
+                                            });
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebalance_reads_calendar_names_and_day_counts() {
+        assert_eq!("weekly".parse(), Ok(Rebalance::Weekly));
+        assert_eq!("monthly".parse(), Ok(Rebalance::Monthly));
+        assert_eq!("5d".parse(), Ok(Rebalance::Days(5)));
+        assert_eq!("21".parse(), Ok(Rebalance::Days(21)));
+        assert!("0d".parse::<Rebalance>().is_err());
+        assert!("daily".parse::<Rebalance>().is_err());
+        assert_eq!(Rebalance::Days(5).to_string(), "5d");
+    }
+
+    #[test]
+    fn the_grid_is_the_product_of_its_axes() {
+        let grid = BacktestGrid {
+            k: vec![30, 50],
+            rebalance: vec![Rebalance::Weekly, Rebalance::Monthly],
+            buffer: vec![0, 20],
+            max_replace: vec![None],
+            min_trade: vec![0.0],
+            buy_bps: vec![10.0],
+            sell_bps: vec![10.0],
+            impact: vec![0.0, 0.1],
+            capital: vec![1e8],
+            depth: Depth::Top(DEFAULT_DEPTH),
+        };
+        assert_eq!(grid.len(), 16);
+        let settings = grid.settings();
+        assert_eq!(settings.len(), 16);
+        assert_eq!(settings[0].k, 30);
+        assert_eq!(settings[15].k, 50);
+        assert_eq!(grid.ranks_needed(), 70);
+        let distinct: std::collections::BTreeSet<String> = settings.iter().map(|s| s.to_string()).collect();
+        assert_eq!(distinct.len(), 16, "every setting reads differently");
+    }
+}
