@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod portfolio;
+
 /// Ranking depth kept by default for every scored day: enough for `k + buffer ≤ 128`.
 pub const DEFAULT_DEPTH: u32 = 128;
 

@@ -1,0 +1,216 @@
+//! The portfolio simulation of `docs/ANALYTICS.md` ("Backtest"): holdings that drift
+//! between rebalances, the buffer, `max_replace` and `min_trade` rules at a rebalance,
+//! costs in basis points plus square-root impact, and the equal-weight benchmark.
+//!
+//! Everything is a fraction of the portfolio's value (NAV) except `capital`, which turns
+//! a fraction into currency for the impact term.
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, NaiveDate};
+
+use super::{PortfolioSetting, Rebalance};
+
+/// The market the portfolio trades in, by day and universe index.
+#[derive(Debug, Clone, Default)]
+pub struct Market {
+    /// `r(i, t)`: the return from the close of day `t` to the next close; `NaN`: missing.
+    pub returns: Vec<Vec<f64>>,
+    /// The stock's daily volatility on day `t` (`vol_20`); `NaN`: missing.
+    pub vol: Vec<Vec<f64>>,
+    /// Its mean traded value over the 20 days to `t`, in currency; `NaN`: missing.
+    pub adv: Vec<Vec<f64>>,
+}
+
+/// One day of a schedule: what its live model ranked, and which model that was.
+#[derive(Debug, Clone, Copy)]
+pub struct Day<'a> {
+    /// Universe indices, best first.
+    pub ranking: &'a [u32],
+    /// The live model, to tell turnover caused by a retrain from rank drift.
+    pub model: usize,
+}
+
+/// What a portfolio did, day by day.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Path {
+    /// Return from the close of `t` to the next close, before costs.
+    pub gross: Vec<f64>,
+    /// The same after the costs of day `t`'s rebalance: `(1 − cost)(1 + gross) − 1`.
+    pub net: Vec<f64>,
+    /// Costs paid at day `t`'s close, as a fraction of NAV.
+    pub costs: Vec<f64>,
+    /// One-sided traded value at day `t`'s close, as a fraction of NAV.
+    pub turnover: Vec<f64>,
+    /// The part of `turnover` traded at rebalances whose live model differs from the
+    /// previous rebalance's.
+    pub switch_turnover: f64,
+}
+
+/// Which days of `dates` are rebalance days: the first always, then every `N`-th, or
+/// the first trading day of each calendar week or month.
+pub fn rebalance_days(dates: &[NaiveDate], rebalance: Rebalance) -> Vec<bool> {
+    dates
+        .iter()
+        .enumerate()
+        .map(|(index, date)| {
+            index == 0
+                || match rebalance {
+                    Rebalance::Days(n) => index % n.max(1) as usize == 0,
+                    Rebalance::Weekly => date.iso_week() != dates[index - 1].iso_week(),
+                    Rebalance::Monthly => {
+                        (date.year(), date.month()) != (dates[index - 1].year(), dates[index - 1].month())
+                    }
+                }
+        })
+        .collect()
+}
+
+/// The held stocks and their weights, in the order they were bought.
+type Holdings = Vec<(u32, f64)>;
+
+/// The new portfolio of a rebalance under `setting`: the stayers and the entrants.
+fn select(held: &Holdings, ranking: &[u32], setting: &PortfolioSetting) -> Vec<u32> {
+    let k = setting.k as usize;
+    let rank: HashMap<u32, usize> = ranking.iter().enumerate().map(|(r, &stock)| (stock, r + 1)).collect();
+    let keep_within = k + setting.buffer as usize;
+    let mut stayers = Vec::new();
+    let mut candidates = Vec::new();
+    for &(stock, _) in held {
+        match rank.get(&stock) {
+            Some(&r) if r <= keep_within => stayers.push(stock),
+            other => candidates.push((other.copied(), stock)),
+        }
+    }
+    // Worst first: unranked (by stock index), then by rank descending.
+    candidates.sort_by_key(|&(rank, stock)| (rank.map_or(0, |r| usize::MAX - r), stock));
+    let sold = setting.max_replace.map_or(candidates.len(), |limit| (limit as usize).min(candidates.len()));
+    stayers.extend(candidates[sold..].iter().map(|&(_, stock)| stock));
+    let free = k.saturating_sub(stayers.len());
+    let entrants: Vec<u32> = ranking.iter().copied().filter(|stock| !stayers.contains(stock)).take(free).collect();
+    stayers.extend(entrants);
+    stayers
+}
+
+/// Trades `held` to `portfolio` at equal weights (with `min_trade`); returns the new
+/// holdings and the trades `Δ(i)`.
+fn trade(held: &Holdings, portfolio: &[u32], min_trade: f64) -> (Holdings, Vec<(u32, f64)>) {
+    let weight_of: HashMap<u32, f64> = held.iter().copied().collect();
+    let n = portfolio.len();
+    if n == 0 {
+        return (Vec::new(), held.iter().map(|&(stock, w)| (stock, -w)).collect());
+    }
+    let target = 1.0 / n as f64;
+    // Resizes of stayers below min_trade are skipped: those keep their weight.
+    let skipped: Vec<bool> =
+        portfolio.iter().map(|stock| weight_of.get(stock).is_some_and(|&w| (target - w).abs() < min_trade)).collect();
+    let kept_weight: f64 = portfolio.iter().zip(&skipped).filter(|(_, s)| **s).map(|(stock, _)| weight_of[stock]).sum();
+    let trading = skipped.iter().filter(|s| !**s).count();
+    let mut holdings = Vec::with_capacity(n);
+    for (stock, skip) in portfolio.iter().zip(&skipped) {
+        let weight = if *skip {
+            if trading == 0 { weight_of[stock] / kept_weight.max(f64::MIN_POSITIVE) } else { weight_of[stock] }
+        } else {
+            (1.0 - kept_weight).max(0.0) / trading as f64
+        };
+        holdings.push((*stock, weight));
+    }
+    let new_weight: HashMap<u32, f64> = holdings.iter().copied().collect();
+    let mut trades: Vec<(u32, f64)> =
+        holdings.iter().map(|&(stock, w)| (stock, w - weight_of.get(&stock).copied().unwrap_or(0.0))).collect();
+    trades.extend(held.iter().filter(|(stock, _)| !new_weight.contains_key(stock)).map(|&(stock, w)| (stock, -w)));
+    trades.retain(|&(_, delta)| delta != 0.0);
+    (holdings, trades)
+}
+
+/// The cost of `trades` on day `t` as a fraction of NAV (`nav`: NAV in units of the
+/// starting value).
+fn cost(trades: &[(u32, f64)], t: usize, nav: f64, setting: &PortfolioSetting, market: &Market) -> f64 {
+    let mut cost = 0.0;
+    for &(_, delta) in trades {
+        let bps = if delta > 0.0 { setting.buy_bps } else { setting.sell_bps };
+        cost += delta.abs() * bps / 1e4;
+    }
+    if setting.impact > 0.0 {
+        // Impact per unit traded: impact × σ × sqrt(traded value / ADV).
+        let rates: Vec<Option<f64>> = trades
+            .iter()
+            .map(|&(stock, delta)| {
+                let sigma = market.vol.get(t).and_then(|v| v.get(stock as usize)).copied().unwrap_or(f64::NAN);
+                let adv = market.adv.get(t).and_then(|v| v.get(stock as usize)).copied().unwrap_or(f64::NAN);
+                let traded = delta.abs() * nav * setting.capital;
+                let rate = setting.impact * sigma * (traded / adv).sqrt();
+                (rate.is_finite() && adv > 0.0).then_some(rate)
+            })
+            .collect();
+        let worst = rates.iter().flatten().copied().fold(0.0, f64::max);
+        for (&(_, delta), rate) in trades.iter().zip(&rates) {
+            cost += delta.abs() * rate.unwrap_or(worst);
+        }
+    }
+    cost.min(1.0)
+}
+
+/// Simulates `setting` over `days` (one per market day, in order) with rebalances on
+/// the days `rebalance` marks.
+pub fn simulate(days: &[Day<'_>], rebalance: &[bool], setting: &PortfolioSetting, market: &Market) -> Path {
+    run(days.len(), rebalance, setting, market, |t, held| {
+        let day = days[t];
+        (select(held, day.ranking, setting), day.model)
+    })
+}
+
+/// The benchmark: every stock of `universe[t]` at equal weight, rebalanced on the same
+/// days with the same costs (`k`, `buffer` and `max_replace` of `setting` unused).
+pub fn benchmark(universe: &[Vec<u32>], rebalance: &[bool], setting: &PortfolioSetting, market: &Market) -> Path {
+    run(universe.len(), rebalance, setting, market, |t, _| (universe[t].clone(), 0))
+}
+
+fn run(
+    days: usize,
+    rebalance: &[bool],
+    setting: &PortfolioSetting,
+    market: &Market,
+    mut choose: impl FnMut(usize, &Holdings) -> (Vec<u32>, usize),
+) -> Path {
+    let mut path = Path::default();
+    let mut held: Holdings = Vec::new();
+    let mut nav = 1.0;
+    let mut last_model = None;
+    for t in 0..days {
+        let (mut day_cost, mut day_turnover) = (0.0, 0.0);
+        if rebalance.get(t).copied().unwrap_or(t == 0) {
+            let (portfolio, model) = choose(t, &held);
+            let (holdings, trades) = trade(&held, &portfolio, setting.min_trade);
+            day_cost = cost(&trades, t, nav, setting, market);
+            day_turnover = trades.iter().map(|(_, d)| d.abs()).sum::<f64>() / 2.0;
+            if last_model.is_some_and(|last| last != model) {
+                path.switch_turnover += day_turnover;
+            }
+            last_model = Some(model);
+            held = holdings;
+        }
+        let returns = market.returns.get(t);
+        let r =
+            |stock: u32| returns.and_then(|r| r.get(stock as usize)).copied().filter(|v| v.is_finite()).unwrap_or(0.0);
+        // Uninvested value (no stock to hold) earns nothing; weights drift with prices.
+        let gross: f64 = held.iter().map(|&(stock, w)| w * r(stock)).sum();
+        let growth = 1.0 + gross;
+        if growth > 0.0 {
+            for (stock, w) in &mut held {
+                *w *= (1.0 + r(*stock)) / growth;
+            }
+        }
+        // (1 − cost)(1 + gross) − 1, written so that no cost leaves the gross return exact.
+        let net = gross - day_cost * growth;
+        nav *= 1.0 + net;
+        path.gross.push(gross);
+        path.net.push(net);
+        path.costs.push(day_cost);
+        path.turnover.push(day_turnover);
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests;
