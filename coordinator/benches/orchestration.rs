@@ -89,7 +89,9 @@ fn identities(run: u64, count: usize) -> Outcome<(Vec<JobKey>, Identities)> {
             format: wf_shared::plan::JOB_FORMAT.into(),
             trainer: wf_shared::model::TRAINER_VERSION,
             dataset: wf_shared::DatasetHash::from_bytes([7; 32]),
-            features: wf_shared::FEATURES.iter().map(|f| f.name.to_string()).collect(),
+            // As many features as the ready-made result's drift has (the coordinator checks
+            // a result's shape against its identity before decoding it).
+            features: wf_shared::FEATURES.iter().take(12).map(|f| f.name.to_string()).collect(),
             model: model.clone(),
             seed: run << 32 | n,
             train: [date, date],
@@ -97,7 +99,8 @@ fn identities(run: u64, count: usize) -> Outcome<(Vec<JobKey>, Identities)> {
             primary_horizon: config.primary_horizon,
             k: config.k,
             embargo: 0,
-            score: [date, date],
+            // 63 scored ages: about three calendar months.
+            score: [date, date + chrono::Days::new(91)],
         }
         .to_canonical();
         let key = JobKey::of_identity(&identity);
