@@ -1,6 +1,7 @@
-//! A hostile worker against a real coordinator process: a 60 MiB `ReportResult` built to
-//! decode into gigabytes is refused before it is materialised, and the coordinator's
-//! peak resident memory (VmHWM) grows by less than 256 MiB.
+//! A hostile worker against a real coordinator process: a 64 MiB `ReportResult` (the
+//! largest message the coordinator accepts, less its framing) built to decode into
+//! gigabytes is refused before it is materialised, and the coordinator's peak resident
+//! memory (VmHWM) grows by less than 256 MiB.
 
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,7 @@ fn raw_codec() -> wf_proto::budget::BudgetCodec<Raw, v1::ReportResultResponse> {
 }
 
 #[test]
-fn a_60_mib_report_built_to_decode_into_gigabytes_is_refused_within_a_256_mib_memory_budget() {
+fn a_64_mib_report_built_to_decode_into_gigabytes_is_refused_within_a_256_mib_memory_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -83,15 +84,17 @@ fn a_60_mib_report_built_to_decode_into_gigabytes_is_refused_within_a_256_mib_me
     let url = format!("http://{listen}");
     let pid = coordinator.pid();
 
-    // 30 million empty AgeMetrics (two bytes each): ~2.4 GB once decoded.
-    let mut ages = Vec::with_capacity(60 << 20);
-    while ages.len() < (60 << 20) {
+    // 33 million empty AgeMetrics (two bytes each): ~2.7 GB once decoded. The message is
+    // 64 MiB less a few bytes of its own headers, the server's limit.
+    let size = (64 << 20) - 16;
+    let mut ages = Vec::with_capacity(size);
+    while ages.len() < size - 16 {
         ages.extend_from_slice(&[0x12, 0x00]);
     }
     let empty_ages = length_delimited(4, &ages);
     drop(ages);
     // Then the same bytes as one drift whose day counts claim 60 MiB.
-    let drift = [vec![0x18, 0x01, 0x20, 0x01, 0x38, 0x01], length_delimited(8, &vec![0u8; 60 << 20])].concat();
+    let drift = [vec![0x18, 0x01, 0x20, 0x01, 0x38, 0x01], length_delimited(8, &vec![0u8; size - 32])].concat();
     let huge_drift = length_delimited(4, &length_delimited(3, &drift));
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

@@ -239,7 +239,9 @@ mod fuzz {
         /// Random text is refused (or, rarely, accepted), never a panic.
         #[test]
         fn random_text_never_panics(text in ".{0,600}") {
+            let started = std::time::Instant::now();
             let _ = SweepConfig::from_toml(&text);
+            prop_assert!(started.elapsed() < std::time::Duration::from_millis(100));
         }
 
         /// The quickstart spec with a slice replaced by random text, deleted or repeated:
@@ -259,9 +261,11 @@ mod fuzz {
                     text.insert_str(end, &slice);
                 }
             }
+            let started = std::time::Instant::now();
             if let Err(errors) = SweepConfig::from_toml(&text) {
                 prop_assert!(!errors.to_string().is_empty());
             }
+            prop_assert!(started.elapsed() < std::time::Duration::from_millis(100), "{:?}", started.elapsed());
         }
     }
 }
