@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
 pub mod portfolio;
 
 /// Ranking depth kept by default for every scored day: enough for `k + buffer ≤ 128`.
