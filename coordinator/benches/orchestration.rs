@@ -101,6 +101,7 @@ fn identities(run: u64, count: usize) -> Outcome<(Vec<JobKey>, Identities)> {
             embargo: 0,
             // 63 scored ages: about three calendar months.
             score: [date, date + chrono::Days::new(91)],
+            ranks: None,
         }
         .to_canonical();
         let key = JobKey::of_identity(&identity);

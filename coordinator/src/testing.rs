@@ -104,8 +104,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// A result as a worker would report it, with metrics at 63 ages and drift of 12
-/// features, converted to the wire as `wf-worker` converts its results (no identity).
+/// A result as a worker would report it, with metrics at 63 ages, drift of 12 features
+/// and the top 128 of 1,000 stocks ranked at each age, converted to the wire as
+/// `wf-worker` converts its results (no identity).
 pub fn noop_result() -> wf_proto::v1::JobResult {
     use wf_shared::age::{JobResult, TrainingSummary};
     use wf_shared::drift::DriftPath;
@@ -135,5 +136,6 @@ pub fn noop_result() -> wf_proto::v1::JobResult {
             training: (0..12).map(bins).collect(),
             days: (0..63).map(|day| (0..12).map(|f| bins(f + day)).collect()).collect(),
         },
+        rankings: (0..63u32).map(|age| (0..128u32).map(|rank| (rank * 7 + age * 13) % 1000).collect()).collect(),
     })
 }

@@ -15,8 +15,9 @@
 //!   scored days × features × 10 counts of `day_count_width` bytes;
 //! - the drift of protocols 1 and 2 (a message per feature and day, varint day counts) is
 //!   not accepted from workers (it is still read from stored results);
-//! - singular sub-messages (`result`, `drift`, `training`) and the identity appear at most
-//!   once (protobuf would merge repeats, adding their counts up);
+//! - `rankings.lengths`: at most one per age (the indices are bytes, as sent);
+//! - singular sub-messages (`result`, `drift`, `training`, `rankings`) and the identity
+//!   appear at most once (protobuf would merge repeats, adding their counts up);
 //! - the identity is at most [`MAX_IDENTITY_BYTES`] and parses as a job identity.
 //!
 //! What passes decodes to at most a few times its wire size plus the job's own shape.
@@ -108,6 +109,8 @@ struct Counts<'a> {
     width: u64,
     fixed_bytes: u64,
     identity: Option<&'a [u8]>,
+    rankings: bool,
+    ranked_ages: u64,
 }
 
 fn once(seen: &mut bool, field: &str) -> Result<(), ConversionError> {
@@ -189,6 +192,25 @@ fn result_counts(bytes: &[u8]) -> Result<Counts<'_>, ConversionError> {
                 once(&mut counts.drift, "result.drift")?;
                 drift_counts(bytes_of(value, "result.drift")?, &mut counts)?;
             }
+            5 => {
+                once(&mut counts.rankings, "result.rankings")?;
+                // Only the packed lengths grow in decoding (4 bytes per 1-byte varint);
+                // the indices stay the bytes they are sent as.
+                fields(bytes_of(value, "result.rankings")?, "result.rankings", |number, value| {
+                    if number == 2 {
+                        match value {
+                            Value::Bytes(packed) => {
+                                counts.ranked_ages += packed.iter().filter(|&&b| b & 0x80 == 0).count() as u64;
+                            }
+                            _ => counts.ranked_ages += 1,
+                        }
+                        if counts.ranked_ages > MAX_AGES {
+                            return Err(invalid("result.rankings.lengths", format!("more than {MAX_AGES} entries")));
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
             4 => {
                 if counts.identity.is_some() {
                     return Err(invalid("result.identity", "appears twice"));
@@ -235,6 +257,12 @@ pub fn check_report(bytes: &[u8]) -> Result<(), ConversionError> {
         return Err(invalid(
             "result.ages",
             format!("{} entries, but the job scores at most {days} days ({first} to {last})", counts.ages),
+        ));
+    }
+    if counts.ranked_ages > counts.ages {
+        return Err(invalid(
+            "result.rankings.lengths",
+            format!("{} ages ranked, more than the {} ages", counts.ranked_ages, counts.ages),
         ));
     }
     if !counts.drift {
@@ -354,6 +382,7 @@ mod tests {
             k: config.k,
             embargo: 0,
             score: [first, first + chrono::Days::new(days as u64 - 1)],
+            ranks: None,
         }
         .to_canonical()
     }
@@ -366,6 +395,7 @@ mod tests {
             training: TrainingSummary { epochs: 1, seconds: 0.1, device: "cpu".into(), ..Default::default() },
             ages: vec![Some(day); ages],
             drift: DriftPath { training: vec![[1; BINS]; features], days: vec![vec![[2; BINS]; features]; scored] },
+            rankings: (0..ages).map(|age| (0..5).map(|r| (age * 7 + r) as u32).collect()).collect(),
         })
     }
 
@@ -436,6 +466,7 @@ mod tests {
                 "result.drift",
                 Box::new(|m| m.drift.as_mut().expect("drift").training = vec![v1::Bins { counts: vec![] }; 3]),
             ),
+            ("result.rankings.lengths", Box::new(|m| m.rankings.as_mut().expect("rankings").lengths.push(5))),
             ("result.identity", Box::new(|m| m.identity = String::new())),
             ("result.identity", Box::new(|m| m.identity = "{\"not\": \"an identity\"}".into())),
             ("result.identity", Box::new(|m| m.identity = "x".repeat(MAX_IDENTITY_BYTES + 1))),

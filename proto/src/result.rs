@@ -42,8 +42,76 @@ impl From<JobResult> for v1::JobResult {
                 .collect(),
             drift: Some(fixed_drift(&result.drift)),
             identity: String::new(),
+            rankings: packed_rankings(&result.rankings),
         }
     }
+}
+
+/// Rankings bit-packed (`None` when no age keeps any).
+fn packed_rankings(rankings: &[Vec<u32>]) -> Option<v1::Rankings> {
+    if rankings.iter().all(Vec::is_empty) {
+        return None;
+    }
+    let largest = rankings.iter().flatten().copied().max().unwrap_or(0);
+    let bits = (32 - largest.leading_zeros()).max(1);
+    let total: usize = rankings.iter().map(Vec::len).sum();
+    let mut packed = vec![0u8; (total * bits as usize).div_ceil(8)];
+    let mut at = 0usize;
+    for &index in rankings.iter().flatten() {
+        for bit in 0..bits as usize {
+            if index >> bit & 1 == 1 {
+                packed[(at + bit) / 8] |= 1 << ((at + bit) % 8);
+            }
+        }
+        at += bits as usize;
+    }
+    Some(v1::Rankings {
+        depth: rankings.iter().map(Vec::len).max().unwrap_or(0) as u32,
+        lengths: rankings.iter().map(|r| r.len() as u32).collect(),
+        bits,
+        packed,
+    })
+}
+
+/// The rankings of `ages` ages from the wire (none: no rankings kept).
+fn unpacked_rankings(message: Option<&v1::Rankings>, ages: usize) -> Result<Vec<Vec<u32>>, ConversionError> {
+    let Some(message) = message else { return Ok(Vec::new()) };
+    if message.lengths.len() != ages {
+        return Err(invalid(
+            "result.rankings.lengths",
+            format!("{} ages ranked, but the result has {ages} ages", message.lengths.len()),
+        ));
+    }
+    if let Some((age, length)) = message.lengths.iter().enumerate().find(|(_, l)| **l > message.depth) {
+        return Err(invalid(
+            format!("result.rankings.lengths[{age}]"),
+            format!("{length} ranks, more than the depth {}", message.depth),
+        ));
+    }
+    if !(1..=32).contains(&message.bits) {
+        return Err(invalid("result.rankings.bits", format!("must be 1 to 32, got {}", message.bits)));
+    }
+    let bits = message.bits as usize;
+    let total: u64 = message.lengths.iter().map(|l| u64::from(*l)).sum();
+    // Checked before anything is allocated: the indices are bounded by the bytes sent.
+    if (total * bits as u64).div_ceil(8) != message.packed.len() as u64 {
+        return Err(invalid(
+            "result.rankings.packed",
+            format!("{} bytes, expected {total} indices of {bits} bits", message.packed.len()),
+        ));
+    }
+    let mut at = 0usize;
+    let mut read = || {
+        let mut index = 0u32;
+        for bit in 0..bits {
+            if message.packed[(at + bit) / 8] >> ((at + bit) % 8) & 1 == 1 {
+                index |= 1 << bit;
+            }
+        }
+        at += bits;
+        index
+    };
+    Ok(message.lengths.iter().map(|&length| (0..length).map(|_| read()).collect()).collect())
 }
 
 /// `drift` as protocol 3 writes it: day counts as fixed-width bytes.
@@ -138,6 +206,7 @@ impl TryFrom<v1::JobResult> for JobResult {
                 }))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let rankings = unpacked_rankings(message.rankings.as_ref(), ages.len())?;
         let drift = message.drift.ok_or_else(|| invalid("result.drift", "missing"))?;
         let drift = if drift.training.is_empty() && drift.days.is_empty() {
             packed_drift(&drift)?
@@ -156,6 +225,7 @@ impl TryFrom<v1::JobResult> for JobResult {
             },
             ages,
             drift,
+            rankings,
         })
     }
 }
@@ -277,6 +347,34 @@ mod tests {
             },
             ages: vec![Some(day), None, Some(DayMetrics { rank_ic: Some(0.12), ..day })],
             drift: DriftPath { training: vec![[1; BINS], [2; BINS]], days: vec![vec![[3; BINS], [4; BINS]]; 3] },
+            rankings: vec![vec![3, 1, 700, 2], vec![], vec![0, 5]],
+        }
+    }
+
+    #[test]
+    fn rankings_are_bit_packed_and_bad_ones_are_refused_naming_the_field() {
+        let wire = v1::JobResult::from(sample());
+        let rankings = wire.rankings.clone().expect("kept");
+        assert_eq!(
+            (rankings.bits, rankings.depth, rankings.lengths.clone()),
+            (10, 4, vec![4, 0, 2]),
+            "700 needs 10 bits"
+        );
+        assert_eq!(rankings.packed.len(), 8, "6 indices x 10 bits");
+        let none = JobResult { rankings: Vec::new(), ..sample() };
+        assert!(v1::JobResult::from(none).rankings.is_none(), "no rankings, no message");
+        type Change = fn(&mut v1::Rankings);
+        let cases: [(&str, Change); 4] = [
+            ("result.rankings.lengths", |r| r.lengths.push(0)),
+            ("result.rankings.lengths[0]", |r| r.depth = 3),
+            ("result.rankings.bits", |r| r.bits = 33),
+            ("result.rankings.packed", |r| r.packed.push(0)),
+        ];
+        for (field, change) in cases {
+            let mut message = wire.clone();
+            change(message.rankings.as_mut().expect("kept"));
+            let error = JobResult::try_from(message).expect_err("refused");
+            assert_eq!(error.field, field, "{error}");
         }
     }
 

@@ -122,6 +122,7 @@ mod tests {
             }],
             drift: None,
             identity: identity.to_string(),
+            rankings: None,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct JobOutput {
     /// Metrics by age (index = age).
     pub ages: Vec<Option<DayMetrics>>,
     pub drift: DriftPath,
+    /// By age, the universe indices of the top-ranked stocks, best first.
+    pub rankings: Vec<Vec<u32>>,
     pub stats: TrainStats,
 }
 
@@ -51,6 +53,7 @@ impl JobOutput {
             },
             ages: self.ages.clone(),
             drift: self.drift.clone(),
+            rankings: self.rankings.clone(),
         }
     }
 }
@@ -125,6 +128,13 @@ pub fn run_job_until(
         .zip(&scores)
         .map(|(day, scores)| day_metrics(scores, &target[panel.rows_of_day(day)], config.k))
         .collect();
+    let depth = wf_shared::backtest::ranks_kept(config.backtest.as_ref());
+    let rankings = job
+        .score_days
+        .clone()
+        .zip(&scores)
+        .map(|(day, scores)| wf_shared::backtest::top_ranked(scores, &panel.stock()[panel.rows_of_day(day)], depth))
+        .collect();
     let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
-    Ok(JobOutput { spec, model, ages, drift, stats })
+    Ok(JobOutput { spec, model, ages, drift, rankings, stats })
 }

@@ -213,6 +213,17 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
         "range and single-day scoring differ"
     );
     assert_eq!(first.ages, second.ages);
+    assert_eq!(first.rankings, second.rankings);
+    // The ranking kept for the day is its scores' order (universe indices, best first).
+    let column = market.config.horizons.iter().position(|h| *h == market.config.primary_horizon).unwrap_or(0);
+    let primary = score_day(first.model.as_ref(), &market.panel, day, column, &Device::Cpu).expect("scores");
+    let stocks = &market.panel.stock()[market.panel.rows_of_day(day)];
+    let kept = &first.rankings[day - job.score_days.start];
+    assert_eq!(first.rankings.len(), first.ages.len());
+    assert_eq!(kept, &wf_shared::backtest::top_ranked(&primary, stocks, 128));
+    assert_eq!(kept.len(), stocks.len().min(128));
+    let best = primary.iter().zip(stocks).max_by(|a, b| a.0.total_cmp(b.0)).map(|(_, s)| *s);
+    assert_eq!(kept.first().copied(), best);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("model.safetensors");

@@ -22,7 +22,8 @@ use wf_worker::train::score_day;
 static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 /// (trainer version, digest of the fixed jobs' numbers), one row per version.
-const PINNED: &[(u32, &str)] = &[(1, "bc51b2efaa89a444"), (2, "bc51b2efaa89a444")];
+/// Version 3 also covers the first and last scored days' top ten ranks.
+const PINNED: &[(u32, &str)] = &[(1, "bc51b2efaa89a444"), (2, "bc51b2efaa89a444"), (3, "9f966aa9201a0ef9")];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
     let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
@@ -76,6 +77,11 @@ fn fixed_jobs_numbers() -> String {
         for day in &output.ages {
             let (p_at_k, rank_ic) = day.map_or((f64::NAN, None), |d| (d.p_at_k, d.rank_ic));
             numbers.push_str(&format!("{p_at_k} {}\n", rank_ic.map_or("-".into(), rounded)));
+        }
+        // Version 3 keeps rankings: the first and last scored days' top ranks.
+        for ranking in [output.rankings.first(), output.rankings.last()].into_iter().flatten() {
+            let text: Vec<String> = ranking.iter().take(10).map(u32::to_string).collect();
+            numbers.push_str(&format!("ranks {}\n", text.join(" ")));
         }
         for day in [job.score_days.start, job.score_days.end - 1] {
             let scores = score_day(output.model.as_ref(), &panel, day, 1, &Device::Cpu).expect("scores");

@@ -101,6 +101,11 @@ pub struct JobResult {
     /// Metrics by age (index = age); `None` where no stock was scored.
     pub ages: Vec<Option<DayMetrics>>,
     pub drift: DriftPath,
+    /// By age, the universe indices of the top-ranked stocks, best first (the backtest's
+    /// input, `docs/ANALYTICS.md` "Rankings kept"); empty where nothing was scored, and
+    /// empty altogether in results that keep none.
+    #[serde(default)]
+    pub rankings: Vec<Vec<u32>>,
 }
 
 /// All runs of a sweep, with the horizon their metrics were measured at.

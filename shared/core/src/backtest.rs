@@ -11,6 +11,30 @@ pub mod portfolio;
 /// Ranking depth kept by default for every scored day: enough for `k + buffer ≤ 128`.
 pub const DEFAULT_DEPTH: u32 = 128;
 
+/// The ranks a result keeps per scored day for `grid` (none: the default depth).
+pub fn ranks_kept(grid: Option<&BacktestGrid>) -> usize {
+    match grid.map(|grid| grid.depth) {
+        None => DEFAULT_DEPTH as usize,
+        Some(Depth::Top(depth)) => depth as usize,
+        Some(Depth::All) => usize::MAX,
+    }
+}
+
+/// The universe indices of the `depth` best-scored stocks of a day, best first: `scores`
+/// and `stocks` are the day's rows; a score that is not finite is not ranked; equal
+/// scores go in universe order.
+pub fn top_ranked(scores: &[f64], stocks: &[u32], depth: usize) -> Vec<u32> {
+    let mut ranked: Vec<(f64, u32)> =
+        scores.iter().zip(stocks).filter(|(score, _)| score.is_finite()).map(|(s, i)| (*s, *i)).collect();
+    let order = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if depth < ranked.len() {
+        ranked.select_nth_unstable_by(depth, order);
+        ranked.truncate(depth);
+    }
+    ranked.sort_unstable_by(order);
+    ranked.into_iter().map(|(_, stock)| stock).collect()
+}
+
 /// The most portfolio settings one grid may expand to.
 pub const MAX_SETTINGS: usize = 10_000;
 
@@ -172,6 +196,16 @@ impl BacktestGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_top_ranked_are_the_best_scores_first_ties_in_universe_order() {
+        let scores = [0.1, f64::NAN, 0.5, 0.5, -1.0, 0.3];
+        let stocks = [10, 11, 13, 12, 14, 15];
+        assert_eq!(top_ranked(&scores, &stocks, 3), vec![12, 13, 15]);
+        assert_eq!(top_ranked(&scores, &stocks, 100), vec![12, 13, 15, 10, 14], "the NaN is not ranked");
+        assert_eq!(top_ranked(&scores, &stocks, 0), Vec::<u32>::new());
+        assert_eq!(ranks_kept(None), 128);
+    }
 
     #[test]
     fn rebalance_reads_calendar_names_and_day_counts() {

@@ -20,8 +20,10 @@ use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
 /// this did not.
 ///
 /// History: 1, the first versioned code; 2, stocks tied on the score at the top-K and
-/// bottom-K cuts count fractionally (they were taken in input order).
-pub const TRAINER_VERSION: u32 = 2;
+/// bottom-K cuts count fractionally (they were taken in input order); 3, results keep
+/// the top-ranked stocks of every scored day (the backtest's input), so results of 2,
+/// which have none, are not reused.
+pub const TRAINER_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

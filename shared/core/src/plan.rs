@@ -307,6 +307,10 @@ fn job_identity(
         k: config.k,
         embargo: config.embargo,
         score: [date(score_days.start), date(score_days.end - 1)],
+        ranks: match config.backtest.as_ref().map(|grid| grid.depth) {
+            None | Some(crate::backtest::Depth::Top(crate::backtest::DEFAULT_DEPTH)) => None,
+            Some(depth) => Some(depth),
+        },
     }
 }
 

@@ -44,6 +44,11 @@ pub struct JobIdentity {
     pub embargo: u32,
     /// First and last scored dates.
     pub score: [NaiveDate; 2],
+    /// How many ranks of each scored day the result keeps, when not the default
+    /// ([`crate::backtest::DEFAULT_DEPTH`]); absent from the text otherwise, so jobs of
+    /// specs without a deeper backtest keep their keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<crate::backtest::Depth>,
 }
 
 impl JobIdentity {

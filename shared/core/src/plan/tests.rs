@@ -149,6 +149,39 @@ proptest! {
 }
 
 #[test]
+fn a_deeper_ranking_is_part_of_the_identity_and_the_default_depth_is_not() {
+    use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, Rebalance};
+    let dataset = Dataset::new(calendar_with_holes(600, &BTreeSet::new()));
+    let plain = config(vec![126], vec![Cadence::TradingDays(63)], vec![5], 0, 63);
+    let grid = |depth| BacktestGrid {
+        k: vec![50],
+        rebalance: vec![Rebalance::Weekly],
+        buffer: vec![0],
+        max_replace: vec![None],
+        min_trade: vec![0.0],
+        buy_bps: vec![10.0],
+        sell_bps: vec![10.0],
+        impact: vec![0.0],
+        capital: vec![1e8],
+        depth,
+    };
+    let keys_and_text = |config: &SweepConfig| {
+        let plan = plan(config, &dataset.input()).expect("plannable");
+        (plan.jobs.iter().map(|j| j.key).collect::<Vec<_>>(), plan.jobs[0].identity.clone())
+    };
+    let (plain_keys, plain_text) = keys_and_text(&plain);
+    assert!(!plain_text.contains("ranks"), "{plain_text}");
+    let default_depth = SweepConfig { backtest: Some(grid(Depth::Top(DEFAULT_DEPTH))), ..plain.clone() };
+    assert_eq!(keys_and_text(&default_depth).0, plain_keys, "a backtest at the default depth shares every job");
+    for depth in [Depth::Top(200), Depth::All] {
+        let deeper = SweepConfig { backtest: Some(grid(depth)), ..plain.clone() };
+        let (keys, text) = keys_and_text(&deeper);
+        assert!(text.contains("\"ranks\""), "{text}");
+        assert!(keys.iter().all(|k| !plain_keys.contains(k)), "{depth:?}: a deeper ranking is another job");
+    }
+}
+
+#[test]
 fn coarser_cadences_share_the_jobs_of_finer_ones() {
     let dataset = Dataset::new(calendar_with_holes(900, &BTreeSet::new()));
     let both = config(vec![126], vec![Cadence::TradingDays(21), Cadence::TradingDays(63)], vec![5], 0, 63);
