@@ -22,6 +22,9 @@
 //! no authentication over plaintext, bearer tokens over plaintext, and tokens over TLS
 //! with client certificates (mTLS, as the manifests deploy it). Target (issue 16):
 //! ≥ 4,000 jobs/s with tokens and TLS.
+//!
+//! `WF_BENCH_NO_RANKINGS=1` reports results without their rankings (to measure what
+//! keeping them costs).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -165,7 +168,11 @@ async fn worker(access: Access, name: String, protocol: Protocol, identities: Id
     let mut round_trips = Vec::new();
     let mut next = None;
     // Built once: making a result is the trainer's work, not the orchestration's.
-    let result = wf_coordinator::testing::noop_result();
+    let mut result = wf_coordinator::testing::noop_result();
+    // For measuring what the rankings cost (issue 17): results without them.
+    if std::env::var_os("WF_BENCH_NO_RANKINGS").is_some() {
+        result.rankings = None;
+    }
     loop {
         let started = Instant::now();
         let lease = match next.take() {

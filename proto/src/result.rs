@@ -55,15 +55,20 @@ fn packed_rankings(rankings: &[Vec<u32>]) -> Option<v1::Rankings> {
     let largest = rankings.iter().flatten().copied().max().unwrap_or(0);
     let bits = (32 - largest.leading_zeros()).max(1);
     let total: usize = rankings.iter().map(Vec::len).sum();
-    let mut packed = vec![0u8; (total * bits as usize).div_ceil(8)];
-    let mut at = 0usize;
+    // A 64-bit accumulator: whole bytes out as soon as they are full.
+    let mut packed = Vec::with_capacity((total * bits as usize).div_ceil(8));
+    let (mut acc, mut have) = (0u64, 0u32);
     for &index in rankings.iter().flatten() {
-        for bit in 0..bits as usize {
-            if index >> bit & 1 == 1 {
-                packed[(at + bit) / 8] |= 1 << ((at + bit) % 8);
-            }
+        acc |= u64::from(index) << have;
+        have += bits;
+        while have >= 8 {
+            packed.push(acc as u8);
+            acc >>= 8;
+            have -= 8;
         }
-        at += bits as usize;
+    }
+    if have > 0 {
+        packed.push(acc as u8);
     }
     Some(v1::Rankings {
         depth: rankings.iter().map(Vec::len).max().unwrap_or(0) as u32,
@@ -100,15 +105,16 @@ fn unpacked_rankings(message: Option<&v1::Rankings>, ages: usize) -> Result<Vec<
             format!("{} bytes, expected {total} indices of {bits} bits", message.packed.len()),
         ));
     }
-    let mut at = 0usize;
+    let mask = if bits == 32 { u64::from(u32::MAX) } else { (1u64 << bits) - 1 };
+    let (mut acc, mut have, mut bytes) = (0u64, 0usize, message.packed.iter());
     let mut read = || {
-        let mut index = 0u32;
-        for bit in 0..bits {
-            if message.packed[(at + bit) / 8] >> ((at + bit) % 8) & 1 == 1 {
-                index |= 1 << bit;
-            }
+        while have < bits {
+            acc |= u64::from(bytes.next().copied().unwrap_or(0)) << have;
+            have += 8;
         }
-        at += bits;
+        let index = (acc & mask) as u32;
+        acc >>= bits;
+        have -= bits;
         index
     };
     Ok(message.lengths.iter().map(|&length| (0..length).map(|_| read()).collect()).collect())
@@ -518,6 +524,16 @@ mod tests {
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// Any rankings round-trip exactly, whatever the widest index.
+            #[test]
+            fn rankings_round_trip(rankings in proptest::collection::vec(proptest::collection::vec(any::<u32>().prop_map(|v| v >> (v % 32)), 0..40), 3)) {
+                let result = JobResult { rankings, ..sample() };
+                let wire = v1::JobResult::decode(v1::JobResult::from(result.clone()).encode_to_vec().as_slice()).expect("decodes");
+                let back = JobResult::try_from(wire).expect("converts");
+                let expected = if result.rankings.iter().all(Vec::is_empty) { Vec::new() } else { result.rankings.clone() };
+                prop_assert_eq!(back.rankings, expected);
+            }
 
             /// Random bytes as a result: a decode error or a conversion error or a
             /// result, never a panic.
