@@ -59,6 +59,10 @@ pub struct ModelRun {
     pub ages: Vec<Option<DayMetrics>>,
     /// Feature drift against the training window, by age; absent when not measured.
     pub drift: Option<DriftPath>,
+    /// By age, the universe indices of the top-ranked stocks, best first (the backtest's
+    /// input); empty when the result kept none.
+    #[serde(default)]
+    pub rankings: Vec<Vec<u32>>,
 }
 
 impl ModelRun {
@@ -72,6 +76,7 @@ impl ModelRun {
             train_seconds: result.training.seconds,
             ages: result.ages,
             drift: Some(result.drift),
+            rankings: result.rankings,
         }
     }
 

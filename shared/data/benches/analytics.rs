@@ -152,6 +152,7 @@ fn main() {
                 })
                 .collect(),
             drift: None,
+            rankings: Vec::new(),
         })
         .collect();
     let matrix = AgeMatrix { horizon: 5, max_age: ages as u32, runs };

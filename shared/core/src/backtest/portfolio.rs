@@ -31,6 +31,23 @@ pub struct Day<'a> {
     pub model: usize,
 }
 
+/// The days of a replayed schedule for [`simulate`]: each day's live model (its run)
+/// and that run's ranking at the day's age; a day without a live row ranks nothing (a
+/// rebalance then sells everything).
+pub fn schedule_days<'a>(replay: &crate::replay::Replay, matrix: &'a crate::age::AgeMatrix) -> Vec<Day<'a>> {
+    replay
+        .live
+        .iter()
+        .map(|cell| match *cell {
+            Some((run, age)) => Day {
+                ranking: matrix.runs.get(run).and_then(|r| r.rankings.get(age)).map_or(&[][..], Vec::as_slice),
+                model: run,
+            },
+            None => Day { ranking: &[], model: usize::MAX },
+        })
+        .collect()
+}
+
 /// What a portfolio did, day by day.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Path {

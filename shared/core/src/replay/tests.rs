@@ -39,6 +39,7 @@ fn matrix(days: &[usize], ages: usize, horizon: u32, value: impl Fn(usize, usize
             train_seconds: 1.0,
             ages: (0..ages).map(|a| day(value(*r, a))).collect(),
             drift: None,
+            rankings: Vec::new(),
         })
         .collect();
     AgeMatrix { horizon, max_age: ages as u32, runs }
@@ -215,6 +216,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
                 train_seconds: 0.0,
                 ages,
                 drift: None,
+                rankings: Vec::new(),
             }
         })
         .collect();

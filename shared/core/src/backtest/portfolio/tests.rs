@@ -108,6 +108,46 @@ fn the_benchmark_holds_the_universe_at_equal_weight() {
 }
 
 #[test]
+fn a_replayed_schedule_trades_the_live_models_rankings_and_counts_the_switch() {
+    use crate::age::{AgeMatrix, ModelRun};
+    use crate::replay::Replay;
+    let run = |retrain_day: usize, rankings: Vec<Vec<u32>>| ModelRun {
+        window: 10,
+        model: 0,
+        seed: 0,
+        retrain_day,
+        train_seconds: 1.0,
+        ages: vec![None; rankings.len()],
+        drift: None,
+        rankings,
+    };
+    let matrix = AgeMatrix {
+        horizon: 1,
+        max_age: 4,
+        runs: vec![run(0, vec![vec![0, 1], vec![0, 1], vec![1, 0], vec![1, 0]]), run(2, vec![vec![2, 3], vec![2, 3]])],
+    };
+    // Run 0 is live on days 0 and 1, run 1 (retrained on day 2) on days 2 and 3.
+    let replay = Replay {
+        retrain_days: vec![0, 2],
+        first_day: 0,
+        live: vec![Some((0, 0)), Some((0, 1)), Some((1, 0)), Some((1, 1))],
+    };
+    let days = schedule_days(&replay, &matrix);
+    assert_eq!(
+        days.iter().map(|d| d.ranking.to_vec()).collect::<Vec<_>>(),
+        vec![vec![0, 1], vec![0, 1], vec![2, 3], vec![2, 3]]
+    );
+    let market = market(vec![vec![0.0; 4]; 4]);
+    let path = simulate(&days, &[true, true, true, true], &setting(1), &market);
+    // Day 2's new model ranks stock 2 first: stock 0 is sold and 2 bought, a switch.
+    assert_eq!(path.turnover, vec![0.5, 0.0, 1.0, 0.0]);
+    assert!(close(path.switch_turnover, 1.0));
+    let gap = Replay { live: vec![Some((0, 0)), None, Some((1, 0)), Some((1, 1))], ..replay };
+    let days = schedule_days(&gap, &matrix);
+    assert!(days[1].ranking.is_empty(), "no live row, no ranking");
+}
+
+#[test]
 fn rebalance_days_follow_counts_weeks_and_months() {
     let dates: Vec<NaiveDate> = ["2024-01-29", "2024-01-30", "2024-02-01", "2024-02-05", "2024-02-06"]
         .iter()
