@@ -159,37 +159,42 @@ impl BacktestGrid {
 
     /// Every setting, `k` varying slowest and `capital` fastest.
     pub fn settings(&self) -> Vec<PortfolioSetting> {
-        let mut settings = Vec::with_capacity(self.len().min(MAX_SETTINGS));
-        for &k in &self.k {
-            for &rebalance in &self.rebalance {
-                for &buffer in &self.buffer {
-                    for &max_replace in &self.max_replace {
-                        for &min_trade in &self.min_trade {
-                            for &buy_bps in &self.buy_bps {
-                                for &sell_bps in &self.sell_bps {
-                                    for &impact in &self.impact {
-                                        for &capital in &self.capital {
-                                            settings.push(PortfolioSetting {
-                                                k,
-                                                rebalance,
-                                                buffer,
-                                                max_replace,
-                                                min_trade,
-                                                buy_bps,
-                                                sell_bps,
-                                                impact,
-                                                capital,
-                                            });
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+        /// Each setting of `settings` once per value of one axis, the axis varying fastest.
+        fn axis<T: Copy>(
+            settings: Vec<PortfolioSetting>,
+            values: &[T],
+            set: impl Fn(&mut PortfolioSetting, T),
+        ) -> Vec<PortfolioSetting> {
+            let mut out = Vec::with_capacity(settings.len() * values.len());
+            for setting in settings {
+                for &value in values {
+                    let mut next = setting;
+                    set(&mut next, value);
+                    out.push(next);
                 }
             }
+            out
         }
-        settings
+        let start = PortfolioSetting {
+            k: 0,
+            rebalance: Rebalance::Days(1),
+            buffer: 0,
+            max_replace: None,
+            min_trade: 0.0,
+            buy_bps: 0.0,
+            sell_bps: 0.0,
+            impact: 0.0,
+            capital: 0.0,
+        };
+        let settings = axis(vec![start], &self.k, |s, v| s.k = v);
+        let settings = axis(settings, &self.rebalance, |s, v| s.rebalance = v);
+        let settings = axis(settings, &self.buffer, |s, v| s.buffer = v);
+        let settings = axis(settings, &self.max_replace, |s, v| s.max_replace = v);
+        let settings = axis(settings, &self.min_trade, |s, v| s.min_trade = v);
+        let settings = axis(settings, &self.buy_bps, |s, v| s.buy_bps = v);
+        let settings = axis(settings, &self.sell_bps, |s, v| s.sell_bps = v);
+        let settings = axis(settings, &self.impact, |s, v| s.impact = v);
+        axis(settings, &self.capital, |s, v| s.capital = v)
     }
 }
 
@@ -237,6 +242,7 @@ mod tests {
         assert_eq!(settings.len(), 16);
         assert_eq!(settings[0].k, 30);
         assert_eq!(settings[15].k, 50);
+        assert_eq!((settings[1].k, settings[1].impact), (30, 0.1), "the last axis varies fastest");
         assert_eq!(grid.ranks_needed(), 70);
         let distinct: std::collections::BTreeSet<String> = settings.iter().map(|s| s.to_string()).collect();
         assert_eq!(distinct.len(), 16, "every setting reads differently");

@@ -1,7 +1,8 @@
 //! A hostile worker against a real coordinator process: a 64 MiB `ReportResult` (the
 //! largest message the coordinator accepts, less its framing) built to decode into
 //! gigabytes is refused before it is materialised, and the coordinator's peak resident
-//! memory (VmHWM) grows by less than 256 MiB.
+//! memory (VmHWM) grows by less than 256 MiB. One is 33 million empty ages; the other a
+//! well-formed result of a real job identity whose drift claims 64 MiB of day counts.
 
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,29 @@ fn raw_codec() -> wf_proto::budget::BudgetCodec<Raw, v1::ReportResultResponse> {
     wf_proto::budget::BudgetCodec::default()
 }
 
+/// The identity of a quickstart job reading one feature and scoring 30 calendar days.
+fn one_feature_identity() -> String {
+    let config = wf_shared::spec::SweepConfig::from_toml(include_str!("../../../configs/quickstart.toml"))
+        .expect("quickstart spec");
+    let first: chrono::NaiveDate = "2022-01-03".parse().expect("date");
+    wf_shared::plan::JobIdentity {
+        format: wf_shared::plan::JOB_FORMAT.into(),
+        trainer: wf_shared::model::TRAINER_VERSION,
+        dataset: wf_shared::DatasetHash::from_bytes([7; 32]),
+        features: vec!["ret_1".into()],
+        model: wf_shared::model::ModelSpec::resolve(0, &config).expect("model"),
+        seed: 1,
+        train: [first, first],
+        horizons: config.horizons.clone(),
+        primary_horizon: config.primary_horizon,
+        k: config.k,
+        embargo: 0,
+        score: [first, first + chrono::Days::new(29)],
+        ranks: None,
+    }
+    .to_canonical()
+}
+
 #[test]
 fn a_64_mib_report_built_to_decode_into_gigabytes_is_refused_within_a_256_mib_memory_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -93,13 +117,22 @@ fn a_64_mib_report_built_to_decode_into_gigabytes_is_refused_within_a_256_mib_me
     }
     let empty_ages = length_delimited(4, &ages);
     drop(ages);
-    // Then the same bytes as one drift whose day counts claim 60 MiB.
-    let drift = [vec![0x18, 0x01, 0x20, 0x01, 0x38, 0x01], length_delimited(8, &vec![0u8; size - 32])].concat();
-    let huge_drift = length_delimited(4, &length_delimited(3, &drift));
-
+    // Then one age and a drift of one feature whose day counts claim 64 MiB, from a job
+    // (a real identity) whose shape allows 10 bytes of them.
+    let drift = [
+        vec![0x18, 0x01, 0x20, 0x01, 0x38, 0x01],
+        length_delimited(5, &[1; 10]),
+        length_delimited(8, &vec![0u8; size - 2_048]),
+    ]
+    .concat();
+    let huge_drift = length_delimited(
+        4,
+        &[vec![0x12, 0x00], length_delimited(3, &drift), length_delimited(4, one_feature_identity().as_bytes())]
+            .concat(),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let before = status_kb(pid, "VmHWM:");
-    for (body, field) in [(empty_ages, "result.ages"), (huge_drift, "result.identity")] {
+    for (body, field) in [(empty_ages, "result.ages"), (huge_drift, "result.drift.day_counts_fixed")] {
         let started = Instant::now();
         let status = runtime.block_on(report(&url, body));
         eprintln!("refused in {:?}: {} {}", started.elapsed(), status.code(), status.message());

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::portfolio::Path;
 use crate::bootstrap::{Bootstrap, Interval};
+use crate::metric::Summary;
 
 /// Trading days in a year, for annualising.
 pub const YEAR: f64 = 252.0;
@@ -49,19 +50,6 @@ fn annualised(returns: &[f64]) -> f64 {
     growth.max(0.0).powf(YEAR / returns.len() as f64) - 1.0
 }
 
-fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() { 0.0 } else { values.iter().sum::<f64>() / values.len() as f64 }
-}
-
-/// Sample standard deviation (0 with fewer than 2 values).
-fn std(values: &[f64]) -> f64 {
-    if values.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(values);
-    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
-}
-
 /// The largest fall of `returns`' compounded value from its running peak.
 pub fn max_drawdown(returns: &[f64]) -> f64 {
     let (mut nav, mut peak, mut worst) = (1.0f64, 1.0f64, 0.0f64);
@@ -85,21 +73,24 @@ pub fn summarise(path: &Path, benchmark: &Path, samples: u32, seed: u64) -> Back
     let excess = excess(path, benchmark);
     let bootstrap = Bootstrap { block: EXCESS_BLOCK, samples, seed };
     let annual = |interval: Interval| Interval { low: interval.low * YEAR, high: interval.high * YEAR };
-    let volatility = std(&path.net);
+    // A path too short for a mean (no day) or a spread (one day) counts as flat.
+    let or_zero = |value: f64| if value.is_finite() { value } else { 0.0 };
+    let (net, excess_summary) = (Summary::of(&path.net), Summary::of(&excess));
+    let volatility = or_zero(net.std);
     let turnover: f64 = path.turnover.iter().sum();
     BacktestMetrics {
         days,
         annual_gross: annualised(&path.gross),
         annual_net: annualised(&path.net),
-        annual_excess: YEAR * mean(&excess),
+        annual_excess: YEAR * or_zero(excess_summary.mean),
         excess_interval: bootstrap.mean_interval(&excess).map(annual),
         volatility: volatility * YEAR.sqrt(),
-        sharpe: (volatility > 0.0).then(|| mean(&path.net) / volatility * YEAR.sqrt()),
+        sharpe: (volatility > 0.0).then(|| net.mean / volatility * YEAR.sqrt()),
         max_drawdown: max_drawdown(&path.net),
         turnover_per_year: if days == 0 { 0.0 } else { turnover * YEAR / days as f64 },
         costs: path.costs.iter().sum(),
         switch_share: (turnover > 0.0).then(|| path.switch_turnover / turnover),
-        hit_rate: if days == 0 { 0.0 } else { excess.iter().filter(|e| **e > 0.0).count() as f64 / days as f64 },
+        hit_rate: or_zero(excess_summary.hit_rate),
     }
 }
 
@@ -109,7 +100,7 @@ pub fn paired_difference(a: &Path, b: &Path, samples: u32, seed: u64) -> (f64, O
     let differences: Vec<f64> = a.net.iter().zip(&b.net).map(|(x, y)| x - y).collect();
     let bootstrap = Bootstrap { block: EXCESS_BLOCK, samples, seed };
     let interval = bootstrap.mean_interval(&differences).map(|i| Interval { low: i.low * YEAR, high: i.high * YEAR });
-    (YEAR * mean(&differences), interval)
+    (YEAR * Summary::of(&differences).mean, interval)
 }
 
 #[cfg(test)]

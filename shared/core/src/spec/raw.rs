@@ -715,7 +715,7 @@ fn validate_backtest(section: &BacktestSection, problems: &mut Problems) -> Opti
             Err(reason) => problems.add(field, reason),
         }
     }
-    if rebalance.is_empty() && section.rebalance.len() == 0 {
+    if section.rebalance.len() == 0 {
         problems.add("backtest.rebalance", "must not be empty");
     }
     let mut buffer = Vec::new();
