@@ -63,6 +63,7 @@ fn random_panel() -> Panel {
         features: (0..FEATURES).map(|_| (0..rows).map(|_| normal() as f32).collect()).collect(),
         horizons: HORIZONS.to_vec(),
         targets: (0..HORIZONS.len()).map(|_| (0..rows).map(|_| 0.02 * normal()).collect()).collect(),
+        adv: None,
     };
     Panel::new(parts).unwrap_or_else(|e| panic!("benchmark panel: {e}"))
 }

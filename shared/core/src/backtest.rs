@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod lines;
+pub mod market;
 pub mod metrics;
 pub mod portfolio;
 
@@ -94,6 +96,10 @@ pub struct BacktestGrid {
     pub sell_bps: Vec<f64>,
     pub impact: Vec<f64>,
     pub capital: Vec<f64>,
+    /// Currency per training: the frontier's total cost adds `retrains × retrain_cost /
+    /// capital` to the trading costs (0: trading costs only).
+    #[serde(default)]
+    pub retrain_cost: f64,
     pub depth: Depth,
 }
 
@@ -235,6 +241,7 @@ mod tests {
             sell_bps: vec![10.0],
             impact: vec![0.0, 0.1],
             capital: vec![1e8],
+            retrain_cost: 0.0,
             depth: Depth::Top(DEFAULT_DEPTH),
         };
         assert_eq!(grid.len(), 16);

@@ -166,14 +166,18 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
 
     // Per stock: (features, targets), each a list of dense columns over its span.
     type Columns = Vec<Vec<f64>>;
-    let per_stock: Vec<(Columns, Columns)> = series
+    let per_stock: Vec<(Columns, Columns, Vec<f64>)> = series
         .par_iter()
-        .map(|s| (stock_features(s, &market[s.first_day..s.first_day + s.len()]), stock_targets(s, &spec.horizons)))
+        .map(|s| {
+            let features = stock_features(s, &market[s.first_day..s.first_day + s.len()]);
+            (features, stock_targets(s, &spec.horizons), rolling_mean(&s.value, 20, 15))
+        })
         .collect();
 
     let mut features = vec![vec![f32::NAN; rows]; FEATURES.len()];
     let mut targets = vec![vec![f64::NAN; rows]; spec.horizons.len()];
-    for (stock, (stock_features, stock_targets)) in per_stock.iter().enumerate() {
+    let mut adv = vec![f64::NAN; rows];
+    for (stock, (stock_features, stock_targets, stock_adv)) in per_stock.iter().enumerate() {
         let first_day = series[stock].first_day;
         for row in bars.stock_rows(stock) {
             let t = bars.day()[row] as usize - first_day;
@@ -183,6 +187,7 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
             for (column, values) in targets.iter_mut().zip(stock_targets) {
                 column[position[row]] = values[t];
             }
+            adv[position[row]] = stock_adv[t];
         }
     }
     features.par_iter_mut().for_each(|column| normalise_cross_sections(column, &day_offsets));
@@ -196,6 +201,7 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
         features,
         horizons: spec.horizons.clone(),
         targets,
+        adv: Some(adv),
     };
     // The builder produces sorted, consistent parts by construction.
     Panel::new(parts).unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"))

@@ -26,7 +26,15 @@ pub struct PanelParts {
     pub features: Vec<Vec<f32>>,
     pub horizons: Vec<u32>,
     pub targets: Vec<Vec<f64>>,
+    /// Mean traded value over the 20 trading days to each row's day (at least 15 of
+    /// them), in the data's currency: the backtest's ADV (column [`ADV_COLUMN`]). Not a
+    /// feature, never read by a model, and not part of the content hash; `None` for a
+    /// panel written before it existed.
+    pub adv: Option<Vec<f64>>,
 }
+
+/// The panel file's column of [`PanelParts::adv`].
+pub const ADV_COLUMN: &str = "adv_20";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PanelError {
@@ -84,6 +92,11 @@ impl Panel {
                 return Err(mismatch(&target_name(*horizon), column.len()));
             }
         }
+        if let Some(adv) = &parts.adv
+            && adv.len() != rows
+        {
+            return Err(mismatch(ADV_COLUMN, adv.len()));
+        }
         for row in 0..rows {
             if parts.day[row] as usize >= parts.calendar.len() || parts.stock[row] as usize >= parts.codes.len() {
                 return Err(PanelError::OutOfRange { row });
@@ -104,6 +117,10 @@ impl Panel {
 
     pub fn rows(&self) -> usize {
         self.parts.day.len()
+    }
+
+    pub fn into_parts(self) -> PanelParts {
+        self.parts
     }
 
     pub fn calendar(&self) -> &TradingCalendar {
@@ -174,6 +191,11 @@ impl Panel {
 
     pub fn targets(&self) -> &[Vec<f64>] {
         &self.parts.targets
+    }
+
+    /// Each row's 20-day mean traded value (see [`PanelParts::adv`]).
+    pub fn adv(&self) -> Option<&[f64]> {
+        self.parts.adv.as_deref()
     }
 
     /// Row of (day, stock), if the panel has it.

@@ -1,6 +1,7 @@
 //! Panels on disk: one Parquet file, sorted by (date, code), with columns
-//! `date, code, <features…>, fwd_ret_<h>…`. Features are Float32 robust z-scores,
-//! targets Float64 returns; nulls are nulls. The file's key-value metadata records the
+//! `date, code, <features…>, fwd_ret_<h>…, adv_20`. Features are Float32 robust
+//! z-scores, targets Float64 returns, `adv_20` the raw 20-day mean traded value the
+//! backtest's impact cost reads (never a feature unless a spec names it); nulls are nulls. The file's key-value metadata records the
 //! content hash at write time (readers recompute it: a file is never trusted) and
 //! declares the feature and target columns (`walkforward.features`,
 //! `walkforward.targets`, JSON arrays of names).
@@ -15,7 +16,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 use wf_shared::dataset::{DatasetHash, content_hash};
-use wf_shared::panel::{Panel, PanelParts, target_name};
+use wf_shared::panel::{ADV_COLUMN, Panel, PanelParts, target_name};
 
 use crate::DataError;
 use crate::column;
@@ -45,6 +46,9 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
     }
     for (horizon, values) in panel.horizons().iter().zip(panel.targets()) {
         columns.push(column::f64_column(&target_name(*horizon), values));
+    }
+    if let Some(adv) = panel.adv() {
+        columns.push(column::f64_column(ADV_COLUMN, adv));
     }
     let mut frame = DataFrame::new(panel.rows(), columns).map_err(|error| DataError::unwritable(path, error))?;
     let targets: Vec<String> = panel.horizons().iter().map(|h| target_name(*h)).collect();
@@ -104,6 +108,7 @@ pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, Dat
         features: Vec::new(),
         horizons: Vec::new(),
         targets: Vec::new(),
+        adv: None,
     };
     for name in &declared {
         if !names.contains(name) {
@@ -122,6 +127,9 @@ pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, Dat
             .map_err(|_| invalid(format!("target column {name} does not end in a horizon in trading days")))?;
         parts.horizons.push(horizon);
         parts.targets.push(numeric(name)?);
+    }
+    if names.iter().any(|n| n == ADV_COLUMN) {
+        parts.adv = Some(numeric(ADV_COLUMN)?);
     }
     let panel = Panel::new(parts).map_err(|source| DataError::Panel { path: path.to_path_buf(), source })?;
     wf_shared::label_guard::check_panel(&panel).map_err(|refusal| invalid(refusal.to_string()))?;

@@ -163,6 +163,7 @@ fn a_deeper_ranking_is_part_of_the_identity_and_the_default_depth_is_not() {
         sell_bps: vec![10.0],
         impact: vec![0.0],
         capital: vec![1e8],
+        retrain_cost: 0.0,
         depth,
     };
     let keys_and_text = |config: &SweepConfig| {

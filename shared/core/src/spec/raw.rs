@@ -117,6 +117,8 @@ pub struct BacktestSection {
     pub impact: OneOrMany<Real>,
     #[serde(default = "default_capital")]
     pub capital: OneOrMany<Real>,
+    /// Currency per training, for the frontier's total cost (one value, not a grid axis).
+    pub retrain_cost: Option<Real>,
     pub depth: Option<NumberOrWord>,
 }
 
@@ -748,6 +750,9 @@ fn validate_backtest(section: &BacktestSection, problems: &mut Problems) -> Opti
     let sell_bps = reals(problems, "backtest.sell_bps", &section.sell_bps.values(), 0.0, false, 1_000.0);
     let impact = reals(problems, "backtest.impact", &section.impact.values(), 0.0, false, 100.0);
     let capital = reals(problems, "backtest.capital", &section.capital.values(), 0.0, true, 1e15);
+    let retrain_cost = section.retrain_cost.map_or(0.0, |cost| {
+        reals(problems, "backtest.retrain_cost", &[cost], 0.0, false, 1e15).first().copied().unwrap_or(0.0)
+    });
     let mut grid = BacktestGrid {
         k,
         rebalance,
@@ -758,6 +763,7 @@ fn validate_backtest(section: &BacktestSection, problems: &mut Problems) -> Opti
         sell_bps,
         impact,
         capital,
+        retrain_cost,
         depth: Depth::Top(DEFAULT_DEPTH),
     };
     let needed = grid.ranks_needed();

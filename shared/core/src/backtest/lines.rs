@@ -1,0 +1,200 @@
+//! The backtest of one line (window, model, seed): every schedule and policy replayed on
+//! the line's period, simulated under every portfolio setting of the grid, against the
+//! equal-weight benchmark (`docs/ANALYTICS.md`, "Backtest", Report).
+
+use chrono::NaiveDate;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{BacktestMetrics, paired_difference, summarise};
+use super::portfolio::{Market, Path, benchmark, rebalance_days, schedule_days, simulate};
+use super::{BacktestGrid, PortfolioSetting};
+use crate::age::AgeMatrix;
+use crate::bootstrap::Interval;
+use crate::replay::Replay;
+use crate::replay::frontier;
+
+/// A schedule to backtest.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule<'a> {
+    pub name: &'a str,
+    pub adaptive: bool,
+    pub replay: &'a Replay,
+    /// Keep its equity curves (the report plots fixed cadences and the best policy).
+    pub curves: bool,
+}
+
+/// A schedule's net returns against another's on the same days, annualised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetDifference {
+    pub against: String,
+    pub annual: f64,
+    pub interval: Option<Interval>,
+}
+
+/// One (schedule, setting) of a line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacktestOutcome {
+    pub schedule: String,
+    pub adaptive: bool,
+    /// Index into the report's settings.
+    pub setting: usize,
+    /// Trainings the schedule used on the period, the first model's included.
+    pub retrains: usize,
+    pub metrics: BacktestMetrics,
+    /// Trading costs plus `retrains × retrain_cost / capital`: the frontier's cost.
+    pub total_cost: f64,
+    /// Against the fixed cadence with the highest net return under the same setting.
+    pub vs_best_fixed: Option<NetDifference>,
+    /// Not dominated in (lower total cost, higher annual excess) under its setting.
+    pub on_frontier: bool,
+}
+
+/// A net and gross value path (1 at the start, before the first day's costs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    /// A schedule's name, or `None` for the benchmark.
+    pub schedule: Option<String>,
+    pub setting: usize,
+    /// Value at the close of each day of the period, after that day's return.
+    pub net: Vec<f64>,
+    pub gross: Vec<f64>,
+}
+
+/// The backtest of one line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineBacktest {
+    pub first_date: Option<NaiveDate>,
+    pub dates: Vec<NaiveDate>,
+    /// The benchmark's metrics per setting (its excess is 0 by definition).
+    pub benchmark: Vec<BacktestMetrics>,
+    /// Every fully covered schedule × setting, schedules in the given order, settings
+    /// fastest.
+    pub outcomes: Vec<BacktestOutcome>,
+    pub curves: Vec<Curve>,
+    /// Schedules left out: some day of the period had no live model row.
+    pub skipped: Vec<String>,
+}
+
+/// What the line's backtest reads.
+#[derive(Debug, Clone, Copy)]
+pub struct LineInput<'a> {
+    pub matrix: &'a AgeMatrix,
+    pub schedules: &'a [Schedule<'a>],
+    pub grid: &'a BacktestGrid,
+    pub settings: &'a [PortfolioSetting],
+    /// The whole calendar's market, and the dates and stocks of each trading day.
+    pub market: &'a Market,
+    pub dates: &'a [NaiveDate],
+    pub universe: &'a [Vec<u32>],
+    pub samples: u32,
+    pub seed: u64,
+}
+
+fn nav(returns: &[f64]) -> Vec<f64> {
+    returns
+        .iter()
+        .scan(1.0, |value, r| {
+            *value *= 1.0 + r;
+            Some(*value)
+        })
+        .collect()
+}
+
+/// Backtests every schedule of a line under every setting. All schedules share the
+/// period of the first one (a line's replays all span the line's period).
+pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
+    let LineInput { matrix, schedules, grid, settings, market, dates, universe, samples, seed } = input;
+    let Some(first) = schedules.first() else {
+        return LineBacktest {
+            first_date: None,
+            dates: Vec::new(),
+            benchmark: Vec::new(),
+            outcomes: Vec::new(),
+            curves: Vec::new(),
+            skipped: Vec::new(),
+        };
+    };
+    let (start, len) = (first.replay.first_day, first.replay.live.len());
+    let period_dates: Vec<NaiveDate> =
+        (start..start + len).map(|d| dates.get(d).copied().unwrap_or_default()).collect();
+    let market = market.days(start, len);
+    let universe: Vec<Vec<u32>> = (start..start + len).map(|d| universe.get(d).cloned().unwrap_or_default()).collect();
+    let (full, skipped): (Vec<&Schedule>, Vec<&Schedule>) =
+        schedules.iter().partition(|s| s.replay.live.len() == len && s.replay.live.iter().all(Option::is_some));
+    let days: Vec<_> = full.iter().map(|s| schedule_days(s.replay, matrix)).collect();
+    let retrains: Vec<usize> = full.iter().map(|s| s.replay.retrain_days.len()).collect();
+
+    let per_setting: Vec<(BacktestMetrics, Vec<BacktestOutcome>, Vec<Curve>)> = settings
+        .par_iter()
+        .enumerate()
+        .map(|(index, setting)| {
+            let rebalance = rebalance_days(&period_dates, setting.rebalance);
+            let bench = benchmark(&universe, &rebalance, setting, &market);
+            let paths: Vec<Path> = days.par_iter().map(|d| simulate(d, &rebalance, setting, &market)).collect();
+            let stream = |i: usize| seed.wrapping_add((index * full.len() + i) as u64);
+            let metrics: Vec<BacktestMetrics> =
+                paths.iter().enumerate().map(|(i, path)| summarise(path, &bench, samples, stream(i))).collect();
+            let best_fixed = (0..full.len())
+                .filter(|i| !full[*i].adaptive)
+                .max_by(|a, b| metrics[*a].annual_net.total_cmp(&metrics[*b].annual_net));
+            let total_cost: Vec<f64> = (0..full.len())
+                .map(|i| metrics[i].costs + retrains[i] as f64 * grid.retrain_cost / setting.capital)
+                .collect();
+            let points: Vec<(f64, f64)> = (0..full.len()).map(|i| (total_cost[i], metrics[i].annual_excess)).collect();
+            let on_frontier = frontier(&points);
+            let outcomes = (0..full.len())
+                .map(|i| BacktestOutcome {
+                    schedule: full[i].name.to_string(),
+                    adaptive: full[i].adaptive,
+                    setting: index,
+                    retrains: retrains[i],
+                    metrics: metrics[i].clone(),
+                    total_cost: total_cost[i],
+                    vs_best_fixed: best_fixed.filter(|best| *best != i).map(|best| {
+                        let (annual, interval) = paired_difference(&paths[i], &paths[best], samples, stream(i));
+                        NetDifference { against: full[best].name.to_string(), annual, interval }
+                    }),
+                    on_frontier: on_frontier[i],
+                })
+                .collect();
+            let mut curves =
+                vec![Curve { schedule: None, setting: index, net: nav(&bench.net), gross: nav(&bench.gross) }];
+            curves.extend((0..full.len()).filter(|i| full[*i].curves).map(|i| Curve {
+                schedule: Some(full[i].name.to_string()),
+                setting: index,
+                net: nav(&paths[i].net),
+                gross: nav(&paths[i].gross),
+            }));
+            let bench_metrics = summarise(&bench, &bench, samples, seed);
+            (bench_metrics, outcomes, curves)
+        })
+        .collect();
+
+    // Schedule-major order: all settings of the first schedule, then the next.
+    let mut outcomes: Vec<BacktestOutcome> = Vec::with_capacity(full.len() * settings.len());
+    let mut benchmark_metrics = Vec::with_capacity(settings.len());
+    let mut curves = Vec::new();
+    let mut by_setting: Vec<std::vec::IntoIter<BacktestOutcome>> = Vec::new();
+    for (bench, setting_outcomes, setting_curves) in per_setting {
+        benchmark_metrics.push(bench);
+        by_setting.push(setting_outcomes.into_iter());
+        curves.extend(setting_curves);
+    }
+    for _ in 0..full.len() {
+        for setting in &mut by_setting {
+            outcomes.extend(setting.next());
+        }
+    }
+    LineBacktest {
+        first_date: period_dates.first().copied(),
+        dates: period_dates,
+        benchmark: benchmark_metrics,
+        outcomes,
+        curves,
+        skipped: skipped.iter().map(|s| s.name.to_string()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
