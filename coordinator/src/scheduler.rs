@@ -22,6 +22,7 @@ use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
 use wf_shared::age::JobResult;
+use wf_shared::backtest::portfolio::Market;
 use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, Token, TransitionError, UnixMs};
 use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
 use wf_shared::spec::{SpecErrors, SweepConfig};
@@ -239,6 +240,8 @@ struct Planned {
     config: SweepConfig,
     plan: Plan,
     dataset: Arc<Dataset>,
+    /// The backtest's market, when the spec has a `[backtest]` section.
+    market: Option<Arc<Market>>,
 }
 
 /// The coordinator's decisions, over its stores.
@@ -393,7 +396,7 @@ impl Scheduler {
 
     /// Validates `config` (models included) and plans it on its dataset, within this
     /// coordinator's ceiling on jobs per sweep.
-    async fn plan(&self, config: &SweepConfig) -> Result<(Arc<Dataset>, Plan), SchedulerError> {
+    async fn plan(&self, config: &SweepConfig) -> Result<(Arc<Dataset>, Plan, Option<Arc<Market>>), SchedulerError> {
         wf_worker::model::check_models(config).map_err(SchedulerError::InvalidSpec)?;
         let dataset = self.dataset(config).await?;
         let bounded;
@@ -404,7 +407,19 @@ impl Scheduler {
             config
         };
         let plan = plan_panel(config, &dataset.panel, dataset.content_hash).map_err(SchedulerError::InvalidSpec)?;
-        Ok((dataset, plan))
+        let market = match &config.backtest {
+            None => None,
+            Some(grid) => {
+                let (uri, grid, loaded) = (config.panel.clone(), grid.clone(), dataset.clone());
+                let market =
+                    tokio::task::spawn_blocking(move || wf_data::dataset::backtest_market(&uri, &loaded.panel, &grid))
+                        .await
+                        .map_err(|e| SchedulerError::Internal(format!("market loader panicked: {e}")))?
+                        .map_err(|reason| SchedulerError::InvalidSpec(SpecErrors::one("backtest", reason)))?;
+                Some(Arc::new(market))
+            }
+        };
+        Ok((dataset, plan, market))
     }
 
     /// [`Self::submit_as`] for the local tenant (no authentication).
@@ -421,7 +436,7 @@ impl Scheduler {
     /// sweep of `tenant`.
     pub async fn submit_as(&self, spec_toml: &str, tenant: &str) -> Result<Submitted, SchedulerError> {
         let config = SweepConfig::from_toml(spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (dataset, plan) = self.plan(&config).await?;
+        let (dataset, plan, market) = self.plan(&config).await?;
         let now = self.clock.now_ms();
         let entropy = now as u64
             ^ self.submissions.fetch_add(1, Ordering::Relaxed).rotate_left(48)
@@ -467,7 +482,7 @@ impl Scheduler {
         // was just refused, get another chance here.
         let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
         let added = added + resubmitted;
-        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset }));
+        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset, market }));
         let max_job_seconds = max_job_ms.map(|ms| ms / 1_000);
         info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, ?max_job_seconds, "sweep submitted");
         metrics::counter!("wf_sweeps_submitted_total").increment(1);

@@ -36,11 +36,11 @@ pub enum ReportFileError {
 }
 
 /// Quotes a CSV field when it needs it.
-fn field(text: &str) -> String {
+pub(super) fn field(text: &str) -> String {
     if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
 }
 
-fn number(value: Option<f64>) -> String {
+pub(super) fn number(value: Option<f64>) -> String {
     value.filter(|v| v.is_finite()).map_or_else(String::new, |v| v.to_string())
 }
 
@@ -135,7 +135,12 @@ pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, V
     if formats.contains(&Format::Json) {
         files.push(("report.json".to_string(), serde_json::to_vec_pretty(report)?));
     }
-    let tables = [("schedules", schedules_csv(report)), ("decay", decay_csv(report)), ("series", series_csv(report))];
+    let mut tables =
+        vec![("schedules", schedules_csv(report)), ("decay", decay_csv(report)), ("series", series_csv(report))];
+    if let Some(backtest) = &report.backtest {
+        tables.push(("backtest", super::backtest::backtest_csv(backtest)));
+        tables.push(("equity", super::backtest::equity_csv(backtest)));
+    }
     for (name, csv) in tables {
         if formats.contains(&Format::Parquet) {
             files.push((format!("{name}.parquet"), wf_data::csv_to_parquet(&format!("{name}.csv"), csv.as_bytes())?));

@@ -9,6 +9,7 @@
 //! [`files`] writes it out: the JSON document, CSV tables and a self-contained HTML page
 //! with SVG plots ([`html`]).
 
+pub mod backtest;
 pub mod files;
 pub mod html;
 
@@ -71,6 +72,9 @@ pub struct SweepReport {
     pub dataset: Option<DatasetSummary>,
     #[serde(default)]
     pub audit: Option<AuditSummary>,
+    /// The portfolio backtest, when the spec has a `[backtest]` section.
+    #[serde(default)]
+    pub backtest: Option<backtest::BacktestReport>,
 }
 
 /// One schedule's daily out-of-sample quality (`None`: no live model scored that day).
@@ -125,6 +129,8 @@ pub struct ReportInput<'a> {
     pub plan: &'a Plan,
     pub panel: &'a Panel,
     pub dataset_hash: wf_shared::DatasetHash,
+    /// The backtest's market (with a `[backtest]` section).
+    pub market: Option<&'a wf_shared::backtest::portfolio::Market>,
 }
 
 impl DatasetSummary {
@@ -165,7 +171,7 @@ impl DatasetSummary {
 
 /// Builds the report of `input.plan` from the runs in `matrix`.
 pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<String>) -> SweepReport {
-    let ReportInput { sweep_id, config, plan, panel, dataset_hash } = input;
+    let ReportInput { sweep_id, config, plan, panel, dataset_hash, market } = input;
     let mut report = build(sweep_id, config, plan, dataset_hash.to_string(), matrix, missing);
     let calendar = panel.calendar();
     let date = |day: usize| calendar.date(day).unwrap_or_default();
@@ -198,6 +204,23 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
         series_all.extend(series);
     }
     report.series = series_all;
+    if let (Some(grid), Some(market)) = (&config.backtest, market) {
+        let lines = matrix
+            .lines()
+            .into_iter()
+            .zip(&report.lines)
+            .map(|(line, outcomes)| (line, outcomes.model.clone(), outcomes.schedules.as_slice()))
+            .collect();
+        report.backtest = Some(backtest::build(backtest::BacktestInput {
+            grid,
+            market,
+            panel,
+            matrix,
+            lines,
+            samples: config.bootstrap_samples,
+            seed: config.bootstrap_seed,
+        }));
+    }
     let manifest = Manifest::new(config, dataset_hash, calendar, plan);
     let findings = audit(&manifest, calendar, config);
     report.audit = Some(AuditSummary {
@@ -263,6 +286,7 @@ pub fn build(
         series: Vec::new(),
         dataset: None,
         audit: None,
+        backtest: None,
     }
 }
 
@@ -325,6 +349,13 @@ impl SweepReport {
                 self.requeued.len()
             );
         }
+        if let Some(backtest) = &self.backtest {
+            out.push_str(
+                "\nBacktest: annualised net returns after trading costs; excess over the equal-weight benchmark; \
+                 costs as a share of capital over the period. adapt.: the best adaptive policy above.\n",
+            );
+            out.push_str(&backtest::summary_table(backtest));
+        }
         out
     }
 }
@@ -381,6 +412,7 @@ mod tests {
             series: Vec::new(),
             dataset: None,
             audit: None,
+            backtest: None,
             lines: vec![LineReport {
                 window: 126,
                 model: "mlp".into(),

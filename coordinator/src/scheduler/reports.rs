@@ -60,8 +60,8 @@ impl Scheduler {
             return Ok(planned.clone());
         }
         let config = SweepConfig::from_toml(&record.spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (dataset, plan) = self.plan(&config).await?;
-        let planned = Arc::new(Planned { config, plan, dataset });
+        let (dataset, plan, market) = self.plan(&config).await?;
+        let planned = Arc::new(Planned { config, plan, dataset, market });
         lock(&self.plans).insert(record.id.clone(), planned.clone());
         Ok(planned)
     }
@@ -95,6 +95,7 @@ impl Scheduler {
                 plan: &planned.plan,
                 panel: &planned.dataset.panel,
                 dataset_hash: planned.dataset.content_hash,
+                market: planned.market.as_deref(),
             };
             let mut report = report::build_full(input, &matrix, missing);
             report.requeued = requeued;

@@ -160,6 +160,24 @@ pub fn load_dataset(uri: &str, horizons: &[u32], features: Option<&[String]>) ->
     Ok(Dataset { panel, content_hash })
 }
 
+/// The market a backtest of `grid` trades in, for the dataset `uri` already loaded as
+/// `panel`: read from the panel; a synthetic panel built without the 1-day target is built
+/// again with it (a file without one is refused, as is one without traded value when
+/// the grid charges impact).
+pub fn backtest_market(
+    uri: &str,
+    panel: &Panel,
+    grid: &wf_shared::backtest::BacktestGrid,
+) -> Result<wf_shared::backtest::portfolio::Market, String> {
+    use wf_shared::backtest::portfolio::Market;
+    let needs_adv = grid.impact.iter().any(|impact| *impact > 0.0);
+    if panel.target(1).is_none() && synth_spec(uri).is_some() {
+        let daily = load_dataset(uri, &[1], Some(&[])).map_err(|e| e.to_string())?;
+        return Market::from_panel(&daily.panel, needs_adv).map_err(|e| e.to_string());
+    }
+    Market::from_panel(panel, needs_adv).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod confinement_tests {
     use super::*;
@@ -234,5 +252,79 @@ mod retry_tests {
             .map(|_| ())
             .expect_err("missing inside the root");
         assert!(missing.retryable(), "a file that may yet appear: {missing}");
+    }
+}
+
+#[cfg(test)]
+mod market_tests {
+    use wf_shared::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, Rebalance};
+
+    use wf_shared::backtest::portfolio::Market;
+
+    use super::*;
+    use crate::panel_file::{read_panel, write_panel};
+
+    fn grid(impact: f64) -> BacktestGrid {
+        BacktestGrid {
+            k: vec![10],
+            rebalance: vec![Rebalance::Weekly],
+            buffer: vec![0],
+            max_replace: vec![None],
+            min_trade: vec![0.0],
+            buy_bps: vec![10.0],
+            sell_bps: vec![10.0],
+            impact: vec![impact],
+            capital: vec![1e8],
+            retrain_cost: 0.0,
+            depth: Depth::Top(DEFAULT_DEPTH),
+        }
+    }
+
+    #[test]
+    fn a_synthetic_panel_without_daily_returns_is_built_again_with_them() {
+        let uri = "synth:stocks=20,days=400,seed=3";
+        let weekly = load_dataset(uri, &[5], None).expect("synth");
+        assert!(weekly.panel.target(1).is_none());
+        let market = backtest_market(uri, &weekly.panel, &grid(0.1)).expect("market");
+        let daily = load_dataset(uri, &[1], None).expect("synth");
+        let expected = Market::from_panel(&daily.panel, true).expect("market");
+        let bits = |rows: &[Vec<f64>]| rows.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&market.returns), bits(&expected.returns));
+        assert_eq!(bits(&market.adv), bits(&expected.adv));
+    }
+
+    #[test]
+    fn a_panel_file_without_daily_returns_or_traded_value_is_refused_and_adv_survives_a_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = "synth:stocks=20,days=400,seed=3";
+        let weekly = load_dataset(uri, &[5], None).expect("synth");
+        let path = dir.path().join("weekly.parquet");
+        write_panel(&path, &weekly.panel).expect("write");
+        let file = path.display().to_string();
+        let reread = read_panel(&path, None).expect("read");
+        let error = backtest_market(&file, &reread, &grid(0.0)).expect_err("no 1-day target");
+        assert!(error.contains("fwd_ret_1"), "{error}");
+
+        let daily = load_dataset(uri, &[1, 5], None).expect("synth");
+        let path = dir.path().join("daily.parquet");
+        write_panel(&path, &daily.panel).expect("write");
+        let reread = read_panel(&path, None).expect("read");
+        let bits = |values: Option<&[f64]>| values.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(bits(reread.adv()), bits(daily.panel.adv()), "adv_20 is written and read back");
+        assert_eq!(content_hash(&reread), daily.content_hash);
+        assert!(backtest_market(&path.display().to_string(), &reread, &grid(0.1)).is_ok());
+
+        // A panel written before adv_20 existed: fine without impact, refused with it.
+        let mut parts = daily.panel.into_parts();
+        parts.adv = None;
+        let old = Panel::new(parts).expect("panel");
+        let path = dir.path().join("old.parquet");
+        write_panel(&path, &old).expect("write");
+        let reread = read_panel(&path, None).expect("read");
+        assert!(reread.adv().is_none());
+        let file = path.display().to_string();
+        assert!(backtest_market(&file, &reread, &grid(0.0)).is_ok());
+        let error = backtest_market(&file, &reread, &grid(0.1)).expect_err("impact needs traded value");
+        assert!(error.contains("backtest.impact") && error.contains("adv_20"), "{error}");
     }
 }

@@ -44,7 +44,16 @@ tau = [0.0, 0.02]
 lookback = [10, 21]
 [triggers.age]
 max_age = [42]
+[backtest]
+k = [5, 10]
+rebalance = ["weekly", 21]
+buffer = [0, 5]
+impact = 0.1
+capital = 1e7
 "#;
+
+/// Portfolio settings of SPEC's `[backtest]` grid.
+const SETTINGS: usize = 8;
 
 fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
     let binary = std::env::var("WF_CHROMIUM").unwrap_or_else(|_| "chromium".into());
@@ -93,10 +102,27 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         .expect("report folder")
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg")))
         .count();
-    assert_eq!(svgs, 9, "3 decay plots, and 3 per line (ΔP@K and RankIC over time, frontier) for 2 lines");
-    for file in ["report.json", "schedules.csv", "decay.csv", "series.csv", "schedules.parquet", "series.parquet"] {
+    assert_eq!(
+        svgs, 15,
+        "3 decay plots, and 6 per line (ΔP@K and RankIC over time, frontier; equity, cost drag, backtest \
+         frontier) for 2 lines"
+    );
+    for file in [
+        "report.json",
+        "schedules.csv",
+        "decay.csv",
+        "series.csv",
+        "schedules.parquet",
+        "series.parquet",
+        "backtest.csv",
+        "backtest.parquet",
+        "equity.csv",
+        "equity.parquet",
+    ] {
         assert!(report_dir.join(file).exists(), "{file} missing");
     }
+    assert!(run.stdout.contains("Backtest: annualised net returns"), "wf run prints the backtest: {}", run.stdout);
+    backtest_files_agree_with_the_report(report_dir);
 
     // The same report, offline, from the artifact directory alone.
     let offline = wf_in(dir.path(), &["report", "out", "--out", "again"], LIMIT);
@@ -107,6 +133,7 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     let (online, rebuilt) = (read(&report_dir.join("report.json")), read(&dir.path().join("again/report.json")));
     assert_eq!(online["lines"], rebuilt["lines"]);
     assert_eq!(online["decay"], rebuilt["decay"]);
+    assert_eq!(online["backtest"], rebuilt["backtest"], "the backtest rebuilt offline is the same");
 
     // Chromium renders the page: every plot in the DOM, no console message, not blank.
     let profile = tempfile::tempdir().expect("profile dir");
@@ -116,6 +143,11 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     let dom_text = String::from_utf8_lossy(&dom.stdout);
     assert_eq!(dom_text.matches("<svg").count(), svgs, "plots in the rendered DOM");
     assert!(dom_text.contains("<h1>report-e2e</h1>"));
+    assert!(dom_text.contains("<h2 id=\"backtest\">"), "the backtest section is rendered");
+    for prefix in ["equity_126_linear_0", "cost_drag_126_mlp_0", "backtest_frontier_126_mlp_0"] {
+        assert!(dom_text.contains(&format!("<figure id=\"{prefix}\">")), "{prefix} is on the page");
+    }
+    assert_eq!(dom_text.matches("<table class=\"backtest\"").count(), 2 * SETTINGS, "a table per line and setting");
     let shot = dir.path().join("shot.png");
     let screenshot = chromium(
         &["--window-size=1200,2400", "--hide-scrollbars", &format!("--screenshot={}", shot.display()), &url],
@@ -129,6 +161,59 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     let (share, colours) = ink(&shot);
     assert!(share > 0.03, "the screenshot is nearly blank: {:.1}% inked", share * 100.0);
     assert!(colours >= 8, "the screenshot has only {colours} colours: no plots drawn?");
+}
+
+/// `backtest.csv` has the benchmark and every fully covered schedule under every setting
+/// of each line, with the figures of report.json; every schedule pays costs, which make
+/// its net return lower than its gross; `equity.csv` ends where the annual net return says.
+fn backtest_files_agree_with_the_report(report_dir: &Path) {
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(report_dir.join("report.json")).expect("report.json")).expect("JSON");
+    let backtest = &report["backtest"];
+    assert_eq!(backtest["settings"].as_array().map(Vec::len), Some(SETTINGS));
+    let lines = backtest["lines"].as_array().expect("backtest lines");
+    assert_eq!(lines.len(), 2);
+    let csv = std::fs::read_to_string(report_dir.join("backtest.csv")).expect("backtest.csv");
+    let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"));
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let mut expected_rows = 0;
+    for line in lines {
+        let outcomes = line["outcomes"].as_array().expect("outcomes");
+        expected_rows += outcomes.len() + SETTINGS;
+        assert!(outcomes.len() >= 2 * SETTINGS, "both fixed cadences under every setting");
+        for outcome in outcomes {
+            let m = &outcome["metrics"];
+            let (gross, net, costs) = (m["annual_gross"].as_f64(), m["annual_net"].as_f64(), m["costs"].as_f64());
+            assert!(costs.is_some_and(|c| c > 0.0), "costs charged: {outcome}");
+            assert!(net < gross, "costs lower the net return: {outcome}");
+            let window = line["window"].as_u64().expect("window").to_string();
+            let setting = &backtest["settings"][outcome["setting"].as_u64().expect("setting") as usize];
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r[column("window")] == window
+                        && r[column("model")] == line["model"].as_str().unwrap_or_default()
+                        && r[column("schedule")] == outcome["schedule"].as_str().unwrap_or_default()
+                        && r[column("k")].parse::<u64>().ok() == setting["k"].as_u64()
+                        && r[column("buffer")].parse::<u64>().ok() == setting["buffer"].as_u64()
+                        && r[column("rebalance")]
+                            == match &setting["rebalance"] {
+                                Value::Object(days) => format!("{}d", days["Days"]),
+                                other => other.as_str().unwrap_or_default().to_lowercase(),
+                            }
+                })
+                .unwrap_or_else(|| panic!("no backtest.csv row for {outcome}"));
+            assert_eq!(row[column("annual_net")].parse::<f64>().ok(), net);
+        }
+        let dates = line["dates"].as_array().expect("dates").len();
+        for curve in line["curves"].as_array().expect("curves") {
+            assert_eq!(curve["net"].as_array().map(Vec::len), Some(dates), "a value per day");
+        }
+    }
+    assert_eq!(rows.len(), expected_rows, "a row per benchmark and outcome");
+    let equity = std::fs::read_to_string(report_dir.join("equity.csv")).expect("equity.csv");
+    assert!(equity.lines().count() > 1000, "equity curves: {} lines", equity.lines().count());
 }
 
 /// Ctrl-C during `wf run`: the sweep is cancelled, the report of the finished jobs is

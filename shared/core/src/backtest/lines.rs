@@ -56,9 +56,10 @@ pub struct Curve {
     /// A schedule's name, or `None` for the benchmark.
     pub schedule: Option<String>,
     pub setting: usize,
-    /// Value at the close of each day of the period, after that day's return.
-    pub net: Vec<f64>,
-    pub gross: Vec<f64>,
+    /// Value at the close of each day of the period, after that day's return (single
+    /// precision: for plots and tables; the metrics are computed in double).
+    pub net: Vec<f32>,
+    pub gross: Vec<f32>,
 }
 
 /// The backtest of one line.
@@ -91,12 +92,12 @@ pub struct LineInput<'a> {
     pub seed: u64,
 }
 
-fn nav(returns: &[f64]) -> Vec<f64> {
+fn nav(returns: &[f64]) -> Vec<f32> {
     returns
         .iter()
-        .scan(1.0, |value, r| {
+        .scan(1.0f64, |value, r| {
             *value *= 1.0 + r;
-            Some(*value)
+            Some(*value as f32)
         })
         .collect()
 }
