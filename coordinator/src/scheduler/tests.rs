@@ -172,6 +172,26 @@ async fn invalid_specs_name_the_field_and_queue_nothing() {
     assert_eq!(scheduler.store().depth().await.expect("depth").queued, 0);
 }
 
+/// A backtest needs the panel's 1-day returns: a panel file without them is refused at
+/// submission, naming `backtest`, and nothing is queued; the synthetic market builds them.
+#[tokio::test]
+async fn a_backtest_on_a_panel_without_daily_returns_is_refused_at_submission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scheduler = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(0))));
+    let panel = load_dataset("synth:stocks=40,days=400,seed=5", &[5], None).expect("synth").panel;
+    let path = dir.path().join("weekly.parquet");
+    wf_data::panel_file::write_panel(&path, &panel).expect("write");
+    let backtest = format!("{SPEC}[backtest]\nk = 5\nrebalance = \"weekly\"\n");
+    let on_file = backtest.replace("synth:stocks=40,days=400,seed=5", &path.display().to_string());
+    let Err(SchedulerError::InvalidSpec(errors)) = scheduler.submit(&on_file).await else {
+        panic!("accepted a backtest without daily returns")
+    };
+    assert_eq!(errors.fields(), vec!["backtest"]);
+    assert!(errors.to_string().contains("fwd_ret_1"), "{errors}");
+    assert_eq!(scheduler.store().depth().await.expect("depth").queued, 0);
+    scheduler.submit(&backtest).await.expect("the synthetic market has daily returns");
+}
+
 #[tokio::test]
 async fn a_job_store_that_lost_its_state_is_rebuilt_from_the_artifact_store() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,13 +6,18 @@ use chrono::NaiveDate;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{BacktestMetrics, paired_difference, summarise};
-use super::portfolio::{Market, Path, benchmark, rebalance_days, schedule_days, simulate};
+use super::metrics::{BacktestMetrics, excess_interval, paired_difference, summarise};
+use super::portfolio::{Market, Path, benchmark, rebalance_days, schedule_days, simulate_all};
 use super::{BacktestGrid, PortfolioSetting};
 use crate::age::AgeMatrix;
 use crate::bootstrap::Interval;
 use crate::replay::Replay;
 use crate::replay::frontier;
+
+/// Adaptive policies per setting that get intervals for their net excess besides the
+/// fixed cadences, the report's best policy and the frontier: the best by net excess
+/// (the bootstrap would otherwise dominate the cost of a large grid).
+pub const TOP_POLICIES: usize = 5;
 
 /// A schedule to backtest.
 #[derive(Debug, Clone, Copy)]
@@ -132,10 +137,15 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
         .map(|(index, setting)| {
             let rebalance = rebalance_days(&period_dates, setting.rebalance);
             let bench = benchmark(&universe, &rebalance, setting, &market);
-            let paths: Vec<Path> = days.par_iter().map(|d| simulate(d, &rebalance, setting, &market)).collect();
+            // One lockstep group per thread.
+            let group = days.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+            let paths: Vec<Path> = days
+                .par_chunks(group)
+                .flat_map_iter(|chunk| simulate_all(chunk, &rebalance, setting, &market))
+                .collect();
             let stream = |i: usize| seed.wrapping_add((index * full.len() + i) as u64);
-            let metrics: Vec<BacktestMetrics> =
-                paths.iter().enumerate().map(|(i, path)| summarise(path, &bench, samples, stream(i))).collect();
+            // Intervals come later, for the outcomes that get them.
+            let mut metrics: Vec<BacktestMetrics> = paths.iter().map(|path| summarise(path, &bench, 0, 0)).collect();
             let best_fixed = (0..full.len())
                 .filter(|i| !full[*i].adaptive)
                 .max_by(|a, b| metrics[*a].annual_net.total_cmp(&metrics[*b].annual_net));
@@ -144,6 +154,19 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 .collect();
             let points: Vec<(f64, f64)> = (0..full.len()).map(|i| (total_cost[i], metrics[i].annual_excess)).collect();
             let on_frontier = frontier(&points);
+            let mut by_excess: Vec<usize> = (0..full.len()).filter(|i| full[*i].adaptive).collect();
+            by_excess.sort_by(|a, b| metrics[*b].annual_excess.total_cmp(&metrics[*a].annual_excess));
+            let detailed: Vec<bool> = (0..full.len())
+                .map(|i| {
+                    !full[i].adaptive
+                        || full[i].curves
+                        || on_frontier[i]
+                        || by_excess.iter().take(TOP_POLICIES).any(|b| *b == i)
+                })
+                .collect();
+            for i in (0..full.len()).filter(|i| detailed[*i]) {
+                metrics[i].excess_interval = excess_interval(&paths[i], &bench, samples, stream(i));
+            }
             let outcomes = (0..full.len())
                 .map(|i| BacktestOutcome {
                     schedule: full[i].name.to_string(),
@@ -153,6 +176,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                     metrics: metrics[i].clone(),
                     total_cost: total_cost[i],
                     vs_best_fixed: best_fixed.filter(|best| *best != i).map(|best| {
+                        let samples = if detailed[i] { samples } else { 0 };
                         let (annual, interval) = paired_difference(&paths[i], &paths[best], samples, stream(i));
                         NetDifference { against: full[best].name.to_string(), annual, interval }
                     }),

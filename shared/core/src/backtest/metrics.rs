@@ -66,13 +66,18 @@ pub fn excess(path: &Path, benchmark: &Path) -> Vec<f64> {
     path.net.iter().zip(&benchmark.net).map(|(a, b)| a - b).collect()
 }
 
+/// The 95% interval of the annualised mean daily excess of `path` over `benchmark`: a
+/// moving-block bootstrap (block [`EXCESS_BLOCK`]); `None` with no samples.
+pub fn excess_interval(path: &Path, benchmark: &Path, samples: u32, seed: u64) -> Option<Interval> {
+    let bootstrap = Bootstrap { block: EXCESS_BLOCK, samples, seed };
+    bootstrap.mean_interval(&excess(path, benchmark)).map(|i| Interval { low: i.low * YEAR, high: i.high * YEAR })
+}
+
 /// The metrics of `path` against `benchmark` (same days); `samples` and `seed` drive the
-/// excess interval's bootstrap (block [`EXCESS_BLOCK`]).
+/// excess interval's bootstrap (block [`EXCESS_BLOCK`]; 0 samples: no interval).
 pub fn summarise(path: &Path, benchmark: &Path, samples: u32, seed: u64) -> BacktestMetrics {
     let days = path.net.len();
     let excess = excess(path, benchmark);
-    let bootstrap = Bootstrap { block: EXCESS_BLOCK, samples, seed };
-    let annual = |interval: Interval| Interval { low: interval.low * YEAR, high: interval.high * YEAR };
     // A path too short for a mean (no day) or a spread (one day) counts as flat.
     let or_zero = |value: f64| if value.is_finite() { value } else { 0.0 };
     let (net, excess_summary) = (Summary::of(&path.net), Summary::of(&excess));
@@ -83,7 +88,7 @@ pub fn summarise(path: &Path, benchmark: &Path, samples: u32, seed: u64) -> Back
         annual_gross: annualised(&path.gross),
         annual_net: annualised(&path.net),
         annual_excess: YEAR * or_zero(excess_summary.mean),
-        excess_interval: bootstrap.mean_interval(&excess).map(annual),
+        excess_interval: excess_interval(path, benchmark, samples, seed),
         volatility: volatility * YEAR.sqrt(),
         sharpe: (volatility > 0.0).then(|| net.mean / volatility * YEAR.sqrt()),
         max_drawdown: max_drawdown(&path.net),

@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::age::ModelRun;
+use crate::backtest::portfolio::simulate;
 use crate::backtest::{DEFAULT_DEPTH, Depth, Rebalance};
 
 const STOCKS: usize = 12;
@@ -114,6 +115,7 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
         assert_eq!((m.turnover_per_year, m.switch_share), (by_hand.turnover_per_year, by_hand.switch_share));
         assert_eq!(m.annual_excess, by_hand.annual_excess);
         assert!(m.costs > 0.0, "costs are charged");
+        assert!(m.excess_interval.is_some(), "fixed cadences, curves and the best policies get intervals");
         assert_eq!(outcome.retrains, schedule.replay.retrain_days.len());
         assert_eq!(outcome.total_cost, m.costs + outcome.retrains as f64 * 1e4 / 1e7);
     }

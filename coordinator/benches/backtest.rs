@@ -1,0 +1,211 @@
+//! The backtest of the whole `configs/sweeps/jp-backtest.toml` grid from committed results:
+//! every schedule and adaptive policy of every line × every portfolio setting. Target
+//! (issue 17): at most 30 s on this 2-core machine.
+//!
+//! `cargo bench -p wf-coordinator --bench backtest`
+//!
+//! The panel is prepared here from `../shared/data/jp_tse1000/jp_tse1000_daily.parquet`
+//! (or `WF_BENCH_OHLCV`) into a temporary directory; without the data the bench says so
+//! and stops. Every planned job gets a result of the real shape without training: its
+//! scores are a short-term reversal factor (`-ret_5`) plus noise drawn per job, from
+//! which the day metrics, the top-128 rankings and the drift path are computed as a
+//! worker computes them; the results are sealed with their jobs' identities and
+//! committed, then read back by a fresh coordinator's report.
+//!
+//! Printed: the report built with and without the backtest (their difference is the
+//! backtest's cost), the backtest alone, the whole `report` call (results read and
+//! verified), and the peak resident memory of each (VmHWM, reset before each step).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::report::{self, ReportInput};
+use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use wf_coordinator::store::MemoryJobStore;
+use wf_data::dataset::{backtest_market, load_dataset};
+use wf_shared::Panel;
+use wf_shared::PanelSpec;
+use wf_shared::age::{AgeMatrix, JobResult, ModelRun, TrainingSummary};
+use wf_shared::backtest::{ranks_kept, top_ranked};
+use wf_shared::drift::DriftPath;
+use wf_shared::job::RetryPolicy;
+use wf_shared::job::SweepId;
+use wf_shared::metric::day_metrics;
+use wf_shared::plan::{Job, plan_panel};
+use wf_shared::spec::SweepConfig;
+
+#[global_allocator]
+static GLOBAL: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
+
+type Outcome<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Peak resident memory since the last reset, in MiB.
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Resets the peak to the current resident memory (Linux: `5` to `clear_refs`).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A job's result as a worker would report it, for factor scores with per-job noise.
+fn fabricated(panel: &Panel, config: &SweepConfig, job: &Job) -> JobResult {
+    let reversal = panel.feature("ret_5").expect("the jp panel has ret_5");
+    let target = panel.target(config.primary_horizon).expect("primary target");
+    let mut rng = ChaCha8Rng::seed_from_u64(job.retrain_day as u64 * 1_000 + u64::from(job.window));
+    let depth = ranks_kept(config.backtest.as_ref());
+    let (mut ages, mut rankings) = (Vec::new(), Vec::new());
+    for day in job.score_days.clone() {
+        let rows = panel.rows_of_day(day);
+        let scores: Vec<f64> = reversal[rows.clone()]
+            .iter()
+            .map(|x| {
+                let noise: f64 = StandardNormal.sample(&mut rng);
+                -f64::from(*x) + 2.0 * noise
+            })
+            .collect();
+        ages.push(day_metrics(&scores, &target[rows.clone()], config.k));
+        rankings.push(top_ranked(&scores, &panel.stock()[rows], depth));
+    }
+    JobResult {
+        training: TrainingSummary {
+            epochs: 1,
+            best_epoch: 1,
+            best_validation_loss: 1.0,
+            seconds: 60.0,
+            device: "bench".into(),
+            training_days: job.train_days.len(),
+            validation_days: 0,
+        },
+        ages,
+        drift: DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone()),
+        rankings,
+    }
+}
+
+fn main() -> Outcome<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let input = std::env::var("WF_BENCH_OHLCV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("../shared/data/jp_tse1000/jp_tse1000_daily.parquet"));
+    if !input.exists() {
+        println!("skipped: no jp_tse1000 data at {} (set WF_BENCH_OHLCV)", input.display());
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let panel_path = dir.path().join("jp_panel.parquet");
+    let started = Instant::now();
+    wf_data::prepare::prepare(&input, &panel_path, &PanelSpec { horizons: vec![1, 5, 10, 20] }, |_| {})?;
+    println!("panel prepared in {:.1} s (not part of the figures)", started.elapsed().as_secs_f64());
+
+    let spec = std::fs::read_to_string(root.join("configs/sweeps/jp-backtest.toml"))?
+        .replace("panel = \"out/jp_panel.parquet\"", &format!("panel = {:?}", panel_path.display().to_string()));
+    let config = SweepConfig::from_toml(&spec).map_err(|e| e.to_string())?;
+    let grid = config.backtest.clone().ok_or("the jp backtest spec has no [backtest] section")?;
+    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
+    let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;
+
+    let started = Instant::now();
+    let results: Vec<JobResult> = plan.jobs.iter().map(|job| fabricated(&dataset.panel, &config, job)).collect();
+    println!(
+        "{} results fabricated in {:.1} s (not part of the figures)",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let artifacts_dir = dir.path().join("artifacts");
+    let artifacts = ArtifactStore::open(&artifacts_dir.display().to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        for (job, result) in plan.jobs.iter().zip(&results) {
+            let sealed = wf_proto::stored::seal(&job.identity, &wf_proto::v1::JobResult::from(result.clone()));
+            artifacts.put_result(&job.key, Bytes::from(sealed)).await?;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+
+    let market = backtest_market(&config.panel, &dataset.panel, &grid)?;
+    let runs: Vec<ModelRun> =
+        plan.jobs.iter().zip(results).map(|(job, result)| ModelRun::of_job(job, result)).collect();
+    let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs };
+    let lines = matrix.lines().len();
+    let without_backtest = SweepConfig { backtest: None, ..config.clone() };
+    let input = |with_backtest: bool| ReportInput {
+        sweep_id: "sw-bench",
+        config: if with_backtest { &config } else { &without_backtest },
+        plan: &plan,
+        panel: &dataset.panel,
+        dataset_hash: dataset.content_hash,
+        market: Some(&market),
+    };
+
+    println!();
+    println!(
+        "{:<5} {:>16} {:>16} {:>14} {:>12} {:>16} {:>12}",
+        "run", "report, no bt s", "report + bt s", "backtest s", "peak MiB", "wf report call s", "peak MiB"
+    );
+    let mut backtest_seconds = Vec::new();
+    let mut settings_and_schedules = (0, 0, 0);
+    for run in 1..=3 {
+        let started = Instant::now();
+        let plain = report::build_full(input(false), &matrix, Vec::new());
+        let plain_s = started.elapsed().as_secs_f64();
+        reset_peak();
+        let started = Instant::now();
+        let full = report::build_full(input(true), &matrix, Vec::new());
+        let full_s = started.elapsed().as_secs_f64();
+        let peak = peak_mib();
+        let backtest = full.backtest.as_ref().ok_or("no backtest in the report")?;
+        let outcomes: usize = backtest.lines.iter().map(|l| l.backtest.outcomes.len()).sum();
+        let schedules: usize = plain.lines.iter().map(|l| l.schedules.len()).sum();
+        settings_and_schedules = (backtest.settings.len(), schedules, outcomes);
+        drop(full);
+
+        // The coordinator's own path: results read, verified, replayed, backtested.
+        let store = Arc::new(MemoryJobStore::new(RetryPolicy::default()));
+        let scheduler_config = SchedulerConfig { reconcile_every: None, ..SchedulerConfig::default() };
+        let scheduler = Scheduler::new(store, artifacts.clone(), Arc::new(SystemClock), scheduler_config);
+        let submitted = runtime.block_on(scheduler.submit(&spec))?;
+        if submitted.reused != submitted.jobs {
+            return Err(format!("only {} of {} jobs were reused", submitted.reused, submitted.jobs).into());
+        }
+        let id = SweepId::try_from(submitted.progress.sweep_id.clone()).map_err(|e| e.to_string())?;
+        reset_peak();
+        let started = Instant::now();
+        let called = runtime.block_on(scheduler.report(&id))?;
+        let call_s = started.elapsed().as_secs_f64();
+        let call_peak = peak_mib();
+        if called.backtest.is_none() {
+            return Err("the coordinator's report has no backtest".into());
+        }
+        println!(
+            "{run:<5} {plain_s:>16.2} {full_s:>16.2} {:>14.2} {peak:>12.0} {call_s:>16.2} {call_peak:>12.0}",
+            full_s - plain_s
+        );
+        backtest_seconds.push(full_s - plain_s);
+    }
+    backtest_seconds.sort_by(f64::total_cmp);
+    let (settings, schedules, outcomes) = settings_and_schedules;
+    println!();
+    println!(
+        "{lines} lines, {schedules} schedules and policies, {settings} portfolio settings: {outcomes} simulations \
+         of fully covered schedules, plus {} benchmarks",
+        lines * settings
+    );
+    println!(
+        "median {:.2} s for the backtest of the jp grid; target <= 30 s",
+        backtest_seconds[backtest_seconds.len() / 2]
+    );
+    Ok(())
+}
