@@ -127,13 +127,24 @@ fn main() -> Outcome<()> {
     let artifacts_dir = dir.path().join("artifacts");
     let artifacts = ArtifactStore::open(&artifacts_dir.display().to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (mut with_rankings, mut without_rankings) = (0usize, 0usize);
     runtime.block_on(async {
         for (job, result) in plan.jobs.iter().zip(&results) {
             let sealed = wf_proto::stored::seal(&job.identity, &wf_proto::v1::JobResult::from(result.clone()));
+            with_rankings += sealed.len();
+            let bare = JobResult { rankings: Vec::new(), ..result.clone() };
+            without_rankings += wf_proto::stored::seal(&job.identity, &wf_proto::v1::JobResult::from(bare)).len();
             artifacts.put_result(&job.key, Bytes::from(sealed)).await?;
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;
+    println!(
+        "committed results: {:.1} MB with their rankings, {:.1} MB without ({:.2}x; {:.1} KB per result)",
+        with_rankings as f64 / 1e6,
+        without_rankings as f64 / 1e6,
+        with_rankings as f64 / without_rankings.max(1) as f64,
+        with_rankings as f64 / 1e3 / results.len().max(1) as f64
+    );
 
     let market = backtest_market(&config.panel, &dataset.panel, &grid)?;
     let runs: Vec<ModelRun> =
