@@ -258,7 +258,9 @@ fn check_passes_a_clean_synthetic_market_and_its_panel() {
     prepare(&ohlcv, &panel, &PanelSpec::default(), |_| {}).expect("prepare");
     let report = check_file(&panel, CheckOptions::default()).expect("check runs");
     assert!(report.passed, "{:#?}", report.failed_gates().collect::<Vec<_>>());
-    assert_eq!(report.columns.len(), wf_shared::FEATURES.len() + 4);
+    // The features, 4 targets and the traded value adv_20.
+    assert_eq!(report.columns.len(), wf_shared::FEATURES.len() + 5);
+    assert!(report.columns.iter().any(|c| c.name == wf_shared::panel::ADV_COLUMN));
 }
 
 #[test]
