@@ -16,7 +16,6 @@
 //! backtest's cost), the backtest alone, the whole `report` call (results read and
 //! verified), and the peak resident memory of each (VmHWM, reset before each step).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +29,6 @@ use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use wf_coordinator::store::MemoryJobStore;
 use wf_data::dataset::{backtest_market, load_dataset};
 use wf_shared::Panel;
-use wf_shared::PanelSpec;
 use wf_shared::age::{AgeMatrix, JobResult, ModelRun, TrainingSummary};
 use wf_shared::backtest::{ranks_kept, top_ranked};
 use wf_shared::drift::DriftPath;
@@ -96,22 +94,10 @@ fn fabricated(panel: &Panel, config: &SweepConfig, job: &Job) -> JobResult {
 }
 
 fn main() -> Outcome<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let input = std::env::var("WF_BENCH_OHLCV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data/jp_tse1000/jp_tse1000_daily.parquet"));
-    if !input.exists() {
-        println!("skipped: no jp_tse1000 data at {} (set WF_BENCH_OHLCV)", input.display());
-        return Ok(());
-    }
     let dir = tempfile::tempdir()?;
-    let panel_path = dir.path().join("jp_panel.parquet");
-    let started = Instant::now();
-    wf_data::prepare::prepare(&input, &panel_path, &PanelSpec { horizons: vec![1, 5, 10, 20] }, |_| {})?;
-    println!("panel prepared in {:.1} s (not part of the figures)", started.elapsed().as_secs_f64());
-
-    let spec = std::fs::read_to_string(root.join("configs/sweeps/jp-backtest.toml"))?
-        .replace("panel = \"out/jp_panel.parquet\"", &format!("panel = {:?}", panel_path.display().to_string()));
+    let Some(spec) = wf_coordinator::testing::jp_bench_spec(dir.path(), "configs/sweeps/jp-backtest.toml")? else {
+        return Ok(());
+    };
     let config = SweepConfig::from_toml(&spec).map_err(|e| e.to_string())?;
     let grid = config.backtest.clone().ok_or("the jp backtest spec has no [backtest] section")?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;

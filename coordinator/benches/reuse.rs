@@ -10,7 +10,6 @@
 //! and stops. Each result is a no-op result of realistic size (63 ages, drift of 12
 //! features) sealed with its planned job's identity, as a coordinator commits it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +18,6 @@ use wf_coordinator::artifact::ArtifactStore;
 use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use wf_coordinator::store::MemoryJobStore;
 use wf_data::dataset::load_dataset;
-use wf_shared::PanelSpec;
 use wf_shared::job::RetryPolicy;
 use wf_shared::plan::plan_panel;
 use wf_shared::spec::SweepConfig;
@@ -30,22 +28,10 @@ static GLOBAL: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 type Outcome<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> Outcome<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let input = std::env::var("WF_BENCH_OHLCV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data/jp_tse1000/jp_tse1000_daily.parquet"));
-    if !input.exists() {
-        println!("skipped: no jp_tse1000 data at {} (set WF_BENCH_OHLCV)", input.display());
-        return Ok(());
-    }
     let dir = tempfile::tempdir()?;
-    let panel_path = dir.path().join("jp_panel.parquet");
-    let started = Instant::now();
-    wf_data::prepare::prepare(&input, &panel_path, &PanelSpec { horizons: vec![1, 5, 10, 20] }, |_| {})?;
-    println!("panel prepared in {:.1} s (not part of the figures)", started.elapsed().as_secs_f64());
-
-    let spec = std::fs::read_to_string(root.join("configs/sweeps/jp-2020-2025.toml"))?
-        .replace("panel = \"out/jp_panel.parquet\"", &format!("panel = {:?}", panel_path.display().to_string()));
+    let Some(spec) = wf_coordinator::testing::jp_bench_spec(dir.path(), "configs/sweeps/jp-2020-2025.toml")? else {
+        return Ok(());
+    };
     let config = SweepConfig::from_toml(&spec).map_err(|e| e.to_string())?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
     let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;

@@ -7,6 +7,31 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// For the benchmarks on real data: the jp_tse1000 panel prepared into `dir` from
+/// `../shared/data/jp_tse1000/jp_tse1000_daily.parquet` (or `WF_BENCH_OHLCV`), and the
+/// text of the spec `configs/…` (`spec`, relative to the repository) reading it; `None`,
+/// said on stdout, without the data.
+pub fn jp_bench_spec(
+    dir: &std::path::Path,
+    spec: &str,
+) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let input = std::env::var("WF_BENCH_OHLCV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("../shared/data/jp_tse1000/jp_tse1000_daily.parquet"));
+    if !input.exists() {
+        println!("skipped: no jp_tse1000 data at {} (set WF_BENCH_OHLCV)", input.display());
+        return Ok(None);
+    }
+    let panel = dir.join("jp_panel.parquet");
+    let started = Instant::now();
+    let horizons = wf_shared::PanelSpec { horizons: vec![1, 5, 10, 20] };
+    wf_data::prepare::prepare(&input, &panel, &horizons, |_| {})?;
+    println!("panel prepared in {:.1} s (not part of the figures)", started.elapsed().as_secs_f64());
+    let text = std::fs::read_to_string(root.join(spec))?;
+    Ok(Some(text.replace("panel = \"out/jp_panel.parquet\"", &format!("panel = {:?}", panel.display().to_string()))))
+}
+
 /// A private `redis-server` process.
 #[derive(Debug)]
 pub struct RedisServer {

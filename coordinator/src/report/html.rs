@@ -126,6 +126,19 @@ fn chart<'a, 'b>(
     Ok(chart)
 }
 
+/// Draws a chart's legend (at `position`, or plotters' default place) in the house style.
+fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: Option<SeriesLabelPosition>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut labels = chart.configure_series_labels();
+    if let Some(position) = position {
+        labels.position(position);
+    }
+    labels.background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+    Ok(())
+}
+
 /// Decay curves of one window and metric: one line per model, its 95% band, the
 /// baseline of a random ranking.
 fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Option<Plot>, PlotError> {
@@ -176,7 +189,7 @@ fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Optio
                 .label(format!("{model} (mean, 95% band)"))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        legend(&mut chart, None)?;
         Ok(())
     })?;
     Ok(Some(plot))
@@ -238,7 +251,7 @@ fn series_plot(line: &LineReport, series: &[&ScheduleSeries], metric: Metric) ->
                 chart.draw_series(marks.into_iter().map(|p| TriangleMarker::new(p, 4, color.filled())))?;
             }
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        legend(&mut chart, None)?;
         Ok(())
     })?;
     Ok(Some(plot))
@@ -294,7 +307,7 @@ fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
             .draw_series(LineSeries::new(frontier, PALETTE[3].stroke_width(2)))?
             .label("non-dominated (fewer retrains or higher ΔP@K)")
             .legend(|(x, y)| Circle::new((x + 9, y), 6, PALETTE[3].stroke_width(2)));
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        legend(&mut chart, None)?;
         Ok(())
     })?;
     Ok(Some(plot))

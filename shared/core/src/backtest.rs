@@ -135,6 +135,23 @@ impl fmt::Display for PortfolioSetting {
 }
 
 impl BacktestGrid {
+    /// The grid of one setting, at the default depth and no retrain cost.
+    pub fn single(setting: &PortfolioSetting) -> Self {
+        Self {
+            k: vec![setting.k],
+            rebalance: vec![setting.rebalance],
+            buffer: vec![setting.buffer],
+            max_replace: vec![setting.max_replace],
+            min_trade: vec![setting.min_trade],
+            buy_bps: vec![setting.buy_bps],
+            sell_bps: vec![setting.sell_bps],
+            impact: vec![setting.impact],
+            capital: vec![setting.capital],
+            retrain_cost: 0.0,
+            depth: Depth::Top(DEFAULT_DEPTH),
+        }
+    }
+
     /// The number of settings, without expanding them (saturating).
     pub fn len(&self) -> usize {
         [
@@ -253,5 +270,6 @@ mod tests {
         assert_eq!(grid.ranks_needed(), 70);
         let distinct: std::collections::BTreeSet<String> = settings.iter().map(|s| s.to_string()).collect();
         assert_eq!(distinct.len(), 16, "every setting reads differently");
+        assert_eq!(BacktestGrid::single(&settings[5]).settings(), vec![settings[5]], "a grid of one setting");
     }
 }

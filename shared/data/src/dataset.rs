@@ -257,7 +257,7 @@ mod retry_tests {
 
 #[cfg(test)]
 mod market_tests {
-    use wf_shared::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, Rebalance};
+    use wf_shared::backtest::{BacktestGrid, PortfolioSetting, Rebalance};
 
     use wf_shared::backtest::portfolio::Market;
 
@@ -265,19 +265,17 @@ mod market_tests {
     use crate::panel_file::{read_panel, write_panel};
 
     fn grid(impact: f64) -> BacktestGrid {
-        BacktestGrid {
-            k: vec![10],
-            rebalance: vec![Rebalance::Weekly],
-            buffer: vec![0],
-            max_replace: vec![None],
-            min_trade: vec![0.0],
-            buy_bps: vec![10.0],
-            sell_bps: vec![10.0],
-            impact: vec![impact],
-            capital: vec![1e8],
-            retrain_cost: 0.0,
-            depth: Depth::Top(DEFAULT_DEPTH),
-        }
+        BacktestGrid::single(&PortfolioSetting {
+            k: 10,
+            rebalance: Rebalance::Weekly,
+            buffer: 0,
+            max_replace: None,
+            min_trade: 0.0,
+            buy_bps: 10.0,
+            sell_bps: 10.0,
+            impact,
+            capital: 1e8,
+        })
     }
 
     #[test]

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use wf_shared::backtest::lines::BacktestOutcome;
 use wf_shared::replay::frontier;
 
-use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, slug, span};
+use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
 use crate::report::backtest::{BacktestReport, LineBacktestReport, short};
 
 /// The file stem of a line's plots.
@@ -68,12 +68,7 @@ fn equity_plot(report: &BacktestReport, line: &LineBacktestReport) -> Result<Opt
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
+        legend(&mut chart, Some(SeriesLabelPosition::UpperLeft))?;
         Ok(())
     })?;
     Ok(Some(plot))
@@ -131,12 +126,7 @@ fn cost_drag_plot(report: &BacktestReport, line: &LineBacktestReport) -> Result<
                 .label(text)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 10, y + 4)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
+        legend(&mut chart, Some(SeriesLabelPosition::UpperRight))?;
         Ok(())
     })?;
     Ok(Some(plot))
@@ -191,7 +181,7 @@ fn frontier_plot(report: &BacktestReport, line: &LineBacktestReport) -> Result<O
             .label("non-dominated (lower cost or higher excess)")
             .legend(|(x, y)| Circle::new((x + 9, y), 6, PALETTE[3].stroke_width(2)));
         chart.draw_series(LineSeries::new([(0.0, 0.0), (most, 0.0)], BLACK.mix(0.6)))?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
+        legend(&mut chart, None)?;
         Ok(())
     })?;
     Ok(Some(plot))

@@ -150,21 +150,22 @@ proptest! {
 
 #[test]
 fn a_deeper_ranking_is_part_of_the_identity_and_the_default_depth_is_not() {
-    use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, Rebalance};
+    use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, PortfolioSetting, Rebalance};
     let dataset = Dataset::new(calendar_with_holes(600, &BTreeSet::new()));
     let plain = config(vec![126], vec![Cadence::TradingDays(63)], vec![5], 0, 63);
     let grid = |depth| BacktestGrid {
-        k: vec![50],
-        rebalance: vec![Rebalance::Weekly],
-        buffer: vec![0],
-        max_replace: vec![None],
-        min_trade: vec![0.0],
-        buy_bps: vec![10.0],
-        sell_bps: vec![10.0],
-        impact: vec![0.0],
-        capital: vec![1e8],
-        retrain_cost: 0.0,
         depth,
+        ..BacktestGrid::single(&PortfolioSetting {
+            k: 50,
+            rebalance: Rebalance::Weekly,
+            buffer: 0,
+            max_replace: None,
+            min_trade: 0.0,
+            buy_bps: 10.0,
+            sell_bps: 10.0,
+            impact: 0.0,
+            capital: 1e8,
+        })
     };
     let keys_and_text = |config: &SweepConfig| {
         let plan = plan(config, &dataset.input()).expect("plannable");
