@@ -117,6 +117,25 @@ pub struct PortfolioSetting {
     pub capital: f64,
 }
 
+impl PortfolioSetting {
+    /// Top `k` rebalanced at `rebalance`, every other field at the spec's default: no
+    /// buffer, unlimited replacements, no minimum trade, 10 bps a side, no impact,
+    /// capital 10⁸.
+    pub fn new(k: u32, rebalance: Rebalance) -> Self {
+        Self {
+            k,
+            rebalance,
+            buffer: 0,
+            max_replace: None,
+            min_trade: 0.0,
+            buy_bps: 10.0,
+            sell_bps: 10.0,
+            impact: 0.0,
+            capital: 1e8,
+        }
+    }
+}
+
 impl fmt::Display for PortfolioSetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "K{} {} buffer {}", self.k, self.rebalance, self.buffer)?;

@@ -265,17 +265,7 @@ mod market_tests {
     use crate::panel_file::{read_panel, write_panel};
 
     fn grid(impact: f64) -> BacktestGrid {
-        BacktestGrid::single(&PortfolioSetting {
-            k: 10,
-            rebalance: Rebalance::Weekly,
-            buffer: 0,
-            max_replace: None,
-            min_trade: 0.0,
-            buy_bps: 10.0,
-            sell_bps: 10.0,
-            impact,
-            capital: 1e8,
-        })
+        BacktestGrid::single(&PortfolioSetting { impact, ..PortfolioSetting::new(10, Rebalance::Weekly) })
     }
 
     #[test]

@@ -153,20 +153,7 @@ fn a_deeper_ranking_is_part_of_the_identity_and_the_default_depth_is_not() {
     use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, PortfolioSetting, Rebalance};
     let dataset = Dataset::new(calendar_with_holes(600, &BTreeSet::new()));
     let plain = config(vec![126], vec![Cadence::TradingDays(63)], vec![5], 0, 63);
-    let grid = |depth| BacktestGrid {
-        depth,
-        ..BacktestGrid::single(&PortfolioSetting {
-            k: 50,
-            rebalance: Rebalance::Weekly,
-            buffer: 0,
-            max_replace: None,
-            min_trade: 0.0,
-            buy_bps: 10.0,
-            sell_bps: 10.0,
-            impact: 0.0,
-            capital: 1e8,
-        })
-    };
+    let grid = |depth| BacktestGrid { depth, ..BacktestGrid::single(&PortfolioSetting::new(50, Rebalance::Weekly)) };
     let keys_and_text = |config: &SweepConfig| {
         let plan = plan(config, &dataset.input()).expect("plannable");
         (plan.jobs.iter().map(|j| j.key).collect::<Vec<_>>(), plan.jobs[0].identity.clone())

@@ -187,6 +187,14 @@ fn a_backtest_grid_takes_single_values_or_lists_with_defaults() {
     assert_eq!(grid.depth, Depth::Top(crate::backtest::DEFAULT_DEPTH));
     assert_eq!(grid.settings().len(), 18);
     assert!(SweepConfig::from_toml(QUICKSTART).expect("valid").backtest.is_none(), "no section, no backtest");
+    let minimal = SweepConfig::from_toml(&with_backtest("k = 50\nrebalance = \"monthly\"")).expect("valid");
+    let minimal = minimal.backtest.expect("a grid");
+    assert_eq!(
+        minimal.settings(),
+        vec![crate::backtest::PortfolioSetting::new(50, Rebalance::Monthly)],
+        "the defaults are PortfolioSetting::new's"
+    );
+    assert_eq!(minimal.retrain_cost, 0.0);
     let limited =
         SweepConfig::from_toml(&with_backtest("k = 50\nrebalance = \"monthly\"\nmax_replace = [5, \"unlimited\"]"))
             .expect("valid");
