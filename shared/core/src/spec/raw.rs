@@ -750,9 +750,11 @@ fn validate_backtest(section: &BacktestSection, problems: &mut Problems) -> Opti
     let sell_bps = reals(problems, "backtest.sell_bps", &section.sell_bps.values(), 0.0, false, 1_000.0);
     let impact = reals(problems, "backtest.impact", &section.impact.values(), 0.0, false, 100.0);
     let capital = reals(problems, "backtest.capital", &section.capital.values(), 0.0, true, 1e15);
-    let retrain_cost = section.retrain_cost.map_or(0.0, |cost| {
-        reals(problems, "backtest.retrain_cost", &[cost], 0.0, false, 1e15).first().copied().unwrap_or(0.0)
-    });
+    let retrain_cost = section.retrain_cost.map_or(0.0, Real::value);
+    if !(retrain_cost.is_finite() && (0.0..=1e15).contains(&retrain_cost)) {
+        problems
+            .add("backtest.retrain_cost", format!("must be in [0, 1e15] (currency per training), got {retrain_cost}"));
+    }
     let mut grid = BacktestGrid {
         k,
         rebalance,

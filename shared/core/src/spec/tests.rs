@@ -217,6 +217,8 @@ fn every_bad_backtest_field_is_named() {
         ("k = 30\nrebalance = \"weekly\"\nsell_bps = nan", "backtest.sell_bps[0]"),
         ("k = 30\nrebalance = \"weekly\"\nimpact = -0.1", "backtest.impact[0]"),
         ("k = 30\nrebalance = \"weekly\"\ncapital = 0", "backtest.capital[0]"),
+        ("k = 30\nrebalance = \"weekly\"\nretrain_cost = -5", "backtest.retrain_cost"),
+        ("k = 30\nrebalance = \"weekly\"\nretrain_cost = [1, 2]", "backtest"),
         ("k = 100\nrebalance = \"weekly\"\nbuffer = 50", "backtest.depth"),
         ("k = 100\nrebalance = \"weekly\"\nbuffer = 50\ndepth = 120", "backtest.depth"),
         ("k = 30\nrebalance = \"weekly\"\nbogus = 1", "backtest"),
