@@ -98,7 +98,9 @@ pub fn default_job_limit_ms(config: &SweepConfig, stocks: usize) -> i64 {
         .iter()
         .map(|spec| {
             let micros = if matches!(spec, ModelSpec::Patchtst { .. }) { 200.0 } else { 20.0 };
-            micros * f64::from(spec.train_params().epochs) * days * stocks as f64 / 1_000.0
+            // A factor is not trained: scoring only, a fraction of one epoch.
+            let epochs = spec.train_params().map_or(0.1, |params| f64::from(params.epochs));
+            micros * epochs * days * stocks as f64 / 1_000.0
         })
         .fold(0.0, f64::max);
     (30 * 60_000) + work.min(1e12) as i64

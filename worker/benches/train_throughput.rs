@@ -87,11 +87,12 @@ struct Figures {
 /// Candle: per-epoch time of the product's `train()`, and scoring through `score_day`.
 fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_stock: f64, device: &Device) -> Figures {
     let weights = vec![0.25; HORIZONS.len()];
-    let lookback = build(spec, FEATURES, HORIZONS.len(), 7, device).map(|m| m.lookback()).unwrap_or(1);
+    let lookback = build(spec, panel.feature_names(), HORIZONS.len(), 7, device).map(|m| m.lookback()).unwrap_or(1);
     let window = lookback - 1..lookback - 1 + days;
     let time_epochs = |epochs: u32| -> f64 {
-        let model = build(spec, FEATURES, HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
-        let params = TrainParams { epochs, ..spec.train_params().clone() };
+        let model =
+            build(spec, panel.feature_names(), HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
+        let params = TrainParams { epochs, ..spec.train_params().cloned().unwrap_or_default() };
         let request = TrainRequest {
             panel,
             window: window.clone(),
@@ -107,7 +108,7 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
     };
     let one = time_epochs(1);
     let per_epoch = (time_epochs(1 + epochs) - one) / f64::from(epochs);
-    let model = build(spec, FEATURES, HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
+    let model = build(spec, panel.feature_names(), HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
     let started = Instant::now();
     score_range(model.as_ref(), panel, window.clone(), 0, device).unwrap_or_else(|e| panic!("score: {e}"));
     let train_rate = (STOCKS * days) as f64 / per_epoch;

@@ -37,7 +37,7 @@ fn main() -> candle_core::Result<()> {
         feed_forward: 128,
         train: TrainParams::default(),
     };
-    let model = build(&spec, 64, 4, 7, &device)?;
+    let model = build(&spec, &(0..64).map(|f| format!("f{f}")).collect::<Vec<_>>(), 4, 7, &device)?;
     let window = random(&[60 * 64, 1000])?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     time("patchtst forward, eval", 20, || model.forward(&window, Mode::Eval).map(|_| ()))?;
@@ -88,7 +88,7 @@ fn main() -> candle_core::Result<()> {
         dropout: 0.1,
         train: TrainParams::default(),
     };
-    let mlp = build(&mlp, 64, 4, 7, &device)?;
+    let mlp = build(&mlp, &(0..64).map(|f| format!("f{f}")).collect::<Vec<_>>(), 4, 7, &device)?;
     let batch = random(&[64, 32_000])?;
     time("mlp forward, eval, 32 days [64, 32000]", 10, || mlp.forward(&batch, Mode::Eval).map(|_| ()))?;
     let (first, second) = (random(&[128, 64])?, random(&[64, 128])?);

@@ -28,7 +28,7 @@ fn main() -> candle_core::Result<()> {
             dropout,
             train: TrainParams::default(),
         };
-        let model = build(&spec, 64, 4, 1, &device)?;
+        let model = build(&spec, &(0..64).map(|f| format!("f{f}")).collect::<Vec<_>>(), 4, 1, &device)?;
         let vars: Vec<_> = model.variables().into_iter().map(|(_, v)| v).collect();
         let mut opt = AdamW::new(vars.clone(), ParamsAdamW::default())?;
         let mut rng = ChaCha8Rng::seed_from_u64(1);

@@ -20,6 +20,10 @@ pub struct ArtifactMeta {
     pub dataset: String,
     pub spec: ModelSpec,
     pub features: usize,
+    /// The input features by name, in order (a `factor` model finds its column here);
+    /// empty in files written before it was kept.
+    #[serde(default)]
+    pub feature_names: Vec<String>,
     pub horizons: Vec<u32>,
     pub seed: u64,
 }
@@ -51,7 +55,9 @@ pub fn load(path: &Path, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMe
     }
     let meta: ArtifactMeta = serde_json::from_str(metadata.get("meta").map(String::as_str).unwrap_or_default())
         .map_err(|e| error(path, e))?;
-    let model = build(&meta.spec, meta.features, meta.horizons.len(), meta.seed, device)?;
+    let names =
+        if meta.feature_names.is_empty() { vec![String::new(); meta.features] } else { meta.feature_names.clone() };
+    let model = build(&meta.spec, &names, meta.horizons.len(), meta.seed, device)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     for (name, variable) in model.variables() {
         let tensor = tensors.get(&name).ok_or_else(|| error(path, format!("missing tensor {name}")))?;

@@ -101,18 +101,33 @@ pub fn run_job_until(
 ) -> Result<JobOutput, WorkerError> {
     let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
-    let model = build(&spec, panel.features().len(), config.horizons.len(), job.seed, device)?;
-    let weights = spec.train_params().horizon_weights_for(config);
-    let request = TrainRequest {
-        panel,
-        window: job.train_days.clone(),
-        horizons: &config.horizons,
-        horizon_weights: &weights,
-        params: spec.train_params(),
-        seed: job.seed,
-        stop,
+    let model = build(&spec, panel.feature_names(), config.horizons.len(), job.seed, device)?;
+    let stats = match spec.train_params() {
+        Some(params) => {
+            let weights = params.horizon_weights_for(config);
+            let request = TrainRequest {
+                panel,
+                window: job.train_days.clone(),
+                horizons: &config.horizons,
+                horizon_weights: &weights,
+                params,
+                seed: job.seed,
+                stop,
+            };
+            train(model.as_ref(), &request, device)?
+        }
+        // A factor is not trained: its scores read the scored day's features only.
+        None => TrainStats {
+            epochs: 0,
+            best_epoch: 0,
+            best_validation_loss: f64::NAN,
+            history: Vec::new(),
+            seconds: 0.0,
+            device: format!("{device:?}").to_lowercase(),
+            training_days: 0,
+            validation_days: 0,
+        },
     };
-    let stats = train(model.as_ref(), &request, device)?;
     if stop.is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed)) {
         return Err(WorkerError::Stopped);
     }

@@ -97,6 +97,7 @@ fn save_job_model(
         dataset: "synth:default".into(),
         spec: output.spec.clone(),
         features: market.panel.features().len(),
+        feature_names: market.panel.feature_names().to_vec(),
         horizons: market.config.horizons.clone(),
         seed: job.seed,
     };
@@ -109,7 +110,7 @@ fn gathering_stocks_before_or_after_the_first_layer_gives_the_same_scores() {
     let market = market();
     for (index, config) in market.config.models.iter().enumerate() {
         let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
-        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let ranker = build(&spec, market.panel.feature_names(), 2, 1, &Device::Cpu).expect("model builds");
         let cube = FeatureCube::build(&market.panel, 400 - (ranker.lookback() - 1), 400, &Device::Cpu).expect("cube");
         let window = cube.window(400, ranker.lookback()).expect("window");
         let stocks = window.dim(1).expect("stocks");
@@ -129,7 +130,7 @@ fn batched_scoring_equals_scoring_each_day_alone() {
     let market = market();
     for (index, config) in market.config.models.iter().enumerate() {
         let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
-        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let ranker = build(&spec, market.panel.feature_names(), 2, 1, &Device::Cpu).expect("model builds");
         let lookback = ranker.lookback();
         // 70 days: more than one batch of days for the models that batch them.
         let days = 400..470;
@@ -157,7 +158,7 @@ fn every_trainable_variable_receives_a_gradient() {
     let market = market();
     for (index, config) in market.config.models.iter().enumerate() {
         let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
-        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let ranker = build(&spec, market.panel.feature_names(), 2, 1, &Device::Cpu).expect("model builds");
         assert!(ranker.variables().len() >= 2, "a weight and a bias at least");
         let batch = day_batch(&market.panel, 400, &[1, 5], &Device::Cpu).expect("batch").expect("enough rows");
         let weights = candle_core::Tensor::from_vec(vec![0.5f32, 0.5], 2, &Device::Cpu).expect("weights");
@@ -165,8 +166,10 @@ fn every_trainable_variable_receives_a_gradient() {
         let cube = FeatureCube::build(&market.panel, 400 - (ranker.lookback() - 1), 400, &Device::Cpu).expect("cube");
         let input = cube.input(400, &batch.stocks, ranker.lookback()).expect("input");
         let scores = ranker.forward(&input, Mode::Train(&mut rng)).expect("forward");
-        let grads =
-            day_loss(&scores, &batch, spec.train_params(), &weights).expect("loss").backward().expect("backward");
+        let grads = day_loss(&scores, &batch, spec.train_params().expect("a trained model"), &weights)
+            .expect("loss")
+            .backward()
+            .expect("backward");
         for (name, variable) in ranker.variables() {
             let grad =
                 grads.get(variable.as_tensor()).unwrap_or_else(|| panic!("{}: {name} has no gradient", config.name));
@@ -241,7 +244,7 @@ fn days_of_any_universe_size_with_null_features_are_scored() {
     let market = market();
     for (index, config) in market.config.models.iter().enumerate() {
         let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
-        let ranker = build(&spec, market.panel.features().len(), 2, 1, &Device::Cpu).expect("model builds");
+        let ranker = build(&spec, market.panel.feature_names(), 2, 1, &Device::Cpu).expect("model builds");
         // Day 2: most features are still null and PatchTST's lookback reaches before the
         // data; the last day has the full universe.
         for day in [2, 300, market.panel.calendar().len() - 1] {

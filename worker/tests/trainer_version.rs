@@ -23,7 +23,8 @@ static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMallo
 
 /// (trainer version, digest of the fixed jobs' numbers), one row per version.
 /// Version 3 also covers the first and last scored days' top ten ranks.
-const PINNED: &[(u32, &str)] = &[(1, "bc51b2efaa89a444"), (2, "bc51b2efaa89a444"), (3, "9f966aa9201a0ef9")];
+const PINNED: &[(u32, &str)] =
+    &[(1, "bc51b2efaa89a444"), (2, "bc51b2efaa89a444"), (3, "9f966aa9201a0ef9"), (4, "9f966aa9201a0ef9")];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
     let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();

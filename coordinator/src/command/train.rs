@@ -69,6 +69,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
             dataset: dataset.content_hash.to_string(),
             spec: output.spec.clone(),
             features: dataset.panel.features().len(),
+            feature_names: dataset.panel.feature_names().to_vec(),
             horizons: config.horizons.clone(),
             seed: job.seed,
         };

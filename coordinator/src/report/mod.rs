@@ -58,6 +58,10 @@ pub struct SweepReport {
     /// The sanity baseline: the sweep's `linear` model, if it has one.
     #[serde(default)]
     pub baseline_model: Option<String>,
+    /// Models that are not trained (`factor` baselines): every schedule of theirs scores
+    /// the same.
+    #[serde(default)]
+    pub untrained_models: Vec<String>,
     /// Mean base rate over every scored day: the P@K of a random ranking.
     #[serde(default)]
     pub base_rate: Option<f64>,
@@ -280,6 +284,12 @@ pub fn build(
         requeued: Vec::new(),
         models: config.models.iter().map(|m| m.name.clone()).collect(),
         baseline_model: config.models.iter().find(|m| m.kind == ModelKind::Linear).map(|m| m.name.clone()),
+        untrained_models: config
+            .models
+            .iter()
+            .filter(|m| m.kind == ModelKind::Factor)
+            .map(|m| m.name.clone())
+            .collect(),
         base_rate: (!base_rates.is_empty()).then(|| base_rates.iter().sum::<f64>() / base_rates.len() as f64),
         decay,
         lines,
@@ -310,6 +320,28 @@ impl SweepReport {
                 .iter()
                 .filter(|s| s.adaptive && s.full_coverage())
                 .max_by(|a, b| a.delta.mean.total_cmp(&b.delta.mean));
+            // An untrained baseline scores the same under every schedule: one row.
+            if self.untrained_models.contains(&line.model) {
+                if let Some(schedule) = line.schedules.first() {
+                    let interval = schedule
+                        .delta_interval
+                        .as_ref()
+                        .map_or_else(|| "-".to_string(), |i| format!("[{:+.4}, {:+.4}]", i.low, i.high));
+                    let _ = writeln!(
+                        out,
+                        "{:>6}  {:<10} {:<34} {:>+8.4}  {:<19} {:>7.4} {:>6.2} {:>8}",
+                        line.window,
+                        truncate(&line.model, 10),
+                        "untrained baseline (any schedule)",
+                        schedule.delta.mean,
+                        interval,
+                        schedule.rank_ic.mean,
+                        schedule.rank_ic.ratio(),
+                        "-"
+                    );
+                }
+                continue;
+            }
             for schedule in line.schedules.iter().filter(|s| !s.adaptive).chain(best_adaptive) {
                 let interval = schedule
                     .delta_interval
@@ -407,6 +439,7 @@ mod tests {
             requeued: Vec::new(),
             models: vec!["mlp".into()],
             baseline_model: None,
+            untrained_models: Vec::new(),
             base_rate: None,
             decay: Vec::new(),
             series: Vec::new(),
@@ -427,5 +460,12 @@ mod tests {
         let table = report.summary_table();
         assert!(table.contains("best adaptive: full coverage"), "{table}");
         assert!(!table.contains("aged out early"), "{table}");
+
+        // An untrained baseline's line is one row: every schedule scores the same.
+        let mut report = report;
+        report.untrained_models = vec!["mlp".into()];
+        let table = report.summary_table();
+        assert_eq!(table.lines().filter(|l| l.contains("mlp")).count(), 1, "{table}");
+        assert!(table.contains("untrained baseline (any schedule)"), "{table}");
     }
 }

@@ -26,8 +26,9 @@ pub fn ranks_kept(grid: Option<&BacktestGrid>) -> usize {
 /// and `stocks` are the day's rows; a score that is not finite is not ranked; equal
 /// scores go in universe order.
 pub fn top_ranked(scores: &[f64], stocks: &[u32], depth: usize) -> Vec<u32> {
+    // `+ 0.0` makes -0.0 equal 0.0 in the ordering too (as for the day's metrics).
     let mut ranked: Vec<(f64, u32)> =
-        scores.iter().zip(stocks).filter(|(score, _)| score.is_finite()).map(|(s, i)| (*s, *i)).collect();
+        scores.iter().zip(stocks).filter(|(score, _)| score.is_finite()).map(|(s, i)| (*s + 0.0, *i)).collect();
     let order = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     if depth < ranked.len() {
         ranked.select_nth_unstable_by(depth, order);
@@ -251,6 +252,7 @@ mod tests {
         assert_eq!(top_ranked(&scores, &stocks, 3), vec![12, 13, 15]);
         assert_eq!(top_ranked(&scores, &stocks, 100), vec![12, 13, 15, 10, 14], "the NaN is not ranked");
         assert_eq!(top_ranked(&scores, &stocks, 0), Vec::<u32>::new());
+        assert_eq!(top_ranked(&[-0.0, 0.0], &[1, 2], 2), vec![1, 2], "-0.0 and 0.0 are equal: universe order");
         assert_eq!(ranks_kept(None), 128);
     }
 

@@ -22,8 +22,9 @@ use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
 /// History: 1, the first versioned code; 2, stocks tied on the score at the top-K and
 /// bottom-K cuts count fractionally (they were taken in input order); 3, results keep
 /// the top-ranked stocks of every scored day (the backtest's input), so results of 2,
-/// which have none, are not reused.
-pub const TRAINER_VERSION: u32 = 3;
+/// which have none, are not reused; 4, a score of −0.0 ranks equal to 0.0 in the kept
+/// rankings (it ranked below; a factor baseline's negated zeros showed it).
+pub const TRAINER_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,6 +109,13 @@ pub enum ModelSpec {
         feed_forward: usize,
         train: TrainParams,
     },
+    /// Scores every stock by one feature times `sign` (1 or −1), for every horizon; no
+    /// training. A missing value scores 0: the day's median, features being robust
+    /// z-scores.
+    Factor {
+        feature: String,
+        sign: i32,
+    },
 }
 
 /// Parameters as written; every field optional, none unknown.
@@ -133,6 +141,7 @@ struct RawParams {
     layers: Option<usize>,
     heads: Option<usize>,
     feed_forward: Option<usize>,
+    feature: Option<String>,
 }
 
 const PATCHTST_ONLY: [&str; 6] = ["lookback", "patch", "d_model", "layers", "heads", "feed_forward"];
@@ -154,6 +163,7 @@ fn check_absent(
             "d_model" => raw.d_model.is_some(),
             "layers" => raw.layers.is_some(),
             "heads" => raw.heads.is_some(),
+            "feature" => raw.feature.is_some(),
             _ => raw.feed_forward.is_some(),
         };
         check(!given, name, &format!("not a parameter of {kind} models"))?;
@@ -190,10 +200,9 @@ impl ModelSpec {
             .get(index)
             .ok_or_else(|| SpecError::new(format!("models[{index}]"), "the sweep has no such model"))?;
         let mut spec = Self::from_config(index, model, config.horizons.len())?;
-        let train = match &mut spec {
-            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => train,
-        };
-        train.horizon_weights = Some(train.horizon_weights_for(config));
+        if let Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } = &mut spec {
+            train.horizon_weights = Some(train.horizon_weights_for(config));
+        }
         Ok(spec)
     }
 
@@ -203,6 +212,9 @@ impl ModelSpec {
         let object = serde_json::Value::Object(model.params.clone().into_iter().collect());
         let raw: RawParams = serde_json::from_value(object)
             .map_err(|e| SpecError::new(format!("models[{index}].params"), e.to_string()))?;
+        if model.kind == ModelKind::Factor {
+            return Self::factor(index, &model.params, raw);
+        }
         let defaults = TrainParams::default();
         let train = TrainParams {
             epochs: raw.epochs.unwrap_or(defaults.epochs),
@@ -238,13 +250,17 @@ impl ModelSpec {
                     ("hidden", raw.hidden.is_some()),
                     ("activation", raw.activation.is_some()),
                     ("dropout", raw.dropout.is_some()),
+                    ("feature", raw.feature.is_some()),
                 ] {
                     check(!given, name, "not a parameter of linear models")?;
                 }
                 Ok(Self::Linear { train })
             }
+            // Handled before the training parameters.
+            ModelKind::Factor => Self::factor(index, &model.params, raw),
             ModelKind::Mlp => {
                 check_absent(&raw, &PATCHTST_ONLY, "mlp", &check)?;
+                check_absent(&raw, &["feature"], "mlp", &check)?;
                 let hidden = raw.hidden.unwrap_or_else(|| vec![128, 64]);
                 check(
                     !hidden.is_empty() && hidden.iter().all(|h| (1..=65_536).contains(h)),
@@ -256,7 +272,7 @@ impl ModelSpec {
                 Ok(Self::Mlp { hidden, activation: raw.activation.unwrap_or(Activation::Relu), dropout, train })
             }
             ModelKind::Patchtst => {
-                check_absent(&raw, &["hidden", "activation", "dropout"], "patchtst", &check)?;
+                check_absent(&raw, &["hidden", "activation", "dropout", "feature"], "patchtst", &check)?;
                 let lookback = raw.lookback.unwrap_or(20);
                 let patch = raw.patch.unwrap_or(5);
                 let d_model = raw.d_model.unwrap_or(32);
@@ -274,9 +290,34 @@ impl ModelSpec {
         }
     }
 
-    pub fn train_params(&self) -> &TrainParams {
+    /// A factor model: `feature`, optionally signed (`"-vol_60"`), and nothing else.
+    fn factor(
+        index: usize,
+        params: &std::collections::BTreeMap<String, serde_json::Value>,
+        raw: RawParams,
+    ) -> Result<Self, SpecError> {
+        let field = |name: &str| format!("models[{index}].params.{name}");
+        if let Some(other) = params.keys().find(|name| *name != "feature") {
+            return Err(SpecError::new(field(other), "not a parameter of factor models (they take only feature)"));
+        }
+        let written = raw.feature.ok_or_else(|| {
+            SpecError::new(field("feature"), "factor models need the feature they rank by, e.g. \"-ret_5\"")
+        })?;
+        let (sign, name) = match written.trim().strip_prefix('-') {
+            Some(name) => (-1, name.trim()),
+            None => (1, written.trim().strip_prefix('+').unwrap_or(written.trim()).trim()),
+        };
+        if name.is_empty() {
+            return Err(SpecError::new(field("feature"), "must name a feature, e.g. \"mom_60_5\" or \"-vol_60\""));
+        }
+        Ok(Self::Factor { feature: name.to_string(), sign })
+    }
+
+    /// The training settings; `None` for a model that is not trained (`factor`).
+    pub fn train_params(&self) -> Option<&TrainParams> {
         match self {
-            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => train,
+            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => Some(train),
+            Self::Factor { .. } => None,
         }
     }
 }

@@ -222,6 +222,24 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
     }
 
     let specs = resolve_models(config)?;
+    let missing: Vec<SpecError> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, spec)| match spec {
+            ModelSpec::Factor { feature, .. } if !input.feature_names.contains(feature) => Some(SpecError::new(
+                format!("models[{index}].params.feature"),
+                format!(
+                    "{:?} ranks by {feature:?}, which the panel does not have (it has {})",
+                    config.models[index].name,
+                    input.feature_names.join(", ")
+                ),
+            )),
+            _ => None,
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(SpecErrors(missing));
+    }
     let mut jobs = Vec::with_capacity(distinct as usize);
     for (model_index, (model, spec)) in config.models.iter().zip(&specs).enumerate() {
         for (seed, window) in model.seeds.iter().flat_map(|s| config.train_windows.iter().map(move |w| (*s, w))) {

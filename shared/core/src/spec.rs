@@ -101,6 +101,8 @@ pub enum ModelKind {
     Linear,
     Mlp,
     Patchtst,
+    /// Ranks by one feature (with a sign), untrained: a baseline.
+    Factor,
 }
 
 /// Which quality the performance trigger watches.

@@ -67,7 +67,13 @@ fn a_label_named_as_a_feature_is_refused_and_named_features_plan() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("dataset.features[1]: column \"label5\" reads like a label"), "{}", run.stderr);
 
-    std::fs::write(dir.path().join("subset.toml"), named(r#"["ret_5", "vol_20"]"#)).expect("write");
+    // The quickstart's baselines rank by mom_60_5, ret_5 and vol_60: a subset must keep them.
+    std::fs::write(dir.path().join("missing.toml"), named(r#"["ret_5", "vol_20"]"#)).expect("write");
+    let run = wf(dir.path(), &["plan", "missing.toml"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("models[2].params.feature: \"mom_60_5\" ranks by \"mom_60_5\""), "{}", run.stderr);
+    std::fs::write(dir.path().join("subset.toml"), named(r#"["ret_5", "vol_20", "mom_60_5", "vol_60"]"#))
+        .expect("write");
     let run = wf(dir.path(), &["plan", "subset.toml", "--json"]);
     assert!(run.succeeded(), "{}", run.stderr);
     let all = wf(repository(), &["plan", "configs/quickstart.toml", "--json"]);
@@ -77,5 +83,5 @@ fn a_label_named_as_a_feature_is_refused_and_named_features_plan() {
     };
     let (subset, every) = (keys(&run.stdout), keys(&all.stdout));
     assert_eq!(subset.len(), every.len());
-    assert!(subset.iter().all(|k| !every.contains(k)), "two features and all features share a job key");
+    assert!(subset.iter().all(|k| !every.contains(k)), "four features and all features share a job key");
 }

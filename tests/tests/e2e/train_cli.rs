@@ -42,5 +42,5 @@ fn a_missing_device_or_job_is_one_clear_line() {
     );
     let run = wf(repository(), &["train", "configs/quickstart.toml", "--job", "100000"]);
     assert_eq!(run.code, Some(2));
-    assert!(run.stderr.trim().starts_with("error: --job: the plan has 776 jobs"), "{}", run.stderr);
+    assert!(run.stderr.trim().starts_with("error: --job: the plan has 1940 jobs"), "{}", run.stderr);
 }

@@ -2,12 +2,14 @@
 //!
 //! - `linear`: one linear map from features to one score per horizon (the baseline);
 //! - `mlp`: hidden layers with an activation and dropout, then one score per horizon;
-//! - `patchtst`: a transformer over patches of each stock's feature history.
+//! - `patchtst`: a transformer over patches of each stock's feature history;
+//! - `factor`: one feature times a sign, untrained (a baseline).
 //!
 //! Weights are initialised from the job's seed with our own ChaCha generator (Candle's
 //! CPU `randn` is not seedable), and dropout masks come from the same generator, so a
 //! job trained twice gives bit-identical scores on CPU.
 
+mod factor;
 pub mod fused;
 mod linear;
 mod mlp;
@@ -18,6 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 
+pub use factor::Factor;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use patchtst::{PatchTst, PatchTstShape};
@@ -63,16 +66,24 @@ pub trait Ranker {
     fn variables(&self) -> Vec<(String, Var)>;
 }
 
-/// Builds the model of `spec` for `features` inputs and `horizons` outputs.
+/// Builds the model of `spec` for the inputs `feature_names` (in panel order) and
+/// `horizons` outputs.
 pub fn build(
     spec: &ModelSpec,
-    features: usize,
+    feature_names: &[String],
     horizons: usize,
     seed: u64,
     device: &Device,
 ) -> candle_core::Result<Box<dyn Ranker>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let features = feature_names.len();
     Ok(match spec {
+        ModelSpec::Factor { feature, sign } => {
+            let column = feature_names.iter().position(|name| name == feature).ok_or_else(|| {
+                candle_core::Error::Msg(format!("the factor's feature {feature:?} is not among the model's inputs"))
+            })?;
+            Box::new(Factor::new(column, *sign, horizons))
+        }
         ModelSpec::Linear { .. } => Box::new(Linear::new(features, horizons, &mut rng, device)?),
         ModelSpec::Mlp { hidden, activation, dropout, .. } => {
             Box::new(Mlp::new(features, hidden, horizons, *activation, *dropout, &mut rng, device)?)

@@ -357,8 +357,8 @@ fn a_job_key_is_the_hash_of_its_readable_identity() {
     assert_eq!(identity.train, [date(job.train_days.start), date(job.train_days.end - 1)]);
     assert_eq!(identity.score, [date(job.score_days.start), date(job.score_days.end - 1)]);
     // Defaults are written out: the loss weights of the primary and the other horizon.
-    assert_eq!(identity.model.train_params().horizon_weights, Some(vec![0.5, 1.0]));
-    assert_eq!(identity.model.train_params().epochs, 30);
+    assert_eq!(identity.model.train_params().expect("trained").horizon_weights, Some(vec![0.5, 1.0]));
+    assert_eq!(identity.model.train_params().expect("trained").epochs, 30);
     // The text is canonical: parsing and writing it again gives the same bytes.
     assert_eq!(identity.to_canonical(), job.identity);
     // Differences are named by field.
@@ -417,4 +417,25 @@ fn jobs_at_the_edges_of_the_data_pass_the_audit() {
 
 fn plan_fields(config: &SweepConfig, dataset: &Dataset) -> Vec<String> {
     plan(config, &dataset.input()).expect_err("does not fit").fields().into_iter().map(String::from).collect()
+}
+
+#[test]
+fn a_factor_on_a_feature_the_panel_lacks_is_refused_naming_it_and_one_it_has_is_planned() {
+    use crate::spec::{ModelConfig, ModelKind};
+    let dataset = Dataset::new(calendar_with_holes(600, &BTreeSet::new()));
+    let factor = |feature: &str| ModelConfig {
+        name: "factor".into(),
+        kind: ModelKind::Factor,
+        params: [("feature".to_string(), serde_json::json!(feature))].into_iter().collect(),
+        seeds: vec![0],
+    };
+    let mut with_factor = config(vec![126], vec![Cadence::TradingDays(63)], vec![5], 0, 63);
+    with_factor.models.push(factor("-zzz"));
+    let refused = plan(&with_factor, &dataset.input()).expect_err("no such feature");
+    assert_eq!(refused.fields(), vec!["models[1].params.feature"]);
+    assert!(refused.to_string().contains("\"zzz\""), "{refused}");
+    with_factor.models[1] = factor("-b");
+    let planned = plan(&with_factor, &dataset.input()).expect("plannable");
+    let factor_job = planned.jobs.iter().find(|j| j.model == 1).expect("factor jobs");
+    assert!(factor_job.identity.contains("\"feature\":\"b\"") && factor_job.identity.contains("\"sign\":-1"));
 }

@@ -35,6 +35,19 @@ pub struct SweepSpec {
     /// The portfolio backtest grid (issue 17); absent: no backtest.
     #[serde(default)]
     pub backtest: Option<BacktestSection>,
+    /// Untrained baselines added to the models.
+    #[serde(default)]
+    pub baselines: Option<BaselinesSection>,
+}
+
+/// `[baselines]`: one-line rules reported next to the models.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselinesSection {
+    /// Each a `factor` model ranking by one feature, optionally negated (`"-vol_60"`),
+    /// named as written.
+    #[serde(default)]
+    pub factors: Vec<String>,
 }
 
 /// One value or a list of them: an axis of a grid.
@@ -367,6 +380,7 @@ impl SweepSpec {
             ("plan.cadences".into(), self.plan.cadences.len(), MAX_LIST),
             ("plan.horizons".into(), self.plan.horizons.len(), MAX_LIST),
             ("models".into(), self.models.len(), MAX_LIST),
+            ("baselines.factors".into(), self.baselines.as_ref().map_or(0, |b| b.factors.len()), MAX_LIST),
             ("dataset.features".into(), self.dataset.features.as_ref().map_or(0, Vec::len), 4 * MAX_LIST),
         ];
         for (index, model) in self.models.iter().enumerate().take(MAX_LIST) {
@@ -574,9 +588,12 @@ impl SweepSpec {
                 "linear" => Some(ModelKind::Linear),
                 "mlp" => Some(ModelKind::Mlp),
                 "patchtst" => Some(ModelKind::Patchtst),
+                "factor" => Some(ModelKind::Factor),
                 other => {
-                    problems
-                        .add(field("kind"), format!("unknown model kind {other:?} (expected linear, mlp or patchtst)"));
+                    problems.add(
+                        field("kind"),
+                        format!("unknown model kind {other:?} (expected linear, mlp, patchtst or factor)"),
+                    );
                     None
                 }
             };
@@ -618,6 +635,19 @@ impl SweepSpec {
                 );
             }
             models.push(ModelConfig { name: model.name.clone(), kind, params, seeds });
+        }
+        let factors = self.baselines.as_ref().map_or(&[][..], |b| b.factors.as_slice());
+        for (index, written) in factors.iter().enumerate() {
+            let field = format!("baselines.factors[{index}]");
+            let name = written.trim();
+            if name.trim_start_matches(['-', '+']).trim().is_empty() {
+                problems.add(field, "must name a feature, optionally negated, e.g. \"-ret_5\"");
+            } else if !names.insert(name.to_string()) {
+                problems.add(field, format!("{name:?} is already the name of a model or baseline"));
+            } else {
+                let params = [("feature".to_string(), serde_json::Value::String(name.to_string()))].into();
+                models.push(ModelConfig { name: name.to_string(), kind: ModelKind::Factor, params, seeds: vec![0] });
+            }
         }
         models
     }

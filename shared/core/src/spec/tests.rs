@@ -279,3 +279,22 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn baselines_become_factor_models_named_as_written() {
+    let text = format!("{QUICKSTART}\n[baselines]\nfactors = [\"mom_60_5\", \"-ret_5\", \" -vol_60\"]\n");
+    let config = SweepConfig::from_toml(&text).expect("valid");
+    let factors: Vec<&ModelConfig> = config.models.iter().filter(|m| m.kind == ModelKind::Factor).collect();
+    let names: Vec<&str> = factors.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["mom_60_5", "-ret_5", "-vol_60"]);
+    assert!(factors.iter().all(|m| m.seeds == vec![0] && m.params["feature"] == serde_json::json!(m.name)));
+    assert_eq!(config.models.len(), SweepConfig::from_toml(QUICKSTART).expect("valid").models.len() + 3);
+    for (factors, field) in [
+        ("[\"-\"]", "baselines.factors[0]"),
+        ("[\"ret_5\", \"ret_5\"]", "baselines.factors[1]"),
+        ("[\"ridge\"]", "baselines.factors[0]"),
+    ] {
+        let refused = errors(&format!("{QUICKSTART}\n[baselines]\nfactors = {factors}\n"));
+        assert!(refused.fields().contains(&field), "{factors}: {refused}");
+    }
+}
