@@ -26,6 +26,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wf_shared::Panel;
+use wf_shared::target::TargetTransform;
 
 use crate::WorkerError;
 use crate::model::{Mode, Ranker, TrainParams};
@@ -113,6 +114,7 @@ pub fn day_batch(
     panel: &Panel,
     day: usize,
     horizons: &[u32],
+    transform: TargetTransform,
     device: &Device,
 ) -> Result<Option<DayBatch>, WorkerError> {
     let targets: Vec<&[f64]> = horizons
@@ -125,13 +127,11 @@ pub fn day_batch(
     if rows.len() < 2 {
         return Ok(None);
     }
-    // Z-score each horizon's targets across the day's stocks.
+    // Each horizon's returns transformed across the day's stocks (z-scores by default).
     let mut normalised = Vec::with_capacity(rows.len() * horizons.len());
     for target in &targets {
         let values: Vec<f64> = rows.iter().map(|r| target[*r]).collect();
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
-        let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt();
-        normalised.extend(values.iter().map(|v| if std > 0.0 { ((v - mean) / std) as f32 } else { 0.0 }));
+        normalised.extend(transform.apply(&values).into_iter().map(|v| v as f32));
     }
     let targets = Tensor::from_vec(normalised, (horizons.len(), rows.len()), device)?;
     let stocks: Vec<u32> = rows.iter().map(|row| panel.stock()[*row]).collect();
@@ -170,6 +170,13 @@ pub fn day_loss(
     params: &TrainParams,
     horizon_weights: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    if params.target == TargetTransform::Sign {
+        // The logistic loss of above-median labels: mean(softplus(s) − y·s), with
+        // softplus(s) = max(s, 0) + ln(1 + e^−|s|) (stable for any s).
+        let softplus = (scores.relu()? + scores.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+        let logistic = softplus.sub(&scores.mul(&batch.targets)?)?.mean(D::Minus1)?;
+        return logistic.mul(horizon_weights)?.sum_all();
+    }
     let listnet = batch.target_distribution.mul(&log_softmax_over_stocks(scores)?)?.sum(D::Minus1)?.neg()?;
     let mse = scores.sub(&batch.targets)?.sqr()?.mean(D::Minus1)?;
     let per_horizon = (listnet.affine(params.listnet_weight, 0.0)? + mse.affine(params.mse_weight, 0.0)?)?;
@@ -228,7 +235,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
     let (train_days, validation_days) = split_window(window.clone(), params.validation_days as usize, longest);
     let batches = |days: Range<usize>| -> Result<Vec<DayBatch>, WorkerError> {
         Ok(days
-            .map(|d| day_batch(panel, d, horizons, device))
+            .map(|d| day_batch(panel, d, horizons, params.target, device))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .flatten()

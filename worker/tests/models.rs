@@ -160,7 +160,9 @@ fn every_trainable_variable_receives_a_gradient() {
         let spec = ModelSpec::from_config(index, config, 2).expect("valid spec");
         let ranker = build(&spec, market.panel.feature_names(), 2, 1, &Device::Cpu).expect("model builds");
         assert!(ranker.variables().len() >= 2, "a weight and a bias at least");
-        let batch = day_batch(&market.panel, 400, &[1, 5], &Device::Cpu).expect("batch").expect("enough rows");
+        let batch = day_batch(&market.panel, 400, &[1, 5], Default::default(), &Device::Cpu)
+            .expect("batch")
+            .expect("enough rows");
         let weights = candle_core::Tensor::from_vec(vec![0.5f32, 0.5], 2, &Device::Cpu).expect("weights");
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
         let cube = FeatureCube::build(&market.panel, 400 - (ranker.lookback() - 1), 400, &Device::Cpu).expect("cube");

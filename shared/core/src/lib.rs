@@ -50,6 +50,7 @@ pub mod replay;
 mod rolling;
 pub mod spec;
 pub mod synth;
+pub mod target;
 
 pub use bars::{Bars, BarsColumns, BarsError};
 pub use calendar::TradingCalendar;

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
+pub use crate::target::TargetTransform;
 
 /// The version of the training and scoring code, part of every job's identity.
 ///
@@ -55,6 +56,10 @@ pub struct TrainParams {
     /// Loss weight per trained horizon, in the sweep's horizon order; default 1 for the
     /// primary horizon and 0.5 for the others.
     pub horizon_weights: Option<Vec<f64>>,
+    /// What each day's returns become before training (`zscore`, the default, is left
+    /// out of identities, so existing job keys stay).
+    #[serde(default, skip_serializing_if = "TargetTransform::is_zscore")]
+    pub target: TargetTransform,
 }
 
 impl TrainParams {
@@ -84,6 +89,7 @@ impl Default for TrainParams {
             listnet_weight: 0.1,
             mse_weight: 1.0,
             horizon_weights: None,
+            target: TargetTransform::Zscore,
         }
     }
 }
@@ -132,6 +138,7 @@ struct RawParams {
     listnet_weight: Option<f64>,
     mse_weight: Option<f64>,
     horizon_weights: Option<Vec<f64>>,
+    target: Option<TargetTransform>,
     hidden: Option<Vec<usize>>,
     activation: Option<Activation>,
     dropout: Option<f32>,
@@ -227,6 +234,7 @@ impl ModelSpec {
             listnet_weight: raw.listnet_weight.unwrap_or(defaults.listnet_weight),
             mse_weight: raw.mse_weight.unwrap_or(defaults.mse_weight),
             horizon_weights: raw.horizon_weights.clone(),
+            target: raw.target.unwrap_or_default(),
         };
         let check =
             |ok: bool, name: &str, reason: &str| if ok { Ok(()) } else { Err(SpecError::new(field(name), reason)) };
