@@ -126,6 +126,15 @@ fn chart<'a, 'b>(
     Ok(chart)
 }
 
+/// Joins `points` with a line; a single point is left unjoined (a one-point polyline is
+/// invalid SVG, which rasterisers warn about).
+fn joined<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, points: Vec<(f64, f64)>) -> Result<(), Box<dyn std::error::Error>> {
+    if points.len() >= 2 {
+        chart.draw_series(LineSeries::new(points, PALETTE[3].stroke_width(2)))?;
+    }
+    Ok(())
+}
+
 /// Draws a chart's legend (at `position`, or plotters' default place) in the house style.
 fn legend<'a, 'b: 'a>(
     chart: &mut Chart<'a, 'b>,
@@ -238,7 +247,10 @@ fn series_plot(line: &LineReport, series: &[&ScheduleSeries], metric: Metric) ->
                 label = format!("{label} (covers {:.0}%)", outcome.coverage() * 100.0);
             }
             chart
-                .draw_series(LineSeries::new(points, color.stroke_width(if schedule.adaptive { 2 } else { 1 })))?
+                .draw_series(LineSeries::new(
+                    if points.len() >= 2 { points } else { Vec::new() },
+                    color.stroke_width(if schedule.adaptive { 2 } else { 1 }),
+                ))?
                 .label(label)
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
             if schedule.adaptive {
@@ -302,11 +314,11 @@ fn frontier_plot(line: &LineReport) -> Result<Option<Plot>, PlotError> {
         let mut frontier: Vec<(f64, f64)> =
             points.iter().filter(|s| s.on_frontier).map(|s| (s.retrains() as f64, s.delta.mean)).collect();
         frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart.draw_series(frontier.iter().map(|p| Circle::new(*p, 7, PALETTE[3].stroke_width(2))))?;
         chart
-            .draw_series(LineSeries::new(frontier, PALETTE[3].stroke_width(2)))?
+            .draw_series(frontier.iter().map(|p| Circle::new(*p, 7, PALETTE[3].stroke_width(2))))?
             .label("non-dominated (fewer retrains or higher ΔP@K)")
             .legend(|(x, y)| Circle::new((x + 9, y), 6, PALETTE[3].stroke_width(2)));
+        joined(&mut chart, frontier)?;
         legend(&mut chart, None)?;
         Ok(())
     })?;

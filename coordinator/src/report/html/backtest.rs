@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use wf_shared::backtest::lines::BacktestOutcome;
 use wf_shared::replay::frontier;
 
-use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
+use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, joined, legend, slug, span};
 use crate::report::backtest::{BacktestReport, LineBacktestReport, short};
 
 /// The file stem of a line's plots.
@@ -175,11 +175,11 @@ fn frontier_plot(report: &BacktestReport, line: &LineBacktestReport) -> Result<O
         let mut best: Vec<(f64, f64)> =
             points.iter().zip(&on_frontier).filter(|(_, on)| **on).map(|(p, _)| *p).collect();
         best.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart.draw_series(best.iter().map(|p| Circle::new(*p, 7, PALETTE[3].stroke_width(2))))?;
         chart
-            .draw_series(LineSeries::new(best, PALETTE[3].stroke_width(2)))?
+            .draw_series(best.iter().map(|p| Circle::new(*p, 7, PALETTE[3].stroke_width(2))))?
             .label("non-dominated (lower cost or higher excess)")
             .legend(|(x, y)| Circle::new((x + 9, y), 6, PALETTE[3].stroke_width(2)));
+        joined(&mut chart, best)?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (most, 0.0)], BLACK.mix(0.6)))?;
         legend(&mut chart, None)?;
         Ok(())
