@@ -30,7 +30,7 @@ use wf_coordinator::store::MemoryJobStore;
 use wf_data::dataset::{backtest_market, load_dataset};
 use wf_shared::Panel;
 use wf_shared::age::{AgeMatrix, JobResult, ModelRun, TrainingSummary};
-use wf_shared::backtest::{ranks_kept, top_ranked};
+use wf_shared::backtest::{PortfolioSetting, ranks_kept, top_ranked};
 use wf_shared::drift::DriftPath;
 use wf_shared::job::RetryPolicy;
 use wf_shared::job::SweepId;
@@ -195,10 +195,18 @@ fn main() -> Outcome<()> {
     backtest_seconds.sort_by(f64::total_cmp);
     let (settings, schedules, outcomes) = settings_and_schedules;
     println!();
+    // The benchmark ignores k, buffer and max_replace: one per distinct rest of a setting.
+    let mut benchmarks: Vec<PortfolioSetting> = Vec::new();
+    for setting in grid.settings() {
+        let key = PortfolioSetting { k: 0, buffer: 0, max_replace: None, ..setting };
+        if !benchmarks.contains(&key) {
+            benchmarks.push(key);
+        }
+    }
     println!(
         "{lines} lines, {schedules} schedules and policies, {settings} portfolio settings: {outcomes} simulations \
          of fully covered schedules, plus {} benchmarks",
-        lines * settings
+        lines * benchmarks.len()
     );
     println!(
         "median {:.2} s for the backtest of the jp grid; target <= 30 s",

@@ -123,7 +123,7 @@ pub fn run_job_until(
             best_validation_loss: f64::NAN,
             history: Vec::new(),
             seconds: 0.0,
-            device: format!("{device:?}").to_lowercase(),
+            device: crate::device::device_name(device),
             training_days: 0,
             validation_days: 0,
         },

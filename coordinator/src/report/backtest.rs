@@ -94,10 +94,6 @@ pub fn build(input: BacktestInput<'_>) -> BacktestReport {
     BacktestReport { settings, retrain_cost: input.grid.retrain_cost, lines }
 }
 
-fn optional(value: Option<f64>) -> String {
-    number(value)
-}
-
 /// A single-precision value at its shortest (empty when not finite).
 fn single(value: f32) -> String {
     if value.is_finite() { value.to_string() } else { String::new() }
@@ -144,20 +140,20 @@ pub fn backtest_csv(report: &BacktestReport) -> String {
                 number(Some(m.annual_gross)),
                 number(Some(m.annual_net)),
                 number(Some(m.annual_excess)),
-                optional(m.excess_interval.map(|i| i.low)),
-                optional(m.excess_interval.map(|i| i.high)),
+                number(m.excess_interval.map(|i| i.low)),
+                number(m.excess_interval.map(|i| i.high)),
                 number(Some(m.volatility)),
-                optional(m.sharpe),
+                number(m.sharpe),
                 number(Some(m.max_drawdown)),
                 number(Some(m.turnover_per_year)),
                 number(Some(m.costs)),
-                optional(outcome.map(|o| o.total_cost)),
-                optional(m.switch_share),
+                number(outcome.map(|o| o.total_cost)),
+                number(m.switch_share),
                 number(Some(m.hit_rate)),
                 field(difference.map_or("", |d| d.against.as_str())),
-                optional(difference.map(|d| d.annual)),
-                optional(difference.and_then(|d| d.interval).map(|i| i.low)),
-                optional(difference.and_then(|d| d.interval).map(|i| i.high)),
+                number(difference.map(|d| d.annual)),
+                number(difference.and_then(|d| d.interval).map(|i| i.low)),
+                number(difference.and_then(|d| d.interval).map(|i| i.high)),
                 outcome.map_or(String::new(), |o| u8::from(o.on_frontier).to_string()),
             );
         }

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::metric::average_ranks;
+
 /// How a day's returns become training targets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,26 +52,6 @@ impl TargetTransform {
             }
         }
     }
-}
-
-/// Ranks 1..=n of `values` (ascending), ties sharing their average rank.
-fn average_ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        let rank = (start + end + 1) as f64 / 2.0;
-        for index in &order[start..end] {
-            ranks[*index] = rank;
-        }
-        start = end;
-    }
-    ranks
 }
 
 /// The standard normal quantile `Φ⁻¹(p)` for `p` in (0, 1): Acklam's rational

@@ -131,12 +131,35 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
     let days: Vec<_> = full.iter().map(|s| schedule_days(s.replay, matrix)).collect();
     let retrains: Vec<usize> = full.iter().map(|s| s.replay.retrain_days.len()).collect();
 
+    // The benchmark ignores k, buffer and max_replace: one per distinct rest of a setting.
+    let mut distinct: Vec<PortfolioSetting> = Vec::new();
+    let bench_of: Vec<usize> = settings
+        .iter()
+        .map(|setting| {
+            let key = PortfolioSetting { k: 0, buffer: 0, max_replace: None, ..*setting };
+            distinct.iter().position(|d| *d == key).unwrap_or_else(|| {
+                distinct.push(key);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let benches: Vec<(Path, BacktestMetrics)> = distinct
+        .par_iter()
+        .map(|setting| {
+            let rebalance = rebalance_days(&period_dates, setting.rebalance);
+            let bench = benchmark(&universe, &rebalance, setting, &market);
+            // Against itself: no excess, so no interval to draw.
+            let metrics = summarise(&bench, &bench, 0, 0);
+            (bench, metrics)
+        })
+        .collect();
+
     let per_setting: Vec<(BacktestMetrics, Vec<BacktestOutcome>, Vec<Curve>)> = settings
         .par_iter()
         .enumerate()
         .map(|(index, setting)| {
             let rebalance = rebalance_days(&period_dates, setting.rebalance);
-            let bench = benchmark(&universe, &rebalance, setting, &market);
+            let (bench, bench_metrics) = &benches[bench_of[index]];
             // One lockstep group per thread.
             let group = days.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
             let paths: Vec<Path> = days
@@ -145,7 +168,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 .collect();
             let stream = |i: usize| seed.wrapping_add((index * full.len() + i) as u64);
             // Intervals come later, for the outcomes that get them.
-            let mut metrics: Vec<BacktestMetrics> = paths.iter().map(|path| summarise(path, &bench, 0, 0)).collect();
+            let mut metrics: Vec<BacktestMetrics> = paths.iter().map(|path| summarise(path, bench, 0, 0)).collect();
             let best_fixed = (0..full.len())
                 .filter(|i| !full[*i].adaptive)
                 .max_by(|a, b| metrics[*a].annual_net.total_cmp(&metrics[*b].annual_net));
@@ -165,7 +188,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 })
                 .collect();
             for i in (0..full.len()).filter(|i| detailed[*i]) {
-                metrics[i].excess_interval = excess_interval(&paths[i], &bench, samples, stream(i));
+                metrics[i].excess_interval = excess_interval(&paths[i], bench, samples, stream(i));
             }
             let outcomes = (0..full.len())
                 .map(|i| BacktestOutcome {
@@ -191,8 +214,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 net: nav(&paths[i].net),
                 gross: nav(&paths[i].gross),
             }));
-            let bench_metrics = summarise(&bench, &bench, samples, seed);
-            (bench_metrics, outcomes, curves)
+            (bench_metrics.clone(), outcomes, curves)
         })
         .collect();
 

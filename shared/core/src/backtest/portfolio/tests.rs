@@ -6,18 +6,9 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// Top `k`, rebalanced daily, without costs, at a capital of 10⁶.
 fn setting(k: u32) -> PortfolioSetting {
-    PortfolioSetting {
-        k,
-        rebalance: Rebalance::Days(1),
-        buffer: 0,
-        max_replace: None,
-        min_trade: 0.0,
-        buy_bps: 0.0,
-        sell_bps: 0.0,
-        impact: 0.0,
-        capital: 1e6,
-    }
+    PortfolioSetting { buy_bps: 0.0, sell_bps: 0.0, capital: 1e6, ..PortfolioSetting::new(k, Rebalance::Days(1)) }
 }
 
 fn market(returns: Vec<Vec<f64>>) -> Market {
