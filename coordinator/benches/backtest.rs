@@ -64,7 +64,7 @@ fn fabricated(panel: &Panel, config: &SweepConfig, job: &Job) -> JobResult {
     let target = panel.target(config.primary_horizon).expect("primary target");
     let mut rng = ChaCha8Rng::seed_from_u64(job.retrain_day as u64 * 1_000 + u64::from(job.window));
     let depth = ranks_kept(config.backtest.as_ref());
-    let (mut ages, mut rankings) = (Vec::new(), Vec::new());
+    let (mut ages, mut rankings, mut all_scores) = (Vec::new(), Vec::new(), Vec::new());
     for day in job.score_days.clone() {
         let rows = panel.rows_of_day(day);
         let scores: Vec<f64> = reversal[rows.clone()]
@@ -76,6 +76,7 @@ fn fabricated(panel: &Panel, config: &SweepConfig, job: &Job) -> JobResult {
             .collect();
         ages.push(day_metrics(&scores, &target[rows.clone()], config.k));
         rankings.push(top_ranked(&scores, &panel.stock()[rows], depth));
+        all_scores.push(scores);
     }
     JobResult {
         training: TrainingSummary {
@@ -90,6 +91,9 @@ fn fabricated(panel: &Panel, config: &SweepConfig, job: &Job) -> JobResult {
         ages,
         drift: DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone()),
         rankings,
+        exposures: wf_shared::exposure::Exposures::measure(panel, job.score_days.clone(), &all_scores),
+        // The primary horizon's metrics only: the backtest reads none of the others.
+        horizons: Vec::new(),
     }
 }
 

@@ -129,8 +129,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// A result as a worker would report it, with metrics at 63 ages, drift of 12 features
-/// and the top 128 of 1,000 stocks ranked at each age, converted to the wire as
+/// A result as a worker would report it, with metrics at 63 ages (at two horizons), drift
+/// of 12 features, the top 128 of 1,000 stocks ranked and the 8 style exposures at each age, converted to the wire as
 /// `wf-worker` converts its results (no identity).
 pub fn noop_result() -> wf_proto::v1::JobResult {
     use wf_shared::age::{JobResult, TrainingSummary};
@@ -162,5 +162,14 @@ pub fn noop_result() -> wf_proto::v1::JobResult {
             days: (0..63).map(|day| (0..12).map(|f| bins(f + day)).collect()).collect(),
         },
         rankings: (0..63u32).map(|age| (0..128u32).map(|rank| (rank * 7 + age * 13) % 1000).collect()).collect(),
+        exposures: wf_shared::exposure::Exposures {
+            factors: wf_shared::exposure::STYLE_FACTORS.iter().map(|f| f.to_string()).collect(),
+            values: (0..63 * 8).map(|i| (i * 37 % 2001) as i16 - 1000).collect(),
+        },
+        // The quickstart's other horizon (its identities train horizons 1 and 5).
+        horizons: vec![wf_shared::age::HorizonAges {
+            horizon: 1,
+            ages: (0..63).map(|age| Some(DayMetrics { p_at_k: 0.1 + f64::from(age % 5) * 0.01, ..day })).collect(),
+        }],
     })
 }

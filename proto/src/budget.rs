@@ -16,7 +16,11 @@
 //! - the drift of protocols 1 and 2 (a message per feature and day, varint day counts) is
 //!   not accepted from workers (it is still read from stored results);
 //! - `rankings.lengths`: at most one per age (the indices are bytes, as sent);
-//! - singular sub-messages (`result`, `drift`, `training`, `rankings`) and the identity
+//! - `exposures.factors`: at most the 8 style factors (the values are bytes, as sent);
+//! - `horizons`: fewer than the identity's horizons (the primary one is `ages`), each
+//!   with at most as many ages as `ages` (and never more than [`MAX_HORIZONS`] or
+//!   [`MAX_AGES`] while counting);
+//! - singular sub-messages (`result`, `drift`, `training`, `rankings`, `exposures`) and the identity
 //!   appear at most once (protobuf would merge repeats, adding their counts up);
 //! - the identity is at most [`MAX_IDENTITY_BYTES`] and parses as a job identity.
 //!
@@ -29,12 +33,17 @@ use bytes::Buf;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use wf_shared::drift::BINS;
+use wf_shared::exposure::STYLE_FACTORS;
 use wf_shared::plan::JobIdentity;
 
 use crate::{ConversionError, v1};
 
 /// The most ages any result may have (about 40 years of trading days).
 pub const MAX_AGES: u64 = 10_000;
+
+/// The most kept horizons any result may have (checked while counting; the job's own
+/// horizon count is checked once its identity is read).
+pub const MAX_HORIZONS: u64 = 64;
 
 /// The longest identity accepted (real ones are about 1 KB).
 pub const MAX_IDENTITY_BYTES: usize = 64 * 1024;
@@ -111,6 +120,11 @@ struct Counts<'a> {
     identity: Option<&'a [u8]>,
     rankings: bool,
     ranked_ages: u64,
+    exposures: bool,
+    exposure_factors: u64,
+    horizons: u64,
+    /// The most ages of one kept horizon.
+    horizon_ages: u64,
 }
 
 fn once(seen: &mut bool, field: &str) -> Result<(), ConversionError> {
@@ -211,6 +225,40 @@ fn result_counts(bytes: &[u8]) -> Result<Counts<'_>, ConversionError> {
                     Ok(())
                 })?;
             }
+            6 => {
+                once(&mut counts.exposures, "result.exposures")?;
+                // The values are bytes and decode to as many; the factor names are bounded.
+                fields(bytes_of(value, "result.exposures")?, "result.exposures", |number, _| {
+                    if number == 1 {
+                        counts.exposure_factors += 1;
+                        if counts.exposure_factors > STYLE_FACTORS.len() as u64 {
+                            return Err(invalid(
+                                "result.exposures.factors",
+                                format!("more than the {} style factors", STYLE_FACTORS.len()),
+                            ));
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            7 => {
+                counts.horizons += 1;
+                if counts.horizons > MAX_HORIZONS {
+                    return Err(invalid("result.horizons", format!("more than {MAX_HORIZONS} entries")));
+                }
+                let mut ages = 0u64;
+                fields(bytes_of(value, "result.horizons")?, "result.horizons", |number, value| {
+                    if number == 2 {
+                        bytes_of(value, "result.horizons.ages")?;
+                        ages += 1;
+                        if ages > MAX_AGES {
+                            return Err(invalid("result.horizons.ages", format!("more than {MAX_AGES} entries")));
+                        }
+                    }
+                    Ok(())
+                })?;
+                counts.horizon_ages = counts.horizon_ages.max(ages);
+            }
             4 => {
                 if counts.identity.is_some() {
                     return Err(invalid("result.identity", "appears twice"));
@@ -257,6 +305,22 @@ pub fn check_report(bytes: &[u8]) -> Result<(), ConversionError> {
         return Err(invalid(
             "result.ages",
             format!("{} entries, but the job scores at most {days} days ({first} to {last})", counts.ages),
+        ));
+    }
+    if counts.horizons >= identity.horizons.len() as u64 && counts.horizons > 0 {
+        return Err(invalid(
+            "result.horizons",
+            format!(
+                "{} entries, but the job trains {} horizons (the primary one is in `ages`)",
+                counts.horizons,
+                identity.horizons.len()
+            ),
+        ));
+    }
+    if counts.horizon_ages > counts.ages {
+        return Err(invalid(
+            "result.horizons.ages",
+            format!("{} entries, more than the {} ages", counts.horizon_ages, counts.ages),
         ));
     }
     if counts.ranked_ages > counts.ages {
@@ -357,8 +421,9 @@ mod tests {
     use chrono::NaiveDate;
     use proptest::prelude::*;
     use prost::Message;
-    use wf_shared::age::{JobResult, TrainingSummary};
+    use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
     use wf_shared::drift::DriftPath;
+    use wf_shared::exposure::Exposures;
     use wf_shared::metric::DayMetrics;
 
     use super::*;
@@ -396,6 +461,9 @@ mod tests {
             ages: vec![Some(day); ages],
             drift: DriftPath { training: vec![[1; BINS]; features], days: vec![vec![[2; BINS]; features]; scored] },
             rankings: (0..ages).map(|age| (0..5).map(|r| (age * 7 + r) as u32).collect()).collect(),
+            exposures: Exposures { factors: vec!["vol_60".into(), "ret_5".into()], values: vec![-1234; ages * 2] },
+            // The quickstart trains horizons 1 and 5; 5 is the primary.
+            horizons: vec![HorizonAges { horizon: 1, ages: vec![Some(day); ages] }],
         })
     }
 
@@ -467,6 +535,12 @@ mod tests {
                 Box::new(|m| m.drift.as_mut().expect("drift").training = vec![v1::Bins { counts: vec![] }; 3]),
             ),
             ("result.rankings.lengths", Box::new(|m| m.rankings.as_mut().expect("rankings").lengths.push(5))),
+            ("result.horizons", Box::new(|m| m.horizons.push(m.horizons[0].clone()))),
+            ("result.horizons.ages", Box::new(|m| m.horizons[0].ages.push(v1::AgeMetrics::default()))),
+            (
+                "result.exposures.factors",
+                Box::new(|m| m.exposures.as_mut().expect("exposures").factors = vec!["vol_20".into(); 9]),
+            ),
             ("result.identity", Box::new(|m| m.identity = String::new())),
             ("result.identity", Box::new(|m| m.identity = "{\"not\": \"an identity\"}".into())),
             ("result.identity", Box::new(|m| m.identity = "x".repeat(MAX_IDENTITY_BYTES + 1))),

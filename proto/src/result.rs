@@ -1,7 +1,8 @@
 //! `JobResult` on the wire: a job's training summary, metrics by age and drift counts.
 
-use wf_shared::age::{JobResult, TrainingSummary};
+use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
 use wf_shared::drift::{BINS, DriftPath};
+use wf_shared::exposure::{Exposures, MISSING, STYLE_FACTORS};
 use wf_shared::metric::DayMetrics;
 
 use crate::{ConversionError, v1};
@@ -23,28 +24,122 @@ impl From<JobResult> for v1::JobResult {
                 training_days: training.training_days as u32,
                 validation_days: training.validation_days as u32,
             }),
-            ages: result
-                .ages
-                .iter()
-                .map(|day| match day {
-                    Some(day) => v1::AgeMetrics {
-                        scored: true,
-                        p_at_k: day.p_at_k,
-                        base_rate: day.base_rate,
-                        rank_ic: day.rank_ic,
-                        spread: day.spread,
-                        top_k_mean: day.top_k_mean,
-                        stocks: day.stocks as u32,
-                        k: day.k as u32,
-                    },
-                    None => v1::AgeMetrics::default(),
-                })
-                .collect(),
+            ages: wire_ages(&result.ages),
             drift: Some(fixed_drift(&result.drift)),
             identity: String::new(),
             rankings: packed_rankings(&result.rankings),
+            exposures: packed_exposures(&result.exposures),
+            horizons: result
+                .horizons
+                .iter()
+                .map(|kept| v1::HorizonAges { horizon: kept.horizon, ages: wire_ages(&kept.ages) })
+                .collect(),
         }
     }
+}
+
+fn wire_ages(ages: &[Option<DayMetrics>]) -> Vec<v1::AgeMetrics> {
+    ages.iter()
+        .map(|day| match day {
+            Some(day) => v1::AgeMetrics {
+                scored: true,
+                p_at_k: day.p_at_k,
+                base_rate: day.base_rate,
+                rank_ic: day.rank_ic,
+                spread: day.spread,
+                top_k_mean: day.top_k_mean,
+                stocks: day.stocks as u32,
+                k: day.k as u32,
+            },
+            None => v1::AgeMetrics::default(),
+        })
+        .collect()
+}
+
+/// Ages from the wire, each checked (`field` names the list: `result.ages`).
+fn ages_of(field: &str, ages: &[v1::AgeMetrics]) -> Result<Vec<Option<DayMetrics>>, ConversionError> {
+    ages.iter()
+        .enumerate()
+        .map(|(age, day)| {
+            if !day.scored {
+                return Ok(None);
+            }
+            let field = |name: &str| format!("{field}[{age}].{name}");
+            for (name, value) in [("p_at_k", day.p_at_k), ("base_rate", day.base_rate)] {
+                if !(0.0..=1.0).contains(&value) {
+                    return Err(invalid(field(name), format!("must be in [0, 1], got {value}")));
+                }
+            }
+            if let Some(rank_ic) = day.rank_ic
+                && !(-1.0..=1.0).contains(&rank_ic)
+            {
+                return Err(invalid(field("rank_ic"), format!("must be in [-1, 1], got {rank_ic}")));
+            }
+            for (name, value) in [("spread", day.spread), ("top_k_mean", day.top_k_mean)] {
+                if !value.is_finite() {
+                    return Err(invalid(field(name), format!("must be finite, got {value}")));
+                }
+            }
+            if day.k == 0 || day.k > day.stocks {
+                return Err(invalid(field("k"), format!("must be in 1..={}, got {}", day.stocks, day.k)));
+            }
+            Ok(Some(DayMetrics {
+                p_at_k: day.p_at_k,
+                base_rate: day.base_rate,
+                rank_ic: day.rank_ic,
+                spread: day.spread,
+                top_k_mean: day.top_k_mean,
+                stocks: day.stocks as usize,
+                k: day.k as usize,
+            }))
+        })
+        .collect()
+}
+
+/// Exposures as little-endian i16s (`None` when no factor was measured).
+fn packed_exposures(exposures: &Exposures) -> Option<v1::Exposures> {
+    if exposures.factors.is_empty() {
+        return None;
+    }
+    Some(v1::Exposures {
+        factors: exposures.factors.clone(),
+        values: exposures.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    })
+}
+
+/// The exposures of `ages` ages from the wire (none: not measured).
+fn unpacked_exposures(message: Option<&v1::Exposures>, ages: usize) -> Result<Exposures, ConversionError> {
+    let Some(message) = message else { return Ok(Exposures::default()) };
+    for (index, factor) in message.factors.iter().enumerate() {
+        if !STYLE_FACTORS.contains(&factor.as_str()) {
+            return Err(invalid(
+                format!("result.exposures.factors[{index}]"),
+                format!("{factor:?} is not a style factor ({})", STYLE_FACTORS.join(", ")),
+            ));
+        }
+        if message.factors[..index].contains(factor) {
+            return Err(invalid(format!("result.exposures.factors[{index}]"), format!("{factor:?} appears twice")));
+        }
+    }
+    let expected = ages as u64 * message.factors.len() as u64 * 2;
+    if message.values.len() as u64 != expected {
+        return Err(invalid(
+            "result.exposures.values",
+            format!(
+                "{} bytes, expected {ages} ages x {} factors of 2 bytes",
+                message.values.len(),
+                message.factors.len()
+            ),
+        ));
+    }
+    let values: Vec<i16> = message.values.as_chunks::<2>().0.iter().map(|pair| i16::from_le_bytes(*pair)).collect();
+    if let Some(index) = values.iter().position(|v| *v != MISSING && !(-10_000..=10_000).contains(v)) {
+        return Err(invalid(
+            "result.exposures.values",
+            format!("value {index} is {}, outside -10000..=10000", values[index]),
+        ));
+    }
+    Ok(Exposures { factors: message.factors.clone(), values })
 }
 
 /// Rankings bit-packed (`None` when no age keeps any).
@@ -174,44 +269,27 @@ impl TryFrom<v1::JobResult> for JobResult {
                 format!("must be finite and >= 0, got {}", training.seconds),
             ));
         }
-        let ages = message
-            .ages
-            .iter()
-            .enumerate()
-            .map(|(age, day)| {
-                if !day.scored {
-                    return Ok(None);
-                }
-                let field = |name: &str| format!("result.ages[{age}].{name}");
-                for (name, value) in [("p_at_k", day.p_at_k), ("base_rate", day.base_rate)] {
-                    if !(0.0..=1.0).contains(&value) {
-                        return Err(invalid(field(name), format!("must be in [0, 1], got {value}")));
-                    }
-                }
-                if let Some(rank_ic) = day.rank_ic
-                    && !(-1.0..=1.0).contains(&rank_ic)
-                {
-                    return Err(invalid(field("rank_ic"), format!("must be in [-1, 1], got {rank_ic}")));
-                }
-                for (name, value) in [("spread", day.spread), ("top_k_mean", day.top_k_mean)] {
-                    if !value.is_finite() {
-                        return Err(invalid(field(name), format!("must be finite, got {value}")));
-                    }
-                }
-                if day.k == 0 || day.k > day.stocks {
-                    return Err(invalid(field("k"), format!("must be in 1..={}, got {}", day.stocks, day.k)));
-                }
-                Ok(Some(DayMetrics {
-                    p_at_k: day.p_at_k,
-                    base_rate: day.base_rate,
-                    rank_ic: day.rank_ic,
-                    spread: day.spread,
-                    top_k_mean: day.top_k_mean,
-                    stocks: day.stocks as usize,
-                    k: day.k as usize,
-                }))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let ages = ages_of("result.ages", &message.ages)?;
+        let mut horizons = Vec::with_capacity(message.horizons.len());
+        for (index, kept) in message.horizons.iter().enumerate() {
+            if kept.ages.len() != ages.len() {
+                return Err(invalid(
+                    format!("result.horizons[{index}].ages"),
+                    format!("{} ages, but the result has {}", kept.ages.len(), ages.len()),
+                ));
+            }
+            if horizons.iter().any(|h: &HorizonAges| h.horizon == kept.horizon) {
+                return Err(invalid(
+                    format!("result.horizons[{index}].horizon"),
+                    format!("horizon {} appears twice", kept.horizon),
+                ));
+            }
+            horizons.push(HorizonAges {
+                horizon: kept.horizon,
+                ages: ages_of(&format!("result.horizons[{index}].ages"), &kept.ages)?,
+            });
+        }
+        let exposures = unpacked_exposures(message.exposures.as_ref(), ages.len())?;
         let rankings = unpacked_rankings(message.rankings.as_ref(), ages.len())?;
         let drift = message.drift.ok_or_else(|| invalid("result.drift", "missing"))?;
         let drift = if drift.training.is_empty() && drift.days.is_empty() {
@@ -232,6 +310,8 @@ impl TryFrom<v1::JobResult> for JobResult {
             ages,
             drift,
             rankings,
+            exposures,
+            horizons,
         })
     }
 }
@@ -354,6 +434,42 @@ mod tests {
             ages: vec![Some(day), None, Some(DayMetrics { rank_ic: Some(0.12), ..day })],
             drift: DriftPath { training: vec![[1; BINS], [2; BINS]], days: vec![vec![[3; BINS], [4; BINS]]; 3] },
             rankings: vec![vec![3, 1, 700, 2], vec![], vec![0, 5]],
+            exposures: Exposures {
+                factors: vec!["vol_60".into(), "ret_5".into()],
+                values: vec![8123, -10_000, MISSING, MISSING, 0, 10_000],
+            },
+            horizons: vec![HorizonAges {
+                horizon: 20,
+                ages: vec![None, Some(DayMetrics { p_at_k: 0.6, ..day }), None],
+            }],
+        }
+    }
+
+    #[test]
+    fn bad_exposures_and_horizons_are_refused_naming_the_field() {
+        let wire = v1::JobResult::from(sample());
+        assert_eq!(wire.exposures.as_ref().map(|e| e.values.len()), Some(12), "3 ages x 2 factors x 2 bytes");
+        let none = JobResult { exposures: Exposures::default(), horizons: Vec::new(), ..sample() };
+        let bare = v1::JobResult::from(none.clone());
+        assert!(bare.exposures.is_none() && bare.horizons.is_empty());
+        assert_eq!(JobResult::try_from(bare), Ok(none), "a result without them (trainer 4) still reads");
+        type Change = fn(&mut v1::JobResult);
+        let cases: [(&str, Change); 7] = [
+            ("result.exposures.factors[1]", |r| r.exposures.as_mut().expect("kept").factors[1] = "fwd_ret_5".into()),
+            ("result.exposures.factors[1]", |r| r.exposures.as_mut().expect("kept").factors[1] = "vol_60".into()),
+            ("result.exposures.values", |r| r.exposures.as_mut().expect("kept").values.pop().map(drop).unwrap_or(())),
+            ("result.exposures.values", |r| {
+                r.exposures.as_mut().expect("kept").values[0..2].copy_from_slice(&20_000i16.to_le_bytes())
+            }),
+            ("result.horizons[0].ages", |r| r.horizons[0].ages.push(v1::AgeMetrics::default())),
+            ("result.horizons[1].horizon", |r| r.horizons.push(r.horizons[0].clone())),
+            ("result.horizons[0].ages[1].p_at_k", |r| r.horizons[0].ages[1].p_at_k = 1.5),
+        ];
+        for (field, change) in cases {
+            let mut message = wire.clone();
+            change(&mut message);
+            let error = JobResult::try_from(message).expect_err("refused");
+            assert_eq!(error.field, field, "{error}");
         }
     }
 

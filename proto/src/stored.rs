@@ -123,6 +123,8 @@ mod tests {
             drift: None,
             identity: identity.to_string(),
             rankings: None,
+            exposures: None,
+            horizons: Vec::new(),
         }
     }
 

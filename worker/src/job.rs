@@ -1,19 +1,21 @@
 //! One job's computation: refuse a leaking window, train, score every test day into
-//! age-matrix rows, measure drift, report statistics.
+//! age-matrix rows at every trained horizon, measure style exposures and drift, report
+//! statistics.
 
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
 use wf_shared::Panel;
-use wf_shared::age::{JobResult, TrainingSummary};
+use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
 use wf_shared::drift::DriftPath;
+use wf_shared::exposure::Exposures;
 use wf_shared::metric::{DayMetrics, day_metrics};
 use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
 use crate::model::{ModelSpec, Ranker, build};
-use crate::train::{TrainRequest, TrainStats, score_range, train};
+use crate::train::{TrainRequest, TrainStats, score_range_columns, train};
 
 /// What a job produced.
 pub struct JobOutput {
@@ -24,6 +26,10 @@ pub struct JobOutput {
     pub drift: DriftPath,
     /// By age, the universe indices of the top-ranked stocks, best first.
     pub rankings: Vec<Vec<u32>>,
+    /// Style exposures of the primary horizon's scores, by age.
+    pub exposures: Exposures,
+    /// Metrics by age at every other trained horizon.
+    pub horizons: Vec<HorizonAges>,
     pub stats: TrainStats,
 }
 
@@ -54,6 +60,8 @@ impl JobOutput {
             ages: self.ages.clone(),
             drift: self.drift.clone(),
             rankings: self.rankings.clone(),
+            exposures: self.exposures.clone(),
+            horizons: self.horizons.clone(),
         }
     }
 }
@@ -133,16 +141,33 @@ pub fn run_job_until(
     }
 
     let column = config.horizons.iter().position(|h| *h == config.primary_horizon).unwrap_or(0);
-    let target = panel.target(config.primary_horizon).ok_or_else(|| {
-        WorkerError::NoData(format!("the panel has no target for horizon {}", config.primary_horizon))
-    })?;
-    let scores = score_range(model.as_ref(), panel, job.score_days.clone(), column, device)?;
-    let ages = job
-        .score_days
-        .clone()
-        .zip(&scores)
-        .map(|(day, scores)| day_metrics(scores, &target[panel.rows_of_day(day)], config.k))
+    let target_of = |horizon: u32| {
+        panel
+            .target(horizon)
+            .ok_or_else(|| WorkerError::NoData(format!("the panel has no target for horizon {horizon}")))
+    };
+    let target = target_of(config.primary_horizon)?;
+    // [day][horizon column][row]: every trained horizon is scored.
+    let mut by_column = score_range_columns(model.as_ref(), panel, job.score_days.clone(), device)?;
+    let metrics_at = |column: usize, target: &[f64], by_column: &[Vec<Vec<f64>>]| -> Vec<Option<DayMetrics>> {
+        job.score_days
+            .clone()
+            .zip(by_column)
+            .map(|(day, columns)| {
+                columns.get(column).and_then(|scores| day_metrics(scores, &target[panel.rows_of_day(day)], config.k))
+            })
+            .collect()
+    };
+    let mut horizons = Vec::new();
+    for (other, horizon) in config.horizons.iter().enumerate().filter(|(c, _)| *c != column) {
+        horizons.push(HorizonAges { horizon: *horizon, ages: metrics_at(other, target_of(*horizon)?, &by_column) });
+    }
+    let ages = metrics_at(column, target, &by_column);
+    let scores: Vec<Vec<f64>> = by_column
+        .iter_mut()
+        .map(|columns| if column < columns.len() { columns.swap_remove(column) } else { Vec::new() })
         .collect();
+    let exposures = Exposures::measure(panel, job.score_days.clone(), &scores);
     let depth = wf_shared::backtest::ranks_kept(config.backtest.as_ref());
     let rankings = job
         .score_days
@@ -151,5 +176,5 @@ pub fn run_job_until(
         .map(|(day, scores)| wf_shared::backtest::top_ranked(scores, &panel.stock()[panel.rows_of_day(day)], depth))
         .collect();
     let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
-    Ok(JobOutput { spec, model, ages, drift, rankings, stats })
+    Ok(JobOutput { spec, model, ages, drift, rankings, exposures, horizons, stats })
 }

@@ -443,10 +443,24 @@ pub fn score_range(
     column: usize,
     device: &Device,
 ) -> candle_core::Result<Vec<Vec<f64>>> {
+    Ok(score_range_columns(model, panel, days, device)?
+        .into_iter()
+        .map(|mut columns| if column < columns.len() { columns.swap_remove(column) } else { Vec::new() })
+        .collect())
+}
+
+/// Scores of every day of `days` at every horizon column: `[day][column][row]`, rows in
+/// panel order (a day without rows has no columns).
+pub fn score_range_columns(
+    model: &dyn Ranker,
+    panel: &Panel,
+    days: Range<usize>,
+    device: &Device,
+) -> candle_core::Result<Vec<Vec<Vec<f64>>>> {
     let (Some(first), Some(last)) = (days.clone().next(), days.clone().last()) else { return Ok(Vec::new()) };
     let lookback = model.lookback();
     if lookback == 1 {
-        return score_batched(model, panel, days, column, device);
+        return score_batched(model, panel, days, device);
     }
     let cube = FeatureCube::build(panel, first.saturating_sub(lookback - 1), last, device)?;
     days.map(|day| {
@@ -461,7 +475,7 @@ pub fn score_range(
             Some(Tensor::from_vec(stocks.to_vec(), rows.len(), device)?)
         };
         let scores = model.forward_columns(&cube.window(day, lookback)?, columns.as_ref(), Mode::Eval)?;
-        Ok(scores.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+        Ok(scores.to_vec2::<f32>()?.into_iter().map(|column| column.into_iter().map(f64::from).collect()).collect())
     })
     .collect()
 }
@@ -469,17 +483,16 @@ pub fn score_range(
 /// Days scored by one forward pass of a model without history.
 const SCORE_BATCH_DAYS: usize = 32;
 
-/// [`score_range`] of a model that reads only the day itself: the days go through the
-/// model `SCORE_BATCH_DAYS` at a time, all stocks of each side by side, `[F, days ·
+/// [`score_range_columns`] of a model that reads only the day itself: the days go through
+/// the model `SCORE_BATCH_DAYS` at a time, all stocks of each side by side, `[F, days ·
 /// stocks]` (one large product per layer instead of one small one per day; a stock
 /// absent on a day is scored on zeros and dropped).
 fn score_batched(
     model: &dyn Ranker,
     panel: &Panel,
     days: Range<usize>,
-    column: usize,
     device: &Device,
-) -> candle_core::Result<Vec<Vec<f64>>> {
+) -> candle_core::Result<Vec<Vec<Vec<f64>>>> {
     let (stocks, features) = (panel.codes().len(), panel.features().len());
     let all: Vec<usize> = days.collect();
     let mut scored = Vec::with_capacity(all.len());
@@ -493,11 +506,21 @@ fn score_batched(
             }
         }
         let input = Tensor::from_vec(values, (features, width), device)?;
-        let scores = model.forward(&input, Mode::Eval)?.narrow(0, column, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let scores = model.forward(&input, Mode::Eval)?.to_vec2::<f32>()?;
         for (slot, day) in batch.iter().enumerate() {
             let rows = panel.rows_of_day(*day);
+            if rows.is_empty() {
+                scored.push(Vec::new());
+                continue;
+            }
+            let row_stocks = &panel.stock()[rows];
             scored.push(
-                panel.stock()[rows].iter().map(|stock| f64::from(scores[slot * stocks + *stock as usize])).collect(),
+                scores
+                    .iter()
+                    .map(|column| {
+                        row_stocks.iter().map(|stock| f64::from(column[slot * stocks + *stock as usize])).collect()
+                    })
+                    .collect(),
             );
         }
     }

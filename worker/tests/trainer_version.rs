@@ -22,9 +22,15 @@ use wf_worker::train::score_day;
 static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 /// (trainer version, digest of the fixed jobs' numbers), one row per version.
-/// Version 3 also covers the first and last scored days' top ten ranks.
-const PINNED: &[(u32, &str)] =
-    &[(1, "bc51b2efaa89a444"), (2, "bc51b2efaa89a444"), (3, "9f966aa9201a0ef9"), (4, "9f966aa9201a0ef9")];
+/// Version 3 also covers the first and last scored days' top ten ranks; version 5 the
+/// other horizons' metrics and the exposures.
+const PINNED: &[(u32, &str)] = &[
+    (1, "bc51b2efaa89a444"),
+    (2, "bc51b2efaa89a444"),
+    (3, "9f966aa9201a0ef9"),
+    (4, "9f966aa9201a0ef9"),
+    (5, "7da0d67b367d5453"),
+];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
     let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
@@ -84,6 +90,14 @@ fn fixed_jobs_numbers() -> String {
             let text: Vec<String> = ranking.iter().take(10).map(u32::to_string).collect();
             numbers.push_str(&format!("ranks {}\n", text.join(" ")));
         }
+        // Version 5 keeps every trained horizon's metrics and the style exposures.
+        for kept in &output.horizons {
+            for day in &kept.ages {
+                let (p_at_k, rank_ic) = day.map_or((f64::NAN, None), |d| (d.p_at_k, d.rank_ic));
+                numbers.push_str(&format!("h{} {p_at_k} {}\n", kept.horizon, rank_ic.map_or("-".into(), rounded)));
+            }
+        }
+        numbers.push_str(&format!("exposures {:?} {:?}\n", output.exposures.factors, output.exposures.values));
         for day in [job.score_days.start, job.score_days.end - 1] {
             let scores = score_day(output.model.as_ref(), &panel, day, 1, &Device::Cpu).expect("scores");
             let text: Vec<String> = scores.iter().map(|s| rounded(*s)).collect();

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::drift::DriftPath;
+use crate::exposure::Exposures;
 use crate::metric::DayMetrics;
 use crate::plan::Job;
 
@@ -63,6 +64,19 @@ pub struct ModelRun {
     /// input); empty when the result kept none.
     #[serde(default)]
     pub rankings: Vec<Vec<u32>>,
+    /// Style exposures by age (none measured in results before trainer version 5).
+    #[serde(default)]
+    pub exposures: Exposures,
+    /// Metrics by age at every trained horizon but the primary one.
+    #[serde(default)]
+    pub horizons: Vec<HorizonAges>,
+}
+
+/// Metrics by age at one horizon (index = age; `None` where no stock was scored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HorizonAges {
+    pub horizon: u32,
+    pub ages: Vec<Option<DayMetrics>>,
 }
 
 impl ModelRun {
@@ -77,11 +91,23 @@ impl ModelRun {
             ages: result.ages,
             drift: Some(result.drift),
             rankings: result.rankings,
+            exposures: result.exposures,
+            horizons: result.horizons,
         }
     }
 
     pub fn at(&self, age: usize) -> Option<&DayMetrics> {
         self.ages.get(age).and_then(Option::as_ref)
+    }
+
+    /// The metrics of `age` at `horizon`: the primary horizon's when `horizon` is
+    /// `primary`, otherwise the kept horizon's (`None` when not kept).
+    pub fn at_horizon(&self, horizon: u32, primary: u32, age: usize) -> Option<&DayMetrics> {
+        if horizon == primary {
+            return self.at(age);
+        }
+        let kept = self.horizons.iter().find(|h| h.horizon == horizon)?;
+        kept.ages.get(age).and_then(Option::as_ref)
     }
 }
 
@@ -111,6 +137,12 @@ pub struct JobResult {
     /// empty altogether in results that keep none.
     #[serde(default)]
     pub rankings: Vec<Vec<u32>>,
+    /// Style exposures of the scores by age (`docs/ANALYTICS.md` "Exposures").
+    #[serde(default)]
+    pub exposures: Exposures,
+    /// Metrics by age at each trained horizon but the primary one, in the spec's order.
+    #[serde(default)]
+    pub horizons: Vec<HorizonAges>,
 }
 
 /// All runs of a sweep, with the horizon their metrics were measured at.

@@ -19,6 +19,7 @@
 //! | [`metric`] | per-day ranking metrics (P@K, base rate, RankIC, spread) and summaries |
 //! | [`bootstrap`] | moving-block bootstrap intervals |
 //! | [`evaluate`] | scoring a model's test days into age-matrix rows |
+//! | [`exposure`] | style exposures: Spearman of a model's scores with style factors, by age |
 //! | [`age`] | the age matrix: every model's metrics at every age |
 //! | [`decay`] | decay curves, decay rate, half-life |
 //! | [`drift`] | PSI of recent features against the training window |
@@ -38,6 +39,7 @@ pub mod dataset;
 pub mod decay;
 pub mod drift;
 pub mod evaluate;
+pub mod exposure;
 pub mod feature;
 pub mod job;
 pub mod label_guard;

@@ -121,7 +121,8 @@ pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     pearson(&average_ranks(a), &average_ranks(b))
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+/// Pearson correlation; `None` when either side is constant.
+pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     let n = a.len() as f64;
     let (mean_a, mean_b) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
     let (mut cov, mut var_a, mut var_b) = (0.0, 0.0, 0.0);

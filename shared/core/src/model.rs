@@ -24,8 +24,10 @@ pub use crate::target::TargetTransform;
 /// bottom-K cuts count fractionally (they were taken in input order); 3, results keep
 /// the top-ranked stocks of every scored day (the backtest's input), so results of 2,
 /// which have none, are not reused; 4, a score of −0.0 ranks equal to 0.0 in the kept
-/// rankings (it ranked below; a factor baseline's negated zeros showed it).
-pub const TRAINER_VERSION: u32 = 4;
+/// rankings (it ranked below; a factor baseline's negated zeros showed it); 5, results
+/// keep the style exposures of every scored day and the metrics of every trained horizon,
+/// so results of 4, which have neither, are not reused.
+pub const TRAINER_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -153,6 +153,8 @@ fn main() {
                 .collect(),
             drift: None,
             rankings: Vec::new(),
+            exposures: Default::default(),
+            horizons: Vec::new(),
         })
         .collect();
     let matrix = AgeMatrix { horizon: 5, max_age: ages as u32, runs };

@@ -40,6 +40,8 @@ fn matrix(days: &[usize], ages: usize, horizon: u32, value: impl Fn(usize, usize
             ages: (0..ages).map(|a| day(value(*r, a))).collect(),
             drift: None,
             rankings: Vec::new(),
+            exposures: Default::default(),
+            horizons: Vec::new(),
         })
         .collect();
     AgeMatrix { horizon, max_age: ages as u32, runs }
@@ -217,6 +219,8 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
                 ages,
                 drift: None,
                 rankings: Vec::new(),
+                exposures: Default::default(),
+                horizons: Vec::new(),
             }
         })
         .collect();

@@ -109,6 +109,8 @@ fn a_replayed_schedule_trades_the_live_models_rankings_and_counts_the_switch() {
         retrain_day,
         train_seconds: 1.0,
         ages: vec![None; rankings.len()],
+        exposures: Default::default(),
+        horizons: Vec::new(),
         drift: None,
         rankings,
     };

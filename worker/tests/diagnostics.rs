@@ -1,0 +1,142 @@
+//! What a job measures besides its primary metrics: style exposures of its scores, and
+//! the metrics of every trained horizon.
+
+use candle_core::Device;
+use wf_shared::cadence::Cadence;
+use wf_shared::exposure::{Exposures, STYLE_FACTORS, quantise};
+use wf_shared::metric::{day_metrics, spearman};
+use wf_shared::plan::plan_panel;
+use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
+use wf_shared::synth::{SynthSpec, generate};
+use wf_shared::{Bars, Panel, PanelSpec, build_panel};
+use wf_worker::job::run_job;
+use wf_worker::train::score_range;
+
+fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
+    let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
+    ModelConfig { name: name.into(), kind, params, seeds: vec![0] }
+}
+
+fn setup(models: Vec<ModelConfig>) -> (Panel, SweepConfig) {
+    let synth = generate(&SynthSpec { stocks: 60, days: 500, ..SynthSpec::default() }).expect("synth");
+    let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5, 20] });
+    let config = SweepConfig {
+        name: "diagnostics".into(),
+        panel: "synth:stocks=60,days=500".into(),
+        content_hash: None,
+        features: None,
+        start: chrono::NaiveDate::from_ymd_opt(2022, 1, 3).expect("date"),
+        end: chrono::NaiveDate::from_ymd_opt(2022, 6, 30).expect("date"),
+        train_windows: vec![126],
+        cadences: vec![Cadence::Quarterly],
+        horizons: vec![1, 5, 20],
+        primary_horizon: 5,
+        embargo: 0,
+        max_age: 42,
+        k: TopK::Count(10),
+        bootstrap_samples: 100,
+        bootstrap_seed: 1,
+        models,
+        triggers: Default::default(),
+        max_jobs: 100,
+        backtest: None,
+    };
+    (panel, config)
+}
+
+/// A model that ranks by `vol_60` has exposure 1 to it (−1 for `-vol_60`), and every
+/// exposure is the Spearman correlation of the day's scores with the day's factor.
+#[test]
+fn a_model_scoring_by_vol_60_has_exposure_one_to_it() {
+    let factor = |feature: &str| model(feature, ModelKind::Factor, serde_json::json!({ "feature": feature }));
+    let (panel, config) = setup(vec![factor("vol_60"), factor("-vol_60")]);
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let mut checked = 0;
+    for job in &plan.jobs {
+        let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+        let exposures = &output.exposures;
+        assert_eq!(exposures.factors, STYLE_FACTORS.map(String::from).to_vec(), "the synthetic panel has all 8");
+        assert_eq!(exposures.ages(), job.score_days.len());
+        let vol_60 = exposures.factors.iter().position(|f| f == "vol_60").expect("vol_60");
+        let sign = if job.model == 0 { 1.0 } else { -1.0 };
+        let scores = score_range(output.model.as_ref(), &panel, job.score_days.clone(), 1, &Device::Cpu).expect("s");
+        for (age, day) in job.score_days.clone().enumerate() {
+            assert_eq!(exposures.at(age, vol_60), Some(sign), "day {day}");
+            let rows = panel.rows_of_day(day);
+            for (index, name) in exposures.factors.iter().enumerate() {
+                let column = &panel.feature(name).expect("factor")[rows.clone()];
+                let (a, b): (Vec<f64>, Vec<f64>) = scores[age]
+                    .iter()
+                    .zip(column)
+                    .filter(|(s, f)| s.is_finite() && f.is_finite())
+                    .map(|(s, f)| (*s, f64::from(*f)))
+                    .unzip();
+                let expected = quantise(spearman(&a, &b));
+                assert_eq!(exposures.values[age * exposures.factors.len() + index], expected, "{name}, day {day}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} days checked");
+}
+
+/// Exposures read the scored day's own features: poisoning every other day's feature
+/// values changes nothing.
+#[test]
+fn exposures_read_the_scored_days_features_only() {
+    let (panel, config) = setup(vec![model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 2}))]);
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let job = &plan.jobs[0];
+    let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+    let scores = score_range(output.model.as_ref(), &panel, job.score_days.clone(), 1, &Device::Cpu).expect("s");
+    for age in [0, 7, job.score_days.len() - 1] {
+        let day = job.score_days.start + age;
+        let mut parts = panel.clone().into_parts();
+        let keep = panel.rows_of_day(day);
+        for column in &mut parts.features {
+            for (row, value) in column.iter_mut().enumerate() {
+                if !keep.contains(&row) {
+                    *value = (row as f32 * 0.618).fract() * 10.0 - 5.0;
+                }
+            }
+        }
+        let poisoned = Panel::new(parts).expect("same shape");
+        let alone = Exposures::measure(&poisoned, day..day + 1, std::slice::from_ref(&scores[age]));
+        let width = alone.factors.len();
+        assert_eq!(alone.values, output.exposures.values[age * width..(age + 1) * width], "age {age}");
+        assert!(alone.values.iter().any(|v| *v != 0), "a trained model has some exposure");
+    }
+}
+
+/// Every trained horizon is scored: each kept horizon's metrics are the model's scores
+/// at that horizon's output against that horizon's targets, day by day.
+#[test]
+fn every_trained_horizon_is_scored_against_its_own_targets() {
+    let (panel, config) = setup(vec![model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 2}))]);
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let job = &plan.jobs[0];
+    let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+    let kept: Vec<u32> = output.horizons.iter().map(|h| h.horizon).collect();
+    assert_eq!(kept, vec![1, 20], "the primary horizon 5 is `ages`");
+    let mut compared = 0;
+    for (column, horizon) in config.horizons.iter().enumerate() {
+        let scores =
+            score_range(output.model.as_ref(), &panel, job.score_days.clone(), column, &Device::Cpu).expect("scores");
+        let target = panel.target(*horizon).expect("target");
+        let ages = if *horizon == 5 {
+            &output.ages
+        } else {
+            &output.horizons.iter().find(|h| h.horizon == *horizon).expect("kept").ages
+        };
+        assert_eq!(ages.len(), job.score_days.len());
+        for (age, day) in job.score_days.clone().enumerate() {
+            let expected = day_metrics(&scores[age], &target[panel.rows_of_day(day)], config.k);
+            assert_eq!(ages[age], expected, "horizon {horizon}, day {day}");
+            compared += usize::from(expected.is_some());
+        }
+    }
+    // Not copies of one another.
+    assert_ne!(output.horizons[0].ages, output.horizons[1].ages);
+    assert_ne!(output.horizons[0].ages, output.ages);
+    assert!(compared > 100, "only {compared} days compared");
+}
