@@ -6,6 +6,8 @@
 //! | `schedules.csv` | (window, model, seed, schedule) | `scored_days`; `mean_delta_p_at_k`, `delta_low`, `delta_high` (ΔP@K, a fraction; 95% interval, empty where not computed); `hit_rate` (share of days > 0); `mean_rank_ic`, `icir`; `retrains`; `train_seconds` (sum over the schedule's trainings, s); `vs_best_fixed`, `difference_mean`, `difference_low`, `difference_high`, `difference_excludes_zero`; `on_frontier`; `covered_days`, `period_days` (days of the line's period with a live model row, and all of them: below, the schedule is not ranked or put on the frontier); `difference_common_days` (days the difference is taken on) |
 //! | `decay.csv` | (window, model, metric, age) | `age` (trading days since the retrain date), `mean`, `low`, `high` (95% interval), `models` (runs with a value) |
 //! | `series.csv` | (window, model, seed, schedule, date) | `delta_p_at_k`, `rank_ic` (empty: no live model scored that day), `retrain` (1 on retrain dates) |
+//! | `exposures.csv` | (window, model, factor) | `trained` (0: an untrained baseline); `mean` (Spearman ρ of scores with the factor, each model's mean over its ages, then the mean over models), `low`, `high` (95% interval over models in retrain order), `models` (with a value), `warning` (1: a trained model with \|mean\| > 0.5) |
+//! | `horizons.csv` | (window, model, horizon) | `primary` (1: the primary horizon); over every (model, age) cell up to `max_age`: `cells`, `p_at_k`, `base_rate`, `delta_p_at_k`, `rank_ic`, `spread` (means) |
 //! | `backtest.csv` (with `[backtest]`) | (window, model, seed, benchmark or schedule, setting) | `adaptive`; the setting (`k`, `rebalance`, `buffer`, `max_replace` (empty: unlimited), `min_trade`, `buy_bps`, `sell_bps`, `impact`, `capital`); `days`, `retrains`; `annual_gross`, `annual_net`, `annual_excess` with `excess_low`, `excess_high` (95%); `volatility`, `sharpe`, `max_drawdown`, `turnover_per_year` (one-sided, × NAV), `costs` (share of capital over the period), `total_cost` (costs + retrains × retrain_cost / capital), `switch_share`, `hit_rate`; `vs_best_fixed`, `difference`, `difference_low`, `difference_high` (annualised net); `on_frontier`. Fractions throughout (0.05 = 5%) |
 //! | `equity.csv` (with `[backtest]`) | (window, model, seed, benchmark or schedule, setting, date) | `nav_gross`, `nav_net`: value at the day's close after its return, 1 at the start |
 
@@ -131,14 +133,65 @@ pub fn series_csv(report: &SweepReport) -> String {
     out
 }
 
+pub fn exposures_csv(report: &SweepReport) -> String {
+    let mut out = String::from("window,model,trained,factor,mean,low,high,models,warning\n");
+    for model in report.diagnostics.iter().flat_map(|d| &d.exposures) {
+        for factor in &model.factors {
+            let warning = model.trained && factor.mean.abs() > super::diagnostics::EXPOSURE_WARNING;
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{}",
+                model.window,
+                field(&model.model),
+                u8::from(model.trained),
+                field(&factor.factor),
+                number(Some(factor.mean)),
+                number(factor.interval.map(|i| i.low)),
+                number(factor.interval.map(|i| i.high)),
+                factor.by_run.iter().flatten().count(),
+                u8::from(warning)
+            );
+        }
+    }
+    out
+}
+
+pub fn horizons_csv(report: &SweepReport) -> String {
+    let mut out = String::from("window,model,horizon,primary,cells,p_at_k,base_rate,delta_p_at_k,rank_ic,spread\n");
+    for model in report.diagnostics.iter().flat_map(|d| &d.horizons) {
+        for row in &model.rows {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{}",
+                model.window,
+                field(&model.model),
+                row.horizon,
+                u8::from(row.primary),
+                row.cells,
+                number(Some(row.p_at_k)),
+                number(Some(row.base_rate)),
+                number(Some(row.delta)),
+                number(row.rank_ic),
+                number(Some(row.spread))
+            );
+        }
+    }
+    out
+}
+
 /// The report's files in `formats`: (file name, contents), `report.html` last.
 pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, Vec<u8>)>, ReportFileError> {
     let mut files = Vec::new();
     if formats.contains(&Format::Json) {
         files.push(("report.json".to_string(), serde_json::to_vec_pretty(report)?));
     }
-    let mut tables =
-        vec![("schedules", schedules_csv(report)), ("decay", decay_csv(report)), ("series", series_csv(report))];
+    let mut tables = vec![
+        ("schedules", schedules_csv(report)),
+        ("decay", decay_csv(report)),
+        ("series", series_csv(report)),
+        ("exposures", exposures_csv(report)),
+        ("horizons", horizons_csv(report)),
+    ];
     if let Some(backtest) = &report.backtest {
         tables.push(("backtest", super::backtest::backtest_csv(backtest)));
         tables.push(("equity", super::backtest::equity_csv(backtest)));

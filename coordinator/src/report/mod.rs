@@ -10,6 +10,7 @@
 //! with SVG plots ([`html`]).
 
 pub mod backtest;
+pub mod diagnostics;
 pub mod files;
 pub mod html;
 
@@ -79,6 +80,9 @@ pub struct SweepReport {
     /// The portfolio backtest, when the spec has a `[backtest]` section.
     #[serde(default)]
     pub backtest: Option<backtest::BacktestReport>,
+    /// Why models rank as they do: style exposures and every trained horizon's metrics.
+    #[serde(default)]
+    pub diagnostics: Option<diagnostics::Diagnostics>,
 }
 
 /// One schedule's daily out-of-sample quality (`None`: no live model scored that day).
@@ -233,6 +237,7 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
         findings: findings.iter().take(10).map(|f| format!("{}: {}", f.key.short(), f.problem)).collect(),
     });
     report.dataset = Some(DatasetSummary::of(&config.panel, &dataset_hash, panel));
+    report.diagnostics = Some(diagnostics::build(config, matrix, calendar));
     report
 }
 
@@ -297,6 +302,7 @@ pub fn build(
         dataset: None,
         audit: None,
         backtest: None,
+        diagnostics: None,
     }
 }
 
@@ -381,6 +387,11 @@ impl SweepReport {
                 self.requeued.len()
             );
         }
+        for model in self.diagnostics.iter().flat_map(|d| &d.exposures) {
+            for warning in &model.warnings {
+                let _ = writeln!(out, "exposure warning: window {}, {}: {warning}", model.window, model.model);
+            }
+        }
         if let Some(backtest) = &self.backtest {
             out.push_str(
                 "\nBacktest: annualised net returns after trading costs; excess over the equal-weight benchmark; \
@@ -446,6 +457,7 @@ mod tests {
             dataset: None,
             audit: None,
             backtest: None,
+            diagnostics: None,
             lines: vec![LineReport {
                 window: 126,
                 model: "mlp".into(),

@@ -20,7 +20,7 @@ end = 2022-09-30
 [plan]
 train_windows = [126]
 cadences = ["monthly", "quarterly"]
-horizons = [5]
+horizons = [1, 5]
 primary_horizon = 5
 max_age = 63
 embargo = 0
@@ -103,9 +103,10 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg")))
         .count();
     assert_eq!(
-        svgs, 15,
-        "3 decay plots, and 6 per line (ΔP@K and RankIC over time, frontier; equity, cost drag, backtest \
-         frontier) for 2 lines"
+        svgs, 23,
+        "3 decay plots, 6 per line (ΔP@K and RankIC over time, frontier; equity, cost drag, backtest \
+         frontier) for 2 lines, and 4 per trained model (exposure by age and by retrain date, ΔP@K and RankIC \
+         by horizon and age)"
     );
     for file in [
         "report.json",
@@ -118,6 +119,10 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         "backtest.parquet",
         "equity.csv",
         "equity.parquet",
+        "exposures.csv",
+        "exposures.parquet",
+        "horizons.csv",
+        "horizons.parquet",
     ] {
         assert!(report_dir.join(file).exists(), "{file} missing");
     }
@@ -134,6 +139,7 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     assert_eq!(online["lines"], rebuilt["lines"]);
     assert_eq!(online["decay"], rebuilt["decay"]);
     assert_eq!(online["backtest"], rebuilt["backtest"], "the backtest rebuilt offline is the same");
+    assert_eq!(online["diagnostics"], rebuilt["diagnostics"], "the diagnostics rebuilt offline are the same");
 
     // Chromium renders the page: every plot in the DOM, no console message, not blank.
     let profile = tempfile::tempdir().expect("profile dir");
@@ -148,6 +154,10 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         assert!(dom_text.contains(&format!("<figure id=\"{prefix}\">")), "{prefix} is on the page");
     }
     assert_eq!(dom_text.matches("<table class=\"backtest\"").count(), 2 * SETTINGS, "a table per line and setting");
+    diagnostics_agree_with_the_report(report_dir, &dom_text);
+    for prefix in ["exposure_age_126_mlp", "exposure_dates_126_linear", "horizons_delta_126_mlp"] {
+        assert!(dom_text.contains(&format!("<figure id=\"{prefix}\">")), "{prefix} is on the page");
+    }
     let shot = dir.path().join("shot.png");
     let screenshot = chromium(
         &["--window-size=1200,2400", "--hide-scrollbars", &format!("--screenshot={}", shot.display()), &url],
@@ -161,6 +171,62 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     let (share, colours) = ink(&shot);
     assert!(share > 0.03, "the screenshot is nearly blank: {:.1}% inked", share * 100.0);
     assert!(colours >= 8, "the screenshot has only {colours} colours: no plots drawn?");
+}
+
+/// The per-horizon tables of `horizons.csv` and of the page hold report.json's figures,
+/// one row per trained horizon of each model; every exposure is a correlation, and a model
+/// scoring by a factor is not among these (no warning is due).
+fn diagnostics_agree_with_the_report(report_dir: &Path, page: &str) {
+    let report: Value = serde_json::from_slice(&std::fs::read(report_dir.join("report.json")).expect("report.json"))
+        .expect("report JSON");
+    let diagnostics = &report["diagnostics"];
+    let csv = std::fs::read_to_string(report_dir.join("horizons.csv")).expect("horizons.csv");
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let models = diagnostics["horizons"].as_array().expect("horizons");
+    assert_eq!(models.len(), 2, "linear and mlp");
+    let mut checked = 0;
+    for model in models {
+        let (window, name) = (model["window"].as_u64().expect("window"), model["model"].as_str().expect("model"));
+        let table_start =
+            page.find(&format!("<table class=\"horizons\" data-model=\"{window}|{name}\"")).expect("table");
+        let table = &page[table_start..table_start + page[table_start..].find("</table>").expect("end")];
+        let horizons = model["rows"].as_array().expect("rows");
+        assert_eq!(horizons.len(), 2, "{name}: horizons 1 and 5");
+        for row in horizons {
+            let horizon = row["horizon"].as_u64().expect("horizon");
+            assert_eq!(row["primary"].as_bool(), Some(horizon == 5));
+            let line = rows
+                .iter()
+                .find(|r| r[0] == window.to_string() && r[1] == name && r[2] == horizon.to_string())
+                .unwrap_or_else(|| panic!("no horizons.csv row for {name} at {horizon}"));
+            let html_start = table.find(&format!("<tr data-horizon=\"{horizon}\">")).expect("row");
+            let html_row = &table[html_start..html_start + table[html_start..].find("</tr>").expect("row end")];
+            for (column, key, field) in [
+                (5, "p_at_k", "p_at_k"),
+                (6, "base_rate", "base_rate"),
+                (7, "delta", "delta"),
+                (8, "rank_ic", "rank_ic"),
+            ] {
+                let json = row[key].as_f64().expect("a figure");
+                assert_eq!(line[column].parse::<f64>().expect("number"), json, "{name} h{horizon} {key} in the CSV");
+                let marker = format!("data-field=\"{field}\" data-v=\"");
+                let at = html_row.find(&marker).unwrap_or_else(|| panic!("no {field} cell")) + marker.len();
+                let shown: f64 = html_row[at..at + html_row[at..].find('"').expect("quote")].parse().expect("number");
+                assert_eq!(shown, json, "{name} h{horizon} {key} on the page");
+                checked += 1;
+            }
+            assert_eq!(line[4].parse::<u64>().ok(), row["cells"].as_u64());
+        }
+    }
+    assert_eq!(checked, 16);
+    for model in diagnostics["exposures"].as_array().expect("exposures") {
+        let factors = model["factors"].as_array().expect("factors");
+        assert_eq!(factors.len(), 8, "the 8 style factors");
+        for factor in factors {
+            let mean = factor["mean"].as_f64().expect("mean");
+            assert!((-1.0..=1.0).contains(&mean) && mean != 0.0, "{factor}");
+        }
+    }
 }
 
 /// `backtest.csv` has the benchmark and every fully covered schedule under every setting
