@@ -94,6 +94,7 @@ fn fabricated(panel: &Panel, config: &SweepConfig, job: &Job) -> JobResult {
         exposures: wf_shared::exposure::Exposures::measure(panel, job.score_days.clone(), &all_scores),
         // The primary horizon's metrics only: the backtest reads none of the others.
         horizons: Vec::new(),
+        importance: Default::default(),
     }
 }
 

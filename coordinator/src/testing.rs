@@ -130,7 +130,8 @@ impl Drop for RedisServer {
 }
 
 /// A result as a worker would report it, with metrics at 63 ages (at two horizons), drift
-/// of 12 features, the top 128 of 1,000 stocks ranked and the 8 style exposures at each age, converted to the wire as
+/// of 12 features, the top 128 of 1,000 stocks ranked and the 8 style exposures at each age, the importance
+/// of each feature, converted to the wire as
 /// `wf-worker` converts its results (no identity).
 pub fn noop_result() -> wf_proto::v1::JobResult {
     use wf_shared::age::{JobResult, TrainingSummary};
@@ -171,5 +172,12 @@ pub fn noop_result() -> wf_proto::v1::JobResult {
             horizon: 1,
             ages: (0..63).map(|age| Some(DayMetrics { p_at_k: 0.1 + f64::from(age % 5) * 0.01, ..day })).collect(),
         }],
+        importance: wf_shared::importance::Importance {
+            days: 21,
+            base_loss: 1.25,
+            base_rank_ic: 0.03,
+            loss: (0..12).map(|f| f as f32 * 0.001).collect(),
+            rank_ic: (0..12).map(|f| f as f32 * 0.0001).collect(),
+        },
     })
 }

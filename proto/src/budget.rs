@@ -17,10 +17,13 @@
 //!   not accepted from workers (it is still read from stored results);
 //! - `rankings.lengths`: at most one per age (the indices are bytes, as sent);
 //! - `exposures.factors`: at most the 8 style factors (the values are bytes, as sent);
+//! - `importance.loss`, `importance.rank_ic`: at most one value per feature of the
+//!   identity;
 //! - `horizons`: fewer than the identity's horizons (the primary one is `ages`), each
 //!   with at most as many ages as `ages` (and never more than [`MAX_HORIZONS`] or
 //!   [`MAX_AGES`] while counting);
-//! - singular sub-messages (`result`, `drift`, `training`, `rankings`, `exposures`) and the identity
+//! - singular sub-messages (`result`, `drift`, `training`, `rankings`, `exposures`,
+//!   `importance`) and the identity
 //!   appear at most once (protobuf would merge repeats, adding their counts up);
 //! - the identity is at most [`MAX_IDENTITY_BYTES`] and parses as a job identity.
 //!
@@ -125,6 +128,9 @@ struct Counts<'a> {
     horizons: u64,
     /// The most ages of one kept horizon.
     horizon_ages: u64,
+    importance: bool,
+    /// The more numerous of the importance's loss and RankIC values.
+    importance_values: u64,
 }
 
 fn once(seen: &mut bool, field: &str) -> Result<(), ConversionError> {
@@ -259,6 +265,24 @@ fn result_counts(bytes: &[u8]) -> Result<Counts<'_>, ConversionError> {
                 })?;
                 counts.horizon_ages = counts.horizon_ages.max(ages);
             }
+            8 => {
+                once(&mut counts.importance, "result.importance")?;
+                let (mut loss, mut rank_ic) = (0u64, 0u64);
+                fields(bytes_of(value, "result.importance")?, "result.importance", |number, value| {
+                    let count = match value {
+                        // Packed: 4 bytes a value, decoded to as many.
+                        Value::Bytes(packed) => packed.len() as u64 / 4,
+                        _ => 1,
+                    };
+                    match number {
+                        4 => loss += count,
+                        5 => rank_ic += count,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                counts.importance_values = loss.max(rank_ic);
+            }
             4 => {
                 if counts.identity.is_some() {
                     return Err(invalid("result.identity", "appears twice"));
@@ -277,6 +301,21 @@ fn result_counts(bytes: &[u8]) -> Result<Counts<'_>, ConversionError> {
         Ok(())
     })?;
     Ok(counts)
+}
+
+/// At most one importance value per feature of the job.
+fn importance_fits(counts: &Counts<'_>, identity: &JobIdentity) -> Result<(), ConversionError> {
+    if counts.importance_values > identity.features.len() as u64 {
+        return Err(invalid(
+            "result.importance",
+            format!(
+                "{} values per list, but the job reads {} features",
+                counts.importance_values,
+                identity.features.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an encoded `ReportResultRequest` against the budget (see the module's docs):
@@ -330,7 +369,7 @@ pub fn check_report(bytes: &[u8]) -> Result<(), ConversionError> {
         ));
     }
     if !counts.drift {
-        return Ok(());
+        return importance_fits(&counts, &identity);
     }
     let features = identity.features.len() as u64;
     if counts.features != features {
@@ -361,7 +400,7 @@ pub fn check_report(bytes: &[u8]) -> Result<(), ConversionError> {
             ),
         ));
     }
-    Ok(())
+    importance_fits(&counts, &identity)
 }
 
 /// A prost codec that checks a `ReportResultRequest` against [`check_report`] before
@@ -424,6 +463,7 @@ mod tests {
     use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
     use wf_shared::drift::DriftPath;
     use wf_shared::exposure::Exposures;
+    use wf_shared::importance::Importance;
     use wf_shared::metric::DayMetrics;
 
     use super::*;
@@ -464,6 +504,13 @@ mod tests {
             exposures: Exposures { factors: vec!["vol_60".into(), "ret_5".into()], values: vec![-1234; ages * 2] },
             // The quickstart trains horizons 1 and 5; 5 is the primary.
             horizons: vec![HorizonAges { horizon: 1, ages: vec![Some(day); ages] }],
+            importance: Importance {
+                days: 21,
+                base_loss: 1.5,
+                base_rank_ic: 0.02,
+                loss: vec![0.01; features],
+                rank_ic: vec![0.001; features],
+            },
         })
     }
 
@@ -536,6 +583,7 @@ mod tests {
             ),
             ("result.rankings.lengths", Box::new(|m| m.rankings.as_mut().expect("rankings").lengths.push(5))),
             ("result.horizons", Box::new(|m| m.horizons.push(m.horizons[0].clone()))),
+            ("result.importance", Box::new(|m| m.importance.as_mut().expect("importance").loss.push(0.5))),
             ("result.horizons.ages", Box::new(|m| m.horizons[0].ages.push(v1::AgeMetrics::default()))),
             (
                 "result.exposures.factors",

@@ -3,6 +3,7 @@
 use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
 use wf_shared::drift::{BINS, DriftPath};
 use wf_shared::exposure::{Exposures, MISSING, STYLE_FACTORS};
+use wf_shared::importance::Importance;
 use wf_shared::metric::DayMetrics;
 
 use crate::{ConversionError, v1};
@@ -29,6 +30,13 @@ impl From<JobResult> for v1::JobResult {
             identity: String::new(),
             rankings: packed_rankings(&result.rankings),
             exposures: packed_exposures(&result.exposures),
+            importance: result.importance.is_measured().then(|| v1::Importance {
+                days: result.importance.days,
+                base_loss: result.importance.base_loss,
+                base_rank_ic: result.importance.base_rank_ic,
+                loss: result.importance.loss.clone(),
+                rank_ic: result.importance.rank_ic.clone(),
+            }),
             horizons: result
                 .horizons
                 .iter()
@@ -94,6 +102,42 @@ fn ages_of(field: &str, ages: &[v1::AgeMetrics]) -> Result<Vec<Option<DayMetrics
             }))
         })
         .collect()
+}
+
+/// Importance from the wire: as many loss as RankIC values, every value finite (the base
+/// RankIC may be NaN: no validation day had one).
+fn importance_of(message: Option<v1::Importance>) -> Result<Importance, ConversionError> {
+    let Some(message) = message else { return Ok(Importance::default()) };
+    if message.loss.len() != message.rank_ic.len() {
+        return Err(invalid(
+            "result.importance.rank_ic",
+            format!("{} values, but {} loss values", message.rank_ic.len(), message.loss.len()),
+        ));
+    }
+    if !message.base_loss.is_finite() {
+        return Err(invalid("result.importance.base_loss", format!("must be finite, got {}", message.base_loss)));
+    }
+    if message.base_rank_ic.is_finite() && !(-1.0..=1.0).contains(&message.base_rank_ic) {
+        return Err(invalid(
+            "result.importance.base_rank_ic",
+            format!("must be in [-1, 1] or NaN, got {}", message.base_rank_ic),
+        ));
+    }
+    for (name, values) in [("loss", &message.loss), ("rank_ic", &message.rank_ic)] {
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(
+                format!("result.importance.{name}[{index}]"),
+                format!("must be finite, got {}", values[index]),
+            ));
+        }
+    }
+    Ok(Importance {
+        days: message.days,
+        base_loss: message.base_loss,
+        base_rank_ic: message.base_rank_ic,
+        loss: message.loss,
+        rank_ic: message.rank_ic,
+    })
 }
 
 /// Exposures as little-endian i16s (`None` when no factor was measured).
@@ -290,6 +334,7 @@ impl TryFrom<v1::JobResult> for JobResult {
             });
         }
         let exposures = unpacked_exposures(message.exposures.as_ref(), ages.len())?;
+        let importance = importance_of(message.importance)?;
         let rankings = unpacked_rankings(message.rankings.as_ref(), ages.len())?;
         let drift = message.drift.ok_or_else(|| invalid("result.drift", "missing"))?;
         let drift = if drift.training.is_empty() && drift.days.is_empty() {
@@ -312,6 +357,7 @@ impl TryFrom<v1::JobResult> for JobResult {
             rankings,
             exposures,
             horizons,
+            importance,
         })
     }
 }
@@ -442,6 +488,13 @@ mod tests {
                 horizon: 20,
                 ages: vec![None, Some(DayMetrics { p_at_k: 0.6, ..day }), None],
             }],
+            importance: Importance {
+                days: 21,
+                base_loss: 1.5,
+                base_rank_ic: 0.02,
+                loss: vec![0.25, -0.01],
+                rank_ic: vec![0.03, 0.0],
+            },
         }
     }
 
@@ -449,12 +502,20 @@ mod tests {
     fn bad_exposures_and_horizons_are_refused_naming_the_field() {
         let wire = v1::JobResult::from(sample());
         assert_eq!(wire.exposures.as_ref().map(|e| e.values.len()), Some(12), "3 ages x 2 factors x 2 bytes");
-        let none = JobResult { exposures: Exposures::default(), horizons: Vec::new(), ..sample() };
+        let none = JobResult {
+            exposures: Exposures::default(),
+            horizons: Vec::new(),
+            importance: Importance::default(),
+            ..sample()
+        };
         let bare = v1::JobResult::from(none.clone());
-        assert!(bare.exposures.is_none() && bare.horizons.is_empty());
+        assert!(bare.exposures.is_none() && bare.horizons.is_empty() && bare.importance.is_none());
         assert_eq!(JobResult::try_from(bare), Ok(none), "a result without them (trainer 4) still reads");
         type Change = fn(&mut v1::JobResult);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 10] = [
+            ("result.importance.rank_ic", |r| r.importance.as_mut().expect("kept").rank_ic.push(0.0)),
+            ("result.importance.loss[1]", |r| r.importance.as_mut().expect("kept").loss[1] = f32::INFINITY),
+            ("result.importance.base_rank_ic", |r| r.importance.as_mut().expect("kept").base_rank_ic = 2.0),
             ("result.exposures.factors[1]", |r| r.exposures.as_mut().expect("kept").factors[1] = "fwd_ret_5".into()),
             ("result.exposures.factors[1]", |r| r.exposures.as_mut().expect("kept").factors[1] = "vol_60".into()),
             ("result.exposures.values", |r| r.exposures.as_mut().expect("kept").values.pop().map(drop).unwrap_or(())),

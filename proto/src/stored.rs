@@ -125,6 +125,7 @@ mod tests {
             rankings: None,
             exposures: None,
             horizons: Vec::new(),
+            importance: None,
         }
     }
 

@@ -9,11 +9,13 @@ use wf_shared::Panel;
 use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
 use wf_shared::drift::DriftPath;
 use wf_shared::exposure::Exposures;
+use wf_shared::importance::Importance;
 use wf_shared::metric::{DayMetrics, day_metrics};
 use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
+use crate::importance::permutation_importance;
 use crate::model::{ModelSpec, Ranker, build};
 use crate::train::{TrainRequest, TrainStats, score_range_columns, train};
 
@@ -30,6 +32,8 @@ pub struct JobOutput {
     pub exposures: Exposures,
     /// Metrics by age at every other trained horizon.
     pub horizons: Vec<HorizonAges>,
+    /// Permutation importance of each feature on the training window's validation days.
+    pub importance: Importance,
     pub stats: TrainStats,
 }
 
@@ -62,6 +66,7 @@ impl JobOutput {
             rankings: self.rankings.clone(),
             exposures: self.exposures.clone(),
             horizons: self.horizons.clone(),
+            importance: self.importance.clone(),
         }
     }
 }
@@ -110,6 +115,7 @@ pub fn run_job_until(
     let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
     let model = build(&spec, panel.feature_names(), config.horizons.len(), job.seed, device)?;
+    let mut importance = Importance::default();
     let stats = match spec.train_params() {
         Some(params) => {
             let weights = params.horizon_weights_for(config);
@@ -122,7 +128,9 @@ pub fn run_job_until(
                 seed: job.seed,
                 stop,
             };
-            train(model.as_ref(), &request, device)?
+            let stats = train(model.as_ref(), &request, device)?;
+            importance = permutation_importance(model.as_ref(), &request, config.primary_horizon, device)?;
+            stats
         }
         // A factor is not trained: its scores read the scored day's features only.
         None => TrainStats {
@@ -176,5 +184,5 @@ pub fn run_job_until(
         .map(|(day, scores)| wf_shared::backtest::top_ranked(scores, &panel.stock()[panel.rows_of_day(day)], depth))
         .collect();
     let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
-    Ok(JobOutput { spec, model, ages, drift, rankings, exposures, horizons, stats })
+    Ok(JobOutput { spec, model, ages, drift, rankings, exposures, horizons, importance, stats })
 }

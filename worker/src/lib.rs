@@ -11,6 +11,7 @@
 pub mod allocator;
 pub mod artifact;
 pub mod device;
+pub mod importance;
 pub mod job;
 pub mod model;
 pub mod runtime;

@@ -140,3 +140,107 @@ fn every_trained_horizon_is_scored_against_its_own_targets() {
     assert_ne!(output.horizons[0].ages, output.ages);
     assert!(compared > 100, "only {compared} days compared");
 }
+
+/// A panel of 6 random features where the 5-day return is feature `f3` plus noise.
+fn planted_panel() -> Panel {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let (stocks, days, features) = (80, 300, 6);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+    let rows = stocks * days;
+    let values: Vec<Vec<f32>> = (0..features).map(|_| (0..rows).map(|_| normal() as f32).collect()).collect();
+    let target: Vec<f64> = (0..rows).map(|row| 0.02 * f64::from(values[3][row]) + 0.01 * normal()).collect();
+    Panel::new(wf_shared::panel::PanelParts {
+        calendar: wf_shared::TradingCalendar::business_days(
+            chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date"),
+            days,
+        ),
+        codes: (0..stocks).map(|s| format!("S{s:03}")).collect(),
+        day: (0..rows).map(|r| (r / stocks) as u32).collect(),
+        stock: (0..rows).map(|r| (r % stocks) as u32).collect(),
+        feature_names: (0..features).map(|f| format!("f{f}")).collect(),
+        features: values,
+        horizons: vec![5],
+        targets: vec![target],
+        adv: None,
+    })
+    .expect("panel")
+}
+
+fn planted_config(panel: &Panel, models: Vec<ModelConfig>) -> SweepConfig {
+    let date = |day: usize| panel.calendar().date(day).expect("date");
+    SweepConfig {
+        name: "planted".into(),
+        panel: "planted".into(),
+        content_hash: None,
+        features: None,
+        start: date(200),
+        end: date(260),
+        train_windows: vec![126],
+        cadences: vec![Cadence::Quarterly],
+        horizons: vec![5],
+        primary_horizon: 5,
+        embargo: 0,
+        max_age: 21,
+        k: TopK::Count(10),
+        bootstrap_samples: 100,
+        bootstrap_seed: 1,
+        models,
+        triggers: Default::default(),
+        max_jobs: 100,
+        backtest: None,
+    }
+}
+
+/// Only `f3` carries the signal: permutation importance ranks it first, by the loss and
+/// by RankIC, for every trained kind.
+#[test]
+fn permutation_importance_puts_the_planted_feature_first() {
+    let panel = planted_panel();
+    let config = planted_config(
+        &panel,
+        vec![
+            model("linear", ModelKind::Linear, serde_json::json!({"epochs": 10})),
+            model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 10})),
+        ],
+    );
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    for index in 0..config.models.len() {
+        let job = plan.jobs.iter().find(|j| j.model == index).expect("a job");
+        let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+        let importance = &output.importance;
+        let name = &config.models[index].name;
+        assert_eq!(importance.loss.len(), 6, "{name}: one value per feature");
+        assert_eq!(importance.days as usize, output.stats.validation_days, "{name}: early stopping's days");
+        let first = |values: &[f32]| (0..values.len()).max_by(|a, b| values[*a].total_cmp(&values[*b]));
+        assert_eq!(first(&importance.loss), Some(3), "{name}: {:?}", importance.loss);
+        assert_eq!(first(&importance.rank_ic), Some(3), "{name}: {:?}", importance.rank_ic);
+        assert!(importance.base_rank_ic > 0.5, "{name}: the model learnt the signal: {}", importance.base_rank_ic);
+        assert!(importance.rank_ic[3] > 0.3, "{name}: shuffling f3 destroys most of it: {:?}", importance.rank_ic);
+    }
+}
+
+/// Importance reads the validation days inside the training window only: poisoning
+/// every test day's features changes the scores but not the importance.
+#[test]
+fn importance_never_reads_a_test_day() {
+    let panel = planted_panel();
+    let config =
+        planted_config(&panel, vec![model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 4}))]);
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let job = &plan.jobs[0];
+    let clean = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+    let mut parts = panel.clone().into_parts();
+    let test_rows: Vec<usize> = (job.retrain_day..panel.calendar().len()).flat_map(|d| panel.rows_of_day(d)).collect();
+    for column in &mut parts.features {
+        for row in &test_rows {
+            column[*row] = -column[*row] * 3.0 + 1.0;
+        }
+    }
+    let poisoned = Panel::new(parts).expect("same shape");
+    let dirty = run_job(&poisoned, &config, job, &Device::Cpu).expect("job runs");
+    assert_ne!(clean.ages, dirty.ages, "the test days' scores read the poisoned features");
+    assert!(clean.importance.is_measured());
+    assert_eq!(clean.importance, dirty.importance, "importance read no test day");
+}

@@ -23,13 +23,13 @@ static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMallo
 
 /// (trainer version, digest of the fixed jobs' numbers), one row per version.
 /// Version 3 also covers the first and last scored days' top ten ranks; version 5 the
-/// other horizons' metrics and the exposures.
+/// other horizons' metrics, the exposures and the permutation importance.
 const PINNED: &[(u32, &str)] = &[
     (1, "bc51b2efaa89a444"),
     (2, "bc51b2efaa89a444"),
     (3, "9f966aa9201a0ef9"),
     (4, "9f966aa9201a0ef9"),
-    (5, "7da0d67b367d5453"),
+    (5, "4b3dfbb805c147aa"),
 ];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
@@ -98,6 +98,8 @@ fn fixed_jobs_numbers() -> String {
             }
         }
         numbers.push_str(&format!("exposures {:?} {:?}\n", output.exposures.factors, output.exposures.values));
+        let importance: Vec<String> = output.importance.loss.iter().map(|v| rounded(f64::from(*v))).collect();
+        numbers.push_str(&format!("importance {} {}\n", output.importance.days, importance.join(" ")));
         for day in [job.score_days.start, job.score_days.end - 1] {
             let scores = score_day(output.model.as_ref(), &panel, day, 1, &Device::Cpu).expect("scores");
             let text: Vec<String> = scores.iter().map(|s| rounded(*s)).collect();

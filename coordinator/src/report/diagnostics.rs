@@ -19,6 +19,30 @@ pub struct Diagnostics {
     pub exposures: Vec<ModelExposures>,
     /// Metrics of every trained horizon per (window, model).
     pub horizons: Vec<ModelHorizons>,
+    /// Permutation importance per (window, trained model) with any measured.
+    #[serde(default)]
+    pub importance: Vec<ModelImportance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelImportance {
+    pub window: u32,
+    pub model: String,
+    /// Retrain dates of the runs with importance, in retrain order (seeds pooled).
+    pub retrain_dates: Vec<NaiveDate>,
+    /// Every feature, most important (largest mean loss rise) first.
+    pub features: Vec<FeatureImportance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureImportance {
+    pub feature: String,
+    /// Mean over runs of the validation loss rise when the feature is shuffled.
+    pub loss: f64,
+    /// Mean over runs of the validation RankIC fall when the feature is shuffled.
+    pub rank_ic: f64,
+    /// Each run's loss rise, by `retrain_dates` (the importance drift).
+    pub by_run: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,8 +121,8 @@ fn groups(matrix: &AgeMatrix) -> Vec<((u32, usize), Vec<&ModelRun>)> {
         .collect()
 }
 
-/// The diagnostics of `matrix` (runs of `config`'s models).
-pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalendar) -> Diagnostics {
+/// The diagnostics of `matrix` (runs of `config`'s models on a panel with `features`).
+pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalendar, features: &[String]) -> Diagnostics {
     let bootstrap = Bootstrap {
         block: matrix.horizon.max(1) as usize,
         samples: config.bootstrap_samples,
@@ -122,6 +146,9 @@ pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalenda
                 warnings,
             });
         }
+        if let Some(importance) = importance(&runs, features, calendar) {
+            diagnostics.importance.push(ModelImportance { window, model: name.clone(), ..importance });
+        }
         let rows = config
             .horizons
             .iter()
@@ -133,6 +160,40 @@ pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalenda
 }
 
 type Measured = (Vec<NaiveDate>, Vec<FactorExposure>);
+
+/// The importance of the runs that measured it, each feature averaged over runs (window
+/// and model left for the caller).
+fn importance(runs: &[&ModelRun], features: &[String], calendar: &TradingCalendar) -> Option<ModelImportance> {
+    let measured: Vec<&ModelRun> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.importance.is_measured() && r.importance.loss.len() == features.len())
+        .collect();
+    if measured.is_empty() {
+        return None;
+    }
+    let mut rows: Vec<FeatureImportance> = features
+        .iter()
+        .enumerate()
+        .map(|(index, feature)| {
+            let by_run: Vec<Option<f64>> =
+                measured.iter().map(|r| Some(f64::from(r.importance.loss[index])).filter(|v| v.is_finite())).collect();
+            FeatureImportance {
+                feature: feature.clone(),
+                loss: mean(by_run.iter().flatten().copied()).unwrap_or(f64::NAN),
+                rank_ic: mean(measured.iter().map(|r| f64::from(r.importance.rank_ic[index]))).unwrap_or(f64::NAN),
+                by_run,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.loss.total_cmp(&a.loss));
+    Some(ModelImportance {
+        window: 0,
+        model: String::new(),
+        retrain_dates: measured.iter().map(|r| calendar.date(r.retrain_day).unwrap_or_default()).collect(),
+        features: rows,
+    })
+}
 
 fn exposures(
     runs: &[&ModelRun],
@@ -214,6 +275,7 @@ mod tests {
     use wf_shared::age::HorizonAges;
     use wf_shared::drift::DriftPath;
     use wf_shared::exposure::{Exposures, MISSING};
+    use wf_shared::importance::Importance;
     use wf_shared::spec::ModelConfig;
 
     use super::*;
@@ -225,6 +287,13 @@ mod tests {
     /// A run retrained on `retrain_day` with exposures (vol_60, ret_5) by age and a
     /// horizon-20 path.
     fn run(model: usize, retrain_day: usize, values: Vec<i16>) -> ModelRun {
+        // Trained runs measure importance of features (a, b): (0.1, 0.5) on day 10, (0.3, 0.1) on day 20.
+        let importance = if model == 0 {
+            let loss = if retrain_day == 10 { vec![0.1, 0.5] } else { vec![0.3, 0.1] };
+            Importance { days: 5, base_loss: 1.0, base_rank_ic: 0.1, rank_ic: vec![0.01, 0.02], loss }
+        } else {
+            Importance::default()
+        };
         ModelRun {
             window: 126,
             model,
@@ -236,6 +305,7 @@ mod tests {
             rankings: Vec::new(),
             exposures: Exposures { factors: vec!["vol_60".into(), "ret_5".into()], values },
             horizons: vec![HorizonAges { horizon: 20, ages: vec![day(0.7, Some(0.3)), None, day(0.4, Some(-0.1))] }],
+            importance,
         }
     }
 
@@ -261,7 +331,7 @@ mod tests {
             ],
         };
         let calendar = TradingCalendar::business_days(chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"), 40);
-        let diagnostics = build(&config, &matrix, &calendar);
+        let diagnostics = build(&config, &matrix, &calendar, &["a".to_string(), "b".to_string()]);
         let mlp = &diagnostics.exposures[0];
         assert_eq!((mlp.model.as_str(), mlp.trained), ("mlp", true));
         assert_eq!(
@@ -298,5 +368,16 @@ mod tests {
         assert!((rows[1].delta_by_age[0].expect("d") - 0.2).abs() < 1e-12);
         assert_eq!(rows[1].delta_by_age[1], None, "no run scored age 1 at horizon 20");
         assert_eq!(rows[0].rank_ic_by_age[1], None);
+
+        // Importance: each feature's mean over the runs, most important first; none for the baseline.
+        assert_eq!(diagnostics.importance.len(), 1, "the untrained baseline measures none");
+        let importance = &diagnostics.importance[0];
+        assert_eq!(importance.model, "mlp");
+        let order: Vec<&str> = importance.features.iter().map(|f| f.feature.as_str()).collect();
+        assert_eq!(order, ["b", "a"]);
+        assert!((importance.features[0].loss - 0.3).abs() < 1e-6 && (importance.features[1].loss - 0.2).abs() < 1e-6);
+        assert!((importance.features[0].rank_ic - 0.02).abs() < 1e-6);
+        assert_eq!(importance.features[1].by_run.len(), 2);
+        assert!((importance.features[1].by_run[0].expect("run") - 0.1).abs() < 1e-6, "retrain order: day 10 first");
     }
 }

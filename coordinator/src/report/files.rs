@@ -8,6 +8,7 @@
 //! | `series.csv` | (window, model, seed, schedule, date) | `delta_p_at_k`, `rank_ic` (empty: no live model scored that day), `retrain` (1 on retrain dates) |
 //! | `exposures.csv` | (window, model, factor) | `trained` (0: an untrained baseline); `mean` (Spearman ρ of scores with the factor, each model's mean over its ages, then the mean over models), `low`, `high` (95% interval over models in retrain order), `models` (with a value), `warning` (1: a trained model with \|mean\| > 0.5) |
 //! | `horizons.csv` | (window, model, horizon) | `primary` (1: the primary horizon); over every (model, age) cell up to `max_age`: `cells`, `p_at_k`, `base_rate`, `delta_p_at_k`, `rank_ic`, `spread` (means) |
+//! | `importance.csv` | (window, trained model, feature) | `rank` (1: the most important), `loss` (mean rise of the validation loss when the feature is shuffled), `rank_ic` (mean fall of the validation RankIC), `models` (runs with a value) |
 //! | `backtest.csv` (with `[backtest]`) | (window, model, seed, benchmark or schedule, setting) | `adaptive`; the setting (`k`, `rebalance`, `buffer`, `max_replace` (empty: unlimited), `min_trade`, `buy_bps`, `sell_bps`, `impact`, `capital`); `days`, `retrains`; `annual_gross`, `annual_net`, `annual_excess` with `excess_low`, `excess_high` (95%); `volatility`, `sharpe`, `max_drawdown`, `turnover_per_year` (one-sided, × NAV), `costs` (share of capital over the period), `total_cost` (costs + retrains × retrain_cost / capital), `switch_share`, `hit_rate`; `vs_best_fixed`, `difference`, `difference_low`, `difference_high` (annualised net); `on_frontier`. Fractions throughout (0.05 = 5%) |
 //! | `equity.csv` (with `[backtest]`) | (window, model, seed, benchmark or schedule, setting, date) | `nav_gross`, `nav_net`: value at the day's close after its return, 1 at the start |
 
@@ -156,6 +157,26 @@ pub fn exposures_csv(report: &SweepReport) -> String {
     out
 }
 
+pub fn importance_csv(report: &SweepReport) -> String {
+    let mut out = String::from("window,model,feature,rank,loss,rank_ic,models\n");
+    for model in report.diagnostics.iter().flat_map(|d| &d.importance) {
+        for (rank, feature) in model.features.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{}",
+                model.window,
+                field(&model.model),
+                field(&feature.feature),
+                rank + 1,
+                number(Some(feature.loss)),
+                number(Some(feature.rank_ic)),
+                feature.by_run.iter().flatten().count()
+            );
+        }
+    }
+    out
+}
+
 pub fn horizons_csv(report: &SweepReport) -> String {
     let mut out = String::from("window,model,horizon,primary,cells,p_at_k,base_rate,delta_p_at_k,rank_ic,spread\n");
     for model in report.diagnostics.iter().flat_map(|d| &d.horizons) {
@@ -191,6 +212,7 @@ pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, V
         ("series", series_csv(report)),
         ("exposures", exposures_csv(report)),
         ("horizons", horizons_csv(report)),
+        ("importance", importance_csv(report)),
     ];
     if let Some(backtest) = &report.backtest {
         tables.push(("backtest", super::backtest::backtest_csv(backtest)));

@@ -237,7 +237,7 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
         findings: findings.iter().take(10).map(|f| format!("{}: {}", f.key.short(), f.problem)).collect(),
     });
     report.dataset = Some(DatasetSummary::of(&config.panel, &dataset_hash, panel));
-    report.diagnostics = Some(diagnostics::build(config, matrix, calendar));
+    report.diagnostics = Some(diagnostics::build(config, matrix, calendar, panel.feature_names()));
     report
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::drift::DriftPath;
 use crate::exposure::Exposures;
+use crate::importance::Importance;
 use crate::metric::DayMetrics;
 use crate::plan::Job;
 
@@ -70,6 +71,9 @@ pub struct ModelRun {
     /// Metrics by age at every trained horizon but the primary one.
     #[serde(default)]
     pub horizons: Vec<HorizonAges>,
+    /// Permutation importance of each feature on the validation days.
+    #[serde(default)]
+    pub importance: Importance,
 }
 
 /// Metrics by age at one horizon (index = age; `None` where no stock was scored).
@@ -93,6 +97,7 @@ impl ModelRun {
             rankings: result.rankings,
             exposures: result.exposures,
             horizons: result.horizons,
+            importance: result.importance,
         }
     }
 
@@ -143,6 +148,10 @@ pub struct JobResult {
     /// Metrics by age at each trained horizon but the primary one, in the spec's order.
     #[serde(default)]
     pub horizons: Vec<HorizonAges>,
+    /// Permutation importance of each feature on the job's validation days (inside its
+    /// training window; `docs/ANALYTICS.md` "Feature importance").
+    #[serde(default)]
+    pub importance: Importance,
 }
 
 /// All runs of a sweep, with the horizon their metrics were measured at.

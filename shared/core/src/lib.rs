@@ -20,6 +20,7 @@
 //! | [`bootstrap`] | moving-block bootstrap intervals |
 //! | [`evaluate`] | scoring a model's test days into age-matrix rows |
 //! | [`exposure`] | style exposures: Spearman of a model's scores with style factors, by age |
+//! | [`importance`] | permutation importance of each feature on a job's validation days |
 //! | [`age`] | the age matrix: every model's metrics at every age |
 //! | [`decay`] | decay curves, decay rate, half-life |
 //! | [`drift`] | PSI of recent features against the training window |
@@ -41,6 +42,7 @@ pub mod drift;
 pub mod evaluate;
 pub mod exposure;
 pub mod feature;
+pub mod importance;
 pub mod job;
 pub mod label_guard;
 pub mod linear;

@@ -25,8 +25,9 @@ pub use crate::target::TargetTransform;
 /// the top-ranked stocks of every scored day (the backtest's input), so results of 2,
 /// which have none, are not reused; 4, a score of −0.0 ranks equal to 0.0 in the kept
 /// rankings (it ranked below; a factor baseline's negated zeros showed it); 5, results
-/// keep the style exposures of every scored day and the metrics of every trained horizon,
-/// so results of 4, which have neither, are not reused.
+/// keep the style exposures of every scored day, the metrics of every trained horizon and
+/// the permutation importance of every feature, so results of 4, which have none, are not
+/// reused.
 pub const TRAINER_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -155,6 +155,7 @@ fn main() {
             rankings: Vec::new(),
             exposures: Default::default(),
             horizons: Vec::new(),
+            importance: Default::default(),
         })
         .collect();
     let matrix = AgeMatrix { horizon: 5, max_age: ages as u32, runs };

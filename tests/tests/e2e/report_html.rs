@@ -103,10 +103,10 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg")))
         .count();
     assert_eq!(
-        svgs, 23,
+        svgs, 25,
         "3 decay plots, 6 per line (ΔP@K and RankIC over time, frontier; equity, cost drag, backtest \
-         frontier) for 2 lines, and 4 per trained model (exposure by age and by retrain date, ΔP@K and RankIC \
-         by horizon and age)"
+         frontier) for 2 lines, and 5 per trained model (exposure by age and by retrain date, ΔP@K and RankIC \
+         by horizon and age, importance drift)"
     );
     for file in [
         "report.json",
@@ -123,6 +123,8 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         "exposures.parquet",
         "horizons.csv",
         "horizons.parquet",
+        "importance.csv",
+        "importance.parquet",
     ] {
         assert!(report_dir.join(file).exists(), "{file} missing");
     }
@@ -155,7 +157,8 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     }
     assert_eq!(dom_text.matches("<table class=\"backtest\"").count(), 2 * SETTINGS, "a table per line and setting");
     diagnostics_agree_with_the_report(report_dir, &dom_text);
-    for prefix in ["exposure_age_126_mlp", "exposure_dates_126_linear", "horizons_delta_126_mlp"] {
+    for prefix in ["exposure_age_126_mlp", "exposure_dates_126_linear", "horizons_delta_126_mlp", "importance_126_mlp"]
+    {
         assert!(dom_text.contains(&format!("<figure id=\"{prefix}\">")), "{prefix} is on the page");
     }
     let shot = dir.path().join("shot.png");
@@ -219,6 +222,26 @@ fn diagnostics_agree_with_the_report(report_dir: &Path, page: &str) {
         }
     }
     assert_eq!(checked, 16);
+    // Importance: every feature of each trained model, most important first, the top ones on
+    // the page with report.json's figures.
+    let importance = diagnostics["importance"].as_array().expect("importance");
+    assert_eq!(importance.len(), 2, "linear and mlp");
+    for model in importance {
+        let (window, name) = (model["window"].as_u64().expect("window"), model["model"].as_str().expect("model"));
+        let features = model["features"].as_array().expect("features");
+        let losses: Vec<f64> = features.iter().map(|f| f["loss"].as_f64().expect("loss")).collect();
+        assert!(losses.windows(2).all(|w| w[0] >= w[1]), "{name}: sorted by the loss rise");
+        let table_start =
+            page.find(&format!("<table class=\"importance\" data-model=\"{window}|{name}\"")).expect("table");
+        let table = &page[table_start..table_start + page[table_start..].find("</table>").expect("end")];
+        let top = &features[0];
+        let row = format!("<tr data-feature=\"{}\">", top["feature"].as_str().expect("name"));
+        let at = table.find(&row).expect("the top feature's row") + row.len();
+        let marker = "data-field=\"loss\" data-v=\"";
+        let start = at + table[at..].find(marker).expect("loss cell") + marker.len();
+        let shown: f64 = table[start..start + table[start..].find('"').expect("quote")].parse().expect("number");
+        assert_eq!(shown, losses[0], "{name}: the top feature's loss on the page");
+    }
     for model in diagnostics["exposures"].as_array().expect("exposures") {
         let factors = model["factors"].as_array().expect("factors");
         assert_eq!(factors.len(), 8, "the 8 style factors");

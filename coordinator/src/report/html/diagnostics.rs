@@ -1,13 +1,16 @@
 //! The "why models rank as they do" section: style exposures (a table per window, with
 //! warnings; by age and by retrain date for trained models) and every trained horizon's
-//! metrics (a table per model; ΔP@K and RankIC heatmaps of horizon × age).
+//! metrics (a table per model; ΔP@K and RankIC heatmaps of horizon × age); the permutation
+//! importance of the top features (a table and a heatmap over retrain dates per model).
 
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
 use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
-use crate::report::diagnostics::{Diagnostics, EXPOSURE_WARNING, HorizonRow, ModelExposures, ModelHorizons};
+use crate::report::diagnostics::{
+    Diagnostics, EXPOSURE_WARNING, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
+};
 
 /// The most columns of a heatmap: ages are bucketed above it.
 const HEATMAP_COLUMNS: usize = 64;
@@ -98,6 +101,7 @@ pub(super) fn heatmap(
     title: &str,
     rows: &[(String, Vec<Option<f64>>)],
     x_title: &str,
+    x_label: &dyn Fn(&f64) -> String,
 ) -> Result<Option<Plot>, PlotError> {
     let ages = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
     if ages == 0 || rows.is_empty() {
@@ -119,7 +123,8 @@ pub(super) fn heatmap(
         chart
             .configure_mesh()
             .x_desc(x_title)
-            .x_label_formatter(&|x: &f64| format!("{x:.0}"))
+            .x_labels(8)
+            .x_label_formatter(x_label)
             .disable_y_mesh()
             .disable_x_mesh()
             .y_labels(rows.len() * 2 + 1)
@@ -146,13 +151,30 @@ fn horizon_heatmaps(model: &ModelHorizons) -> Result<Vec<Plot>, PlotError> {
         let rows: Vec<(String, Vec<Option<f64>>)> =
             model.rows.iter().map(|r| (format!("{}d", r.horizon), pick(r).clone())).collect();
         let title = format!("{label} by horizon and model age: {}-day window, {}", model.window, model.model);
-        plots.extend(heatmap(&format!("{prefix}_{}", stem(model.window, &model.model)), &title, &rows, "model age")?);
+        let name = format!("{prefix}_{}", stem(model.window, &model.model));
+        plots.extend(heatmap(&name, &title, &rows, "model age", &|x: &f64| format!("{x:.0}"))?);
     }
     Ok(plots)
 }
 
-/// The section's plots: for trained models, exposure by age and by retrain date, and the
-/// horizon × age heatmaps (the latter only with more than one horizon).
+/// Features in an importance table and heatmap.
+const TOP_FEATURES: usize = 10;
+
+/// The loss rise of the most important features over retrain dates.
+fn importance_heatmap(model: &ModelImportance) -> Result<Option<Plot>, PlotError> {
+    if model.retrain_dates.len() < 2 {
+        return Ok(None);
+    }
+    let rows: Vec<(String, Vec<Option<f64>>)> =
+        model.features.iter().take(TOP_FEATURES).rev().map(|f| (f.feature.clone(), f.by_run.clone())).collect();
+    let title = format!("Feature importance drift: {}-day window, {}", model.window, model.model);
+    let dates = &model.retrain_dates;
+    let label = |x: &f64| dates.get(*x as usize).map_or_else(String::new, |d| d.format("%Y-%m").to_string());
+    heatmap(&format!("importance_{}", stem(model.window, &model.model)), &title, &rows, "retrain date", &label)
+}
+
+/// The section's plots: for trained models, exposure by age and by retrain date, the
+/// horizon × age heatmaps (with more than one horizon) and the importance drift.
 pub(super) fn plots(diagnostics: &Diagnostics) -> Result<Vec<Plot>, PlotError> {
     let mut plots = Vec::new();
     for model in diagnostics.exposures.iter().filter(|m| m.trained) {
@@ -161,6 +183,9 @@ pub(super) fn plots(diagnostics: &Diagnostics) -> Result<Vec<Plot>, PlotError> {
     }
     for model in diagnostics.horizons.iter().filter(|m| m.trained && m.rows.len() > 1) {
         plots.extend(horizon_heatmaps(model)?);
+    }
+    for model in &diagnostics.importance {
+        plots.extend(importance_heatmap(model)?);
     }
     Ok(plots)
 }
@@ -190,6 +215,27 @@ fn exposure_table(out: &mut String, window: u32, models: &[&ModelExposures]) {
             let _ = write!(out, "{}", text.replacen("</td>", &format!("<small>{interval}</small></td>"), 1));
         }
         out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn importance_table(out: &mut String, model: &ModelImportance) {
+    let _ = writeln!(
+        out,
+        "<table class=\"importance\" data-model=\"{}|{}\"><thead><tr><th>feature</th><th>validation loss rise</th>\
+         <th>validation RankIC fall</th></tr></thead><tbody>",
+        model.window,
+        escape(&model.model)
+    );
+    for feature in model.features.iter().take(TOP_FEATURES) {
+        let _ = writeln!(
+            out,
+            "<tr data-feature=\"{}\"><td>{}</td>{}{}</tr>",
+            escape(&feature.feature),
+            escape(&feature.feature),
+            cell("loss", Some(feature.loss), |v| format!("{v:+.5}")),
+            cell("rank_ic", Some(feature.rank_ic), |v| format!("{v:+.4}"))
+        );
     }
     out.push_str("</tbody></table>\n");
 }
@@ -252,6 +298,19 @@ pub(super) fn section(out: &mut String, diagnostics: &Diagnostics, plots: &[Plot
         for model in models.iter().filter(|m| m.trained) {
             figure(out, plots, &format!("exposure_age_{}", stem(model.window, &model.model)));
             figure(out, plots, &format!("exposure_dates_{}", stem(model.window, &model.model)));
+        }
+    }
+    if !diagnostics.importance.is_empty() {
+        out.push_str(
+            "<h3>Feature importance</h3>\n<p>Permutation importance on each model's validation days (the end of its \
+             training window that early stopping holds out, never a test day): the rise in validation loss and the \
+             fall in validation RankIC when one feature is shuffled across each day's stocks, averaged over the \
+             models. The heatmap shows the loss rise of the top features model by model.</p>\n",
+        );
+        for model in &diagnostics.importance {
+            let _ = writeln!(out, "<h4>{}-day window, {}</h4>", model.window, escape(&model.model));
+            importance_table(out, model);
+            figure(out, plots, &format!("importance_{}", stem(model.window, &model.model)));
         }
     }
     out.push_str(

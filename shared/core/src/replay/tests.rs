@@ -42,6 +42,7 @@ fn matrix(days: &[usize], ages: usize, horizon: u32, value: impl Fn(usize, usize
             rankings: Vec::new(),
             exposures: Default::default(),
             horizons: Vec::new(),
+            importance: Default::default(),
         })
         .collect();
     AgeMatrix { horizon, max_age: ages as u32, runs }
@@ -221,6 +222,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
                 rankings: Vec::new(),
                 exposures: Default::default(),
                 horizons: Vec::new(),
+                importance: Default::default(),
             }
         })
         .collect();

@@ -54,6 +54,7 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
             rankings: (0..DAYS).map(|_| ranking(&mut rng)).collect(),
             exposures: Default::default(),
             horizons: Vec::new(),
+            importance: Default::default(),
         })
         .collect();
     let matrix = AgeMatrix { horizon: 1, max_age: DAYS as u32, runs };

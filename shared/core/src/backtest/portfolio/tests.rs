@@ -111,6 +111,7 @@ fn a_replayed_schedule_trades_the_live_models_rankings_and_counts_the_switch() {
         ages: vec![None; rankings.len()],
         exposures: Default::default(),
         horizons: Vec::new(),
+        importance: Default::default(),
         drift: None,
         rankings,
     };

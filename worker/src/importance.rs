@@ -1,0 +1,116 @@
+//! Permutation importance on a job's validation days: the last days of its training
+//! window that early stopping held out, never a test day.
+//!
+//! The validation days' inputs go through the trained model side by side, once as they
+//! are and once per feature with that feature's values shuffled across each day's stocks
+//! (a seeded permutation per feature and day). Each pass gives the mean validation loss
+//! (the training loss of each day, as early stopping measures it) and the mean RankIC of
+//! the primary horizon's scores against that horizon's returns. A feature's importance is
+//! the rise in loss and the fall in RankIC.
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use wf_shared::importance::Importance;
+use wf_shared::metric::spearman;
+
+use crate::WorkerError;
+use crate::model::{Mode, Ranker};
+use crate::train::{DayBatch, FeatureCube, TrainRequest, day_batch, day_loss, split_window};
+
+/// The importance of each feature of `request.panel` to `model`, trained as `request`
+/// says, on the request window's validation days; not measured (empty) for a model that
+/// reads a history of days or a window without validation days.
+pub fn permutation_importance(
+    model: &dyn Ranker,
+    request: &TrainRequest<'_>,
+    primary: u32,
+    device: &Device,
+) -> Result<Importance, WorkerError> {
+    let TrainRequest { panel, window, horizons, horizon_weights, params, seed, .. } = request.clone();
+    if model.lookback() != 1 || window.is_empty() {
+        return Ok(Importance::default());
+    }
+    let longest = horizons.iter().copied().max().unwrap_or(1) as usize;
+    let (_, validation_days) = split_window(window, params.validation_days as usize, longest);
+    let batches: Vec<DayBatch> = validation_days
+        .clone()
+        .map(|day| day_batch(panel, day, horizons, params.target, device))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let (Some(first), Some(last)) = (batches.first(), batches.last()) else { return Ok(Importance::default()) };
+    let column = horizons.iter().position(|h| *h == primary).unwrap_or(0);
+    let returns =
+        panel.target(primary).ok_or_else(|| WorkerError::NoData(format!("no target for horizon {primary}")))?;
+    // Each day's returns at the primary horizon, on the rows its batch holds (complete
+    // targets at every horizon, as `day_batch` keeps them).
+    let targets: Vec<&[f64]> = horizons.iter().map(|h| panel.target(*h).unwrap_or_default()).collect::<Vec<_>>();
+    let day_returns: Vec<Vec<f64>> = batches
+        .iter()
+        .map(|batch| {
+            panel
+                .rows_of_day(batch.day)
+                .filter(|row| targets.iter().all(|t| t.get(*row).is_some_and(|v| v.is_finite())))
+                .map(|row| returns[row])
+                .collect()
+        })
+        .collect();
+
+    // Every validation day's inputs side by side: [F, Σ stocks].
+    let cube = FeatureCube::build(panel, first.day, last.day, device)?;
+    let inputs = batches.iter().map(|b| cube.input(b.day, &b.stocks, 1)).collect::<candle_core::Result<Vec<_>>>()?;
+    let widths: Vec<usize> = inputs.iter().map(|i| i.dim(1)).collect::<candle_core::Result<_>>()?;
+    let features = panel.features().len();
+    let total_width: usize = widths.iter().sum();
+    let mut values: Vec<f32> = Tensor::cat(&inputs, 1)?.flatten_all()?.to_vec1()?;
+    let total: f64 = horizon_weights.iter().sum();
+    let weights: Vec<f32> = horizon_weights.iter().map(|w| (w / total) as f32).collect();
+    let horizon_weights = Tensor::from_vec(weights, horizons.len(), device)?;
+
+    let evaluate = |values: &[f32]| -> Result<(f64, f64), WorkerError> {
+        let input = Tensor::from_slice(values, (features, total_width), device)?;
+        let scores = model.forward(&input, Mode::Eval)?;
+        let (mut loss, mut rank_ic, mut ranked) = (0.0, 0.0, 0usize);
+        let mut offset = 0;
+        for ((batch, width), returns) in batches.iter().zip(&widths).zip(&day_returns) {
+            let day = scores.narrow(1, offset, *width)?;
+            loss += f64::from(day_loss(&day, batch, params, &horizon_weights)?.to_scalar::<f32>()?);
+            let primary: Vec<f64> = day.get(column)?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+            if let Some(ic) = spearman(&primary, returns) {
+                rank_ic += ic;
+                ranked += 1;
+            }
+            offset += width;
+        }
+        let rank_ic = if ranked == 0 { f64::NAN } else { rank_ic / ranked as f64 };
+        Ok((loss / batches.len() as f64, rank_ic))
+    };
+
+    let (base_loss, base_rank_ic) = evaluate(&values)?;
+    let mut importance = Importance {
+        days: batches.len() as u32,
+        base_loss,
+        base_rank_ic,
+        loss: Vec::with_capacity(features),
+        rank_ic: Vec::with_capacity(features),
+    };
+    let mut kept = vec![0f32; total_width];
+    for feature in 0..features {
+        let row = feature * total_width..(feature + 1) * total_width;
+        kept.copy_from_slice(&values[row.clone()]);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x1e57_0000 + feature as u64));
+        let mut offset = row.start;
+        for width in &widths {
+            values[offset..offset + width].shuffle(&mut rng);
+            offset += width;
+        }
+        let (loss, rank_ic) = evaluate(&values)?;
+        values[row].copy_from_slice(&kept);
+        importance.loss.push((loss - base_loss) as f32);
+        importance.rank_ic.push((base_rank_ic - rank_ic) as f32);
+    }
+    Ok(importance)
+}
