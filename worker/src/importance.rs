@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use wf_shared::importance::Importance;
-use wf_shared::metric::spearman;
+use wf_shared::metric::{average_ranks, pearson};
 
 use crate::WorkerError;
 use crate::model::{Mode, Ranker};
@@ -48,15 +48,17 @@ pub fn permutation_importance(
     // Each day's returns at the primary horizon, on the rows its batch holds (complete
     // targets at every horizon, as `day_batch` keeps them).
     let targets: Vec<&[f64]> = horizons.iter().map(|h| panel.target(*h).unwrap_or_default()).collect::<Vec<_>>();
-    let day_returns: Vec<Vec<f64>> = batches
+    // Ranked once: only the scores change from pass to pass.
+    let return_ranks: Vec<Vec<f64>> = batches
         .iter()
         .map(|batch| {
             panel
                 .rows_of_day(batch.day)
                 .filter(|row| targets.iter().all(|t| t.get(*row).is_some_and(|v| v.is_finite())))
                 .map(|row| returns[row])
-                .collect()
+                .collect::<Vec<f64>>()
         })
+        .map(|returns| average_ranks(&returns))
         .collect();
 
     // Every validation day's inputs side by side: [F, Σ stocks].
@@ -75,11 +77,11 @@ pub fn permutation_importance(
         let scores = model.forward(&input, Mode::Eval)?;
         let (mut loss, mut rank_ic, mut ranked) = (0.0, 0.0, 0usize);
         let mut offset = 0;
-        for ((batch, width), returns) in batches.iter().zip(&widths).zip(&day_returns) {
+        for ((batch, width), return_ranks) in batches.iter().zip(&widths).zip(&return_ranks) {
             let day = scores.narrow(1, offset, *width)?;
             loss += f64::from(day_loss(&day, batch, params, &horizon_weights)?.to_scalar::<f32>()?);
             let primary: Vec<f64> = day.get(column)?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
-            if let Some(ic) = spearman(&primary, returns) {
+            if let Some(ic) = pearson(&average_ranks(&primary), return_ranks) {
                 rank_ic += ic;
                 ranked += 1;
             }

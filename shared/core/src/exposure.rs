@@ -38,14 +38,24 @@ pub struct Exposures {
 impl Exposures {
     /// The exposures of the scores of `days` (one vector per day, in panel row order).
     pub fn measure(panel: &Panel, days: Range<usize>, scores: &[Vec<f64>]) -> Self {
-        let columns: Vec<(&str, &[f32])> =
-            STYLE_FACTORS.iter().filter_map(|name| panel.feature(name).map(|values| (*name, values))).collect();
+        // (name, whole column as a factor of the whole panel).
+        let columns: Vec<(&str, DayFactor<'_>)> = STYLE_FACTORS
+            .iter()
+            .filter_map(|name| {
+                let index = panel.feature_names().iter().position(|n| n == name)?;
+                let factor = DayFactor { values: &panel.features()[index], ranks: panel.feature_day_ranks(index) };
+                Some((*name, factor))
+            })
+            .collect();
         let mut values = Vec::with_capacity(days.len() * columns.len());
         let mut day_factors = Vec::with_capacity(columns.len());
         for (day, scores) in days.zip(scores) {
             let rows = panel.rows_of_day(day);
             day_factors.clear();
-            day_factors.extend(columns.iter().map(|(_, column)| &column[rows.clone()]));
+            day_factors.extend(columns.iter().map(|(_, column)| DayFactor {
+                values: &column.values[rows.clone()],
+                ranks: column.ranks.map(|ranks| &ranks[rows.clone()]),
+            }));
             values.extend(day_exposures(scores, &day_factors).into_iter().map(quantise));
         }
         Self { factors: columns.iter().map(|(name, _)| (*name).to_string()).collect(), values }
@@ -74,31 +84,46 @@ pub fn quantise(rho: Option<f64>) -> i16 {
     }
 }
 
-/// The Spearman correlation of one day's `scores` with each factor column of the same
-/// rows, over the stocks where both are finite.
-pub fn day_exposures(scores: &[f64], factors: &[&[f32]]) -> Vec<Option<f64>> {
-    let scored: Vec<usize> = (0..scores.len()).filter(|row| scores[*row].is_finite()).collect();
-    // The scores' ranks, shared by every factor with no gap on the scored rows.
-    let mut score_ranks: Option<Vec<f64>> = None;
+/// One day's values of a factor, with their ranks within the day where known (ranks of
+/// the finite values, NaN elsewhere: [`Panel::feature_day_ranks`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DayFactor<'a> {
+    pub values: &'a [f32],
+    pub ranks: Option<&'a [f32]>,
+}
+
+/// The Spearman correlation of one day's `scores` with each factor of the same rows, over
+/// the stocks where both are finite. With every score finite and the factor's ranks given
+/// (ranked over the day's finite values: exactly the stocks counted), only the scores are
+/// ranked, once per set of stocks (the factors of one look-back share their gaps).
+pub fn day_exposures(scores: &[f64], factors: &[DayFactor<'_>]) -> Vec<Option<f64>> {
+    let every_score = scores.iter().all(|s| s.is_finite());
+    // (the stocks counted, the scores' ranks among them), most recent first.
+    let mut ranked: Vec<(Vec<usize>, Vec<f64>)> = Vec::new();
     factors
         .iter()
         .map(|factor| {
-            if scored.iter().all(|row| factor[*row].is_finite()) {
-                if scored.len() < 2 {
-                    return None;
-                }
-                let ranks = score_ranks
-                    .get_or_insert_with(|| average_ranks(&scored.iter().map(|row| scores[*row]).collect::<Vec<_>>()));
-                let values: Vec<f64> = scored.iter().map(|row| f64::from(factor[*row])).collect();
-                pearson(ranks, &average_ranks(&values))
-            } else {
-                let (a, b): (Vec<f64>, Vec<f64>) = scored
-                    .iter()
-                    .filter(|row| factor[**row].is_finite())
-                    .map(|row| (scores[*row], f64::from(factor[*row])))
-                    .unzip();
-                spearman(&a, &b)
+            let values = factor.values;
+            let counted: Vec<usize> =
+                (0..scores.len()).filter(|row| scores[*row].is_finite() && values[*row].is_finite()).collect();
+            if counted.len() < 2 {
+                return None;
             }
+            let Some(given) = factor.ranks.filter(|_| every_score) else {
+                let (a, b): (Vec<f64>, Vec<f64>) =
+                    counted.iter().map(|row| (scores[*row], f64::from(values[*row]))).unzip();
+                return spearman(&a, &b);
+            };
+            let position = match ranked.iter().position(|(rows, _)| *rows == counted) {
+                Some(position) => position,
+                None => {
+                    let ranks = average_ranks(&counted.iter().map(|row| scores[*row]).collect::<Vec<_>>());
+                    ranked.push((counted.clone(), ranks));
+                    ranked.len() - 1
+                }
+            };
+            let factor_ranks: Vec<f64> = counted.iter().map(|row| f64::from(given[*row])).collect();
+            pearson(&ranked[position].1, &factor_ranks)
         })
         .collect()
 }
@@ -114,7 +139,10 @@ mod tests {
         let reversed: [f32; 5] = [-3.0, 2.0, -9.0, 0.0, -4.0];
         let with_gap: [f32; 5] = [1.0, f32::NAN, 3.0, 0.0, 2.0];
         let constant: [f32; 5] = [1.0; 5];
-        let got = day_exposures(&scores, &[&same, &reversed, &with_gap, &constant]);
+        fn day(values: &[f32]) -> DayFactor<'_> {
+            DayFactor { values, ranks: None }
+        }
+        let got = day_exposures(&scores, &[day(&same), day(&reversed), day(&with_gap), day(&constant)]);
         assert_eq!(got[0], Some(1.0));
         assert_eq!(got[1], Some(-1.0));
         // Rows 0, 2, 4 only: scores 0.3, 2.0, 0.5 against 1, 3, 2: ranks (1, 3, 2) both.
@@ -123,8 +151,36 @@ mod tests {
         // Ties: average ranks, as RankIC.
         let tied: [f32; 5] = [1.0, 1.0, 2.0, 5.0, 1.0];
         let expected = spearman(&[0.3, -1.0, 2.0, 0.5], &[1.0, 1.0, 2.0, 1.0]);
-        assert_eq!(day_exposures(&scores, &[&tied])[0], expected);
+        assert_eq!(day_exposures(&scores, &[day(&tied)])[0], expected);
         assert!(expected.is_some_and(|rho| rho > 0.0 && rho < 1.0));
+    }
+
+    /// Ranks given with the factor (the panel's, over the day's finite values) give the
+    /// same correlation as ranking the factor here, and are ignored where a score is missing.
+    #[test]
+    fn given_ranks_give_the_same_exposure() {
+        let values: [f32; 6] = [0.5, -1.0, 2.0, 2.0, f32::NAN, 0.1];
+        let ranks: Vec<f32> = {
+            let finite = [0.5, -1.0, 2.0, 2.0, 0.1];
+            let r: Vec<f32> = average_ranks(&finite).into_iter().map(|r| r as f32).collect();
+            vec![r[0], r[1], r[2], r[3], f32::NAN, r[4]]
+        };
+        let given = DayFactor { values: &values, ranks: Some(&ranks) };
+        let computed = DayFactor { values: &values, ranks: None };
+        // A gap in the factor: the subset path either way.
+        let scores = [0.2, 0.1, 0.9, 0.3, 0.4, -0.5];
+        assert_eq!(day_exposures(&scores, &[given]), day_exposures(&scores, &[computed]));
+        // Every row finite: the given ranks are read.
+        let full: [f32; 5] = [0.5, -1.0, 2.0, 2.0, 0.1];
+        let full_ranks: Vec<f32> = average_ranks(&[0.5, -1.0, 2.0, 2.0, 0.1]).into_iter().map(|r| r as f32).collect();
+        let scores = [0.2, 0.1, 0.9, 0.3, -0.5];
+        let with = day_exposures(&scores, &[DayFactor { values: &full, ranks: Some(&full_ranks) }]);
+        assert_eq!(with, day_exposures(&scores, &[DayFactor { values: &full, ranks: None }]));
+        assert!(with[0].is_some_and(|rho| rho > 0.5));
+        // A missing score: ranks over fewer rows, so the given ones are not used.
+        let scores = [0.2, f64::NAN, 0.9, 0.3, -0.5];
+        let with = day_exposures(&scores, &[DayFactor { values: &full, ranks: Some(&full_ranks) }]);
+        assert_eq!(with, day_exposures(&scores, &[DayFactor { values: &full, ranks: None }]));
     }
 
     #[test]

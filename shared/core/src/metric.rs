@@ -57,13 +57,12 @@ pub fn day_metrics(scores: &[f64], targets: &[f64], k: TopK) -> Option<DayMetric
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
     let positive = |row: &(f64, f64)| if row.1 > 0.0 { 1.0 } else { 0.0 };
     let target = |row: &(f64, f64)| row.1;
-    let score_values: Vec<f64> = scored.iter().map(|r| r.0).collect();
     let target_values: Vec<f64> = scored.iter().map(|r| r.1).collect();
     let top_k_mean = top_sum(&scored, k, target) / k as f64;
     Some(DayMetrics {
         p_at_k: top_sum(&scored, k, positive) / k as f64,
         base_rate: scored.iter().map(positive).sum::<f64>() / stocks as f64,
-        rank_ic: spearman(&score_values, &target_values),
+        rank_ic: (stocks >= 2).then(|| pearson(&sorted_ranks(&scored), &average_ranks(&target_values))).flatten(),
         spread: top_k_mean - bottom_sum(&scored, k, target) / k as f64,
         top_k_mean,
         stocks,
@@ -93,20 +92,41 @@ fn bottom_sum(sorted: &[(f64, f64)], k: usize, value: impl Fn(&(f64, f64)) -> f6
     below + tied * (end - (sorted.len() - k)) as f64 / (end - first) as f64
 }
 
+/// The average ranks (1-based, ascending) of rows sorted by score descending: what
+/// [`average_ranks`] gives for their scores, without sorting again.
+fn sorted_ranks(sorted: &[(f64, f64)]) -> Vec<f64> {
+    let n = sorted.len();
+    let mut ranks = vec![0.0; n];
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && sorted[end].0 == sorted[start].0 {
+            end += 1;
+        }
+        // Places start..end from the top are ascending places n − end + 1 ..= n − start.
+        let rank = ((n - end + 1) + (n - start)) as f64 / 2.0;
+        ranks[start..end].fill(rank);
+        start = end;
+    }
+    ranks
+}
+
 /// Average ranks (1-based), ties sharing the mean of their positions.
 pub fn average_ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    // (value, position) pairs sorted in place: no indirection through `values` while
+    // sorting; equal values by position, so even NaNs (each its own rank) rank the same.
+    let mut order: Vec<(f64, u32)> = values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut ranks = vec![0.0; values.len()];
     let mut start = 0;
     while start < order.len() {
         let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
+        while end < order.len() && order[end].0 == order[start].0 {
             end += 1;
         }
         let rank = (start + end + 1) as f64 / 2.0;
-        for index in &order[start..end] {
-            ranks[*index] = rank;
+        for (_, index) in &order[start..end] {
+            ranks[*index as usize] = rank;
         }
         start = end;
     }

@@ -5,8 +5,10 @@
 //! what dataset identity is computed over.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use crate::calendar::TradingCalendar;
+use crate::metric::average_ranks;
 
 /// Name of the target column for horizon `h` (trading days).
 pub fn target_name(horizon: u32) -> String {
@@ -53,6 +55,9 @@ pub enum PanelError {
 pub struct Panel {
     parts: PanelParts,
     day_offsets: Vec<usize>,
+    /// Per feature, each row's rank within its day, computed on first use (see
+    /// [`Panel::feature_day_ranks`]).
+    feature_ranks: Vec<OnceLock<Vec<f32>>>,
 }
 
 impl Panel {
@@ -112,7 +117,8 @@ impl Panel {
         for day in 0..parts.calendar.len() {
             day_offsets[day + 1] += day_offsets[day];
         }
-        Ok(Self { parts, day_offsets })
+        let feature_ranks = parts.features.iter().map(|_| OnceLock::new()).collect();
+        Ok(Self { parts, day_offsets, feature_ranks })
     }
 
     pub fn rows(&self) -> usize {
@@ -164,6 +170,7 @@ impl Panel {
         }
         self.parts.feature_names = names.to_vec();
         self.parts.features = features;
+        self.feature_ranks = names.iter().map(|_| OnceLock::new()).collect();
         Ok(self)
     }
 
@@ -178,6 +185,27 @@ impl Panel {
     pub fn feature(&self, name: &str) -> Option<&[f32]> {
         let index = self.parts.feature_names.iter().position(|n| n == name)?;
         Some(&self.parts.features[index])
+    }
+
+    /// Each row's average rank (1-based, ties sharing the mean of their places) among its
+    /// day's finite values of feature `index`; NaN where the value is not finite. Computed
+    /// on the first call and kept: every job on the panel reads the same ranks.
+    pub fn feature_day_ranks(&self, index: usize) -> Option<&[f32]> {
+        let column = self.parts.features.get(index)?;
+        let ranks = self.feature_ranks.get(index)?.get_or_init(|| {
+            let mut ranks = vec![f32::NAN; column.len()];
+            for day in 0..self.parts.calendar.len() {
+                let rows = self.rows_of_day(day);
+                let finite: Vec<usize> = rows.filter(|row| column[*row].is_finite()).collect();
+                let values: Vec<f64> = finite.iter().map(|row| f64::from(column[*row])).collect();
+                for (row, rank) in finite.iter().zip(average_ranks(&values)) {
+                    // Ranks are whole or half numbers far below 2^24: exact in f32.
+                    ranks[*row] = rank as f32;
+                }
+            }
+            ranks
+        });
+        Some(ranks)
     }
 
     pub fn horizons(&self) -> &[u32] {

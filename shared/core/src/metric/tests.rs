@@ -111,3 +111,16 @@ proptest::proptest! {
         proptest::prop_assert!((0.0..=1.0).contains(&a.p_at_k));
     }
 }
+
+/// RankIC reuses the sort by score for the scores' ranks: it equals the Spearman
+/// correlation computed directly, bit for bit, with ties on both sides.
+#[test]
+fn rank_ic_equals_spearman_with_ties() {
+    for seed in 0..20u64 {
+        let scores: Vec<f64> = (0..300).map(|i| ((i as u64 * 7919 + seed * 31) % 23) as f64 * 0.5 - 3.0).collect();
+        let targets: Vec<f64> = (0..300).map(|i| ((i as u64 * 104_729 + seed) % 37) as f64 * 0.01 - 0.1).collect();
+        let day = day_metrics(&scores, &targets, TopK::Count(10)).expect("scored");
+        assert_eq!(day.rank_ic, spearman(&scores, &targets), "seed {seed}");
+    }
+    assert_eq!(day_metrics(&[1.0], &[0.5], TopK::Count(1)).expect("one stock").rank_ic, None);
+}
