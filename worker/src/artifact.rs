@@ -1,5 +1,5 @@
 //! Model artifacts: weights as safetensors, with the job key, dataset hash, model spec
-//! and shapes in the file's metadata. Loading rebuilds the model from that spec and
+//! and shapes in the file's metadata (and a `gbdt`'s ensemble as JSON, `state`). Loading rebuilds the model from that spec and
 //! reproduces its scores exactly.
 
 use std::collections::HashMap;
@@ -34,12 +34,15 @@ fn error(path: &Path, reason: impl ToString) -> WorkerError {
 
 /// Writes the model's weights and `meta` to `path`.
 pub fn save(path: &Path, model: &dyn Ranker, meta: &ArtifactMeta) -> Result<(), WorkerError> {
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), ARTIFACT_FORMAT.to_string()),
         ("job_key".to_string(), meta.job_key.clone()),
         ("dataset".to_string(), meta.dataset.clone()),
         ("meta".to_string(), serde_json::to_string(meta).map_err(|e| error(path, e))?),
     ]);
+    if let Some(state) = model.state() {
+        metadata.insert("state".to_string(), state);
+    }
     let tensors: Vec<(String, candle_core::Tensor)> =
         model.variables().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
     safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| error(path, e))
@@ -58,6 +61,9 @@ pub fn load(path: &Path, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMe
     let names =
         if meta.feature_names.is_empty() { vec![String::new(); meta.features] } else { meta.feature_names.clone() };
     let model = build(&meta.spec, &names, meta.horizons.len(), meta.seed, device)?;
+    if let Some(state) = metadata.get("state") {
+        model.set_state(state)?;
+    }
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     for (name, variable) in model.variables() {
         let tensor = tensors.get(&name).ok_or_else(|| error(path, format!("missing tensor {name}")))?;

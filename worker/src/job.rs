@@ -16,7 +16,8 @@ use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
 use crate::importance::permutation_importance;
-use crate::model::{ModelSpec, Ranker, build};
+use crate::model::gbdt::train_gbdt;
+use crate::model::{Gbdt, ModelSpec, Ranker, build};
 use crate::train::{TrainRequest, TrainStats, score_range_columns, train};
 
 /// What a job produced.
@@ -114,11 +115,17 @@ pub fn run_job_until(
 ) -> Result<JobOutput, WorkerError> {
     let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
-    let model = build(&spec, panel.feature_names(), config.horizons.len(), job.seed, device)?;
+    let mut model = build(&spec, panel.feature_names(), config.horizons.len(), job.seed, device)?;
     let mut importance = Importance::default();
     let stats = match spec.train_params() {
         Some(params) => {
-            let weights = params.horizon_weights_for(config);
+            // A gbdt fits the primary horizon only: its loss (and importance's) weighs that one.
+            let weights = match &spec {
+                ModelSpec::Gbdt { .. } => {
+                    config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.0 }).collect()
+                }
+                _ => params.horizon_weights_for(config),
+            };
             let request = TrainRequest {
                 panel,
                 window: job.train_days.clone(),
@@ -128,7 +135,15 @@ pub fn run_job_until(
                 seed: job.seed,
                 stop,
             };
-            let stats = train(model.as_ref(), &request, device)?;
+            let stats = match &spec {
+                ModelSpec::Gbdt { trees, max_depth, min_leaf_weight, l2, .. } => {
+                    let gbdt = Gbdt::new(*trees, *max_depth, *min_leaf_weight, *l2, config.horizons.len(), job.seed);
+                    let stats = train_gbdt(&gbdt, &request, config.primary_horizon, device)?;
+                    model = Box::new(gbdt);
+                    stats
+                }
+                _ => train(model.as_ref(), &request, device)?,
+            };
             importance = permutation_importance(model.as_ref(), &request, config.primary_horizon, device)?;
             stats
         }

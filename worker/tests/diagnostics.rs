@@ -203,6 +203,7 @@ fn permutation_importance_puts_the_planted_feature_first() {
         vec![
             model("linear", ModelKind::Linear, serde_json::json!({"epochs": 10})),
             model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 10})),
+            model("gbdt", ModelKind::Gbdt, serde_json::json!({"trees": 40})),
         ],
     );
     let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");

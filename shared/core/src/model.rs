@@ -125,6 +125,19 @@ pub enum ModelSpec {
         feature: String,
         sign: i32,
     },
+    /// Gradient-boosted regression trees (XGBoost's algorithm, `forust-ml`) fitted to the
+    /// primary horizon's transformed target on every training day's stocks, with early
+    /// stopping on the validation days; the same prediction scores every horizon. Of
+    /// `train`, only `learning_rate`, `patience` (rounds without a better validation
+    /// loss), `validation_days` and `target` apply.
+    Gbdt {
+        trees: usize,
+        max_depth: usize,
+        /// Least hessian sum of a leaf (its row count, for the squared loss).
+        min_leaf_weight: f32,
+        l2: f32,
+        train: TrainParams,
+    },
 }
 
 /// Parameters as written; every field optional, none unknown.
@@ -152,7 +165,14 @@ struct RawParams {
     heads: Option<usize>,
     feed_forward: Option<usize>,
     feature: Option<String>,
+    trees: Option<usize>,
+    max_depth: Option<usize>,
+    min_leaf_weight: Option<f32>,
+    l2: Option<f32>,
 }
+
+/// Parameters only `gbdt` takes.
+const GBDT_ONLY: [&str; 4] = ["trees", "max_depth", "min_leaf_weight", "l2"];
 
 const PATCHTST_ONLY: [&str; 6] = ["lookback", "patch", "d_model", "layers", "heads", "feed_forward"];
 
@@ -174,6 +194,10 @@ fn check_absent(
             "layers" => raw.layers.is_some(),
             "heads" => raw.heads.is_some(),
             "feature" => raw.feature.is_some(),
+            "trees" => raw.trees.is_some(),
+            "max_depth" => raw.max_depth.is_some(),
+            "min_leaf_weight" => raw.min_leaf_weight.is_some(),
+            "l2" => raw.l2.is_some(),
             _ => raw.feed_forward.is_some(),
         };
         check(!given, name, &format!("not a parameter of {kind} models"))?;
@@ -226,15 +250,18 @@ impl ModelSpec {
             return Self::factor(index, &model.params, raw);
         }
         let defaults = TrainParams::default();
+        let gbdt = model.kind == ModelKind::Gbdt;
         let train = TrainParams {
             epochs: raw.epochs.unwrap_or(defaults.epochs),
-            learning_rate: raw.learning_rate.unwrap_or(defaults.learning_rate),
+            // Trees shrink each step by the learning rate: 0.05, not Adam's 1e-3.
+            learning_rate: raw.learning_rate.unwrap_or(if gbdt { 0.05 } else { defaults.learning_rate }),
             weight_decay: raw.weight_decay.unwrap_or(defaults.weight_decay),
             warmup_steps: raw.warmup_steps.unwrap_or(defaults.warmup_steps),
             clip_norm: raw.clip_norm.unwrap_or(defaults.clip_norm),
-            patience: raw.patience.unwrap_or(defaults.patience),
+            patience: raw.patience.unwrap_or(if gbdt { 20 } else { defaults.patience }),
             validation_days: raw.validation_days.unwrap_or(defaults.validation_days),
-            listnet_weight: raw.listnet_weight.unwrap_or(defaults.listnet_weight),
+            // A gbdt fits the squared error (or the logistic loss of `sign`) only.
+            listnet_weight: raw.listnet_weight.unwrap_or(if gbdt { 0.0 } else { defaults.listnet_weight }),
             mse_weight: raw.mse_weight.unwrap_or(defaults.mse_weight),
             horizon_weights: raw.horizon_weights.clone(),
             target: raw.target.unwrap_or_default(),
@@ -265,12 +292,38 @@ impl ModelSpec {
                 ] {
                     check(!given, name, "not a parameter of linear models")?;
                 }
+                check_absent(&raw, &GBDT_ONLY, "linear", &check)?;
                 Ok(Self::Linear { train })
+            }
+            ModelKind::Gbdt => {
+                check_absent(&raw, &PATCHTST_ONLY, "gbdt", &check)?;
+                check_absent(&raw, &["hidden", "activation", "dropout", "feature"], "gbdt", &check)?;
+                for (name, given) in [
+                    ("epochs", raw.epochs.is_some()),
+                    ("weight_decay", raw.weight_decay.is_some()),
+                    ("warmup_steps", raw.warmup_steps.is_some()),
+                    ("clip_norm", raw.clip_norm.is_some()),
+                    ("listnet_weight", raw.listnet_weight.is_some()),
+                    ("mse_weight", raw.mse_weight.is_some()),
+                    ("horizon_weights", raw.horizon_weights.is_some()),
+                ] {
+                    check(!given, name, "not a parameter of gbdt models (they fit the primary horizon's target)")?;
+                }
+                let trees = raw.trees.unwrap_or(200);
+                check((1..=5_000).contains(&trees), "trees", "must be between 1 and 5000")?;
+                let max_depth = raw.max_depth.unwrap_or(4);
+                check((1..=12).contains(&max_depth), "max_depth", "must be between 1 and 12")?;
+                let min_leaf_weight = raw.min_leaf_weight.unwrap_or(100.0);
+                check(min_leaf_weight.is_finite() && min_leaf_weight >= 0.0, "min_leaf_weight", "must be >= 0")?;
+                let l2 = raw.l2.unwrap_or(1.0);
+                check(l2.is_finite() && l2 >= 0.0, "l2", "must be >= 0")?;
+                Ok(Self::Gbdt { trees, max_depth, min_leaf_weight, l2, train })
             }
             // Handled before the training parameters.
             ModelKind::Factor => Self::factor(index, &model.params, raw),
             ModelKind::Mlp => {
                 check_absent(&raw, &PATCHTST_ONLY, "mlp", &check)?;
+                check_absent(&raw, &GBDT_ONLY, "mlp", &check)?;
                 check_absent(&raw, &["feature"], "mlp", &check)?;
                 let hidden = raw.hidden.unwrap_or_else(|| vec![128, 64]);
                 check(
@@ -284,6 +337,7 @@ impl ModelSpec {
             }
             ModelKind::Patchtst => {
                 check_absent(&raw, &["hidden", "activation", "dropout", "feature"], "patchtst", &check)?;
+                check_absent(&raw, &GBDT_ONLY, "patchtst", &check)?;
                 let lookback = raw.lookback.unwrap_or(20);
                 let patch = raw.patch.unwrap_or(5);
                 let d_model = raw.d_model.unwrap_or(32);
@@ -324,10 +378,14 @@ impl ModelSpec {
         Ok(Self::Factor { feature: name.to_string(), sign })
     }
 
-    /// The training settings; `None` for a model that is not trained (`factor`).
+    /// The training settings; `None` for a model that is not trained (`factor`). Of a
+    /// `gbdt`'s, only some apply (see [`ModelSpec::Gbdt`]).
     pub fn train_params(&self) -> Option<&TrainParams> {
         match self {
-            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => Some(train),
+            Self::Linear { train }
+            | Self::Mlp { train, .. }
+            | Self::Patchtst { train, .. }
+            | Self::Gbdt { train, .. } => Some(train),
             Self::Factor { .. } => None,
         }
     }

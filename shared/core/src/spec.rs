@@ -103,6 +103,8 @@ pub enum ModelKind {
     Patchtst,
     /// Ranks by one feature (with a sign), untrained: a baseline.
     Factor,
+    /// Gradient-boosted regression trees on the primary horizon's transformed target.
+    Gbdt,
 }
 
 /// Which quality the performance trigger watches.

@@ -3,7 +3,8 @@
 //! - `linear`: one linear map from features to one score per horizon (the baseline);
 //! - `mlp`: hidden layers with an activation and dropout, then one score per horizon;
 //! - `patchtst`: a transformer over patches of each stock's feature history;
-//! - `factor`: one feature times a sign, untrained (a baseline).
+//! - `factor`: one feature times a sign, untrained (a baseline);
+//! - `gbdt`: gradient-boosted regression trees (`forust-ml`), fitted without Candle.
 //!
 //! Weights are initialised from the job's seed with our own ChaCha generator (Candle's
 //! CPU `randn` is not seedable), and dropout masks come from the same generator, so a
@@ -11,6 +12,7 @@
 
 mod factor;
 pub mod fused;
+pub mod gbdt;
 mod linear;
 mod mlp;
 mod patchtst;
@@ -21,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 
 pub use factor::Factor;
+pub use gbdt::Gbdt;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use patchtst::{PatchTst, PatchTstShape};
@@ -64,6 +67,15 @@ pub trait Ranker {
     }
     /// Every trainable variable, with a stable name (the safetensors key).
     fn variables(&self) -> Vec<(String, Var)>;
+    /// What a model fitted without Candle variables keeps besides them (a `gbdt`'s
+    /// ensemble as JSON), saved with its artifact; `None` for the others.
+    fn state(&self) -> Option<String> {
+        None
+    }
+    /// Restores [`Ranker::state`] on a model just built.
+    fn set_state(&self, _state: &str) -> candle_core::Result<()> {
+        Err(candle_core::Error::Msg("this model keeps no state besides its variables".into()))
+    }
 }
 
 /// Builds the model of `spec` for the inputs `feature_names` (in panel order) and
@@ -85,6 +97,9 @@ pub fn build(
             Box::new(Factor::new(column, *sign, horizons))
         }
         ModelSpec::Linear { .. } => Box::new(Linear::new(features, horizons, &mut rng, device)?),
+        ModelSpec::Gbdt { trees, max_depth, min_leaf_weight, l2, .. } => {
+            Box::new(Gbdt::new(*trees, *max_depth, *min_leaf_weight, *l2, horizons, seed))
+        }
         ModelSpec::Mlp { hidden, activation, dropout, .. } => {
             Box::new(Mlp::new(features, hidden, horizons, *activation, *dropout, &mut rng, device)?)
         }

@@ -589,10 +589,11 @@ impl SweepSpec {
                 "mlp" => Some(ModelKind::Mlp),
                 "patchtst" => Some(ModelKind::Patchtst),
                 "factor" => Some(ModelKind::Factor),
+                "gbdt" => Some(ModelKind::Gbdt),
                 other => {
                     problems.add(
                         field("kind"),
-                        format!("unknown model kind {other:?} (expected linear, mlp, patchtst or factor)"),
+                        format!("unknown model kind {other:?} (expected linear, mlp, patchtst, gbdt or factor)"),
                     );
                     None
                 }
