@@ -337,7 +337,7 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
     let days: usize = report.series.iter().map(|s| s.dates.len()).sum();
     assert_eq!(file("series.csv").lines().count(), 1 + days);
 
-    for table in ["schedules", "decay", "series"] {
+    for table in ["schedules", "decay", "series", "exposures", "horizons", "importance"] {
         let (_, bytes) = files.iter().find(|(n, _)| *n == format!("{table}.parquet")).expect("parquet table");
         assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "{table}.parquet is not Parquet");
     }
@@ -347,7 +347,11 @@ async fn report_files_hold_every_table_row_and_the_html_shows_the_json_numbers()
     assert_eq!(pngs.len(), svgs, "every plot as PNG too");
     assert!(pngs.iter().all(|png| png.starts_with(b"\x89PNG") && png.len() > 10_000), "PNG plots look empty");
     assert_eq!(html.matches("<svg").count(), svgs, "every plot is inline");
-    assert_eq!(svgs, 6, "3 decay plots; ΔP@K and RankIC over calendar time and the frontier of the line");
+    assert_eq!(
+        svgs, 9,
+        "3 decay plots; ΔP@K and RankIC over calendar time and the frontier of the line; the model's exposure by age \
+         and by retrain date, and its importance drift (one horizon: no horizon heatmaps)"
+    );
     for fetch in ["src=", "<link", "<script", "url(", "@import"] {
         assert!(!html.contains(fetch), "the page fetches something ({fetch})");
     }

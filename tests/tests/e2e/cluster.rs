@@ -161,9 +161,18 @@ impl Cluster {
         run.stdout.contains(" finished")
     }
 
+    /// The committed result files. A coordinator killed while writing one leaves its hidden
+    /// staging file (`.staging-…`), swept by a later coordinator once it is 10 minutes old
+    /// (it could be another live coordinator's write in flight): not a result.
     pub(crate) fn results(&self) -> Vec<std::path::PathBuf> {
         let dir = self.dir.path().join("artifacts/results");
-        std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".staging-")))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(crate) fn report(&self, id: &str) -> Value {

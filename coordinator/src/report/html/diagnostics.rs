@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
 use crate::report::diagnostics::{
-    Diagnostics, EXPOSURE_WARNING, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
+    Diagnostics, EXPOSURE_WARNING, FactorExposure, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
 };
 
 /// The most columns of a heatmap: ages are bucketed above it.
@@ -19,22 +19,28 @@ fn stem(window: u32, model: &str) -> String {
     format!("{window}_{}", slug(model))
 }
 
-/// Exposure to every factor by model age.
-fn by_age_plot(model: &ModelExposures) -> Result<Option<Plot>, PlotError> {
-    let ages = model.factors.iter().map(|f| f.by_age.len()).max().unwrap_or(0);
-    if ages < 2 {
+/// One line per factor of `model`, its values by index as `values` picks them (by age or
+/// by run), on an x axis of `x` (its length and title) labelled by `x_label`.
+fn exposure_plot(
+    model: &ModelExposures,
+    (prefix, what): (&str, &str),
+    values: fn(&FactorExposure) -> &Vec<Option<f64>>,
+    x: (usize, &str),
+    y_title: &str,
+    x_label: Option<&dyn Fn(&f64) -> String>,
+) -> Result<Option<Plot>, PlotError> {
+    if x.0 < 2 {
         return Ok(None);
     }
-    let title = format!("Style exposure by model age: {}-day window, {}", model.window, model.model);
-    let name = format!("exposure_age_{}", stem(model.window, &model.model));
-    let (low, high) = span(model.factors.iter().flat_map(|f| f.by_age.iter().flatten().copied()).chain([0.0]));
+    let title = format!("Style exposure by {what}: {}-day window, {}", model.window, model.model);
+    let name = format!("{prefix}_{}", stem(model.window, &model.model));
+    let (low, high) = span(model.factors.iter().flat_map(|f| values(f).iter().flatten().copied()).chain([0.0]));
     let plot = draw(&name, &title, |root| {
-        let x = (0.0, ages as f64, "model age (trading days)");
-        let mut chart = chart(root, &title, x, (low, high, "Spearman ρ of scores with the factor"), None)?;
+        let mut chart = chart(root, &title, (0.0, x.0 as f64, x.1), (low, high, y_title), x_label)?;
         for (index, factor) in model.factors.iter().enumerate() {
             let color = PALETTE[index % PALETTE.len()];
             let points: Vec<(f64, f64)> =
-                factor.by_age.iter().enumerate().filter_map(|(age, v)| v.map(|v| (age as f64, v))).collect();
+                values(factor).iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as f64, v))).collect();
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                 .label(factor.factor.clone())
@@ -46,32 +52,20 @@ fn by_age_plot(model: &ModelExposures) -> Result<Option<Plot>, PlotError> {
     Ok(Some(plot))
 }
 
+/// Exposure to every factor by model age.
+fn by_age_plot(model: &ModelExposures) -> Result<Option<Plot>, PlotError> {
+    let ages = model.factors.iter().map(|f| f.by_age.len()).max().unwrap_or(0);
+    let x = (ages, "model age (trading days)");
+    exposure_plot(model, ("exposure_age", "model age"), |f| &f.by_age, x, "Spearman ρ of scores with the factor", None)
+}
+
 /// Each model's mean exposure at its retrain date: how exposures drift over time.
 fn by_date_plot(model: &ModelExposures) -> Result<Option<Plot>, PlotError> {
     let dates = &model.retrain_dates;
-    if dates.len() < 2 {
-        return Ok(None);
-    }
-    let title = format!("Style exposure by retrain date: {}-day window, {}", model.window, model.model);
-    let name = format!("exposure_dates_{}", stem(model.window, &model.model));
-    let (low, high) = span(model.factors.iter().flat_map(|f| f.by_run.iter().flatten().copied()).chain([0.0]));
-    let plot = draw(&name, &title, |root| {
-        let date_label = |x: &f64| dates.get(*x as usize).map_or_else(String::new, |d| d.format("%Y-%m").to_string());
-        let x = (0.0, dates.len() as f64, "retrain date");
-        let mut chart = chart(root, &title, x, (low, high, "mean ρ over the model's ages"), Some(&date_label))?;
-        for (index, factor) in model.factors.iter().enumerate() {
-            let color = PALETTE[index % PALETTE.len()];
-            let points: Vec<(f64, f64)> =
-                factor.by_run.iter().enumerate().filter_map(|(run, v)| v.map(|v| (run as f64, v))).collect();
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(factor.factor.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
-        }
-        legend(&mut chart, Some(SeriesLabelPosition::UpperRight))?;
-        Ok(())
-    })?;
-    Ok(Some(plot))
+    let date_label = |x: &f64| dates.get(*x as usize).map_or_else(String::new, |d| d.format("%Y-%m").to_string());
+    let x = (dates.len(), "retrain date");
+    let y_title = "mean ρ over the model's ages";
+    exposure_plot(model, ("exposure_dates", "retrain date"), |f| &f.by_run, x, y_title, Some(&date_label))
 }
 
 /// A diverging colour: blue below 0, white at 0, red above, full at ±`limit`; grey where
