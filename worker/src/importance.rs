@@ -17,7 +17,7 @@ use wf_shared::metric::{average_ranks, pearson};
 
 use crate::WorkerError;
 use crate::model::{Mode, Ranker};
-use crate::train::{DayBatch, FeatureCube, TrainRequest, day_batch, day_loss, split_window};
+use crate::train::{DayBatch, FeatureCube, TrainRequest, complete_rows, day_batch, day_loss, split_window};
 
 /// The importance of each feature of `request.panel` to `model`, trained as `request`
 /// says, on the request window's validation days; not measured (empty) for a model that
@@ -45,20 +45,15 @@ pub fn permutation_importance(
     let column = horizons.iter().position(|h| *h == primary).unwrap_or(0);
     let returns =
         panel.target(primary).ok_or_else(|| WorkerError::NoData(format!("no target for horizon {primary}")))?;
-    // Each day's returns at the primary horizon, on the rows its batch holds (complete
-    // targets at every horizon, as `day_batch` keeps them).
-    let targets: Vec<&[f64]> = horizons.iter().map(|h| panel.target(*h).unwrap_or_default()).collect::<Vec<_>>();
-    // Ranked once: only the scores change from pass to pass.
+    // Each day's returns at the primary horizon on the rows its batch holds, ranked once:
+    // only the scores change from pass to pass.
+    let targets: Vec<&[f64]> = horizons.iter().filter_map(|h| panel.target(*h)).collect();
     let return_ranks: Vec<Vec<f64>> = batches
         .iter()
         .map(|batch| {
-            panel
-                .rows_of_day(batch.day)
-                .filter(|row| targets.iter().all(|t| t.get(*row).is_some_and(|v| v.is_finite())))
-                .map(|row| returns[row])
-                .collect::<Vec<f64>>()
+            let rows = complete_rows(panel, batch.day, &targets);
+            average_ranks(&rows.iter().map(|row| returns[*row]).collect::<Vec<f64>>())
         })
-        .map(|returns| average_ranks(&returns))
         .collect();
 
     // Every validation day's inputs side by side: [F, Σ stocks].

@@ -119,13 +119,7 @@ pub fn run_job_until(
     let mut importance = Importance::default();
     let stats = match spec.train_params() {
         Some(params) => {
-            // A gbdt fits the primary horizon only: its loss (and importance's) weighs that one.
-            let weights = match &spec {
-                ModelSpec::Gbdt { .. } => {
-                    config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.0 }).collect()
-                }
-                _ => params.horizon_weights_for(config),
-            };
+            let weights = params.horizon_weights_for(config);
             let request = TrainRequest {
                 panel,
                 window: job.train_days.clone(),
@@ -136,8 +130,9 @@ pub fn run_job_until(
                 stop,
             };
             let stats = match &spec {
-                ModelSpec::Gbdt { trees, max_depth, min_leaf_weight, l2, .. } => {
-                    let gbdt = Gbdt::new(*trees, *max_depth, *min_leaf_weight, *l2, config.horizons.len(), job.seed);
+                ModelSpec::Gbdt { .. } => {
+                    let gbdt = Gbdt::of_spec(&spec, config.horizons.len(), job.seed)
+                        .ok_or_else(|| WorkerError::NoData("not a gbdt spec".into()))?;
                     let stats = train_gbdt(&gbdt, &request, config.primary_horizon, device)?;
                     model = Box::new(gbdt);
                     stats

@@ -109,6 +109,12 @@ fn every_stock(stocks: &[u32], count: usize) -> bool {
     stocks.len() == count && stocks.iter().enumerate().all(|(i, s)| *s as usize == i)
 }
 
+/// The rows of `day` with a finite value in every one of `targets`: the stocks a day
+/// trains and validates on.
+pub fn complete_rows(panel: &Panel, day: usize, targets: &[&[f64]]) -> Vec<usize> {
+    panel.rows_of_day(day).filter(|row| targets.iter().all(|t| t[*row].is_finite())).collect()
+}
+
 /// The batch of `day` for `horizons`; `None` with fewer than 2 complete rows.
 pub fn day_batch(
     panel: &Panel,
@@ -123,7 +129,7 @@ pub fn day_batch(
             panel.target(*h).ok_or_else(|| WorkerError::NoData(format!("the panel has no target for horizon {h}")))
         })
         .collect::<Result<_, _>>()?;
-    let rows: Vec<usize> = panel.rows_of_day(day).filter(|row| targets.iter().all(|t| t[*row].is_finite())).collect();
+    let rows = complete_rows(panel, day, &targets);
     if rows.len() < 2 {
         return Ok(None);
     }

@@ -135,19 +135,14 @@ pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalenda
             .models
             .get(model)
             .map_or_else(|| (format!("model {model}"), true), |m| (m.name.clone(), m.kind != ModelKind::Factor));
-        if let Some(exposures) = exposures(&runs, max_age, bootstrap, calendar) {
-            let warnings = if trained { warnings(&exposures) } else { Vec::new() };
-            diagnostics.exposures.push(ModelExposures {
-                window,
-                model: name.clone(),
-                trained,
-                retrain_dates: exposures.0,
-                factors: exposures.1,
-                warnings,
-            });
+        if let Some((retrain_dates, factors)) = exposures(&runs, max_age, bootstrap, calendar) {
+            let mut model =
+                ModelExposures { window, model: name.clone(), trained, retrain_dates, factors, warnings: vec![] };
+            model.warnings = warnings(&model);
+            diagnostics.exposures.push(model);
         }
-        if let Some(importance) = importance(&runs, features, calendar) {
-            diagnostics.importance.push(ModelImportance { window, model: name.clone(), ..importance });
+        if let Some((retrain_dates, features)) = importance(&runs, features, calendar) {
+            diagnostics.importance.push(ModelImportance { window, model: name.clone(), retrain_dates, features });
         }
         let rows = config
             .horizons
@@ -159,11 +154,13 @@ pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalenda
     diagnostics
 }
 
-type Measured = (Vec<NaiveDate>, Vec<FactorExposure>);
-
-/// The importance of the runs that measured it, each feature averaged over runs (window
-/// and model left for the caller).
-fn importance(runs: &[&ModelRun], features: &[String], calendar: &TradingCalendar) -> Option<ModelImportance> {
+/// The retrain dates of the runs that measured importance, and each feature's importance
+/// averaged over them, most important first.
+fn importance(
+    runs: &[&ModelRun],
+    features: &[String],
+    calendar: &TradingCalendar,
+) -> Option<(Vec<NaiveDate>, Vec<FeatureImportance>)> {
     let measured: Vec<&ModelRun> = runs
         .iter()
         .copied()
@@ -187,12 +184,7 @@ fn importance(runs: &[&ModelRun], features: &[String], calendar: &TradingCalenda
         })
         .collect();
     rows.sort_by(|a, b| b.loss.total_cmp(&a.loss));
-    Some(ModelImportance {
-        window: 0,
-        model: String::new(),
-        retrain_dates: measured.iter().map(|r| calendar.date(r.retrain_day).unwrap_or_default()).collect(),
-        features: rows,
-    })
+    Some((measured.iter().map(|r| calendar.date(r.retrain_day).unwrap_or_default()).collect(), rows))
 }
 
 fn exposures(
@@ -230,10 +222,18 @@ fn exposures(
     Some((retrain_dates, factors))
 }
 
-/// "scores rank mostly by vol_60: ρ = 0.81" for each factor past [`EXPOSURE_WARNING`],
-/// largest first.
-fn warnings((_, factors): &Measured) -> Vec<String> {
-    let mut large: Vec<&FactorExposure> = factors.iter().filter(|f| f.mean.abs() > EXPOSURE_WARNING).collect();
+impl ModelExposures {
+    /// Whether `factor` is warned about: a trained model's mean exposure past
+    /// [`EXPOSURE_WARNING`] in size (a factor baseline's to its own factor is ±1 by design).
+    pub fn warns(&self, factor: &FactorExposure) -> bool {
+        self.trained && factor.mean.abs() > EXPOSURE_WARNING
+    }
+}
+
+/// "scores rank mostly by vol_60: ρ = 0.81" for each factor [`ModelExposures::warns`]
+/// about, largest first.
+fn warnings(model: &ModelExposures) -> Vec<String> {
+    let mut large: Vec<&FactorExposure> = model.factors.iter().filter(|f| model.warns(f)).collect();
     large.sort_by(|a, b| b.mean.abs().total_cmp(&a.mean.abs()));
     large
         .into_iter()

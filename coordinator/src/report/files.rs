@@ -138,7 +138,7 @@ pub fn exposures_csv(report: &SweepReport) -> String {
     let mut out = String::from("window,model,trained,factor,mean,low,high,models,warning\n");
     for model in report.diagnostics.iter().flat_map(|d| &d.exposures) {
         for factor in &model.factors {
-            let warning = model.trained && factor.mean.abs() > super::diagnostics::EXPOSURE_WARNING;
+            let warning = model.warns(factor);
             let _ = writeln!(
                 out,
                 "{},{},{},{},{},{},{},{},{}",

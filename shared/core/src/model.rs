@@ -234,8 +234,17 @@ impl ModelSpec {
             .get(index)
             .ok_or_else(|| SpecError::new(format!("models[{index}]"), "the sweep has no such model"))?;
         let mut spec = Self::from_config(index, model, config.horizons.len())?;
-        if let Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } = &mut spec {
-            train.horizon_weights = Some(train.horizon_weights_for(config));
+        match &mut spec {
+            Self::Linear { train } | Self::Mlp { train, .. } | Self::Patchtst { train, .. } => {
+                train.horizon_weights = Some(train.horizon_weights_for(config));
+            }
+            // Trees fit the primary horizon only: its loss (and importance's) weighs that one.
+            Self::Gbdt { train, .. } => {
+                train.horizon_weights = Some(
+                    config.horizons.iter().map(|h| if *h == config.primary_horizon { 1.0 } else { 0.0 }).collect(),
+                );
+            }
+            Self::Factor { .. } => {}
         }
         Ok(spec)
     }

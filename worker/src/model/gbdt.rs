@@ -18,7 +18,7 @@ use forust_ml::{GradientBooster, Matrix};
 use wf_shared::Panel;
 use wf_shared::target::TargetTransform;
 
-use super::{Mode, Ranker};
+use super::{Mode, ModelSpec, Ranker};
 use crate::WorkerError;
 use crate::train::{TrainRequest, TrainStats, split_window};
 
@@ -44,8 +44,18 @@ impl std::fmt::Debug for Gbdt {
 }
 
 impl Gbdt {
-    pub fn new(trees: usize, max_depth: usize, min_leaf_weight: f32, l2: f32, horizons: usize, seed: u64) -> Self {
-        Self { trees, max_depth, min_leaf_weight, l2, horizons, seed, booster: OnceLock::new() }
+    /// The unfitted model of a `gbdt` spec with `horizons` outputs (`None`: another kind).
+    pub fn of_spec(spec: &ModelSpec, horizons: usize, seed: u64) -> Option<Self> {
+        let ModelSpec::Gbdt { trees, max_depth, min_leaf_weight, l2, .. } = spec else { return None };
+        Some(Self {
+            trees: *trees,
+            max_depth: *max_depth,
+            min_leaf_weight: *min_leaf_weight,
+            l2: *l2,
+            horizons,
+            seed,
+            booster: OnceLock::new(),
+        })
     }
 }
 

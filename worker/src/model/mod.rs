@@ -97,9 +97,9 @@ pub fn build(
             Box::new(Factor::new(column, *sign, horizons))
         }
         ModelSpec::Linear { .. } => Box::new(Linear::new(features, horizons, &mut rng, device)?),
-        ModelSpec::Gbdt { trees, max_depth, min_leaf_weight, l2, .. } => {
-            Box::new(Gbdt::new(*trees, *max_depth, *min_leaf_weight, *l2, horizons, seed))
-        }
+        ModelSpec::Gbdt { .. } => Box::new(
+            Gbdt::of_spec(spec, horizons, seed).ok_or_else(|| candle_core::Error::Msg("not a gbdt spec".into()))?,
+        ),
         ModelSpec::Mlp { hidden, activation, dropout, .. } => {
             Box::new(Mlp::new(features, hidden, horizons, *activation, *dropout, &mut rng, device)?)
         }

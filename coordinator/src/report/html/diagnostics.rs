@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
 use crate::report::diagnostics::{
-    Diagnostics, EXPOSURE_WARNING, FactorExposure, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
+    Diagnostics, FactorExposure, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
 };
 
 /// The most columns of a heatmap: ages are bucketed above it.
@@ -203,7 +203,7 @@ fn exposure_table(out: &mut String, window: u32, models: &[&ModelExposures]) {
         for factor in &model.factors {
             let interval = factor.interval.map_or_else(String::new, |i| format!(" [{:+.2}, {:+.2}]", i.low, i.high));
             let mut text = cell(&format!("exposure:{}", factor.factor), Some(factor.mean), |v| format!("{v:+.2}"));
-            if model.trained && factor.mean.abs() > EXPOSURE_WARNING {
+            if model.warns(factor) {
                 text = text.replacen("class=\"num\"", "class=\"num bad\"", 1);
             }
             let _ = write!(out, "{}", text.replacen("</td>", &format!("<small>{interval}</small></td>"), 1));
