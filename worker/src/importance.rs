@@ -3,7 +3,10 @@
 //!
 //! The validation days' inputs go through the trained model side by side, once as they
 //! are and once per feature with that feature's values shuffled across each day's stocks
-//! (a seeded permutation per feature and day). Each pass gives the mean validation loss
+//! (a seeded permutation per feature and day). A model that reads a history of days
+//! (`patchtst`) gets each stock's whole history of the feature from the same other stock:
+//! one permutation of the day's stocks applied to every day of the lookback, so the
+//! feature's own time series stays intact and only its link to the stock is broken. Each pass gives the mean validation loss
 //! (the training loss of each day, as early stopping measures it) and the mean RankIC of
 //! the primary horizon's scores against that horizon's returns. A feature's importance is
 //! the rise in loss and the fall in RankIC.
@@ -20,8 +23,8 @@ use crate::model::{Mode, Ranker};
 use crate::train::{DayBatch, FeatureCube, TrainRequest, complete_rows, day_batch, day_loss, split_window};
 
 /// The importance of each feature of `request.panel` to `model`, trained as `request`
-/// says, on the request window's validation days; not measured (empty) for a model that
-/// reads a history of days or a window without validation days.
+/// says, on the request window's validation days; not measured (empty) for a window
+/// without validation days.
 pub fn permutation_importance(
     model: &dyn Ranker,
     request: &TrainRequest<'_>,
@@ -29,9 +32,10 @@ pub fn permutation_importance(
     device: &Device,
 ) -> Result<Importance, WorkerError> {
     let TrainRequest { panel, window, horizons, horizon_weights, params, seed, .. } = request.clone();
-    if model.lookback() != 1 || window.is_empty() {
+    if window.is_empty() {
         return Ok(Importance::default());
     }
+    let lookback = model.lookback();
     let longest = horizons.iter().copied().max().unwrap_or(1) as usize;
     let (_, validation_days) = split_window(window, params.validation_days as usize, longest);
     let batches: Vec<DayBatch> = validation_days
@@ -56,9 +60,10 @@ pub fn permutation_importance(
         })
         .collect();
 
-    // Every validation day's inputs side by side: [F, Σ stocks].
-    let cube = FeatureCube::build(panel, first.day, last.day, device)?;
-    let inputs = batches.iter().map(|b| cube.input(b.day, &b.stocks, 1)).collect::<candle_core::Result<Vec<_>>>()?;
+    // Every validation day's inputs side by side: [lookback · F, Σ stocks], oldest day first.
+    let cube = FeatureCube::build(panel, first.day.saturating_sub(lookback - 1), last.day, device)?;
+    let inputs =
+        batches.iter().map(|b| cube.input(b.day, &b.stocks, lookback)).collect::<candle_core::Result<Vec<_>>>()?;
     let widths: Vec<usize> = inputs.iter().map(|i| i.dim(1)).collect::<candle_core::Result<_>>()?;
     let features = panel.features().len();
     let total_width: usize = widths.iter().sum();
@@ -68,7 +73,7 @@ pub fn permutation_importance(
     let horizon_weights = Tensor::from_vec(weights, horizons.len(), device)?;
 
     let evaluate = |values: &[f32]| -> Result<(f64, f64), WorkerError> {
-        let input = Tensor::from_slice(values, (features, total_width), device)?;
+        let input = Tensor::from_slice(values, (lookback * features, total_width), device)?;
         let scores = model.forward(&input, Mode::Eval)?;
         let (mut loss, mut rank_ic, mut ranked) = (0.0, 0.0, 0usize);
         let mut offset = 0;
@@ -94,18 +99,36 @@ pub fn permutation_importance(
         loss: Vec::with_capacity(features),
         rank_ic: Vec::with_capacity(features),
     };
-    let mut kept = vec![0f32; total_width];
+    // Each day's permutation of its stocks, drawn by shuffling positions: the same draws
+    // as shuffling the values themselves (a shuffle's swaps depend only on the length).
+    let mut permutation: Vec<usize> = Vec::with_capacity(widths.iter().copied().max().unwrap_or(0));
+    let mut kept = vec![0f32; lookback * total_width];
     for feature in 0..features {
-        let row = feature * total_width..(feature + 1) * total_width;
-        kept.copy_from_slice(&values[row.clone()]);
+        // The feature's row on each day of the lookback.
+        let rows: Vec<std::ops::Range<usize>> = (0..lookback)
+            .map(|lag| (lag * features + feature) * total_width..(lag * features + feature + 1) * total_width)
+            .collect();
+        for (lag, row) in rows.iter().enumerate() {
+            kept[lag * total_width..(lag + 1) * total_width].copy_from_slice(&values[row.clone()]);
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x1e57_0000 + feature as u64));
-        let mut offset = row.start;
+        let mut offset = 0;
         for width in &widths {
-            values[offset..offset + width].shuffle(&mut rng);
+            permutation.clear();
+            permutation.extend(0..*width);
+            permutation.shuffle(&mut rng);
+            for (lag, row) in rows.iter().enumerate() {
+                let source = &kept[lag * total_width + offset..lag * total_width + offset + width];
+                for (out, from) in values[row.start + offset..row.start + offset + width].iter_mut().zip(&permutation) {
+                    *out = source[*from];
+                }
+            }
             offset += width;
         }
         let (loss, rank_ic) = evaluate(&values)?;
-        values[row].copy_from_slice(&kept);
+        for (lag, row) in rows.iter().enumerate() {
+            values[row.clone()].copy_from_slice(&kept[lag * total_width..(lag + 1) * total_width]);
+        }
         importance.loss.push((loss - base_loss) as f32);
         importance.rank_ic.push((base_rank_ic - rank_ic) as f32);
     }

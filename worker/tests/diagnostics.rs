@@ -222,6 +222,26 @@ fn permutation_importance_puts_the_planted_feature_first() {
     }
 }
 
+/// A model that reads a history of days is measured too: each stock's whole lookback of
+/// a feature moves with one permutation, and the planted feature still comes first.
+#[test]
+fn permutation_importance_covers_history_models() {
+    let panel = planted_panel();
+    let params = serde_json::json!({
+        "lookback": 10, "patch": 5, "d_model": 16, "heads": 2, "layers": 1, "epochs": 12, "learning_rate": 0.003
+    });
+    let config = planted_config(&panel, vec![model("patchtst", ModelKind::Patchtst, params)]);
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let output = run_job(&panel, &config, &plan.jobs[0], &Device::Cpu).expect("job runs");
+    let importance = &output.importance;
+    assert!(importance.is_measured(), "patchtst importance measured");
+    assert_eq!(importance.loss.len(), 6);
+    let first = |values: &[f32]| (0..values.len()).max_by(|a, b| values[*a].total_cmp(&values[*b]));
+    assert_eq!(first(&importance.loss), Some(3), "{:?}", importance.loss);
+    assert_eq!(first(&importance.rank_ic), Some(3), "{:?}", importance.rank_ic);
+    assert!(importance.base_rank_ic > 0.3, "patchtst learnt the signal: {}", importance.base_rank_ic);
+}
+
 /// Importance reads the validation days inside the training window only: poisoning
 /// every test day's features changes the scores but not the importance.
 #[test]

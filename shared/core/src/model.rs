@@ -27,8 +27,9 @@ pub use crate::target::TargetTransform;
 /// rankings (it ranked below; a factor baseline's negated zeros showed it); 5, results
 /// keep the style exposures of every scored day, the metrics of every trained horizon and
 /// the permutation importance of every feature, so results of 4, which have none, are not
-/// reused.
-pub const TRAINER_VERSION: u32 = 5;
+/// reused; 6, `patchtst` results keep permutation importance too (5's have none; the other
+/// kinds' numbers are unchanged).
+pub const TRAINER_VERSION: u32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
