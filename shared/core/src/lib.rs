@@ -46,6 +46,7 @@ pub mod importance;
 pub mod job;
 pub mod label_guard;
 pub mod linear;
+pub mod live;
 pub mod metric;
 pub mod model;
 pub mod panel;

@@ -21,6 +21,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::age::{AgeMatrix, Line, Metric};
+use crate::drift::DriftPath;
+use crate::metric::DayMetrics;
 use crate::spec::{PerformanceMetric, TriggerGrid};
 
 mod compare;
@@ -126,6 +128,113 @@ impl Replay {
     }
 }
 
+/// Running sums of a model's ΔP@K and P@K by age (index = ages seen so far), the
+/// inputs of a performance trigger. The replay pushes a run's every age at once; a live
+/// deployment pushes each day as its label matures: the same additions in the same
+/// order, so both read the same means to the last bit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPrefix {
+    /// `[ΔP@K, P@K]`: (sum, count of finite values) over ages `0 .. i`.
+    sums: [Vec<(f64, u32)>; 2],
+}
+
+impl Default for MetricPrefix {
+    fn default() -> Self {
+        Self { sums: [vec![(0.0, 0)], vec![(0.0, 0)]] }
+    }
+}
+
+impl MetricPrefix {
+    /// The prefix of every age of `ages`.
+    pub fn of(ages: &[Option<DayMetrics>]) -> Self {
+        let mut prefix = Self::default();
+        ages.iter().for_each(|day| prefix.push(day.as_ref()));
+        prefix
+    }
+
+    /// Appends the next age (`None`: nothing scored that day).
+    pub fn push(&mut self, day: Option<&DayMetrics>) {
+        for (sums, metric) in self.sums.iter_mut().zip([Metric::DeltaPAtK, Metric::PAtK]) {
+            let (sum, count) = sums[sums.len() - 1];
+            let value = metric.value(day);
+            sums.push(if value.is_finite() { (sum + value, count + 1) } else { (sum, count) });
+        }
+    }
+
+    /// Ages pushed so far.
+    pub fn len(&self) -> usize {
+        self.sums[0].len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a trigger reads of one model, as known on the day it is evaluated.
+#[derive(Debug, Clone, Copy)]
+pub struct RunView<'a> {
+    pub retrain_day: usize,
+    /// The horizon whose labels mature `horizon + 1` days after the scored day.
+    pub horizon: usize,
+    pub prefix: &'a MetricPrefix,
+    pub drift: Option<&'a DriftPath>,
+}
+
+/// A trigger evaluated on one day: the value it compared (the mean over the lookback,
+/// the share of drifted features, the age) and whether it fired.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub trigger: Trigger,
+    /// `None` where the trigger could not be read yet (too few matured or measured days).
+    pub value: Option<f64>,
+    pub fired: bool,
+}
+
+impl Trigger {
+    /// This trigger on `day` for the model `view` describes (module docs: the rules).
+    pub fn read(self, view: &RunView<'_>, day: usize) -> Reading {
+        let retrain = view.retrain_day;
+        let unread = Reading { trigger: self, value: None, fired: false };
+        match self {
+            Trigger::Age { max_age } => {
+                let age = day - retrain;
+                Reading { trigger: self, value: Some(age as f64), fired: age >= max_age as usize }
+            }
+            Trigger::Performance { metric, tau, lookback } => {
+                // Matured days: t + h + 1 <= day.
+                let Some(last_matured) = day.checked_sub(view.horizon + 1) else { return unread };
+                let Some(first) = (last_matured + 1).checked_sub(lookback as usize) else { return unread };
+                if first < retrain {
+                    return unread;
+                }
+                let sums = &view.prefix.sums[usize::from(metric == PerformanceMetric::PAtK)];
+                let (from, to) = (first - retrain, (last_matured - retrain + 1).min(sums.len() - 1));
+                if from >= to {
+                    return unread;
+                }
+                let (sum, count) = (sums[to].0 - sums[from].0, sums[to].1 - sums[from].1);
+                if count == 0 {
+                    return unread;
+                }
+                let mean = sum / f64::from(count);
+                Reading { trigger: self, value: Some(mean), fired: mean < tau }
+            }
+            Trigger::Drift { theta, share, days } => {
+                let Some(first) = day.checked_sub(days as usize) else { return unread };
+                if first < retrain {
+                    return unread;
+                }
+                let Some(path) = view.drift else { return unread };
+                match path.share_above(first - retrain..day - retrain, theta) {
+                    Some(measured) => Reading { trigger: self, value: Some(measured), fired: measured >= share },
+                    None => unread,
+                }
+            }
+        }
+    }
+}
+
 /// Replays schedules of one line.
 #[derive(Debug)]
 pub struct LineReplayer<'a> {
@@ -135,7 +244,7 @@ pub struct LineReplayer<'a> {
     end_day: usize,
     horizon: usize,
     /// Per run: prefix sums and counts of ΔP@K and P@K by age.
-    prefix: HashMap<usize, [Vec<(f64, u32)>; 2]>,
+    prefix: HashMap<usize, MetricPrefix>,
 }
 
 impl<'a> LineReplayer<'a> {
@@ -145,17 +254,7 @@ impl<'a> LineReplayer<'a> {
         let first_day = matrix.runs[*runs.first()?].retrain_day;
         let end_day =
             runs.iter().map(|r| matrix.runs[*r].retrain_day + matrix.runs[*r].ages.len()).max()?.saturating_sub(1);
-        let prefix_of = |run: usize, metric: Metric| {
-            let mut sums = vec![(0.0, 0u32)];
-            for age in 0..matrix.runs[run].ages.len() {
-                let (sum, count) = sums[age];
-                let value = metric.value(matrix.runs[run].at(age));
-                sums.push(if value.is_finite() { (sum + value, count + 1) } else { (sum, count) });
-            }
-            sums
-        };
-        let prefix =
-            runs.iter().map(|r| (*r, [prefix_of(*r, Metric::DeltaPAtK), prefix_of(*r, Metric::PAtK)])).collect();
+        let prefix = runs.iter().map(|r| (*r, MetricPrefix::of(&matrix.runs[*r].ages))).collect();
         Some(Self {
             matrix,
             run_at_day: runs.iter().map(|r| (matrix.runs[*r].retrain_day, *r)).collect(),
@@ -193,32 +292,13 @@ impl<'a> LineReplayer<'a> {
     }
 
     fn fires(&self, trigger: Trigger, run: usize, retrain: usize, day: usize) -> bool {
-        match trigger {
-            Trigger::Age { max_age } => day - retrain >= max_age as usize,
-            Trigger::Performance { metric, tau, lookback } => {
-                // Matured days: t + h + 1 <= day.
-                let Some(last_matured) = day.checked_sub(self.horizon + 1) else { return false };
-                let Some(first) = (last_matured + 1).checked_sub(lookback as usize) else { return false };
-                if first < retrain {
-                    return false;
-                }
-                let sums = &self.prefix[&run][usize::from(metric == PerformanceMetric::PAtK)];
-                let (from, to) = (first - retrain, (last_matured - retrain + 1).min(sums.len() - 1));
-                if from >= to {
-                    return false;
-                }
-                let (sum, count) = (sums[to].0 - sums[from].0, sums[to].1 - sums[from].1);
-                count > 0 && sum / f64::from(count) < tau
-            }
-            Trigger::Drift { theta, share, days } => {
-                let Some(first) = day.checked_sub(days as usize) else { return false };
-                if first < retrain {
-                    return false;
-                }
-                let Some(path) = &self.matrix.runs[run].drift else { return false };
-                path.share_above(first - retrain..day - retrain, theta).is_some_and(|s| s >= share)
-            }
-        }
+        let view = RunView {
+            retrain_day: retrain,
+            horizon: self.horizon,
+            prefix: &self.prefix[&run],
+            drift: self.matrix.runs[run].drift.as_ref(),
+        };
+        trigger.read(&view, day).fired
     }
 
     fn replay(&self, retrain_days: Vec<usize>) -> Replay {

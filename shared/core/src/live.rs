@@ -1,0 +1,371 @@
+//! Live retraining decisions: one deployment (a model, a train window, a seed and a
+//! retraining policy) advanced one trading day at a time on what is known before that
+//! day opens.
+//!
+//! On day `d`, in order ([`LiveState::advance`]):
+//! 1. the live model's labels mature: the metrics of each day `t` with `t + h + 1 ≤ d`
+//!    (`h` the primary horizon) are learnt, once, in day order;
+//! 2. its feature drift of each day before `d` is learnt;
+//! 3. if `d` is a decision day (a day of the fixed cadence, or of the sweep's finest
+//!    cadence for an adaptive policy), the policy is evaluated with exactly the replay's
+//!    rules ([`crate::replay::Trigger::read`], on the same running sums), and every
+//!    evaluation is recorded with its readings.
+//!
+//! A retrain decided on `d` is the planner's job for retrain day `d` (same job key); its
+//! model is a new version, live from `d` once promoted ([`LiveState::promote`]). The
+//! offline replay of the same policy therefore retrains on the same days and has the same
+//! daily series: `tests` and the `wf live simulate` tests check it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::age::ModelRun;
+use crate::cadence::Cadence;
+use crate::drift::{BINS, DriftPath};
+use crate::metric::DayMetrics;
+use crate::replay::{MetricPrefix, Policy, Reading, RunView, Trigger};
+use crate::spec::PerformanceMetric;
+
+/// How a deployment decides to retrain: on every day of a fixed cadence, or when an
+/// adaptive policy fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LivePolicy {
+    Fixed(Cadence),
+    Adaptive(Policy),
+}
+
+impl fmt::Display for LivePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(cadence) => write!(f, "{cadence}"),
+            Self::Adaptive(policy) => write!(f, "{policy}"),
+        }
+    }
+}
+
+/// A policy that cannot be read, with the part that failed and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsePolicyError(pub String);
+
+impl fmt::Display for ParsePolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParsePolicyError {}
+
+impl FromStr for LivePolicy {
+    type Err = ParsePolicyError;
+
+    /// A cadence (`weekly`, `21d`, …) or a policy as reports name it: triggers joined by
+    /// ` or `, e.g. `ΔP@K<-0.02 over 21d or PSI>0.1 on 20% over 5d or age>=63d`
+    /// (`dP@K` may stand for `ΔP@K`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if let Ok(cadence) = text.parse::<Cadence>() {
+            return Ok(Self::Fixed(cadence));
+        }
+        let triggers = text.split(" or ").map(parse_trigger).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::Adaptive(Policy { triggers }))
+    }
+}
+
+fn parse_trigger(text: &str) -> Result<Trigger, ParsePolicyError> {
+    let text = text.trim();
+    let error = |reason: &str| {
+        ParsePolicyError(format!(
+            "{text:?}: {reason} (a cadence such as `weekly` or `21d`, or triggers joined by ` or `: \
+             `ΔP@K<τ over Ld`, `P@K<τ over Ld`, `PSI>θ on S% over Dd`, `age>=Ad`)"
+        ))
+    };
+    let number = |part: &str| part.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+    let days = |part: &str| part.trim().strip_suffix('d').and_then(|d| d.trim().parse::<u32>().ok()).filter(|d| *d > 0);
+    if let Some(age) = text.strip_prefix("age>=") {
+        return days(age)
+            .map(|max_age| Trigger::Age { max_age })
+            .ok_or_else(|| error("the age is not a count of days"));
+    }
+    if let Some(rest) = text.strip_prefix("PSI>") {
+        let (theta, rest) = rest.split_once(" on ").ok_or_else(|| error("expected `on S%`"))?;
+        let (share, span) = rest.split_once("% over ").ok_or_else(|| error("expected `S% over Dd`"))?;
+        let theta = number(theta).filter(|t| *t > 0.0).ok_or_else(|| error("θ must be a positive number"))?;
+        let share = number(share)
+            .filter(|s| (0.0..=100.0).contains(s) && *s > 0.0)
+            .ok_or_else(|| error("the share must be a percentage in (0, 100]"))?;
+        let days = days(span).ok_or_else(|| error("the span is not a count of days"))?;
+        return Ok(Trigger::Drift { theta, share: share / 100.0, days });
+    }
+    let (metric, rest) = if let Some(rest) = text.strip_prefix("ΔP@K<").or_else(|| text.strip_prefix("dP@K<")) {
+        (PerformanceMetric::DeltaPAtK, rest)
+    } else if let Some(rest) = text.strip_prefix("P@K<") {
+        (PerformanceMetric::PAtK, rest)
+    } else {
+        return Err(error("not a cadence or a trigger"));
+    };
+    let (tau, span) = rest.split_once(" over ").ok_or_else(|| error("expected `over Ld`"))?;
+    let tau = number(tau).ok_or_else(|| error("τ is not a number"))?;
+    let lookback = days(span).ok_or_else(|| error("the lookback is not a count of days"))?;
+    Ok(Trigger::Performance { metric, tau, lookback })
+}
+
+/// One trained model of a deployment, with what is known so far of its out-of-sample
+/// days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// 1, 2, … in the order trained.
+    pub number: u32,
+    pub retrain_day: usize,
+    /// The job that trained it (the planner's key for its retrain day).
+    pub job_key: String,
+    /// Its matured metrics by age.
+    pub matured: Vec<Option<DayMetrics>>,
+    /// Running sums of `matured`, rebuilt from it after a restart (never stored, so a
+    /// stored float cannot round differently).
+    #[serde(skip)]
+    prefix: MetricPrefix,
+    /// Its training window's bins and each passed day's, by age.
+    drift: Option<DriftPath>,
+}
+
+impl Version {
+    /// A version trained for `retrain_day` by job `job_key`, whose training window's
+    /// feature bins are `training_bins` (`None`: drift not measured).
+    pub fn new(retrain_day: usize, job_key: String, training_bins: Option<Vec<[u32; BINS]>>) -> Self {
+        Self {
+            number: 0,
+            retrain_day,
+            job_key,
+            matured: Vec::new(),
+            prefix: MetricPrefix::default(),
+            drift: training_bins.map(|training| DriftPath { training, days: Vec::new() }),
+        }
+    }
+
+    fn view(&self, horizon: usize) -> RunView<'_> {
+        RunView { retrain_day: self.retrain_day, horizon, prefix: &self.prefix, drift: self.drift.as_ref() }
+    }
+}
+
+/// What a deployment observes of its live model; the engine asks only for what is known
+/// before the day it is advancing opens.
+pub trait Observe {
+    /// The metrics of `version`'s scores on `day` (asked once `day + h + 1` has come);
+    /// `None` where nothing was scored.
+    fn metrics(&mut self, version: &Version, day: usize) -> Option<DayMetrics>;
+
+    /// The bin counts of each feature on `day` (a day before the one advancing) against
+    /// `version`'s training bins; `None` where not measured, which ends its drift path.
+    fn drift(&mut self, version: &Version, day: usize) -> Option<Vec<[u32; BINS]>>;
+}
+
+/// One evaluation of the policy on a decision day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub day: usize,
+    /// The live version when the day opened.
+    pub version: u32,
+    pub age: usize,
+    /// Each trigger's reading (empty for a fixed cadence).
+    pub readings: Vec<Reading>,
+    pub retrain: bool,
+}
+
+impl Decision {
+    /// Why it retrains (the fired triggers, or the cadence), or why not.
+    pub fn reason(&self, policy: &LivePolicy) -> String {
+        match policy {
+            LivePolicy::Fixed(cadence) => format!("{cadence} retrain day"),
+            LivePolicy::Adaptive(_) => {
+                let fired: Vec<String> = self
+                    .readings
+                    .iter()
+                    .filter(|r| r.fired)
+                    .map(|r| format!("{} ({})", r.trigger, r.value.map_or_else(|| "–".into(), |v| format!("{v:.4}"))))
+                    .collect();
+                if fired.is_empty() { "no trigger fired".into() } else { fired.join(" and ") }
+            }
+        }
+    }
+}
+
+/// Why a day cannot be advanced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveError {
+    /// Days are processed once each, in order.
+    OutOfOrder { expected: usize, got: usize },
+    /// A version must be retrained on the day it is promoted at, after the live one.
+    Promotion(String),
+}
+
+impl fmt::Display for LiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfOrder { expected, got } => {
+                write!(f, "day {got} is out of order: the deployment's next day is {expected}")
+            }
+            Self::Promotion(reason) => write!(f, "cannot promote: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for LiveError {}
+
+/// A deployment's decision state: every version, which one is live, the next day to
+/// process and every decision. It is what survives a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveState {
+    pub policy: LivePolicy,
+    /// The primary horizon: a day's label matures `horizon + 1` days later.
+    pub horizon: usize,
+    /// The decision days, sorted.
+    pub decision_days: Vec<usize>,
+    pub versions: Vec<Version>,
+    /// Index of the live version in `versions`.
+    pub live: usize,
+    pub next_day: usize,
+    pub decisions: Vec<Decision>,
+}
+
+impl LiveState {
+    /// A deployment whose first model is `first`, live from its retrain day.
+    pub fn new(policy: LivePolicy, horizon: u32, mut decision_days: Vec<usize>, mut first: Version) -> Self {
+        decision_days.sort_unstable();
+        decision_days.dedup();
+        first.number = 1;
+        let next_day = first.retrain_day;
+        Self {
+            policy,
+            horizon: horizon as usize,
+            decision_days,
+            versions: vec![first],
+            live: 0,
+            next_day,
+            decisions: vec![],
+        }
+    }
+
+    pub fn live_version(&self) -> &Version {
+        &self.versions[self.live]
+    }
+
+    /// Processes `day` (module docs): learns what matured, evaluates the policy on a
+    /// decision day; `Some` decision when the day is one. A retrain decision leaves the
+    /// promotion to the caller (the new version needs its job).
+    pub fn advance(&mut self, day: usize, observe: &mut dyn Observe) -> Result<Option<&Decision>, LiveError> {
+        if day != self.next_day {
+            return Err(LiveError::OutOfOrder { expected: self.next_day, got: day });
+        }
+        self.learn(day, observe);
+        self.next_day = day + 1;
+        let first_day = self.versions[0].retrain_day;
+        if day <= first_day || self.decision_days.binary_search(&day).is_err() {
+            return Ok(None);
+        }
+        let version = self.live_version();
+        let (readings, retrain) = match &self.policy {
+            LivePolicy::Fixed(_) => (Vec::new(), true),
+            LivePolicy::Adaptive(policy) => {
+                let view = version.view(self.horizon);
+                let readings: Vec<Reading> = policy.triggers.iter().map(|t| t.read(&view, day)).collect();
+                let fired = readings.iter().any(|r| r.fired);
+                (readings, fired)
+            }
+        };
+        let decision = Decision { day, version: version.number, age: day - version.retrain_day, readings, retrain };
+        self.decisions.push(decision);
+        Ok(self.decisions.last())
+    }
+
+    /// Learns the live version's labels matured by `day` and its drift before `day`.
+    fn learn(&mut self, day: usize, observe: &mut dyn Observe) {
+        let horizon = self.horizon;
+        let version = &self.versions[self.live];
+        let mut matured = Vec::new();
+        let mut next = version.retrain_day + version.matured.len();
+        while next + horizon < day {
+            matured.push(observe.metrics(version, next));
+            next += 1;
+        }
+        let mut drifted = Vec::new();
+        if let Some(path) = &version.drift {
+            let mut next = version.retrain_day + path.days.len();
+            while next < day {
+                match observe.drift(version, next) {
+                    Some(bins) => drifted.push(bins),
+                    None => break,
+                }
+                next += 1;
+            }
+        }
+        let version = &mut self.versions[self.live];
+        if version.prefix.len() != version.matured.len() {
+            version.prefix = MetricPrefix::of(&version.matured);
+        }
+        for day in matured {
+            version.prefix.push(day.as_ref());
+            version.matured.push(day);
+        }
+        if let Some(path) = &mut version.drift {
+            path.days.extend(drifted);
+        }
+    }
+
+    /// Makes `version` (retrained on the day just decided) the live one.
+    pub fn promote(&mut self, mut version: Version) -> Result<u32, LiveError> {
+        let live = self.live_version();
+        if version.retrain_day <= live.retrain_day || version.retrain_day + 1 != self.next_day {
+            return Err(LiveError::Promotion(format!(
+                "version for day {} (live: day {}, the day just processed: {})",
+                version.retrain_day,
+                live.retrain_day,
+                self.next_day.saturating_sub(1)
+            )));
+        }
+        version.number = self.versions.len() as u32 + 1;
+        let number = version.number;
+        self.versions.push(version);
+        self.live = self.versions.len() - 1;
+        Ok(number)
+    }
+
+    /// The live version on `day` among those processed so far: the latest retrained on
+    /// or before it.
+    pub fn version_on(&self, day: usize) -> Option<&Version> {
+        self.versions.iter().filter(|v| v.retrain_day <= day).max_by_key(|v| v.retrain_day)
+    }
+}
+
+/// Observes the runs of an age matrix by retrain day: what a deployment would have seen
+/// of models whose jobs scored these days (`wf live simulate`, and the tests against the
+/// replay).
+#[derive(Debug)]
+pub struct RunsObserver<'a> {
+    runs: std::collections::HashMap<usize, &'a ModelRun>,
+}
+
+impl<'a> RunsObserver<'a> {
+    pub fn new(runs: impl IntoIterator<Item = &'a ModelRun>) -> Self {
+        Self { runs: runs.into_iter().map(|run| (run.retrain_day, run)).collect() }
+    }
+
+    fn run(&self, version: &Version) -> Option<&'a ModelRun> {
+        self.runs.get(&version.retrain_day).copied()
+    }
+}
+
+impl Observe for RunsObserver<'_> {
+    fn metrics(&mut self, version: &Version, day: usize) -> Option<DayMetrics> {
+        self.run(version)?.at(day.checked_sub(version.retrain_day)?).cloned()
+    }
+
+    fn drift(&mut self, version: &Version, day: usize) -> Option<Vec<[u32; BINS]>> {
+        self.run(version)?.drift.as_ref()?.days.get(day.checked_sub(version.retrain_day)?).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests;
