@@ -128,6 +128,56 @@ pub enum Command {
     /// Tokens for a coordinator with authentication.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Live retraining: a deployment's decisions, day by day.
+    #[command(subcommand)]
+    Live(LiveCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LiveCommand {
+    /// Feed historical days one by one through the live decisions of one deployment
+    /// (model, window, seed, policy): train only the retrains it decides, and write its
+    /// decisions, versions and daily out-of-sample series.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Sweep spec (TOML): the dataset, the plan and the model's configuration.
+    pub spec: PathBuf,
+    /// The model's name in the spec.
+    #[arg(long)]
+    pub model: String,
+    /// Train window (trading days; one of the spec's).
+    #[arg(long)]
+    pub window: u32,
+    /// A cadence of the spec (`monthly`, `21d`, …) or a policy as reports name it, e.g.
+    /// "ΔP@K<-0.02 over 21d or age>=63d" (`dP@K` for `ΔP@K`).
+    #[arg(long)]
+    pub policy: String,
+    /// The model's seed (default: its first).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// First date (default: the spec's start): the first model is retrained on the
+    /// first planned retrain date on or after it.
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last date processed (default: the last date a job scores).
+    #[arg(long)]
+    pub to: Option<chrono::NaiveDate>,
+    /// Artifacts (as `wf run` writes them: `OUT/artifacts`): committed results of the
+    /// same jobs are reused after verification, new ones are written there.
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Output directory: decisions.csv, versions.csv, daily.csv and live.json.
+    #[arg(long, default_value = "out/live")]
+    pub out: PathBuf,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]

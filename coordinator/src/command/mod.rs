@@ -2,6 +2,7 @@
 //! them into exit codes.
 
 mod data;
+mod live;
 mod plan;
 mod run;
 mod serve;
@@ -46,6 +47,7 @@ pub fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::List(args) => sweep::list(args),
         Command::Cancel(args) => sweep::cancel(args),
         Command::Report(args) => sweep::report(args),
+        Command::Live(crate::cli::LiveCommand::Simulate(args)) => live::simulate(args),
         Command::Auth(crate::cli::AuthCommand::NewToken { tenant, role, file }) => {
             let role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let token = crate::auth::add_token(&file, &tenant, role).map_err(|e| anyhow::anyhow!(e))?;

@@ -339,31 +339,36 @@ impl LiveState {
     }
 }
 
-/// Observes the runs of an age matrix by retrain day: what a deployment would have seen
-/// of models whose jobs scored these days (`wf live simulate`, and the tests against the
-/// replay).
-#[derive(Debug)]
-pub struct RunsObserver<'a> {
-    runs: std::collections::HashMap<usize, &'a ModelRun>,
+/// Observes model runs by retrain day: what a deployment would have seen of models whose
+/// jobs scored these days (`wf live simulate`, and the tests against the replay).
+#[derive(Debug, Default)]
+pub struct RunsObserver {
+    runs: std::collections::HashMap<usize, ModelRun>,
 }
 
-impl<'a> RunsObserver<'a> {
-    pub fn new(runs: impl IntoIterator<Item = &'a ModelRun>) -> Self {
+impl RunsObserver {
+    pub fn new(runs: impl IntoIterator<Item = ModelRun>) -> Self {
         Self { runs: runs.into_iter().map(|run| (run.retrain_day, run)).collect() }
     }
 
-    fn run(&self, version: &Version) -> Option<&'a ModelRun> {
-        self.runs.get(&version.retrain_day).copied()
+    /// Adds (or replaces) the run retrained on its day.
+    pub fn add(&mut self, run: ModelRun) {
+        self.runs.insert(run.retrain_day, run);
+    }
+
+    /// The run retrained on `day`.
+    pub fn run_at(&self, day: usize) -> Option<&ModelRun> {
+        self.runs.get(&day)
     }
 }
 
-impl Observe for RunsObserver<'_> {
+impl Observe for RunsObserver {
     fn metrics(&mut self, version: &Version, day: usize) -> Option<DayMetrics> {
-        self.run(version)?.at(day.checked_sub(version.retrain_day)?).cloned()
+        self.run_at(version.retrain_day)?.at(day.checked_sub(version.retrain_day)?).cloned()
     }
 
     fn drift(&mut self, version: &Version, day: usize) -> Option<Vec<[u32; BINS]>> {
-        self.run(version)?.drift.as_ref()?.days.get(day.checked_sub(version.retrain_day)?).cloned()
+        self.run_at(version.retrain_day)?.drift.as_ref()?.days.get(day.checked_sub(version.retrain_day)?).cloned()
     }
 }
 

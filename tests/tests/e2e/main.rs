@@ -6,6 +6,7 @@ mod cluster;
 mod data_cli;
 mod deploy;
 mod hostile;
+mod live_cli;
 mod plan_cli;
 mod report_html;
 mod reuse;

@@ -64,7 +64,7 @@ fn matrix(days: &[usize], ages: usize, horizon: u32, seed: u64) -> AgeMatrix {
 /// Runs a deployment of `policy` over the matrix's line day by day, promoting the run of
 /// each retrain day: its retrain days and, per day, the live (retrain day, age) with a row.
 fn live(matrix: &AgeMatrix, policy: LivePolicy, decision_days: &[usize]) -> (Vec<usize>, Vec<Option<(usize, usize)>>) {
-    let mut observer = RunsObserver::new(&matrix.runs);
+    let mut observer = RunsObserver::new(matrix.runs.clone());
     let first = &matrix.runs[0];
     let training = |run: &ModelRun| run.drift.as_ref().map(|d| d.training.clone());
     let mut state = LiveState::new(
@@ -186,7 +186,7 @@ fn labels_are_learnt_only_once_matured() {
 fn days_out_of_order_and_wrong_promotions_are_refused() {
     let mut state =
         LiveState::new(LivePolicy::Fixed(Cadence::Weekly), 1, vec![5, 10], Version::new(0, "first".into(), None));
-    let mut observer = RunsObserver::new([]);
+    let mut observer = RunsObserver::default();
     assert_eq!(state.advance(1, &mut observer).err(), Some(LiveError::OutOfOrder { expected: 0, got: 1 }));
     for day in 0..=5 {
         state.advance(day, &mut observer).expect("in order");
