@@ -13,6 +13,7 @@ pub mod artifact;
 pub mod device;
 pub mod importance;
 pub mod job;
+pub mod live;
 pub mod model;
 pub mod runtime;
 pub mod train;

@@ -69,19 +69,27 @@ pub struct DriftPath {
     pub days: Vec<Vec<[u32; BINS]>>,
 }
 
-impl DriftPath {
-    /// Measures drift of `score_days` against `train_days` of `panel`. Features with too
-    /// few training values get empty counts (and no PSI).
-    pub fn measure(panel: &Panel, train_days: Range<usize>, score_days: Range<usize>) -> Self {
-        let rows_of = |days: Range<usize>| {
-            let (Some(first), Some(last)) = (days.clone().next(), days.clone().last()) else { return 0..0 };
-            panel.rows_of_day(first).start..panel.rows_of_day(last).end
+/// A training window's bins: each feature's decile edges and counts, against which any
+/// later day's values are binned (a job measures its scored days with it; a live
+/// deployment each new day).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftReference {
+    edges: Vec<Option<[f64; BINS - 1]>>,
+    pub training: Vec<[u32; BINS]>,
+}
+
+impl DriftReference {
+    /// The bins of `train_days` of `panel`. Features with too few training values get
+    /// empty counts (and no PSI).
+    pub fn of(panel: &Panel, train_days: Range<usize>) -> Self {
+        let rows = match (train_days.clone().next(), train_days.clone().last()) {
+            (Some(first), Some(last)) => panel.rows_of_day(first).start..panel.rows_of_day(last).end,
+            _ => 0..0,
         };
-        let train_rows = rows_of(train_days);
         let mut training = Vec::with_capacity(panel.features().len());
         let mut edges = Vec::with_capacity(panel.features().len());
         for column in panel.features() {
-            let mut values: Vec<f64> = column[train_rows.clone()].iter().map(|v| f64::from(*v)).collect();
+            let mut values: Vec<f64> = column[rows.clone()].iter().map(|v| f64::from(*v)).collect();
             let feature_edges = decile_edges(&mut values);
             let mut counts = [0u32; BINS];
             if let Some(e) = &feature_edges {
@@ -90,27 +98,36 @@ impl DriftPath {
             training.push(counts);
             edges.push(feature_edges);
         }
-        let days = score_days
-            .map(|day| {
-                let rows = panel.rows_of_day(day);
-                panel
-                    .features()
-                    .iter()
-                    .zip(&edges)
-                    .map(|(column, feature_edges)| {
-                        let mut counts = [0u32; BINS];
-                        if let Some(e) = feature_edges {
-                            column[rows.clone()]
-                                .iter()
-                                .filter(|v| v.is_finite())
-                                .for_each(|v| counts[bin_of(f64::from(*v), e)] += 1);
-                        }
-                        counts
-                    })
-                    .collect()
+        Self { edges, training }
+    }
+
+    /// Each feature's bin counts of `day`'s finite values.
+    pub fn day(&self, panel: &Panel, day: usize) -> Vec<[u32; BINS]> {
+        let rows = panel.rows_of_day(day);
+        panel
+            .features()
+            .iter()
+            .zip(&self.edges)
+            .map(|(column, feature_edges)| {
+                let mut counts = [0u32; BINS];
+                if let Some(e) = feature_edges {
+                    column[rows.clone()]
+                        .iter()
+                        .filter(|v| v.is_finite())
+                        .for_each(|v| counts[bin_of(f64::from(*v), e)] += 1);
+                }
+                counts
             })
-            .collect();
-        Self { training, days }
+            .collect()
+    }
+}
+
+impl DriftPath {
+    /// Measures drift of `score_days` against `train_days` of `panel`.
+    pub fn measure(panel: &Panel, train_days: Range<usize>, score_days: Range<usize>) -> Self {
+        let reference = DriftReference::of(panel, train_days);
+        let days = score_days.map(|day| reference.day(panel, day)).collect();
+        Self { training: reference.training, days }
     }
 
     /// PSI per feature of the pooled days `ages` (`NaN` for an unmeasured feature);

@@ -5,7 +5,8 @@
 //! On day `d`, in order ([`LiveState::advance`]):
 //! 1. the live model's labels mature: the metrics of each day `t` with `t + h + 1 ≤ d`
 //!    (`h` the primary horizon) are learnt, once, in day order;
-//! 2. its feature drift of each day before `d` is learnt;
+//! 2. its feature drift of each day before `d` is learnt (both up to the sweep's
+//!    `max_age`, the ages its jobs score);
 //! 3. if `d` is a decision day (a day of the fixed cadence, or of the sweep's finest
 //!    cadence for an adaptive policy), the policy is evaluated with exactly the replay's
 //!    rules ([`crate::replay::Trigger::read`], on the same running sums), and every
@@ -221,6 +222,9 @@ pub struct LiveState {
     pub policy: LivePolicy,
     /// The primary horizon: a day's label matures `horizon + 1` days later.
     pub horizon: usize,
+    /// Ages a version is measured to (the sweep's `max_age`, as its jobs score): older
+    /// days still get predictions, but no trigger reads them.
+    pub max_age: usize,
     /// The decision days, sorted.
     pub decision_days: Vec<usize>,
     pub versions: Vec<Version>,
@@ -232,7 +236,13 @@ pub struct LiveState {
 
 impl LiveState {
     /// A deployment whose first model is `first`, live from its retrain day.
-    pub fn new(policy: LivePolicy, horizon: u32, mut decision_days: Vec<usize>, mut first: Version) -> Self {
+    pub fn new(
+        policy: LivePolicy,
+        horizon: u32,
+        max_age: u32,
+        mut decision_days: Vec<usize>,
+        mut first: Version,
+    ) -> Self {
         decision_days.sort_unstable();
         decision_days.dedup();
         first.number = 1;
@@ -240,6 +250,7 @@ impl LiveState {
         Self {
             policy,
             horizon: horizon as usize,
+            max_age: max_age as usize,
             decision_days,
             versions: vec![first],
             live: 0,
@@ -282,18 +293,19 @@ impl LiveState {
 
     /// Learns the live version's labels matured by `day` and its drift before `day`.
     fn learn(&mut self, day: usize, observe: &mut dyn Observe) {
-        let horizon = self.horizon;
+        let (horizon, max_age) = (self.horizon, self.max_age);
         let version = &self.versions[self.live];
+        let end = version.retrain_day + max_age;
         let mut matured = Vec::new();
         let mut next = version.retrain_day + version.matured.len();
-        while next + horizon < day {
+        while next + horizon < day && next < end {
             matured.push(observe.metrics(version, next));
             next += 1;
         }
         let mut drifted = Vec::new();
         if let Some(path) = &version.drift {
             let mut next = version.retrain_day + path.days.len();
-            while next < day {
+            while next < day && next < end {
                 match observe.drift(version, next) {
                     Some(bins) => drifted.push(bins),
                     None => break,

@@ -70,6 +70,7 @@ fn live(matrix: &AgeMatrix, policy: LivePolicy, decision_days: &[usize]) -> (Vec
     let mut state = LiveState::new(
         policy,
         matrix.horizon,
+        matrix.max_age,
         decision_days.to_vec(),
         Version::new(first.retrain_day, "first".into(), training(first)),
     );
@@ -167,7 +168,8 @@ fn labels_are_learnt_only_once_matured() {
     let policy = LivePolicy::Adaptive(Policy {
         triggers: vec![Trigger::Performance { metric: PerformanceMetric::DeltaPAtK, tau: -1.0, lookback: 3 }],
     });
-    let mut state = LiveState::new(policy, horizon, (10..60).step_by(5).collect(), Version::new(10, "k".into(), None));
+    let mut state =
+        LiveState::new(policy, horizon, 100, (10..60).step_by(5).collect(), Version::new(10, "k".into(), None));
     let mut recorder = Recorder { today: 0, asked: Vec::new() };
     for day in 10..60 {
         recorder.today = day;
@@ -185,7 +187,7 @@ fn labels_are_learnt_only_once_matured() {
 #[test]
 fn days_out_of_order_and_wrong_promotions_are_refused() {
     let mut state =
-        LiveState::new(LivePolicy::Fixed(Cadence::Weekly), 1, vec![5, 10], Version::new(0, "first".into(), None));
+        LiveState::new(LivePolicy::Fixed(Cadence::Weekly), 1, 20, vec![5, 10], Version::new(0, "first".into(), None));
     let mut observer = RunsObserver::default();
     assert_eq!(state.advance(1, &mut observer).err(), Some(LiveError::OutOfOrder { expected: 0, got: 1 }));
     for day in 0..=5 {
