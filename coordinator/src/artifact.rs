@@ -125,16 +125,20 @@ impl ArtifactStore {
 
     /// The ids of every sweep with a folder under `sweeps/`, sorted.
     pub async fn sweep_ids(&self) -> Result<Vec<SweepId>, ArtifactError> {
-        let prefix = self.path("sweeps");
+        let mut ids: Vec<SweepId> = self.folders("sweeps").await?.iter().filter_map(|f| f.parse().ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The names of the folders directly under `folder`.
+    async fn folders(&self, folder: &str) -> Result<Vec<String>, ArtifactError> {
+        let prefix = self.path(folder);
         let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
             Ok(listing) => listing,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(source) => return Err(ArtifactError::Io { path: prefix.to_string(), source }),
         };
-        let mut ids: Vec<SweepId> =
-            listing.common_prefixes.iter().filter_map(|folder| folder.filename()?.parse().ok()).collect();
-        ids.sort();
-        Ok(ids)
+        Ok(listing.common_prefixes.iter().filter_map(|folder| Some(folder.filename()?.to_string())).collect())
     }
 
     pub async fn sweep_file(&self, sweep: &SweepId, name: &str) -> Result<Option<Bytes>, ArtifactError> {
@@ -235,6 +239,30 @@ impl ArtifactStore {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(source) => Err(ArtifactError::Io { path: path.to_string(), source }),
         }
+    }
+
+    /// Writes `live/<deployment>/<name>`: replacing it, or only if absent with
+    /// `create_only` (then `false` when it was there).
+    pub async fn put_live_file(
+        &self,
+        deployment: &str,
+        name: &str,
+        bytes: Bytes,
+        create_only: bool,
+    ) -> Result<bool, ArtifactError> {
+        let mode = if create_only { PutMode::Create } else { PutMode::Overwrite };
+        self.put(self.path(&format!("live/{deployment}/{name}")), bytes, mode).await
+    }
+
+    pub async fn live_file(&self, deployment: &str, name: &str) -> Result<Option<Bytes>, ArtifactError> {
+        self.get(self.path(&format!("live/{deployment}/{name}"))).await
+    }
+
+    /// The deployments with a folder under `live/`, sorted.
+    pub async fn live_ids(&self) -> Result<Vec<String>, ArtifactError> {
+        let mut ids = self.folders("live").await?;
+        ids.sort();
+        Ok(ids)
     }
 
     /// Writes `reports/<id>/<name>` (replacing it); returns its location.

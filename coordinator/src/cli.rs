@@ -128,21 +128,24 @@ pub enum Command {
     /// Tokens for a coordinator with authentication.
     #[command(subcommand)]
     Auth(AuthCommand),
-    /// Live retraining: a deployment's decisions, day by day.
+    /// Live retraining: deployments that decide, retrain, promote and roll back day by day.
     #[command(subcommand)]
     Live(LiveCommand),
+    /// A deployment's ranking of a day: codes, scores and the version that made them.
+    Predict(PredictArgs),
 }
 
-#[derive(Debug, clap::Subcommand)]
-pub enum LiveCommand {
-    /// Feed historical days one by one through the live decisions of one deployment
-    /// (model, window, seed, policy): train only the retrains it decides, and write its
-    /// decisions, versions and daily out-of-sample series.
-    Simulate(SimulateArgs),
+/// Where deployments live.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveStoreArgs {
+    /// Artifact store (directory or URL) holding the deployments under `live/`.
+    #[arg(long, default_value = "out/live", env = "WF_LIVE_ARTIFACTS")]
+    pub artifacts: String,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct SimulateArgs {
+/// One deployment's line and policy, as `wf live simulate` and `wf live deploy` take them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LineArgs {
     /// Sweep spec (TOML): the dataset, the plan and the model's configuration.
     pub spec: PathBuf,
     /// The model's name in the spec.
@@ -162,6 +165,101 @@ pub struct SimulateArgs {
     /// first planned retrain date on or after it.
     #[arg(long)]
     pub from: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub line: LineArgs,
+    /// The deployment's id (default: model, window and a hash of the rest).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub store: LiveStoreArgs,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdvanceArgs {
+    /// The deployment.
+    pub id: String,
+    /// Process days up to this date (default: the panel's last).
+    #[arg(long)]
+    pub to: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub store: LiveStoreArgs,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LiveIdArgs {
+    /// The deployment (all of them when omitted, for `status`).
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub store: LiveStoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The deployment.
+    pub id: String,
+    /// The version to make live (default: the one live before the current one).
+    #[arg(long)]
+    pub to: Option<u32>,
+    #[command(flatten)]
+    pub store: LiveStoreArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// The deployment.
+    pub id: String,
+    /// The day to rank (default: the last day the deployment processed).
+    #[arg(long)]
+    pub date: Option<chrono::NaiveDate>,
+    /// How many codes (default: the spec's K).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: LiveStoreArgs,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto", env = "WF_DEVICE")]
+    pub device: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LiveCommand {
+    /// Feed historical days one by one through the live decisions of one deployment
+    /// (model, window, seed, policy): train only the retrains it decides, and write its
+    /// decisions, versions and daily out-of-sample series.
+    Simulate(SimulateArgs),
+    /// Create a deployment and train its first version.
+    Deploy(DeployArgs),
+    /// Process a deployment's days after its last one: mature labels, decide, retrain,
+    /// promote (safe to kill and run again).
+    Advance(AdvanceArgs),
+    /// A deployment's live version, age, recent skill and decisions (all, without ID).
+    Status(LiveIdArgs),
+    /// The deployments.
+    List(LiveIdArgs),
+    /// Switch a deployment back to an earlier version, at once.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub line: LineArgs,
     /// Last date processed (default: the last date a job scores).
     #[arg(long)]
     pub to: Option<chrono::NaiveDate>,

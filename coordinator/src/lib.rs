@@ -6,6 +6,7 @@
 //! | [`scheduler`] | submit, lease, heartbeat, report, cancel, progress, reaper: the coordinator's decisions |
 //! | [`server`], [`service`] | the gRPC server (health, reflection) and its handlers |
 //! | [`report`] | a sweep's report from its committed results (decay curves, schedule replays) |
+//! | [`deployment`] | persistent live deployments in the artifact store: deploy, advance, rollback, predict |
 //! | [`live`] | `wf live simulate`: a deployment's decisions fed historical days one by one |
 //! | [`local`] | `wf run`: coordinator and workers in one process, over loopback gRPC |
 //! | [`cli`], [`command`] | the `wf` and `wf-worker` command lines and what each command does |
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod command;
+pub mod deployment;
 pub mod live;
 pub mod local;
 mod progress;

@@ -34,50 +34,58 @@ fn error(path: &Path, reason: impl ToString) -> WorkerError {
 
 /// Writes the model's weights and `meta` to `path`.
 pub fn save(path: &Path, model: &dyn Ranker, meta: &ArtifactMeta) -> Result<(), WorkerError> {
+    let bytes = to_bytes(model, meta).map_err(|reason| error(path, reason))?;
+    std::fs::write(path, bytes).map_err(|e| error(path, e))
+}
+
+/// Loads a model written by [`save`].
+pub fn load(path: &Path, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta), WorkerError> {
+    let bytes = std::fs::read(path).map_err(|e| error(path, e))?;
+    from_bytes(&bytes, device).map_err(|reason| error(path, reason))
+}
+
+/// The file [`save`] writes, as bytes (for an object store).
+pub fn to_bytes(model: &dyn Ranker, meta: &ArtifactMeta) -> Result<Vec<u8>, String> {
     let mut metadata = HashMap::from([
         ("format".to_string(), ARTIFACT_FORMAT.to_string()),
         ("job_key".to_string(), meta.job_key.clone()),
         ("dataset".to_string(), meta.dataset.clone()),
-        ("meta".to_string(), serde_json::to_string(meta).map_err(|e| error(path, e))?),
+        ("meta".to_string(), serde_json::to_string(meta).map_err(|e| e.to_string())?),
     ]);
     if let Some(state) = model.state() {
         metadata.insert("state".to_string(), state);
     }
     let tensors: Vec<(String, candle_core::Tensor)> =
         model.variables().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
-    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| error(path, e))
+    safetensors::serialize(tensors, Some(metadata)).map_err(|e| e.to_string())
 }
 
-/// Loads a model written by [`save`].
-pub fn load(path: &Path, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta), WorkerError> {
-    let bytes = std::fs::read(path).map_err(|e| error(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| error(path, e))?;
+/// Reads the bytes of a model file written by [`save`] or [`to_bytes`].
+pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta), String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let metadata = header.metadata().clone().unwrap_or_default();
     if metadata.get("format").map(String::as_str) != Some(ARTIFACT_FORMAT) {
-        return Err(error(path, format!("not a {ARTIFACT_FORMAT} file")));
+        return Err(format!("not a {ARTIFACT_FORMAT} file"));
     }
     let meta: ArtifactMeta = serde_json::from_str(metadata.get("meta").map(String::as_str).unwrap_or_default())
-        .map_err(|e| error(path, e))?;
+        .map_err(|e| e.to_string())?;
     let names =
         if meta.feature_names.is_empty() { vec![String::new(); meta.features] } else { meta.feature_names.clone() };
-    let model = build(&meta.spec, &names, meta.horizons.len(), meta.seed, device)?;
+    let model = build(&meta.spec, &names, meta.horizons.len(), meta.seed, device).map_err(|e| e.to_string())?;
     if let Some(state) = metadata.get("state") {
-        model.set_state(state)?;
+        model.set_state(state).map_err(|e| e.to_string())?;
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, device).map_err(|e| e.to_string())?;
     for (name, variable) in model.variables() {
-        let tensor = tensors.get(&name).ok_or_else(|| error(path, format!("missing tensor {name}")))?;
+        let tensor = tensors.get(&name).ok_or_else(|| format!("missing tensor {name}"))?;
         if tensor.shape() != variable.as_tensor().shape() {
-            return Err(error(
-                path,
-                format!(
-                    "tensor {name} has shape {:?}, the model expects {:?}",
-                    tensor.shape(),
-                    variable.as_tensor().shape()
-                ),
+            return Err(format!(
+                "tensor {name} has shape {:?}, the model expects {:?}",
+                tensor.shape(),
+                variable.as_tensor().shape()
             ));
         }
-        variable.set(tensor)?;
+        variable.set(tensor).map_err(|e| e.to_string())?;
     }
     Ok((model, meta))
 }

@@ -10,6 +10,7 @@ use wf_proto::v1;
 use wf_shared::age::JobResult;
 use wf_shared::live::LivePolicy;
 use wf_shared::plan::{Job, identity_differences};
+use wf_shared::spec::SweepConfig;
 use wf_worker::device::DeviceChoice;
 use wf_worker::job::run_job;
 
@@ -17,7 +18,8 @@ use super::Outcome;
 use super::plan::{plan_sweep, read_spec};
 use super::serve::runtime;
 use crate::artifact::ArtifactStore;
-use crate::cli::SimulateArgs;
+use crate::cli::{AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, PredictArgs, RollbackArgs, SimulateArgs};
+use crate::deployment::{DeploymentRecord, Deployments, Opened, deployment_id};
 use crate::live::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
 
 #[derive(Debug, Serialize)]
@@ -42,32 +44,51 @@ struct Summary<'a> {
     out: String,
 }
 
+/// A deployment's line and policy, checked against its spec.
+struct Line {
+    config: SweepConfig,
+    model: usize,
+    seed: u64,
+    policy: LivePolicy,
+}
+
+impl Line {
+    /// Reads the spec and checks the model, window, seed and policy, naming the option.
+    fn of(args: &LineArgs) -> anyhow::Result<Self> {
+        let policy: LivePolicy = args.policy.parse().map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
+        let config = read_spec(&args.spec)?;
+        let model = config.models.iter().position(|m| m.name == args.model).ok_or_else(|| {
+            let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+            anyhow::anyhow!("--model: the spec has no model {:?} (it has {})", args.model, names.join(", "))
+        })?;
+        if !config.train_windows.contains(&args.window) {
+            anyhow::bail!("--window: {} is not a train window of the spec ({:?})", args.window, config.train_windows);
+        }
+        let seeds = &config.models[model].seeds;
+        let seed = args.seed.or_else(|| seeds.first().copied()).unwrap_or(0);
+        if !seeds.contains(&seed) {
+            anyhow::bail!("--seed: {seed} is not a seed of model {} ({seeds:?})", args.model);
+        }
+        Ok(Self { config, model, seed, policy })
+    }
+}
+
+fn device_of(choice: &str) -> anyhow::Result<candle_core::Device> {
+    Ok(choice.parse::<DeviceChoice>().map_err(|reason| anyhow::anyhow!("--device: {reason}"))?.device()?)
+}
+
 pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
-    let policy: LivePolicy = args.policy.parse().map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
-    let device =
-        args.device.parse::<DeviceChoice>().map_err(|reason| anyhow::anyhow!("--device: {reason}"))?.device()?;
-    let config = read_spec(&args.spec)?;
-    let model = config.models.iter().position(|m| m.name == args.model).ok_or_else(|| {
-        let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
-        anyhow::anyhow!("--model: the spec has no model {:?} (it has {})", args.model, names.join(", "))
-    })?;
-    if !config.train_windows.contains(&args.window) {
-        anyhow::bail!("--window: {} is not a train window of the spec ({:?})", args.window, config.train_windows);
-    }
-    let seeds = &config.models[model].seeds;
-    let seed = args.seed.or_else(|| seeds.first().copied()).unwrap_or(0);
-    if !seeds.contains(&seed) {
-        anyhow::bail!("--seed: {seed} is not a seed of model {} ({seeds:?})", args.model);
-    }
+    let device = device_of(&args.device)?;
+    let Line { config, model, seed, policy } = Line::of(&args.line)?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
     let plan = plan_sweep(&config, &dataset)?;
     let calendar = dataset.panel.calendar();
-    let from = calendar.index_on_or_after(args.from.unwrap_or(config.start));
+    let from = calendar.index_on_or_after(args.line.from.unwrap_or(config.start));
     let to = match args.to {
         Some(date) => calendar.index_on_or_after(date + chrono::Duration::days(1)).saturating_sub(1),
         None => usize::MAX,
     };
-    let deployment = Deployment { model, window: args.window, seed, policy: policy.clone(), from, to };
+    let deployment = Deployment { model, window: args.line.window, seed, policy: policy.clone(), from, to };
 
     let runtime = runtime()?;
     let artifacts = args.artifacts.as_ref().map(|dir| ArtifactStore::open(&dir.display().to_string())).transpose()?;
@@ -136,8 +157,8 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let (delta, rank_ic) = simulation.means();
     let summary = Summary {
         spec: &config.name,
-        model: &args.model,
-        window: args.window,
+        model: &args.line.model,
+        window: args.line.window,
         seed,
         policy: policy.to_string(),
         first_date: simulation.daily.first().map(|d| date(d.day)).unwrap_or_default(),
@@ -177,6 +198,349 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
             println!("fired without a planned job (no retrain): {}", summary.unplanned_fires.join(" "));
         }
         println!("decisions, versions and the daily series: {}", summary.out);
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn run(command: LiveCommand) -> anyhow::Result<Outcome> {
+    match command {
+        LiveCommand::Simulate(args) => simulate(args),
+        LiveCommand::Deploy(args) => deploy(args),
+        LiveCommand::Advance(args) => advance(args),
+        LiveCommand::Status(args) => status(args),
+        LiveCommand::List(args) => list(args),
+        LiveCommand::Rollback(args) => rollback(args),
+    }
+}
+
+fn deployments(artifacts: &str) -> anyhow::Result<Deployments> {
+    Deployments::new(ArtifactStore::open(artifacts)?)
+}
+
+fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
+    let device = device_of(&args.device)?;
+    let Line { config, seed, policy, .. } = Line::of(&args.line)?;
+    let spec = std::fs::read_to_string(&args.line.spec)
+        .with_context(|| format!("cannot read {}", args.line.spec.display()))?;
+    if let Some(id) = &args.id
+        && (id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        anyhow::bail!("--id: 1 to 64 of a-z, A-Z, 0-9, - and _");
+    }
+    let mut record = DeploymentRecord {
+        id: String::new(),
+        spec,
+        model: args.line.model.clone(),
+        window: args.line.window,
+        seed,
+        policy: policy.to_string(),
+        from: args.line.from.unwrap_or(config.start),
+    };
+    record.id = args.id.clone().unwrap_or_else(|| deployment_id(&record));
+    let spinner = crate::progress::stage_spinner();
+    spinner.set_message(format!("deploying {}: training its first version", record.id));
+    let deployments = deployments(&args.store.artifacts)?;
+    let state = deployments.deploy(record.clone(), &device);
+    spinner.finish_and_clear();
+    let state = state?;
+    let opened = deployments.open(&record.id)?;
+    println!("{}", record.id);
+    eprintln!(
+        "deployed {} ({} window {} seed {}, policy {}): version 1 retrained {}; `wf live advance {}` processes its days",
+        record.id,
+        record.model,
+        record.window,
+        record.seed,
+        record.policy,
+        opened.date(state.live_version().retrain_day),
+        record.id
+    );
+    Ok(Outcome::Success)
+}
+
+fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
+    let device = device_of(&args.device)?;
+    let deployments = deployments(&args.store.artifacts)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:32} {pos}/{len} days  {msg}  [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let to = match args.to {
+        Some(date) => {
+            let opened = deployments.open(&args.id)?;
+            let calendar = opened.dataset.panel.calendar();
+            Some(calendar.index_on_or_after(date + chrono::Duration::days(1)).saturating_sub(1))
+        }
+        None => None,
+    };
+    let mut first: Option<usize> = None;
+    let mut progress = |opened: &Opened, day: usize, last: usize| {
+        let start = *first.get_or_insert(day);
+        bar.set_length((last + 1).saturating_sub(start) as u64);
+        bar.set_position((day + 1 - start) as u64);
+        bar.set_message(opened.date(day));
+    };
+    let advanced = deployments.advance(&args.id, to, &device, &mut progress);
+    bar.finish_and_clear();
+    let (state, processed) = advanced?;
+    let opened = deployments.open(&args.id)?;
+    let live = state.live_version();
+    let retrains = state.decisions.iter().filter(|d| d.retrain).count();
+    println!(
+        "{}: {processed} days processed, up to {}; {} decisions, {retrains} retrains; live: version {} (retrained {})",
+        args.id,
+        opened.date(state.next_day.saturating_sub(1)),
+        state.decisions.len(),
+        live.number,
+        opened.date(live.retrain_day)
+    );
+    Ok(Outcome::Success)
+}
+
+/// What `wf live status` shows of one deployment.
+#[derive(Debug, Serialize)]
+struct StatusView {
+    id: String,
+    model: String,
+    window: u32,
+    seed: u64,
+    policy: String,
+    last_processed: String,
+    live_version: u32,
+    live_retrained: String,
+    live_job: String,
+    /// Trading days from the live version's retrain date to the last processed day.
+    age_days: usize,
+    /// Mean ΔP@K and RankIC of the live version's last (up to) 21 matured days.
+    recent_delta_p_at_k: Option<f64>,
+    recent_rank_ic: Option<f64>,
+    recent_days: usize,
+    versions: usize,
+    decisions: usize,
+    retrains: usize,
+    rollbacks: usize,
+    /// The next day the policy is decided on; `None` when the plan has none left.
+    next_decision: Option<String>,
+    last_decisions: Vec<String>,
+}
+
+fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView> {
+    let record = deployments.record(id)?;
+    let state = deployments.state(id)?.ok_or_else(|| anyhow::anyhow!("{id} has no state"))?;
+    let config = SweepConfig::from_toml(&record.spec).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
+    let calendar = dataset.panel.calendar();
+    let date = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
+    let live = state.live_version();
+    let recent: Vec<&wf_shared::metric::DayMetrics> = live.matured.iter().rev().flatten().take(21).collect();
+    let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+    let last_processed = state.next_day.saturating_sub(1);
+    Ok(StatusView {
+        id: id.to_string(),
+        model: record.model.clone(),
+        window: record.window,
+        seed: record.seed,
+        policy: record.policy.clone(),
+        last_processed: date(last_processed),
+        live_version: live.number,
+        live_retrained: date(live.retrain_day),
+        live_job: live.job_key.chars().take(16).collect(),
+        age_days: last_processed.saturating_sub(live.retrain_day),
+        recent_delta_p_at_k: mean(recent.iter().map(|m| m.delta()).collect()),
+        recent_rank_ic: mean(recent.iter().filter_map(|m| m.rank_ic).collect()),
+        recent_days: recent.len(),
+        versions: state.versions.len(),
+        decisions: state.decisions.len(),
+        retrains: state.decisions.iter().filter(|d| d.retrain).count(),
+        rollbacks: state.switches.iter().filter(|s| s.rollback).count(),
+        next_decision: state.decision_days.iter().find(|d| **d >= state.next_day).map(|d| date(*d)),
+        last_decisions: state
+            .decisions
+            .iter()
+            .rev()
+            .take(5)
+            .map(|d| {
+                let verb = if d.retrain { "retrain" } else { "keep" };
+                format!("{} {verb}: {}", date(d.day), d.reason(&state.policy))
+            })
+            .collect(),
+    })
+}
+
+fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
+    let deployments = deployments(&args.store.artifacts)?;
+    let ids = match &args.id {
+        Some(id) => vec![id.clone()],
+        None => deployments.ids()?,
+    };
+    let views = ids.iter().map(|id| status_view(&deployments, id)).collect::<anyhow::Result<Vec<_>>>()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(Outcome::Success);
+    }
+    let figure = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:+.4}"));
+    for view in &views {
+        println!("{} · {} window {} seed {} · policy {}", view.id, view.model, view.window, view.seed, view.policy);
+        println!(
+            "  processed up to {}; live: version {} of {} (retrained {}, job {}), age {} trading days",
+            view.last_processed, view.live_version, view.versions, view.live_retrained, view.live_job, view.age_days
+        );
+        println!(
+            "  last {} matured days: ΔP@K {}, RankIC {}; {} decisions, {} retrains, {} rollbacks",
+            view.recent_days,
+            figure(view.recent_delta_p_at_k),
+            figure(view.recent_rank_ic),
+            view.decisions,
+            view.retrains,
+            view.rollbacks
+        );
+        match &view.next_decision {
+            Some(next) => println!("  next decision: {next}"),
+            None => println!(
+                "  no decision day planned after the last processed day (the spec's [evaluation] end bounds the plan)"
+            ),
+        }
+        for decision in &view.last_decisions {
+            println!("  {decision}");
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn list(args: LiveIdArgs) -> anyhow::Result<Outcome> {
+    let deployments = deployments(&args.store.artifacts)?;
+    let mut rows = Vec::new();
+    for id in deployments.ids()? {
+        let record = deployments.record(&id)?;
+        let state = deployments.state(&id)?;
+        rows.push(serde_json::json!({
+            "id": id,
+            "model": record.model,
+            "window": record.window,
+            "policy": record.policy,
+            "live_version": state.as_ref().map(|s| s.live_version().number),
+            "versions": state.as_ref().map(|s| s.versions.len()),
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for row in &rows {
+            println!(
+                "{}\t{} w{}\t{}\tlive v{} of {}",
+                row["id"].as_str().unwrap_or_default(),
+                row["model"].as_str().unwrap_or_default(),
+                row["window"],
+                row["policy"].as_str().unwrap_or_default(),
+                row["live_version"],
+                row["versions"]
+            );
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
+    let deployments = deployments(&args.store.artifacts)?;
+    let (state, version) = deployments.rollback(&args.id, args.to)?;
+    let opened = deployments.open(&args.id)?;
+    let switch = state.switches.last().map(|s| opened.date(s.day)).unwrap_or_default();
+    println!("{}: version {version} is live, rolled back from {switch} on", args.id);
+    Ok(Outcome::Success)
+}
+
+/// One ranked code of a prediction.
+#[derive(Debug, Serialize)]
+struct Ranked {
+    rank: usize,
+    code: String,
+    score: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Prediction {
+    deployment: String,
+    date: String,
+    version: u32,
+    job_key: String,
+    stocks: usize,
+    milliseconds: f64,
+    top: Vec<Ranked>,
+}
+
+pub fn predict(args: PredictArgs) -> anyhow::Result<Outcome> {
+    let device = device_of(&args.device)?;
+    let deployments = deployments(&args.store.artifacts)?;
+    let opened = deployments.open(&args.id)?;
+    let state = opened.state.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no state", args.id))?;
+    let panel = &opened.dataset.panel;
+    let calendar = panel.calendar();
+    let last = state.next_day.checked_sub(1).filter(|d| *d >= state.versions[0].retrain_day);
+    let day = match args.date {
+        Some(date) => calendar
+            .index_of(date)
+            .ok_or_else(|| anyhow::anyhow!("--date: {date} is not a trading day of the panel"))?,
+        None => last.ok_or_else(|| anyhow::anyhow!("{} has processed no day yet: `wf live advance` first", args.id))?,
+    };
+    if last.is_none_or(|last| day > last) {
+        anyhow::bail!(
+            "--date: {} is not processed yet (the deployment is at {}): `wf live advance {}` first",
+            opened.date(day),
+            last.map(|d| opened.date(d)).unwrap_or_else(|| "no day".into()),
+            args.id
+        );
+    }
+    let version = state
+        .version_on(day)
+        .ok_or_else(|| anyhow::anyhow!("--date: {} is before the first version", opened.date(day)))?;
+    let (model, meta) = deployments.load_version(&args.id, version.number, &device)?;
+    let column = meta.horizons.iter().position(|h| *h == opened.config.primary_horizon).unwrap_or(0);
+    let started = std::time::Instant::now();
+    let scores = wf_worker::train::score_day(model.as_ref(), panel, day, column, &device)?;
+    let codes: Vec<&str> =
+        panel.stock()[panel.rows_of_day(day)].iter().map(|s| panel.codes()[*s as usize].as_str()).collect();
+    let mut order: Vec<usize> = (0..scores.len()).filter(|i| scores[*i].is_finite()).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(codes[*a].cmp(codes[*b])));
+    let milliseconds = started.elapsed().as_secs_f64() * 1e3;
+    let date = opened.date(day);
+    let mut csv = String::from("date,rank,code,score,version\n");
+    for (rank, index) in order.iter().enumerate() {
+        csv.push_str(&format!("{date},{},{},{},{}\n", rank + 1, codes[*index], scores[*index], version.number));
+    }
+    let parquet = wf_data::csv_to_parquet("predictions.csv", csv.as_bytes())?;
+    deployments.put_predictions(&args.id, &date, parquet)?;
+    let k = args.k.unwrap_or_else(|| opened.config.k.for_universe(order.len()));
+    let prediction = Prediction {
+        deployment: args.id.clone(),
+        date: date.clone(),
+        version: version.number,
+        job_key: version.job_key.clone(),
+        stocks: order.len(),
+        milliseconds,
+        top: order
+            .iter()
+            .take(k)
+            .enumerate()
+            .map(|(rank, i)| Ranked { rank: rank + 1, code: codes[*i].to_string(), score: scores[*i] })
+            .collect(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&prediction)?);
+    } else {
+        println!(
+            "{} on {}: version {} (job {}), top {} of {} stocks, scored in {:.1} ms",
+            prediction.deployment,
+            prediction.date,
+            prediction.version,
+            &prediction.job_key[..prediction.job_key.len().min(16)],
+            prediction.top.len(),
+            prediction.stocks,
+            prediction.milliseconds
+        );
+        for ranked in &prediction.top {
+            println!("{:>4}  {:<10} {:+.6}", ranked.rank, ranked.code, ranked.score);
+        }
     }
     Ok(Outcome::Success)
 }

@@ -11,6 +11,9 @@ mod train;
 
 use std::process::ExitCode;
 
+pub use plan::plan_sweep;
+pub use serve::runtime;
+
 use crate::cli::Command;
 
 /// How a command that ran to the end went.
@@ -47,7 +50,8 @@ pub fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::List(args) => sweep::list(args),
         Command::Cancel(args) => sweep::cancel(args),
         Command::Report(args) => sweep::report(args),
-        Command::Live(crate::cli::LiveCommand::Simulate(args)) => live::simulate(args),
+        Command::Live(live_command) => live::run(live_command),
+        Command::Predict(args) => live::predict(args),
         Command::Auth(crate::cli::AuthCommand::NewToken { tenant, role, file }) => {
             let role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let token = crate::auth::add_token(&file, &tenant, role).map_err(|e| anyhow::anyhow!(e))?;

@@ -232,6 +232,17 @@ pub struct LiveState {
     pub live: usize,
     pub next_day: usize,
     pub decisions: Vec<Decision>,
+    /// Every change of the live version, in order (the first version's on its retrain day).
+    pub switches: Vec<Switch>,
+}
+
+/// The live version changed on `day`: a promotion of a new version (live from that day)
+/// or a rollback (live from the day it was asked on, the last day processed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switch {
+    pub day: usize,
+    pub version: u32,
+    pub rollback: bool,
 }
 
 impl LiveState {
@@ -247,7 +258,9 @@ impl LiveState {
         decision_days.dedup();
         first.number = 1;
         let next_day = first.retrain_day;
+        let switches = vec![Switch { day: first.retrain_day, version: 1, rollback: false }];
         Self {
+            switches,
             policy,
             horizon: horizon as usize,
             max_age: max_age as usize,
@@ -339,15 +352,55 @@ impl LiveState {
         }
         version.number = self.versions.len() as u32 + 1;
         let number = version.number;
+        self.retire_live();
+        self.switches.push(Switch { day: version.retrain_day, version: number, rollback: false });
         self.versions.push(version);
         self.live = self.versions.len() - 1;
         Ok(number)
     }
 
-    /// The live version on `day` among those processed so far: the latest retrained on
-    /// or before it.
+    /// Switches back to version `to` (default: the one live before the current one), at
+    /// once: it is live from the last day processed. Its metrics are learnt again from
+    /// its retrain day as the days are advanced.
+    pub fn rollback(&mut self, to: Option<u32>) -> Result<u32, LiveError> {
+        let current = self.live_version().number;
+        let target = match to {
+            Some(number) => number,
+            None => self
+                .switches
+                .iter()
+                .rev()
+                .map(|s| s.version)
+                .find(|v| *v != current)
+                .ok_or_else(|| LiveError::Promotion("there is no earlier version to roll back to".into()))?,
+        };
+        let index = self.versions.iter().position(|v| v.number == target).ok_or_else(|| {
+            LiveError::Promotion(format!("there is no version {target} (1..={})", self.versions.len()))
+        })?;
+        if index == self.live {
+            return Err(LiveError::Promotion(format!("version {target} is already live")));
+        }
+        self.retire_live();
+        self.live = index;
+        self.switches.push(Switch { day: self.next_day.saturating_sub(1), version: target, rollback: true });
+        Ok(target)
+    }
+
+    /// Drops what the outgoing live version learnt (a rollback to it learns it again,
+    /// the same, from its model): the state stays the size of one version's history.
+    fn retire_live(&mut self) {
+        let version = &mut self.versions[self.live];
+        version.matured.clear();
+        version.prefix = MetricPrefix::default();
+        if let Some(path) = &mut version.drift {
+            path.days.clear();
+        }
+    }
+
+    /// The live version on `day`: the last switch on or before it.
     pub fn version_on(&self, day: usize) -> Option<&Version> {
-        self.versions.iter().filter(|v| v.retrain_day <= day).max_by_key(|v| v.retrain_day)
+        let number = self.switches.iter().rev().find(|s| s.day <= day)?.version;
+        self.versions.iter().find(|v| v.number == number)
     }
 }
 

@@ -185,3 +185,154 @@ fn a_simulation_without_a_sweep_trains_what_it_decides_and_refuses_bad_arguments
         assert!(refused.stderr.contains(expected), "{policy} {model} {window}: {}", refused.stderr);
     }
 }
+
+/// The spec with an `mlp` (slower to train, so an advance can be killed midway).
+fn mlp_spec() -> String {
+    SPEC.replace("name = \"linear\"\nkind = \"linear\"", "name = \"mlp\"\nkind = \"mlp\"")
+        .replace("params = { epochs = 3 }", "params = { hidden = [64, 32], epochs = 12 }")
+}
+
+/// The deployment's state.json.
+fn state(dir: &Path, id: &str) -> Value {
+    let text = std::fs::read_to_string(dir.join(format!("live/live/{id}/state.json"))).expect("state.json");
+    serde_json::from_str(&text).expect("state JSON")
+}
+
+fn live_run(dir: &Path, args: &[&str]) -> wf_tests::Run {
+    let mut all = args.to_vec();
+    all.extend(["--artifacts", "live"]);
+    wf_in(dir, &all, LIMIT)
+}
+
+/// A deployment advanced in one go and one killed (SIGKILL) midway and advanced again
+/// end with the same decisions, versions and switches, each version trained once; both
+/// retrain on the days `wf live simulate` decides for the policy.
+#[test]
+fn a_deployment_killed_midway_continues_without_losing_or_repeating_a_decision() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("spec.toml"), mlp_spec()).expect("spec");
+    let policy = "ΔP@K<0.05 over 10d or age>=42d";
+    let deploy = |id: &str| {
+        let run = live_run(
+            dir.path(),
+            &["live", "deploy", "spec.toml", "--model", "mlp", "--window", "126", "--policy", policy, "--id", id],
+        );
+        assert!(run.succeeded(), "deploy {id}: {}", run.stderr);
+        assert_eq!(run.stdout.trim(), id);
+    };
+    deploy("whole");
+    deploy("killed");
+    let again = live_run(
+        dir.path(),
+        &["live", "deploy", "spec.toml", "--model", "mlp", "--window", "126", "--policy", policy, "--id", "whole"],
+    );
+    assert!(!again.succeeded() && again.stderr.contains("exists already"), "{}", again.stderr);
+
+    let whole = live_run(dir.path(), &["live", "advance", "whole"]);
+    assert!(whole.succeeded(), "{}", whole.stderr);
+
+    // Kill the other once it has decided a few retrains.
+    let mut process = wf_tests::Process::start(dir.path(), &["live", "advance", "killed", "--artifacts", "live"], &[]);
+    let versions_of = |dir: &Path| state(dir, "killed")["versions"].as_array().map_or(0, Vec::len);
+    wf_tests::wait_until("three versions", Duration::from_secs(120), || versions_of(dir.path()) >= 3);
+    process.signal("KILL");
+    process.wait(Duration::from_secs(10));
+    let at_kill = state(dir.path(), "killed");
+    let whole_state = state(dir.path(), "whole");
+    assert!(
+        at_kill["next_day"].as_u64() < whole_state["next_day"].as_u64(),
+        "killed before the end: {} of {}",
+        at_kill["next_day"],
+        whole_state["next_day"]
+    );
+    let resumed = live_run(dir.path(), &["live", "advance", "killed"]);
+    assert!(resumed.succeeded(), "{}", resumed.stderr);
+    let killed_state = state(dir.path(), "killed");
+    for field in ["decisions", "switches", "next_day", "live"] {
+        assert_eq!(killed_state[field], whole_state[field], "{field}");
+    }
+    let versions = |state: &Value| -> Vec<(Value, Value)> {
+        state["versions"]
+            .as_array()
+            .expect("versions")
+            .iter()
+            .map(|v| (v["retrain_day"].clone(), v["job_key"].clone()))
+            .collect()
+    };
+    assert_eq!(versions(&killed_state), versions(&whole_state));
+    let files = std::fs::read_dir(dir.path().join("live/live/killed/versions")).expect("versions").count();
+    assert_eq!(files, versions(&killed_state).len(), "one weights file per version");
+    let decisions = whole_state["decisions"].as_array().expect("decisions");
+    assert!(decisions.iter().filter(|d| d["retrain"] == true).count() >= 3, "the policy retrains");
+
+    // The simulation of the same policy retrains on the same days.
+    let simulated = wf_in(
+        dir.path(),
+        &["live", "simulate", "spec.toml", "--model", "mlp", "--window", "126", "--policy", policy, "--json"],
+        LIMIT,
+    );
+    assert!(simulated.succeeded(), "{}", simulated.stderr);
+    let summary: Value = serde_json::from_str(&simulated.stdout).expect("summary");
+    let deployed: Vec<Value> = versions(&whole_state).into_iter().map(|(day, _)| day).collect();
+    assert_eq!(summary["retrain_days"].as_array().expect("days"), &deployed);
+}
+
+/// Predictions come from the version live on the day, and from the earlier one at once
+/// after a rollback; each is written for audit; bad requests are refused by name.
+#[test]
+fn predictions_follow_promotions_and_rollbacks() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("spec.toml"), SPEC).expect("spec");
+    let deploy = live_run(
+        dir.path(),
+        &["live", "deploy", "spec.toml", "--model", "linear", "--window", "126", "--policy", "monthly", "--id", "m"],
+    );
+    assert!(deploy.succeeded(), "{}", deploy.stderr);
+    let early = live_run(dir.path(), &["predict", "m", "--date", "2022-06-01"]);
+    assert!(!early.succeeded() && early.stderr.contains("not processed yet"), "{}", early.stderr);
+    let advance = live_run(dir.path(), &["live", "advance", "m", "--to", "2022-06-30"]);
+    assert!(advance.succeeded(), "{}", advance.stderr);
+    let predict = |date: &str| -> Value {
+        let run = live_run(dir.path(), &["predict", "m", "--date", date, "--k", "5", "--json"]);
+        assert!(run.succeeded(), "{}", run.stderr);
+        serde_json::from_str(&run.stdout).expect("prediction JSON")
+    };
+    let state_now = state(dir.path(), "m");
+    let live = state_now["versions"].as_array().expect("versions").len() as u64;
+    assert!(live >= 6, "monthly over 11 months: {live} versions");
+    let before = predict("2022-06-30");
+    assert_eq!(before["version"].as_u64(), Some(live));
+    assert_eq!(before["top"].as_array().expect("top").len(), 5);
+    // A day in March was ranked by the version live then.
+    let march = predict("2022-03-15");
+    assert!(march["version"].as_u64() < Some(live));
+    assert!(dir.path().join("live/live/m/predictions/2022-06-30.parquet").exists());
+
+    let rollback = live_run(dir.path(), &["live", "rollback", "m"]);
+    assert!(rollback.succeeded(), "{}", rollback.stderr);
+    let after = predict("2022-06-30");
+    assert_eq!(after["version"].as_u64(), Some(live - 1), "the previous version, at once");
+    assert_ne!(after["top"], before["top"], "another model's ranking");
+    let status = live_run(dir.path(), &["live", "status", "m", "--json"]);
+    assert!(status.succeeded(), "{}", status.stderr);
+    let view: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(view[0]["rollbacks"], 1);
+    assert_eq!(view[0]["live_version"].as_u64(), Some(live - 1));
+    // Forward again to the newest, then the deployment keeps deciding from there.
+    let forward = live_run(dir.path(), &["live", "rollback", "m", "--to", &live.to_string()]);
+    assert!(forward.succeeded(), "{}", forward.stderr);
+    assert_eq!(predict("2022-06-30")["top"], before["top"]);
+    let more = live_run(dir.path(), &["live", "advance", "m"]);
+    assert!(more.succeeded(), "{}", more.stderr);
+    assert!(state(dir.path(), "m")["versions"].as_array().expect("versions").len() as u64 > live);
+
+    for (args, expected) in [
+        (vec!["live", "rollback", "m", "--to", "999"], "no version 999"),
+        (vec!["predict", "m", "--date", "2022-06-04"], "not a trading day"),
+        (vec!["live", "status", "nope"], "does not exist"),
+    ] {
+        let run = live_run(dir.path(), &args);
+        assert!(!run.succeeded(), "{args:?} ran");
+        assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
+    }
+}

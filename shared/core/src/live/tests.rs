@@ -217,3 +217,39 @@ fn policies_read_back_from_their_names() {
         assert!(error.contains("cadence such as"), "{bad}: {error}");
     }
 }
+
+/// A rollback makes the earlier version live at once (from the last processed day), is
+/// recorded, and the deployment goes on deciding with that version, whose matured days
+/// are learnt again from its model: the same values it had before it was replaced.
+#[test]
+fn a_rollback_switches_at_once_and_decisions_go_on_with_the_earlier_version() {
+    let days: Vec<usize> = (0..12).map(|i| i * 5).collect();
+    let m = matrix(&days, 40, 2, 7);
+    let mut observer = RunsObserver::new(m.runs.clone());
+    let policy = LivePolicy::Fixed(Cadence::Weekly);
+    let first = Version::new(0, "v1".into(), None);
+    let mut state = LiveState::new(policy, 2, 40, vec![10, 20, 30, 40], first);
+    assert!(state.rollback(None).is_err(), "nothing to roll back to");
+    for day in 0..=25 {
+        if state.advance(day, &mut observer).expect("in order").is_some_and(|d| d.retrain) {
+            state.promote(Version::new(day, format!("v{day}"), None)).expect("promote");
+        }
+    }
+    assert_eq!(state.live_version().number, 3, "retrained on 10 and 20");
+    let before: Vec<Option<DayMetrics>> = state.versions[1].matured.clone();
+    assert!(before.is_empty(), "a replaced version keeps no history");
+    assert_eq!(state.rollback(None), Ok(2));
+    assert_eq!(state.live_version().retrain_day, 10);
+    assert_eq!(state.version_on(25).map(|v| v.number), Some(2), "live at once");
+    assert_eq!(state.version_on(24).map(|v| v.number), Some(3), "the past keeps its version");
+    assert_eq!(state.switches.last(), Some(&Switch { day: 25, version: 2, rollback: true }));
+    for day in 26..=28 {
+        state.advance(day, &mut observer).expect("in order");
+    }
+    let relearnt = &state.live_version().matured;
+    let expected: Vec<Option<DayMetrics>> = (10..=25).map(|t| m.runs[2].at(t - 10).cloned()).collect();
+    assert_eq!(relearnt, &expected, "version 2's matured days, learnt again");
+    assert!(matches!(state.rollback(Some(9)), Err(LiveError::Promotion(_))));
+    assert!(matches!(state.rollback(Some(2)), Err(LiveError::Promotion(_))), "already live");
+    assert_eq!(state.rollback(Some(3)), Ok(3));
+}

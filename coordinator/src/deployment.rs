@@ -1,0 +1,337 @@
+//! Persistent deployments (`wf live deploy | advance | status | list | rollback`, `wf
+//! predict`): one model configuration, train window, seed and policy, advanced over the
+//! panel's days with the live decisions ([`wf_shared::live`]), each day scored by the live
+//! version's own model ([`wf_worker::live::PanelObserver`]).
+//!
+//! Everything lives in the artifact store, under `live/<id>/`:
+//!
+//! | file | written | holds |
+//! |---|---|---|
+//! | `deployment.json` | once, create-only | the spec (TOML text), model, window, seed, policy, start date |
+//! | `state.json` | after every decision day and at the end of an advance | [`LiveState`]: versions, decisions, switches, the next day |
+//! | `versions/<n>.safetensors` | once per version, create-only | the version's weights with its job key and dataset hash |
+//! | `predictions/<date>.parquet` | by `wf predict` | date, rank, code, score, version |
+//!
+//! A process killed mid-advance leaves the state of its last decision day; the next
+//! advance processes the days after it again, which decide the same (the days and the
+//! models are the same), and a version whose weights were written before the kill is
+//! loaded rather than trained again: no decision is lost or repeated.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use wf_data::dataset::{Dataset, load_dataset};
+use wf_shared::live::{LivePolicy, LiveState, Version};
+use wf_shared::plan::{Job, Plan};
+use wf_shared::spec::SweepConfig;
+use wf_worker::artifact::{ArtifactMeta, from_bytes, to_bytes};
+use wf_worker::job::run_job;
+use wf_worker::live::PanelObserver;
+use wf_worker::model::Ranker;
+
+use crate::artifact::ArtifactStore;
+use crate::live::decision_days;
+
+/// What a deployment is, fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    /// The sweep spec's TOML text: the dataset, the plan and the model configuration.
+    pub spec: String,
+    pub model: String,
+    pub window: u32,
+    pub seed: u64,
+    /// As `wf live deploy --policy` took it (a cadence or a policy).
+    pub policy: String,
+    pub from: chrono::NaiveDate,
+}
+
+/// Why a deployment command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("deployment {0:?} does not exist (`wf live list` shows them)")]
+    Unknown(String),
+    #[error("deployment {0:?} exists already (`wf live status {0}`)")]
+    Exists(String),
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
+    #[error(transparent)]
+    Live(#[from] wf_shared::live::LiveError),
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+type Result<T> = std::result::Result<T, DeploymentError>;
+
+/// A deployment opened for work: its record, spec, dataset, plan and state.
+pub struct Opened {
+    pub record: DeploymentRecord,
+    pub config: SweepConfig,
+    pub dataset: Dataset,
+    pub plan: Plan,
+    pub model: usize,
+    pub policy: LivePolicy,
+    pub state: Option<LiveState>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// The line's jobs by retrain day.
+    pub fn jobs(&self) -> HashMap<usize, &Job> {
+        self.plan
+            .jobs
+            .iter()
+            .filter(|j| j.model == self.model && j.window == self.record.window && j.seed == self.record.seed)
+            .map(|j| (j.retrain_day, j))
+            .collect()
+    }
+
+    /// The date of calendar day `day`.
+    pub fn date(&self, day: usize) -> String {
+        self.dataset.panel.calendar().date(day).map(|d| d.to_string()).unwrap_or_default()
+    }
+}
+
+/// Deployments in an artifact store. Its methods block, on a runtime of their own.
+#[derive(Debug)]
+pub struct Deployments {
+    store: ArtifactStore,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Deployments {
+    pub fn new(store: ArtifactStore) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Self { store, runtime })
+    }
+
+    pub fn ids(&self) -> Result<Vec<String>> {
+        Ok(self.runtime.block_on(self.store.live_ids())?)
+    }
+
+    fn file(&self, id: &str, name: &str) -> Result<Option<Bytes>> {
+        Ok(self.runtime.block_on(self.store.live_file(id, name))?)
+    }
+
+    fn put(&self, id: &str, name: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
+        Ok(self.runtime.block_on(self.store.put_live_file(id, name, Bytes::from(bytes), create_only))?)
+    }
+
+    pub fn record(&self, id: &str) -> Result<DeploymentRecord> {
+        let bytes = self.file(id, "deployment.json")?.ok_or_else(|| DeploymentError::Unknown(id.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| DeploymentError::Invalid(format!("{id}/deployment.json: {e}")))
+    }
+
+    pub fn state(&self, id: &str) -> Result<Option<LiveState>> {
+        let Some(bytes) = self.file(id, "state.json")? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| DeploymentError::Invalid(format!("{id}/state.json: {e}")))
+    }
+
+    pub fn save_state(&self, id: &str, state: &LiveState) -> Result<()> {
+        let bytes = serde_json::to_vec(state).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        self.put(id, "state.json", bytes, false).map(|_| ())
+    }
+
+    /// Reads the record and loads what it needs: spec, dataset, plan, state.
+    pub fn open(&self, id: &str) -> Result<Opened> {
+        let record = self.record(id)?;
+        let config = SweepConfig::from_toml(&record.spec)
+            .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
+        let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())
+            .map_err(|e| DeploymentError::Other(e.into()))?;
+        let plan = crate::command::plan_sweep(&config, &dataset)?;
+        let model = config
+            .models
+            .iter()
+            .position(|m| m.name == record.model)
+            .ok_or_else(|| DeploymentError::Invalid(format!("{id}: the spec has no model {}", record.model)))?;
+        let policy: LivePolicy =
+            record.policy.parse().map_err(|e| DeploymentError::Invalid(format!("{id}: policy: {e}")))?;
+        let state = self.state(id)?;
+        Ok(Opened { record, config, dataset, plan, model, policy, state })
+    }
+
+    /// Creates deployment `record.id` and trains its first version: the line's first
+    /// job retrained on or after `record.from`.
+    pub fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<LiveState> {
+        let id = record.id.clone();
+        let text = serde_json::to_vec_pretty(&record).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        if !self.put(&id, "deployment.json", text, true)? {
+            return Err(DeploymentError::Exists(id));
+        }
+        let opened = self.open(&id)?;
+        let from = opened.dataset.panel.calendar().index_on_or_after(record.from);
+        let jobs = opened.jobs();
+        let first = jobs.values().filter(|j| j.retrain_day >= from).min_by_key(|j| j.retrain_day).ok_or_else(|| {
+            DeploymentError::Invalid(format!(
+                "no job of {} (window {}) is retrained on or after {}",
+                record.model, record.window, record.from
+            ))
+        })?;
+        let (_, version) = self.version_model(&opened, 1, first, device)?;
+        let days = decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        let state =
+            LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
+        self.save_state(&id, &state)?;
+        Ok(state)
+    }
+
+    /// Version `number`'s model, trained by `job`: loaded from its stored weights when
+    /// they are there (and are that job's), otherwise trained and stored (create-only).
+    fn version_model(
+        &self,
+        opened: &Opened,
+        number: u32,
+        job: &Job,
+        device: &Device,
+    ) -> Result<(Box<dyn Ranker>, Version)> {
+        let id = &opened.record.id;
+        let name = format!("versions/{number}.safetensors");
+        let model = match self.file(id, &name)? {
+            Some(bytes) => {
+                let (model, meta) =
+                    from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))?;
+                if meta.job_key != job.key.to_string() {
+                    return Err(DeploymentError::Invalid(format!(
+                        "{id}/{name} holds job {}, the retrain of {} is job {}",
+                        &meta.job_key[..meta.job_key.len().min(16)],
+                        opened.date(job.retrain_day),
+                        job.key.short()
+                    )));
+                }
+                model
+            }
+            None => {
+                let panel = &opened.dataset.panel;
+                let output =
+                    run_job(panel, &opened.config, job, device).map_err(|e| DeploymentError::Other(e.into()))?;
+                let meta = ArtifactMeta {
+                    job_key: job.key.to_string(),
+                    dataset: opened.dataset.content_hash.to_string(),
+                    spec: output.spec.clone(),
+                    features: panel.features().len(),
+                    feature_names: panel.feature_names().to_vec(),
+                    horizons: opened.config.horizons.clone(),
+                    seed: job.seed,
+                };
+                let bytes = to_bytes(output.model.as_ref(), &meta).map_err(DeploymentError::Invalid)?;
+                self.put(id, &name, bytes, true)?;
+                output.model
+            }
+        };
+        let training = wf_shared::drift::DriftReference::of(&opened.dataset.panel, job.train_days.clone()).training;
+        Ok((model, Version::new(job.retrain_day, job.key.to_string(), Some(training))))
+    }
+
+    /// Advances deployment `id` over the days after its last processed one, up to `to`
+    /// (a day index; default the panel's last day), training what it decides;
+    /// `progress` hears each day. Returns the state and how many days were processed.
+    pub fn advance(
+        &self,
+        id: &str,
+        to: Option<usize>,
+        device: &Device,
+        progress: &mut dyn FnMut(&Opened, usize, usize),
+    ) -> Result<(LiveState, usize)> {
+        let mut opened = self.open(id)?;
+        let mut state = opened.state.take().ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+        state.decision_days =
+            decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        let panel = &opened.dataset.panel;
+        let last = to.unwrap_or(usize::MAX).min(panel.calendar().len().saturating_sub(1));
+        let mut observer = PanelObserver::new(
+            panel,
+            &opened.config.horizons,
+            opened.config.primary_horizon,
+            opened.config.k,
+            panel.calendar().len().saturating_sub(1),
+            device.clone(),
+        )
+        .ok_or_else(|| DeploymentError::Invalid("the panel has no target for the primary horizon".into()))?;
+        let jobs = opened.jobs();
+        let job_of = |day: usize| {
+            jobs.get(&day).copied().ok_or_else(|| {
+                DeploymentError::Invalid(format!("{id}: the plan has no job retrained on {}", opened.date(day)))
+            })
+        };
+        // Every version's model is served, so a rollback to any of them reads the same.
+        for version in &state.versions {
+            let job = job_of(version.retrain_day)?;
+            let (model, _) = self.version_model(&opened, version.number, job, device)?;
+            observer.add(version.retrain_day, model.into(), job.train_days.clone());
+        }
+        let first = state.next_day;
+        let mut processed = 0;
+        for day in first..=last {
+            let decision = state.advance(day, &mut observer)?.cloned();
+            if let Some(decision) = decision {
+                if decision.retrain
+                    && let Some(job) = jobs.get(&day)
+                {
+                    let number = state.versions.len() as u32 + 1;
+                    let (model, version) = self.version_model(&opened, number, job, device)?;
+                    observer.add(day, model.into(), job.train_days.clone());
+                    state.promote(version)?;
+                }
+                self.save_state(id, &state)?;
+            }
+            processed += 1;
+            progress(&opened, day, last);
+        }
+        self.save_state(id, &state)?;
+        if !observer.failures.is_empty() {
+            tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
+        }
+        Ok((state, processed))
+    }
+
+    /// Rolls deployment `id` back to version `to` (default: the previous live one).
+    pub fn rollback(&self, id: &str, to: Option<u32>) -> Result<(LiveState, u32)> {
+        self.record(id)?;
+        let mut state = self.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+        let version = state.rollback(to)?;
+        self.save_state(id, &state)?;
+        Ok((state, version))
+    }
+
+    /// The model of version `number` of deployment `id`.
+    pub fn load_version(&self, id: &str, number: u32, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta)> {
+        let name = format!("versions/{number}.safetensors");
+        let bytes = self.file(id, &name)?.ok_or_else(|| DeploymentError::Invalid(format!("{id}/{name} is missing")))?;
+        from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))
+    }
+
+    /// Writes `predictions/<date>.parquet` of deployment `id`.
+    pub fn put_predictions(&self, id: &str, date: &str, parquet: Vec<u8>) -> Result<()> {
+        self.put(id, &format!("predictions/{date}.parquet"), parquet, false).map(|_| ())
+    }
+}
+
+/// A deployment id: `<model>-w<window>-<8 hex>` of the spec text, model, window, seed,
+/// policy and start date.
+pub fn deployment_id(record: &DeploymentRecord) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        &record.spec,
+        &record.model,
+        &record.window.to_string(),
+        &record.seed.to_string(),
+        &record.policy,
+        &record.from.to_string(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    let safe: String =
+        record.model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    format!("{safe}-w{}-{}", record.window, &hasher.finalize().to_hex()[..8])
+}
