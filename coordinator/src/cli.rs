@@ -174,6 +174,11 @@ pub struct DeployArgs {
     /// The deployment's id (default: model, window and a hash of the rest).
     #[arg(long)]
     pub id: Option<String>,
+    /// Run each retrained version in shadow for this many trading days: it replaces the
+    /// live version once their labels have matured, only if its mean ΔP@K over them is
+    /// at least the live version's (0: promoted when trained).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=252))]
+    pub shadow: u32,
     #[command(flatten)]
     pub store: LiveStoreArgs,
     /// auto, cpu or cuda:N.

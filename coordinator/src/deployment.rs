@@ -46,6 +46,9 @@ pub struct DeploymentRecord {
     /// As `wf live deploy --policy` took it (a cadence or a policy).
     pub policy: String,
     pub from: chrono::NaiveDate,
+    /// Days a retrained version runs in shadow before it may replace the live one.
+    #[serde(default)]
+    pub shadow_days: u32,
 }
 
 /// Why a deployment command failed.
@@ -179,8 +182,9 @@ impl Deployments {
         })?;
         let (_, version) = self.version_model(&opened, 1, first, device)?;
         let days = decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
-        let state =
+        let mut state =
             LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
+        state.shadow_days = opened.record.shadow_days as usize;
         self.save_state(&id, &state)?;
         Ok(state)
     }

@@ -235,6 +235,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
         seed,
         policy: policy.to_string(),
         from: args.line.from.unwrap_or(config.start),
+        shadow_days: args.shadow,
     };
     record.id = args.id.clone().unwrap_or_else(|| deployment_id(&record));
     let spinner = crate::progress::stage_spinner();
@@ -298,6 +299,13 @@ fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+#[derive(Debug, Serialize)]
+struct VersionView {
+    number: u32,
+    retrain_date: String,
+    job_key: String,
+}
+
 /// What `wf live status` shows of one deployment.
 #[derive(Debug, Serialize)]
 struct StatusView {
@@ -322,6 +330,11 @@ struct StatusView {
     rollbacks: usize,
     /// The next day the policy is decided on; `None` when the plan has none left.
     next_decision: Option<String>,
+    /// The version in shadow, if any, and the last shadow period's outcome.
+    in_shadow: Option<u32>,
+    last_shadow: Option<String>,
+    /// Every version: number, retrain date, job key.
+    version_list: Vec<VersionView>,
     last_decisions: Vec<String>,
 }
 
@@ -355,6 +368,25 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
         retrains: state.decisions.iter().filter(|d| d.retrain).count(),
         rollbacks: state.switches.iter().filter(|s| s.rollback).count(),
         next_decision: state.decision_days.iter().find(|d| **d >= state.next_day).map(|d| date(*d)),
+        in_shadow: state.candidate.map(|index| state.versions[index].number),
+        version_list: state
+            .versions
+            .iter()
+            .map(|v| VersionView { number: v.number, retrain_date: date(v.retrain_day), job_key: v.job_key.clone() })
+            .collect(),
+        last_shadow: state.shadows.last().map(|s| {
+            let figure = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:+.4}"));
+            format!(
+                "{}: version {} {} (ΔP@K {} vs {} of version {} over {} days)",
+                date(s.day),
+                s.candidate,
+                if s.promoted { "promoted" } else { "kept out" },
+                figure(s.candidate_mean),
+                figure(s.live_mean),
+                s.live,
+                s.days
+            )
+        }),
         last_decisions: state
             .decisions
             .iter()
@@ -395,6 +427,12 @@ fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
             view.retrains,
             view.rollbacks
         );
+        if let Some(candidate) = view.in_shadow {
+            println!("  version {candidate} is in shadow");
+        }
+        if let Some(shadow) = &view.last_shadow {
+            println!("  last shadow: {shadow}");
+        }
         match &view.next_decision {
             Some(next) => println!("  next decision: {next}"),
             None => println!(

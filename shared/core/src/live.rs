@@ -13,7 +13,9 @@
 //!    evaluation is recorded with its readings.
 //!
 //! A retrain decided on `d` is the planner's job for retrain day `d` (same job key); its
-//! model is a new version, live from `d` once promoted ([`LiveState::promote`]). The
+//! model is a new version, live from `d` once promoted ([`LiveState::promote`]), or first
+//! a candidate in shadow for `shadow_days` (promoted only if it scores no worse than the
+//! live version on those days, once their labels matured). The
 //! offline replay of the same policy therefore retrains on the same days and has the same
 //! daily series: `tests` and the `wf live simulate` tests check it.
 
@@ -22,7 +24,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::age::ModelRun;
+use crate::age::{Metric, ModelRun};
 use crate::cadence::Cadence;
 use crate::drift::{BINS, DriftPath};
 use crate::metric::DayMetrics;
@@ -173,11 +175,17 @@ pub struct Decision {
     /// Each trigger's reading (empty for a fixed cadence).
     pub readings: Vec<Reading>,
     pub retrain: bool,
+    /// The version in shadow that day (no retrain is started while one is).
+    #[serde(default)]
+    pub shadowing: Option<u32>,
 }
 
 impl Decision {
     /// Why it retrains (the fired triggers, or the cadence), or why not.
     pub fn reason(&self, policy: &LivePolicy) -> String {
+        if let Some(candidate) = self.shadowing {
+            return format!("version {candidate} is in shadow: no retrain until it is decided");
+        }
         match policy {
             LivePolicy::Fixed(cadence) => format!("{cadence} retrain day"),
             LivePolicy::Adaptive(_) => {
@@ -234,6 +242,32 @@ pub struct LiveState {
     pub decisions: Vec<Decision>,
     /// Every change of the live version, in order (the first version's on its retrain day).
     pub switches: Vec<Switch>,
+    /// Days a retrained version runs in shadow before it may replace the live one; 0:
+    /// promoted when trained.
+    #[serde(default)]
+    pub shadow_days: usize,
+    /// The version in shadow (index into `versions`), if any.
+    #[serde(default)]
+    pub candidate: Option<usize>,
+    /// Every shadow period's outcome.
+    #[serde(default)]
+    pub shadows: Vec<ShadowOutcome>,
+}
+
+/// How a version in shadow compared with the live one over its first `shadow_days` days,
+/// once their labels matured: promoted when its mean ΔP@K over the days both scored is at
+/// least the live version's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowOutcome {
+    /// The day it was decided (promoted from that day on).
+    pub day: usize,
+    pub candidate: u32,
+    pub live: u32,
+    /// Days both versions scored.
+    pub days: usize,
+    pub candidate_mean: Option<f64>,
+    pub live_mean: Option<f64>,
+    pub promoted: bool,
 }
 
 /// The live version changed on `day`: a promotion of a new version (live from that day)
@@ -269,6 +303,9 @@ impl LiveState {
             live: 0,
             next_day,
             decisions: vec![],
+            shadow_days: 0,
+            candidate: None,
+            shadows: Vec::new(),
         }
     }
 
@@ -285,6 +322,7 @@ impl LiveState {
         }
         self.learn(day, observe);
         self.next_day = day + 1;
+        self.judge_candidate(day, observe);
         let first_day = self.versions[0].retrain_day;
         if day <= first_day || self.decision_days.binary_search(&day).is_err() {
             return Ok(None);
@@ -299,9 +337,49 @@ impl LiveState {
                 (readings, fired)
             }
         };
-        let decision = Decision { day, version: version.number, age: day - version.retrain_day, readings, retrain };
+        let shadowing = self.candidate.map(|index| self.versions[index].number);
+        let decision = Decision {
+            day,
+            version: version.number,
+            age: day - version.retrain_day,
+            readings,
+            retrain: retrain && shadowing.is_none(),
+            shadowing,
+        };
         self.decisions.push(decision);
         Ok(self.decisions.last())
+    }
+
+    /// Ends the candidate's shadow once the labels of its first `shadow_days` days have
+    /// matured by `day`: promotes it (from `day`) or keeps the live version.
+    fn judge_candidate(&mut self, day: usize, observe: &mut dyn Observe) {
+        let Some(index) = self.candidate else { return };
+        let first = self.versions[index].retrain_day;
+        let last = first + self.shadow_days.max(1) - 1;
+        if last + self.horizon >= day {
+            return;
+        }
+        let (mut candidate_sum, mut live_sum, mut days) = (0.0, 0.0, 0usize);
+        for t in first..=last {
+            let candidate = Metric::DeltaPAtK.value(observe.metrics(&self.versions[index], t).as_ref());
+            let live = Metric::DeltaPAtK.value(observe.metrics(&self.versions[self.live], t).as_ref());
+            if candidate.is_finite() && live.is_finite() {
+                candidate_sum += candidate;
+                live_sum += live;
+                days += 1;
+            }
+        }
+        let mean = |sum: f64| (days > 0).then(|| sum / days as f64);
+        let (candidate_mean, live_mean) = (mean(candidate_sum), mean(live_sum));
+        let promoted = matches!((candidate_mean, live_mean), (Some(c), Some(l)) if c >= l);
+        let (candidate, live) = (self.versions[index].number, self.versions[self.live].number);
+        self.shadows.push(ShadowOutcome { day, candidate, live, days, candidate_mean, live_mean, promoted });
+        self.candidate = None;
+        if promoted {
+            self.retire_live();
+            self.live = index;
+            self.switches.push(Switch { day, version: candidate, rollback: false });
+        }
     }
 
     /// Learns the live version's labels matured by `day` and its drift before `day`.
@@ -339,7 +417,8 @@ impl LiveState {
         }
     }
 
-    /// Makes `version` (retrained on the day just decided) the live one.
+    /// Makes `version` (retrained on the day just decided) the live one, or with
+    /// `shadow_days` the candidate in shadow; returns its number.
     pub fn promote(&mut self, mut version: Version) -> Result<u32, LiveError> {
         let live = self.live_version();
         if version.retrain_day <= live.retrain_day || version.retrain_day + 1 != self.next_day {
@@ -352,6 +431,11 @@ impl LiveState {
         }
         version.number = self.versions.len() as u32 + 1;
         let number = version.number;
+        if self.shadow_days > 0 {
+            self.versions.push(version);
+            self.candidate = Some(self.versions.len() - 1);
+            return Ok(number);
+        }
         self.retire_live();
         self.switches.push(Switch { day: version.retrain_day, version: number, rollback: false });
         self.versions.push(version);

@@ -336,3 +336,52 @@ fn predictions_follow_promotions_and_rollbacks() {
         assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
     }
 }
+
+/// With `--shadow 5` a retrained version is served only after its first five days'
+/// labels matured and only if it did not score worse there: each promotion is a shadow
+/// won, a version that lost never goes live, and predictions in a shadow period come
+/// from the version live before it.
+#[test]
+fn shadow_versions_go_live_only_after_winning_their_shadow_period() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("spec.toml"), SPEC).expect("spec");
+    let args =
+        ["live", "deploy", "spec.toml", "--model", "linear", "--window", "126", "--policy", "monthly", "--shadow", "5"];
+    let deploy = live_run(dir.path(), &[&args[..], &["--id", "s"]].concat());
+    assert!(deploy.succeeded(), "{}", deploy.stderr);
+    let advance = live_run(dir.path(), &["live", "advance", "s"]);
+    assert!(advance.succeeded(), "{}", advance.stderr);
+    let state = state(dir.path(), "s");
+    let shadows = state["shadows"].as_array().expect("shadows");
+    assert!(shadows.len() >= 6, "one shadow period per monthly retrain: {}", shadows.len());
+    let switches = state["switches"].as_array().expect("switches");
+    for switch in &switches[1..] {
+        let won = shadows.iter().find(|s| s["day"] == switch["day"] && s["candidate"] == switch["version"]);
+        let won = won.unwrap_or_else(|| panic!("switch {switch} is a promotion without a shadow"));
+        assert_eq!(won["promoted"], true);
+        assert!(won["candidate_mean"].as_f64() >= won["live_mean"].as_f64(), "{won}");
+        assert_eq!(won["days"], 5);
+    }
+    for lost in shadows.iter().filter(|s| s["promoted"] == false) {
+        assert!(switches.iter().all(|s| s["version"] != lost["candidate"]), "{lost} went live");
+    }
+    assert!(shadows.iter().any(|s| s["promoted"] == false) && shadows.iter().any(|s| s["promoted"] == true));
+
+    // A day inside a shadow period (its candidate's retrain date) is ranked by the version
+    // live before it.
+    let run = live_run(dir.path(), &["live", "status", "s", "--json"]);
+    assert!(run.succeeded(), "{}", run.stderr);
+    let view: Value = serde_json::from_str(&run.stdout).expect("status JSON");
+    let shadow = &shadows[0];
+    let candidate = view[0]["version_list"]
+        .as_array()
+        .expect("version list")
+        .iter()
+        .find(|v| v["number"] == shadow["candidate"])
+        .expect("the candidate");
+    let date = candidate["retrain_date"].as_str().expect("date");
+    let run = live_run(dir.path(), &["predict", "s", "--date", date, "--json"]);
+    assert!(run.succeeded(), "{}", run.stderr);
+    let prediction: Value = serde_json::from_str(&run.stdout).expect("prediction");
+    assert_eq!(prediction["version"], shadow["live"], "on {date}");
+}

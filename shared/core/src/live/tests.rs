@@ -253,3 +253,50 @@ fn a_rollback_switches_at_once_and_decisions_go_on_with_the_earlier_version() {
     assert!(matches!(state.rollback(Some(2)), Err(LiveError::Promotion(_))), "already live");
     assert_eq!(state.rollback(Some(3)), Ok(3));
 }
+
+/// With a shadow period a retrained version serves nothing until the labels of its first
+/// days have matured; it replaces the live version only if it scored at least as well on
+/// those days, and no retrain starts while it is in shadow.
+#[test]
+fn a_version_in_shadow_is_promoted_only_if_it_does_not_score_worse() {
+    let run = |retrain_day: usize, delta: f64| ModelRun {
+        window: 10,
+        model: 0,
+        seed: 0,
+        retrain_day,
+        train_seconds: 1.0,
+        ages: (0..60).map(|_| Some(metrics(delta))).collect(),
+        drift: None,
+        rankings: Vec::new(),
+        exposures: Default::default(),
+        horizons: Vec::new(),
+        importance: Default::default(),
+    };
+    // Version 2 (day 10) is worse than version 1, version 3 (day 20) better.
+    let mut observer = RunsObserver::new([run(0, 0.1), run(10, -0.2), run(20, 0.3)]);
+    let mut state =
+        LiveState::new(LivePolicy::Fixed(Cadence::Weekly), 1, 60, vec![10, 12, 20], Version::new(0, "v1".into(), None));
+    state.shadow_days = 3;
+    for day in 0..=30 {
+        if state.advance(day, &mut observer).expect("in order").is_some_and(|d| d.retrain) {
+            state.promote(Version::new(day, format!("v{day}"), None)).expect("candidate");
+        }
+        if day == 13 {
+            assert_eq!(state.live_version().number, 1, "version 2 is still in shadow on day 13");
+            assert_eq!(state.candidate, Some(1));
+        }
+    }
+    let pending = &state.decisions[1];
+    assert_eq!((pending.day, pending.retrain, pending.shadowing), (12, false, Some(2)), "no retrain in shadow");
+    assert_eq!(state.shadows.len(), 2);
+    let rejected = &state.shadows[0];
+    assert_eq!((rejected.day, rejected.candidate, rejected.live, rejected.days), (14, 2, 1, 3));
+    assert!(!rejected.promoted);
+    assert!(rejected.candidate_mean < rejected.live_mean);
+    let promoted = &state.shadows[1];
+    assert_eq!((promoted.day, promoted.candidate, promoted.live, promoted.promoted), (24, 3, 1, true));
+    assert_eq!(state.live_version().number, 3);
+    assert_eq!(state.version_on(23).map(|v| v.number), Some(1), "predictions stay on version 1 in shadow");
+    assert_eq!(state.version_on(24).map(|v| v.number), Some(3));
+    assert_eq!(state.switches.iter().map(|s| (s.day, s.version)).collect::<Vec<_>>(), vec![(0, 1), (24, 3)]);
+}
