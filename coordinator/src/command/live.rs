@@ -19,7 +19,7 @@ use super::plan::{plan_sweep, read_spec};
 use super::serve::runtime;
 use crate::artifact::ArtifactStore;
 use crate::cli::{AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, PredictArgs, RollbackArgs, SimulateArgs};
-use crate::deployment::{DeploymentRecord, Deployments, Opened, deployment_id};
+use crate::deployment::{DeploymentRecord, Deployments, Opened, deployment_id, rank_day};
 use crate::live::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
 
 #[derive(Debug, Serialize)]
@@ -535,32 +535,30 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<Outcome> {
     let (model, meta) = deployments.load_version(&args.id, version.number, &device)?;
     let column = meta.horizons.iter().position(|h| *h == opened.config.primary_horizon).unwrap_or(0);
     let started = std::time::Instant::now();
-    let scores = wf_worker::train::score_day(model.as_ref(), panel, day, column, &device)?;
-    let codes: Vec<&str> =
-        panel.stock()[panel.rows_of_day(day)].iter().map(|s| panel.codes()[*s as usize].as_str()).collect();
-    let mut order: Vec<usize> = (0..scores.len()).filter(|i| scores[*i].is_finite()).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(codes[*a].cmp(codes[*b])));
+    let ranking = rank_day(model.as_ref(), panel, day, column, &device)?;
     let milliseconds = started.elapsed().as_secs_f64() * 1e3;
     let date = opened.date(day);
     let mut csv = String::from("date,rank,code,score,version\n");
-    for (rank, index) in order.iter().enumerate() {
-        csv.push_str(&format!("{date},{},{},{},{}\n", rank + 1, codes[*index], scores[*index], version.number));
+    for (rank, (code, score)) in ranking.codes.iter().zip(&ranking.scores).enumerate() {
+        csv.push_str(&format!("{date},{},{code},{score},{}\n", rank + 1, version.number));
     }
     let parquet = wf_data::csv_to_parquet("predictions.csv", csv.as_bytes())?;
     deployments.put_predictions(&args.id, &date, parquet)?;
-    let k = args.k.unwrap_or_else(|| opened.config.k.for_universe(order.len()));
+    let k = args.k.unwrap_or_else(|| opened.config.k.for_universe(ranking.codes.len()));
     let prediction = Prediction {
         deployment: args.id.clone(),
         date: date.clone(),
         version: version.number,
         job_key: version.job_key.clone(),
-        stocks: order.len(),
+        stocks: ranking.codes.len(),
         milliseconds,
-        top: order
+        top: ranking
+            .codes
             .iter()
+            .zip(&ranking.scores)
             .take(k)
             .enumerate()
-            .map(|(rank, i)| Ranked { rank: rank + 1, code: codes[*i].to_string(), score: scores[*i] })
+            .map(|(rank, (code, score))| Ranked { rank: rank + 1, code: code.clone(), score: *score })
             .collect(),
     };
     if args.json {
