@@ -4,7 +4,12 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["walkforward/v1/dataset.proto", "walkforward/v1/sweep.proto", "walkforward/v1/worker.proto"];
+    let protos = [
+        "walkforward/v1/dataset.proto",
+        "walkforward/v1/sweep.proto",
+        "walkforward/v1/worker.proto",
+        "walkforward/v1/live.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

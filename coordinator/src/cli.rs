@@ -240,6 +240,15 @@ pub struct PredictArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto", env = "WF_DEVICE")]
     pub device: String,
+    /// Ask this coordinator (`LiveService.Predict`, started with `--live-artifacts`)
+    /// instead of ranking here.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// A file whose first line is this client's token (`WF_TOKEN`, when set, wins).
+    #[arg(long, env = "WF_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -366,6 +375,11 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "WF_METRICS_LISTEN")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the live deployments of this artifact store (`wf live deploy --artifacts`):
+    /// `LiveService.Predict` and their `wf_live_*` metrics. Their datasets must be under
+    /// `--data-root`.
+    #[arg(long, env = "WF_LIVE_ARTIFACTS")]
+    pub live_artifacts: Option<String>,
     /// The tokens file: every sweep and worker call then needs a token (see `wf auth
     /// new-token`). Without it the coordinator listens on loopback only.
     #[arg(long, env = "WF_AUTH")]

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use wf_data::dataset::{Dataset, load_dataset};
+use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_shared::live::{LivePolicy, LiveState, Version};
 use wf_shared::plan::{Job, Plan};
 use wf_shared::spec::SweepConfig;
@@ -104,29 +104,47 @@ impl Opened {
     }
 }
 
-/// Deployments in an artifact store. Its methods block, on a runtime of their own.
+/// Deployments in an artifact store. Its methods block, on a runtime of their own (call
+/// them outside async code, e.g. in `spawn_blocking`).
 #[derive(Debug)]
 pub struct Deployments {
     store: ArtifactStore,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (then shut down without blocking, which is allowed
+    /// inside async code, where a server drops it).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where their datasets may be read from.
+    roots: DataRoots,
 }
 
 impl Deployments {
+    /// Deployments in `store`, reading datasets anywhere (the local CLI).
     pub fn new(store: ArtifactStore) -> anyhow::Result<Self> {
+        Self::within(store, DataRoots::Any)
+    }
+
+    /// Deployments in `store` whose datasets must be under `roots` (a server).
+    pub fn within(store: ArtifactStore, roots: DataRoots) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { store, runtime })
+        Ok(Self { store, runtime: Some(runtime), roots })
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(future),
+            None => unreachable!("the runtime is taken only on drop"),
+        }
     }
 
     pub fn ids(&self) -> Result<Vec<String>> {
-        Ok(self.runtime.block_on(self.store.live_ids())?)
+        Ok(self.block_on(self.store.live_ids())?)
     }
 
     fn file(&self, id: &str, name: &str) -> Result<Option<Bytes>> {
-        Ok(self.runtime.block_on(self.store.live_file(id, name))?)
+        Ok(self.block_on(self.store.live_file(id, name))?)
     }
 
     fn put(&self, id: &str, name: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
-        Ok(self.runtime.block_on(self.store.put_live_file(id, name, Bytes::from(bytes), create_only))?)
+        Ok(self.block_on(self.store.put_live_file(id, name, Bytes::from(bytes), create_only))?)
     }
 
     pub fn record(&self, id: &str) -> Result<DeploymentRecord> {
@@ -149,7 +167,7 @@ impl Deployments {
         let record = self.record(id)?;
         let config = SweepConfig::from_toml(&record.spec)
             .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
-        let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())
+        let dataset = load_dataset_from(&config.panel, &config.horizons, config.features.as_deref(), &self.roots)
             .map_err(|e| DeploymentError::Other(e.into()))?;
         let plan = crate::command::plan_sweep(&config, &dataset)?;
         let model = config
@@ -314,9 +332,238 @@ impl Deployments {
         from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))
     }
 
-    /// Writes `predictions/<date>.parquet` of deployment `id`.
-    pub fn put_predictions(&self, id: &str, date: &str, parquet: Vec<u8>) -> Result<()> {
-        self.put(id, &format!("predictions/{date}.parquet"), parquet, false).map(|_| ())
+    /// Writes `predictions/<date>-v<version>.parquet` of deployment `id` unless it is there.
+    pub fn put_predictions(&self, id: &str, date: &str, version: u32, parquet: Vec<u8>) -> Result<()> {
+        self.put(id, &format!("predictions/{date}-v{version}.parquet"), parquet, true).map(|_| ())
+    }
+}
+
+impl Drop for Deployments {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// One ranked code of a prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    pub rank: usize,
+    pub code: String,
+    pub score: f64,
+}
+
+/// A deployment's ranking of a day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub deployment: String,
+    pub date: String,
+    pub version: u32,
+    pub job_key: String,
+    /// Stocks ranked that day.
+    pub stocks: usize,
+    /// Scoring and ranking time (the model and panel in memory).
+    pub milliseconds: f64,
+    pub top: Vec<Ranked>,
+}
+
+/// What a [`Predictor`] keeps of a deployment between calls.
+struct Loaded {
+    config: SweepConfig,
+    dataset: Dataset,
+}
+
+/// Serves predictions: each deployment's panel and each version's model are loaded once
+/// and kept (weights never change; a deployment's state is read at every call, so a
+/// promotion or rollback by another process shows at once).
+pub struct Predictor {
+    deployments: Deployments,
+    device: Device,
+    loaded: std::sync::Mutex<HashMap<String, std::sync::Arc<Loaded>>>,
+    models: std::sync::Mutex<HashMap<(String, u32), std::sync::Arc<dyn Ranker>>>,
+}
+
+impl std::fmt::Debug for Predictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Predictor").field("deployments", &self.deployments).finish_non_exhaustive()
+    }
+}
+
+/// The largest `k` a prediction may ask for.
+pub const MAX_PREDICTION_K: usize = 100_000;
+
+impl Predictor {
+    pub fn new(deployments: Deployments, device: Device) -> Self {
+        Self { deployments, device, loaded: Default::default(), models: Default::default() }
+    }
+
+    pub fn deployments(&self) -> &Deployments {
+        &self.deployments
+    }
+
+    /// Publishes every deployment's `wf_live_*` metrics from its stored state (see
+    /// [`crate::telemetry`]); a deployment that cannot be read is logged and skipped.
+    pub fn publish_metrics(&self) {
+        let ids = match self.deployments.ids() {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the live deployments");
+                return;
+            }
+        };
+        for id in ids {
+            match self.deployments.state(&id) {
+                Ok(Some(state)) => {
+                    // Dates need the deployment's calendar: its panel, loaded once and kept.
+                    let loaded = self.loaded(&id);
+                    if let Err(error) = &loaded {
+                        tracing::warn!(deployment = %id, %error, "cannot load the deployment's panel: no dates");
+                    }
+                    let calendar = loaded.as_ref().ok().map(|l| l.dataset.panel.calendar());
+                    publish(&id, &state, calendar);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(deployment = %id, %error, "cannot read the deployment"),
+            }
+        }
+    }
+
+    fn loaded(&self, id: &str) -> Result<std::sync::Arc<Loaded>> {
+        if let Some(loaded) = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
+            return Ok(loaded.clone());
+        }
+        let opened = self.deployments.open(id)?;
+        let loaded = std::sync::Arc::new(Loaded { config: opened.config, dataset: opened.dataset });
+        self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn model(&self, id: &str, version: u32) -> Result<std::sync::Arc<dyn Ranker>> {
+        let key = (id.to_string(), version);
+        if let Some(model) = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return Ok(model.clone());
+        }
+        let (model, _) = self.deployments.load_version(id, version, &self.device)?;
+        let model: std::sync::Arc<dyn Ranker> = model.into();
+        self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, model.clone());
+        Ok(model)
+    }
+
+    /// Deployment `id`'s ranking of `date` (default: its last processed day) by the
+    /// version live that day, the top `k` (default: the spec's K); every ranked code is
+    /// written to `predictions/<date>-v<version>.parquet` once.
+    pub fn predict(&self, id: &str, date: Option<chrono::NaiveDate>, k: Option<usize>) -> Result<Prediction> {
+        if k.is_some_and(|k| k == 0 || k > MAX_PREDICTION_K) {
+            return Err(DeploymentError::Invalid(format!("k: must be between 1 and {MAX_PREDICTION_K}")));
+        }
+        let loaded = self.loaded(id)?;
+        let state =
+            self.deployments.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+        let panel = &loaded.dataset.panel;
+        let calendar = panel.calendar();
+        let date_of = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
+        let last = state.next_day.checked_sub(1).filter(|d| *d >= state.versions[0].retrain_day);
+        let day = match date {
+            Some(date) => calendar
+                .index_of(date)
+                .ok_or_else(|| DeploymentError::Invalid(format!("date: {date} is not a trading day of the panel")))?,
+            None => last.ok_or_else(|| {
+                DeploymentError::Invalid(format!("{id} has processed no day yet: `wf live advance` first"))
+            })?,
+        };
+        if last.is_none_or(|last| day > last) {
+            return Err(DeploymentError::Invalid(format!(
+                "date: {} is not processed yet (the deployment is at {}): `wf live advance {id}` first",
+                date_of(day),
+                last.map_or_else(|| "no day".to_string(), date_of)
+            )));
+        }
+        let version = state
+            .version_on(day)
+            .ok_or_else(|| DeploymentError::Invalid(format!("date: {} is before the first version", date_of(day))))?;
+        let model = self.model(id, version.number)?;
+        let column = loaded.config.horizons.iter().position(|h| *h == loaded.config.primary_horizon).unwrap_or(0);
+        let started = std::time::Instant::now();
+        let ranking = rank_day(model.as_ref(), panel, day, column, &self.device)
+            .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {}: {e}", date_of(day))))?;
+        let milliseconds = started.elapsed().as_secs_f64() * 1e3;
+        let date = date_of(day);
+        let mut csv = String::from("date,rank,code,score,version\n");
+        for (rank, (code, score)) in ranking.codes.iter().zip(&ranking.scores).enumerate() {
+            csv.push_str(&format!("{date},{},{code},{score},{}\n", rank + 1, version.number));
+        }
+        let parquet = wf_data::csv_to_parquet("predictions.csv", csv.as_bytes()).map_err(anyhow::Error::from)?;
+        self.deployments.put_predictions(id, &date, version.number, parquet)?;
+        let k = k.unwrap_or_else(|| loaded.config.k.for_universe(ranking.codes.len()));
+        Ok(Prediction {
+            deployment: id.to_string(),
+            date,
+            version: version.number,
+            job_key: version.job_key.clone(),
+            stocks: ranking.codes.len(),
+            milliseconds,
+            top: ranking
+                .codes
+                .iter()
+                .zip(&ranking.scores)
+                .take(k)
+                .enumerate()
+                .map(|(rank, (code, score))| Ranked { rank: rank + 1, code: code.clone(), score: *score })
+                .collect(),
+        })
+    }
+}
+
+/// The drift threshold of `wf_live_drift_share`: a feature drifted when its PSI over the
+/// live version's last [`DRIFT_DAYS`] measured days exceeds it.
+pub const DRIFT_THETA: f64 = 0.25;
+pub const DRIFT_DAYS: usize = 5;
+
+/// One deployment's metrics; ages in trading days, dates (with `calendar`) as Unix
+/// seconds of their midnight UTC.
+fn publish(id: &str, state: &LiveState, calendar: Option<&wf_shared::calendar::TradingCalendar>) {
+    use metrics::{counter, gauge};
+    let label = [("deployment", id.to_string())];
+    let last = state.next_day.saturating_sub(1);
+    let live = state.live_version();
+    gauge!("wf_live_model_age_days", &label).set(last.saturating_sub(live.retrain_day) as f64);
+    let promoted = state.switches.iter().rev().find(|s| !s.rollback).map_or(live.retrain_day, |s| s.day);
+    gauge!("wf_live_days_since_retrain", &label).set(last.saturating_sub(promoted) as f64);
+    gauge!("wf_live_versions", &label).set(state.versions.len() as f64);
+    gauge!("wf_live_processed_days", &label).set((state.next_day - state.versions[0].retrain_day) as f64);
+    let recent: Vec<&wf_shared::metric::DayMetrics> = live.matured.iter().rev().flatten().take(21).collect();
+    let mean = |values: Vec<f64>| {
+        if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
+    };
+    gauge!("wf_live_recent_delta_p_at_k", &label).set(mean(recent.iter().map(|m| m.delta()).collect()));
+    gauge!("wf_live_recent_rank_ic", &label).set(mean(recent.iter().filter_map(|m| m.rank_ic).collect()));
+    let drift = live.drift_share(DRIFT_DAYS, DRIFT_THETA).unwrap_or(f64::NAN);
+    gauge!("wf_live_drift_share", &label).set(drift);
+    gauge!("wf_live_in_shadow", &label).set(f64::from(u8::from(state.candidate.is_some())));
+    let mut firings: std::collections::BTreeMap<&'static str, u64> = std::collections::BTreeMap::new();
+    for decision in state.decisions.iter().filter(|d| d.retrain) {
+        if decision.readings.is_empty() {
+            *firings.entry("cadence").or_default() += 1;
+        }
+        for reading in decision.readings.iter().filter(|r| r.fired) {
+            *firings.entry(reading.trigger.kind()).or_default() += 1;
+        }
+    }
+    for (reason, count) in firings {
+        counter!("wf_live_trigger_firings_total", &[label[0].clone(), ("reason", reason.to_string())]).absolute(count);
+    }
+    let promotions = state.switches.iter().skip(1).filter(|s| !s.rollback).count() as u64;
+    counter!("wf_live_promotions_total", &label).absolute(promotions);
+    counter!("wf_live_rollbacks_total", &label).absolute(state.switches.iter().filter(|s| s.rollback).count() as u64);
+    let rejected = state.shadows.iter().filter(|s| !s.promoted).count() as u64;
+    counter!("wf_live_shadow_rejections_total", &label).absolute(rejected);
+    let seconds = |day: usize| {
+        calendar.and_then(|c| c.date(day)).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc().timestamp() as f64)
+    };
+    if let (Some(retrained), Some(processed)) = (seconds(live.retrain_day), seconds(last)) {
+        gauge!("wf_live_model_retrained_timestamp_seconds", &label).set(retrained);
+        gauge!("wf_live_last_processed_timestamp_seconds", &label).set(processed);
     }
 }
 

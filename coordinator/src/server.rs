@@ -1,5 +1,6 @@
-//! The coordinator's gRPC server: `SweepService`, `WorkerService`, `grpc.health.v1` and
-//! server reflection (so `grpcurl` works), plus the lease reaper and the reconciler.
+//! The coordinator's gRPC server: `SweepService`, `WorkerService`, `LiveService` (with
+//! `--live-artifacts`), `grpc.health.v1` and server reflection (so `grpcurl` works),
+//! plus the lease reaper, the reconciler and the live deployments' metrics.
 //!
 //! It takes a bound listener and a cancellation token; only `main` binds addresses and
 //! installs signal handlers. On shutdown health turns NOT_SERVING, the reaper stops and
@@ -10,15 +11,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
+use wf_proto::v1::live_service_server::LiveServiceServer;
 use wf_proto::v1::sweep_service_server::SweepServiceServer;
 use wf_proto::v1::worker_service_server::WorkerServiceServer;
 
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{Auth, Gate, Role};
+use crate::deployment::Predictor;
 use crate::quota::{Quota, TenantLimits};
 use crate::scheduler::Scheduler;
-use crate::service::{Sweeps, Workers};
+use crate::service::{Live, Sweeps, Workers};
 
 /// Largest message accepted from a worker (a job result with drift counts is well under
 /// this; what it may decode to is bounded by `wf_proto::budget`).
@@ -109,7 +112,36 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     security: Security,
 ) -> Result<(), tonic::transport::Error> {
+    serve_all(scheduler, None, listener, shutdown, security).await
+}
+
+/// How often a coordinator serving deployments refreshes their `wf_live_*` metrics.
+const LIVE_METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`serve_with`], also serving `live`'s deployments (`LiveService`, behind the same
+/// tokens as `SweepService`) and refreshing their metrics.
+pub async fn serve_all(
+    scheduler: Arc<Scheduler>,
+    live: Option<Arc<Predictor>>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    security: Security,
+) -> Result<(), tonic::transport::Error> {
     let Security { auth, tls, limits } = security;
+    let live_gate = Gate::new(auth.clone(), &[Role::User, Role::Admin], "LiveService");
+    let live_metrics = live.clone().map(|predictor| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let predictor = predictor.clone();
+                let _ = tokio::task::spawn_blocking(move || predictor.publish_metrics()).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(LIVE_METRICS_PERIOD) => {}
+                }
+            }
+        })
+    });
     if let Some(auth) = auth.clone() {
         tokio::spawn(auth.watch_until(shutdown.clone()));
     }
@@ -160,6 +192,12 @@ pub async fn serve_with(
             WorkerServiceServer::new(Workers(scheduler)).max_decoding_message_size(MAX_MESSAGE_BYTES),
             worker_gate,
         ))
+        .add_optional_service(live.map(|predictor| {
+            InterceptedService::new(
+                LiveServiceServer::new(Live(predictor)).max_decoding_message_size(MAX_SWEEP_REQUEST_BYTES),
+                live_gate,
+            )
+        }))
         // No Nagle: a small answer waiting for the peer's delayed ACK costs ~40 ms per call.
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener)
@@ -170,5 +208,8 @@ pub async fn serve_with(
         .await;
     let _ = reaper.await;
     let _ = reconciler.await;
+    if let Some(task) = live_metrics {
+        let _ = task.await;
+    }
     result
 }

@@ -325,3 +325,67 @@ impl WorkerService for Workers {
         Ok(Response::new(v1::ReportFailureResponse {}))
     }
 }
+
+/// `LiveService` over the deployments a coordinator serves (`--live-artifacts`). Any
+/// user or admin may ask any deployment (deployments are not per tenant yet).
+#[derive(Debug, Clone)]
+pub struct Live(pub Arc<crate::deployment::Predictor>);
+
+impl From<crate::deployment::DeploymentError> for Status {
+    fn from(error: crate::deployment::DeploymentError) -> Self {
+        use crate::deployment::DeploymentError;
+        let message = error.to_string();
+        match error {
+            DeploymentError::Unknown(_) => Status::not_found(message),
+            DeploymentError::Invalid(_) if message.contains("not processed yet") => {
+                Status::failed_precondition(message)
+            }
+            DeploymentError::Invalid(_) | DeploymentError::Exists(_) | DeploymentError::Live(_) => {
+                Status::invalid_argument(message)
+            }
+            DeploymentError::Artifact(_) | DeploymentError::Other(_) => Status::internal(message),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl wf_proto::v1::live_service_server::LiveService for Live {
+    async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let id = request.deployment;
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(invalid("deployment", "1 to 64 of a-z, A-Z, 0-9, - and _").into());
+        }
+        let date = match request.date.as_str() {
+            "" => None,
+            text => Some(
+                text.parse::<chrono::NaiveDate>()
+                    .map_err(|e| Status::from(invalid("date", format!("{text:?} is not YYYY-MM-DD: {e}"))))?,
+            ),
+        };
+        let k = (request.k > 0).then_some(request.k as usize);
+        let predictor = self.0.clone();
+        let started = std::time::Instant::now();
+        let deployment = id.clone();
+        let prediction = tokio::task::spawn_blocking(move || predictor.predict(&deployment, date, k))
+            .await
+            .map_err(|e| Status::internal(format!("prediction panicked: {e}")))??;
+        metrics::counter!("wf_predictions_total", "deployment" => id.clone()).increment(1);
+        metrics::histogram!("wf_prediction_seconds", "deployment" => id.clone())
+            .record(started.elapsed().as_secs_f64());
+        audit(&caller, "predict", &id);
+        Ok(Response::new(v1::PredictResponse {
+            deployment: prediction.deployment,
+            date: prediction.date,
+            version: prediction.version,
+            job_key: prediction.job_key,
+            stocks: prediction.stocks as u32,
+            top: prediction
+                .top
+                .into_iter()
+                .map(|r| v1::RankedCode { rank: r.rank as u32, code: r.code, score: r.score })
+                .collect(),
+        }))
+    }
+}

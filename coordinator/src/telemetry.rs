@@ -27,11 +27,26 @@
 //! | `wf_worker_jobs_running` | gauge | (worker) jobs in progress |
 //! | `wf_worker_job_seconds` | histogram | (worker) lease to committed result |
 //! | `wf_worker_leases_total`, `wf_worker_heartbeats_total`, `wf_worker_datasets_loaded_total` | counter | (worker) |
+//! | `wf_predictions_total{deployment}` / `wf_prediction_seconds{deployment}` | counter / histogram | `Predict` calls answered, and their time |
+//! | `wf_live_model_age_days{deployment}` | gauge | trading days from the live version's retrain date to the last processed day |
+//! | `wf_live_days_since_retrain{deployment}` | gauge | trading days since the last promotion |
+//! | `wf_live_model_retrained_timestamp_seconds{deployment}`, `wf_live_last_processed_timestamp_seconds{deployment}` | gauge | the live version's retrain date and the last processed date (Unix seconds, midnight UTC): staleness in calendar days |
+//! | `wf_live_recent_delta_p_at_k{deployment}`, `wf_live_recent_rank_ic{deployment}` | gauge | means over the live version's last 21 matured days (NaN: none yet) |
+//! | `wf_live_drift_share{deployment}` | gauge | share of features with PSI > 0.25 over the live version's last 5 days |
+//! | `wf_live_versions{deployment}`, `wf_live_processed_days{deployment}`, `wf_live_in_shadow{deployment}` | gauge | versions trained, days processed, 1 while a version is in shadow |
+//! | `wf_live_trigger_firings_total{deployment,reason}` | counter | retrains decided, by what fired (`performance`, `drift`, `age`, `cadence`) |
+//! | `wf_live_promotions_total`, `wf_live_rollbacks_total`, `wf_live_shadow_rejections_total` (`{deployment}`) | counter | switches of the live version, and candidates kept out |
+//!
+//! The `wf_live_*` series are refreshed every 15 s from the deployments' stored state by a
+//! coordinator started with `--live-artifacts`.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Histogram buckets for a prediction's seconds: a millisecond to 2.5 s.
+const PREDICTION_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Histogram buckets for job seconds: from a tenth of a second to two hours.
 const SECONDS_BUCKETS: [f64; 14] =
@@ -42,6 +57,8 @@ pub fn serve_metrics(listen: SocketAddr, process: &'static str) -> anyhow::Resul
     PrometheusBuilder::new()
         .with_http_listener(listen)
         .add_global_label("process", process)
+        .set_buckets_for_metric(Matcher::Full("wf_prediction_seconds".into()), &PREDICTION_BUCKETS)
+        .context("histogram buckets")?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .context("histogram buckets")?
         .install()
@@ -54,6 +71,25 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("wf_queue_jobs", "Jobs by state across all sweeps (queued includes retry backoff).");
     describe_counter!("wf_sweeps_submitted_total", "Sweeps accepted.");
+    describe_counter!("wf_predictions_total", "Predict calls answered, per deployment.");
+    describe_histogram!("wf_prediction_seconds", "Seconds to answer a Predict call, per deployment.");
+    describe_gauge!(
+        "wf_live_model_age_days",
+        "Trading days from the live version's retrain date to the last processed day."
+    );
+    describe_gauge!("wf_live_days_since_retrain", "Trading days since the last promotion.");
+    describe_gauge!("wf_live_model_retrained_timestamp_seconds", "The live version's retrain date (Unix seconds).");
+    describe_gauge!("wf_live_last_processed_timestamp_seconds", "The deployment's last processed date (Unix seconds).");
+    describe_gauge!("wf_live_recent_delta_p_at_k", "Mean dP@K over the live version's last 21 matured days.");
+    describe_gauge!("wf_live_recent_rank_ic", "Mean RankIC over the live version's last 21 matured days.");
+    describe_gauge!("wf_live_drift_share", "Share of features with PSI > 0.25 over the live version's last 5 days.");
+    describe_gauge!("wf_live_versions", "Versions a deployment has trained.");
+    describe_gauge!("wf_live_processed_days", "Days a deployment has processed.");
+    describe_gauge!("wf_live_in_shadow", "1 while a retrained version is in shadow.");
+    describe_counter!("wf_live_trigger_firings_total", "Retrains decided, by what fired.");
+    describe_counter!("wf_live_promotions_total", "Versions promoted to live.");
+    describe_counter!("wf_live_rollbacks_total", "Rollbacks of the live version.");
+    describe_counter!("wf_live_shadow_rejections_total", "Versions kept out after their shadow period.");
     describe_counter!("wf_jobs_enqueued_total", "Jobs queued by submissions.");
     describe_counter!("wf_jobs_reused_total", "Jobs of submissions whose result was already committed.");
     describe_counter!("wf_leases_total", "Leases granted.");

@@ -19,7 +19,7 @@ use super::plan::{plan_sweep, read_spec};
 use super::serve::runtime;
 use crate::artifact::ArtifactStore;
 use crate::cli::{AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, PredictArgs, RollbackArgs, SimulateArgs};
-use crate::deployment::{DeploymentRecord, Deployments, Opened, deployment_id, rank_day};
+use crate::deployment::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
 use crate::live::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
 
 #[derive(Debug, Serialize)]
@@ -488,78 +488,49 @@ fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// One ranked code of a prediction.
-#[derive(Debug, Serialize)]
-struct Ranked {
-    rank: usize,
-    code: String,
-    score: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Prediction {
-    deployment: String,
-    date: String,
-    version: u32,
-    job_key: String,
-    stocks: usize,
-    milliseconds: f64,
-    top: Vec<Ranked>,
+/// `Predict` on the coordinator at `url`.
+fn predict_remote(args: &PredictArgs, url: &str) -> anyhow::Result<Prediction> {
+    let token =
+        wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let request = v1::PredictRequest {
+        deployment: args.id.clone(),
+        date: args.date.map(|d| d.to_string()).unwrap_or_default(),
+        k: args.k.map_or(Ok(0), u32::try_from).map_err(|_| anyhow::anyhow!("--k: too large"))?,
+    };
+    let tls = args.tls.options();
+    runtime()?.block_on(async move {
+        let channel = wf_proto::tls::endpoint(url, &tls)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+        let mut client = v1::live_service_client::LiveServiceClient::with_interceptor(channel, token);
+        let started = std::time::Instant::now();
+        let response =
+            client.predict(request).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?.into_inner();
+        Ok(Prediction {
+            deployment: response.deployment,
+            date: response.date,
+            version: response.version,
+            job_key: response.job_key,
+            stocks: response.stocks as usize,
+            milliseconds: started.elapsed().as_secs_f64() * 1e3,
+            top: response
+                .top
+                .into_iter()
+                .map(|r| Ranked { rank: r.rank as usize, code: r.code, score: r.score })
+                .collect(),
+        })
+    })
 }
 
 pub fn predict(args: PredictArgs) -> anyhow::Result<Outcome> {
-    let device = device_of(&args.device)?;
-    let deployments = deployments(&args.store.artifacts)?;
-    let opened = deployments.open(&args.id)?;
-    let state = opened.state.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no state", args.id))?;
-    let panel = &opened.dataset.panel;
-    let calendar = panel.calendar();
-    let last = state.next_day.checked_sub(1).filter(|d| *d >= state.versions[0].retrain_day);
-    let day = match args.date {
-        Some(date) => calendar
-            .index_of(date)
-            .ok_or_else(|| anyhow::anyhow!("--date: {date} is not a trading day of the panel"))?,
-        None => last.ok_or_else(|| anyhow::anyhow!("{} has processed no day yet: `wf live advance` first", args.id))?,
-    };
-    if last.is_none_or(|last| day > last) {
-        anyhow::bail!(
-            "--date: {} is not processed yet (the deployment is at {}): `wf live advance {}` first",
-            opened.date(day),
-            last.map(|d| opened.date(d)).unwrap_or_else(|| "no day".into()),
-            args.id
-        );
-    }
-    let version = state
-        .version_on(day)
-        .ok_or_else(|| anyhow::anyhow!("--date: {} is before the first version", opened.date(day)))?;
-    let (model, meta) = deployments.load_version(&args.id, version.number, &device)?;
-    let column = meta.horizons.iter().position(|h| *h == opened.config.primary_horizon).unwrap_or(0);
-    let started = std::time::Instant::now();
-    let ranking = rank_day(model.as_ref(), panel, day, column, &device)?;
-    let milliseconds = started.elapsed().as_secs_f64() * 1e3;
-    let date = opened.date(day);
-    let mut csv = String::from("date,rank,code,score,version\n");
-    for (rank, (code, score)) in ranking.codes.iter().zip(&ranking.scores).enumerate() {
-        csv.push_str(&format!("{date},{},{code},{score},{}\n", rank + 1, version.number));
-    }
-    let parquet = wf_data::csv_to_parquet("predictions.csv", csv.as_bytes())?;
-    deployments.put_predictions(&args.id, &date, parquet)?;
-    let k = args.k.unwrap_or_else(|| opened.config.k.for_universe(ranking.codes.len()));
-    let prediction = Prediction {
-        deployment: args.id.clone(),
-        date: date.clone(),
-        version: version.number,
-        job_key: version.job_key.clone(),
-        stocks: ranking.codes.len(),
-        milliseconds,
-        top: ranking
-            .codes
-            .iter()
-            .zip(&ranking.scores)
-            .take(k)
-            .enumerate()
-            .map(|(rank, (code, score))| Ranked { rank: rank + 1, code: code.clone(), score: *score })
-            .collect(),
+    let prediction = match &args.coordinator {
+        Some(url) => predict_remote(&args, url)?,
+        None => {
+            let predictor = Predictor::new(deployments(&args.store.artifacts)?, device_of(&args.device)?);
+            predictor.predict(&args.id, args.date, args.k)?
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&prediction)?);

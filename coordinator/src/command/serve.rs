@@ -91,6 +91,14 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         };
         let artifacts = ArtifactStore::open(&args.artifacts)?;
         let data_roots = data_roots(&args.data_root)?;
+        let live = match &args.live_artifacts {
+            Some(location) => {
+                let deployments =
+                    crate::deployment::Deployments::within(ArtifactStore::open(location)?, data_roots.clone())?;
+                Some(Arc::new(crate::deployment::Predictor::new(deployments, candle_core::Device::Cpu)))
+            }
+            None => None,
+        };
         let config = SchedulerConfig {
             lease_ms: args.lease_ms.max(100),
             data_roots,
@@ -150,7 +158,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             "coordinator serving"
         );
         let shutdown = shutdown_on_signals();
-        crate::server::serve_with(scheduler, listener, shutdown, crate::server::Security {
+        crate::server::serve_all(scheduler, live, listener, shutdown, crate::server::Security {
             auth,
             tls,
             limits: crate::quota::TenantLimits {

@@ -148,6 +148,14 @@ impl Version {
         }
     }
 
+    /// Share of measured features whose PSI over the last `days` drift days learnt
+    /// exceeds `theta`; `None` before `days` are learnt or without drift.
+    pub fn drift_share(&self, days: usize, theta: f64) -> Option<f64> {
+        let path = self.drift.as_ref()?;
+        let end = path.days.len();
+        path.share_above(end.checked_sub(days)?..end, theta)
+    }
+
     fn view(&self, horizon: usize) -> RunView<'_> {
         RunView { retrain_day: self.retrain_day, horizon, prefix: &self.prefix, drift: self.drift.as_ref() }
     }

@@ -192,6 +192,15 @@ pub struct Reading {
 }
 
 impl Trigger {
+    /// `performance`, `drift` or `age`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Performance { .. } => "performance",
+            Self::Drift { .. } => "drift",
+            Self::Age { .. } => "age",
+        }
+    }
+
     /// This trigger on `day` for the model `view` describes (module docs: the rules).
     pub fn read(self, view: &RunView<'_>, day: usize) -> Reading {
         let retrain = view.retrain_day;

@@ -277,17 +277,23 @@ fn a_deployment_killed_midway_continues_without_losing_or_repeating_a_decision()
     assert_eq!(summary["retrain_days"].as_array().expect("days"), &deployed);
 }
 
-/// Predictions come from the version live on the day, and from the earlier one at once
-/// after a rollback; each is written for audit; bad requests are refused by name.
-#[test]
-fn predictions_follow_promotions_and_rollbacks() {
+/// A directory with the spec and a monthly `linear` deployment `id` in `live/`.
+fn monthly_deployment(id: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("spec.toml"), SPEC).expect("spec");
     let deploy = live_run(
         dir.path(),
-        &["live", "deploy", "spec.toml", "--model", "linear", "--window", "126", "--policy", "monthly", "--id", "m"],
+        &["live", "deploy", "spec.toml", "--model", "linear", "--window", "126", "--policy", "monthly", "--id", id],
     );
     assert!(deploy.succeeded(), "{}", deploy.stderr);
+    dir
+}
+
+/// Predictions come from the version live on the day, and from the earlier one at once
+/// after a rollback; each is written for audit; bad requests are refused by name.
+#[test]
+fn predictions_follow_promotions_and_rollbacks() {
+    let dir = monthly_deployment("m");
     let early = live_run(dir.path(), &["predict", "m", "--date", "2022-06-01"]);
     assert!(!early.succeeded() && early.stderr.contains("not processed yet"), "{}", early.stderr);
     let advance = live_run(dir.path(), &["live", "advance", "m", "--to", "2022-06-30"]);
@@ -306,7 +312,7 @@ fn predictions_follow_promotions_and_rollbacks() {
     // A day in March was ranked by the version live then.
     let march = predict("2022-03-15");
     assert!(march["version"].as_u64() < Some(live));
-    assert!(dir.path().join("live/live/m/predictions/2022-06-30.parquet").exists());
+    assert!(dir.path().join(format!("live/live/m/predictions/2022-06-30-v{live}.parquet")).exists());
 
     let rollback = live_run(dir.path(), &["live", "rollback", "m"]);
     assert!(rollback.succeeded(), "{}", rollback.stderr);
@@ -384,4 +390,84 @@ fn shadow_versions_go_live_only_after_winning_their_shadow_period() {
     assert!(run.succeeded(), "{}", run.stderr);
     let prediction: Value = serde_json::from_str(&run.stdout).expect("prediction");
     assert_eq!(prediction["version"], shadow["live"], "on {date}");
+}
+
+/// A coordinator started with `--live-artifacts` answers `Predict` for the deployments
+/// there (behind its tokens: a user may, a worker may not), with what `wf predict`
+/// computes locally; a rollback by another process shows at the next call; and its
+/// `/metrics` carries the deployment's `wf_live_*` series and the predictions served.
+#[test]
+fn a_coordinator_serves_predictions_and_live_metrics() {
+    let dir = monthly_deployment("m");
+    let advance = live_run(dir.path(), &["live", "advance", "m"]);
+    assert!(advance.succeeded(), "{}", advance.stderr);
+    let token = |role: &str| {
+        let run =
+            wf_in(dir.path(), &["auth", "new-token", "--tenant", "team", "--role", role, "--file", "tokens"], LIMIT);
+        assert!(run.succeeded(), "{}", run.stderr);
+        run.stdout.trim().to_string()
+    };
+    let (user, worker) = (token("user"), token("worker"));
+    let (port, metrics_port) = (wf_tests::free_port(), wf_tests::free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let url = format!("http://{listen}");
+    let coordinator = wf_tests::Process::start(
+        dir.path(),
+        &[
+            "coordinator",
+            "--listen",
+            &listen,
+            "--artifacts",
+            "a",
+            "--auth",
+            "tokens",
+            "--live-artifacts",
+            "live",
+            "--metrics",
+            &metrics,
+        ],
+        &[],
+    );
+    wf_tests::wait_until("the coordinator listens", LIMIT, || coordinator.stdout().contains("listening on"));
+
+    let remote = |token: &str| {
+        wf_tests::wf_env(
+            dir.path(),
+            &["predict", "m", "--coordinator", &url, "--k", "5", "--json"],
+            &[("WF_TOKEN", token)],
+        )
+    };
+    let local = || {
+        let run = live_run(dir.path(), &["predict", "m", "--k", "5", "--json"]);
+        assert!(run.succeeded(), "{}", run.stderr);
+        serde_json::from_str::<Value>(&run.stdout).expect("local prediction")
+    };
+    let served = remote(&user);
+    assert!(served.succeeded(), "{}", served.stderr);
+    let served: Value = serde_json::from_str(&served.stdout).expect("served prediction");
+    let here = local();
+    for field in ["date", "version", "job_key", "stocks", "top"] {
+        assert_eq!(served[field], here[field], "{field}");
+    }
+    let refused = remote(&worker);
+    assert!(!refused.succeeded() && refused.stderr.contains("may not call LiveService"), "{}", refused.stderr);
+    let anonymous = wf_tests::wf(dir.path(), &["predict", "m", "--coordinator", &url]);
+    assert!(!anonymous.succeeded() && anonymous.stderr.contains("needs a token"), "{}", anonymous.stderr);
+
+    let rollback = live_run(dir.path(), &["live", "rollback", "m"]);
+    assert!(rollback.succeeded(), "{}", rollback.stderr);
+    let after: Value = serde_json::from_str(&remote(&user).stdout).expect("after the rollback");
+    assert_eq!(after["version"].as_u64(), served["version"].as_u64().map(|v| v - 1), "at once");
+
+    let versions = state(dir.path(), "m")["versions"].as_array().expect("versions").len();
+    wf_tests::wait_until("the live metrics", LIMIT, || {
+        let Ok((200, text)) = wf_tests::http_get(&metrics, "/metrics") else { return false };
+        let series = |name: &str| wf_tests::metric(&text, name, &[("deployment", "m")]);
+        series("wf_live_versions") == Some(versions as f64)
+            && series("wf_live_rollbacks_total") == Some(1.0)
+            && series("wf_predictions_total") == Some(2.0)
+            && series("wf_live_model_age_days").is_some_and(|age| age > 0.0)
+            && series("wf_live_model_retrained_timestamp_seconds").is_some_and(|t| t > 1.6e9)
+    });
 }

@@ -43,7 +43,7 @@ pub enum Mode<'a> {
 /// gradients, softmax over stocks, the loss) then run along the last dimension, which
 /// Candle's CPU kernels do about 100x faster than along the first (0.004 ms against
 /// 0.38 ms for a 1000 x 128 sum, `examples/step_profile.rs`).
-pub trait Ranker {
+pub trait Ranker: Send + Sync {
     /// `features` is `[lookback · F, stocks]`: the last `lookback()` days, oldest first.
     fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor>;
     /// [`Ranker::forward`] of the columns `columns` (u32 stock ids) of `window
