@@ -205,14 +205,29 @@ impl Chaos {
     fn finish(&self) -> Counts {
         wait_until("the sweep finishes", Duration::from_secs(300), || self.cluster.finished(&self.id));
         let seconds = self.started.elapsed().as_secs_f64();
+        // A job is finished once its commit is applied; its result file and the "result
+        // committed" line follow. Wait for the succeeded jobs' files, then (at most 5 s) for
+        // the lines to reach the log readers: counting at once under-counted the last
+        // commit under load.
+        let jobs = self.cluster.report(&self.id)["jobs"].as_u64().unwrap_or(0) as usize;
+        let succeeded = self.succeeded();
+        let published = || self.cluster.results().iter().filter(|p| p.extension().is_some_and(|e| e == "pb")).count();
+        wait_until("every result published", Duration::from_secs(60), || published() >= succeeded);
+        let committed = |logs: &str| {
+            logs.lines().filter(|l| l.contains("result committed") && l.contains("republished=false")).count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while committed(&self.logs()) < succeeded && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let logs = self.logs();
         let count = |needle: &str| logs.lines().filter(|line| line.contains(needle)).count();
         Counts {
-            jobs: self.cluster.report(&self.id)["jobs"].as_u64().unwrap_or(0) as usize,
+            jobs,
             failures: logs.lines().filter(|l| l.contains("wf_worker::runtime: job failed")).count(),
             expiries: count("lease expired; job re-queued"),
             preemptions: count("job handed back"),
-            commits: logs.lines().filter(|l| l.contains("result committed") && l.contains("republished=false")).count(),
+            commits: committed(&logs),
             started: count("job started"),
             refused: count("result rejected"),
             seconds,
