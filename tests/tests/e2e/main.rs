@@ -1,5 +1,6 @@
 //! End-to-end tests of the `wf` binary: one test binary for the whole suite.
 
+mod alerts;
 mod auth_cli;
 mod chaos;
 mod cluster;

@@ -1,0 +1,93 @@
+//! The alert rules (`deploy/prometheus/walkforward-rules.yaml`): `promtool check rules`
+//! accepts them and `promtool test rules` passes their unit tests (series that must fire
+//! each rule with its labels and annotations, and series that must not); every rule has a
+//! severity, a summary and a description naming a section of `docs/RUNBOOK.md` that exists,
+//! is covered by the unit tests, and reads only metrics the processes export (or
+//! redis_exporter's).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The rules' alerts, each with its block of text.
+fn alerts(rules: &str) -> Vec<(String, String)> {
+    let mut alerts: Vec<(String, String)> = Vec::new();
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            alerts.push((name.trim().to_string(), String::new()));
+        } else if let Some((_, block)) = alerts.last_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    alerts
+}
+
+/// GitHub's anchor of a Markdown heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim_start_matches('#')
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
+            ' ' => Some('-'),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_names_its_runbook_section_is_unit_tested_and_reads_exported_metrics() {
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/walkforward-rules.yaml")).expect("rules");
+    let tests = std::fs::read_to_string(root().join("deploy/prometheus/tests.yaml")).expect("tests");
+    let runbook = std::fs::read_to_string(root().join("docs/RUNBOOK.md")).expect("runbook");
+    let telemetry = std::fs::read_to_string(root().join("coordinator/src/telemetry.rs")).expect("telemetry");
+    let anchors: Vec<String> = runbook.lines().filter(|l| l.starts_with('#')).map(anchor).collect();
+    let alerts = alerts(&rules);
+    assert!(alerts.len() >= 15, "{} alerts", alerts.len());
+    for (name, block) in &alerts {
+        assert!(block.contains("severity: page") || block.contains("severity: ticket"), "{name}: severity");
+        assert!(block.contains("summary:"), "{name}: summary");
+        let section = block
+            .split("docs/RUNBOOK.md#")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next())
+            .unwrap_or_else(|| panic!("{name}: its description names no runbook section"));
+        assert!(anchors.iter().any(|a| a == section), "{name}: docs/RUNBOOK.md has no section #{section}");
+        assert!(
+            tests.contains(&format!("alertname: {name}\n")) || tests.contains(&format!("alertname: {name},")),
+            "{name}: no unit test in tests.yaml"
+        );
+        let expr = block.lines().find_map(|l| l.trim().strip_prefix("expr: ")).expect("expr");
+        for metric in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("wf_")) {
+            let exported = metric.trim_end_matches("_bucket");
+            assert!(telemetry.contains(&format!("\"{exported}\"")), "{name}: {metric} is not an exported metric");
+        }
+    }
+}
+
+#[test]
+fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
+    let promtool = std::env::var_os("WF_PROMTOOL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("promtool"));
+    let version = Command::new(&promtool).arg("--version").output();
+    if version.is_err() {
+        assert!(
+            std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
+            "promtool is required here (WF_REQUIRE_TOOLS) but not installed: .ci/run installs Debian's prometheus"
+        );
+        println!("skipped: promtool is not installed (Debian package prometheus, or run .ci/run)");
+        return;
+    }
+    let dir = root().join("deploy/prometheus");
+    for args in [&["check", "rules", "walkforward-rules.yaml"][..], &["test", "rules", "tests.yaml"][..]] {
+        let output = Command::new(&promtool).args(args).current_dir(&dir).output().expect("promtool runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "promtool {}:\n{text}", args.join(" "));
+        assert!(text.contains("SUCCESS"), "promtool {}:\n{text}", args.join(" "));
+    }
+}
