@@ -186,7 +186,10 @@ impl Deployments {
     pub fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<LiveState> {
         let id = record.id.clone();
         let text = serde_json::to_vec_pretty(&record).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
-        if !self.put(&id, "deployment.json", text, true)? {
+        // Created now, or left by a deploy that stopped before its first version's state
+        // (the same record and no state): that one is finished here.
+        if !self.put(&id, "deployment.json", text, true)? && (self.record(&id)? != record || self.state(&id)?.is_some())
+        {
             return Err(DeploymentError::Exists(id));
         }
         let opened = self.open(&id)?;

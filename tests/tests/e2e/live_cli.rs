@@ -227,6 +227,25 @@ fn a_deployment_killed_midway_continues_without_losing_or_repeating_a_decision()
         &["live", "deploy", "spec.toml", "--model", "mlp", "--window", "126", "--policy", policy, "--id", "whole"],
     );
     assert!(!again.succeeded() && again.stderr.contains("exists already"), "{}", again.stderr);
+    // A deploy that stopped before its first state (killed while training) finishes when run
+    // again with the same arguments; other arguments under the same id are refused.
+    std::fs::remove_file(dir.path().join("live/live/whole/state.json")).expect("state");
+    let finished = live_run(
+        dir.path(),
+        &["live", "deploy", "spec.toml", "--model", "mlp", "--window", "126", "--policy", policy, "--id", "whole"],
+    );
+    assert!(finished.succeeded(), "{}", finished.stderr);
+    std::fs::remove_file(dir.path().join("live/live/whole/state.json")).expect("state");
+    let other = live_run(
+        dir.path(),
+        &["live", "deploy", "spec.toml", "--model", "mlp", "--window", "126", "--policy", "monthly", "--id", "whole"],
+    );
+    assert!(!other.succeeded() && other.stderr.contains("exists already"), "{}", other.stderr);
+    let restored = live_run(
+        dir.path(),
+        &["live", "deploy", "spec.toml", "--model", "mlp", "--window", "126", "--policy", policy, "--id", "whole"],
+    );
+    assert!(restored.succeeded(), "{}", restored.stderr);
 
     let whole = live_run(dir.path(), &["live", "advance", "whole"]);
     assert!(whole.succeeded(), "{}", whole.stderr);
