@@ -105,18 +105,66 @@ fn kustomizations_render() {
     }
 }
 
-/// `checkov` on this machine: `WF_CHECKOV`, the CI's tools venv, or the PATH.
-fn checkov() -> Option<PathBuf> {
+/// A Python tool of the CI's tools venv on this machine: `$variable`, the venv, or the PATH.
+fn venv_tool(variable: &str, name: &str) -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     let candidates = [
-        std::env::var_os("WF_CHECKOV").map(PathBuf::from),
-        Some(home.join(".cache/walkforward/venv/bin/checkov")),
-        Some(PathBuf::from("checkov")),
+        std::env::var_os(variable).map(PathBuf::from),
+        Some(home.join(".cache/walkforward/venv/bin").join(name)),
+        Some(PathBuf::from(name)),
     ];
     candidates
         .into_iter()
         .flatten()
         .find(|path| Command::new(path).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+fn checkov() -> Option<PathBuf> {
+    venv_tool("WF_CHECKOV", "checkov")
+}
+
+/// Every base manifest validates against the Kubernetes 1.29 schemas (offline, with the
+/// `kubernetes-validate` package); KEDA's ScaledObject has no schema there, so its query
+/// is checked to read a metric the coordinator exports. The GPU overlay's file is a
+/// partial patch: it validates only once kustomize renders it (`kustomizations_render`).
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas() {
+    let keda = std::fs::read_to_string(repo().join("deploy/k8s/base/keda.yaml")).expect("keda.yaml");
+    let telemetry = std::fs::read_to_string(repo().join("coordinator/src/telemetry.rs")).expect("telemetry");
+    let query = keda.lines().find_map(|l| l.trim().strip_prefix("query: ")).expect("the ScaledObject's query");
+    let metric = query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).find(|w| w.starts_with("wf_"));
+    let metric = metric.expect("a wf_ metric in the query");
+    assert!(telemetry.contains(&format!("`{metric}{{")), "KEDA reads {metric}, which the coordinator does not export");
+    assert!(query.contains("process=\"coordinator\""), "KEDA must read the coordinator's gauge: {query}");
+
+    let Some(validate) = venv_tool("WF_KUBERNETES_VALIDATE", "kubernetes-validate") else {
+        assert!(
+            std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
+            "kubernetes-validate is required here (WF_REQUIRE_TOOLS) but not installed: .ci/run installs it"
+        );
+        println!("skipped: kubernetes-validate is not installed (pip install kubernetes-validate, or run .ci/run)");
+        return;
+    };
+    let files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/k8s/base"))
+        .expect("base")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("kustomization.yaml"))
+        .collect();
+    let output = Command::new(&validate).args(["-k", "1.29"]).args(&files).output().expect("kubernetes-validate runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && !text.contains("ERROR"), "{text}");
+    for resource in [
+        "deployment/coordinator",
+        "deployment/worker",
+        "statefulset/redis",
+        "poddisruptionbudget/worker",
+        "networkpolicy/default-deny-ingress",
+        "service/coordinator",
+    ] {
+        assert!(text.contains(&format!("passed for resource {resource} ")), "{resource} was not validated:\n{text}");
+    }
+    let unvalidated: Vec<&str> = text.lines().filter(|l| l.starts_with("WARN")).collect();
+    assert!(unvalidated.iter().all(|l| l.contains("ScaledObject")), "{unvalidated:?}");
 }
 
 /// The checks `deploy/README.md` justifies leaving failed: its rows `| CKV_… | … |`.
