@@ -60,6 +60,8 @@ pub enum DeploymentError {
     Unknown(String),
     #[error("deployment {0:?} exists already (`wf live status {0}`)")]
     Exists(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),
     #[error(transparent)]
@@ -157,7 +159,20 @@ impl Deployments {
         serde_json::from_slice(&bytes).map(Some).map_err(|e| DeploymentError::Invalid(format!("{id}/state.json: {e}")))
     }
 
-    pub fn save_state(&self, id: &str, state: &LiveState) -> Result<()> {
+    /// Saves `state` as the next revision of the one it was read as: refused when another
+    /// writer saved in between (a rollback while an advance runs), so neither's decisions
+    /// are silently lost. (A check then a write: it narrows the window to a moment; one
+    /// writer per deployment at a time is the rule.)
+    pub fn save_state(&self, id: &str, state: &mut LiveState) -> Result<()> {
+        let stored = self.state(id)?.map_or(0, |s| s.revision);
+        if stored != state.revision {
+            return Err(DeploymentError::Conflict(format!(
+                "{id} changed while this command ran (state revision {stored}, read as {}): another command saved it; \
+                 run this one again",
+                state.revision
+            )));
+        }
+        state.revision += 1;
         let bytes = serde_json::to_vec(state).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         self.put(id, "state.json", bytes, false).map(|_| ())
     }
@@ -206,7 +221,7 @@ impl Deployments {
         let mut state =
             LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
         state.shadow_days = opened.record.shadow_days as usize;
-        self.save_state(&id, &state)?;
+        self.save_state(&id, &mut state)?;
         Ok(state)
     }
 
@@ -307,12 +322,12 @@ impl Deployments {
                     observer.add(day, model.into(), job.train_days.clone());
                     state.promote(version)?;
                 }
-                self.save_state(id, &state)?;
+                self.save_state(id, &mut state)?;
             }
             processed += 1;
             progress(&opened, day, last);
         }
-        self.save_state(id, &state)?;
+        self.save_state(id, &mut state)?;
         if !observer.failures.is_empty() {
             tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
         }
@@ -324,7 +339,7 @@ impl Deployments {
         self.record(id)?;
         let mut state = self.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
         let version = state.rollback(to)?;
-        self.save_state(id, &state)?;
+        self.save_state(id, &mut state)?;
         Ok((state, version))
     }
 
@@ -615,4 +630,66 @@ pub fn deployment_id(record: &DeploymentRecord) -> String {
     let safe: String =
         record.model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
     format!("{safe}-w{}-{}", record.window, &hasher.finalize().to_hex()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"name = "deployment-unit"
+[dataset]
+panel = "synth:stocks=30,days=400,seed=2"
+[evaluation]
+start = 2021-08-02
+end = 2022-03-31
+[plan]
+train_windows = [126]
+cadences = ["monthly"]
+horizons = [1, 5]
+primary_horizon = 5
+max_age = 42
+[metrics]
+k = 10
+bootstrap_samples = 20
+bootstrap_seed = 1
+[[models]]
+name = "linear"
+kind = "linear"
+seeds = [0]
+params = { epochs = 2 }
+"#;
+
+    /// Two writers of one deployment: the one that read an older revision is refused
+    /// rather than overwriting the other's save (a rollback during an advance).
+    #[test]
+    fn a_save_over_another_writers_save_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let deployments =
+            Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
+        let record = DeploymentRecord {
+            id: "d".into(),
+            spec: SPEC.into(),
+            model: "linear".into(),
+            window: 126,
+            seed: 0,
+            policy: "monthly".into(),
+            from: chrono::NaiveDate::from_ymd_opt(2021, 8, 2).expect("date"),
+            shadow_days: 0,
+        };
+        deployments.deploy(record, &Device::Cpu).expect("deployed");
+        let (advanced, days) = deployments.advance("d", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
+        assert!(days > 100 && advanced.versions.len() > 3);
+        // Two commands read the same revision; the first to save wins.
+        let mut stale = deployments.state("d").expect("read").expect("state");
+        let (rolled, _) = deployments.rollback("d", None).expect("rolled back");
+        assert_eq!(rolled.revision, stale.revision + 1);
+        let refused = deployments.save_state("d", &mut stale).expect_err("a stale save");
+        assert!(matches!(refused, DeploymentError::Conflict(_)), "{refused}");
+        let stored = deployments.state("d").expect("read").expect("state");
+        assert_eq!(stored, rolled, "the rollback stands");
+        // Advancing again reads the rollback and continues from it.
+        deployments.advance("d", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced again");
+        let after = deployments.state("d").expect("read").expect("state");
+        assert!(after.switches.iter().any(|s| s.rollback));
+    }
 }

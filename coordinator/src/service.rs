@@ -340,6 +340,7 @@ impl From<crate::deployment::DeploymentError> for Status {
             DeploymentError::Invalid(_) if message.contains("not processed yet") => {
                 Status::failed_precondition(message)
             }
+            DeploymentError::Conflict(_) => Status::aborted(message),
             DeploymentError::Invalid(_) | DeploymentError::Exists(_) | DeploymentError::Live(_) => {
                 Status::invalid_argument(message)
             }

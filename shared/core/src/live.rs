@@ -260,6 +260,10 @@ pub struct LiveState {
     /// Every shadow period's outcome.
     #[serde(default)]
     pub shadows: Vec<ShadowOutcome>,
+    /// Bumped at every save of the state, so a writer can tell that another one saved
+    /// in between (a rollback during an advance).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// How a version in shadow compared with the live one over its first `shadow_days` days,
@@ -314,6 +318,7 @@ impl LiveState {
             shadow_days: 0,
             candidate: None,
             shadows: Vec::new(),
+            revision: 0,
         }
     }
 
