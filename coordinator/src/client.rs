@@ -15,12 +15,17 @@ pub type SweepClient = SweepServiceClient<InterceptedService<Channel, BearerToke
 /// Connects to the coordinator at `url` with `token`, over TLS for `https://` (see
 /// [`wf_proto::tls`]).
 pub async fn connect(url: &str, token: BearerToken, tls: &wf_proto::tls::ClientTls) -> anyhow::Result<SweepClient> {
-    let channel: Channel = wf_proto::tls::endpoint(url, tls)
+    Ok(SweepServiceClient::with_interceptor(channel(url, tls).await?, token)
+        .max_decoding_message_size(256 * 1024 * 1024))
+}
+
+/// A channel to the coordinator at `url`, over TLS for `https://`.
+pub async fn channel(url: &str, tls: &wf_proto::tls::ClientTls) -> anyhow::Result<Channel> {
+    wf_proto::tls::endpoint(url, tls)
         .map_err(|e| anyhow::anyhow!(e))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    Ok(SweepServiceClient::with_interceptor(channel, token).max_decoding_message_size(256 * 1024 * 1024))
+        .with_context(|| format!("cannot reach the coordinator at {url}"))
 }
 
 use crate::report::SweepReport;

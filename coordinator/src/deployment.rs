@@ -17,13 +17,14 @@
 //! models are the same), and a version whose weights were written before the kill is
 //! loaded rather than trained again: no decision is lost or repeated.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
-use wf_shared::live::{LivePolicy, LiveState, Version};
+use wf_shared::drift::DriftReference;
+use wf_shared::live::{LivePolicy, LiveState, RECENT_DAYS, Version};
 use wf_shared::plan::{Job, Plan};
 use wf_shared::spec::SweepConfig;
 use wf_worker::artifact::{ArtifactMeta, from_bytes, to_bytes};
@@ -62,6 +63,9 @@ pub enum DeploymentError {
     Exists(String),
     #[error("{0}")]
     Conflict(String),
+    /// A prediction asked for a day the deployment has not processed yet.
+    #[error("{0}")]
+    NotProcessed(String),
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),
     #[error(transparent)]
@@ -91,13 +95,8 @@ impl std::fmt::Debug for Opened {
 
 impl Opened {
     /// The line's jobs by retrain day.
-    pub fn jobs(&self) -> HashMap<usize, &Job> {
-        self.plan
-            .jobs
-            .iter()
-            .filter(|j| j.model == self.model && j.window == self.record.window && j.seed == self.record.seed)
-            .map(|j| (j.retrain_day, j))
-            .collect()
+    pub fn jobs(&self) -> BTreeMap<usize, &Job> {
+        self.plan.line_jobs(self.model, self.record.window, self.record.seed)
     }
 
     /// The date of calendar day `day`.
@@ -198,7 +197,8 @@ impl Deployments {
 
     /// Creates deployment `record.id` and trains its first version: the line's first
     /// job retrained on or after `record.from`.
-    pub fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<LiveState> {
+    /// Returns it opened, with its state.
+    pub fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<Opened> {
         let id = record.id.clone();
         let text = serde_json::to_vec_pretty(&record).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         // Created now, or left by a deploy that stopped before its first version's state
@@ -207,36 +207,34 @@ impl Deployments {
         {
             return Err(DeploymentError::Exists(id));
         }
-        let opened = self.open(&id)?;
+        let mut opened = self.open(&id)?;
         let from = opened.dataset.panel.calendar().index_on_or_after(record.from);
         let jobs = opened.jobs();
-        let first = jobs.values().filter(|j| j.retrain_day >= from).min_by_key(|j| j.retrain_day).ok_or_else(|| {
+        let (_, first) = jobs.range(from..).next().ok_or_else(|| {
             DeploymentError::Invalid(format!(
                 "no job of {} (window {}) is retrained on or after {}",
                 record.model, record.window, record.from
             ))
         })?;
-        let (_, version) = self.version_model(&opened, 1, first, device)?;
+        // Trained and stored now (the model itself is served by `advance` and `predict`).
+        self.version_model(&opened, 1, first, device)?;
+        let training = DriftReference::of(&opened.dataset.panel, first.train_days.clone()).training;
+        let version = Version::new(first.retrain_day, first.key.to_string(), Some(training));
         let days = decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         let mut state =
             LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
         state.shadow_days = opened.record.shadow_days as usize;
         self.save_state(&id, &mut state)?;
-        Ok(state)
+        opened.state = Some(state);
+        Ok(opened)
     }
 
     /// Version `number`'s model, trained by `job`: loaded from its stored weights when
     /// they are there (and are that job's), otherwise trained and stored (create-only).
-    fn version_model(
-        &self,
-        opened: &Opened,
-        number: u32,
-        job: &Job,
-        device: &Device,
-    ) -> Result<(Box<dyn Ranker>, Version)> {
+    fn version_model(&self, opened: &Opened, number: u32, job: &Job, device: &Device) -> Result<Box<dyn Ranker>> {
         let id = &opened.record.id;
         let name = format!("versions/{number}.safetensors");
-        let model = match self.file(id, &name)? {
+        match self.file(id, &name)? {
             Some(bytes) => {
                 let (model, meta) =
                     from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))?;
@@ -248,7 +246,7 @@ impl Deployments {
                         job.key.short()
                     )));
                 }
-                model
+                Ok(model)
             }
             None => {
                 let panel = &opened.dataset.panel;
@@ -265,29 +263,35 @@ impl Deployments {
                 };
                 let bytes = to_bytes(output.model.as_ref(), &meta).map_err(DeploymentError::Invalid)?;
                 self.put(id, &name, bytes, true)?;
-                output.model
+                Ok(output.model)
             }
-        };
-        let training = wf_shared::drift::DriftReference::of(&opened.dataset.panel, job.train_days.clone()).training;
-        Ok((model, Version::new(job.retrain_day, job.key.to_string(), Some(training))))
+        }
     }
 
     /// Advances deployment `id` over the days after its last processed one, up to `to`
-    /// (a day index; default the panel's last day), training what it decides;
-    /// `progress` hears each day. Returns the state and how many days were processed.
+    /// (default: the panel's last day), training what it decides; `progress` hears each
+    /// day. Returns it opened with its new state, and how many days were processed.
     pub fn advance(
         &self,
         id: &str,
-        to: Option<usize>,
+        to: Option<chrono::NaiveDate>,
         device: &Device,
         progress: &mut dyn FnMut(&Opened, usize, usize),
-    ) -> Result<(LiveState, usize)> {
+    ) -> Result<(Opened, usize)> {
         let mut opened = self.open(id)?;
         let mut state = opened.state.take().ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
         state.decision_days =
             decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         let panel = &opened.dataset.panel;
-        let last = to.unwrap_or(usize::MAX).min(panel.calendar().len().saturating_sub(1));
+        let final_day = panel.calendar().len().saturating_sub(1);
+        let last = match to {
+            // Before the first trading day: nothing to process.
+            Some(date) => match panel.calendar().index_on_or_before(date) {
+                Some(day) => day.min(final_day),
+                None => return Ok((Opened { state: Some(state), ..opened }, 0)),
+            },
+            None => final_day,
+        };
         let mut observer = PanelObserver::new(
             panel,
             &opened.config.horizons,
@@ -306,7 +310,7 @@ impl Deployments {
         // Every version's model is served, so a rollback to any of them reads the same.
         for version in &state.versions {
             let job = job_of(version.retrain_day)?;
-            let (model, _) = self.version_model(&opened, version.number, job, device)?;
+            let model = self.version_model(&opened, version.number, job, device)?;
             observer.add(version.retrain_day, model.into(), job.train_days.clone());
         }
         let first = state.next_day;
@@ -318,9 +322,9 @@ impl Deployments {
                     && let Some(job) = jobs.get(&day)
                 {
                     let number = state.versions.len() as u32 + 1;
-                    let (model, version) = self.version_model(&opened, number, job, device)?;
-                    observer.add(day, model.into(), job.train_days.clone());
-                    state.promote(version)?;
+                    let model = self.version_model(&opened, number, job, device)?;
+                    let training = observer.add(day, model.into(), job.train_days.clone());
+                    state.promote(Version::new(day, job.key.to_string(), Some(training)))?;
                 }
                 self.save_state(id, &mut state)?;
             }
@@ -331,7 +335,9 @@ impl Deployments {
         if !observer.failures.is_empty() {
             tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
         }
-        Ok((state, processed))
+        drop(observer);
+        opened.state = Some(state);
+        Ok((opened, processed))
     }
 
     /// Rolls deployment `id` back to version `to` (default: the previous live one).
@@ -487,11 +493,11 @@ impl Predictor {
                 .index_of(date)
                 .ok_or_else(|| DeploymentError::Invalid(format!("date: {date} is not a trading day of the panel")))?,
             None => last.ok_or_else(|| {
-                DeploymentError::Invalid(format!("{id} has processed no day yet: `wf live advance` first"))
+                DeploymentError::NotProcessed(format!("{id} has processed no day yet: `wf live advance` first"))
             })?,
         };
         if last.is_none_or(|last| day > last) {
-            return Err(DeploymentError::Invalid(format!(
+            return Err(DeploymentError::NotProcessed(format!(
                 "date: {} is not processed yet (the deployment is at {}): `wf live advance {id}` first",
                 date_of(day),
                 last.map_or_else(|| "no day".to_string(), date_of)
@@ -545,17 +551,14 @@ fn publish(id: &str, state: &LiveState, calendar: Option<&wf_shared::calendar::T
     let label = [("deployment", id.to_string())];
     let last = state.next_day.saturating_sub(1);
     let live = state.live_version();
-    gauge!("wf_live_model_age_days", &label).set(last.saturating_sub(live.retrain_day) as f64);
+    gauge!("wf_live_model_age_days", &label).set(state.live_age() as f64);
     let promoted = state.switches.iter().rev().find(|s| !s.rollback).map_or(live.retrain_day, |s| s.day);
     gauge!("wf_live_days_since_retrain", &label).set(last.saturating_sub(promoted) as f64);
     gauge!("wf_live_versions", &label).set(state.versions.len() as f64);
     gauge!("wf_live_processed_days", &label).set((state.next_day - state.versions[0].retrain_day) as f64);
-    let recent: Vec<&wf_shared::metric::DayMetrics> = live.matured.iter().rev().flatten().take(21).collect();
-    let mean = |values: Vec<f64>| {
-        if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
-    };
-    gauge!("wf_live_recent_delta_p_at_k", &label).set(mean(recent.iter().map(|m| m.delta()).collect()));
-    gauge!("wf_live_recent_rank_ic", &label).set(mean(recent.iter().filter_map(|m| m.rank_ic).collect()));
+    let (delta, rank_ic, _) = live.recent(RECENT_DAYS);
+    gauge!("wf_live_recent_delta_p_at_k", &label).set(delta.unwrap_or(f64::NAN));
+    gauge!("wf_live_recent_rank_ic", &label).set(rank_ic.unwrap_or(f64::NAN));
     let drift = live.drift_share(DRIFT_DAYS, DRIFT_THETA).unwrap_or(f64::NAN);
     gauge!("wf_live_drift_share", &label).set(drift);
     gauge!("wf_live_in_shadow", &label).set(f64::from(u8::from(state.candidate.is_some())));
@@ -678,7 +681,7 @@ params = { epochs = 2 }
         };
         deployments.deploy(record, &Device::Cpu).expect("deployed");
         let (advanced, days) = deployments.advance("d", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
-        assert!(days > 100 && advanced.versions.len() > 3);
+        assert!(days > 100 && advanced.state.expect("state").versions.len() > 3);
         // Two commands read the same revision; the first to save wins.
         let mut stale = deployments.state("d").expect("read").expect("state");
         let (rolled, _) = deployments.rollback("d", None).expect("rolled back");

@@ -7,7 +7,6 @@
 //! its trigger readings, every version, and the daily out-of-sample series. These equal
 //! the offline replay of the same policy (`tests/live_simulate.rs`).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -102,12 +101,7 @@ pub fn decision_days(plan: &Plan, policy: &LivePolicy) -> Result<Vec<usize>, Sim
                 ))
             })
         }
-        LivePolicy::Adaptive(_) => Ok(plan
-            .retrain_days
-            .iter()
-            .max_by_key(|(_, days)| days.len())
-            .map(|(_, days)| days.clone())
-            .unwrap_or_default()),
+        LivePolicy::Adaptive(_) => Ok(plan.finest_retrain_days().to_vec()),
     }
 }
 
@@ -123,21 +117,15 @@ pub fn simulate(
     result: &mut ResultOf<'_>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Simulation, SimulateError> {
-    let jobs: HashMap<usize, &Job> = plan
-        .jobs
-        .iter()
-        .filter(|j| j.model == deployment.model && j.window == deployment.window && j.seed == deployment.seed)
-        .map(|j| (j.retrain_day, j))
-        .collect();
-    let first =
-        jobs.values().filter(|j| j.retrain_day >= deployment.from).min_by_key(|j| j.retrain_day).ok_or_else(|| {
-            SimulateError::Setup(format!(
-                "no job of model {} (window {}, seed {}) is retrained on or after the start day",
-                config.models.get(deployment.model).map_or("?", |m| m.name.as_str()),
-                deployment.window,
-                deployment.seed
-            ))
-        })?;
+    let jobs = plan.line_jobs(deployment.model, deployment.window, deployment.seed);
+    let (_, first) = jobs.range(deployment.from..).next().ok_or_else(|| {
+        SimulateError::Setup(format!(
+            "no job of model {} (window {}, seed {}) is retrained on or after the start day",
+            config.models.get(deployment.model).map_or("?", |m| m.name.as_str()),
+            deployment.window,
+            deployment.seed
+        ))
+    })?;
     let decision_days = decision_days(plan, &deployment.policy)?;
     let mut observer = RunsObserver::default();
     let mut sources = Vec::new();

@@ -792,7 +792,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod recovery;
 mod reports;
 mod reuse;
+
 use reuse::Expected;
+pub use reuse::result_for_planned;
 
 #[cfg(test)]
 mod model_check;

@@ -337,9 +337,7 @@ impl From<crate::deployment::DeploymentError> for Status {
         let message = error.to_string();
         match error {
             DeploymentError::Unknown(_) => Status::not_found(message),
-            DeploymentError::Invalid(_) if message.contains("not processed yet") => {
-                Status::failed_precondition(message)
-            }
+            DeploymentError::NotProcessed(_) => Status::failed_precondition(message),
             DeploymentError::Conflict(_) => Status::aborted(message),
             DeploymentError::Invalid(_) | DeploymentError::Exists(_) | DeploymentError::Live(_) => {
                 Status::invalid_argument(message)

@@ -66,13 +66,6 @@ impl<'a> PanelObserver<'a> {
         self.versions.insert(retrain_day, Served { model, drift });
         training
     }
-
-    /// The scores of `day` by the version retrained on `retrain_day`, one per stock with
-    /// a row that day (panel row order).
-    pub fn scores(&self, retrain_day: usize, day: usize) -> Option<Vec<f64>> {
-        let served = self.versions.get(&retrain_day)?;
-        score_day(served.model.as_ref(), self.panel, day, self.column, &self.device).ok()
-    }
 }
 
 impl Observe for PanelObserver<'_> {

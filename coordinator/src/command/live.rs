@@ -8,8 +8,8 @@ use wf_data::dataset::load_dataset;
 use wf_proto::stored::{Stored, seal};
 use wf_proto::v1;
 use wf_shared::age::JobResult;
-use wf_shared::live::LivePolicy;
-use wf_shared::plan::{Job, identity_differences};
+use wf_shared::live::{LivePolicy, RECENT_DAYS};
+use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 use wf_worker::device::DeviceChoice;
 use wf_worker::job::run_job;
@@ -21,6 +21,7 @@ use crate::artifact::ArtifactStore;
 use crate::cli::{AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, PredictArgs, RollbackArgs, SimulateArgs};
 use crate::deployment::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
 use crate::live::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
+use crate::scheduler::result_for_planned;
 
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
@@ -85,7 +86,7 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let calendar = dataset.panel.calendar();
     let from = calendar.index_on_or_after(args.line.from.unwrap_or(config.start));
     let to = match args.to {
-        Some(date) => calendar.index_on_or_after(date + chrono::Duration::days(1)).saturating_sub(1),
+        Some(date) => calendar.index_on_or_before(date).unwrap_or(0),
         None => usize::MAX,
     };
     let deployment = Deployment { model, window: args.line.window, seed, policy: policy.clone(), from, to };
@@ -96,7 +97,7 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
         let store = artifacts.as_ref()?;
         let bytes = runtime.block_on(store.result(&job.key)).ok()??;
         let checked = Stored::read(&bytes)
-            .and_then(|s| s.result_for(&job.identity, |a, b| identity_differences(a, b, 4).join("; ")))
+            .and_then(|stored| result_for_planned(stored, &job.identity))
             .map_err(|refusal| refusal.to_string())
             .and_then(|result| JobResult::try_from(result).map_err(|e| e.to_string()));
         match checked {
@@ -241,10 +242,10 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     let spinner = crate::progress::stage_spinner();
     spinner.set_message(format!("deploying {}: training its first version", record.id));
     let deployments = deployments(&args.store.artifacts)?;
-    let state = deployments.deploy(record.clone(), &device);
+    let deployed = deployments.deploy(record.clone(), &device);
     spinner.finish_and_clear();
-    let state = state?;
-    let opened = deployments.open(&record.id)?;
+    let opened = deployed?;
+    let first = opened.state.as_ref().map_or(0, |state| state.live_version().retrain_day);
     println!("{}", record.id);
     eprintln!(
         "deployed {} ({} window {} seed {}, policy {}): version 1 retrained {}; `wf live advance {}` processes its days",
@@ -253,7 +254,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
         record.window,
         record.seed,
         record.policy,
-        opened.date(state.live_version().retrain_day),
+        opened.date(first),
         record.id
     );
     Ok(Outcome::Success)
@@ -267,14 +268,6 @@ fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
         ProgressStyle::with_template("{bar:32} {pos}/{len} days  {msg}  [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let to = match args.to {
-        Some(date) => {
-            let opened = deployments.open(&args.id)?;
-            let calendar = opened.dataset.panel.calendar();
-            Some(calendar.index_on_or_after(date + chrono::Duration::days(1)).saturating_sub(1))
-        }
-        None => None,
-    };
     let mut first: Option<usize> = None;
     let mut progress = |opened: &Opened, day: usize, last: usize| {
         let start = *first.get_or_insert(day);
@@ -282,10 +275,10 @@ fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
         bar.set_position((day + 1 - start) as u64);
         bar.set_message(opened.date(day));
     };
-    let advanced = deployments.advance(&args.id, to, &device, &mut progress);
+    let advanced = deployments.advance(&args.id, args.to, &device, &mut progress);
     bar.finish_and_clear();
-    let (state, processed) = advanced?;
-    let opened = deployments.open(&args.id)?;
+    let (opened, processed) = advanced?;
+    let state = opened.state.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no state", args.id))?;
     let live = state.live_version();
     let retrains = state.decisions.iter().filter(|d| d.retrain).count();
     println!(
@@ -346,8 +339,7 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
     let calendar = dataset.panel.calendar();
     let date = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
     let live = state.live_version();
-    let recent: Vec<&wf_shared::metric::DayMetrics> = live.matured.iter().rev().flatten().take(21).collect();
-    let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+    let (recent_delta_p_at_k, recent_rank_ic, recent_days) = live.recent(RECENT_DAYS);
     let last_processed = state.next_day.saturating_sub(1);
     Ok(StatusView {
         id: id.to_string(),
@@ -359,10 +351,10 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
         live_version: live.number,
         live_retrained: date(live.retrain_day),
         live_job: live.job_key.chars().take(16).collect(),
-        age_days: last_processed.saturating_sub(live.retrain_day),
-        recent_delta_p_at_k: mean(recent.iter().map(|m| m.delta()).collect()),
-        recent_rank_ic: mean(recent.iter().filter_map(|m| m.rank_ic).collect()),
-        recent_days: recent.len(),
+        age_days: state.live_age(),
+        recent_delta_p_at_k,
+        recent_rank_ic,
+        recent_days,
         versions: state.versions.len(),
         decisions: state.decisions.len(),
         retrains: state.decisions.iter().filter(|d| d.retrain).count(),
@@ -499,11 +491,7 @@ fn predict_remote(args: &PredictArgs, url: &str) -> anyhow::Result<Prediction> {
     };
     let tls = args.tls.options();
     runtime()?.block_on(async move {
-        let channel = wf_proto::tls::endpoint(url, &tls)
-            .map_err(|e| anyhow::anyhow!(e))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+        let channel = crate::client::channel(url, &tls).await?;
         let mut client = v1::live_service_client::LiveServiceClient::with_interceptor(channel, token);
         let started = std::time::Instant::now();
         let response =

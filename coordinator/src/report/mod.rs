@@ -257,8 +257,7 @@ pub fn build(
         seed: config.bootstrap_seed,
     };
     let policies = expand_policies(&config.triggers);
-    let candidates: &[usize] =
-        plan.retrain_days.iter().max_by_key(|(_, days)| days.len()).map(|(_, days)| days.as_slice()).unwrap_or(&[]);
+    let candidates = plan.finest_retrain_days();
     let model_name =
         |index: usize| config.models.get(index).map_or_else(|| format!("model {index}"), |m| m.name.clone());
     let lines = matrix

@@ -19,6 +19,12 @@ pub(super) enum Expected<'a> {
     KeyOnly,
 }
 
+/// The result `stored` holds if it is the result of the job whose identity is `planned`;
+/// a refusal names the differences.
+pub fn result_for_planned(stored: Stored, planned: &str) -> Result<v1::JobResult, StoredRefusal> {
+    stored.result_for(planned, |stored, planned| identity_differences(stored, planned, 4).join("; "))
+}
+
 impl Scheduler {
     /// The committed result of job `key`, if there is one that may stand for it; a
     /// stored result that may not is set aside (see the module docs).
@@ -29,9 +35,7 @@ impl Scheduler {
     ) -> Result<Option<v1::JobResult>, SchedulerError> {
         let Some(bytes) = self.artifacts.result(key).await? else { return Ok(None) };
         let checked = Stored::read(&bytes).and_then(|stored| match expected {
-            Expected::Planned(planned) => {
-                stored.result_for(planned, |stored, planned| identity_differences(stored, planned, 4).join("; "))
-            }
+            Expected::Planned(planned) => result_for_planned(stored, planned),
             Expected::KeyOnly if JobKey::of_identity(&stored.identity) == *key => stored.into_result(),
             Expected::KeyOnly => Err(StoredRefusal::Identity("its hash is not the job key".into())),
         });

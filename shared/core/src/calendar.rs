@@ -67,6 +67,11 @@ impl TradingCalendar {
         self.dates.partition_point(|d| *d < date)
     }
 
+    /// Index of the last trading day on or before `date` (`None` before the first).
+    pub fn index_on_or_before(&self, date: NaiveDate) -> Option<usize> {
+        self.dates.partition_point(|d| *d <= date).checked_sub(1)
+    }
+
     /// The calendar cut after `last_index` (inclusive): what was known at that close.
     pub fn truncated(&self, last_index: usize) -> Self {
         let end = (last_index + 1).min(self.dates.len());
@@ -90,6 +95,9 @@ mod tests {
         assert_eq!(calendar.index_of(date(2024, 1, 4)), None);
         assert_eq!(calendar.index_on_or_after(date(2024, 1, 1)), 0);
         assert_eq!(calendar.index_on_or_after(date(2024, 1, 4)), 2);
+        assert_eq!(calendar.index_on_or_before(date(2024, 1, 1)), None);
+        assert_eq!(calendar.index_on_or_before(date(2024, 1, 2)), Some(0));
+        assert_eq!(calendar.index_on_or_before(date(2024, 1, 9)), Some(1));
     }
 
     #[test]

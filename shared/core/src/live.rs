@@ -31,6 +31,9 @@ use crate::metric::DayMetrics;
 use crate::replay::{MetricPrefix, Policy, Reading, RunView, Trigger};
 use crate::spec::PerformanceMetric;
 
+/// The matured days `wf live status` and the `wf_live_recent_*` metrics average over.
+pub const RECENT_DAYS: usize = 21;
+
 /// How a deployment decides to retrain: on every day of a fixed cadence, or when an
 /// adaptive policy fires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +149,16 @@ impl Version {
             prefix: MetricPrefix::default(),
             drift: training_bins.map(|training| DriftPath { training, days: Vec::new() }),
         }
+    }
+
+    /// Mean ΔP@K and mean RankIC over its last `days` matured days that scored (`None`
+    /// without a value), and how many such days there were.
+    pub fn recent(&self, days: usize) -> (Option<f64>, Option<f64>, usize) {
+        let recent: Vec<&DayMetrics> = self.matured.iter().rev().flatten().take(days).collect();
+        let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+        let delta = mean(recent.iter().map(|m| m.delta()).collect());
+        let rank_ic = mean(recent.iter().filter_map(|m| m.rank_ic).collect());
+        (delta, rank_ic, recent.len())
     }
 
     /// Share of measured features whose PSI over the last `days` drift days learnt
@@ -324,6 +337,11 @@ impl LiveState {
 
     pub fn live_version(&self) -> &Version {
         &self.versions[self.live]
+    }
+
+    /// Trading days from the live version's retrain day to the last processed day.
+    pub fn live_age(&self) -> usize {
+        self.next_day.saturating_sub(1).saturating_sub(self.live_version().retrain_day)
     }
 
     /// Processes `day` (module docs): learns what matured, evaluates the policy on a

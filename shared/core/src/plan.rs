@@ -114,6 +114,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The retrain days of the finest cadence (the most of them): where adaptive policies
+    /// are evaluated.
+    pub fn finest_retrain_days(&self) -> &[usize] {
+        self.retrain_days.iter().max_by_key(|(_, days)| days.len()).map_or(&[], |(_, days)| days.as_slice())
+    }
+
+    /// The jobs of one (model, window, seed) line, by retrain day.
+    pub fn line_jobs(&self, model: usize, window: u32, seed: u64) -> std::collections::BTreeMap<usize, &Job> {
+        self.jobs
+            .iter()
+            .filter(|j| j.model == model && j.window == window && j.seed == seed)
+            .map(|j| (j.retrain_day, j))
+            .collect()
+    }
+
     /// Share of trainings saved by dedup.
     pub fn saving(&self) -> f64 {
         if self.jobs_before_dedup == 0 { 0.0 } else { 1.0 - self.jobs.len() as f64 / self.jobs_before_dedup as f64 }
@@ -162,8 +177,7 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
         ));
     };
     let start = calendar.index_on_or_after(config.start);
-    let end =
-        calendar.index_on_or_after(config.end.succ_opt().unwrap_or(config.end)).saturating_sub(1).min(last_matured_day);
+    let end = calendar.index_on_or_before(config.end).unwrap_or(0).min(last_matured_day);
     if start > end {
         return Err(error(
             "evaluation",
