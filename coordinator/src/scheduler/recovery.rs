@@ -26,7 +26,8 @@ impl Scheduler {
     /// result and is unknown to the job store is queued again, in a new epoch (so that
     /// no lease token the lost state handed out can be handed out again). Indices that
     /// disagree with job states are repaired, jobs that lost their owner get it back, and
-    /// jobs recently completed whose result was never published are queued again.
+    /// jobs recently completed whose result was never published are queued again (not in
+    /// the grace period after a start, when their winning attempt may still republish).
     /// Staging files of interrupted result writes are removed. Idempotent.
     pub async fn reconcile(&self) -> Result<Reconciled, SchedulerError> {
         let mut reconciled = Reconciled::default();
@@ -40,6 +41,10 @@ impl Scheduler {
             reconciled.repaired += repaired.fixed;
         }
         let mut unowned: BTreeSet<JobKey> = repaired.unowned.into_iter().collect();
+        // In the grace period after a start or a new epoch, the attempt that won a commit
+        // whose publication a crash cut off may still be retrying its report (which
+        // publishes the result): its job is not queued again before the grace ends.
+        let in_grace = now < self.grace_until.load(std::sync::atomic::Ordering::SeqCst);
         match self.artifacts.sweep_staging(std::time::Duration::from_secs(600)).await {
             Ok(0) => {}
             Ok(swept) => warn!(swept, "removed staging files of interrupted result writes"),
@@ -81,7 +86,7 @@ impl Scheduler {
                     if let Phase::Succeeded { at, .. } = state.phase {
                         let age = now - at;
                         let window = self.config.lease_ms..self.config.lease_ms + RECENT_MS;
-                        if window.contains(&age) && !self.artifacts.has_result(key).await? {
+                        if !in_grace && window.contains(&age) && !self.artifacts.has_result(key).await? {
                             unpublished.push(*key);
                         }
                     }
