@@ -2,7 +2,8 @@
 //! style exposures, the permutation importance and the metrics of the non-primary
 //! horizons, against the whole job. Target (issue 18): under 10% of a job's time.
 //!
-//! `cargo bench -p wf-coordinator --bench diagnostics`
+//! `cargo bench -p wf-coordinator --bench diagnostics` (one thread per job, as the grid
+//! runs with a worker per CPU; `RAYON_NUM_THREADS` overrides)
 //!
 //! The panel is prepared here from `../shared/data/jp_tse1000/jp_tse1000_daily.parquet`
 //! (or `WF_BENCH_OHLCV`); without the data the bench says so and stops. It runs
@@ -18,10 +19,10 @@ use std::time::Instant;
 use candle_core::Device;
 use wf_data::dataset::load_dataset;
 use wf_shared::exposure::Exposures;
-use wf_shared::metric::day_metrics;
+use wf_shared::metric::{day_metrics, spearman};
 use wf_shared::plan::plan_panel;
 use wf_shared::spec::{ModelKind, SweepConfig};
-use wf_worker::importance::permutation_importance;
+use wf_worker::importance::{self, permutation_importance};
 use wf_worker::job::run_job;
 use wf_worker::train::{TrainRequest, score_range_columns};
 
@@ -37,15 +38,35 @@ struct Timing {
     exposures: f64,
     importance: f64,
     horizons: f64,
+    /// Importance measured on every validation day with whole passes (not in the job).
+    reference: f64,
+    /// Spearman of the kept loss rises with the reference's.
+    agreement: Option<f64>,
+    /// Features of the reference's top 5 in the kept top 5.
+    top_shared: usize,
 }
 
 impl Timing {
     fn diagnostics(&self) -> f64 {
         self.exposures + self.importance + self.horizons
     }
+
+    fn exposures_and_importance(&self) -> f64 {
+        self.exposures + self.importance
+    }
 }
 
+#[allow(unsafe_code)]
 fn main() -> Outcome<()> {
+    // As the grid runs (`wf run --workers` one per CPU): one thread per job, and none of
+    // candle's per-product reading of /proc/cpuinfo (`wf_coordinator::cli::thread_env`).
+    wf_worker::allocator::keep_freed_memory();
+    for (name, value) in
+        wf_coordinator::cli::thread_env_for(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    {
+        // SAFETY: the first statement of `main`: no other thread exists yet.
+        unsafe { std::env::set_var(name, value) };
+    }
     let dir = tempfile::tempdir()?;
     let Some(text) = wf_coordinator::testing::jp_bench_spec(dir.path(), "configs/sweeps/jp-2020-2025.toml")? else {
         return Ok(());
@@ -66,6 +87,8 @@ fn main() -> Outcome<()> {
     );
     let kinds = [ModelKind::Mlp, ModelKind::Factor];
     let mut totals = Vec::new();
+    // The largest share of exposures and importance in one job.
+    let mut worst: f64 = 0.0;
     for kind in kinds {
         let Some(model) =
             config.models.iter().position(|m| m.kind == kind && (kind != ModelKind::Factor || m.name == "-vol_60"))
@@ -107,24 +130,41 @@ fn main() -> Outcome<()> {
 
                 if let Some(params) = output.spec.train_params() {
                     let weights = params.horizon_weights_for(&config);
-                    let request = TrainRequest {
-                        panel,
-                        window: job.train_days.clone(),
-                        horizons: &config.horizons,
-                        horizon_weights: &weights,
-                        params,
-                        seed: job.seed,
-                        stop: None,
-                    };
+                    let request = TrainRequest::of_job(panel, &config, job, params, &weights);
                     let started = Instant::now();
                     let importance =
                         permutation_importance(output.model.as_ref(), &request, config.primary_horizon, &device)?;
                     timing.importance = started.elapsed().as_secs_f64();
                     assert_eq!(importance, output.importance, "the re-run measures what the job kept");
+
+                    // The reference: every validation day, the whole model per pass (the
+                    // method before the stride and the input product), timed, and how
+                    // well the kept ranking of features agrees with it.
+                    let started = Instant::now();
+                    let every = importance::measure(
+                        output.model.as_ref(),
+                        &request,
+                        config.primary_horizon,
+                        &device,
+                        importance::Method { stride: 1, product: false },
+                    )?;
+                    timing.reference = started.elapsed().as_secs_f64();
+                    let as_f64 = |v: &[f32]| v.iter().map(|x| f64::from(*x)).collect::<Vec<_>>();
+                    timing.agreement = spearman(&as_f64(&importance.loss), &as_f64(&every.loss));
+                    let top = |v: &[f32]| {
+                        let mut order: Vec<usize> = (0..v.len()).collect();
+                        order.sort_by(|a, b| v[*b].total_cmp(&v[*a]));
+                        order.truncate(5);
+                        order
+                    };
+                    let (kept, reference) = (top(&importance.loss), top(&every.loss));
+                    timing.top_shared = kept.iter().filter(|f| reference.contains(f)).count();
                 }
+                worst = worst.max(timing.exposures_and_importance() / timing.job);
                 println!(
                     "{name:>8} window {window:>3} retrain {}: job {:6.3} s; exposures {:6.1} ms, importance {:6.1} ms \
-                     ({} days x {} features), other horizons {:5.1} ms; without them {:6.3} s; diagnostics {:4.1}%",
+                     ({} days x {} features), other horizons {:5.1} ms; without them {:6.3} s; exposures and \
+                     importance {:4.1}%, with other horizons {:4.1}%",
                     panel.calendar().date(job.retrain_day).map(|d| d.to_string()).unwrap_or_default(),
                     timing.job,
                     timing.exposures * 1e3,
@@ -133,8 +173,18 @@ fn main() -> Outcome<()> {
                     output.importance.loss.len(),
                     timing.horizons * 1e3,
                     timing.job - timing.diagnostics(),
+                    100.0 * timing.exposures_and_importance() / timing.job,
                     100.0 * timing.diagnostics() / timing.job
                 );
+                if timing.reference > 0.0 {
+                    println!(
+                        "         importance every day, whole passes (reference): {:6.1} ms; loss-rise ranking \
+                         against it: Spearman {:.2}, {} of its top 5",
+                        timing.reference * 1e3,
+                        timing.agreement.unwrap_or(f64::NAN),
+                        timing.top_shared
+                    );
+                }
                 total.job += timing.job;
                 total.exposures += timing.exposures;
                 total.importance += timing.importance;
@@ -152,18 +202,26 @@ fn main() -> Outcome<()> {
             total.horizons * 1e3 / runs as f64,
             100.0 * total.diagnostics() / total.job
         );
-        totals.push((count, total.job / runs as f64, total.diagnostics() / runs as f64));
+        totals.push((
+            count,
+            total.job / runs as f64,
+            total.diagnostics() / runs as f64,
+            total.exposures_and_importance() / runs as f64,
+        ));
     }
-    let job: f64 = totals.iter().map(|(n, job, _)| *n as f64 * job).sum();
-    let diagnostics: f64 = totals.iter().map(|(n, _, d)| *n as f64 * d).sum();
+    let job: f64 = totals.iter().map(|(n, job, _, _)| *n as f64 * job).sum();
+    let diagnostics: f64 = totals.iter().map(|(n, _, d, _)| *n as f64 * d).sum();
+    let measured: f64 = totals.iter().map(|(n, _, _, m)| *n as f64 * m).sum();
     println!(
-        "whole grid ({} jobs by kind: {}): diagnostics {:.1}% of the job time (target < 10%): {:.0} s of {:.0} s on \
-         one core",
+        "whole grid ({} jobs by kind: {}): exposures and importance {:.1}% of the job time (target < 10%), with the \
+         other horizons' metrics {:.1}%: {:.0} s of {:.0} s on one core; the most in one job: {:.1}%",
         totals.iter().map(|t| t.0).sum::<usize>(),
         totals.iter().map(|t| t.0.to_string()).collect::<Vec<_>>().join(" + "),
+        100.0 * measured / job,
         100.0 * diagnostics / job,
         diagnostics,
-        job
+        job,
+        100.0 * worst
     );
     Ok(())
 }

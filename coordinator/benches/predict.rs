@@ -33,7 +33,14 @@ fn percentile(sorted: &[f64], share: f64) -> f64 {
     sorted[index]
 }
 
+#[allow(unsafe_code)]
 fn main() -> Outcome<()> {
+    // As `wf coordinator` serves predictions (`wf_coordinator::cli::thread_env`).
+    wf_worker::allocator::keep_freed_memory();
+    for (name, value) in wf_coordinator::cli::thread_env_for(1) {
+        // SAFETY: the first statement of `main`: no other thread exists yet.
+        unsafe { std::env::set_var(name, value) };
+    }
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (stocks, days) = (env("WF_BENCH_STOCKS", 1000), env("WF_BENCH_DAYS", 250));
     let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).ok_or("date")?;

@@ -45,14 +45,20 @@ pub struct WorkerOnlyArgs {
 ///   With the shorter spin PatchTST trained ~25% faster on 2 threads
 ///   (`cargo bench -p wf-worker --bench train_throughput`).
 pub fn thread_env(command: &Command) -> Vec<(&'static str, String)> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    thread_env_for(match command {
+        Command::Run(args) => args.workers.unwrap_or(cpus),
+        Command::Worker(args) => args.capacity,
+        _ => 1,
+    })
+}
+
+/// [`thread_env`] of a process that runs `concurrent` jobs at once (a bench sets what
+/// the command it measures would).
+pub fn thread_env_for(concurrent: usize) -> Vec<(&'static str, String)> {
     let mut settings = Vec::new();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let concurrent = match command {
-            Command::Run(args) => args.workers.unwrap_or(cpus),
-            Command::Worker(args) => args.capacity,
-            _ => 1,
-        };
         settings.push(("RAYON_NUM_THREADS", (cpus / concurrent.max(1)).max(1).to_string()));
     }
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {

@@ -1,15 +1,22 @@
 //! Permutation importance on a job's validation days: the last days of its training
-//! window that early stopping held out, never a test day.
+//! window that early stopping held out, never a test day; every [`DAY_STRIDE`]-th of
+//! them, counting back from the last.
 //!
-//! The validation days' inputs go through the trained model side by side, once as they
+//! The measured days' inputs go through the trained model side by side, once as they
 //! are and once per feature with that feature's values shuffled across each day's stocks
 //! (a seeded permutation per feature and day). A model that reads a history of days
 //! (`patchtst`) gets each stock's whole history of the feature from the same other stock:
 //! one permutation of the day's stocks applied to every day of the lookback, so the
-//! feature's own time series stays intact and only its link to the stock is broken. Each pass gives the mean validation loss
-//! (the training loss of each day, as early stopping measures it) and the mean RankIC of
-//! the primary horizon's scores against that horizon's returns. A feature's importance is
-//! the rise in loss and the fall in RankIC.
+//! feature's own time series stays intact and only its link to the stock is broken. Each
+//! pass gives the mean validation loss (the training loss of each day, as early stopping
+//! measures it) and the mean RankIC of the primary horizon's scores against that
+//! horizon's returns. A feature's importance is the rise in loss and the fall in RankIC.
+//!
+//! A model that starts with a product of its input (`linear`, `mlp`:
+//! [`Ranker::input_weight`]) computes that product once; a shuffled feature changes it
+//! by the feature's weight column times the change of its row (a rank-`lookback`
+//! update), and the model goes on from there ([`Ranker::forward_from_product`]). The
+//! same arithmetic up to float rounding, without the first layer's product per feature.
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -19,8 +26,31 @@ use wf_shared::importance::Importance;
 use wf_shared::metric::{average_ranks, pearson};
 
 use crate::WorkerError;
+use crate::model::fused::matmul;
 use crate::model::{Mode, Ranker};
 use crate::train::{DayBatch, FeatureCube, TrainRequest, complete_rows, day_batch, day_loss, split_window};
+
+/// Importance reads every `DAY_STRIDE`-th validation day, counting back from the last:
+/// half the passes' arithmetic. Neighbouring days carry nearly the same information (the
+/// features move slowly, and a 5-day label shares 4 of its days with the next day's), so
+/// each second day adds little to the estimate (`cargo bench -p wf-coordinator --bench
+/// diagnostics` prints the agreement with every day measured).
+pub const DAY_STRIDE: usize = 2;
+
+/// How [`measure`] evaluates: `stride` as [`DAY_STRIDE`]; `product` carries a shuffled
+/// feature through [`Ranker::input_weight`] where the model has one (else every pass
+/// runs the whole model).
+#[derive(Debug, Clone, Copy)]
+pub struct Method {
+    pub stride: usize,
+    pub product: bool,
+}
+
+impl Default for Method {
+    fn default() -> Self {
+        Self { stride: DAY_STRIDE, product: true }
+    }
+}
 
 /// The importance of each feature of `request.panel` to `model`, trained as `request`
 /// says, on the request window's validation days; not measured (empty) for a window
@@ -31,6 +61,17 @@ pub fn permutation_importance(
     primary: u32,
     device: &Device,
 ) -> Result<Importance, WorkerError> {
+    measure(model, request, primary, device, Method::default())
+}
+
+/// [`permutation_importance`] measured as `method` says.
+pub fn measure(
+    model: &dyn Ranker,
+    request: &TrainRequest<'_>,
+    primary: u32,
+    device: &Device,
+    method: Method,
+) -> Result<Importance, WorkerError> {
     let TrainRequest { panel, window, horizons, horizon_weights, params, seed, .. } = request.clone();
     if window.is_empty() {
         return Ok(Importance::default());
@@ -38,8 +79,10 @@ pub fn permutation_importance(
     let lookback = model.lookback();
     let longest = horizons.iter().copied().max().unwrap_or(1) as usize;
     let (_, validation_days) = split_window(window, params.validation_days as usize, longest);
-    let batches: Vec<DayBatch> = validation_days
-        .clone()
+    let mut days: Vec<usize> = validation_days.rev().step_by(method.stride.max(1)).collect();
+    days.reverse();
+    let batches: Vec<DayBatch> = days
+        .into_iter()
         .map(|day| day_batch(panel, day, horizons, params.target, device))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
@@ -60,21 +103,26 @@ pub fn permutation_importance(
         })
         .collect();
 
-    // Every validation day's inputs side by side: [lookback · F, Σ stocks], oldest day first.
+    // Every measured day's inputs side by side: [lookback · F, Σ stocks], oldest day first.
     let cube = FeatureCube::build(panel, first.day.saturating_sub(lookback - 1), last.day, device)?;
     let inputs =
         batches.iter().map(|b| cube.input(b.day, &b.stocks, lookback)).collect::<candle_core::Result<Vec<_>>>()?;
     let widths: Vec<usize> = inputs.iter().map(|i| i.dim(1)).collect::<candle_core::Result<_>>()?;
     let features = panel.features().len();
     let total_width: usize = widths.iter().sum();
-    let mut values: Vec<f32> = Tensor::cat(&inputs, 1)?.flatten_all()?.to_vec1()?;
+    let input = Tensor::cat(&inputs, 1)?;
+    let mut values: Vec<f32> = input.flatten_all()?.to_vec1()?;
     let total: f64 = horizon_weights.iter().sum();
     let weights: Vec<f32> = horizon_weights.iter().map(|w| (w / total) as f32).collect();
     let horizon_weights = Tensor::from_vec(weights, horizons.len(), device)?;
+    // The input's product, computed once, where the model starts with one.
+    let product = match model.input_weight().filter(|_| method.product) {
+        Some(weight) => Some((matmul(&weight, &input)?, weight)),
+        None => None,
+    };
 
-    let evaluate = |values: &[f32]| -> Result<(f64, f64), WorkerError> {
-        let input = Tensor::from_slice(values, (lookback * features, total_width), device)?;
-        let scores = model.forward(&input, Mode::Eval)?;
+    // The mean loss and RankIC of a pass's scores.
+    let evaluate = |scores: Tensor| -> Result<(f64, f64), WorkerError> {
         let (mut loss, mut rank_ic, mut ranked) = (0.0, 0.0, 0usize);
         let mut offset = 0;
         for ((batch, width), return_ranks) in batches.iter().zip(&widths).zip(&return_ranks) {
@@ -91,7 +139,10 @@ pub fn permutation_importance(
         Ok((loss / batches.len() as f64, rank_ic))
     };
 
-    let (base_loss, base_rank_ic) = evaluate(&values)?;
+    let (base_loss, base_rank_ic) = evaluate(match &product {
+        Some((product, _)) => model.forward_from_product(product)?,
+        None => model.forward(&input, Mode::Eval)?,
+    })?;
     let mut importance = Importance {
         days: batches.len() as u32,
         base_loss,
@@ -103,6 +154,7 @@ pub fn permutation_importance(
     // as shuffling the values themselves (a shuffle's swaps depend only on the length).
     let mut permutation: Vec<usize> = Vec::with_capacity(widths.iter().copied().max().unwrap_or(0));
     let mut kept = vec![0f32; lookback * total_width];
+    let mut change = vec![0f32; lookback * total_width];
     for feature in 0..features {
         // The feature's row on each day of the lookback.
         let rows: Vec<std::ops::Range<usize>> = (0..lookback)
@@ -125,7 +177,26 @@ pub fn permutation_importance(
             }
             offset += width;
         }
-        let (loss, rank_ic) = evaluate(&values)?;
+        let scores = match &product {
+            Some((product, weight)) => {
+                // W · shuffled = W · as is + W[:, rows] · (shuffled − as is).
+                for (lag, row) in rows.iter().enumerate() {
+                    let span = lag * total_width..(lag + 1) * total_width;
+                    for ((out, new), old) in change[span.clone()].iter_mut().zip(&values[row.clone()]).zip(&kept[span])
+                    {
+                        *out = new - old;
+                    }
+                }
+                let columns: Vec<u32> = (0..lookback).map(|lag| (lag * features + feature) as u32).collect();
+                let columns = weight.index_select(&Tensor::new(columns.as_slice(), device)?, 1)?;
+                let change = Tensor::from_slice(&change, (lookback, total_width), device)?;
+                model.forward_from_product(&(product + matmul(&columns, &change)?)?)?
+            }
+            None => {
+                model.forward(&Tensor::from_slice(&values, (lookback * features, total_width), device)?, Mode::Eval)?
+            }
+        };
+        let (loss, rank_ic) = evaluate(scores)?;
         for (lag, row) in rows.iter().enumerate() {
             values[row.clone()].copy_from_slice(&kept[lag * total_width..(lag + 1) * total_width]);
         }

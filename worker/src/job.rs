@@ -120,15 +120,7 @@ pub fn run_job_until(
     let stats = match spec.train_params() {
         Some(params) => {
             let weights = params.horizon_weights_for(config);
-            let request = TrainRequest {
-                panel,
-                window: job.train_days.clone(),
-                horizons: &config.horizons,
-                horizon_weights: &weights,
-                params,
-                seed: job.seed,
-                stop,
-            };
+            let request = TrainRequest { stop, ..TrainRequest::of_job(panel, config, job, params, &weights) };
             let stats = match &spec {
                 ModelSpec::Gbdt { .. } => {
                     let gbdt = Gbdt::of_spec(&spec, config.horizons.len(), job.seed)

@@ -229,6 +229,29 @@ pub struct TrainRequest<'a> {
     pub stop: Option<&'a AtomicBool>,
 }
 
+impl<'a> TrainRequest<'a> {
+    /// The request of a planned job: its training window, the sweep's horizons and seed,
+    /// trained with `params` and the horizon weights `weights`
+    /// (`params.horizon_weights_for(config)`); no stop flag.
+    pub fn of_job(
+        panel: &'a Panel,
+        config: &'a wf_shared::spec::SweepConfig,
+        job: &wf_shared::plan::Job,
+        params: &'a TrainParams,
+        weights: &'a [f64],
+    ) -> Self {
+        Self {
+            panel,
+            window: job.train_days.clone(),
+            horizons: &config.horizons,
+            horizon_weights: weights,
+            params,
+            seed: job.seed,
+            stop: None,
+        }
+    }
+}
+
 /// Trains `model` as `request` says.
 pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) -> Result<TrainStats, WorkerError> {
     let TrainRequest { panel, window, horizons, horizon_weights, params, seed, stop } = request.clone();

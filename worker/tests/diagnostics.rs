@@ -9,8 +9,9 @@ use wf_shared::plan::plan_panel;
 use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
 use wf_shared::synth::{SynthSpec, generate};
 use wf_shared::{Bars, Panel, PanelSpec, build_panel};
+use wf_worker::importance::{self, DAY_STRIDE};
 use wf_worker::job::run_job;
-use wf_worker::train::score_range;
+use wf_worker::train::{TrainRequest, score_range};
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
     let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
@@ -213,12 +214,63 @@ fn permutation_importance_puts_the_planted_feature_first() {
         let importance = &output.importance;
         let name = &config.models[index].name;
         assert_eq!(importance.loss.len(), 6, "{name}: one value per feature");
-        assert_eq!(importance.days as usize, output.stats.validation_days, "{name}: early stopping's days");
+        assert_eq!(
+            importance.days as usize,
+            output.stats.validation_days.div_ceil(DAY_STRIDE),
+            "{name}: every second of early stopping's days"
+        );
         let first = |values: &[f32]| (0..values.len()).max_by(|a, b| values[*a].total_cmp(&values[*b]));
         assert_eq!(first(&importance.loss), Some(3), "{name}: {:?}", importance.loss);
         assert_eq!(first(&importance.rank_ic), Some(3), "{name}: {:?}", importance.rank_ic);
         assert!(importance.base_rank_ic > 0.5, "{name}: the model learnt the signal: {}", importance.base_rank_ic);
         assert!(importance.rank_ic[3] > 0.3, "{name}: shuffling f3 destroys most of it: {:?}", importance.rank_ic);
+    }
+}
+
+/// A model that starts with a product of its input carries a shuffled feature through
+/// that product as an update: the same importance as running the whole model per pass,
+/// up to float rounding; and every `DAY_STRIDE`-th validation day is measured.
+#[test]
+fn importance_through_the_input_product_equals_whole_passes() {
+    let panel = planted_panel();
+    let config = planted_config(
+        &panel,
+        vec![
+            model("linear", ModelKind::Linear, serde_json::json!({"epochs": 6})),
+            model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16, 8], "epochs": 6})),
+        ],
+    );
+    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    for index in 0..config.models.len() {
+        let job = plan.jobs.iter().find(|j| j.model == index).expect("a job");
+        let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
+        let params = output.spec.train_params().expect("trained");
+        let weights = params.horizon_weights_for(&config);
+        let request = TrainRequest::of_job(&panel, &config, job, params, &weights);
+        let name = &config.models[index].name;
+        let measured = |stride, product| {
+            importance::measure(
+                output.model.as_ref(),
+                &request,
+                config.primary_horizon,
+                &Device::Cpu,
+                importance::Method { stride, product },
+            )
+            .expect("measured")
+        };
+        let (through, whole) = (measured(DAY_STRIDE, true), measured(DAY_STRIDE, false));
+        assert_eq!(through, output.importance, "{name}: the job measures through the product");
+        assert_eq!(through.days, whole.days);
+        assert!((through.base_loss - whole.base_loss).abs() < 1e-9, "{name}: the base pass is the same product");
+        for feature in 0..through.loss.len() {
+            let (a, b) = (through.loss[feature], whole.loss[feature]);
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-2), "{name} feature {feature}: loss rise {a} vs {b}");
+            let (a, b) = (through.rank_ic[feature], whole.rank_ic[feature]);
+            assert!((a - b).abs() < 1e-4, "{name} feature {feature}: RankIC fall {a} vs {b}");
+        }
+        let every = measured(1, true);
+        assert_eq!(every.days as usize, output.stats.validation_days, "{name}: stride 1 reads every day");
+        assert!(every.days > through.days);
     }
 }
 

@@ -31,6 +31,7 @@ const PINNED: &[(u32, &str)] = &[
     (4, "9f966aa9201a0ef9"),
     (5, "4b3dfbb805c147aa"),
     (6, "22bcfcaf004a79bf"),
+    (7, "beb79373094062cb"),
 ];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {

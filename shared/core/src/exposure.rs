@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metric::{average_ranks, pearson, spearman};
+use crate::metric::{average_ranks, pearson, subset_ranks};
 use crate::panel::Panel;
 
 /// The style factors exposures are measured against, in the order kept: volatility,
@@ -49,14 +49,17 @@ impl Exposures {
             .collect();
         let mut values = Vec::with_capacity(days.len() * columns.len());
         let mut day_factors = Vec::with_capacity(columns.len());
-        for (day, scores) in days.zip(scores) {
-            let rows = panel.rows_of_day(day);
+        let (mut ranker, mut day) = (DayRanker::default(), Vec::with_capacity(columns.len()));
+        for (index, scores) in days.zip(scores) {
+            let rows = panel.rows_of_day(index);
             day_factors.clear();
             day_factors.extend(columns.iter().map(|(_, column)| DayFactor {
                 values: &column.values[rows.clone()],
                 ranks: column.ranks.map(|ranks| &ranks[rows.clone()]),
             }));
-            values.extend(day_exposures(scores, &day_factors).into_iter().map(quantise));
+            day.clear();
+            ranker.measure(scores, &day_factors, &mut day);
+            values.extend(day.iter().copied().map(quantise));
         }
         Self { factors: columns.iter().map(|(name, _)| (*name).to_string()).collect(), values }
     }
@@ -93,44 +96,160 @@ pub struct DayFactor<'a> {
 }
 
 /// The Spearman correlation of one day's `scores` with each factor of the same rows, over
-/// the stocks where both are finite. With every score finite and the factor's ranks given
-/// (ranked over the day's finite values: exactly the stocks counted), only the scores are
-/// ranked, once per set of stocks (the factors of one look-back share their gaps).
+/// the stocks where both are finite.
 pub fn day_exposures(scores: &[f64], factors: &[DayFactor<'_>]) -> Vec<Option<f64>> {
-    let every_score = scores.iter().all(|s| s.is_finite());
-    // (the stocks counted, the scores' ranks among them), most recent first.
-    let mut ranked: Vec<(Vec<usize>, Vec<f64>)> = Vec::new();
-    factors
-        .iter()
-        .map(|factor| {
+    let mut out = Vec::with_capacity(factors.len());
+    DayRanker::default().measure(scores, factors, &mut out);
+    out
+}
+
+/// [`day_exposures`] with its working space kept from day to day. The day's finite scores
+/// are sorted once; the scores' ranks among the stocks a factor counts (those with a
+/// finite value of it) are read off that order in one pass, once per set of stocks (the
+/// factors of one look-back share their gaps). A factor's ranks given by the panel (over
+/// its finite values) are used as they are where every such stock has a score, re-ranked
+/// among the counted ones by [`subset_ranks`] where not. Every value equals the Spearman
+/// correlation computed from scratch, bit for bit.
+#[derive(Debug, Default)]
+struct DayRanker {
+    /// (score, row) of the finite scores, ascending.
+    order: Vec<(f64, u32)>,
+    /// Whether each row is counted by the factor at hand.
+    member: Vec<bool>,
+    /// The score ranks among the counted rows, by row.
+    by_row: Vec<f64>,
+    /// (counted rows, the scores' ranks among them) of the sets seen today.
+    sets: Vec<(Vec<u32>, Vec<f64>)>,
+    counts: Vec<(u32, u32)>,
+}
+
+impl DayRanker {
+    fn measure(&mut self, scores: &[f64], factors: &[DayFactor<'_>], out: &mut Vec<Option<f64>>) {
+        self.order.clear();
+        self.order.extend(scores.iter().enumerate().filter(|(_, s)| s.is_finite()).map(|(row, s)| (*s, row as u32)));
+        self.order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        self.sets.clear();
+        for factor in factors {
             let values = factor.values;
-            let counted: Vec<usize> =
-                (0..scores.len()).filter(|row| scores[*row].is_finite() && values[*row].is_finite()).collect();
-            if counted.len() < 2 {
-                return None;
+            let mut counted = Vec::with_capacity(scores.len());
+            let mut finite_values = 0;
+            for (row, (score, value)) in scores.iter().zip(values).enumerate() {
+                if value.is_finite() {
+                    finite_values += 1;
+                    if score.is_finite() {
+                        counted.push(row as u32);
+                    }
+                }
             }
-            let Some(given) = factor.ranks.filter(|_| every_score) else {
-                let (a, b): (Vec<f64>, Vec<f64>) =
-                    counted.iter().map(|row| (scores[*row], f64::from(values[*row]))).unzip();
-                return spearman(&a, &b);
+            if counted.len() < 2 {
+                out.push(None);
+                continue;
+            }
+            let factor_ranks: Vec<f64> = match factor.ranks {
+                Some(given) if counted.len() == finite_values => {
+                    counted.iter().map(|row| f64::from(given[*row as usize])).collect()
+                }
+                Some(given) => subset_ranks(
+                    &counted.iter().map(|row| f64::from(given[*row as usize])).collect::<Vec<_>>(),
+                    &mut self.counts,
+                ),
+                None => average_ranks(&counted.iter().map(|row| f64::from(values[*row as usize])).collect::<Vec<_>>()),
             };
-            let position = match ranked.iter().position(|(rows, _)| *rows == counted) {
-                Some(position) => position,
+            let set = match self.sets.iter().position(|(rows, _)| *rows == counted) {
+                Some(set) => set,
                 None => {
-                    let ranks = average_ranks(&counted.iter().map(|row| scores[*row]).collect::<Vec<_>>());
-                    ranked.push((counted.clone(), ranks));
-                    ranked.len() - 1
+                    let ranks = self.score_ranks(&counted, scores.len());
+                    self.sets.push((counted, ranks));
+                    self.sets.len() - 1
                 }
             };
-            let factor_ranks: Vec<f64> = counted.iter().map(|row| f64::from(given[*row])).collect();
-            pearson(&ranked[position].1, &factor_ranks)
-        })
-        .collect()
+            out.push(pearson(&self.sets[set].1, &factor_ranks));
+        }
+    }
+
+    /// The average ranks of the scores of `counted` (rows with finite scores) among
+    /// themselves, in `counted` order: a walk over the day's sorted scores, each tie of
+    /// equal scores ranked by how many counted rows it holds.
+    fn score_ranks(&mut self, counted: &[u32], rows: usize) -> Vec<f64> {
+        self.member.clear();
+        self.member.resize(rows, false);
+        for row in counted {
+            self.member[*row as usize] = true;
+        }
+        self.by_row.clear();
+        self.by_row.resize(rows, f64::NAN);
+        let (mut start, mut below) = (0, 0usize);
+        while start < self.order.len() {
+            let mut end = start + 1;
+            while end < self.order.len() && self.order[end].0 == self.order[start].0 {
+                end += 1;
+            }
+            let tie = &self.order[start..end];
+            let inside = tie.iter().filter(|(_, row)| self.member[*row as usize]).count();
+            // As `average_ranks`: (start + end + 1) / 2 for the tie's places among the counted.
+            let rank = (2 * below + inside + 1) as f64 / 2.0;
+            for (_, row) in tie {
+                if self.member[*row as usize] {
+                    self.by_row[*row as usize] = rank;
+                }
+            }
+            below += inside;
+            start = end;
+        }
+        counted.iter().map(|row| self.by_row[*row as usize]).collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::metric::spearman;
+
+    /// The average ranks of the finite `values` among themselves, NaN for the others.
+    fn finite_ranks(values: &[f32]) -> Vec<f32> {
+        let finite: Vec<f64> = values.iter().filter(|v| v.is_finite()).map(|v| f64::from(*v)).collect();
+        let mut ranks = average_ranks(&finite).into_iter();
+        values.iter().map(|v| if v.is_finite() { ranks.next().unwrap_or(f64::NAN) as f32 } else { f32::NAN }).collect()
+    }
+
+    proptest! {
+        /// Whatever the gaps and ties, each exposure is exactly the Spearman correlation
+        /// over the stocks with both values, ranks given by the panel or not, factors
+        /// sharing their gaps or not.
+        #[test]
+        fn every_exposure_is_the_spearman_correlation_of_the_counted_stocks(
+            rows in proptest::collection::vec((-4i8..4, -3i8..3, 0u8..10, 0u8..10, -6i8..6, 0u8..10), 0..60),
+        ) {
+            let scores: Vec<f64> = rows.iter().map(|r| if r.2 == 0 { f64::NAN } else { f64::from(r.0) / 2.0 }).collect();
+            let gap = |keep: bool, value: i8| if keep { f32::from(value) } else { f32::NAN };
+            // Two factors with the same gaps, a third with its own.
+            let columns: [Vec<f32>; 3] = [
+                rows.iter().map(|r| gap(r.3 >= 2, r.1)).collect(),
+                rows.iter().map(|r| gap(r.3 >= 2, r.4)).collect(),
+                rows.iter().map(|r| gap(r.5 >= 3, r.4 / 2)).collect(),
+            ];
+            let ranks: Vec<Vec<f32>> = columns.iter().map(|c| finite_ranks(c)).collect();
+            let expected: Vec<Option<f64>> = columns
+                .iter()
+                .map(|values| {
+                    let (a, b): (Vec<f64>, Vec<f64>) = scores
+                        .iter()
+                        .zip(values)
+                        .filter(|(s, v)| s.is_finite() && v.is_finite())
+                        .map(|(s, v)| (*s, f64::from(*v)))
+                        .unzip();
+                    if a.len() < 2 { None } else { spearman(&a, &b) }
+                })
+                .collect();
+            let given: Vec<DayFactor<'_>> =
+                columns.iter().zip(&ranks).map(|(values, ranks)| DayFactor { values, ranks: Some(ranks) }).collect();
+            let computed: Vec<DayFactor<'_>> = columns.iter().map(|values| DayFactor { values, ranks: None }).collect();
+            prop_assert_eq!(day_exposures(&scores, &given), expected.clone());
+            prop_assert_eq!(day_exposures(&scores, &computed), expected);
+        }
+    }
 
     #[test]
     fn a_day_of_scores_against_its_factors() {

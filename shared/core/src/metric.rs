@@ -133,6 +133,35 @@ pub fn average_ranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
+/// The average ranks of `values` among themselves, given their average ranks in some
+/// larger set (as [`average_ranks`] gives them there): a subset keeps the larger set's
+/// order and ties, so a count per rank replaces a sort. Equal to [`average_ranks`] of the
+/// subset's own values, value for value. `counts` is scratch space, reused across calls.
+pub fn subset_ranks(ranks: &[f64], counts: &mut Vec<(u32, u32)>) -> Vec<f64> {
+    // Average ranks are whole or half numbers: twice a rank is a whole index.
+    let slot = |rank: f64| (2.0 * rank) as usize;
+    let slots = ranks.iter().map(|r| slot(*r)).max().map_or(0, |top| top + 1);
+    counts.clear();
+    counts.resize(slots, (0, 0));
+    for rank in ranks {
+        counts[slot(*rank)].1 += 1;
+    }
+    // (values ranked below the slot, values in it).
+    let mut below = 0;
+    for (start, size) in counts.iter_mut() {
+        *start = below;
+        below += *size;
+    }
+    ranks
+        .iter()
+        .map(|rank| {
+            let (start, size) = counts[slot(*rank)];
+            // As `average_ranks`: (start + end + 1) / 2 for the tie's places start..end.
+            (2 * start as usize + size as usize + 1) as f64 / 2.0
+        })
+        .collect()
+}
+
 /// Spearman correlation; `None` with fewer than 2 values or a constant side.
 pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.len() < 2 || a.len() != b.len() {

@@ -28,8 +28,11 @@ pub use crate::target::TargetTransform;
 /// keep the style exposures of every scored day, the metrics of every trained horizon and
 /// the permutation importance of every feature, so results of 4, which have none, are not
 /// reused; 6, `patchtst` results keep permutation importance too (5's have none; the other
-/// kinds' numbers are unchanged).
-pub const TRAINER_VERSION: u32 = 6;
+/// kinds' numbers are unchanged); 7, permutation importance reads every second
+/// validation day (counting back from the last) and carries a shuffled feature through
+/// the input product of `linear` and `mlp`, so every trained kind's importance changes
+/// (its scores and metrics do not).
+pub const TRAINER_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -22,6 +22,14 @@ impl Ranker for Linear {
         super::fused::matmul(self.weight.as_tensor(), features)?.broadcast_add(self.bias.as_tensor())
     }
 
+    fn input_weight(&self) -> Option<Tensor> {
+        Some(self.weight.as_tensor().clone())
+    }
+
+    fn forward_from_product(&self, product: &Tensor) -> candle_core::Result<Tensor> {
+        product.broadcast_add(self.bias.as_tensor())
+    }
+
     fn variables(&self) -> Vec<(String, Var)> {
         vec![("linear.weight".into(), self.weight.clone()), ("linear.bias".into(), self.bias.clone())]
     }

@@ -35,24 +35,38 @@ impl Mlp {
     }
 }
 
-impl Ranker for Mlp {
-    fn forward(&self, features: &Tensor, mut mode: Mode<'_>) -> candle_core::Result<Tensor> {
-        let mut x = features.clone();
-        let last = self.layers.len() - 1;
-        for (index, (weight, bias)) in self.layers.iter().enumerate() {
-            let z = matmul(weight.as_tensor(), &x)?;
-            if index == last {
-                x = z.broadcast_add(bias.as_tensor())?;
-                break;
-            }
+impl Mlp {
+    /// The layers from the first one's product `W₀ · features` on: its bias and
+    /// activation, then each next layer.
+    fn layers_after_product(&self, product: Tensor, mut mode: Mode<'_>) -> candle_core::Result<Tensor> {
+        let Some(((_, head_bias), hidden)) = self.layers.split_last() else {
+            return Ok(product);
+        };
+        let mut z = product;
+        for (index, (_, bias)) in hidden.iter().enumerate() {
             // Inverted dropout with a mask keyed by the job's generator: reproducible.
             let dropout = match &mut mode {
                 Mode::Train(rng) if self.dropout > 0.0 => Some(Dropout::new(1.0 - self.dropout, rng.next_u64())),
                 _ => None,
             };
-            x = hidden_layer(&z, bias.as_tensor(), self.activation, dropout)?;
+            let x = hidden_layer(&z, bias.as_tensor(), self.activation, dropout)?;
+            z = matmul(self.layers[index + 1].0.as_tensor(), &x)?;
         }
-        Ok(x)
+        z.broadcast_add(head_bias.as_tensor())
+    }
+}
+
+impl Ranker for Mlp {
+    fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor> {
+        self.layers_after_product(matmul(self.layers[0].0.as_tensor(), features)?, mode)
+    }
+
+    fn input_weight(&self) -> Option<Tensor> {
+        Some(self.layers[0].0.as_tensor().clone())
+    }
+
+    fn forward_from_product(&self, product: &Tensor) -> candle_core::Result<Tensor> {
+        self.layers_after_product(product.clone(), Mode::Eval)
     }
 
     fn variables(&self) -> Vec<(String, Var)> {

@@ -65,6 +65,17 @@ pub trait Ranker: Send + Sync {
     fn lookback(&self) -> usize {
         1
     }
+    /// The matrix `W` of a model whose first step is the product `W · features` (a bias
+    /// and the rest follow), `[rows, lookback · F]`; `None` for the others. A change to a
+    /// few input rows then reaches that product as a low-rank update, which
+    /// [`Ranker::forward_from_product`] carries on (permutation importance).
+    fn input_weight(&self) -> Option<Tensor> {
+        None
+    }
+    /// [`Ranker::forward`] in evaluation mode, continued from `input_weight() · features`.
+    fn forward_from_product(&self, _product: &Tensor) -> candle_core::Result<Tensor> {
+        Err(candle_core::Error::Msg("this model does not start with a product of its input".into()))
+    }
     /// Every trainable variable, with a stable name (the safetensors key).
     fn variables(&self) -> Vec<(String, Var)>;
     /// What a model fitted without Candle variables keeps besides them (a `gbdt`'s

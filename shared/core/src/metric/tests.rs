@@ -124,3 +124,19 @@ fn rank_ic_equals_spearman_with_ties() {
     }
     assert_eq!(day_metrics(&[1.0], &[0.5], TopK::Count(1)).expect("one stock").rank_ic, None);
 }
+
+proptest::proptest! {
+    /// Ranks within a subset from the ranks in a larger set equal ranking the subset.
+    #[test]
+    fn subset_ranks_equal_ranking_the_subset(
+        values in proptest::collection::vec((-5i8..5, proptest::bool::ANY), 0..80),
+    ) {
+        let all: Vec<f64> = values.iter().map(|v| f64::from(v.0)).collect();
+        let ranks = average_ranks(&all);
+        let kept: Vec<usize> = (0..values.len()).filter(|i| values[*i].1).collect();
+        let subset: Vec<f64> = kept.iter().map(|i| all[*i]).collect();
+        let from_ranks: Vec<f64> = kept.iter().map(|i| ranks[*i]).collect();
+        let mut counts = Vec::new();
+        proptest::prop_assert_eq!(subset_ranks(&from_ranks, &mut counts), average_ranks(&subset));
+    }
+}
