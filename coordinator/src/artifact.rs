@@ -60,6 +60,15 @@ impl ArtifactStore {
     /// `s3://`, `gs://` in builds with the `s3`/`gcs` features, configured from the
     /// usual environment variables).
     pub fn open(location: &str) -> Result<Self, ArtifactError> {
+        Self::open_with(location, std::env::vars())
+    }
+
+    /// [`ArtifactStore::open`] configured from `options` (`aws_endpoint`, `aws_region`,
+    /// …, as object_store names them, in any case) rather than the environment.
+    pub fn open_with(
+        location: &str,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ArtifactError> {
         let url_error = |reason: String| ArtifactError::Url { url: location.to_string(), reason };
         if !location.contains("://") {
             std::fs::create_dir_all(location).map_err(|e| url_error(format!("failed to create the directory: {e}")))?;
@@ -78,9 +87,9 @@ impl ArtifactStore {
             let directory = url.to_file_path().map_err(|()| url_error("not a local path".into()))?;
             return Self::open(&directory.display().to_string());
         }
-        let (store, root) = object_store::parse_url_opts(&url, std::env::vars()).map_err(|e| {
+        let (store, root) = object_store::parse_url_opts(&url, options).map_err(|e| {
             url_error(format!(
-                "{e} (this build supports directories and file:// URLs; s3:// and gs:// need the s3 and gcs features)"
+                "{e} (this build supports directories, file:// URLs and, with its s3 and gcs features, s3:// and gs://)"
             ))
         })?;
         Ok(Self { store: Arc::from(store), root, url: location.to_string(), local: None })
@@ -269,7 +278,14 @@ impl ArtifactStore {
     pub async fn put_report(&self, sweep: &SweepId, name: &str, bytes: Bytes) -> Result<String, ArtifactError> {
         let path = self.path(&format!("reports/{sweep}/{name}"));
         self.put(path.clone(), bytes, PutMode::Overwrite).await?;
-        Ok(format!("{}/{path}", self.url.trim_end_matches('/')))
+        // `path` holds the store's prefix: put it after the directory or the bucket.
+        Ok(match &self.local {
+            Some(directory) => format!("{}/{path}", directory.display()),
+            None => match url::Url::parse(&self.url) {
+                Ok(url) => format!("{}://{}/{path}", url.scheme(), url.host_str().unwrap_or_default()),
+                Err(_) => format!("{}/{path}", self.url.trim_end_matches('/')),
+            },
+        })
     }
 }
 

@@ -328,6 +328,10 @@ pub struct RunArgs {
     /// Output directory: artifacts (manifests, results) and reports.
     #[arg(long, default_value = "out/run")]
     pub out: PathBuf,
+    /// Artifact store instead of OUT/artifacts: a directory or a URL (`s3://bucket/prefix`
+    /// in builds with the `s3` feature, configured from the environment: deploy/README.md).
+    #[arg(long, env = "WF_ARTIFACTS")]
+    pub artifacts: Option<String>,
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto", env = "WF_DEVICE")]
     pub device: String,

@@ -216,10 +216,16 @@ pub fn free_port() -> u16 {
 
 /// `GET http://address/path` (HTTP/1.1, no keep-alive): the status code and the body.
 pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(address, "GET", path)
+}
+
+/// An HTTP/1.1 request without a body (`GET`, `PUT` of nothing, `DELETE`), no
+/// keep-alive: the status code and the body.
+pub fn http_request(address: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response.as_str(), ""));
@@ -298,4 +304,32 @@ pub fn write_test_pki(dir: &Path) {
     let (cert, key) = leaf(&rogue_issuer, &[], ExtendedKeyUsagePurpose::ClientAuth, "rogue");
     write("rogue.pem", &cert);
     write("rogue.key", &key);
+}
+
+/// A test tool installed in the CI venv (`.ci/run`): the path in `variable`, else
+/// `~/.cache/walkforward/venv/bin/NAME`, else `NAME` on the PATH; the first that runs
+/// `--version` (or `--help`) successfully.
+pub fn venv_tool(variable: &str, name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let candidates = [
+        std::env::var_os(variable).map(PathBuf::from),
+        Some(home.join(".cache/walkforward/venv/bin").join(name)),
+        Some(PathBuf::from(name)),
+    ];
+    let runs = |path: &PathBuf, flag: &str| Command::new(path).arg(flag).output().is_ok_and(|o| o.status.success());
+    candidates.into_iter().flatten().find(|path| runs(path, "--version") || runs(path, "--help"))
+}
+
+/// `None` with a printed reason where a tool is missing, unless `WF_REQUIRE_TOOLS` is
+/// set (CI), where a missing tool fails the test.
+pub fn required_tool(variable: &str, name: &str, installed_by: &str) -> Option<PathBuf> {
+    let found = venv_tool(variable, name);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
+            "{name} is required here (WF_REQUIRE_TOOLS) but not installed: {installed_by}"
+        );
+        println!("skipped: {name} is not installed ({installed_by}; or set {variable})");
+    }
+    found
 }

@@ -16,10 +16,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let choice: DeviceChoice = args.device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let device = choice.device()?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let artifacts = args.artifacts.clone().unwrap_or_else(|| args.out.join("artifacts").display().to_string());
     let options = LocalOptions {
         workers,
         redis: args.redis.clone(),
-        artifacts: args.out.join("artifacts").display().to_string(),
+        artifacts: artifacts.clone(),
         lease_ms: 60_000,
         retry: RetryPolicy::default(),
     };
@@ -60,7 +61,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         print!("{}", finished.report.summary_table());
     }
     eprintln!("report: {}", finished.report_location);
-    eprintln!("results: {}", args.out.join("artifacts").display());
+    eprintln!("results: {artifacts}");
     if interrupted.is_some_and(|token| token.is_cancelled()) {
         // The sweep was cancelled; the report covers the jobs that had finished, and a
         // later run of the same spec on the same --out reuses them.

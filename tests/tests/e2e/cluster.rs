@@ -51,6 +51,10 @@ pub(crate) struct Cluster {
     metrics_port: u16,
     /// Extra `wf coordinator` arguments.
     options: Vec<String>,
+    /// `--artifacts`: a directory under `dir` or a URL.
+    artifacts: String,
+    /// The coordinator's extra environment (a bucket's settings).
+    env: Vec<(String, String)>,
     pub(crate) coordinator: Option<Process>,
 }
 
@@ -65,9 +69,31 @@ impl Cluster {
 
     /// A coordinator on `redis`, with extra `wf coordinator` options.
     pub(crate) fn start_on(redis: RedisServer, lease_ms: u32, options: &[&str]) -> Self {
+        Self::start_on_store(redis, lease_ms, options, "artifacts", &[])
+    }
+
+    /// [`Cluster::start_on`] with the artifact store `artifacts` (a URL), the coordinator
+    /// running with `env` added.
+    pub(crate) fn start_on_store(
+        redis: RedisServer,
+        lease_ms: u32,
+        options: &[&str],
+        artifacts: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = options.iter().map(|o| o.to_string()).collect();
-        let mut cluster = Self { redis, dir, port: free_port(), metrics_port: free_port(), options, coordinator: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut cluster = Self {
+            redis,
+            dir,
+            port: free_port(),
+            metrics_port: free_port(),
+            options,
+            artifacts: artifacts.to_string(),
+            env,
+            coordinator: None,
+        };
         cluster.start_coordinator(lease_ms);
         cluster
     }
@@ -84,7 +110,7 @@ impl Cluster {
             "--redis",
             &redis,
             "--artifacts",
-            "artifacts",
+            &self.artifacts,
             "--lease-ms",
             &lease,
             "--backoff-ms",
@@ -95,7 +121,8 @@ impl Cluster {
             &metrics,
         ];
         args.extend(self.options.iter().map(String::as_str));
-        let process = Process::start(self.dir.path(), &args, &[]);
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let process = Process::start(self.dir.path(), &args, &env);
         wait_until("the coordinator listens", LIMIT, || process.stdout().contains("listening on"));
         self.coordinator = Some(process);
     }
@@ -372,18 +399,24 @@ fn redis_losing_its_data_mid_sweep_is_reconciled_and_the_sweep_completes() {
     let cluster = Cluster::start_with(5_000, &["--reconcile-seconds", "1"]);
     let _worker = cluster.worker(&[]);
     let id = cluster.submit(&spec("\"monthly\"", 30));
+    flush_redis_mid_sweep_and_finish(&cluster, &id, || cluster.results().len());
+}
+
+/// Redis loses everything (queue, job states, sweep records) once `committed()` counts a
+/// first result of sweep `id`: the sweep must then finish after reconciliation with
+/// nothing missing, every job committed once, and only uncommitted jobs queued again.
+pub(crate) fn flush_redis_mid_sweep_and_finish(cluster: &Cluster, id: &str, committed: impl Fn() -> usize) {
     let jobs = cluster.job_states().len();
-    wait_until("a first result is committed", LIMIT, || !cluster.results().is_empty());
-    let committed_before = cluster.results().len();
+    wait_until("a first result is committed", LIMIT, || committed() > 0);
+    let committed_before = committed();
     assert!(committed_before < jobs, "the sweep finished before the flush; make its jobs longer");
-    // Redis loses everything: queue, job states, sweep records.
     let client = redis::Client::open(cluster.redis.url()).expect("redis url");
     let mut connection = client.get_connection().expect("redis connection");
     let () = redis::cmd("FLUSHALL").query(&mut connection).expect("FLUSHALL");
-    wait_until("the sweep finishes after reconciliation", LIMIT, || cluster.finished(&id));
-    let report = cluster.report(&id);
+    wait_until("the sweep finishes after reconciliation", LIMIT, || cluster.finished(id));
+    let report = cluster.report(id);
     assert_eq!(report["missing"].as_array().map(Vec::len), Some(0), "{report}");
-    assert_eq!(cluster.results().len(), jobs);
+    assert_eq!(committed(), jobs, "every job committed, once");
     let requeued = metric(&cluster.metrics(), "wf_reconciled_jobs_total", &[]).unwrap_or(0.0);
     assert!(requeued >= 1.0 && requeued <= (jobs - committed_before) as f64, "requeued {requeued} of {jobs} jobs");
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wf_tests::{wf_binary, wf_worker_binary};
+use wf_tests::{venv_tool, wf_binary, wf_worker_binary};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -103,20 +103,6 @@ fn kustomizations_render() {
         let gpu = rendered.contains("nvidia.com/gpu");
         assert_eq!(gpu, overlay.ends_with("gpu"), "{overlay}: GPU resources where they do not belong, or missing");
     }
-}
-
-/// A Python tool of the CI's tools venv on this machine: `$variable`, the venv, or the PATH.
-fn venv_tool(variable: &str, name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let candidates = [
-        std::env::var_os(variable).map(PathBuf::from),
-        Some(home.join(".cache/walkforward/venv/bin").join(name)),
-        Some(PathBuf::from(name)),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|path| Command::new(path).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
 
 fn checkov() -> Option<PathBuf> {

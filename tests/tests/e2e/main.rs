@@ -11,5 +11,6 @@ mod live_cli;
 mod plan_cli;
 mod report_html;
 mod reuse;
+mod s3;
 mod tls;
 mod train_cli;
