@@ -71,6 +71,25 @@ fn every_alert_names_its_runbook_section_is_unit_tested_and_reads_exported_metri
     }
 }
 
+/// Every metric the runbook tells an operator to look at is one the processes export.
+#[test]
+fn the_runbook_names_only_exported_metrics() {
+    let runbook = std::fs::read_to_string(root().join("docs/RUNBOOK.md")).expect("runbook");
+    let telemetry = std::fs::read_to_string(root().join("coordinator/src/telemetry.rs")).expect("telemetry");
+    let named: Vec<&str> = runbook
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.len() > 3 && w.starts_with("wf_"))
+        .collect();
+    assert!(named.len() >= 5, "{named:?}");
+    for metric in named {
+        let exported = metric.trim_end_matches("_bucket");
+        assert!(
+            telemetry.contains(&format!("\"{exported}\"")),
+            "docs/RUNBOOK.md names {metric}, which is not exported"
+        );
+    }
+}
+
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let promtool = std::env::var_os("WF_PROMTOOL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("promtool"));
