@@ -92,16 +92,11 @@ fn the_runbook_names_only_exported_metrics() {
 
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
-    let promtool = std::env::var_os("WF_PROMTOOL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("promtool"));
-    let version = Command::new(&promtool).arg("--version").output();
-    if version.is_err() {
-        assert!(
-            std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
-            "promtool is required here (WF_REQUIRE_TOOLS) but not installed: .ci/run installs Debian's prometheus"
-        );
-        println!("skipped: promtool is not installed (Debian package prometheus, or run .ci/run)");
+    let Some(promtool) =
+        wf_tests::required_tool("WF_PROMTOOL", "promtool", "Debian package prometheus, or run .ci/run")
+    else {
         return;
-    }
+    };
     let dir = root().join("deploy/prometheus");
     for args in [&["check", "rules", "walkforward-rules.yaml"][..], &["test", "rules", "tests.yaml"][..]] {
         let output = Command::new(&promtool).args(args).current_dir(&dir).output().expect("promtool runs");

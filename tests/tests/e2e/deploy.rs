@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wf_tests::{venv_tool, wf_binary, wf_worker_binary};
+use wf_tests::{required_tool, wf_binary, wf_worker_binary};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -105,10 +105,6 @@ fn kustomizations_render() {
     }
 }
 
-fn checkov() -> Option<PathBuf> {
-    venv_tool("WF_CHECKOV", "checkov")
-}
-
 /// Every base manifest validates against the Kubernetes 1.29 schemas (offline, with the
 /// `kubernetes-validate` package); KEDA's ScaledObject has no schema there, so its query
 /// is checked to read a metric the coordinator exports. The GPU overlay's file is a
@@ -123,12 +119,11 @@ fn manifests_validate_against_the_kubernetes_schemas() {
     assert!(telemetry.contains(&format!("`{metric}{{")), "KEDA reads {metric}, which the coordinator does not export");
     assert!(query.contains("process=\"coordinator\""), "KEDA must read the coordinator's gauge: {query}");
 
-    let Some(validate) = venv_tool("WF_KUBERNETES_VALIDATE", "kubernetes-validate") else {
-        assert!(
-            std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
-            "kubernetes-validate is required here (WF_REQUIRE_TOOLS) but not installed: .ci/run installs it"
-        );
-        println!("skipped: kubernetes-validate is not installed (pip install kubernetes-validate, or run .ci/run)");
+    let Some(validate) = required_tool(
+        "WF_KUBERNETES_VALIDATE",
+        "kubernetes-validate",
+        "pip install kubernetes-validate, or run .ci/run",
+    ) else {
         return;
     };
     let files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/k8s/base"))
@@ -165,12 +160,7 @@ fn justified_checks() -> std::collections::BTreeSet<String> {
 
 #[test]
 fn checkov_finds_nothing_in_the_manifests_that_deploy_readme_does_not_justify() {
-    let Some(checkov) = checkov() else {
-        assert!(
-            std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
-            "checkov is required here (WF_REQUIRE_TOOLS) but not installed: .ci/run installs it"
-        );
-        println!("skipped: checkov is not installed (pip install checkov, or run .ci/run)");
+    let Some(checkov) = required_tool("WF_CHECKOV", "checkov", "pip install checkov, or run .ci/run") else {
         return;
     };
     let output = Command::new(&checkov)
