@@ -24,7 +24,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_shared::drift::DriftReference;
-use wf_shared::live::{LivePolicy, LiveState, RECENT_DAYS, Version};
+use wf_shared::live::{LivePolicy, LiveState, RECENT_DAYS, RetrainFailure, Version};
 use wf_shared::plan::{Job, Plan};
 use wf_shared::spec::SweepConfig;
 use wf_worker::artifact::{ArtifactMeta, from_bytes, to_bytes};
@@ -249,6 +249,14 @@ impl Deployments {
                 Ok(model)
             }
             None => {
+                // Fault injection for tests and drills, as on workers: a retrain whose job
+                // key starts with this prefix fails.
+                if std::env::var("WF_FAULT_FAIL_JOBS").is_ok_and(|prefix| job.key.to_string().starts_with(&prefix)) {
+                    return Err(DeploymentError::Invalid(format!(
+                        "injected failure (WF_FAULT_FAIL_JOBS) of job {}",
+                        job.key.short()
+                    )));
+                }
                 let panel = &opened.dataset.panel;
                 let output =
                     run_job(panel, &opened.config, job, device).map_err(|e| DeploymentError::Other(e.into()))?;
@@ -322,7 +330,13 @@ impl Deployments {
                     && let Some(job) = jobs.get(&day)
                 {
                     let number = state.versions.len() as u32 + 1;
-                    let model = self.version_model(&opened, number, job, device)?;
+                    let model = match self.version_model(&opened, number, job, device) {
+                        Ok(model) => model,
+                        Err(error) => {
+                            self.record_retrain_failure(id, day, job, &error);
+                            return Err(error);
+                        }
+                    };
                     let training = observer.add(day, model.into(), job.train_days.clone());
                     state.promote(Version::new(day, job.key.to_string(), Some(training)))?;
                 }
@@ -338,6 +352,26 @@ impl Deployments {
         drop(observer);
         opened.state = Some(state);
         Ok((opened, processed))
+    }
+
+    /// Adds a failed retrain of `day` to the stored state (the last one saved: this
+    /// advance's unsaved days are dropped, so the next advance processes them again).
+    /// Failing to record it is logged, not returned: the retrain's error is the news.
+    fn record_retrain_failure(&self, id: &str, day: usize, job: &Job, error: &DeploymentError) {
+        tracing::error!(deployment = id, job = %job.key.short(), %error, "retrain failed");
+        let recorded = self.state(id).and_then(|stored| {
+            let mut stored = stored.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+            stored.retrain_failed(RetrainFailure {
+                day,
+                job_key: job.key.to_string(),
+                error: error.to_string(),
+                at: chrono::Utc::now().timestamp(),
+            });
+            self.save_state(id, &mut stored)
+        });
+        if let Err(failure) = recorded {
+            tracing::warn!(deployment = id, %failure, "could not record the failed retrain");
+        }
     }
 
     /// Rolls deployment `id` back to version `to` (default: the previous live one).
@@ -579,6 +613,8 @@ fn publish(id: &str, state: &LiveState, calendar: Option<&wf_shared::calendar::T
     counter!("wf_live_rollbacks_total", &label).absolute(state.switches.iter().filter(|s| s.rollback).count() as u64);
     let rejected = state.shadows.iter().filter(|s| !s.promoted).count() as u64;
     counter!("wf_live_shadow_rejections_total", &label).absolute(rejected);
+    counter!("wf_live_retrain_failures_total", &label).absolute(state.retrain_failures_total);
+    gauge!("wf_live_retrain_failing", &label).set(f64::from(u8::from(state.retrain_failing())));
     let seconds = |day: usize| {
         calendar.and_then(|c| c.date(day)).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc().timestamp() as f64)
     };

@@ -24,7 +24,7 @@ use wf_shared::DatasetRef;
 use wf_shared::age::JobResult;
 use wf_shared::backtest::portfolio::Market;
 use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, Token, TransitionError, UnixMs};
-use wf_shared::plan::{JobKey, Manifest, Plan, plan_panel};
+use wf_shared::plan::{JobIdentity, JobKey, Manifest, Plan, plan_panel};
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
@@ -487,9 +487,10 @@ impl Scheduler {
         lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset, market }));
         let max_job_seconds = max_job_ms.map(|ms| ms / 1_000);
         info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, ?max_job_seconds, "sweep submitted");
-        metrics::counter!("wf_sweeps_submitted_total").increment(1);
-        metrics::counter!("wf_jobs_enqueued_total").increment(added as u64);
-        metrics::counter!("wf_jobs_reused_total").increment((keys.len() - added) as u64);
+        let tenant = tenant.to_string();
+        metrics::counter!("wf_sweeps_submitted_total", "tenant" => tenant.clone()).increment(1);
+        metrics::counter!("wf_jobs_enqueued_total", "tenant" => tenant.clone()).increment(added as u64);
+        metrics::counter!("wf_jobs_reused_total", "tenant" => tenant).increment((keys.len() - added) as u64);
         self.work.notify_waiters();
         self.changed();
         Ok(Submitted {
@@ -674,7 +675,8 @@ impl Scheduler {
         }
         let identity = std::mem::take(&mut result.identity);
         let bytes = Bytes::from(wf_proto::stored::seal(&identity, &result));
-        let seconds = JobResult::try_from(result)?.training.seconds;
+        let result = JobResult::try_from(result)?;
+        let seconds = result.training.seconds;
         let record = self.store.job(key).await?.ok_or_else(|| SchedulerError::UnknownJob(key.short()))?;
         let event = JobEvent::Complete { token, worker: worker.to_string() };
         let now = self.clock.now_ms();
@@ -701,6 +703,14 @@ impl Scheduler {
         if won {
             metrics::counter!("wf_results_committed_total").increment(1);
             metrics::histogram!("wf_job_training_seconds").record(seconds);
+            let kind = JobIdentity::parse(&identity).map_or("unknown", |identity| identity.model.kind_name());
+            let (delta, rank_ic) = result.summary();
+            if let Some(delta) = delta {
+                metrics::histogram!("wf_job_delta_p_at_k", "kind" => kind).record(delta);
+            }
+            if let Some(rank_ic) = rank_ic {
+                metrics::histogram!("wf_job_rank_ic", "kind" => kind).record(rank_ic);
+            }
         }
         self.changed();
         Ok(())

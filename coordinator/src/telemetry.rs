@@ -7,8 +7,8 @@
 //! | metric | kind | what |
 //! |---|---|---|
 //! | `wf_queue_jobs{state}` | gauge | jobs queued, leased, dead-lettered (all sweeps) |
-//! | `wf_sweeps_submitted_total` | counter | sweeps accepted |
-//! | `wf_jobs_enqueued_total` / `wf_jobs_reused_total` | counter | jobs queued / skipped as already committed |
+//! | `wf_sweeps_submitted_total{tenant}` | counter | sweeps accepted |
+//! | `wf_jobs_enqueued_total{tenant}` / `wf_jobs_reused_total{tenant}` | counter | jobs queued / skipped as already committed, by the submitting tenant |
 //! | `wf_leases_total` | counter | leases granted |
 //! | `wf_leases_expired_total` | counter | leases the reaper took back |
 //! | `wf_heartbeats_total` | counter | heartbeats answered |
@@ -23,6 +23,7 @@
 //! | `wf_store_repairs_total` | counter | job store index entries repaired after a partial loss |
 //! | `wf_results_requeued_total` | counter | completed jobs queued again because their result was damaged or never published |
 //! | `wf_job_training_seconds` | histogram | training seconds per committed job, as the worker measured |
+//! | `wf_job_delta_p_at_k{kind}` / `wf_job_rank_ic{kind}` | histogram | a committed job's mean out-of-sample ΔP@K / RankIC (`docs/ANALYTICS.md`, "Job summary"), by model kind |
 //! | `wf_worker_jobs_total{outcome}` | counter | (worker) jobs completed, failed, preempted, abandoned |
 //! | `wf_worker_jobs_running` | gauge | (worker) jobs in progress |
 //! | `wf_worker_job_seconds` | histogram | (worker) lease to committed result |
@@ -36,6 +37,7 @@
 //! | `wf_live_versions{deployment}`, `wf_live_processed_days{deployment}`, `wf_live_in_shadow{deployment}` | gauge | versions trained, days processed, 1 while a version is in shadow |
 //! | `wf_live_trigger_firings_total{deployment,reason}` | counter | retrains decided, by what fired (`performance`, `drift`, `age`, `cadence`) |
 //! | `wf_live_promotions_total`, `wf_live_rollbacks_total`, `wf_live_shadow_rejections_total` (`{deployment}`) | counter | switches of the live version, and candidates kept out |
+//! | `wf_live_retrain_failures_total{deployment}` / `wf_live_retrain_failing{deployment}` | counter / gauge | retrains that failed; 1 while the deployment is stuck on a failed retrain (the next advance tries it again) |
 //!
 //! The `wf_live_*` series are refreshed every 15 s from the deployments' stored state by a
 //! coordinator started with `--live-artifacts`.
@@ -52,19 +54,65 @@ const PREDICTION_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 const SECONDS_BUCKETS: [f64; 14] =
     [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 7200.0];
 
-/// Serves `/metrics` on `listen` from the current tokio runtime (call inside it).
+/// Histogram buckets for a job's mean ΔP@K and RankIC.
+const SKILL_BUCKETS: [f64; 11] = [-0.2, -0.1, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2];
+
+/// Serves `/metrics` on `listen` from the current tokio runtime (call inside it), with
+/// every counter of `process` (`coordinator` or `worker`) at zero until it counts, so
+/// rates and alerts read 0 rather than nothing.
 pub fn serve_metrics(listen: SocketAddr, process: &'static str) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(listen)
         .add_global_label("process", process)
         .set_buckets_for_metric(Matcher::Full("wf_prediction_seconds".into()), &PREDICTION_BUCKETS)
         .context("histogram buckets")?
+        .set_buckets_for_metric(Matcher::Full("wf_job_delta_p_at_k".into()), &SKILL_BUCKETS)
+        .context("histogram buckets")?
+        .set_buckets_for_metric(Matcher::Full("wf_job_rank_ic".into()), &SKILL_BUCKETS)
+        .context("histogram buckets")?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .context("histogram buckets")?
         .install()
         .with_context(|| format!("cannot serve metrics on {listen}"))?;
     describe();
+    initialize(process);
     Ok(())
+}
+
+/// Registers `process`'s counters (each label value of a closed set) at zero.
+fn initialize(process: &str) {
+    use metrics::counter;
+    if process == "worker" {
+        for name in ["wf_worker_leases_total", "wf_worker_heartbeats_total", "wf_worker_datasets_loaded_total"] {
+            counter!(name).increment(0);
+        }
+        for outcome in wf_worker::runtime::Ended::ALL {
+            counter!("wf_worker_jobs_total", "outcome" => outcome.name()).increment(0);
+        }
+        metrics::gauge!("wf_worker_jobs_running").set(0.0);
+        return;
+    }
+    for name in [
+        "wf_leases_total",
+        "wf_leases_expired_total",
+        "wf_heartbeats_total",
+        "wf_results_committed_total",
+        "wf_results_rejected_total",
+        "wf_job_retries_total",
+        "wf_dead_letters_total",
+        "wf_reconciled_jobs_total",
+        "wf_jobs_hung_total",
+        "wf_store_repairs_total",
+        "wf_results_requeued_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for kind in wf_shared::job::FailureKind::ALL {
+        counter!("wf_job_failures_total", "kind" => kind.name()).increment(0);
+    }
+    for reason in wf_proto::stored::StoredRefusal::REASONS {
+        counter!("wf_results_refused_total", "reason" => reason).increment(0);
+    }
 }
 
 fn describe() {
@@ -90,6 +138,8 @@ fn describe() {
     describe_counter!("wf_live_promotions_total", "Versions promoted to live.");
     describe_counter!("wf_live_rollbacks_total", "Rollbacks of the live version.");
     describe_counter!("wf_live_shadow_rejections_total", "Versions kept out after their shadow period.");
+    describe_counter!("wf_live_retrain_failures_total", "Retrains that failed.");
+    describe_gauge!("wf_live_retrain_failing", "1 while the last failed retrain's day is still unprocessed.");
     describe_counter!("wf_jobs_enqueued_total", "Jobs queued by submissions.");
     describe_counter!("wf_jobs_reused_total", "Jobs of submissions whose result was already committed.");
     describe_counter!("wf_leases_total", "Leases granted.");
@@ -117,6 +167,8 @@ fn describe() {
         "Completed jobs queued again because their result was damaged or never published."
     );
     describe_histogram!("wf_job_training_seconds", metrics::Unit::Seconds, "Training seconds per committed job.");
+    describe_histogram!("wf_job_delta_p_at_k", "A committed job's mean out-of-sample dP@K, by model kind.");
+    describe_histogram!("wf_job_rank_ic", "A committed job's mean out-of-sample RankIC, by model kind.");
     describe_counter!("wf_worker_jobs_total", "Jobs this worker ended, by outcome.");
     describe_gauge!("wf_worker_jobs_running", "Jobs this worker is running.");
     describe_histogram!("wf_worker_job_seconds", metrics::Unit::Seconds, "Lease to committed result, per job.");

@@ -34,6 +34,9 @@ pub enum StoredRefusal {
 }
 
 impl StoredRefusal {
+    /// Every [`Self::reason`].
+    pub const REASONS: [&'static str; 4] = ["unreadable", "format", "checksum", "identity"];
+
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unreadable(_) => "unreadable",
@@ -142,6 +145,17 @@ mod tests {
         assert_eq!(opened, result("{\"job\":1}"));
         let refused = stored.result_for("{\"job\":2}", same).expect_err("another job");
         assert_eq!(refused.reason(), "identity");
+    }
+
+    #[test]
+    fn the_reasons_are_every_refusal_s_reason() {
+        let refusals = [
+            StoredRefusal::Unreadable(String::new()),
+            StoredRefusal::Format { found: String::new() },
+            StoredRefusal::Checksum,
+            StoredRefusal::Identity(String::new()),
+        ];
+        assert_eq!(refusals.map(|r| r.reason()), StoredRefusal::REASONS);
     }
 
     #[test]

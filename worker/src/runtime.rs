@@ -143,9 +143,9 @@ struct Worker {
     data_roots: DataRoots,
 }
 
-/// How a leased job ended on this worker.
+/// How a leased job ended on this worker (the `outcome` of `wf_worker_jobs_total`).
 #[derive(Debug, Clone, Copy)]
-enum Ended {
+pub enum Ended {
     Completed,
     Failed,
     Preempted,
@@ -153,7 +153,9 @@ enum Ended {
 }
 
 impl Ended {
-    fn name(self) -> &'static str {
+    pub const ALL: [Self; 4] = [Self::Completed, Self::Failed, Self::Preempted, Self::Abandoned];
+
+    pub fn name(self) -> &'static str {
         match self {
             Self::Completed => "completed",
             Self::Failed => "failed",

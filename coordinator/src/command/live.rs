@@ -326,6 +326,11 @@ struct StatusView {
     /// The version in shadow, if any, and the last shadow period's outcome.
     in_shadow: Option<u32>,
     last_shadow: Option<String>,
+    /// Retrains that failed (all time), and the last one: `DATE (job KEY): ERROR`, with
+    /// whether the deployment is still stuck on it.
+    retrain_failures: u64,
+    last_retrain_failure: Option<String>,
+    retrain_failing: bool,
     /// Every version: number, retrain date, job key.
     version_list: Vec<VersionView>,
     last_decisions: Vec<String>,
@@ -361,6 +366,12 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
         rollbacks: state.switches.iter().filter(|s| s.rollback).count(),
         next_decision: state.decision_days.iter().find(|d| **d >= state.next_day).map(|d| date(*d)),
         in_shadow: state.candidate.map(|index| state.versions[index].number),
+        retrain_failures: state.retrain_failures_total,
+        last_retrain_failure: state
+            .retrain_failures
+            .last()
+            .map(|f| format!("{} (job {}): {}", date(f.day), f.job_key.chars().take(16).collect::<String>(), f.error)),
+        retrain_failing: state.retrain_failing(),
         version_list: state
             .versions
             .iter()
@@ -424,6 +435,10 @@ fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
         }
         if let Some(shadow) = &view.last_shadow {
             println!("  last shadow: {shadow}");
+        }
+        if let Some(failure) = &view.last_retrain_failure {
+            let state = if view.retrain_failing { "FAILING, the next advance tries again" } else { "since retrained" };
+            println!("  retrain failures: {} ({state}); last: {failure}", view.retrain_failures);
         }
         match &view.next_decision {
             Some(next) => println!("  next decision: {next}"),

@@ -154,6 +154,17 @@ pub struct JobResult {
     pub importance: Importance,
 }
 
+impl JobResult {
+    /// The job's out-of-sample summary for monitoring: mean ΔP@K over the ages it scored,
+    /// and mean RankIC over the ages that have one (`docs/ANALYTICS.md`, "Job summary").
+    /// `None` where no age has a value.
+    pub fn summary(&self) -> (Option<f64>, Option<f64>) {
+        let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+        let scored = || self.ages.iter().flatten();
+        (mean(scored().map(DayMetrics::delta).collect()), mean(scored().filter_map(|d| d.rank_ic).collect()))
+    }
+}
+
 /// All runs of a sweep, with the horizon their metrics were measured at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgeMatrix {
@@ -190,5 +201,32 @@ impl AgeMatrix {
             .collect();
         runs.sort_by_key(|i| self.runs[*i].retrain_day);
         runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(p_at_k: f64, base_rate: f64, rank_ic: Option<f64>) -> Option<DayMetrics> {
+        Some(DayMetrics { p_at_k, base_rate, rank_ic, spread: 0.0, top_k_mean: 0.0, stocks: 10, k: 2 })
+    }
+
+    #[test]
+    fn a_job_summary_averages_the_scored_ages() {
+        let mut result = JobResult {
+            training: TrainingSummary::default(),
+            ages: vec![day(0.6, 0.5, Some(0.1)), None, day(0.4, 0.5, None), day(0.8, 0.5, Some(-0.04))],
+            drift: DriftPath { training: Vec::new(), days: Vec::new() },
+            rankings: Vec::new(),
+            exposures: Exposures::default(),
+            horizons: Vec::new(),
+            importance: Importance::default(),
+        };
+        let (delta, rank_ic) = result.summary();
+        assert!((delta.expect("ΔP@K") - (0.1 - 0.1 + 0.3) / 3.0).abs() < 1e-12);
+        assert!((rank_ic.expect("RankIC") - 0.03).abs() < 1e-12);
+        result.ages = vec![None, None];
+        assert_eq!(result.summary(), (None, None));
     }
 }

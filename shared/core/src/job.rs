@@ -101,6 +101,8 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [Self; 3] = [Self::Retryable, Self::Permanent, Self::Preempted];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Retryable => "retryable",

@@ -277,6 +277,26 @@ pub struct LiveState {
     /// in between (a rollback during an advance).
     #[serde(default)]
     pub revision: u64,
+    /// Retrains that failed (the last [`RETRAIN_FAILURES_KEPT`]), oldest first. The day
+    /// stays unprocessed, so the next advance tries it again.
+    #[serde(default)]
+    pub retrain_failures: Vec<RetrainFailure>,
+    /// Every retrain that failed, also those no longer kept.
+    #[serde(default)]
+    pub retrain_failures_total: u64,
+}
+
+/// How many failed retrains a state keeps.
+pub const RETRAIN_FAILURES_KEPT: usize = 20;
+
+/// A retrain that failed: the day it was decided on, its job and the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainFailure {
+    pub day: usize,
+    pub job_key: String,
+    pub error: String,
+    /// When it failed (Unix seconds).
+    pub at: i64,
 }
 
 /// How a version in shadow compared with the live one over its first `shadow_days` days,
@@ -332,7 +352,23 @@ impl LiveState {
             candidate: None,
             shadows: Vec::new(),
             revision: 0,
+            retrain_failures: Vec::new(),
+            retrain_failures_total: 0,
         }
+    }
+
+    /// Records a failed retrain of `day`.
+    pub fn retrain_failed(&mut self, failure: RetrainFailure) {
+        self.retrain_failures.push(failure);
+        let excess = self.retrain_failures.len().saturating_sub(RETRAIN_FAILURES_KEPT);
+        self.retrain_failures.drain(..excess);
+        self.retrain_failures_total += 1;
+    }
+
+    /// Whether the last failed retrain is still the day to process: the deployment is
+    /// stuck until a retrain of that day succeeds.
+    pub fn retrain_failing(&self) -> bool {
+        self.retrain_failures.last().is_some_and(|failure| failure.day >= self.next_day)
     }
 
     pub fn live_version(&self) -> &Version {

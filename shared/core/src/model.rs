@@ -402,6 +402,17 @@ impl ModelSpec {
             Self::Factor { .. } => None,
         }
     }
+
+    /// The kind, as specs write it (`mlp`, `linear`, …): a label of bounded cardinality.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Linear { .. } => "linear",
+            Self::Mlp { .. } => "mlp",
+            Self::Patchtst { .. } => "patchtst",
+            Self::Factor { .. } => "factor",
+            Self::Gbdt { .. } => "gbdt",
+        }
+    }
 }
 
 #[cfg(test)]

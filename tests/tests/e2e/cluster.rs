@@ -135,11 +135,33 @@ impl Cluster {
         Process::start(self.dir.path(), &["worker", "--coordinator", &self.url(), "--device", "cpu"], env)
     }
 
+    /// Where the coordinator serves its metrics.
+    pub(crate) fn metrics_address(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port)
+    }
+
     /// The coordinator's Prometheus metrics.
     pub(crate) fn metrics(&self) -> String {
-        let (code, body) = http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics").expect("GET /metrics");
+        let (code, body) = http_get(&self.metrics_address(), "/metrics").expect("GET /metrics");
         assert_eq!(code, 200, "{body}");
         body
+    }
+
+    /// Sweep `id`'s manifest, as the coordinator wrote it.
+    pub(crate) fn manifest(&self, id: &str) -> Value {
+        let path = self.dir.path().join(format!("artifacts/sweeps/{id}/manifest.json"));
+        serde_json::from_slice(&std::fs::read(path).expect("manifest")).expect("manifest JSON")
+    }
+
+    /// The worker image's binary, `wf-worker`, serving its metrics on `metrics` and failing
+    /// every attempt of job `doomed` (a key).
+    pub(crate) fn failing_worker(&self, metrics: &str, doomed: &str) -> Process {
+        Process::start_program(
+            &wf_worker_binary(),
+            self.dir.path(),
+            &["--coordinator", &self.url(), "--device", "cpu", "--metrics", metrics],
+            &[("WF_FAULT_FAIL_JOBS", doomed)],
+        )
     }
 
     pub(crate) fn write_spec(&self, text: &str) -> String {
@@ -315,19 +337,10 @@ fn coordinator_restart_mid_sweep_completes_the_sweep() {
 fn always_failing_job_is_dead_lettered_after_max_attempts_while_others_complete() {
     let cluster = Cluster::start(5_000);
     let id = cluster.submit(&spec("\"monthly\"", 5));
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(cluster.dir.path().join(format!("artifacts/sweeps/{id}/manifest.json"))).expect("manifest"),
-    )
-    .expect("manifest JSON");
+    let manifest = cluster.manifest(&id);
     let doomed = manifest["jobs"][2]["key"].as_str().expect("job key").to_string();
-    // The worker image's binary, `wf-worker`, with its own metrics endpoint.
     let worker_metrics = format!("127.0.0.1:{}", free_port());
-    let _worker = Process::start_program(
-        &wf_worker_binary(),
-        cluster.dir.path(),
-        &["--coordinator", &cluster.url(), "--device", "cpu", "--metrics", &worker_metrics],
-        &[("WF_FAULT_FAIL_JOBS", &doomed)],
-    );
+    let _worker = cluster.failing_worker(&worker_metrics, &doomed);
     wait_until("every job ends", LIMIT, || cluster.finished(&id));
     let status = cluster.wf(&["status", &id]);
     assert!(status.stdout.contains("finished with failures"), "{}", status.stdout);

@@ -13,7 +13,7 @@ use wf_tests::wf_in;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
-const SPEC: &str = r#"name = "live-e2e"
+pub(crate) const SPEC: &str = r#"name = "live-e2e"
 [dataset]
 panel = "synth:stocks=60,days=520,seed=4"
 [evaluation]
@@ -489,4 +489,57 @@ fn a_coordinator_serves_predictions_and_live_metrics() {
             && series("wf_live_model_age_days").is_some_and(|age| age > 0.0)
             && series("wf_live_model_retrained_timestamp_seconds").is_some_and(|t| t > 1.6e9)
     });
+}
+
+/// A retrain that fails is recorded (in the state and by `wf live status`) and leaves the
+/// deployment at the last day saved before it, serving its live version; the next advance
+/// retrains that day and ends exactly where an advance without the failure ends.
+#[test]
+fn a_failed_retrain_is_recorded_and_the_next_advance_retries_it() {
+    let dir = monthly_deployment("f");
+    let args = ["live", "deploy", "spec.toml", "--model", "linear", "--window", "126", "--policy", "monthly"];
+    let other = live_run(dir.path(), &[&args[..], &["--id", "w"]].concat());
+    assert!(other.succeeded(), "{}", other.stderr);
+    let whole = live_run(dir.path(), &["live", "advance", "w"]);
+    assert!(whole.succeeded(), "{}", whole.stderr);
+
+    let early = live_run(dir.path(), &["live", "advance", "f", "--to", "2022-03-31"]);
+    assert!(early.succeeded(), "{}", early.stderr);
+    let before = state(dir.path(), "f");
+    let failed = wf_tests::wf_in_env(
+        dir.path(),
+        &["live", "advance", "f", "--artifacts", "live"],
+        &[("WF_FAULT_FAIL_JOBS", "")],
+        LIMIT,
+    );
+    assert!(!failed.succeeded() && failed.stderr.contains("injected failure"), "{}", failed.stderr);
+    let stuck = state(dir.path(), "f");
+    assert_eq!(stuck["retrain_failures_total"], 1);
+    let failure = &stuck["retrain_failures"][0];
+    assert!(failure["error"].as_str().is_some_and(|e| e.contains("injected failure")), "{failure}");
+    assert!(failure["day"].as_u64() >= stuck["next_day"].as_u64(), "the failed day is not processed: {failure}");
+    for field in ["decisions", "versions", "switches", "live"] {
+        assert_eq!(stuck[field], before[field], "{field}: nothing of the failed advance was kept");
+    }
+    let status = |json: bool| {
+        let run =
+            live_run(dir.path(), &[&["live", "status", "f"][..], if json { &["--json"][..] } else { &[] }].concat());
+        assert!(run.succeeded(), "{}", run.stderr);
+        run.stdout
+    };
+    assert!(status(false).contains("retrain failures: 1 (FAILING"), "{}", status(false));
+    let predicted = live_run(dir.path(), &["predict", "f", "--json"]);
+    assert!(predicted.succeeded(), "the live version still serves: {}", predicted.stderr);
+
+    let retried = live_run(dir.path(), &["live", "advance", "f"]);
+    assert!(retried.succeeded(), "{}", retried.stderr);
+    let done = state(dir.path(), "f");
+    let reference = state(dir.path(), "w");
+    for field in ["decisions", "switches", "next_day", "live"] {
+        assert_eq!(done[field], reference[field], "{field}");
+    }
+    let view: Value = serde_json::from_str(&status(true)).expect("status JSON");
+    assert_eq!(view[0]["retrain_failing"], false);
+    assert_eq!(view[0]["retrain_failures"], 1);
+    assert!(status(false).contains("(since retrained)"), "{}", status(false));
 }

@@ -4,6 +4,7 @@ mod alerts;
 mod auth_cli;
 mod chaos;
 mod cluster;
+mod dashboards;
 mod data_cli;
 mod deploy;
 mod hostile;

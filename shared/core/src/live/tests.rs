@@ -300,3 +300,19 @@ fn a_version_in_shadow_is_promoted_only_if_it_does_not_score_worse() {
     assert_eq!(state.version_on(24).map(|v| v.number), Some(3));
     assert_eq!(state.switches.iter().map(|s| (s.day, s.version)).collect::<Vec<_>>(), vec![(0, 1), (24, 3)]);
 }
+
+#[test]
+fn failed_retrains_are_counted_the_last_kept_and_failing_until_their_day_is_processed() {
+    let mut state =
+        LiveState::new(LivePolicy::Fixed(Cadence::Weekly), 1, 20, vec![5, 10], Version::new(0, "first".into(), None));
+    assert!(!state.retrain_failing());
+    for at in 0..(RETRAIN_FAILURES_KEPT as i64 + 5) {
+        state.retrain_failed(RetrainFailure { day: 5, job_key: "k".into(), error: "no memory".into(), at });
+    }
+    assert_eq!(state.retrain_failures_total, RETRAIN_FAILURES_KEPT as u64 + 5);
+    assert_eq!(state.retrain_failures.len(), RETRAIN_FAILURES_KEPT);
+    assert_eq!(state.retrain_failures[0].at, 5, "the oldest are dropped");
+    assert!(state.retrain_failing(), "day 5 is not processed yet");
+    state.next_day = 6;
+    assert!(!state.retrain_failing(), "day 5 was processed since");
+}
