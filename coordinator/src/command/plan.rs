@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use wf_data::dataset::{Dataset, load_dataset};
+use wf_data::dataset::{Dataset, DatasetSummary, load_summary};
 use wf_shared::plan::{Manifest, Plan, PlanCell, audit, plan_panel};
 use wf_shared::spec::SweepConfig;
 
@@ -41,14 +41,22 @@ pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Pla
         .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
 }
 
+/// [`plan_sweep`] on a dataset's summary (its file's metadata: no value read).
+pub fn plan_summary(config: &SweepConfig, summary: &DatasetSummary) -> anyhow::Result<Plan> {
+    wf_worker::model::check_models(config)
+        .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", config.name))?;
+    wf_shared::plan::plan(config, &summary.plan_input())
+        .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
+}
+
 pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
     let config = read_spec(&args.spec)?;
-    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
+    let summary = load_summary(&config.panel, &config.horizons, config.features.as_deref())?;
     let started = Instant::now();
-    let plan = plan_sweep(&config, &dataset)?;
+    let plan = plan_summary(&config, &summary)?;
     let planning_ms = started.elapsed().as_secs_f64() * 1e3;
-    let calendar = dataset.panel.calendar();
-    let manifest = Manifest::new(&config, dataset.content_hash, calendar, &plan);
+    let calendar = &summary.calendar;
+    let manifest = Manifest::new(&config, summary.content_hash, calendar, &plan);
     let leaking = audit(&manifest, calendar, &config);
     if let Some(path) = &args.manifest {
         let text = serde_json::to_string_pretty(&manifest).context("failed to serialise the manifest")?;
@@ -57,7 +65,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
     if args.json {
         let report = PlanReport {
             sweep: &config.name,
-            dataset: dataset.content_hash.to_string(),
+            dataset: summary.content_hash.to_string(),
             cells: &plan.cells,
             jobs_before_dedup: plan.jobs_before_dedup,
             distinct_trainings: plan.jobs.len(),
@@ -68,13 +76,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
         };
         println!("{}", serde_json::to_string_pretty(&report).context("failed to serialise the plan")?);
     } else {
-        print!("{}", render(&config, &dataset, &plan, leaking.len(), planning_ms));
+        print!("{}", render(&config, &summary, &plan, leaking.len(), planning_ms));
     }
     Ok(if leaking.is_empty() { Outcome::Success } else { Outcome::GateFailed })
 }
 
-fn render(config: &SweepConfig, dataset: &Dataset, plan: &Plan, leaking: usize, planning_ms: f64) -> String {
-    let calendar = dataset.panel.calendar();
+fn render(config: &SweepConfig, summary: &DatasetSummary, plan: &Plan, leaking: usize, planning_ms: f64) -> String {
+    let calendar = &summary.calendar;
     let date = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(
@@ -82,9 +90,9 @@ fn render(config: &SweepConfig, dataset: &Dataset, plan: &Plan, leaking: usize, 
         "sweep {} on {} (content {}, {} dates, {} stocks)",
         config.name,
         config.panel,
-        dataset.content_hash.short(),
+        summary.content_hash.short(),
         calendar.len(),
-        dataset.panel.codes().len()
+        summary.stocks
     );
     let models: Vec<String> =
         config.models.iter().map(|m| format!("{} ({:?}, {} seeds)", m.name, m.kind, m.seeds.len())).collect();

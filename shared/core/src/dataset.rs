@@ -89,40 +89,84 @@ impl From<DatasetHash> for String {
 
 /// Content hash of a panel: BLAKE3 over a canonical little-endian encoding of its shape,
 /// column names, row keys (date as days from the common era, code) and every value,
-/// with all nulls encoded alike. Columns are digested in parallel, then combined.
+/// with all nulls encoded alike. Columns are digested in parallel, then combined
+/// ([`PanelDigests::hash`]).
 pub fn content_hash(panel: &Panel) -> DatasetHash {
-    let mut keys = blake3::Hasher::new();
-    for (day, stock) in panel.day().iter().zip(panel.stock()) {
-        let date = panel.calendar().date(*day as usize).unwrap_or_default();
-        keys.update(&date.num_days_from_ce().to_le_bytes());
-        let code = panel.codes()[*stock as usize].as_bytes();
-        keys.update(&(code.len() as u32).to_le_bytes());
-        keys.update(code);
-    }
-    let feature_digests: Vec<blake3::Hash> = panel
-        .features()
-        .par_iter()
-        .map(|column| digest_values(column, |v: &f32| if v.is_nan() { f32::NAN } else { *v }.to_bits().to_le_bytes()))
-        .collect();
-    let target_digests: Vec<blake3::Hash> = panel
-        .targets()
-        .par_iter()
-        .map(|column| digest_values(column, |v: &f64| if v.is_nan() { f64::NAN } else { *v }.to_bits().to_le_bytes()))
-        .collect();
+    PanelDigests::of(panel).hash()
+}
 
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(HASH_FORMAT.as_bytes());
-    hasher.update(&(panel.rows() as u64).to_le_bytes());
-    let names = panel.feature_names().iter().cloned().chain(panel.horizons().iter().map(|h| target_name(*h)));
-    for name in names {
-        hasher.update(&(name.len() as u32).to_le_bytes());
-        hasher.update(name.as_bytes());
+/// What a panel's content hash is combined from: its row count, the digest of its row
+/// keys, and each column's digest. `wf data prepare` records them in the file's metadata,
+/// so the hash of the panel with any subset of its features is known without reading a
+/// value (planning from metadata), and still equals [`content_hash`] of the loaded panel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanelDigests {
+    pub rows: u64,
+    pub keys: DatasetHash,
+    /// Feature columns, in order: name and digest of its values.
+    pub features: Vec<(String, DatasetHash)>,
+    /// Target columns (`fwd_ret_<h>`), in order.
+    pub targets: Vec<(String, DatasetHash)>,
+}
+
+impl PanelDigests {
+    pub fn of(panel: &Panel) -> Self {
+        let mut keys = blake3::Hasher::new();
+        for (day, stock) in panel.day().iter().zip(panel.stock()) {
+            let date = panel.calendar().date(*day as usize).unwrap_or_default();
+            keys.update(&date.num_days_from_ce().to_le_bytes());
+            let code = panel.codes()[*stock as usize].as_bytes();
+            keys.update(&(code.len() as u32).to_le_bytes());
+            keys.update(code);
+        }
+        let hash = |digest: blake3::Hash| DatasetHash(*digest.as_bytes());
+        let features: Vec<DatasetHash> = panel
+            .features()
+            .par_iter()
+            .map(|column| {
+                hash(digest_values(column, |v: &f32| if v.is_nan() { f32::NAN } else { *v }.to_bits().to_le_bytes()))
+            })
+            .collect();
+        let targets: Vec<DatasetHash> = panel
+            .targets()
+            .par_iter()
+            .map(|column| {
+                hash(digest_values(column, |v: &f64| if v.is_nan() { f64::NAN } else { *v }.to_bits().to_le_bytes()))
+            })
+            .collect();
+        Self {
+            rows: panel.rows() as u64,
+            keys: hash(keys.finalize()),
+            features: panel.feature_names().iter().cloned().zip(features).collect(),
+            targets: panel.horizons().iter().map(|h| target_name(*h)).zip(targets).collect(),
+        }
     }
-    hasher.update(keys.finalize().as_bytes());
-    for digest in feature_digests.iter().chain(&target_digests) {
-        hasher.update(digest.as_bytes());
+
+    /// The digests of the panel with only the features `names`, in that order; `None`
+    /// when one is not among them.
+    pub fn select(&self, names: &[String]) -> Option<Self> {
+        let features = names
+            .iter()
+            .map(|name| self.features.iter().find(|(n, _)| n == name).cloned())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { features, ..self.clone() })
     }
-    DatasetHash(*hasher.finalize().as_bytes())
+
+    /// The content hash.
+    pub fn hash(&self) -> DatasetHash {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(HASH_FORMAT.as_bytes());
+        hasher.update(&self.rows.to_le_bytes());
+        for (name, _) in self.features.iter().chain(&self.targets) {
+            hasher.update(&(name.len() as u32).to_le_bytes());
+            hasher.update(name.as_bytes());
+        }
+        hasher.update(&self.keys.0);
+        for (_, digest) in self.features.iter().chain(&self.targets) {
+            hasher.update(&digest.0);
+        }
+        DatasetHash(*hasher.finalize().as_bytes())
+    }
 }
 
 /// Digest of a column's canonical bytes, fed to the hasher in large chunks (one

@@ -30,6 +30,72 @@ pub struct Dataset {
     pub content_hash: DatasetHash,
 }
 
+/// What planning needs of a dataset: its calendar, daily universe, features, horizons
+/// and content hash; read from a panel file's metadata where it records them
+/// ([`load_summary`]), so a plan reads no value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSummary {
+    pub stocks: usize,
+    pub calendar: wf_shared::TradingCalendar,
+    pub daily_universe: Vec<usize>,
+    pub feature_names: Vec<String>,
+    pub horizons: Vec<u32>,
+    pub content_hash: DatasetHash,
+}
+
+impl DatasetSummary {
+    pub fn of(dataset: &Dataset) -> Self {
+        let panel = &dataset.panel;
+        Self {
+            stocks: panel.codes().len(),
+            calendar: panel.calendar().clone(),
+            daily_universe: panel.daily_universe(),
+            feature_names: panel.feature_names().to_vec(),
+            horizons: panel.horizons().to_vec(),
+            content_hash: dataset.content_hash,
+        }
+    }
+
+    pub fn plan_input(&self) -> wf_shared::plan::PlanInput<'_> {
+        wf_shared::plan::PlanInput {
+            calendar: &self.calendar,
+            dataset_hash: self.content_hash,
+            feature_names: &self.feature_names,
+            daily_universe: &self.daily_universe,
+            horizons: &self.horizons,
+        }
+    }
+}
+
+/// The summary of dataset `uri` with `features` (else the declared ones): from the
+/// panel file's metadata when it records one (no value is read), else from the whole
+/// dataset (`synth:`, or a file written before summaries). Equal either way.
+pub fn load_summary(uri: &str, horizons: &[u32], features: Option<&[String]>) -> Result<DatasetSummary, DataError> {
+    if synth_spec(uri).is_none()
+        && let Some(summary) = crate::panel_file::read_summary(Path::new(uri), features)?
+    {
+        let horizons = summary
+            .digests
+            .targets
+            .iter()
+            .map(|(name, _)| {
+                name.strip_prefix(crate::panel_file::TARGET_PREFIX).and_then(|h| h.parse().ok()).ok_or_else(|| {
+                    DataError::Invalid { path: uri.into(), reason: format!("target column {name} names no horizon") }
+                })
+            })
+            .collect::<Result<Vec<u32>, DataError>>()?;
+        return Ok(DatasetSummary {
+            stocks: summary.stocks,
+            content_hash: summary.digests.hash(),
+            calendar: wf_shared::TradingCalendar::from_dates(summary.dates),
+            daily_universe: summary.daily_universe,
+            feature_names: summary.digests.features.into_iter().map(|(name, _)| name).collect(),
+            horizons,
+        });
+    }
+    load_dataset(uri, horizons, features).map(|dataset| DatasetSummary::of(&dataset))
+}
+
 /// Parses a `synth:` dataset name into a spec.
 pub fn synth_spec(uri: &str) -> Option<Result<SynthSpec, String>> {
     let options = uri.strip_prefix("synth:")?;
@@ -314,5 +380,77 @@ mod market_tests {
         assert!(backtest_market(&file, &reread, &grid(0.0)).is_ok());
         let error = backtest_market(&file, &reread, &grid(0.1)).expect_err("impact needs traded value");
         assert!(error.contains("backtest.impact") && error.contains("adv_20"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+    use crate::column;
+    use crate::panel_file::write_panel;
+
+    /// A panel file of the synthetic market, and its fully loaded dataset.
+    fn written(dir: &Path) -> (String, Dataset) {
+        let dataset = load_dataset("synth:stocks=30,days=400,seed=2", &[1, 5], None).expect("synth");
+        let path = dir.join("panel.parquet");
+        write_panel(&path, &dataset.panel).expect("write");
+        (path.display().to_string(), dataset)
+    }
+
+    #[test]
+    fn the_metadata_summary_equals_the_summary_of_the_whole_panel_for_any_features() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (uri, _) = written(dir.path());
+        let subset = ["vol_20".to_string(), "ret_5".to_string(), "beta_60".to_string()];
+        for features in [None, Some(&subset[..])] {
+            let from_metadata = crate::panel_file::read_summary(Path::new(&uri), features).expect("read");
+            assert!(from_metadata.is_some(), "prepare records a summary");
+            let summary = load_summary(&uri, &[1, 5], features).expect("summary");
+            let whole = DatasetSummary::of(&load_dataset(&uri, &[1, 5], features).expect("whole"));
+            assert_eq!(summary, whole, "features {features:?}");
+        }
+        // So the plans are the same, job keys included.
+        let spec = format!(
+            "name = \"s\"\n[dataset]\npanel = {uri:?}\n[evaluation]\nstart = 2021-08-02\nend = 2021-12-30\n\
+             [plan]\ntrain_windows = [126]\ncadences = [\"monthly\"]\nhorizons = [1, 5]\nprimary_horizon = 5\n\
+             [metrics]\nk = 5\nbootstrap_samples = 10\nbootstrap_seed = 1\n[[models]]\nname = \"l\"\nkind = \"linear\"\nseeds = [0]\n"
+        );
+        let config = wf_shared::spec::SweepConfig::from_toml(&spec).expect("spec");
+        let summary = load_summary(&uri, &[1, 5], None).expect("summary");
+        let whole = load_dataset(&uri, &[1, 5], None).expect("whole");
+        let planned = wf_shared::plan::plan(&config, &summary.plan_input()).expect("plan");
+        let read = wf_shared::plan::plan_panel(&config, &whole.panel, whole.content_hash).expect("plan");
+        let keys = |plan: &wf_shared::plan::Plan| plan.jobs.iter().map(|j| j.key).collect::<Vec<_>>();
+        assert!(!planned.jobs.is_empty());
+        assert_eq!(keys(&planned), keys(&read));
+        assert_eq!(format!("{:?}", planned.cells), format!("{:?}", read.cells));
+        // A feature the file lacks: read whole, which names it.
+        let missing = ["no_such".to_string()];
+        assert_eq!(crate::panel_file::read_summary(Path::new(&uri), Some(&missing)).expect("read"), None);
+        let error = load_summary(&uri, &[1, 5], Some(&missing)).expect_err("missing").to_string();
+        assert!(error.contains("no_such"), "{error}");
+    }
+
+    /// A file whose values changed after it was written (its metadata kept) plans with the
+    /// recorded hash, and loading its values gives another hash, which workers refuse
+    /// (`runtime.rs`: the loaded hash must be the job's).
+    #[test]
+    fn a_file_changed_after_it_was_written_no_longer_hashes_as_its_summary_says() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (uri, dataset) = written(dir.path());
+        let path = Path::new(&uri);
+        let metadata = column::key_value_metadata(path).expect("metadata");
+        let mut frame = column::scan(path).expect("scan").collect().expect("frame");
+        let mut values: Vec<f32> =
+            column::f64s(&frame, "vol_20", path).expect("vol_20").iter().map(|v| *v as f32).collect();
+        let row = values.iter().position(|v| v.is_finite()).expect("a value");
+        values[row] += 0.25;
+        frame.with_column(column::f32_column("vol_20", &values)).expect("replace");
+        column::write_parquet(path, &mut frame, metadata).expect("rewrite");
+
+        let planned = load_summary(&uri, &[1, 5], None).expect("summary");
+        assert_eq!(planned.content_hash, dataset.content_hash, "the summary is what was written");
+        let loaded = load_dataset(&uri, &[1, 5], None).expect("values");
+        assert_ne!(loaded.content_hash, planned.content_hash, "the changed value changes the hash");
     }
 }

@@ -15,7 +15,8 @@
 use std::path::Path;
 
 use polars::prelude::*;
-use wf_shared::dataset::{DatasetHash, content_hash};
+use serde::{Deserialize, Serialize};
+use wf_shared::dataset::{DatasetHash, PanelDigests};
 use wf_shared::panel::{ADV_COLUMN, Panel, PanelParts, target_name};
 
 use crate::DataError;
@@ -28,10 +29,37 @@ pub const TARGET_PREFIX: &str = "fwd_ret_";
 pub const FEATURES_KEY: &str = "walkforward.features";
 /// Metadata key of the declared target columns.
 pub const TARGETS_KEY: &str = "walkforward.targets";
+/// Metadata key of the panel's [`PanelSummary`].
+pub const SUMMARY_KEY: &str = "walkforward.summary";
+
+/// What planning reads of a panel, recorded in its file's metadata so that planning
+/// reads no value: the trading calendar, the stocks with a row on each day, and the
+/// digests its content hash is combined from (the hash of any feature subset). Readers
+/// of the values recompute the hash (workers refuse a mismatch), so a file changed after
+/// it was written is caught where its values are used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PanelSummary {
+    pub stocks: usize,
+    pub dates: Vec<chrono::NaiveDate>,
+    pub daily_universe: Vec<usize>,
+    pub digests: PanelDigests,
+}
+
+impl PanelSummary {
+    pub fn of(panel: &Panel) -> Self {
+        Self {
+            stocks: panel.codes().len(),
+            dates: panel.calendar().dates().to_vec(),
+            daily_universe: panel.daily_universe(),
+            digests: PanelDigests::of(panel),
+        }
+    }
+}
 
 /// Writes `panel` and returns its content hash.
 pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError> {
-    let hash = content_hash(panel);
+    let summary = PanelSummary::of(panel);
+    let hash = summary.digests.hash();
     let calendar = panel.calendar();
     let mut columns = vec![
         column::date_column("date", panel.day().iter().map(|d| calendar.date(*d as usize).unwrap_or_default())),
@@ -58,9 +86,40 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
         ("walkforward.hash_format".to_string(), wf_shared::dataset::HASH_FORMAT.to_string()),
         (FEATURES_KEY.to_string(), serde_json::to_string(panel.feature_names()).unwrap_or_default()),
         (TARGETS_KEY.to_string(), serde_json::to_string(&targets).unwrap_or_default()),
+        (SUMMARY_KEY.to_string(), serde_json::to_string(&summary).unwrap_or_default()),
     ];
     column::write_parquet(path, &mut frame, metadata)?;
     Ok(hash)
+}
+
+/// The summary a panel file's metadata records, for the panel with the features
+/// `features` (else the declared ones); `None` when the file records none (written
+/// before summaries, or by another tool) or lacks one of `features`: then read it whole.
+pub fn read_summary(path: &Path, features: Option<&[String]>) -> Result<Option<PanelSummary>, DataError> {
+    let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
+    let metadata = column::key_value_metadata(path)?;
+    let value = |key: &str| metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let Some(text) = value(SUMMARY_KEY) else {
+        return Ok(None);
+    };
+    let mut summary: PanelSummary =
+        serde_json::from_str(text).map_err(|e| invalid(format!("metadata {SUMMARY_KEY} is unreadable: {e}")))?;
+    if summary.daily_universe.len() != summary.dates.len()
+        || summary.daily_universe.iter().sum::<usize>() as u64 != summary.digests.rows
+    {
+        return Err(invalid(format!("metadata {SUMMARY_KEY} does not describe one panel")));
+    }
+    let Some(digests) = (match features {
+        Some(names) => summary.digests.select(names),
+        None => Some(summary.digests.clone()),
+    }) else {
+        return Ok(None);
+    };
+    for (name, _) in &digests.features {
+        wf_shared::label_guard::check_feature_name(name).map_err(|refusal| invalid(refusal.to_string()))?;
+    }
+    summary.digests = digests;
+    Ok(Some(summary))
 }
 
 /// Reads a panel file, validating its shape. The features are `features` when given,
