@@ -18,13 +18,13 @@ use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
+use wf_data::dataset::{DataRoots, Dataset, DatasetSummary, load_dataset_from, load_summary_from};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
 use wf_shared::age::JobResult;
 use wf_shared::backtest::portfolio::Market;
 use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, Token, TransitionError, UnixMs};
-use wf_shared::plan::{JobIdentity, JobKey, Manifest, Plan, plan_panel};
+use wf_shared::plan::{JobIdentity, JobKey, Manifest, Plan};
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
@@ -236,12 +236,17 @@ pub enum HeartbeatAction {
 /// the features the spec names (`None`: the panel's declared ones).
 type DatasetKey = (String, Vec<u32>, Option<Vec<String>>);
 
+/// Loads a dataset (or what of it is needed) by URI, horizons and features, within roots.
+type DatasetLoader<T> = fn(&str, &[u32], Option<&[String]>, &DataRoots) -> Result<T, wf_data::DataError>;
+
 /// A sweep planned on its dataset (cached).
 #[derive(Debug)]
 struct Planned {
     config: SweepConfig,
     plan: Plan,
-    dataset: Arc<Dataset>,
+    /// What the plan read of the dataset (a prepared panel's metadata); reports load the
+    /// values when they are built.
+    summary: Arc<DatasetSummary>,
     /// The backtest's market, when the spec has a `[backtest]` section.
     market: Option<Arc<Market>>,
 }
@@ -254,6 +259,7 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     config: SchedulerConfig,
     datasets: Mutex<HashMap<DatasetKey, Arc<Dataset>>>,
+    summaries: Mutex<HashMap<DatasetKey, Arc<DatasetSummary>>>,
     plans: Mutex<HashMap<SweepId, Arc<Planned>>>,
     sweeps: Mutex<HashMap<SweepId, Arc<SweepRecord>>>,
     /// Wakes lease calls waiting for work.
@@ -286,6 +292,7 @@ impl Scheduler {
             clock,
             config,
             datasets: Mutex::default(),
+            summaries: Mutex::default(),
             plans: Mutex::default(),
             sweeps: Mutex::default(),
             work: Notify::new(),
@@ -376,31 +383,53 @@ impl Scheduler {
         Ok(())
     }
 
+    /// `config`'s dataset, loaded whole (cached).
     async fn dataset(&self, config: &SweepConfig) -> Result<Arc<Dataset>, SchedulerError> {
+        self.cached(&self.datasets, config, load_dataset_from).await
+    }
+
+    /// What planning reads of `config`'s dataset: a prepared panel's metadata summary (no
+    /// value read), else the summary of the loaded dataset (cached).
+    async fn summary(&self, config: &SweepConfig) -> Result<Arc<DatasetSummary>, SchedulerError> {
+        self.cached(&self.summaries, config, load_summary_from).await
+    }
+
+    /// `load` of `config`'s dataset, confined to the data roots, on a blocking thread;
+    /// kept in `cache` by URI, horizons and features.
+    async fn cached<T: Send + Sync + 'static>(
+        &self,
+        cache: &Mutex<HashMap<DatasetKey, Arc<T>>>,
+        config: &SweepConfig,
+        load: DatasetLoader<T>,
+    ) -> Result<Arc<T>, SchedulerError> {
         let uri = config.panel.as_str();
         let cache_key = (uri.to_string(), config.horizons.clone(), config.features.clone());
-        if let Some(dataset) = lock(&self.datasets).get(&cache_key) {
-            return Ok(dataset.clone());
+        if let Some(loaded) = lock(cache).get(&cache_key) {
+            return Ok(loaded.clone());
         }
         self.check_dataset_path(uri)?;
         let (owned_uri, owned_horizons, owned_features) = cache_key.clone();
-        let dataset = tokio::task::spawn_blocking({
+        let loaded = tokio::task::spawn_blocking({
             let roots = self.config.data_roots.clone();
-            move || load_dataset_from(&owned_uri, &owned_horizons, owned_features.as_deref(), &roots)
+            move || load(&owned_uri, &owned_horizons, owned_features.as_deref(), &roots)
         })
         .await
         .map_err(|e| SchedulerError::Internal(format!("dataset loader panicked: {e}")))?
         .map_err(|e| SchedulerError::Dataset { uri: uri.to_string(), reason: e.to_string() })?;
-        let dataset = Arc::new(dataset);
-        lock(&self.datasets).insert(cache_key, dataset.clone());
-        Ok(dataset)
+        let loaded = Arc::new(loaded);
+        lock(cache).insert(cache_key, loaded.clone());
+        Ok(loaded)
     }
 
-    /// Validates `config` (models included) and plans it on its dataset, within this
-    /// coordinator's ceiling on jobs per sweep.
-    async fn plan(&self, config: &SweepConfig) -> Result<(Arc<Dataset>, Plan, Option<Arc<Market>>), SchedulerError> {
+    /// Validates `config` (models included) and plans it on its dataset's summary, within
+    /// this coordinator's ceiling on jobs per sweep; a backtest's market is read from the
+    /// values at once, so a panel without what it needs is refused at submission.
+    async fn plan(
+        &self,
+        config: &SweepConfig,
+    ) -> Result<(Arc<DatasetSummary>, Plan, Option<Arc<Market>>), SchedulerError> {
         wf_worker::model::check_models(config).map_err(SchedulerError::InvalidSpec)?;
-        let dataset = self.dataset(config).await?;
+        let summary = self.summary(config).await?;
         let bounded;
         let config = if config.max_jobs > self.config.max_jobs_per_sweep {
             bounded = SweepConfig { max_jobs: self.config.max_jobs_per_sweep, ..config.clone() };
@@ -408,11 +437,12 @@ impl Scheduler {
         } else {
             config
         };
-        let plan = plan_panel(config, &dataset.panel, dataset.content_hash).map_err(SchedulerError::InvalidSpec)?;
+        let plan = wf_shared::plan::plan(config, &summary.plan_input()).map_err(SchedulerError::InvalidSpec)?;
         let market = match &config.backtest {
             None => None,
             Some(grid) => {
-                let (uri, grid, loaded) = (config.panel.clone(), grid.clone(), dataset.clone());
+                let loaded = self.loaded(config, &summary).await?;
+                let (uri, grid) = (config.panel.clone(), grid.clone());
                 let market =
                     tokio::task::spawn_blocking(move || wf_data::dataset::backtest_market(&uri, &loaded.panel, &grid))
                         .await
@@ -421,7 +451,24 @@ impl Scheduler {
                 Some(Arc::new(market))
             }
         };
-        Ok((dataset, plan, market))
+        Ok((summary, plan, market))
+    }
+
+    /// The values of the dataset `summary` describes; refused if they no longer hash as
+    /// planned (the file changed since).
+    async fn loaded(&self, config: &SweepConfig, summary: &DatasetSummary) -> Result<Arc<Dataset>, SchedulerError> {
+        let dataset = self.dataset(config).await?;
+        if dataset.content_hash != summary.content_hash {
+            return Err(SchedulerError::Dataset {
+                uri: config.panel.clone(),
+                reason: format!(
+                    "its content hash is {}, not {} as when the sweep was planned: the file changed",
+                    dataset.content_hash.short(),
+                    summary.content_hash.short()
+                ),
+            });
+        }
+        Ok(dataset)
     }
 
     /// [`Self::submit_as`] for the local tenant (no authentication).
@@ -438,20 +485,20 @@ impl Scheduler {
     /// sweep of `tenant`.
     pub async fn submit_as(&self, spec_toml: &str, tenant: &str) -> Result<Submitted, SchedulerError> {
         let config = SweepConfig::from_toml(spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (dataset, plan, market) = self.plan(&config).await?;
+        let (summary, plan, market) = self.plan(&config).await?;
         let now = self.clock.now_ms();
         let entropy = now as u64
             ^ self.submissions.fetch_add(1, Ordering::Relaxed).rotate_left(48)
             ^ blake3::hash(spec_toml.as_bytes()).as_bytes()[0] as u64;
         let id = SweepId::from_entropy(entropy ^ u64::from(std::process::id()).rotate_left(20));
 
-        let manifest = Manifest::new(&config, dataset.content_hash, dataset.panel.calendar(), &plan);
+        let manifest = Manifest::new(&config, summary.content_hash, &summary.calendar, &plan);
         let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| SchedulerError::Internal(e.to_string()))?;
         self.artifacts.put_sweep_file(&id, "manifest.json", Bytes::from(manifest)).await?;
 
         let keys: Vec<JobKey> = plan.jobs.iter().map(|job| job.key).collect();
         let max_job_ms = match self.config.job_limit {
-            JobLimit::FromSpec => Some(default_job_limit_ms(&config, dataset.panel.codes().len())),
+            JobLimit::FromSpec => Some(default_job_limit_ms(&config, summary.stocks)),
             JobLimit::Fixed(ms) => Some(ms),
             JobLimit::Unlimited => None,
         };
@@ -465,7 +512,7 @@ impl Scheduler {
             id: id.clone(),
             name: config.name.clone(),
             spec_toml: spec_toml.to_string(),
-            dataset: DatasetRef { uri: config.panel.clone(), content_hash: dataset.content_hash },
+            dataset: DatasetRef { uri: config.panel.clone(), content_hash: summary.content_hash },
             jobs: keys.clone(),
             precomputed: precomputed.clone(),
             jobs_before_dedup: plan.jobs_before_dedup,
@@ -484,7 +531,7 @@ impl Scheduler {
         // was just refused, get another chance here.
         let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
         let added = added + resubmitted;
-        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, dataset, market }));
+        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, summary, market }));
         let max_job_seconds = max_job_ms.map(|ms| ms / 1_000);
         info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, ?max_job_seconds, "sweep submitted");
         let tenant = tenant.to_string();

@@ -60,8 +60,8 @@ impl Scheduler {
             return Ok(planned.clone());
         }
         let config = SweepConfig::from_toml(&record.spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (dataset, plan, market) = self.plan(&config).await?;
-        let planned = Arc::new(Planned { config, plan, dataset, market });
+        let (summary, plan, market) = self.plan(&config).await?;
+        let planned = Arc::new(Planned { config, plan, summary, market });
         lock(&self.plans).insert(record.id.clone(), planned.clone());
         Ok(planned)
     }
@@ -86,6 +86,7 @@ impl Scheduler {
         }
         let requeued = self.requeue_lost_results(&record, &missing).await?;
         let matrix = AgeMatrix { horizon: planned.config.primary_horizon, max_age: planned.config.max_age, runs };
+        let dataset = self.loaded(&planned.config, &planned.summary).await?;
         let id = id.to_string();
         let planned = planned.clone();
         tokio::task::spawn_blocking(move || {
@@ -93,8 +94,8 @@ impl Scheduler {
                 sweep_id: &id,
                 config: &planned.config,
                 plan: &planned.plan,
-                panel: &planned.dataset.panel,
-                dataset_hash: planned.dataset.content_hash,
+                panel: &dataset.panel,
+                dataset_hash: dataset.content_hash,
                 market: planned.market.as_deref(),
             };
             let mut report = report::build_full(input, &matrix, missing);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use wf_data::dataset::load_dataset;
 use wf_proto::v1;
 use wf_shared::job::RetryPolicy;
+use wf_shared::plan::plan_panel;
 
 use super::*;
 use crate::report;
@@ -528,7 +529,7 @@ async fn a_sweep_limits_its_attempts_by_its_size_by_default() {
     let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
     let record = store.sweep(&id).await.expect("read").expect("the sweep");
     let parsed = SweepConfig::from_toml(SPEC).expect("spec");
-    let stocks = scheduler.planned(&record).await.expect("plan").dataset.panel.codes().len();
+    let stocks = scheduler.planned(&record).await.expect("plan").summary.stocks;
     let limit = default_job_limit_ms(&parsed, stocks);
     assert_eq!(record.max_job_ms, Some(limit));
     assert!(limit > 30 * 60_000, "the size adds to the 30 minutes: {limit}");
@@ -600,4 +601,37 @@ async fn a_spec_cannot_raise_the_coordinators_ceilings() {
     assert!(errors.to_string().contains("more than the limit of 3"), "{errors}");
     assert_eq!(store.depth().await.expect("depth"), crate::store::QueueDepth::default(), "nothing queued");
     assert!(store.sweeps().await.expect("sweeps").is_empty());
+}
+
+/// A sweep on a prepared panel is planned from the file's metadata: submitting reads no
+/// value (nothing loaded), the jobs are those planned on the whole panel, and its report
+/// loads the values, refusing them once the file changed after the plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_on_a_prepared_panel_is_planned_from_its_metadata_and_its_report_checks_the_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scheduler = scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(0))));
+    let whole = load_dataset("synth:stocks=40,days=400,seed=5", &[5], None).expect("synth");
+    let path = dir.path().join("panel.parquet");
+    wf_data::panel_file::write_panel(&path, &whole.panel).expect("write");
+    let on_file = SPEC.replace("synth:stocks=40,days=400,seed=5", &path.display().to_string());
+    let submitted = scheduler.submit(&on_file).await.expect("submit");
+    assert!(lock(&scheduler.datasets).is_empty(), "submitting read the panel's values");
+    let config = SweepConfig::from_toml(&on_file).expect("spec");
+    let expected = plan_panel(&config, &whole.panel, whole.content_hash).expect("plan");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    let record = scheduler.sweep_record(&id).await.expect("record");
+    assert_eq!(record.jobs, expected.jobs.iter().map(|job| job.key).collect::<Vec<_>>());
+    assert_eq!(record.dataset.content_hash, whole.content_hash);
+
+    run_all(&scheduler).await;
+    let report = scheduler.report(&record.id).await.expect("report");
+    assert!(report.missing.is_empty());
+    assert_eq!(lock(&scheduler.datasets).len(), 1, "the report read the values");
+
+    // The file changes; a coordinator that has not loaded it yet refuses to report on it.
+    let other = load_dataset("synth:stocks=40,days=400,seed=6", &[5], None).expect("synth");
+    wf_data::panel_file::write_panel(&path, &other.panel).expect("rewrite");
+    lock(&scheduler.datasets).clear();
+    let refused = scheduler.report(&record.id).await.expect_err("changed values").to_string();
+    assert!(refused.contains("the file changed"), "{refused}");
 }

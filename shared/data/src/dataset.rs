@@ -74,26 +74,53 @@ pub fn load_summary(uri: &str, horizons: &[u32], features: Option<&[String]>) ->
     if synth_spec(uri).is_none()
         && let Some(summary) = crate::panel_file::read_summary(Path::new(uri), features)?
     {
-        let horizons = summary
-            .digests
-            .targets
-            .iter()
-            .map(|(name, _)| {
-                name.strip_prefix(crate::panel_file::TARGET_PREFIX).and_then(|h| h.parse().ok()).ok_or_else(|| {
-                    DataError::Invalid { path: uri.into(), reason: format!("target column {name} names no horizon") }
-                })
-            })
-            .collect::<Result<Vec<u32>, DataError>>()?;
-        return Ok(DatasetSummary {
-            stocks: summary.stocks,
-            content_hash: summary.digests.hash(),
-            calendar: wf_shared::TradingCalendar::from_dates(summary.dates),
-            daily_universe: summary.daily_universe,
-            feature_names: summary.digests.features.into_iter().map(|(name, _)| name).collect(),
-            horizons,
-        });
+        return from_metadata(uri, summary);
     }
     load_dataset(uri, horizons, features).map(|dataset| DatasetSummary::of(&dataset))
+}
+
+/// [`load_summary`] confined to `roots`, as [`load_dataset_from`].
+pub fn load_summary_from(
+    uri: &str,
+    horizons: &[u32],
+    features: Option<&[String]>,
+    roots: &DataRoots,
+) -> Result<DatasetSummary, DataError> {
+    match roots {
+        DataRoots::Only(roots) if synth_spec(uri).is_none() => {
+            let (file, handle) = open_confined(uri, roots)?;
+            let within = |error: DataError| error.with_path(Path::new(uri));
+            if let Some(summary) = crate::panel_file::read_summary(&handle, features).map_err(within)? {
+                return from_metadata(uri, summary);
+            }
+            let panel = read_panel(&handle, features).map_err(within)?;
+            drop(file);
+            let content_hash = content_hash(&panel);
+            Ok(DatasetSummary::of(&Dataset { panel, content_hash }))
+        }
+        _ => load_summary(uri, horizons, features),
+    }
+}
+
+fn from_metadata(uri: &str, summary: crate::panel_file::PanelSummary) -> Result<DatasetSummary, DataError> {
+    let horizons = summary
+        .digests
+        .targets
+        .iter()
+        .map(|(name, _)| {
+            name.strip_prefix(crate::panel_file::TARGET_PREFIX).and_then(|h| h.parse().ok()).ok_or_else(|| {
+                DataError::Invalid { path: uri.into(), reason: format!("target column {name} names no horizon") }
+            })
+        })
+        .collect::<Result<Vec<u32>, DataError>>()?;
+    Ok(DatasetSummary {
+        stocks: summary.stocks,
+        content_hash: summary.digests.hash(),
+        calendar: wf_shared::TradingCalendar::from_dates(summary.dates),
+        daily_universe: summary.daily_universe,
+        feature_names: summary.digests.features.into_iter().map(|(name, _)| name).collect(),
+        horizons,
+    })
 }
 
 /// Parses a `synth:` dataset name into a spec.
