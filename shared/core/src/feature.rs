@@ -135,11 +135,19 @@ impl StockSeries {
     }
 }
 
+/// Stocks whose features are computed (in parallel) before they are scattered into the
+/// panel's columns: bounds the f64 intermediates to this many stocks' series.
+const STOCKS_PER_CHUNK: usize = 64;
+
 /// Builds the panel: features and targets for every row of `bars`.
+///
+/// Memory: the output columns (f32 features, f64 targets) plus the series of at most
+/// [`STOCKS_PER_CHUNK`] stocks at a time; each stock's values are computed exactly as a
+/// whole pass would (its own forward pass over its dense series), so the chunking never
+/// changes a value.
 pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
     let stocks = bars.codes().len();
-    let series: Vec<StockSeries> = (0..stocks).into_par_iter().map(|stock| StockSeries::new(bars, stock)).collect();
-    let market = market_log_returns(&series, bars.calendar().len());
+    let market = market_log_returns(bars);
 
     // Output order: by day, then stock. `position[row]` is where a bars row lands.
     let rows = bars.rows();
@@ -163,33 +171,37 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
             next_slot[day] += 1;
         }
     }
-
-    // Per stock: (features, targets), each a list of dense columns over its span.
-    type Columns = Vec<Vec<f64>>;
-    let per_stock: Vec<(Columns, Columns, Vec<f64>)> = series
-        .par_iter()
-        .map(|s| {
-            let features = stock_features(s, &market[s.first_day..s.first_day + s.len()]);
-            (features, stock_targets(s, &spec.horizons), rolling_mean(&s.value, 20, 15))
-        })
-        .collect();
+    drop(next_slot);
 
     let mut features = vec![vec![f32::NAN; rows]; FEATURES.len()];
     let mut targets = vec![vec![f64::NAN; rows]; spec.horizons.len()];
     let mut adv = vec![f64::NAN; rows];
-    for (stock, (stock_features, stock_targets, stock_adv)) in per_stock.iter().enumerate() {
-        let first_day = series[stock].first_day;
-        for row in bars.stock_rows(stock) {
-            let t = bars.day()[row] as usize - first_day;
-            for (column, values) in features.iter_mut().zip(stock_features) {
-                column[position[row]] = values[t] as f32;
+    // Per stock of a chunk: its first day, then (features, targets), each a list of dense
+    // columns over its span, and its ADV.
+    type Columns = Vec<Vec<f64>>;
+    for chunk in (0..stocks).collect::<Vec<_>>().chunks(STOCKS_PER_CHUNK) {
+        let per_stock: Vec<(usize, Columns, Columns, Vec<f64>)> = chunk
+            .par_iter()
+            .map(|&stock| {
+                let s = StockSeries::new(bars, stock);
+                let features = stock_features(&s, &market[s.first_day..s.first_day + s.len()]);
+                (s.first_day, features, stock_targets(&s, &spec.horizons), rolling_mean(&s.value, 20, 15))
+            })
+            .collect();
+        for (&stock, (first_day, stock_features, stock_targets, stock_adv)) in chunk.iter().zip(&per_stock) {
+            for row in bars.stock_rows(stock) {
+                let t = bars.day()[row] as usize - first_day;
+                for (column, values) in features.iter_mut().zip(stock_features) {
+                    column[position[row]] = values[t] as f32;
+                }
+                for (column, values) in targets.iter_mut().zip(stock_targets) {
+                    column[position[row]] = values[t];
+                }
+                adv[position[row]] = stock_adv[t];
             }
-            for (column, values) in targets.iter_mut().zip(stock_targets) {
-                column[position[row]] = values[t];
-            }
-            adv[position[row]] = stock_adv[t];
         }
     }
+    drop(position);
     features.par_iter_mut().for_each(|column| normalise_cross_sections(column, &day_offsets));
 
     let parts = PanelParts {
@@ -207,15 +219,24 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
     Panel::new(parts).unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"))
 }
 
-/// Equal-weighted market log return per trading day, from that day's returns only.
-fn market_log_returns(series: &[StockSeries], days: usize) -> Vec<f64> {
+/// Equal-weighted market log return per trading day, from that day's returns only: each
+/// stock's `ret_1` on its dense series (null unless it has closes on the day and the
+/// trading day before), summed per day in stock order.
+fn market_log_returns(bars: &Bars) -> Vec<f64> {
+    let days = bars.calendar().len();
     let mut sum = vec![0.0; days];
     let mut count = vec![0usize; days];
-    for s in series {
-        for (t, r) in change(&s.close, 1).iter().enumerate() {
+    let (day, close) = (bars.day(), bars.close());
+    for stock in 0..bars.codes().len() {
+        let rows = bars.stock_rows(stock);
+        for row in rows.start + 1..rows.end {
+            if day[row - 1] + 1 != day[row] {
+                continue;
+            }
+            let r = close[row] / close[row - 1] - 1.0;
             if r.is_finite() {
-                sum[s.first_day + t] += r;
-                count[s.first_day + t] += 1;
+                sum[day[row] as usize] += r;
+                count[day[row] as usize] += 1;
             }
         }
     }

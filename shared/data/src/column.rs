@@ -130,6 +130,37 @@ pub(crate) fn write_parquet(
     Ok(())
 }
 
+/// Rows of each batch [`write_parquet_batches`] builds and writes.
+pub(crate) const WRITE_BATCH_ROWS: usize = 1 << 20;
+
+/// Writes a table of `rows` rows as Parquet (with [`write_parquet`]'s settings), one
+/// batch of at most [`WRITE_BATCH_ROWS`] rows at a time: `batch(range)` builds the
+/// frame of those rows, so only one batch is ever copied out of the caller's columns.
+pub(crate) fn write_parquet_batches(
+    path: &Path,
+    rows: usize,
+    metadata: Vec<(String, String)>,
+    batch: impl Fn(std::ops::Range<usize>) -> PolarsResult<DataFrame>,
+) -> Result<(), DataError> {
+    let unwritable = |error: PolarsError| DataError::unwritable(path, error);
+    let file = std::fs::File::create(path).map_err(|error| DataError::unwritable(path, error))?;
+    let first = batch(0..rows.min(WRITE_BATCH_ROWS)).map_err(unwritable)?;
+    let mut writer = ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Lz4Raw)
+        .with_statistics(StatisticsOptions::empty())
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
+        .batched(first.schema())
+        .map_err(unwritable)?;
+    writer.write_batch(&first).map_err(unwritable)?;
+    drop(first);
+    for start in (WRITE_BATCH_ROWS..rows).step_by(WRITE_BATCH_ROWS) {
+        let frame = batch(start..rows.min(start + WRITE_BATCH_ROWS)).map_err(unwritable)?;
+        writer.write_batch(&frame).map_err(unwritable)?;
+    }
+    writer.finish().map_err(unwritable)?;
+    Ok(())
+}
+
 /// The key-value metadata of a Parquet file (empty for other formats).
 pub(crate) fn key_value_metadata(path: &Path) -> Result<Vec<(String, String)>, DataError> {
     if crate::FileFormat::of(path)? != crate::FileFormat::Parquet {

@@ -56,29 +56,11 @@ impl PanelSummary {
     }
 }
 
-/// Writes `panel` and returns its content hash.
+/// Writes `panel` and returns its content hash. The file is written in batches of rows
+/// (`column::WRITE_BATCH_ROWS`), so writing copies one batch at a time.
 pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError> {
     let summary = PanelSummary::of(panel);
     let hash = summary.digests.hash();
-    let calendar = panel.calendar();
-    let mut columns = vec![
-        column::date_column("date", panel.day().iter().map(|d| calendar.date(*d as usize).unwrap_or_default())),
-        StringChunked::from_iter_values(
-            "code".into(),
-            panel.stock().iter().map(|s| panel.codes()[*s as usize].as_str()),
-        )
-        .into_column(),
-    ];
-    for (name, values) in panel.feature_names().iter().zip(panel.features()) {
-        columns.push(column::f32_column(name, values));
-    }
-    for (horizon, values) in panel.horizons().iter().zip(panel.targets()) {
-        columns.push(column::f64_column(&target_name(*horizon), values));
-    }
-    if let Some(adv) = panel.adv() {
-        columns.push(column::f64_column(ADV_COLUMN, adv));
-    }
-    let mut frame = DataFrame::new(panel.rows(), columns).map_err(|error| DataError::unwritable(path, error))?;
     let targets: Vec<String> = panel.horizons().iter().map(|h| target_name(*h)).collect();
     let metadata = vec![
         ("walkforward.kind".to_string(), "panel".to_string()),
@@ -88,7 +70,30 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
         (TARGETS_KEY.to_string(), serde_json::to_string(&targets).unwrap_or_default()),
         (SUMMARY_KEY.to_string(), serde_json::to_string(&summary).unwrap_or_default()),
     ];
-    column::write_parquet(path, &mut frame, metadata)?;
+    let calendar = panel.calendar();
+    column::write_parquet_batches(path, panel.rows(), metadata, |rows| {
+        let mut columns = vec![
+            column::date_column(
+                "date",
+                panel.day()[rows.clone()].iter().map(|d| calendar.date(*d as usize).unwrap_or_default()),
+            ),
+            StringChunked::from_iter_values(
+                "code".into(),
+                panel.stock()[rows.clone()].iter().map(|s| panel.codes()[*s as usize].as_str()),
+            )
+            .into_column(),
+        ];
+        for (name, values) in panel.feature_names().iter().zip(panel.features()) {
+            columns.push(column::f32_column(name, &values[rows.clone()]));
+        }
+        for (horizon, values) in panel.horizons().iter().zip(panel.targets()) {
+            columns.push(column::f64_column(&target_name(*horizon), &values[rows.clone()]));
+        }
+        if let Some(adv) = panel.adv() {
+            columns.push(column::f64_column(ADV_COLUMN, &adv[rows.clone()]));
+        }
+        DataFrame::new(rows.len(), columns)
+    })?;
     Ok(hash)
 }
 
