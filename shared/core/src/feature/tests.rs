@@ -136,3 +136,50 @@ fn docs_list_every_feature_with_its_formula() {
         "docs/FEATURES.md is out of date: paste catalogue_markdown() into it"
     );
 }
+
+/// The market return read straight from the bars equals its definition on each stock's
+/// dense series (`ret_1` null across a missing row or a null close), bit for bit.
+#[test]
+fn the_market_return_from_the_bars_equals_the_dense_definition_with_gaps_and_nulls() {
+    let mut columns = small_market();
+    // Holes: drop every 7th row of some stocks, null a few closes.
+    let keep: Vec<bool> =
+        (0..columns.date.len()).map(|row| !(columns.code[row].ends_with('3') && row % 7 == 0)).collect();
+    let filter = |values: &mut Vec<f64>| {
+        let mut index = 0;
+        values.retain(|_| (keep[index], index += 1).0);
+    };
+    for column in [&mut columns.open, &mut columns.high, &mut columns.low, &mut columns.close, &mut columns.volume] {
+        filter(column);
+    }
+    if let Some(turnover) = columns.turnover.as_mut() {
+        filter(turnover);
+    }
+    let mut index = 0;
+    columns.date.retain(|_| (keep[index], index += 1).0);
+    let mut index = 0;
+    columns.code.retain(|_| (keep[index], index += 1).0);
+    for row in (5..columns.close.len()).step_by(97) {
+        columns.close[row] = f64::NAN;
+    }
+    let bars = Bars::new(columns).expect("valid bars");
+    let days = bars.calendar().len();
+    let (mut sum, mut count) = (vec![0.0; days], vec![0usize; days]);
+    for stock in 0..bars.codes().len() {
+        let series = StockSeries::new(&bars, stock);
+        for (t, r) in change(&series.close, 1).iter().enumerate() {
+            if r.is_finite() {
+                sum[series.first_day + t] += r;
+                count[series.first_day + t] += 1;
+            }
+        }
+    }
+    let dense: Vec<f64> =
+        sum.iter().zip(&count).map(|(s, n)| if *n == 0 { f64::NAN } else { (1.0 + s / *n as f64).ln() }).collect();
+    let market = market_log_returns(&bars);
+    assert_eq!(market.len(), dense.len());
+    for (day, (a, b)) in market.iter().zip(&dense).enumerate() {
+        assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "day {day}: {a} vs {b}");
+    }
+    assert!(count.iter().any(|n| *n > 0 && *n < bars.codes().len()), "some days have holes");
+}
