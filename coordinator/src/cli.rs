@@ -53,6 +53,12 @@ pub fn thread_env(command: &Command) -> Vec<(&'static str, String)> {
     })
 }
 
+/// Whether `command` trains models (and so keeps freed memory for speed, see
+/// `wf_worker::allocator`); the data commands and the planner return what they free.
+pub fn trains(command: &Command) -> bool {
+    !matches!(command, Command::Data(_) | Command::Plan(_))
+}
+
 /// [`thread_env`] of a process that runs `concurrent` jobs at once (a bench sets what
 /// the command it measures would).
 pub fn thread_env_for(concurrent: usize) -> Vec<(&'static str, String)> {
@@ -681,5 +687,15 @@ mod tests {
             let settings = thread_env(&Args::parse_from(["wf", "list"]).command);
             assert!(settings.contains(&("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000".to_string())), "{settings:?}");
         }
+    }
+
+    #[test]
+    fn only_the_commands_that_train_keep_freed_memory() {
+        let trains_on = |line: &[&str]| trains(&Args::parse_from(line).command);
+        assert!(trains_on(&["wf", "run", "spec.toml"]));
+        assert!(trains_on(&["wf", "worker"]));
+        assert!(trains_on(&["wf", "train", "spec.toml", "--job", "0"]));
+        assert!(!trains_on(&["wf", "data", "prepare", "--input", "a.csv", "--out", "b.parquet"]));
+        assert!(!trains_on(&["wf", "plan", "spec.toml"]));
     }
 }

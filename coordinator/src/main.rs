@@ -8,15 +8,18 @@ use std::process::ExitCode;
 use clap::Parser;
 use wf_coordinator::cli::Args;
 
-/// mimalloc, keeping freed memory: with glibc's malloc training ran several times
-/// slower (see `wf_worker::allocator`).
+/// mimalloc, keeping freed memory in commands that train: with glibc's malloc training
+/// ran several times slower (see `wf_worker::allocator`). The data commands return it,
+/// so a stage's peak is not added to the next one's.
 #[global_allocator]
 static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
-    wf_worker::allocator::keep_freed_memory();
     let args = Args::parse();
+    if wf_coordinator::cli::trains(&args.command) {
+        wf_worker::allocator::keep_freed_memory();
+    }
     for (name, value) in wf_coordinator::cli::thread_env(&args.command) {
         // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
