@@ -188,17 +188,29 @@ pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
                 (s.first_day, features, stock_targets(&s, &spec.horizons), rolling_mean(&s.value, 20, 15))
             })
             .collect();
-        for (&stock, (first_day, stock_features, stock_targets, stock_adv)) in chunk.iter().zip(&per_stock) {
+        // The chunk's cells in output order (by day, then stock), so that each column is
+        // written in increasing positions: a few adjacent cells per day, not one cell per
+        // row of the whole column (which missed the cache on every write).
+        let mut cells: Vec<(usize, u32, u32)> = Vec::new();
+        for (index, (&stock, (first_day, ..))) in chunk.iter().zip(&per_stock).enumerate() {
             for row in bars.stock_rows(stock) {
                 let t = bars.day()[row] as usize - first_day;
-                for (column, values) in features.iter_mut().zip(stock_features) {
-                    column[position[row]] = values[t] as f32;
-                }
-                for (column, values) in targets.iter_mut().zip(stock_targets) {
-                    column[position[row]] = values[t];
-                }
-                adv[position[row]] = stock_adv[t];
+                cells.push((position[row], index as u32, t as u32));
             }
+        }
+        cells.sort_unstable_by_key(|cell| cell.0);
+        features.par_iter_mut().enumerate().for_each(|(feature, column)| {
+            for &(at, index, t) in &cells {
+                column[at] = per_stock[index as usize].1[feature][t as usize] as f32;
+            }
+        });
+        targets.par_iter_mut().enumerate().for_each(|(horizon, column)| {
+            for &(at, index, t) in &cells {
+                column[at] = per_stock[index as usize].2[horizon][t as usize];
+            }
+        });
+        for &(at, index, t) in &cells {
+            adv[at] = per_stock[index as usize].3[t as usize];
         }
     }
     drop(position);
