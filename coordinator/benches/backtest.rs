@@ -106,7 +106,7 @@ fn main() -> Outcome<()> {
     let config = SweepConfig::from_toml(&spec).map_err(|e| e.to_string())?;
     let grid = config.backtest.clone().ok_or("the jp backtest spec has no [backtest] section")?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
-    let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;
+    let plan = plan_panel(&config, &dataset.panel, &dataset.digests).map_err(|e| e.to_string())?;
 
     let started = Instant::now();
     let results: Vec<JobResult> = plan.jobs.iter().map(|job| fabricated(&dataset.panel, &config, job)).collect();
@@ -139,7 +139,7 @@ fn main() -> Outcome<()> {
 
     let market = backtest_market(&config.panel, &dataset.panel, &grid)?;
     let runs: Vec<ModelRun> =
-        plan.jobs.iter().zip(results).map(|(job, result)| ModelRun::of_job(job, result)).collect();
+        plan.jobs.iter().zip(results).map(|(job, result)| ModelRun::of_job(job, result, &dataset.panel)).collect();
     let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs };
     let lines = matrix.lines().len();
     let without_backtest = SweepConfig { backtest: None, ..config.clone() };

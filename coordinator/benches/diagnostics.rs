@@ -74,7 +74,7 @@ fn main() -> Outcome<()> {
     let config = SweepConfig::from_toml(&text)?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
     let panel = &dataset.panel;
-    let plan = plan_panel(&config, panel, dataset.content_hash).map_err(|e| e.to_string())?;
+    let plan = plan_panel(&config, panel, &dataset.digests).map_err(|e| e.to_string())?;
     let per_window: usize = std::env::var("WF_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let device = Device::Cpu;
     let column = config.horizons.iter().position(|h| *h == config.primary_horizon).unwrap_or(0);

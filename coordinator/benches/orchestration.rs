@@ -91,7 +91,7 @@ fn identities(run: u64, count: usize) -> Outcome<(Vec<JobKey>, Identities)> {
         let identity = JobIdentity {
             format: wf_shared::plan::JOB_FORMAT.into(),
             trainer: wf_shared::model::TRAINER_VERSION,
-            dataset: wf_shared::DatasetHash::from_bytes([7; 32]),
+            data: wf_shared::plan::DataRead { days: [date, date], digest: wf_shared::DatasetHash::from_bytes([7; 32]) },
             // As many features as the ready-made result's drift has (the coordinator checks
             // a result's shape against its identity before decoding it).
             features: wf_shared::FEATURES.iter().take(12).map(|f| f.name.to_string()).collect(),
@@ -103,7 +103,7 @@ fn identities(run: u64, count: usize) -> Outcome<(Vec<JobKey>, Identities)> {
             k: config.k,
             embargo: 0,
             // 63 scored ages: about three calendar months.
-            score: [date, date + chrono::Days::new(91)],
+            score: Some([date, date + chrono::Days::new(91)]),
             ranks: None,
         }
         .to_canonical();

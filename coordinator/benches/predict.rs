@@ -82,7 +82,8 @@ fn main() -> Outcome<()> {
             max_jobs: 10,
             backtest: None,
         };
-        let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).map_err(|e| e.to_string())?;
+        let plan =
+            plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).map_err(|e| e.to_string())?;
         let job = plan.jobs.first().ok_or("no job")?;
         let output = run_job(&panel, &config, job, &device)?;
         let meta = ArtifactMeta {

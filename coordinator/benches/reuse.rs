@@ -34,7 +34,7 @@ fn main() -> Outcome<()> {
     };
     let config = SweepConfig::from_toml(&spec).map_err(|e| e.to_string())?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
-    let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;
+    let plan = plan_panel(&config, &dataset.panel, &dataset.digests).map_err(|e| e.to_string())?;
     let artifacts_dir = dir.path().join("artifacts");
     let artifacts = ArtifactStore::open(&artifacts_dir.display().to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -63,7 +63,7 @@ fn main() -> Outcome<()> {
         // Planning alone (panel read and plan), for the share verification adds.
         let started = Instant::now();
         let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
-        plan_panel(&config, &dataset.panel, dataset.content_hash).map_err(|e| e.to_string())?;
+        plan_panel(&config, &dataset.panel, &dataset.digests).map_err(|e| e.to_string())?;
         let plan_only = started.elapsed().as_secs_f64();
 
         // A fresh coordinator: nothing cached, every result read and verified.

@@ -33,7 +33,7 @@ use wf_worker::live::PanelObserver;
 use wf_worker::model::Ranker;
 
 use crate::artifact::ArtifactStore;
-use crate::live::decision_days;
+use crate::live::live_decision_days;
 
 /// What a deployment is, fixed when it is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +97,30 @@ impl Opened {
     /// The line's jobs by retrain day.
     pub fn jobs(&self) -> BTreeMap<usize, &Job> {
         self.plan.line_jobs(self.model, self.record.window, self.record.seed)
+    }
+
+    /// The retrain of day `day`: the training-only job of the deployment's line
+    /// ([`wf_shared::plan::training_job`]), whose key stays as the panel grows.
+    pub fn training_job(&self, day: usize) -> Result<Job> {
+        let panel = &self.dataset.panel;
+        let universe = panel.daily_universe();
+        let input = wf_shared::plan::PlanInput {
+            calendar: panel.calendar(),
+            digests: &self.dataset.digests,
+            feature_names: panel.feature_names(),
+            daily_universe: &universe,
+            horizons: panel.horizons(),
+        };
+        wf_shared::plan::training_job(&self.config, &input, self.model, self.record.seed, self.record.window, day)
+            .map_err(|e| {
+                DeploymentError::Invalid(format!("{}: the retrain of {}: {e}", self.record.id, self.date(day)))
+            })
+    }
+
+    /// Its decision days, through the panel's last day.
+    pub fn decision_days(&self) -> Result<Vec<usize>> {
+        live_decision_days(&self.plan, &self.policy, self.dataset.panel.calendar(), self.config.start)
+            .map_err(|e| DeploymentError::Invalid(e.to_string()))
     }
 
     /// The date of calendar day `day`.
@@ -216,11 +240,12 @@ impl Deployments {
                 record.model, record.window, record.from
             ))
         })?;
+        let first = opened.training_job(first.retrain_day)?;
         // Trained and stored now (the model itself is served by `advance` and `predict`).
-        self.version_model(&opened, 1, first, device)?;
+        self.version_model(&opened, 1, &first, device)?;
         let training = DriftReference::of(&opened.dataset.panel, first.train_days.clone()).training;
         let version = Version::new(first.retrain_day, first.key.to_string(), Some(training));
-        let days = decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        let days = opened.decision_days()?;
         let mut state =
             LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
         state.shadow_days = opened.record.shadow_days as usize;
@@ -288,8 +313,7 @@ impl Deployments {
     ) -> Result<(Opened, usize)> {
         let mut opened = self.open(id)?;
         let mut state = opened.state.take().ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
-        state.decision_days =
-            decision_days(&opened.plan, &opened.policy).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        state.decision_days = opened.decision_days()?;
         let panel = &opened.dataset.panel;
         let final_day = panel.calendar().len().saturating_sub(1);
         let last = match to {
@@ -309,16 +333,10 @@ impl Deployments {
             device.clone(),
         )
         .ok_or_else(|| DeploymentError::Invalid("the panel has no target for the primary horizon".into()))?;
-        let jobs = opened.jobs();
-        let job_of = |day: usize| {
-            jobs.get(&day).copied().ok_or_else(|| {
-                DeploymentError::Invalid(format!("{id}: the plan has no job retrained on {}", opened.date(day)))
-            })
-        };
         // Every version's model is served, so a rollback to any of them reads the same.
         for version in &state.versions {
-            let job = job_of(version.retrain_day)?;
-            let model = self.version_model(&opened, version.number, job, device)?;
+            let job = opened.training_job(version.retrain_day)?;
+            let model = self.version_model(&opened, version.number, &job, device)?;
             observer.add(version.retrain_day, model.into(), job.train_days.clone());
         }
         let first = state.next_day;
@@ -326,14 +344,13 @@ impl Deployments {
         for day in first..=last {
             let decision = state.advance(day, &mut observer)?.cloned();
             if let Some(decision) = decision {
-                if decision.retrain
-                    && let Some(job) = jobs.get(&day)
-                {
+                if decision.retrain {
+                    let job = opened.training_job(day)?;
                     let number = state.versions.len() as u32 + 1;
-                    let model = match self.version_model(&opened, number, job, device) {
+                    let model = match self.version_model(&opened, number, &job, device) {
                         Ok(model) => model,
                         Err(error) => {
-                            self.record_retrain_failure(id, day, job, &error);
+                            self.record_retrain_failure(id, day, &job, &error);
                             return Err(error);
                         }
                     };
@@ -697,6 +714,65 @@ kind = "linear"
 seeds = [0]
 params = { epochs = 2 }
 "#;
+
+    /// A deployment goes on deciding as days are appended to its panel file: past the
+    /// spec's `[evaluation] end` and past the panel it was deployed on, with the same
+    /// decisions, versions and switches as a deployment advanced on the longer panel in
+    /// one go (its retrains are training-only jobs, whose keys do not move as the panel
+    /// grows).
+    #[test]
+    fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
+        use wf_shared::synth::{SynthSpec, generate};
+        let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
+        let market = generate(&SynthSpec { stocks: 30, days: 400, start, seed: 2 }).expect("market");
+        let bars = wf_shared::Bars::new(market.bars).expect("bars");
+        let spec = wf_shared::PanelSpec { horizons: vec![1, 5] };
+        let long = wf_shared::build_panel(&bars, &spec);
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        let cut = long.calendar().index_on_or_before(date(2022, 4, 20)).expect("day");
+        let short = wf_shared::build_panel(&bars.truncated(cut), &spec);
+        let dir = tempfile::tempdir().expect("dir");
+        let deployments =
+            Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
+        let deploy = |id: &str, panel: &wf_shared::Panel| {
+            let path = dir.path().join(format!("{id}.parquet"));
+            wf_data::panel_file::write_panel(&path, panel).expect("panel written");
+            let spec = SPEC.replace("synth:stocks=30,days=400,seed=2", &path.display().to_string());
+            let record = DeploymentRecord {
+                id: id.into(),
+                spec,
+                model: "linear".into(),
+                window: 126,
+                seed: 0,
+                policy: "ΔP@K<0.02 over 21d or age>=42d".into(),
+                from: date(2021, 8, 2),
+                shadow_days: 0,
+            };
+            deployments.deploy(record, &Device::Cpu).expect("deployed");
+            deployments.advance(id, None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
+            path
+        };
+        let grown = deploy("grown", &short);
+        let before = deployments.state("grown").expect("read").expect("state");
+        assert_eq!(before.next_day, cut + 1, "every day of the shorter panel processed");
+        // Decided after the spec's end, before the panel's.
+        let end = long.calendar().index_on_or_before(date(2022, 3, 31)).expect("day");
+        assert!(before.decisions.iter().any(|d| d.day > end), "no decision after the spec's end");
+
+        // The panel file grows; the deployment goes on from its next day.
+        wf_data::panel_file::write_panel(&grown, &long).expect("panel written");
+        let (_, days) = deployments.advance("grown", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
+        assert_eq!(days, long.calendar().len() - cut - 1);
+        let after = deployments.state("grown").expect("read").expect("state");
+        deploy("straight", &long);
+        let straight = deployments.state("straight").expect("read").expect("state");
+        assert!(after.decisions.iter().any(|d| d.day > cut), "no decision on the appended days");
+        assert!(after.versions.iter().any(|v| v.retrain_day > cut), "no retrain on the appended days");
+        assert_eq!(after.decisions, straight.decisions);
+        assert_eq!(after.versions, straight.versions);
+        assert_eq!(after.switches, straight.switches);
+        assert_eq!(after.next_day, long.calendar().len());
+    }
 
     /// Two writers of one deployment: the one that read an older revision is refused
     /// rather than overwriting the other's save (a rollback during an advance).

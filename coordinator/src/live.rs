@@ -88,6 +88,32 @@ pub enum SimulateError {
     Job { key: String, day: usize, reason: String },
 }
 
+/// A deployment's decision days: [`decision_days`]'s cadence (the policy's own, or the
+/// spec's finest for an adaptive policy, as the plan chose it) from the spec's start
+/// through the panel's last day, past the spec's `[evaluation] end` and the last matured
+/// day: a deployment lives on as days are appended. On the plan's days it equals
+/// [`decision_days`] (a cadence's retrain days are fixed by each day and the one before).
+pub fn live_decision_days(
+    plan: &Plan,
+    policy: &LivePolicy,
+    calendar: &wf_shared::TradingCalendar,
+    start: chrono::NaiveDate,
+) -> Result<Vec<usize>, SimulateError> {
+    let planned = decision_days(plan, policy)?;
+    let cadence = match policy {
+        LivePolicy::Fixed(cadence) => *cadence,
+        LivePolicy::Adaptive(_) => plan
+            .retrain_days
+            .iter()
+            .max_by_key(|(_, days)| days.len())
+            .map(|(cadence, _)| *cadence)
+            .ok_or_else(|| SimulateError::Setup("the spec plans no cadence".into()))?,
+    };
+    let days = cadence.retrain_days(calendar, calendar.index_on_or_after(start), calendar.len().saturating_sub(1));
+    debug_assert!(days.starts_with(&planned), "live decision days extend the plan's");
+    Ok(days)
+}
+
 /// The days a policy is decided on: its cadence's retrain days for a fixed one (a cadence
 /// of the spec), the spec's finest cadence's for an adaptive one (as the replay).
 pub fn decision_days(plan: &Plan, policy: &LivePolicy) -> Result<Vec<usize>, SimulateError> {
@@ -112,6 +138,7 @@ pub type ResultOf<'a> = dyn FnMut(&Job) -> Result<(JobResult, Source), String> +
 /// trained) and whether it was trained; `progress` hears each processed day.
 pub fn simulate(
     config: &SweepConfig,
+    panel: &wf_shared::Panel,
     plan: &Plan,
     deployment: &Deployment,
     result: &mut ResultOf<'_>,
@@ -133,7 +160,7 @@ pub fn simulate(
         let (outcome, source) =
             result(job).map_err(|reason| SimulateError::Job { key: job.key.short(), day: job.retrain_day, reason })?;
         let version = Version::new(job.retrain_day, job.key.to_string(), Some(outcome.drift.training.clone()));
-        let run = ModelRun::of_job(job, outcome);
+        let run = ModelRun::of_job(job, outcome, panel);
         observer.add(run);
         sources.push(source);
         Ok::<_, SimulateError>(version)

@@ -338,12 +338,16 @@ pub fn check_report(bytes: &[u8]) -> Result<(), ConversionError> {
         .ok()
         .and_then(|text| serde_json::from_str(text).ok())
         .ok_or_else(|| invalid("result.identity", "not a job identity"))?;
-    let [first, last] = identity.score;
-    let days = u64::try_from((last - first).num_days() + 1).unwrap_or(0);
+    let (days, scored) = match identity.score {
+        Some([first, last]) => {
+            (u64::try_from((last - first).num_days() + 1).unwrap_or(0), format!("{first} to {last}"))
+        }
+        None => (0, "a training-only job".to_string()),
+    };
     if counts.ages > days {
         return Err(invalid(
             "result.ages",
-            format!("{} entries, but the job scores at most {days} days ({first} to {last})", counts.ages),
+            format!("{} entries, but the job scores at most {days} days ({scored})", counts.ages),
         ));
     }
     if counts.horizons >= identity.horizons.len() as u64 && counts.horizons > 0 {
@@ -477,7 +481,10 @@ mod tests {
         JobIdentity {
             format: wf_shared::plan::JOB_FORMAT.into(),
             trainer: wf_shared::model::TRAINER_VERSION,
-            dataset: wf_shared::DatasetHash::from_bytes([7; 32]),
+            data: wf_shared::plan::DataRead {
+                days: [first, first],
+                digest: wf_shared::DatasetHash::from_bytes([7; 32]),
+            },
             features: (0..features).map(|f| format!("f{f}")).collect(),
             model,
             seed: 1,
@@ -486,7 +493,7 @@ mod tests {
             primary_horizon: config.primary_horizon,
             k: config.k,
             embargo: 0,
-            score: [first, first + chrono::Days::new(days as u64 - 1)],
+            score: Some([first, first + chrono::Days::new(days as u64 - 1)]),
             ranks: None,
         }
         .to_canonical()

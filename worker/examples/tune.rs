@@ -44,7 +44,7 @@ fn main() {
             max_jobs: 1000,
             backtest: None,
         };
-        let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plan");
+        let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plan");
         for job in plan.jobs.iter().filter(|j| j.score_days.end + 5 <= first_break) {
             let out = wf_worker::job::run_job(&panel, &config, job, &Device::Cpu).expect("job");
             let d: Vec<f64> = out.ages.iter().filter_map(|a| a.map(|a| a.delta())).collect();

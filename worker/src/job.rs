@@ -183,7 +183,12 @@ pub fn run_job_until(
         .score_days
         .clone()
         .zip(&scores)
-        .map(|(day, scores)| wf_shared::backtest::top_ranked(scores, &panel.stock()[panel.rows_of_day(day)], depth))
+        .map(|(day, scores)| {
+            // Positions in the day's rows (code order), not universe indices: the same on
+            // a panel whose universe grew later.
+            let positions: Vec<u32> = (0..panel.rows_of_day(day).len() as u32).collect();
+            wf_shared::backtest::top_ranked(scores, &positions, depth)
+        })
         .collect();
     let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
     Ok(JobOutput { spec, model, ages, drift, rankings, exposures, horizons, importance, stats })

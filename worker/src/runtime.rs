@@ -363,7 +363,7 @@ impl Worker {
                     .try_into()
                     .map_err(|e: wf_proto::ConversionError| permanent(e.to_string()))?;
                 let dataset = self.dataset(&dataset_ref, &config).await?;
-                let plan = plan_panel(&config, &dataset.panel, dataset.content_hash)
+                let plan = plan_panel(&config, &dataset.panel, &dataset.digests)
                     .map_err(|e| permanent(format!("cannot plan the sweep: {e}")))?;
                 let jobs = plan.jobs.into_iter().map(|job| (job.key, job)).collect();
                 let sweep = Arc::new(SweepJobs { jobs, config, dataset });

@@ -51,7 +51,7 @@ fn setup(models: Vec<ModelConfig>) -> (Panel, SweepConfig) {
 fn a_model_scoring_by_vol_60_has_exposure_one_to_it() {
     let factor = |feature: &str| model(feature, ModelKind::Factor, serde_json::json!({ "feature": feature }));
     let (panel, config) = setup(vec![factor("vol_60"), factor("-vol_60")]);
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let mut checked = 0;
     for job in &plan.jobs {
         let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
@@ -86,7 +86,7 @@ fn a_model_scoring_by_vol_60_has_exposure_one_to_it() {
 #[test]
 fn exposures_read_the_scored_days_features_only() {
     let (panel, config) = setup(vec![model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 2}))]);
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let job = &plan.jobs[0];
     let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
     let scores = score_range(output.model.as_ref(), &panel, job.score_days.clone(), 1, &Device::Cpu).expect("s");
@@ -114,7 +114,7 @@ fn exposures_read_the_scored_days_features_only() {
 #[test]
 fn every_trained_horizon_is_scored_against_its_own_targets() {
     let (panel, config) = setup(vec![model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 2}))]);
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let job = &plan.jobs[0];
     let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
     let kept: Vec<u32> = output.horizons.iter().map(|h| h.horizon).collect();
@@ -207,7 +207,7 @@ fn permutation_importance_puts_the_planted_feature_first() {
             model("gbdt", ModelKind::Gbdt, serde_json::json!({"trees": 40})),
         ],
     );
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     for index in 0..config.models.len() {
         let job = plan.jobs.iter().find(|j| j.model == index).expect("a job");
         let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
@@ -240,7 +240,7 @@ fn importance_through_the_input_product_equals_whole_passes() {
             model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16, 8], "epochs": 6})),
         ],
     );
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     for index in 0..config.models.len() {
         let job = plan.jobs.iter().find(|j| j.model == index).expect("a job");
         let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
@@ -283,7 +283,7 @@ fn permutation_importance_covers_history_models() {
         "lookback": 10, "patch": 5, "d_model": 16, "heads": 2, "layers": 1, "epochs": 12, "learning_rate": 0.003
     });
     let config = planted_config(&panel, vec![model("patchtst", ModelKind::Patchtst, params)]);
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let output = run_job(&panel, &config, &plan.jobs[0], &Device::Cpu).expect("job runs");
     let importance = &output.importance;
     assert!(importance.is_measured(), "patchtst importance measured");
@@ -301,7 +301,7 @@ fn importance_never_reads_a_test_day() {
     let panel = planted_panel();
     let config =
         planted_config(&panel, vec![model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16], "epochs": 4}))]);
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let job = &plan.jobs[0];
     let clean = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
     let mut parts = panel.clone().into_parts();

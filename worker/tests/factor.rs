@@ -43,7 +43,7 @@ fn a_factor_job_scores_every_day_by_its_signed_feature_without_training() {
         max_jobs: 100,
         backtest: None,
     };
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let target = panel.target(5).expect("target");
     let mut checked = 0;
     for job in &plan.jobs {

@@ -45,7 +45,7 @@ fn gbdt_trains_deterministically_beats_chance_before_the_break_and_reloads() {
         max_jobs: 1000,
         backtest: None,
     };
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let first_break = panel.calendar().index_of(first_break_date).expect("break on the calendar");
     let job = plan
         .jobs

@@ -91,7 +91,7 @@ fn on_jp_tse1000_a_live_deployment_equals_the_replay() {
 /// bit for bit, and returns each one's count of versions.
 fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
     let config = config.clone();
-    let plan = plan_panel(&config, panel, wf_shared::dataset::content_hash(panel)).expect("plannable");
+    let plan = plan_panel(&config, panel, &wf_shared::dataset::PanelDigests::of(panel)).expect("plannable");
     // Every job of the line, trained once: its row for the replay, its model for the live side.
     let mut runs = Vec::new();
     let mut models: HashMap<usize, (Arc<dyn Ranker>, &Job)> = HashMap::new();
@@ -99,7 +99,7 @@ fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
         let output = run_job(panel, &config, job, &Device::Cpu).expect("job runs");
         let result = output.result();
         models.insert(job.retrain_day, (Arc::from(output.model), job));
-        runs.push(ModelRun::of_job(job, result));
+        runs.push(ModelRun::of_job(job, result, panel));
     }
     let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs };
     let replayer = LineReplayer::new(&matrix, Line { window: 126, model: 0, seed: 0 }).expect("runs");

@@ -68,7 +68,7 @@ fn market() -> &'static Market {
             max_jobs: 1000,
             backtest: None,
         };
-        let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+        let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
         let first_break = panel.calendar().index_of(first_break_date).expect("break on the calendar");
         Market { panel, config, plan, first_break }
     })
@@ -219,11 +219,12 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
     );
     assert_eq!(first.ages, second.ages);
     assert_eq!(first.rankings, second.rankings);
-    // The ranking kept for the day is its scores' order (universe indices, best first).
+    // The ranking kept for the day is its scores' order (positions in the day's rows, best
+    // first; as universe indices in a run).
     let column = market.config.horizons.iter().position(|h| *h == market.config.primary_horizon).unwrap_or(0);
     let primary = score_day(first.model.as_ref(), &market.panel, day, column, &Device::Cpu).expect("scores");
     let stocks = &market.panel.stock()[market.panel.rows_of_day(day)];
-    let kept = &first.rankings[day - job.score_days.start];
+    let kept = &wf_shared::age::universe_indices(&market.panel, day, &first.rankings[day - job.score_days.start]);
     assert_eq!(first.rankings.len(), first.ages.len());
     assert_eq!(kept, &wf_shared::backtest::top_ranked(&primary, stocks, 128));
     assert_eq!(kept.len(), stocks.len().min(128));

@@ -48,7 +48,7 @@ fn training_towards_each_target_lowers_its_loss_and_zscore_keeps_the_keys() {
         max_jobs: 100,
         backtest: None,
     };
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     for (index, name) in ["rank", "sign"].iter().enumerate() {
         let job = plan.jobs.iter().find(|j| j.model == index + 2).expect("a job");
         assert!(job.identity.contains(&format!("\"target\":\"{name}\"")), "{}", job.identity);

@@ -32,6 +32,9 @@ const PINNED: &[(u32, &str)] = &[
     (5, "4b3dfbb805c147aa"),
     (6, "22bcfcaf004a79bf"),
     (7, "beb79373094062cb"),
+    // Rankings as positions in the day's rows: the fixed jobs' panel has every stock on
+    // every day, where positions and universe indices coincide.
+    (8, "beb79373094062cb"),
 ];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
@@ -77,7 +80,7 @@ fn fixed_jobs_numbers() -> String {
         max_jobs: 100,
         backtest: None,
     };
-    let plan = plan_panel(&config, &panel, wf_shared::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let mut numbers = String::new();
     for index in 0..config.models.len() {
         let job = plan.jobs.iter().find(|job| job.model == index).expect("a job of each model");

@@ -140,7 +140,7 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
             bar.set_message(date.to_string());
         }
     };
-    let simulation = run_simulation(&config, &plan, &deployment, &mut result, &mut progress);
+    let simulation = run_simulation(&config, &dataset.panel, &plan, &deployment, &mut result, &mut progress);
     bar.finish_and_clear();
     let simulation = simulation?;
 
@@ -443,7 +443,7 @@ fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
         match &view.next_decision {
             Some(next) => println!("  next decision: {next}"),
             None => println!(
-                "  no decision day planned after the last processed day (the spec's [evaluation] end bounds the plan)"
+                "  no decision day after the last processed day on the panel yet (decisions resume as days are appended to it)"
             ),
         }
         for decision in &view.last_decisions {

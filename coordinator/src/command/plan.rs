@@ -37,7 +37,7 @@ pub fn read_spec(path: &std::path::Path) -> anyhow::Result<SweepConfig> {
 pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Plan> {
     wf_worker::model::check_models(config)
         .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", config.name))?;
-    plan_panel(config, &dataset.panel, dataset.content_hash)
+    plan_panel(config, &dataset.panel, &dataset.digests)
         .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
 }
 

@@ -72,6 +72,7 @@ impl Scheduler {
     pub async fn report(&self, id: &SweepId) -> Result<SweepReport, SchedulerError> {
         let record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
         let planned = self.planned(&record).await?;
+        let dataset = self.loaded(&planned.config, &planned.summary).await?;
         let mut runs = Vec::with_capacity(planned.plan.jobs.len());
         let mut missing = Vec::new();
         for job in &planned.plan.jobs {
@@ -82,11 +83,10 @@ impl Scheduler {
             };
             let result = JobResult::try_from(message)
                 .map_err(|e| SchedulerError::Internal(format!("result of job {} is invalid: {e}", job.key.short())))?;
-            runs.push(ModelRun::of_job(job, result));
+            runs.push(ModelRun::of_job(job, result, &dataset.panel));
         }
         let requeued = self.requeue_lost_results(&record, &missing).await?;
         let matrix = AgeMatrix { horizon: planned.config.primary_horizon, max_age: planned.config.max_age, runs };
-        let dataset = self.loaded(&planned.config, &planned.summary).await?;
         let id = id.to_string();
         let planned = planned.clone();
         tokio::task::spawn_blocking(move || {

@@ -71,7 +71,7 @@ pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) ->
 pub(super) fn compute(lease: &JobLease) -> v1::JobResult {
     let config = SweepConfig::from_toml(&lease.spec_toml).expect("spec");
     let dataset = load_dataset(&lease.dataset.uri, &config.horizons, config.features.as_deref()).expect("dataset");
-    let plan = plan_panel(&config, &dataset.panel, dataset.content_hash).expect("plan");
+    let plan = plan_panel(&config, &dataset.panel, &dataset.digests).expect("plan");
     let job = plan.jobs.iter().find(|job| job.key == lease.lease.key).expect("job in plan");
     let output = wf_worker::job::run_job(&dataset.panel, &config, job, &candle_core::Device::Cpu).expect("job runs");
     v1::JobResult { identity: job.identity.clone(), ..output.result().into() }
@@ -617,7 +617,7 @@ async fn a_sweep_on_a_prepared_panel_is_planned_from_its_metadata_and_its_report
     let submitted = scheduler.submit(&on_file).await.expect("submit");
     assert!(lock(&scheduler.datasets).is_empty(), "submitting read the panel's values");
     let config = SweepConfig::from_toml(&on_file).expect("spec");
-    let expected = plan_panel(&config, &whole.panel, whole.content_hash).expect("plan");
+    let expected = plan_panel(&config, &whole.panel, &whole.digests).expect("plan");
     let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
     let record = scheduler.sweep_record(&id).await.expect("record");
     assert_eq!(record.jobs, expected.jobs.iter().map(|job| job.key).collect::<Vec<_>>());

@@ -76,6 +76,13 @@ pub struct ModelRun {
     pub importance: Importance,
 }
 
+/// The universe indices of a day's ranking given as positions in the day's rows (rows of a
+/// day are in code order); a position past the day's rows is dropped.
+pub fn universe_indices(panel: &crate::panel::Panel, day: usize, positions: &[u32]) -> Vec<u32> {
+    let stocks = &panel.stock()[panel.rows_of_day(day)];
+    positions.iter().filter_map(|p| stocks.get(*p as usize).copied()).collect()
+}
+
 /// Metrics by age at one horizon (index = age; `None` where no stock was scored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HorizonAges {
@@ -84,8 +91,15 @@ pub struct HorizonAges {
 }
 
 impl ModelRun {
-    /// The run of `job`, from what its worker reported.
-    pub fn of_job(job: &Job, result: JobResult) -> Self {
+    /// The run of `job`, from what its worker reported, on `panel` (the one planned:
+    /// its rankings' positions in each day's rows become universe indices).
+    pub fn of_job(job: &Job, result: JobResult, panel: &crate::panel::Panel) -> Self {
+        let rankings = result
+            .rankings
+            .iter()
+            .enumerate()
+            .map(|(age, ranking)| universe_indices(panel, job.score_days.start + age, ranking))
+            .collect();
         Self {
             window: job.window,
             model: job.model,
@@ -94,7 +108,7 @@ impl ModelRun {
             train_seconds: result.training.seconds,
             ages: result.ages,
             drift: Some(result.drift),
-            rankings: result.rankings,
+            rankings,
             exposures: result.exposures,
             horizons: result.horizons,
             importance: result.importance,
@@ -137,8 +151,9 @@ pub struct JobResult {
     /// Metrics by age (index = age); `None` where no stock was scored.
     pub ages: Vec<Option<DayMetrics>>,
     pub drift: DriftPath,
-    /// By age, the universe indices of the top-ranked stocks, best first (the backtest's
-    /// input, `docs/ANALYTICS.md` "Rankings kept"); empty where nothing was scored, and
+    /// By age, the top-ranked stocks as positions in the day's rows (in code order), best
+    /// first (the backtest's input, `docs/ANALYTICS.md` "Rankings kept"; a run holds
+    /// them as universe indices, [`ModelRun::of_job`]); empty where nothing was scored, and
     /// empty altogether in results that keep none.
     #[serde(default)]
     pub rankings: Vec<Vec<u32>>,

@@ -107,49 +107,210 @@ pub struct PanelDigests {
     pub features: Vec<(String, DatasetHash)>,
     /// Target columns (`fwd_ret_<h>`), in order.
     pub targets: Vec<(String, DatasetHash)>,
+    /// The same digests, one per trading day: what a job's data digest is combined from
+    /// ([`DayView`]). Absent from summaries written before they existed.
+    #[serde(default, skip_serializing_if = "DayDigests::is_empty")]
+    pub days: DayDigests,
+}
+
+/// Digests of each trading day's rows: the row keys (date, code), and each feature's and
+/// each target's values on that day, in the panel's column order; same canonical bytes
+/// as the whole-column digests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayDigests {
+    pub keys: Digests,
+    pub features: Vec<Digests>,
+    pub targets: Vec<Digests>,
+}
+
+impl DayDigests {
+    pub fn is_empty(&self) -> bool {
+        self.keys.0.is_empty()
+    }
+
+    pub fn days(&self) -> usize {
+        self.keys.0.len()
+    }
+
+    /// Whether every column has a digest for each of `days` days.
+    pub fn cover(&self, days: usize) -> bool {
+        self.keys.0.len() == days && self.features.iter().chain(&self.targets).all(|column| column.0.len() == days)
+    }
+}
+
+/// A list of 32-byte digests, one per trading day; written as one hex string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digests(pub Vec<[u8; 32]>);
+
+impl Serialize for Digests {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(self.0.len() * 64);
+        for digest in &self.0 {
+            for byte in digest {
+                use std::fmt::Write;
+                let _ = write!(text, "{byte:02x}");
+            }
+        }
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digests {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if !text.len().is_multiple_of(64) {
+            return Err(serde::de::Error::custom("day digests: not a whole number of 64-digit digests"));
+        }
+        text.as_bytes()
+            .chunks(64)
+            .map(|chunk| {
+                let digest: DatasetHash = std::str::from_utf8(chunk)
+                    .ok()
+                    .and_then(|hex| hex.parse().ok())
+                    .ok_or_else(|| serde::de::Error::custom("day digests: not lowercase hex"))?;
+                Ok(digest.0)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
 }
 
 impl PanelDigests {
     pub fn of(panel: &Panel) -> Self {
+        let days: Vec<std::ops::Range<usize>> = (0..panel.calendar().len()).map(|d| panel.rows_of_day(d)).collect();
         let mut keys = blake3::Hasher::new();
-        for (day, stock) in panel.day().iter().zip(panel.stock()) {
-            let date = panel.calendar().date(*day as usize).unwrap_or_default();
-            keys.update(&date.num_days_from_ce().to_le_bytes());
-            let code = panel.codes()[*stock as usize].as_bytes();
-            keys.update(&(code.len() as u32).to_le_bytes());
-            keys.update(code);
+        let mut day_keys = Vec::with_capacity(days.len());
+        for rows in &days {
+            let mut day = blake3::Hasher::new();
+            for row in rows.clone() {
+                let date = panel.calendar().date(panel.day()[row] as usize).unwrap_or_default();
+                let code = panel.codes()[panel.stock()[row] as usize].as_bytes();
+                for hasher in [&mut keys, &mut day] {
+                    hasher.update(&date.num_days_from_ce().to_le_bytes());
+                    hasher.update(&(code.len() as u32).to_le_bytes());
+                    hasher.update(code);
+                }
+            }
+            day_keys.push(*day.finalize().as_bytes());
         }
         let hash = |digest: blake3::Hash| DatasetHash(*digest.as_bytes());
-        let features: Vec<DatasetHash> = panel
+        let features: Vec<(blake3::Hash, Digests)> = panel
             .features()
             .par_iter()
             .map(|column| {
-                hash(digest_values(column, |v: &f32| if v.is_nan() { f32::NAN } else { *v }.to_bits().to_le_bytes()))
+                digest_column(column, &days, |v: &f32| if v.is_nan() { f32::NAN } else { *v }.to_bits().to_le_bytes())
             })
             .collect();
-        let targets: Vec<DatasetHash> = panel
+        let targets: Vec<(blake3::Hash, Digests)> = panel
             .targets()
             .par_iter()
             .map(|column| {
-                hash(digest_values(column, |v: &f64| if v.is_nan() { f64::NAN } else { *v }.to_bits().to_le_bytes()))
+                digest_column(column, &days, |v: &f64| if v.is_nan() { f64::NAN } else { *v }.to_bits().to_le_bytes())
             })
             .collect();
         Self {
             rows: panel.rows() as u64,
             keys: hash(keys.finalize()),
-            features: panel.feature_names().iter().cloned().zip(features).collect(),
-            targets: panel.horizons().iter().map(|h| target_name(*h)).zip(targets).collect(),
+            features: panel.feature_names().iter().cloned().zip(features.iter().map(|(d, _)| hash(*d))).collect(),
+            targets: panel
+                .horizons()
+                .iter()
+                .map(|h| target_name(*h))
+                .zip(targets.iter().map(|(d, _)| hash(*d)))
+                .collect(),
+            days: DayDigests {
+                keys: Digests(day_keys),
+                features: features.into_iter().map(|(_, days)| days).collect(),
+                targets: targets.into_iter().map(|(_, days)| days).collect(),
+            },
+        }
+    }
+
+    /// Digests that stand for a panel of `days` days that was never built (every digest
+    /// derived from `tag`, the day and the column): for planning benchmarks and tests.
+    pub fn placeholder(tag: u8, days: usize, features: &[String], horizons: &[u32]) -> Self {
+        let digest = |column: &str, day: usize| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&[tag]);
+            hasher.update(column.as_bytes());
+            hasher.update(&(day as u64).to_le_bytes());
+            *hasher.finalize().as_bytes()
+        };
+        let column = |name: &str| Digests((0..days).map(|day| digest(name, day)).collect());
+        let whole = |name: &str| DatasetHash(digest(name, usize::MAX));
+        let targets: Vec<String> = horizons.iter().map(|h| target_name(*h)).collect();
+        Self {
+            rows: days as u64,
+            keys: whole(""),
+            features: features.iter().map(|name| (name.clone(), whole(name))).collect(),
+            targets: targets.iter().map(|name| (name.clone(), whole(name))).collect(),
+            days: DayDigests {
+                keys: column(""),
+                features: features.iter().map(|name| column(name)).collect(),
+                targets: targets.iter().map(|name| column(name)).collect(),
+            },
         }
     }
 
     /// The digests of the panel with only the features `names`, in that order; `None`
     /// when one is not among them.
     pub fn select(&self, names: &[String]) -> Option<Self> {
-        let features = names
+        let positions = names
             .iter()
-            .map(|name| self.features.iter().find(|(n, _)| n == name).cloned())
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self { features, ..self.clone() })
+            .map(|name| self.features.iter().position(|(n, _)| n == name))
+            .collect::<Option<Vec<usize>>>()?;
+        let features = positions.iter().map(|p| self.features[*p].clone()).collect();
+        let days = if self.days.is_empty() {
+            DayDigests::default()
+        } else {
+            DayDigests {
+                features: positions.iter().map(|p| self.days.features[*p].clone()).collect(),
+                ..self.days.clone()
+            }
+        };
+        Some(Self { features, days, ..self.clone() })
+    }
+
+    /// The per-day digests of the features, in order, and of the targets of `horizons`
+    /// (in that order) that a job's data digest is combined from; `None` when the
+    /// digests hold no days or a horizon has no target column.
+    pub fn day_view(&self, horizons: &[u32]) -> Option<DayView> {
+        if self.days.is_empty()
+            || !self.days.cover(self.days.days())
+            || self.days.features.len() != self.features.len()
+            || self.days.targets.len() != self.targets.len()
+        {
+            return None;
+        }
+        let targets = horizons
+            .iter()
+            .map(|h| self.targets.iter().position(|(name, _)| *name == target_name(*h)))
+            .collect::<Option<Vec<usize>>>()?;
+        let mut names = blake3::Hasher::new();
+        let feature_names = self.features.iter().map(|(name, _)| name);
+        let target_names = targets.iter().map(|t| &self.targets[*t].0);
+        for (kind, list) in [("features", feature_names.collect::<Vec<_>>()), ("targets", target_names.collect())] {
+            names.update(kind.as_bytes());
+            names.update(&(list.len() as u32).to_le_bytes());
+            for name in list {
+                names.update(&(name.len() as u32).to_le_bytes());
+                names.update(name.as_bytes());
+            }
+        }
+        let combine = |columns: &mut dyn Iterator<Item = &Digests>, day: usize| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&self.days.keys.0[day]);
+            columns.for_each(|column| {
+                hasher.update(&column.0[day]);
+            });
+            *hasher.finalize().as_bytes()
+        };
+        let days = self.days.days();
+        Some(DayView {
+            names: *names.finalize().as_bytes(),
+            features: (0..days).map(|d| combine(&mut self.days.features.iter(), d)).collect(),
+            targets: (0..days).map(|d| combine(&mut targets.iter().map(|t| &self.days.targets[*t]), d)).collect(),
+        })
     }
 
     /// The content hash.
@@ -169,9 +330,53 @@ impl PanelDigests {
     }
 }
 
+/// Bumped whenever a job's data digest ([`DayView::data_digest`]) changes definition.
+pub const DATA_FORMAT: &str = "walkforward-data-v1";
+
+/// A panel's per-day digests combined for one spec: each day's row keys with every
+/// feature's values, and with every spec horizon's target values.
+#[derive(Debug, Clone)]
+pub struct DayView {
+    names: [u8; 32],
+    features: Vec<[u8; 32]>,
+    targets: Vec<[u8; 32]>,
+}
+
+impl DayView {
+    /// The trading days it covers.
+    pub fn days(&self) -> usize {
+        self.features.len()
+    }
+
+    /// The digest of what a job reads: the features of the days `read` (its training
+    /// days, the days before them its model looks back over, and on to its last scored
+    /// day), and the targets of its training days and of its scored days. Day indices
+    /// are not part of it: the same days' values hash the same on a longer panel.
+    pub fn data_digest(
+        &self,
+        read: std::ops::Range<usize>,
+        train: std::ops::Range<usize>,
+        score: std::ops::Range<usize>,
+    ) -> DatasetHash {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(DATA_FORMAT.as_bytes());
+        hasher.update(&self.names);
+        for (days, digests) in [(read, &self.features), (train, &self.targets), (score, &self.targets)] {
+            let days = days.start.min(digests.len())..days.end.min(digests.len());
+            hasher.update(&(days.len() as u64).to_le_bytes());
+            hasher.update(digests[days].as_flattened());
+        }
+        DatasetHash(*hasher.finalize().as_bytes())
+    }
+}
+
 /// Digest of a column's canonical bytes, fed to the hasher in large chunks (one
-/// `update` per value is several times slower).
-fn digest_values<T, const N: usize>(values: &[T], bytes: impl Fn(&T) -> [u8; N]) -> blake3::Hash {
+/// `update` per value is several times slower), and of each day's rows of it.
+fn digest_column<T, const N: usize>(
+    values: &[T],
+    days: &[std::ops::Range<usize>],
+    bytes: impl Fn(&T) -> [u8; N],
+) -> (blake3::Hash, Digests) {
     let mut hasher = blake3::Hasher::new();
     let mut buffer = Vec::with_capacity(64 * 1024 * N);
     for chunk in values.chunks(64 * 1024) {
@@ -179,7 +384,15 @@ fn digest_values<T, const N: usize>(values: &[T], bytes: impl Fn(&T) -> [u8; N])
         chunk.iter().for_each(|v| buffer.extend_from_slice(&bytes(v)));
         hasher.update(&buffer);
     }
-    hasher.finalize()
+    let per_day = days
+        .iter()
+        .map(|rows| {
+            buffer.clear();
+            values[rows.clone()].iter().for_each(|v| buffer.extend_from_slice(&bytes(v)));
+            *blake3::hash(&buffer).as_bytes()
+        })
+        .collect();
+    (hasher.finalize(), Digests(per_day))
 }
 
 /// A dataset as jobs refer to it: where it is and what it must contain.

@@ -31,8 +31,10 @@ pub use crate::target::TargetTransform;
 /// kinds' numbers are unchanged); 7, permutation importance reads every second
 /// validation day (counting back from the last) and carries a shuffled feature through
 /// the input product of `linear` and `mlp`, so every trained kind's importance changes
-/// (its scores and metrics do not).
-pub const TRAINER_VERSION: u32 = 7;
+/// (its scores and metrics do not); 8, kept rankings are positions in each scored day's
+/// rows (code order), not universe indices, so a result means the same on a panel whose
+/// universe grew after it was trained (the stocks and their order are unchanged).
+pub const TRAINER_VERSION: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -229,6 +231,14 @@ pub fn check_models(config: &SweepConfig) -> Result<(), SpecErrors> {
 }
 
 impl ModelSpec {
+    /// Trading days of features each prediction reads (1: the day itself).
+    pub fn lookback(&self) -> usize {
+        match self {
+            ModelSpec::Patchtst { lookback, .. } => (*lookback).max(1),
+            _ => 1,
+        }
+    }
+
     /// The `index`-th model of `config` with every default applied, including the loss
     /// weight of each horizon (1 for the primary horizon, 0.5 for the others, unless
     /// `horizon_weights` is given): what a job of this model trains with.

@@ -17,12 +17,12 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-pub use identity::{JOB_FORMAT, JobIdentity, identity_differences};
+pub use identity::{DataRead, JOB_FORMAT, JobIdentity, identity_differences};
 pub use manifest::{AuditFinding, Manifest, ManifestJob, audit};
 
 use crate::cadence::Cadence;
 use crate::calendar::TradingCalendar;
-use crate::dataset::DatasetHash;
+use crate::dataset::{DatasetHash, PanelDigests};
 use crate::model::{ModelSpec, TRAINER_VERSION, resolve_models};
 use crate::spec::{SpecError, SpecErrors, SweepConfig, TopK};
 
@@ -30,7 +30,9 @@ use crate::spec::{SpecError, SpecErrors, SweepConfig, TopK};
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
     pub calendar: &'a TradingCalendar,
-    pub dataset_hash: DatasetHash,
+    /// The panel's digests (its content hash, and each day's, which job identities are
+    /// combined from), of the features below.
+    pub digests: &'a PanelDigests,
     pub feature_names: &'a [String],
     /// Stocks with a row on each trading day.
     pub daily_universe: &'a [usize],
@@ -145,13 +147,11 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
     let (Some(first_date), Some(last_date)) = (calendar.first(), calendar.last()) else {
         return Err(error("dataset.panel", "the panel has no dates".into()));
     };
+    let dataset_hash = input.digests.hash();
     if let Some(pinned) = config.content_hash
-        && pinned != input.dataset_hash
+        && pinned != dataset_hash
     {
-        return Err(error(
-            "dataset.content_hash",
-            format!("the panel's content hash is {}, not {pinned}", input.dataset_hash),
-        ));
+        return Err(error("dataset.content_hash", format!("the panel's content hash is {dataset_hash}, not {pinned}")));
     }
     let missing: Vec<SpecError> = config
         .horizons
@@ -254,6 +254,19 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
     if !missing.is_empty() {
         return Err(SpecErrors(missing));
     }
+    let Some(days) = input.digests.day_view(&config.horizons) else {
+        return Err(error(
+            "dataset.panel",
+            "the panel's digests hold no per-day digests (a summary written before they existed): prepare it again"
+                .into(),
+        ));
+    };
+    if days.days() != calendar.len() {
+        return Err(error(
+            "dataset.panel",
+            format!("the panel's digests cover {} days, its calendar {}", days.days(), calendar.len()),
+        ));
+    }
     let mut jobs = Vec::with_capacity(distinct as usize);
     for (model_index, (model, spec)) in config.models.iter().zip(&specs).enumerate() {
         for (seed, window) in model.seeds.iter().flat_map(|s| config.train_windows.iter().map(move |w| (*s, w))) {
@@ -266,7 +279,7 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
                     .filter(|(_, days)| days.binary_search(&retrain_day).is_ok())
                     .map(|(c, _)| *c)
                     .collect();
-                let identity = job_identity(config, input, spec, seed, &train_days, &score_days).to_canonical();
+                let identity = job_identity(config, input, &days, spec, seed, &train_days, &score_days).to_canonical();
                 jobs.push(Job {
                     key: JobKey::of_identity(&identity),
                     model: model_index,
@@ -299,16 +312,16 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
     })
 }
 
-/// Plans `config` on a loaded panel whose content hash is `dataset_hash`.
+/// Plans `config` on a loaded panel whose digests ([`PanelDigests::of`]) are `digests`.
 pub fn plan_panel(
     config: &SweepConfig,
     panel: &crate::panel::Panel,
-    dataset_hash: DatasetHash,
+    digests: &PanelDigests,
 ) -> Result<Plan, SpecErrors> {
     let universe = panel.daily_universe();
     let input = PlanInput {
         calendar: panel.calendar(),
-        dataset_hash,
+        digests,
         feature_names: panel.feature_names(),
         daily_universe: &universe,
         horizons: panel.horizons(),
@@ -316,20 +329,74 @@ pub fn plan_panel(
     plan(config, &input)
 }
 
+/// The training-only job of model `model` (an index into the spec's models), `seed` and
+/// train window `window` retrained on `retrain_day`: the planner's training days, no
+/// scored day. A live deployment's retrain: its key does not change as the panel grows,
+/// and it needs no matured label after its last training day, so it can be decided on
+/// any day of the panel, past the spec's `[evaluation] end` included.
+pub fn training_job(
+    config: &SweepConfig,
+    input: &PlanInput<'_>,
+    model: usize,
+    seed: u64,
+    window: u32,
+    retrain_day: usize,
+) -> Result<Job, SpecErrors> {
+    let h = config.longest_horizon() as usize;
+    let e = config.embargo as usize;
+    let date = |day: usize| input.calendar.date(day).map_or_else(|| format!("day {day}"), |d| d.to_string());
+    if retrain_day >= input.calendar.len() {
+        return Err(error("live", format!("{} is past the panel's last day", date(retrain_day))));
+    }
+    let Some(train_end) = retrain_day.checked_sub(e + h).filter(|end| *end >= window as usize) else {
+        return Err(error(
+            "plan.train_windows",
+            format!("{window} trading days plus horizon {h} and embargo {e} do not fit before {}", date(retrain_day)),
+        ));
+    };
+    let spec = ModelSpec::resolve(model, config).map_err(|e| SpecErrors(vec![e]))?;
+    let days =
+        input.digests.day_view(&config.horizons).filter(|days| days.days() == input.calendar.len()).ok_or_else(
+            || error("dataset.panel", "the panel's digests do not cover its days (prepare it again)".into()),
+        )?;
+    let train_days = train_end - window as usize..train_end;
+    let score_days = retrain_day..retrain_day;
+    let identity = job_identity(config, input, &days, &spec, seed, &train_days, &score_days).to_canonical();
+    Ok(Job {
+        key: JobKey::of_identity(&identity),
+        model,
+        seed,
+        window,
+        retrain_day,
+        train_days,
+        score_days,
+        cadences: Vec::new(),
+        identity,
+    })
+}
+
 /// Everything that determines a job's result.
 fn job_identity(
     config: &SweepConfig,
     input: &PlanInput<'_>,
+    days: &crate::dataset::DayView,
     spec: &ModelSpec,
     seed: u64,
     train_days: &Range<usize>,
     score_days: &Range<usize>,
 ) -> JobIdentity {
     let date = |day: usize| input.calendar.date(day).unwrap_or_default();
+    // The model's look-back before the first training day, through the last scored day
+    // (the last training day when it scores none).
+    let last_read = if score_days.is_empty() { train_days.end } else { score_days.end.max(train_days.end) };
+    let read = train_days.start.saturating_sub(spec.lookback() - 1)..last_read;
     JobIdentity {
         format: JOB_FORMAT.to_string(),
         trainer: TRAINER_VERSION,
-        dataset: input.dataset_hash,
+        data: identity::DataRead {
+            days: [date(read.start), date(read.end - 1)],
+            digest: days.data_digest(read, train_days.clone(), score_days.clone()),
+        },
         features: input.feature_names.to_vec(),
         model: spec.clone(),
         seed,
@@ -338,7 +405,7 @@ fn job_identity(
         primary_horizon: config.primary_horizon,
         k: config.k,
         embargo: config.embargo,
-        score: [date(score_days.start), date(score_days.end - 1)],
+        score: (!score_days.is_empty()).then(|| [date(score_days.start), date(score_days.end - 1)]),
         ranks: match config.backtest.as_ref().map(|grid| grid.depth) {
             None | Some(crate::backtest::Depth::Top(crate::backtest::DEFAULT_DEPTH)) => None,
             Some(depth) => Some(depth),

@@ -23,7 +23,6 @@ use wf_data::ohlcv::read_ohlcv;
 use wf_shared::age::{AgeMatrix, Line, Metric, ModelRun};
 use wf_shared::bootstrap::Bootstrap;
 use wf_shared::calendar::TradingCalendar;
-use wf_shared::dataset::DatasetHash;
 use wf_shared::metric::DayMetrics;
 use wf_shared::plan::{PlanInput, plan as plan_sweep};
 use wf_shared::replay::{LineReplayer, Policy, Trigger};
@@ -78,9 +77,12 @@ fn main() {
         }
     };
     let features: Vec<String> = wf_shared::FEATURES.iter().map(|f| f.name.to_string()).collect();
+    // Per-day digests as a real panel of this calendar has them (their values do not
+    // change the planner's work).
+    let digests = wf_shared::dataset::PanelDigests::placeholder(0, calendar.len(), &features, &config.horizons);
     let input = PlanInput {
         calendar: &calendar,
-        dataset_hash: DatasetHash::from_bytes([0; 32]),
+        digests: &digests,
         feature_names: &features,
         daily_universe: &universe,
         horizons: &config.horizons,

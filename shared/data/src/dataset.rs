@@ -16,18 +16,27 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
-use wf_shared::dataset::{DatasetHash, content_hash};
+use wf_shared::dataset::{DatasetHash, PanelDigests};
 use wf_shared::synth::{SynthSpec, generate};
 use wf_shared::{Bars, Panel, PanelSpec, build_panel};
 
 use crate::DataError;
 use crate::panel_file::read_panel;
 
-/// A loaded panel with its content hash.
+/// A loaded panel with its content hash and the digests it is combined from.
 #[derive(Debug)]
 pub struct Dataset {
     pub panel: Panel,
     pub content_hash: DatasetHash,
+    pub digests: PanelDigests,
+}
+
+impl Dataset {
+    /// `panel` with its digests computed from its values.
+    pub fn of(panel: Panel) -> Self {
+        let digests = PanelDigests::of(&panel);
+        Self { panel, content_hash: digests.hash(), digests }
+    }
 }
 
 /// What planning needs of a dataset: its calendar, daily universe, features, horizons
@@ -41,6 +50,7 @@ pub struct DatasetSummary {
     pub feature_names: Vec<String>,
     pub horizons: Vec<u32>,
     pub content_hash: DatasetHash,
+    pub digests: PanelDigests,
 }
 
 impl DatasetSummary {
@@ -53,13 +63,14 @@ impl DatasetSummary {
             feature_names: panel.feature_names().to_vec(),
             horizons: panel.horizons().to_vec(),
             content_hash: dataset.content_hash,
+            digests: dataset.digests.clone(),
         }
     }
 
     pub fn plan_input(&self) -> wf_shared::plan::PlanInput<'_> {
         wf_shared::plan::PlanInput {
             calendar: &self.calendar,
-            dataset_hash: self.content_hash,
+            digests: &self.digests,
             feature_names: &self.feature_names,
             daily_universe: &self.daily_universe,
             horizons: &self.horizons,
@@ -95,8 +106,7 @@ pub fn load_summary_from(
             }
             let panel = read_panel(&handle, features).map_err(within)?;
             drop(file);
-            let content_hash = content_hash(&panel);
-            Ok(DatasetSummary::of(&Dataset { panel, content_hash }))
+            Ok(DatasetSummary::of(&Dataset::of(panel)))
         }
         _ => load_summary(uri, horizons, features),
     }
@@ -118,8 +128,9 @@ fn from_metadata(uri: &str, summary: crate::panel_file::PanelSummary) -> Result<
         content_hash: summary.digests.hash(),
         calendar: wf_shared::TradingCalendar::from_dates(summary.dates),
         daily_universe: summary.daily_universe,
-        feature_names: summary.digests.features.into_iter().map(|(name, _)| name).collect(),
+        feature_names: summary.digests.features.iter().map(|(name, _)| name.clone()).collect(),
         horizons,
+        digests: summary.digests,
     })
 }
 
@@ -223,8 +234,7 @@ pub fn load_dataset_from(
             let (file, handle) = open_confined(uri, roots)?;
             let panel = read_panel(&handle, features).map_err(|error| error.with_path(Path::new(uri)))?;
             drop(file);
-            let content_hash = content_hash(&panel);
-            Ok(Dataset { panel, content_hash })
+            Ok(Dataset::of(panel))
         }
         _ => load_dataset(uri, horizons, features),
     }
@@ -249,8 +259,7 @@ pub fn load_dataset(uri: &str, horizons: &[u32], features: Option<&[String]>) ->
         }
         None => read_panel(Path::new(uri), features)?,
     };
-    let content_hash = content_hash(&panel);
-    Ok(Dataset { panel, content_hash })
+    Ok(Dataset::of(panel))
 }
 
 /// The market a backtest of `grid` trades in, for the dataset `uri` already loaded as
@@ -392,7 +401,7 @@ mod market_tests {
         let reread = read_panel(&path, None).expect("read");
         let bits = |values: Option<&[f64]>| values.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
         assert_eq!(bits(reread.adv()), bits(daily.panel.adv()), "adv_20 is written and read back");
-        assert_eq!(content_hash(&reread), daily.content_hash);
+        assert_eq!(wf_shared::dataset::content_hash(&reread), daily.content_hash);
         assert!(backtest_market(&path.display().to_string(), &reread, &grid(0.1)).is_ok());
 
         // A panel written before adv_20 existed: fine without impact, refused with it.
@@ -446,7 +455,7 @@ mod summary_tests {
         let summary = load_summary(&uri, &[1, 5], None).expect("summary");
         let whole = load_dataset(&uri, &[1, 5], None).expect("whole");
         let planned = wf_shared::plan::plan(&config, &summary.plan_input()).expect("plan");
-        let read = wf_shared::plan::plan_panel(&config, &whole.panel, whole.content_hash).expect("plan");
+        let read = wf_shared::plan::plan_panel(&config, &whole.panel, &whole.digests).expect("plan");
         let keys = |plan: &wf_shared::plan::Plan| plan.jobs.iter().map(|j| j.key).collect::<Vec<_>>();
         assert!(!planned.jobs.is_empty());
         assert_eq!(keys(&planned), keys(&read));

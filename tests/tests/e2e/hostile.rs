@@ -83,7 +83,7 @@ fn one_feature_identity() -> String {
     wf_shared::plan::JobIdentity {
         format: wf_shared::plan::JOB_FORMAT.into(),
         trainer: wf_shared::model::TRAINER_VERSION,
-        dataset: wf_shared::DatasetHash::from_bytes([7; 32]),
+        data: wf_shared::plan::DataRead { days: [first, first], digest: wf_shared::DatasetHash::from_bytes([7; 32]) },
         features: vec!["ret_1".into()],
         model: wf_shared::model::ModelSpec::resolve(0, &config).expect("model"),
         seed: 1,
@@ -92,7 +92,7 @@ fn one_feature_identity() -> String {
         primary_horizon: config.primary_horizon,
         k: config.k,
         embargo: 0,
-        score: [first, first + chrono::Days::new(29)],
+        score: Some([first, first + chrono::Days::new(29)]),
         ranks: None,
     }
     .to_canonical()

@@ -16,7 +16,7 @@ use crate::model::ModelSpec;
 use crate::spec::TopK;
 
 /// The identity format, part of every identity; bumped when [`JobIdentity`] changes.
-pub const JOB_FORMAT: &str = "walkforward-job-v2";
+pub const JOB_FORMAT: &str = "walkforward-job-v3";
 
 /// Everything a job's result depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,8 +25,9 @@ pub struct JobIdentity {
     pub format: String,
     /// [`crate::model::TRAINER_VERSION`] of the code that trains and scores.
     pub trainer: u32,
-    /// The panel's content hash.
-    pub dataset: DatasetHash,
+    /// The data the job reads, by its days: not the whole panel's hash, so the same job
+    /// on a panel that has grown since (new days appended) keeps its key.
+    pub data: DataRead,
     /// The feature columns the model reads, in order.
     pub features: Vec<String>,
     /// Kind and hyperparameters with every default applied (loss weights included).
@@ -42,13 +43,28 @@ pub struct JobIdentity {
     pub k: TopK,
     /// Trading days between the last training label and the retrain date.
     pub embargo: u32,
-    /// First and last scored dates.
-    pub score: [NaiveDate; 2],
+    /// First and last scored dates; absent for a training-only job (a live retrain
+    /// decided past the last day whose labels have matured: [`super::training_job`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<[NaiveDate; 2]>,
     /// How many ranks of each scored day the result keeps, when not the default
     /// ([`crate::backtest::DEFAULT_DEPTH`]); absent from the text otherwise, so jobs of
     /// specs without a deeper backtest keep their keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranks: Option<crate::backtest::Depth>,
+}
+
+/// The days a job reads and the digest of their values
+/// ([`crate::dataset::DayView::data_digest`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataRead {
+    /// First and last days whose features it reads (its model's look-back before the
+    /// first training day included, through its last scored day).
+    pub days: [NaiveDate; 2],
+    /// Digest of those days' row keys and features, and of its training and scored
+    /// days' targets.
+    pub digest: DatasetHash,
 }
 
 impl JobIdentity {

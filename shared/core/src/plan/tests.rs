@@ -44,18 +44,26 @@ struct Dataset {
     features: Vec<String>,
     universe: Vec<usize>,
     horizons: Vec<u32>,
+    digests: PanelDigests,
 }
 
 impl Dataset {
     fn new(calendar: TradingCalendar) -> Self {
+        Self::with(calendar, vec!["a".into(), "b".into()], 1)
+    }
+
+    /// A panel on `calendar` with `features`, whose values are told apart by `tag`.
+    fn with(calendar: TradingCalendar, features: Vec<String>, tag: u8) -> Self {
         let universe = vec![100; calendar.len()];
-        Self { calendar, features: vec!["a".into(), "b".into()], universe, horizons: (1..=30).collect() }
+        let horizons: Vec<u32> = (1..=30).collect();
+        let digests = PanelDigests::placeholder(tag, calendar.len(), &features, &horizons);
+        Self { calendar, features, universe, horizons, digests }
     }
 
     fn input(&self) -> PlanInput<'_> {
         PlanInput {
             calendar: &self.calendar,
-            dataset_hash: DatasetHash::from_bytes([1; 32]),
+            digests: &self.digests,
             feature_names: &self.features,
             daily_universe: &self.universe,
             horizons: &self.horizons,
@@ -193,9 +201,9 @@ fn coarser_cadences_share_the_jobs_of_finer_ones() {
 fn dedup_never_merges_different_data_models_or_seeds() {
     let dataset = Dataset::new(calendar_with_holes(900, &BTreeSet::new()));
     let base = config(vec![126], vec![Cadence::Monthly], vec![5], 0, 63);
-    let keys = |config: &SweepConfig, dataset_hash: u8| -> BTreeSet<JobKey> {
-        let input = PlanInput { dataset_hash: DatasetHash::from_bytes([dataset_hash; 32]), ..dataset.input() };
-        plan(config, &input).expect("plannable").jobs.iter().map(|j| j.key).collect()
+    let keys = |config: &SweepConfig, tag: u8| -> BTreeSet<JobKey> {
+        let other = Dataset::with(dataset.calendar.clone(), dataset.features.clone(), tag);
+        plan(config, &other.input()).expect("plannable").jobs.iter().map(|j| j.key).collect()
     };
     let reference = keys(&base, 1);
     let mut variants = vec![("other dataset", keys(&base, 2))];
@@ -332,8 +340,9 @@ fn other_features_are_another_job() {
     for features in
         [vec!["b".to_string(), "a".to_string()], vec!["a".to_string()], vec!["a".to_string(), "c".to_string()]]
     {
-        let input = PlanInput { feature_names: &features, ..dataset.input() };
-        let keys: BTreeSet<JobKey> = plan(&config, &input).expect("plannable").jobs.iter().map(|j| j.key).collect();
+        let other = Dataset::with(dataset.calendar.clone(), features.clone(), 1);
+        let keys: BTreeSet<JobKey> =
+            plan(&config, &other.input()).expect("plannable").jobs.iter().map(|j| j.key).collect();
         assert!(keys.is_disjoint(&reference), "features {features:?} share a key with [a, b]");
     }
 }
@@ -355,7 +364,7 @@ fn a_job_key_is_the_hash_of_its_readable_identity() {
     assert_eq!(identity.horizons, vec![1, 5]);
     let date = |day: usize| dataset.calendar.date(day).expect("date");
     assert_eq!(identity.train, [date(job.train_days.start), date(job.train_days.end - 1)]);
-    assert_eq!(identity.score, [date(job.score_days.start), date(job.score_days.end - 1)]);
+    assert_eq!(identity.score, Some([date(job.score_days.start), date(job.score_days.end - 1)]));
     // Defaults are written out: the loss weights of the primary and the other horizon.
     assert_eq!(identity.model.train_params().expect("trained").horizon_weights, Some(vec![0.5, 1.0]));
     assert_eq!(identity.model.train_params().expect("trained").epochs, 30);

@@ -203,7 +203,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
         max_jobs: 10_000,
         backtest: None,
     };
-    let plan = plan_panel(&config, &panel, crate::dataset::content_hash(&panel)).expect("plannable");
+    let plan = plan_panel(&config, &panel, &crate::dataset::PanelDigests::of(&panel)).expect("plannable");
     let runs = plan
         .jobs
         .iter()
