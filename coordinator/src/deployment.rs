@@ -117,6 +117,34 @@ impl Opened {
             })
     }
 
+    /// The digest of its panel's history before day `next_day` ([`LiveState::history`]).
+    pub fn history(&self, next_day: usize) -> Result<wf_shared::DatasetHash> {
+        let days = self
+            .dataset
+            .digests
+            .day_view(&self.config.horizons)
+            .ok_or_else(|| DeploymentError::Invalid("the panel's digests do not cover its days".into()))?;
+        let next_day = next_day.min(days.days());
+        let matured = next_day.saturating_sub(self.config.longest_horizon() as usize + 1);
+        Ok(days.data_digest(0..next_day, 0..matured, 0..0))
+    }
+
+    /// Refuses a panel whose days before `state.next_day` are not the ones processed.
+    fn check_history(&self, state: &LiveState) -> Result<()> {
+        let Some(recorded) = state.history else { return Ok(()) };
+        let calendar = self.dataset.panel.calendar();
+        if state.next_day > calendar.len() || self.history(state.next_day)? != recorded {
+            return Err(DeploymentError::Invalid(format!(
+                "{}: its panel's history changed: the days before {} are not the ones it processed (a day \
+                 inserted, removed or corrected in {}); deploy again on the new history",
+                self.record.id,
+                calendar.date(state.next_day).map_or_else(|| format!("day {}", state.next_day), |d| d.to_string()),
+                self.config.panel
+            )));
+        }
+        Ok(())
+    }
+
     /// Its decision days, through the panel's last day.
     pub fn decision_days(&self) -> Result<Vec<usize>> {
         live_decision_days(&self.plan, &self.policy, self.dataset.panel.calendar(), self.config.start)
@@ -249,6 +277,7 @@ impl Deployments {
         let mut state =
             LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
         state.shadow_days = opened.record.shadow_days as usize;
+        state.history = Some(opened.history(state.next_day)?);
         self.save_state(&id, &mut state)?;
         opened.state = Some(state);
         Ok(opened)
@@ -313,6 +342,7 @@ impl Deployments {
     ) -> Result<(Opened, usize)> {
         let mut opened = self.open(id)?;
         let mut state = opened.state.take().ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+        opened.check_history(&state)?;
         state.decision_days = opened.decision_days()?;
         let panel = &opened.dataset.panel;
         let final_day = panel.calendar().len().saturating_sub(1);
@@ -357,11 +387,13 @@ impl Deployments {
                     let training = observer.add(day, model.into(), job.train_days.clone());
                     state.promote(Version::new(day, job.key.to_string(), Some(training)))?;
                 }
+                state.history = Some(opened.history(state.next_day)?);
                 self.save_state(id, &mut state)?;
             }
             processed += 1;
             progress(&opened, day, last);
         }
+        state.history = Some(opened.history(state.next_day)?);
         self.save_state(id, &mut state)?;
         if !observer.failures.is_empty() {
             tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
@@ -772,6 +804,17 @@ params = { epochs = 2 }
         assert_eq!(after.versions, straight.versions);
         assert_eq!(after.switches, straight.switches);
         assert_eq!(after.next_day, long.calendar().len());
+
+        // A panel whose processed days changed (one close corrected, so its features from
+        // that day on) is refused, and the state is left as it was.
+        let mut parts = long.into_parts();
+        let row = parts.day.iter().position(|d| *d as usize == cut - 30).expect("a row");
+        parts.features[0][row] += 0.5;
+        let changed = wf_shared::Panel::new(parts).expect("panel");
+        wf_data::panel_file::write_panel(&grown, &changed).expect("panel written");
+        let refused = deployments.advance("grown", None, &Device::Cpu, &mut |_, _, _| {}).expect_err("refused");
+        assert!(refused.to_string().contains("history changed"), "{refused}");
+        assert_eq!(deployments.state("grown").expect("read").expect("state"), after);
     }
 
     /// Two writers of one deployment: the one that read an older revision is refused

@@ -284,6 +284,12 @@ pub struct LiveState {
     /// Every retrain that failed, also those no longer kept.
     #[serde(default)]
     pub retrain_failures_total: u64,
+    /// Digest of the panel's history as processed: the row keys and features of the days
+    /// before `next_day` and the targets of those whose labels had matured
+    /// (`wf_shared::dataset::DayView::data_digest`). A panel whose processed days changed
+    /// since (a day inserted, removed or corrected) is refused rather than decided on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::dataset::DatasetHash>,
 }
 
 /// How many failed retrains a state keeps.
@@ -354,6 +360,7 @@ impl LiveState {
             revision: 0,
             retrain_failures: Vec::new(),
             retrain_failures_total: 0,
+            history: None,
         }
     }
 

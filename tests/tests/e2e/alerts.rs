@@ -71,22 +71,24 @@ fn every_alert_names_its_runbook_section_is_unit_tested_and_reads_exported_metri
     }
 }
 
-/// Every metric the runbook tells an operator to look at is one the processes export.
+/// Every metric the runbook and the live guide tell an operator to look at is one the
+/// processes export, and every alert the live guide names is a rule.
 #[test]
 fn the_runbook_names_only_exported_metrics() {
-    let runbook = std::fs::read_to_string(root().join("docs/RUNBOOK.md")).expect("runbook");
     let telemetry = std::fs::read_to_string(root().join("coordinator/src/telemetry.rs")).expect("telemetry");
-    let named: Vec<&str> = runbook
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.len() > 3 && w.starts_with("wf_"))
-        .collect();
-    assert!(named.len() >= 5, "{named:?}");
-    for metric in named {
-        let exported = metric.trim_end_matches("_bucket");
-        assert!(
-            telemetry.contains(&format!("\"{exported}\"")),
-            "docs/RUNBOOK.md names {metric}, which is not exported"
-        );
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/walkforward-rules.yaml")).expect("rules");
+    for doc in ["docs/RUNBOOK.md", "docs/LIVE.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).expect("doc");
+        let words: Vec<&str> = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+        let named: Vec<&&str> = words.iter().filter(|w| w.len() > 3 && w.starts_with("wf_")).collect();
+        assert!(named.len() >= 5, "{doc}: {named:?}");
+        for metric in named {
+            let exported = metric.trim_end_matches("_bucket");
+            assert!(telemetry.contains(&format!("\"{exported}\"")), "{doc} names {metric}, which is not exported");
+        }
+        for alert in words.iter().filter(|w| w.starts_with("Walkforward")) {
+            assert!(rules.contains(&format!("alert: {alert}\n")), "{doc} names the alert {alert}, which is no rule");
+        }
     }
 }
 
