@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_shared::drift::DriftReference;
 use wf_shared::live::{LivePolicy, LiveState, RECENT_DAYS, RetrainFailure, Version};
-use wf_shared::plan::{Job, Plan};
+use wf_shared::plan::{Job, Plan, PlanInput};
 use wf_shared::spec::SweepConfig;
 use wf_worker::artifact::{ArtifactMeta, from_bytes, to_bytes};
 use wf_worker::job::run_job;
@@ -85,6 +85,9 @@ pub struct Opened {
     pub model: usize,
     pub policy: LivePolicy,
     pub state: Option<LiveState>,
+    /// The panel's per-day digests for the spec: what its retrains' keys and its history
+    /// digest are combined from.
+    days: wf_shared::dataset::DayView,
 }
 
 impl std::fmt::Debug for Opened {
@@ -102,38 +105,26 @@ impl Opened {
     /// The retrain of day `day`: the training-only job of the deployment's line
     /// ([`wf_shared::plan::training_job`]), whose key stays as the panel grows.
     pub fn training_job(&self, day: usize) -> Result<Job> {
-        let panel = &self.dataset.panel;
-        let universe = panel.daily_universe();
-        let input = wf_shared::plan::PlanInput {
-            calendar: panel.calendar(),
-            digests: &self.dataset.digests,
-            feature_names: panel.feature_names(),
-            daily_universe: &universe,
-            horizons: panel.horizons(),
-        };
-        wf_shared::plan::training_job(&self.config, &input, self.model, self.record.seed, self.record.window, day)
-            .map_err(|e| {
-                DeploymentError::Invalid(format!("{}: the retrain of {}: {e}", self.record.id, self.date(day)))
-            })
+        let universe = self.dataset.panel.daily_universe();
+        let input = PlanInput::of_panel(&self.dataset.panel, &self.dataset.digests, &universe);
+        let (seed, window) = (self.record.seed, self.record.window);
+        wf_shared::plan::training_job(&self.config, &input, &self.days, self.model, seed, window, day).map_err(|e| {
+            DeploymentError::Invalid(format!("{}: the retrain of {}: {e}", self.record.id, self.date(day)))
+        })
     }
 
     /// The digest of its panel's history before day `next_day` ([`LiveState::history`]).
-    pub fn history(&self, next_day: usize) -> Result<wf_shared::DatasetHash> {
-        let days = self
-            .dataset
-            .digests
-            .day_view(&self.config.horizons)
-            .ok_or_else(|| DeploymentError::Invalid("the panel's digests do not cover its days".into()))?;
-        let next_day = next_day.min(days.days());
+    pub fn history(&self, next_day: usize) -> wf_shared::DatasetHash {
+        let next_day = next_day.min(self.days.days());
         let matured = next_day.saturating_sub(self.config.longest_horizon() as usize + 1);
-        Ok(days.data_digest(0..next_day, 0..matured, 0..0))
+        self.days.data_digest(0..next_day, 0..matured, 0..0)
     }
 
     /// Refuses a panel whose days before `state.next_day` are not the ones processed.
     fn check_history(&self, state: &LiveState) -> Result<()> {
         let Some(recorded) = state.history else { return Ok(()) };
         let calendar = self.dataset.panel.calendar();
-        if state.next_day > calendar.len() || self.history(state.next_day)? != recorded {
+        if state.next_day > calendar.len() || self.history(state.next_day) != recorded {
             return Err(DeploymentError::Invalid(format!(
                 "{}: its panel's history changed: the days before {} are not the ones it processed (a day \
                  inserted, removed or corrected in {}); deploy again on the new history",
@@ -244,7 +235,10 @@ impl Deployments {
         let policy: LivePolicy =
             record.policy.parse().map_err(|e| DeploymentError::Invalid(format!("{id}: policy: {e}")))?;
         let state = self.state(id)?;
-        Ok(Opened { record, config, dataset, plan, model, policy, state })
+        let universe = dataset.panel.daily_universe();
+        let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
+        let days = wf_shared::plan::day_view(&config, &input).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        Ok(Opened { record, config, dataset, plan, model, policy, state, days })
     }
 
     /// Creates deployment `record.id` and trains its first version: the line's first
@@ -277,7 +271,7 @@ impl Deployments {
         let mut state =
             LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
         state.shadow_days = opened.record.shadow_days as usize;
-        state.history = Some(opened.history(state.next_day)?);
+        state.history = Some(opened.history(state.next_day));
         self.save_state(&id, &mut state)?;
         opened.state = Some(state);
         Ok(opened)
@@ -387,13 +381,13 @@ impl Deployments {
                     let training = observer.add(day, model.into(), job.train_days.clone());
                     state.promote(Version::new(day, job.key.to_string(), Some(training)))?;
                 }
-                state.history = Some(opened.history(state.next_day)?);
+                state.history = Some(opened.history(state.next_day));
                 self.save_state(id, &mut state)?;
             }
             processed += 1;
             progress(&opened, day, last);
         }
-        state.history = Some(opened.history(state.next_day)?);
+        state.history = Some(opened.history(state.next_day));
         self.save_state(id, &mut state)?;
         if !observer.failures.is_empty() {
             tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
@@ -805,8 +799,8 @@ params = { epochs = 2 }
         assert_eq!(after.switches, straight.switches);
         assert_eq!(after.next_day, long.calendar().len());
 
-        // A panel whose processed days changed (one close corrected, so its features from
-        // that day on) is refused, and the state is left as it was.
+        // A panel whose processed days changed (one feature value of a processed day
+        // corrected) is refused, and the state is left as it was.
         let mut parts = long.into_parts();
         let row = parts.day.iter().position(|d| *d as usize == cut - 30).expect("a row");
         parts.features[0][row] += 0.5;

@@ -144,13 +144,7 @@ pub struct Digests(pub Vec<[u8; 32]>);
 
 impl Serialize for Digests {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(self.0.len() * 64);
-        for digest in &self.0 {
-            for byte in digest {
-                use std::fmt::Write;
-                let _ = write!(text, "{byte:02x}");
-            }
-        }
+        let text: String = self.0.iter().map(|digest| DatasetHash(*digest).to_string()).collect();
         serializer.serialize_str(&text)
     }
 }
@@ -177,22 +171,27 @@ impl<'de> Deserialize<'de> for Digests {
 
 impl PanelDigests {
     pub fn of(panel: &Panel) -> Self {
+        // The days' rows partition the panel's rows in order, so feeding each day's bytes
+        // to a column's hasher in turn digests the whole column.
         let days: Vec<std::ops::Range<usize>> = (0..panel.calendar().len()).map(|d| panel.rows_of_day(d)).collect();
         let mut keys = blake3::Hasher::new();
-        let mut day_keys = Vec::with_capacity(days.len());
-        for rows in &days {
-            let mut day = blake3::Hasher::new();
-            for row in rows.clone() {
-                let date = panel.calendar().date(panel.day()[row] as usize).unwrap_or_default();
-                let code = panel.codes()[panel.stock()[row] as usize].as_bytes();
-                for hasher in [&mut keys, &mut day] {
-                    hasher.update(&date.num_days_from_ce().to_le_bytes());
-                    hasher.update(&(code.len() as u32).to_le_bytes());
-                    hasher.update(code);
+        let mut buffer = Vec::new();
+        let day_keys = days
+            .iter()
+            .enumerate()
+            .map(|(day, rows)| {
+                buffer.clear();
+                let date = panel.calendar().date(day).unwrap_or_default().num_days_from_ce().to_le_bytes();
+                for row in rows.clone() {
+                    let code = panel.codes()[panel.stock()[row] as usize].as_bytes();
+                    buffer.extend_from_slice(&date);
+                    buffer.extend_from_slice(&(code.len() as u32).to_le_bytes());
+                    buffer.extend_from_slice(code);
                 }
-            }
-            day_keys.push(*day.finalize().as_bytes());
-        }
+                keys.update(&buffer);
+                *blake3::hash(&buffer).as_bytes()
+            })
+            .collect();
         let hash = |digest: blake3::Hash| DatasetHash(*digest.as_bytes());
         let features: Vec<(blake3::Hash, Digests)> = panel
             .features()
@@ -224,6 +223,13 @@ impl PanelDigests {
                 targets: targets.into_iter().map(|(_, days)| days).collect(),
             },
         }
+    }
+
+    /// Whether it holds per-day digests of every column for each of `days` days.
+    pub fn has_days(&self, days: usize) -> bool {
+        self.days.cover(days)
+            && self.days.features.len() == self.features.len()
+            && self.days.targets.len() == self.targets.len()
     }
 
     /// Digests that stand for a panel of `days` days that was never built (every digest
@@ -275,11 +281,7 @@ impl PanelDigests {
     /// (in that order) that a job's data digest is combined from; `None` when the
     /// digests hold no days or a horizon has no target column.
     pub fn day_view(&self, horizons: &[u32]) -> Option<DayView> {
-        if self.days.is_empty()
-            || !self.days.cover(self.days.days())
-            || self.days.features.len() != self.features.len()
-            || self.days.targets.len() != self.targets.len()
-        {
+        if self.days.is_empty() || !self.has_days(self.days.days()) {
             return None;
         }
         let targets = horizons
@@ -370,25 +372,23 @@ impl DayView {
     }
 }
 
-/// Digest of a column's canonical bytes, fed to the hasher in large chunks (one
-/// `update` per value is several times slower), and of each day's rows of it.
+/// Digest of a column's canonical bytes and of each day's rows of it, in one pass: each
+/// day's bytes go to the column's hasher in one `update` (one per value is several
+/// times slower) and are hashed on their own. `days` partition the rows in order.
 fn digest_column<T, const N: usize>(
     values: &[T],
     days: &[std::ops::Range<usize>],
     bytes: impl Fn(&T) -> [u8; N],
 ) -> (blake3::Hash, Digests) {
+    debug_assert_eq!(days.iter().map(|rows| rows.len()).sum::<usize>(), values.len());
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = Vec::with_capacity(64 * 1024 * N);
-    for chunk in values.chunks(64 * 1024) {
-        buffer.clear();
-        chunk.iter().for_each(|v| buffer.extend_from_slice(&bytes(v)));
-        hasher.update(&buffer);
-    }
+    let mut buffer = Vec::new();
     let per_day = days
         .iter()
         .map(|rows| {
             buffer.clear();
             values[rows.clone()].iter().for_each(|v| buffer.extend_from_slice(&bytes(v)));
+            hasher.update(&buffer);
             *blake3::hash(&buffer).as_bytes()
         })
         .collect();

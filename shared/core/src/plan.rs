@@ -40,6 +40,20 @@ pub struct PlanInput<'a> {
     pub horizons: &'a [u32],
 }
 
+impl<'a> PlanInput<'a> {
+    /// The input of a loaded `panel` whose digests ([`PanelDigests::of`]) are `digests`
+    /// and whose daily universe ([`crate::panel::Panel::daily_universe`]) is `universe`.
+    pub fn of_panel(panel: &'a crate::panel::Panel, digests: &'a PanelDigests, universe: &'a [usize]) -> Self {
+        Self {
+            calendar: panel.calendar(),
+            digests,
+            feature_names: panel.feature_names(),
+            daily_universe: universe,
+            horizons: panel.horizons(),
+        }
+    }
+}
+
 /// A job's key: the BLAKE3 hash of its [`JobIdentity`]'s canonical JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -254,19 +268,7 @@ pub fn plan(config: &SweepConfig, input: &PlanInput<'_>) -> Result<Plan, SpecErr
     if !missing.is_empty() {
         return Err(SpecErrors(missing));
     }
-    let Some(days) = input.digests.day_view(&config.horizons) else {
-        return Err(error(
-            "dataset.panel",
-            "the panel's digests hold no per-day digests (a summary written before they existed): prepare it again"
-                .into(),
-        ));
-    };
-    if days.days() != calendar.len() {
-        return Err(error(
-            "dataset.panel",
-            format!("the panel's digests cover {} days, its calendar {}", days.days(), calendar.len()),
-        ));
-    }
+    let days = day_view(config, input)?;
     let mut jobs = Vec::with_capacity(distinct as usize);
     for (model_index, (model, spec)) in config.models.iter().zip(&specs).enumerate() {
         for (seed, window) in model.seeds.iter().flat_map(|s| config.train_windows.iter().map(move |w| (*s, w))) {
@@ -319,24 +321,38 @@ pub fn plan_panel(
     digests: &PanelDigests,
 ) -> Result<Plan, SpecErrors> {
     let universe = panel.daily_universe();
-    let input = PlanInput {
-        calendar: panel.calendar(),
-        digests,
-        feature_names: panel.feature_names(),
-        daily_universe: &universe,
-        horizons: panel.horizons(),
+    plan(config, &PlanInput::of_panel(panel, digests, &universe))
+}
+
+/// The per-day digests of `input` that the identities of `config`'s jobs are combined
+/// from; refused when they do not cover the panel's calendar.
+pub fn day_view(config: &SweepConfig, input: &PlanInput<'_>) -> Result<crate::dataset::DayView, SpecErrors> {
+    let Some(days) = input.digests.day_view(&config.horizons) else {
+        return Err(error(
+            "dataset.panel",
+            "the panel's digests hold no per-day digests (a summary written before they existed): prepare it again"
+                .into(),
+        ));
     };
-    plan(config, &input)
+    if days.days() != input.calendar.len() {
+        return Err(error(
+            "dataset.panel",
+            format!("the panel's digests cover {} days, its calendar {}", days.days(), input.calendar.len()),
+        ));
+    }
+    Ok(days)
 }
 
 /// The training-only job of model `model` (an index into the spec's models), `seed` and
 /// train window `window` retrained on `retrain_day`: the planner's training days, no
 /// scored day. A live deployment's retrain: its key does not change as the panel grows,
 /// and it needs no matured label after its last training day, so it can be decided on
-/// any day of the panel, past the spec's `[evaluation] end` included.
+/// any day of the panel, past the spec's `[evaluation] end` included. `days` is
+/// [`day_view`] of `config` and `input`.
 pub fn training_job(
     config: &SweepConfig,
     input: &PlanInput<'_>,
+    days: &crate::dataset::DayView,
     model: usize,
     seed: u64,
     window: u32,
@@ -355,13 +371,9 @@ pub fn training_job(
         ));
     };
     let spec = ModelSpec::resolve(model, config).map_err(|e| SpecErrors(vec![e]))?;
-    let days =
-        input.digests.day_view(&config.horizons).filter(|days| days.days() == input.calendar.len()).ok_or_else(
-            || error("dataset.panel", "the panel's digests do not cover its days (prepare it again)".into()),
-        )?;
     let train_days = train_end - window as usize..train_end;
     let score_days = retrain_day..retrain_day;
-    let identity = job_identity(config, input, &days, &spec, seed, &train_days, &score_days).to_canonical();
+    let identity = job_identity(config, input, days, &spec, seed, &train_days, &score_days).to_canonical();
     Ok(Job {
         key: JobKey::of_identity(&identity),
         model,

@@ -115,10 +115,7 @@ pub fn read_summary(path: &Path, features: Option<&[String]>) -> Result<Option<P
         return Err(invalid(format!("metadata {SUMMARY_KEY} does not describe one panel")));
     }
     // A summary written before per-day digests existed cannot give job identities.
-    if !summary.digests.days.cover(summary.dates.len())
-        || summary.digests.days.features.len() != summary.digests.features.len()
-        || summary.digests.days.targets.len() != summary.digests.targets.len()
-    {
+    if !summary.digests.has_days(summary.dates.len()) {
         return Ok(None);
     }
     let Some(digests) = (match features {
