@@ -657,6 +657,9 @@ impl Scheduler {
                 other => other?,
             };
             if let Some(lease) = leased {
+                if self.complete_if_committed(&lease, worker).await? {
+                    continue;
+                }
                 let record = self.sweep_record(&lease.sweep).await?;
                 metrics::counter!("wf_leases_total").increment(1);
                 self.changed();
@@ -677,6 +680,29 @@ impl Scheduler {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// A job leased again although its result is committed: the job store lost the
+    /// commit (a Redis restarted from an append-only file that missed its last second of
+    /// writes acknowledged it, then rolled it back). The committed result stands for the
+    /// job, so the lease is completed here and nothing is trained again. Returns whether
+    /// it was. One existence check per lease; the result is read only when it exists.
+    async fn complete_if_committed(&self, lease: &Lease, worker: &str) -> Result<bool, SchedulerError> {
+        if !self.artifacts.has_result(&lease.key).await?
+            || self.verified_result(&lease.key, reuse::Expected::KeyOnly).await?.is_none()
+        {
+            return Ok(false);
+        }
+        let event = JobEvent::Complete { token: lease.token, worker: worker.to_string() };
+        self.store.apply(&lease.key, &event, self.clock.now_ms()).await?;
+        warn!(
+            job = %lease.key.short(),
+            token = %lease.token,
+            "the job store had lost this job's commit; its committed result stands and the job is not trained again"
+        );
+        metrics::counter!("wf_results_recovered_total").increment(1);
+        self.changed();
+        Ok(true)
     }
 
     /// Extends `worker`'s lease `token` of job `key`.

@@ -22,6 +22,7 @@
 //! | `wf_jobs_hung_total` | counter | attempts failed for running past `--max-job-seconds` |
 //! | `wf_store_repairs_total` | counter | job store index entries repaired after a partial loss |
 //! | `wf_results_requeued_total` | counter | completed jobs queued again because their result was damaged or never published |
+//! | `wf_results_recovered_total` | counter | jobs leased again although their result was committed (the job store lost the commit, e.g. Redis rolled back its last second): completed without training |
 //! | `wf_job_training_seconds` | histogram | training seconds per committed job, as the worker measured |
 //! | `wf_job_delta_p_at_k{kind}` / `wf_job_rank_ic{kind}` | histogram | a committed job's mean out-of-sample ΔP@K / RankIC (`docs/ANALYTICS.md`, "Job summary"), by model kind |
 //! | `wf_worker_jobs_total{outcome}` | counter | (worker) jobs completed, failed, preempted, abandoned |
@@ -104,6 +105,7 @@ fn initialize(process: &str) {
         "wf_jobs_hung_total",
         "wf_store_repairs_total",
         "wf_results_requeued_total",
+        "wf_results_recovered_total",
     ] {
         counter!(name).increment(0);
     }
@@ -165,6 +167,10 @@ fn describe() {
     describe_counter!(
         "wf_results_requeued_total",
         "Completed jobs queued again because their result was damaged or never published."
+    );
+    describe_counter!(
+        "wf_results_recovered_total",
+        "Jobs leased again whose result was committed (the job store lost the commit): completed without training."
     );
     describe_histogram!("wf_job_training_seconds", metrics::Unit::Seconds, "Training seconds per committed job.");
     describe_histogram!("wf_job_delta_p_at_k", "A committed job's mean out-of-sample dP@K, by model kind.");

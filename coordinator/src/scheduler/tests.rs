@@ -48,13 +48,14 @@ seeds = [0]
 params = { epochs = 3 }
 "#;
 
+const POLICY: RetryPolicy = RetryPolicy { max_attempts: 2, max_expiries: 3, backoff_base_ms: 100, backoff_cap_ms: 100 };
+
 pub(super) fn scheduler(artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler {
-    let store = Arc::new(MemoryJobStore::new(RetryPolicy {
-        max_attempts: 2,
-        max_expiries: 3,
-        backoff_base_ms: 100,
-        backoff_cap_ms: 100,
-    }));
+    scheduler_over(Arc::new(MemoryJobStore::new(POLICY)), artifacts, clock)
+}
+
+/// A scheduler over `store`, with the tests' settings.
+fn scheduler_over(store: Arc<dyn JobStore>, artifacts: &std::path::Path, clock: Arc<ManualClock>) -> Scheduler {
     let artifacts = ArtifactStore::open(&artifacts.display().to_string()).expect("artifacts");
     let config = SchedulerConfig {
         lease_ms: 1_000,
@@ -634,4 +635,62 @@ async fn a_sweep_on_a_prepared_panel_is_planned_from_its_metadata_and_its_report
     lock(&scheduler.datasets).clear();
     let refused = scheduler.report(&record.id).await.expect_err("changed values").to_string();
     assert!(refused.contains("the file changed"), "{refused}");
+}
+
+/// A Redis killed and restarted from an append-only file written every second may lose
+/// writes it acknowledged: here, a commit. The job comes back as leased, its lease
+/// expires, and the next lease must find the committed result instead of training the
+/// job again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_job_store_lost_is_recovered_from_the_result_not_trained_again() {
+    let server = crate::testing::RedisServer::start().expect("redis-server");
+    let store = crate::store::RedisJobStore::connect(&server.url(), "lost", POLICY).await.expect("connect");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler_over(Arc::new(store), dir.path(), clock.clone());
+    let submitted = scheduler.submit(SPEC).await.expect("submit");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    let first = scheduler.lease("a", Duration::ZERO).await.expect("lease").expect("a job");
+    let key = first.lease.key;
+    let mut redis = redis::Client::open(server.url()).expect("url").get_connection().expect("connection");
+    let leased_state: String =
+        redis::cmd("HGET").arg("wf:{lost}:jobs").arg(key.to_string()).query(&mut redis).expect("HGET");
+    scheduler.report_result(&key, first.lease.token, "a", compute(&first)).await.expect("commit");
+    let path = dir.path().join(format!("results/{key}.pb"));
+    let committed = std::fs::read(&path).expect("the committed result");
+
+    // The rollback: the job's state and index entry as they were before the commit.
+    let () = redis::cmd("HSET")
+        .arg("wf:{lost}:jobs")
+        .arg(key.to_string())
+        .arg(&leased_state)
+        .query(&mut redis)
+        .expect("HSET");
+    let () = redis::cmd("ZADD")
+        .arg("wf:{lost}:leased")
+        .arg(first.lease.expires_at)
+        .arg(key.to_string())
+        .query(&mut redis)
+        .expect("ZADD");
+    clock.0.fetch_add(3_000, Ordering::SeqCst);
+    scheduler.reap_once().await.expect("reap");
+    let requeued = scheduler.store().job(&key).await.expect("job").expect("the job");
+    assert!(
+        matches!(requeued.state.phase, Phase::Queued { .. }),
+        "the lost commit's job is not back in the queue: {requeued:?}"
+    );
+    clock.0.fetch_add(1_000, Ordering::SeqCst);
+
+    let mut trained = 0;
+    while let Some(lease) = scheduler.lease("b", Duration::ZERO).await.expect("lease") {
+        assert_ne!(lease.lease.key, key, "a job whose result was committed was leased to be trained again");
+        scheduler.report_result(&lease.lease.key, lease.lease.token, "b", compute(&lease)).await.expect("commit");
+        trained += 1;
+    }
+    assert_eq!(trained as u64, submitted.jobs - 1, "every other job is trained once");
+    let recovered = scheduler.store().job(&key).await.expect("job").expect("the job");
+    assert!(matches!(recovered.state.phase, Phase::Succeeded { .. }), "{recovered:?}");
+    assert_eq!(std::fs::read(&path).expect("the result"), committed, "the committed result changed");
+    let progress = scheduler.progress(&id).await.expect("progress");
+    assert_eq!((progress.status, progress.succeeded), (SweepStatus::Finished, submitted.jobs));
 }
