@@ -14,7 +14,14 @@ use rayon::prelude::*;
 
 use crate::bars::Bars;
 use crate::panel::{Panel, PanelParts};
-use crate::rolling::{change, log_return, rolling_beta, rolling_extreme, rolling_mean, rolling_std, rolling_sum};
+use crate::rolling::{
+    Carry, change, log_return, rolling_beta, rolling_extreme, rolling_mean, rolling_std, rolling_sum,
+};
+
+mod extend;
+pub use extend::{
+    ExtendError, FeatureState, STATE_FORMAT, StockState, TAIL_DAYS, Tail, check_new_days, extend_panel, tail_days,
+};
 
 /// Robust z-scores are clipped to this many (robust) standard deviations.
 pub const WINSOR_LIMIT: f64 = 5.0;
@@ -108,7 +115,14 @@ impl StockSeries {
         let days = bars.day();
         let first_day = days[rows.start] as usize;
         let span = days[rows.end - 1] as usize - first_day + 1;
-        let mut series = Self {
+        let mut series = Self::empty(first_day, span);
+        series.fill(bars, stock, 0);
+        series
+    }
+
+    /// Every day null over `span` days from global day `first_day`.
+    fn empty(first_day: usize, span: usize) -> Self {
+        Self {
             first_day,
             open: vec![f64::NAN; span],
             high: vec![f64::NAN; span],
@@ -116,23 +130,95 @@ impl StockSeries {
             close: vec![f64::NAN; span],
             volume: vec![f64::NAN; span],
             value: vec![f64::NAN; span],
-        };
-        for row in rows {
-            let t = days[row] as usize - first_day;
-            series.open[t] = bars.open[row];
-            series.high[t] = bars.high[row];
-            series.low[t] = bars.low[row];
-            series.close[t] = bars.close[row];
-            series.volume[t] = bars.volume[row];
-            let turnover = bars.turnover.as_ref().map_or(f64::NAN, |values| values[row]);
-            series.value[t] = if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
         }
-        series
+    }
+
+    /// Writes `bars`' rows of `stock`, whose day `d` is global day `day_offset + d`.
+    fn fill(&mut self, bars: &Bars, stock: usize, day_offset: usize) {
+        let days = bars.day();
+        for row in bars.stock_rows(stock) {
+            let t = day_offset + days[row] as usize - self.first_day;
+            self.open[t] = bars.open[row];
+            self.high[t] = bars.high[row];
+            self.low[t] = bars.low[row];
+            self.close[t] = bars.close[row];
+            self.volume[t] = bars.volume[row];
+            let turnover = bars.turnover.as_ref().map_or(f64::NAN, |values| values[row]);
+            self.value[t] = if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
+        }
     }
 
     fn len(&self) -> usize {
         self.close.len()
     }
+
+    /// The last `days` days (all of a shorter series).
+    fn tail(&self, days: usize) -> Tail {
+        let from = self.len().saturating_sub(days);
+        Tail {
+            open: self.open[from..].to_vec(),
+            high: self.high[from..].to_vec(),
+            low: self.low[from..].to_vec(),
+            close: self.close[from..].to_vec(),
+            volume: self.volume[from..].to_vec(),
+            value: self.value[from..].to_vec(),
+        }
+    }
+}
+
+/// One stock's pass: its dense features, targets and ADV over its series (null before
+/// the carry's first position), and the running sums after its last day.
+struct StockPass {
+    features: Vec<Vec<f64>>,
+    targets: Vec<Vec<f64>>,
+    adv: Vec<f64>,
+    sums: Vec<crate::rolling::Sums>,
+}
+
+fn stock_pass(s: &StockSeries, market: &[f64], mut carry: Carry, horizons: &[u32]) -> StockPass {
+    let features = stock_features(s, market, &mut carry);
+    let adv = rolling_mean(&s.value, 20, 15, &mut carry);
+    StockPass { features, targets: stock_targets(s, horizons), adv, sums: carry.into_sums() }
+}
+
+/// Where each row of `bars` lands in day-then-stock order: per-day offsets (one more than
+/// the days), each bars row's position, and each position's day and stock.
+struct OutputOrder {
+    day_offsets: Vec<usize>,
+    position: Vec<usize>,
+    day: Vec<u32>,
+    stock: Vec<u32>,
+}
+
+fn output_order(bars: &Bars) -> OutputOrder {
+    let rows = bars.rows();
+    let mut day_offsets = vec![0usize; bars.calendar().len() + 1];
+    for day in bars.day() {
+        day_offsets[*day as usize + 1] += 1;
+    }
+    for day in 0..bars.calendar().len() {
+        day_offsets[day + 1] += day_offsets[day];
+    }
+    let mut next_slot = day_offsets.clone();
+    let mut position = vec![0usize; rows];
+    let mut out_day = vec![0u32; rows];
+    let mut out_stock = vec![0u32; rows];
+    for stock in 0..bars.codes().len() {
+        for row in bars.stock_rows(stock) {
+            let day = bars.day()[row] as usize;
+            position[row] = next_slot[day];
+            out_day[next_slot[day]] = day as u32;
+            out_stock[next_slot[day]] = stock as u32;
+            next_slot[day] += 1;
+        }
+    }
+    OutputOrder { day_offsets, position, day: out_day, stock: out_stock }
+}
+
+/// The dense position of `bars`' row `row` in its stock's series starting at global day
+/// `first_day`, bars day `d` being global day `day_offset + d`.
+fn series_position(bars: &Bars, row: usize, first_day: usize, day_offset: usize) -> usize {
+    day_offset + bars.day()[row] as usize - first_day
 }
 
 /// Stocks whose features are computed (in parallel) before they are scattered into the
@@ -146,89 +232,97 @@ const STOCKS_PER_CHUNK: usize = 64;
 /// whole pass would (its own forward pass over its dense series), so the chunking never
 /// changes a value.
 pub fn build_panel(bars: &Bars, spec: &PanelSpec) -> Panel {
+    build_panel_with_state(bars, spec).0
+}
+
+/// [`build_panel`], and the state that continues the panel with later days
+/// ([`extend_panel`]).
+pub fn build_panel_with_state(bars: &Bars, spec: &PanelSpec) -> (Panel, FeatureState) {
     let stocks = bars.codes().len();
     let market = market_log_returns(bars);
-
-    // Output order: by day, then stock. `position[row]` is where a bars row lands.
+    let order = output_order(bars);
     let rows = bars.rows();
-    let mut day_offsets = vec![0usize; bars.calendar().len() + 1];
-    for day in bars.day() {
-        day_offsets[*day as usize + 1] += 1;
-    }
-    for day in 0..bars.calendar().len() {
-        day_offsets[day + 1] += day_offsets[day];
-    }
-    let mut next_slot = day_offsets.clone();
-    let mut position = vec![0usize; rows];
-    let mut out_day = vec![0u32; rows];
-    let mut out_stock = vec![0u32; rows];
-    for stock in 0..stocks {
-        for row in bars.stock_rows(stock) {
-            let day = bars.day()[row] as usize;
-            position[row] = next_slot[day];
-            out_day[next_slot[day]] = day as u32;
-            out_stock[next_slot[day]] = stock as u32;
-            next_slot[day] += 1;
-        }
-    }
-    drop(next_slot);
 
     let mut features = vec![vec![f32::NAN; rows]; FEATURES.len()];
     let mut targets = vec![vec![f64::NAN; rows]; spec.horizons.len()];
     let mut adv = vec![f64::NAN; rows];
-    // Per stock of a chunk: its first day, then (features, targets), each a list of dense
-    // columns over its span, and its ADV.
-    type Columns = Vec<Vec<f64>>;
+    let mut states = Vec::with_capacity(stocks);
+    let tail_days = extend::tail_days(&spec.horizons);
     for chunk in (0..stocks).collect::<Vec<_>>().chunks(STOCKS_PER_CHUNK) {
-        let per_stock: Vec<(usize, Columns, Columns, Vec<f64>)> = chunk
+        let per_stock: Vec<(StockSeries, StockPass)> = chunk
             .par_iter()
             .map(|&stock| {
                 let s = StockSeries::new(bars, stock);
-                let features = stock_features(&s, &market[s.first_day..s.first_day + s.len()]);
-                (s.first_day, features, stock_targets(&s, &spec.horizons), rolling_mean(&s.value, 20, 15))
+                let pass = stock_pass(&s, &market[s.first_day..s.first_day + s.len()], Carry::fresh(), &spec.horizons);
+                (s, pass)
             })
             .collect();
         // The chunk's cells in output order (by day, then stock), so that each column is
         // written in increasing positions: a few adjacent cells per day, not one cell per
         // row of the whole column (which missed the cache on every write).
         let mut cells: Vec<(usize, u32, u32)> = Vec::new();
-        for (index, (&stock, (first_day, ..))) in chunk.iter().zip(&per_stock).enumerate() {
+        for (index, (&stock, (series, _))) in chunk.iter().zip(&per_stock).enumerate() {
             for row in bars.stock_rows(stock) {
-                let t = bars.day()[row] as usize - first_day;
-                cells.push((position[row], index as u32, t as u32));
+                let t = series_position(bars, row, series.first_day, 0);
+                cells.push((order.position[row], index as u32, t as u32));
             }
         }
-        cells.sort_unstable_by_key(|cell| cell.0);
-        features.par_iter_mut().enumerate().for_each(|(feature, column)| {
-            for &(at, index, t) in &cells {
-                column[at] = per_stock[index as usize].1[feature][t as usize] as f32;
-            }
-        });
-        targets.par_iter_mut().enumerate().for_each(|(horizon, column)| {
-            for &(at, index, t) in &cells {
-                column[at] = per_stock[index as usize].2[horizon][t as usize];
-            }
-        });
-        for &(at, index, t) in &cells {
-            adv[at] = per_stock[index as usize].3[t as usize];
+        scatter(&mut cells, &per_stock, &mut features, &mut targets, &mut adv);
+        for (&stock, (series, pass)) in chunk.iter().zip(per_stock) {
+            states.push(StockState {
+                code: bars.codes()[stock].clone(),
+                first_day: series.first_day as u32,
+                len: series.len() as u32,
+                tail: series.tail(tail_days),
+                sums: pass.sums,
+            });
         }
     }
-    drop(position);
-    features.par_iter_mut().for_each(|column| normalise_cross_sections(column, &day_offsets));
+    features.par_iter_mut().for_each(|column| normalise_cross_sections(column, &order.day_offsets));
 
     let parts = PanelParts {
         calendar: bars.calendar().clone(),
         codes: bars.codes().to_vec(),
-        day: out_day,
-        stock: out_stock,
+        day: order.day,
+        stock: order.stock,
         feature_names: FEATURES.iter().map(|f| f.name.to_string()).collect(),
         features,
         horizons: spec.horizons.clone(),
         targets,
         adv: Some(adv),
     };
+    let state =
+        FeatureState { format: STATE_FORMAT.to_string(), horizons: spec.horizons.clone(), market, stocks: states };
     // The builder produces sorted, consistent parts by construction.
-    Panel::new(parts).unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"))
+    let panel =
+        Panel::new(parts).unwrap_or_else(|error| unreachable!("build_panel produced an invalid panel: {error}"));
+    (panel, state)
+}
+
+/// Writes each cell `(position, stock of the chunk, dense position)` of a chunk's passes
+/// into the columns, in increasing positions.
+fn scatter(
+    cells: &mut [(usize, u32, u32)],
+    per_stock: &[(StockSeries, StockPass)],
+    features: &mut [Vec<f32>],
+    targets: &mut [Vec<f64>],
+    adv: &mut [f64],
+) {
+    cells.sort_unstable_by_key(|cell| cell.0);
+    let cells = &*cells;
+    features.par_iter_mut().enumerate().for_each(|(feature, column)| {
+        for &(at, index, t) in cells {
+            column[at] = per_stock[index as usize].1.features[feature][t as usize] as f32;
+        }
+    });
+    targets.par_iter_mut().enumerate().for_each(|(horizon, column)| {
+        for &(at, index, t) in cells {
+            column[at] = per_stock[index as usize].1.targets[horizon][t as usize];
+        }
+    });
+    for &(at, index, t) in cells {
+        adv[at] = per_stock[index as usize].1.adv[t as usize];
+    }
 }
 
 /// Equal-weighted market log return per trading day, from that day's returns only: each
@@ -265,8 +359,9 @@ fn stock_targets(s: &StockSeries, horizons: &[u32]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The features of one stock, dense over its span, in catalogue order.
-fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
+/// The features of one stock, dense over its span, in catalogue order. Positions before
+/// `carry.from()` (a saved tail) are read, never computed: their values are meaningless.
+fn stock_features(s: &StockSeries, market: &[f64], carry: &mut Carry) -> Vec<Vec<f64>> {
     let n = s.len();
     let c = &s.close;
     let lr = log_return(c);
@@ -282,22 +377,22 @@ fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
         push(&format!("ret_{lag}"), change(c, lag));
     }
     push("mom_60_5", (0..n).map(|t| if t < 60 { f64::NAN } else { c[t - 5] / c[t - 60] - 1.0 }).collect());
-    let vol_20 = rolling_std(&lr, 20, 15);
-    let vol_60 = rolling_std(&lr, 60, 40);
+    let vol_20 = rolling_std(&lr, 20, 15, carry);
+    let vol_60 = rolling_std(&lr, 60, 40, carry);
     let vol_ratio = map2(&vol_20, &vol_60, |a, b| if b > 0.0 { a / b } else { f64::NAN });
     push("vol_20", vol_20);
     push("vol_60", vol_60);
     push("vol_ratio_20_60", vol_ratio);
     let range: Vec<f64> = (0..n).map(|t| (s.high[t] - s.low[t]) / c[t]).collect();
-    push("range_5", rolling_mean(&range, 5, 3));
+    push("range_5", rolling_mean(&range, 5, 3, carry));
     push("gap", (0..n).map(|t| if t == 0 { f64::NAN } else { s.open[t] / c[t - 1] - 1.0 }).collect());
     push("intraday", map2(c, &s.open, |close, open| close / open - 1.0));
     for (window, min_valid) in [(5, 4), (20, 15), (60, 40)] {
-        push(&format!("dist_ma_{window}"), map2(c, &rolling_mean(c, window, min_valid), |x, ma| x / ma - 1.0));
+        push(&format!("dist_ma_{window}"), map2(c, &rolling_mean(c, window, min_valid, carry), |x, ma| x / ma - 1.0));
     }
     let diff: Vec<f64> = (0..n).map(|t| if t == 0 { f64::NAN } else { c[t] - c[t - 1] }).collect();
-    let up = rolling_sum(&diff.iter().map(|d| d.max(0.0)).collect::<Vec<_>>(), 14, 10);
-    let moves = rolling_sum(&diff.iter().map(|d| d.abs()).collect::<Vec<_>>(), 14, 10);
+    let up = rolling_sum(&diff.iter().map(|d| d.max(0.0)).collect::<Vec<_>>(), 14, 10, carry);
+    let moves = rolling_sum(&diff.iter().map(|d| d.abs()).collect::<Vec<_>>(), 14, 10, carry);
     push(
         "rsi_14",
         map2(&up, &moves, |u, m| {
@@ -310,23 +405,24 @@ fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
             }
         }),
     );
-    let log_ratio = |x: &[f64], short: usize, long: usize| {
-        map2(&rolling_mean(x, short, short.div_ceil(2)), &rolling_mean(x, long, long * 2 / 3), |a, b| {
+    let log_ratio = |x: &[f64], short: usize, long: usize, carry: &mut Carry| {
+        let short_mean = rolling_mean(x, short, short.div_ceil(2), carry);
+        map2(&short_mean, &rolling_mean(x, long, long * 2 / 3, carry), |a, b| {
             if a > 0.0 && b > 0.0 { (a / b).ln() } else { f64::NAN }
         })
     };
-    push("volume_ratio_5_60", log_ratio(&s.volume, 5, 60));
+    push("volume_ratio_5_60", log_ratio(&s.volume, 5, 60, carry));
     let log_volume: Vec<f64> = s.volume.iter().map(|v| v.ln_1p()).collect();
-    push("volume_surprise_20", map2(&log_volume, &rolling_mean(&log_volume, 20, 15), |x, m| x - m));
-    push("value_ratio_5_60", log_ratio(&s.value, 5, 60));
+    push("volume_surprise_20", map2(&log_volume, &rolling_mean(&log_volume, 20, 15, carry), |x, m| x - m));
+    push("value_ratio_5_60", log_ratio(&s.value, 5, 60, carry));
     push(
         "log_value_20",
-        rolling_mean(&s.value, 20, 15).iter().map(|v| if *v > 0.0 { v.ln() } else { f64::NAN }).collect(),
+        rolling_mean(&s.value, 20, 15, carry).iter().map(|v| if *v > 0.0 { v.ln() } else { f64::NAN }).collect(),
     );
     let ret_1 = change(c, 1);
     let impact: Vec<f64> =
         ret_1.iter().zip(&s.value).map(|(r, dv)| if *dv > 0.0 { r.abs() / dv * 1e9 } else { f64::NAN }).collect();
-    push("amihud_20", rolling_mean(&impact, 20, 15).iter().map(|x| x.ln_1p()).collect());
+    push("amihud_20", rolling_mean(&impact, 20, 15, carry).iter().map(|x| x.ln_1p()).collect());
     for window in [20, 60] {
         let min_valid = window * 2 / 3;
         push(
@@ -338,9 +434,9 @@ fn stock_features(s: &StockSeries, market: &[f64]) -> Vec<Vec<f64>> {
             map2(c, &rolling_extreme(&s.low, window, min_valid, false), |x, lo| x / lo - 1.0),
         );
     }
-    let (beta, residual_variance) = rolling_beta(&lr, market, 60, 40);
+    let (beta, residual_variance) = rolling_beta(&lr, market, 60, 40, carry);
     for window in [5, 20] {
-        let market_sum = rolling_sum(market, window, window);
+        let market_sum = rolling_sum(market, window, window, carry);
         let resid: Vec<f64> = (0..n)
             .map(|t| if t < window { f64::NAN } else { (c[t] / c[t - window]).ln() - beta[t] * market_sum[t] })
             .collect();

@@ -51,7 +51,9 @@ impl Market {
             for day in 1..days {
                 log_returns[day] = returns[day - 1][stock].ln_1p();
             }
-            for (day, sigma) in rolling_std(&log_returns, 20, 15).into_iter().enumerate() {
+            for (day, sigma) in
+                rolling_std(&log_returns, 20, 15, &mut crate::rolling::Carry::fresh()).into_iter().enumerate()
+            {
                 vol[day][stock] = sigma;
             }
         }

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use proptest::prelude::*;
 
 use super::*;
@@ -182,4 +182,151 @@ fn the_market_return_from_the_bars_equals_the_dense_definition_with_gaps_and_nul
         assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "day {day}: {a} vs {b}");
     }
     assert!(count.iter().any(|n| *n > 0 && *n < bars.codes().len()), "some days have holes");
+}
+
+/// The rows of `columns` whose date satisfies `keep`.
+fn rows_where(columns: &BarsColumns, keep: impl Fn(NaiveDate, &str) -> bool) -> BarsColumns {
+    let rows: Vec<usize> = (0..columns.date.len()).filter(|&row| keep(columns.date[row], &columns.code[row])).collect();
+    let take = |values: &[f64]| rows.iter().map(|&row| values[row]).collect::<Vec<f64>>();
+    BarsColumns {
+        date: rows.iter().map(|&row| columns.date[row]).collect(),
+        code: rows.iter().map(|&row| columns.code[row].clone()).collect(),
+        open: take(&columns.open),
+        high: take(&columns.high),
+        low: take(&columns.low),
+        close: take(&columns.close),
+        volume: take(&columns.volume),
+        turnover: columns.turnover.as_deref().map(take),
+    }
+}
+
+/// The small market with what ingests meet: a stock listed late whose code sorts first
+/// (every stock index moves when it joins), a stock suspended for 130 days, one delisted,
+/// null closes and a day on which only some stocks trade.
+fn market_with_gaps() -> BarsColumns {
+    let mut columns = small_market();
+    let dates = TradingCalendar::from_dates(columns.date.clone());
+    let day = |index: usize| dates.date(index).expect("a day");
+    let mut codes = columns.code.clone();
+    codes.sort_unstable();
+    codes.dedup();
+    let (suspended, delisted, sparse) = (codes[3].clone(), codes[7].clone(), codes[11].clone());
+    for row in 0..columns.date.len() {
+        if columns.code[row] == codes[5] && columns.date[row] == day(250) {
+            columns.close[row] = f64::NAN;
+        }
+        if columns.code[row] == codes[6] && (columns.date[row] == day(301) || columns.date[row] == day(120)) {
+            columns.close[row] = f64::NAN;
+            columns.open[row] = f64::NAN;
+        }
+    }
+    // A newcomer whose code sorts first: a copy of another stock's bars from day 280.
+    let newcomer: Vec<usize> =
+        (0..columns.date.len()).filter(|&row| columns.code[row] == codes[9] && columns.date[row] >= day(280)).collect();
+    for row in newcomer {
+        columns.date.push(columns.date[row]);
+        columns.code.push("0000".to_string());
+        columns.open.push(columns.open[row] * 1.01);
+        columns.high.push(columns.high[row] * 1.01);
+        columns.low.push(columns.low[row] * 1.01);
+        columns.close.push(columns.close[row] * 1.01);
+        columns.volume.push(columns.volume[row] + 1.0);
+        if let Some(turnover) = columns.turnover.as_mut() {
+            let value = turnover[row];
+            turnover.push(value);
+        }
+    }
+    rows_where(&columns, |date, code| {
+        let suspended = code == suspended && date > day(170) && date < day(300);
+        let delisted = code == delisted && date > day(200);
+        !(suspended || delisted || code == sparse && date.ordinal() % 3 == 0)
+    })
+}
+
+fn assert_panels_identical(a: &Panel, b: &Panel, context: &str) {
+    assert_eq!(a.calendar().dates(), b.calendar().dates(), "{context}: calendars");
+    assert_eq!(a.codes(), b.codes(), "{context}: codes");
+    assert_eq!((a.day(), a.stock()), (b.day(), b.stock()), "{context}: rows");
+    for (name, (x, y)) in a.feature_names().iter().zip(a.features().iter().zip(b.features())) {
+        let differ = x.iter().zip(y).position(|(p, q)| !same_value(*p, *q));
+        assert!(differ.is_none(), "{context}: feature {name} differs at row {differ:?}");
+    }
+    let bits =
+        |values: &[f64]| values.iter().map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() }).collect::<Vec<_>>();
+    for (h, (x, y)) in a.targets().iter().zip(b.targets()).enumerate() {
+        let differ = bits(x).iter().zip(bits(y)).position(|(p, q)| *p != q);
+        assert!(differ.is_none(), "{context}: target {} differs at row {differ:?}", a.horizons()[h]);
+    }
+    assert_eq!(a.adv().map(bits), b.adv().map(bits), "{context}: ADV");
+}
+
+#[test]
+fn a_panel_continued_day_by_day_equals_a_full_build_bit_for_bit() {
+    let columns = market_with_gaps();
+    let spec = PanelSpec::default();
+    let (whole, whole_state) = build_panel_with_state(&Bars::new(columns.clone()).expect("bars"), &spec);
+    let dates = whole.calendar().dates().to_vec();
+    // Cuts before, inside and after the suspension, the delisting and the listing; each
+    // continued with one day, then a few, then the rest.
+    for cut in [110, 171, 199, 279, 300, 396] {
+        let upto = |last: usize| rows_where(&columns, |date, _| date <= dates[last]);
+        let (mut panel, mut state) = build_panel_with_state(&Bars::new(upto(cut)).expect("bars"), &spec);
+        let mut last = cut;
+        for next in [cut + 1, cut + 4, dates.len() - 1] {
+            if next <= last || next >= dates.len() {
+                continue;
+            }
+            let batch = rows_where(&columns, |date, _| date > dates[last] && date <= dates[next]);
+            (panel, state) = extend_panel(panel, &state, &Bars::new(batch).expect("bars")).expect("extends");
+            let (expected, expected_state) = build_panel_with_state(&Bars::new(upto(next)).expect("bars"), &spec);
+            let context = format!("cut after day {cut}, continued through day {next}");
+            assert_panels_identical(&panel, &expected, &context);
+            assert_eq!(format!("{state:?}"), format!("{expected_state:?}"), "{context}: state");
+            last = next;
+        }
+        assert_panels_identical(&panel, &whole, &format!("cut after day {cut}"));
+        assert_eq!(format!("{state:?}"), format!("{whole_state:?}"));
+    }
+}
+
+#[test]
+fn days_already_in_the_panel_or_before_its_end_are_refused() {
+    let columns = market_with_gaps();
+    let spec = PanelSpec::default();
+    let dates = TradingCalendar::from_dates(columns.date.clone()).dates().to_vec();
+    let (panel, state) =
+        build_panel_with_state(&Bars::new(rows_where(&columns, |date, _| date <= dates[300])).expect("bars"), &spec);
+    let batch = |from: usize, to: usize| {
+        Bars::new(rows_where(&columns, |date, _| date >= dates[from] && date <= dates[to])).expect("bars")
+    };
+    let duplicate = extend_panel(panel.clone(), &state, &batch(300, 302)).map(|_| ()).expect_err("refused");
+    assert_eq!(duplicate, ExtendError::Duplicate { date: dates[300], last: dates[300] });
+    assert!(duplicate.to_string().contains("already in the panel"), "{duplicate}");
+    // A date before the panel's end that it does not hold (a back-fill).
+    let backfill = NaiveDate::from_ymd_opt(2000, 1, 3).expect("date");
+    let mut early = rows_where(&columns, |date, _| date == dates[301]);
+    early.date.iter_mut().for_each(|date| *date = backfill);
+    let out_of_order =
+        extend_panel(panel.clone(), &state, &Bars::new(early).expect("bars")).map(|_| ()).expect_err("refused");
+    assert_eq!(out_of_order, ExtendError::OutOfOrder { date: backfill, last: dates[300] });
+    // Another panel's state.
+    let (_, other) =
+        build_panel_with_state(&Bars::new(rows_where(&columns, |date, _| date <= dates[200])).expect("bars"), &spec);
+    let mismatch = extend_panel(panel, &other, &batch(301, 302)).map(|_| ()).expect_err("refused");
+    assert!(matches!(mismatch, ExtendError::StateMismatch(_)), "{mismatch}");
+}
+
+#[test]
+fn weekdays_without_data_are_refused_unless_declared_closed() {
+    let d = |day: u32| NaiveDate::from_ymd_opt(2025, 7, day).expect("date");
+    // Friday 18th, then Tuesday 22nd: Monday 21st has no data.
+    let missing = check_new_days(d(18), &[d(22)], &[]).expect_err("refused");
+    assert_eq!(missing, ExtendError::Missing { dates: vec![d(21)], before: d(18), after: d(22) });
+    assert!(missing.to_string().contains("--closed 2025-07-21"), "{missing}");
+    assert_eq!(check_new_days(d(18), &[d(22)], &[d(21)]), Ok(()));
+    assert_eq!(check_new_days(d(18), &[d(21), d(22)], &[]), Ok(()));
+    // A gap inside the new days counts too.
+    assert!(matches!(check_new_days(d(18), &[d(21), d(23)], &[]), Err(ExtendError::Missing { .. })));
+    assert_eq!(check_new_days(d(18), &[d(18)], &[]), Err(ExtendError::Duplicate { date: d(18), last: d(18) }));
+    assert_eq!(check_new_days(d(18), &[d(17)], &[]), Err(ExtendError::OutOfOrder { date: d(17), last: d(18) }));
 }
