@@ -213,6 +213,16 @@ pub struct AdvanceArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct LiveIngestArgs {
+    /// The deployment.
+    pub id: String,
+    #[command(flatten)]
+    pub days: NewDaysArgs,
+    #[command(flatten)]
+    pub store: LiveStoreArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct LiveIdArgs {
     /// The deployment (all of them when omitted, for `status`).
     pub id: Option<String>,
@@ -271,6 +281,9 @@ pub enum LiveCommand {
     Simulate(SimulateArgs),
     /// Create a deployment and train its first version.
     Deploy(DeployArgs),
+    /// Add later days of OHLCV to a deployment's panel file (as `wf data ingest`); the
+    /// next `advance` processes them.
+    Ingest(LiveIngestArgs),
     /// Process a deployment's days after its last one: mature labels, decide, retrain,
     /// promote (safe to kill and run again).
     Advance(AdvanceArgs),
@@ -600,6 +613,9 @@ pub struct PlanArgs {
 pub enum DataCommand {
     /// Build a panel (features and forward-return targets) from daily OHLCV.
     Prepare(PrepareArgs),
+    /// Add later days of OHLCV to a prepared panel, in place: their features come from
+    /// the state prepare saved next to it, equal to preparing the whole history again.
+    Ingest(IngestArgs),
     /// Check an OHLCV file or a panel; exit 1 when a gate fails.
     Check(CheckArgs),
     /// Generate the synthetic market with planted regime breaks.
@@ -620,6 +636,31 @@ pub struct PrepareArgs {
     /// Forward-return horizons in trading days.
     #[arg(long, value_delimiter = ',', default_value = "1,5,10,20")]
     pub horizons: Vec<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// The prepared panel (.parquet), with its feature state (`PANEL.state`) beside it.
+    #[arg(long)]
+    pub panel: PathBuf,
+    #[command(flatten)]
+    pub days: NewDaysArgs,
+    /// Write the longer panel here (and its state beside it) instead of in place.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The new days of an ingest.
+#[derive(Debug, clap::Args)]
+pub struct NewDaysArgs {
+    /// OHLCV file of the days after the panel's last one (same columns as prepare's input).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Weekdays the exchange was closed (holidays) between the panel's last day and the
+    /// new ones, or among them (repeat or comma-separate); any other weekday without data
+    /// refuses the ingest as a missing day.
+    #[arg(long, value_delimiter = ',')]
+    pub closed: Vec<chrono::NaiveDate>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -10,7 +10,7 @@ use wf_shared::dataset::content_hash;
 use wf_shared::synth::{SynthSpec, generate};
 
 use super::Outcome;
-use crate::cli::{CheckArgs, DataCommand, HashArgs, PrepareArgs, SynthArgs};
+use crate::cli::{CheckArgs, DataCommand, HashArgs, NewDaysArgs, PrepareArgs, SynthArgs};
 use crate::progress::stage_spinner;
 
 /// The longest horizon a panel may carry, in trading days (about a year).
@@ -19,6 +19,10 @@ const MAX_HORIZON: u32 = 252;
 pub fn run(command: DataCommand) -> anyhow::Result<Outcome> {
     match command {
         DataCommand::Prepare(args) => run_prepare(args),
+        DataCommand::Ingest(args) => {
+            run_ingest(&args.panel, &args.days, args.out.as_deref())?;
+            Ok(Outcome::Success)
+        }
         DataCommand::Check(args) => run_check(args),
         DataCommand::Synth(args) => run_synth(args),
         DataCommand::Hash(args) => run_hash(args),
@@ -58,7 +62,37 @@ fn run_prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     let stages: Vec<String> =
         prepared.timings.iter().map(|(stage, d)| format!("{} {:.2}s", stage.label(), d.as_secs_f64())).collect();
     println!("  {total:.2}s: {}", stages.join(", "));
+    println!("  feature state {} (for wf data ingest)", wf_data::ingest::state_path(&args.out).display());
     Ok(Outcome::Success)
+}
+
+/// Adds `days` to the panel at `panel` (in place, or into `out`) and prints what it did.
+pub fn run_ingest(
+    panel: &std::path::Path,
+    days: &NewDaysArgs,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<wf_data::ingest::Ingested> {
+    let spinner = stage_spinner();
+    let result =
+        wf_data::ingest::ingest(panel, &days.input, &days.closed, out, |stage| spinner.set_message(stage.label()));
+    spinner.finish_and_clear();
+    let ingested = result?;
+    let (first, last) = (ingested.days.first(), ingested.days.last());
+    println!("wrote {}", out.unwrap_or(panel).display());
+    println!(
+        "  added {} days ({} to {}), {} rows; {} new stocks{}",
+        ingested.days.len(),
+        first.map_or_else(String::new, ToString::to_string),
+        last.map_or_else(String::new, ToString::to_string),
+        ingested.rows_added,
+        ingested.new_stocks.len(),
+        if ingested.new_stocks.is_empty() { String::new() } else { format!(" ({})", ingested.new_stocks.join(", ")) }
+    );
+    println!("  now {} rows, {} stocks; content hash {}", ingested.rows, ingested.stocks, ingested.content_hash);
+    let stages: Vec<String> =
+        ingested.timings.iter().map(|(stage, d)| format!("{} {:.2}s", stage.label(), d.as_secs_f64())).collect();
+    println!("  {}", stages.join(", "));
+    Ok(ingested)
 }
 
 fn run_check(args: CheckArgs) -> anyhow::Result<Outcome> {

@@ -18,7 +18,9 @@ use super::Outcome;
 use super::plan::{plan_sweep, read_spec};
 use super::serve::runtime;
 use crate::artifact::ArtifactStore;
-use crate::cli::{AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, PredictArgs, RollbackArgs, SimulateArgs};
+use crate::cli::{
+    AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, LiveIngestArgs, PredictArgs, RollbackArgs, SimulateArgs,
+};
 use crate::deployment::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
 use crate::live::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
 use crate::scheduler::result_for_planned;
@@ -207,6 +209,7 @@ pub fn run(command: LiveCommand) -> anyhow::Result<Outcome> {
     match command {
         LiveCommand::Simulate(args) => simulate(args),
         LiveCommand::Deploy(args) => deploy(args),
+        LiveCommand::Ingest(args) => ingest(args),
         LiveCommand::Advance(args) => advance(args),
         LiveCommand::Status(args) => status(args),
         LiveCommand::List(args) => list(args),
@@ -256,6 +259,28 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
         record.policy,
         opened.date(first),
         record.id
+    );
+    Ok(Outcome::Success)
+}
+
+/// Adds days to the panel file the deployment's spec names.
+fn ingest(args: LiveIngestArgs) -> anyhow::Result<Outcome> {
+    let record = deployments(&args.store.artifacts)?.record(&args.id)?;
+    let config =
+        SweepConfig::from_toml(&record.spec).with_context(|| format!("{}: its spec no longer reads", args.id))?;
+    if wf_data::dataset::synth_spec(&config.panel).is_some() {
+        anyhow::bail!(
+            "{}: its dataset {} is synthetic; ingest adds days to a prepared panel file",
+            args.id,
+            config.panel
+        );
+    }
+    let panel = std::path::PathBuf::from(&config.panel);
+    let ingested = super::data::run_ingest(&panel, &args.days, None)?;
+    eprintln!(
+        "`wf live advance {}` processes the new days (through {})",
+        args.id,
+        ingested.days.last().map_or_else(String::new, ToString::to_string)
     );
     Ok(Outcome::Success)
 }

@@ -27,6 +27,24 @@ pub struct BarsColumns {
     pub turnover: Option<Vec<f64>>,
 }
 
+impl BarsColumns {
+    /// The rows whose date and code satisfy `keep`, in their order.
+    pub fn rows_where(&self, keep: impl Fn(NaiveDate, &str) -> bool) -> Self {
+        let rows: Vec<usize> = (0..self.date.len()).filter(|&row| keep(self.date[row], &self.code[row])).collect();
+        let take = |values: &[f64]| rows.iter().map(|&row| values[row]).collect::<Vec<f64>>();
+        Self {
+            date: rows.iter().map(|&row| self.date[row]).collect(),
+            code: rows.iter().map(|&row| self.code[row].clone()).collect(),
+            open: take(&self.open),
+            high: take(&self.high),
+            low: take(&self.low),
+            close: take(&self.close),
+            volume: take(&self.volume),
+            turnover: self.turnover.as_deref().map(take),
+        }
+    }
+}
+
 /// Why a set of bars was refused. Messages name the row and the value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BarsError {

@@ -8,6 +8,7 @@
 pub mod check;
 mod column;
 pub mod dataset;
+pub mod ingest;
 pub mod ohlcv;
 pub mod panel_file;
 pub mod prepare;

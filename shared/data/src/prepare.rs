@@ -1,12 +1,15 @@
-//! `wf data prepare`: OHLCV file in, panel file out.
+//! `wf data prepare`: OHLCV file in, panel file out, and next to it the feature state
+//! `wf data ingest` continues it from (`PANEL.state`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wf_shared::dataset::DatasetHash;
-use wf_shared::{Bars, PanelSpec, build_panel};
+use wf_shared::feature::build_panel_with_state;
+use wf_shared::{Bars, PanelSpec};
 
 use crate::DataError;
+use crate::ingest::{state_path, write_state};
 use crate::ohlcv::read_ohlcv;
 use crate::panel_file::write_panel;
 
@@ -65,7 +68,7 @@ pub fn prepare(
 
     on_stage(Stage::Features);
     let started = Instant::now();
-    let panel = build_panel(&bars, spec);
+    let (panel, state) = build_panel_with_state(&bars, spec);
     drop(bars);
     timed(Stage::Features, started);
 
@@ -75,6 +78,8 @@ pub fn prepare(
         std::fs::create_dir_all(parent).map_err(|error| DataError::unwritable(parent, error))?;
     }
     let content_hash = write_panel(output, &panel)?;
+    // What `wf data ingest` continues the panel from.
+    write_state(&state_path(output), &state, &content_hash)?;
     timed(Stage::Write, started);
 
     Ok(Prepared {

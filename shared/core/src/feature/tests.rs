@@ -184,22 +184,6 @@ fn the_market_return_from_the_bars_equals_the_dense_definition_with_gaps_and_nul
     assert!(count.iter().any(|n| *n > 0 && *n < bars.codes().len()), "some days have holes");
 }
 
-/// The rows of `columns` whose date satisfies `keep`.
-fn rows_where(columns: &BarsColumns, keep: impl Fn(NaiveDate, &str) -> bool) -> BarsColumns {
-    let rows: Vec<usize> = (0..columns.date.len()).filter(|&row| keep(columns.date[row], &columns.code[row])).collect();
-    let take = |values: &[f64]| rows.iter().map(|&row| values[row]).collect::<Vec<f64>>();
-    BarsColumns {
-        date: rows.iter().map(|&row| columns.date[row]).collect(),
-        code: rows.iter().map(|&row| columns.code[row].clone()).collect(),
-        open: take(&columns.open),
-        high: take(&columns.high),
-        low: take(&columns.low),
-        close: take(&columns.close),
-        volume: take(&columns.volume),
-        turnover: columns.turnover.as_deref().map(take),
-    }
-}
-
 /// The small market with what ingests meet: a stock listed late whose code sorts first
 /// (every stock index moves when it joins), a stock suspended for 130 days, one delisted,
 /// null closes and a day on which only some stocks trade.
@@ -236,7 +220,7 @@ fn market_with_gaps() -> BarsColumns {
             turnover.push(value);
         }
     }
-    rows_where(&columns, |date, code| {
+    columns.rows_where(|date, code| {
         let suspended = code == suspended && date > day(170) && date < day(300);
         let delisted = code == delisted && date > day(200);
         !(suspended || delisted || code == sparse && date.ordinal() % 3 == 0)
@@ -269,14 +253,14 @@ fn a_panel_continued_day_by_day_equals_a_full_build_bit_for_bit() {
     // Cuts before, inside and after the suspension, the delisting and the listing; each
     // continued with one day, then a few, then the rest.
     for cut in [110, 171, 199, 279, 300, 396] {
-        let upto = |last: usize| rows_where(&columns, |date, _| date <= dates[last]);
+        let upto = |last: usize| columns.rows_where(|date, _| date <= dates[last]);
         let (mut panel, mut state) = build_panel_with_state(&Bars::new(upto(cut)).expect("bars"), &spec);
         let mut last = cut;
         for next in [cut + 1, cut + 4, dates.len() - 1] {
             if next <= last || next >= dates.len() {
                 continue;
             }
-            let batch = rows_where(&columns, |date, _| date > dates[last] && date <= dates[next]);
+            let batch = columns.rows_where(|date, _| date > dates[last] && date <= dates[next]);
             (panel, state) = extend_panel(panel, &state, &Bars::new(batch).expect("bars")).expect("extends");
             let (expected, expected_state) = build_panel_with_state(&Bars::new(upto(next)).expect("bars"), &spec);
             let context = format!("cut after day {cut}, continued through day {next}");
@@ -295,23 +279,23 @@ fn days_already_in_the_panel_or_before_its_end_are_refused() {
     let spec = PanelSpec::default();
     let dates = TradingCalendar::from_dates(columns.date.clone()).dates().to_vec();
     let (panel, state) =
-        build_panel_with_state(&Bars::new(rows_where(&columns, |date, _| date <= dates[300])).expect("bars"), &spec);
+        build_panel_with_state(&Bars::new(columns.rows_where(|date, _| date <= dates[300])).expect("bars"), &spec);
     let batch = |from: usize, to: usize| {
-        Bars::new(rows_where(&columns, |date, _| date >= dates[from] && date <= dates[to])).expect("bars")
+        Bars::new(columns.rows_where(|date, _| date >= dates[from] && date <= dates[to])).expect("bars")
     };
     let duplicate = extend_panel(panel.clone(), &state, &batch(300, 302)).map(|_| ()).expect_err("refused");
     assert_eq!(duplicate, ExtendError::Duplicate { date: dates[300], last: dates[300] });
     assert!(duplicate.to_string().contains("already in the panel"), "{duplicate}");
     // A date before the panel's end that it does not hold (a back-fill).
     let backfill = NaiveDate::from_ymd_opt(2000, 1, 3).expect("date");
-    let mut early = rows_where(&columns, |date, _| date == dates[301]);
+    let mut early = columns.rows_where(|date, _| date == dates[301]);
     early.date.iter_mut().for_each(|date| *date = backfill);
     let out_of_order =
         extend_panel(panel.clone(), &state, &Bars::new(early).expect("bars")).map(|_| ()).expect_err("refused");
     assert_eq!(out_of_order, ExtendError::OutOfOrder { date: backfill, last: dates[300] });
     // Another panel's state.
     let (_, other) =
-        build_panel_with_state(&Bars::new(rows_where(&columns, |date, _| date <= dates[200])).expect("bars"), &spec);
+        build_panel_with_state(&Bars::new(columns.rows_where(|date, _| date <= dates[200])).expect("bars"), &spec);
     let mismatch = extend_panel(panel, &other, &batch(301, 302)).map(|_| ()).expect_err("refused");
     assert!(matches!(mismatch, ExtendError::StateMismatch(_)), "{mismatch}");
 }
