@@ -113,8 +113,7 @@ pub fn ingest(
     let bars = Bars::new(read_ohlcv(input)?).map_err(|source| DataError::Bars { path: input.to_path_buf(), source })?;
     let panel = read_panel(panel_path, None)?;
     let refused = |reason: String| DataError::Invalid { path: input.to_path_buf(), reason };
-    let last = panel.calendar().last().unwrap_or_default();
-    check_new_days(last, bars.calendar().dates(), closed).map_err(|error| refused(error.to_string()))?;
+    check_new_days(panel.calendar(), bars.calendar().dates(), closed).map_err(|error| refused(error.to_string()))?;
     let hash = PanelDigests::of(&panel).hash();
     if hash.to_string() != saved.panel_hash {
         return Err(DataError::Invalid {

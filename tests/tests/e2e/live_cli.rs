@@ -547,3 +547,73 @@ fn a_failed_retrain_is_recorded_and_the_next_advance_retries_it() {
     assert_eq!(view[0]["retrain_failures"], 1);
     assert!(status(false).contains("(since retrained)"), "{}", status(false));
 }
+
+/// The daily loop on a prepared panel: `wf live ingest` adds days to the deployment's
+/// panel file and `wf live advance` processes them. The deployment ends with the same
+/// decisions, versions and switches as one deployed on the panel prepared from the whole
+/// history, whose file the ingested one equals byte for byte. A missing day is refused
+/// and changes nothing.
+#[test]
+fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
+    use wf_shared::synth::{SynthSpec, generate};
+    let dir = tempfile::tempdir().expect("dir");
+    let bars = generate(&SynthSpec { stocks: 60, days: 520, seed: 4, ..SynthSpec::default() }).expect("synth").bars;
+    let mut dates = bars.date.clone();
+    dates.sort_unstable();
+    dates.dedup();
+    let at = |date: &str| dates.iter().position(|d| d.to_string() == date).expect("a trading day");
+    let cut = at("2022-06-30");
+    let write = |name: &str, keep: &dyn Fn(chrono::NaiveDate) -> bool| {
+        wf_data::ohlcv::write_ohlcv(&dir.path().join(name), &bars.rows_where(|d, _| keep(d))).expect("OHLCV");
+    };
+    write("whole.ohlcv.parquet", &|_| true);
+    write("head.ohlcv.parquet", &|d| d <= dates[cut]);
+    write("day.ohlcv.parquet", &|d| d == dates[cut + 1]);
+    write("gap.ohlcv.parquet", &|d| d == dates[cut + 3]);
+    write("rest.ohlcv.parquet", &|d| d > dates[cut + 1]);
+    for (input, out) in [("whole.ohlcv.parquet", "whole.parquet"), ("head.ohlcv.parquet", "live.parquet")] {
+        let run = wf_in(dir.path(), &["data", "prepare", "--input", input, "--out", out], LIMIT);
+        assert!(run.succeeded(), "{}", run.stderr);
+    }
+    for (name, panel) in [("whole", "whole.parquet"), ("live", "live.parquet")] {
+        let spec = SPEC.replace("panel = \"synth:stocks=60,days=520,seed=4\"", &format!("panel = \"{panel}\""));
+        std::fs::write(dir.path().join(format!("{name}.toml")), spec).expect("spec");
+        let deploy = live_run(
+            dir.path(),
+            &["live", "deploy", &format!("{name}.toml"), "--model", "linear", "--window", "126", "--policy", "monthly"],
+        );
+        assert!(deploy.succeeded(), "{}", deploy.stderr);
+        std::fs::write(dir.path().join(format!("{name}.id")), deploy.stdout.trim()).expect("id");
+    }
+    let id = |name: &str| std::fs::read_to_string(dir.path().join(format!("{name}.id"))).expect("id");
+    let (whole, live) = (id("whole"), id("live"));
+    let advance = |id: &str| {
+        let run = live_run(dir.path(), &["live", "advance", id]);
+        assert!(run.succeeded(), "{}", run.stderr);
+    };
+    advance(&whole);
+    advance(&live);
+    let before = state(dir.path(), &live);
+    assert!(before["next_day"].as_u64() < state(dir.path(), &whole)["next_day"].as_u64());
+
+    let ingest = |input: &str| live_run(dir.path(), &["live", "ingest", &live, "--input", input]);
+    let panel_bytes = || std::fs::read(dir.path().join("live.parquet")).expect("panel");
+    let day = ingest("day.ohlcv.parquet");
+    assert!(day.succeeded(), "{}", day.stderr);
+    assert!(day.stdout.contains("added 1 days"), "{}", day.stdout);
+    let unchanged = panel_bytes();
+    let gap = ingest("gap.ohlcv.parquet");
+    assert!(!gap.succeeded() && gap.stderr.contains(&format!("no data for {}", dates[cut + 2])), "{}", gap.stderr);
+    assert!(panel_bytes() == unchanged, "a refused ingest changed the panel");
+    advance(&live);
+    let rest = ingest("rest.ohlcv.parquet");
+    assert!(rest.succeeded(), "{}", rest.stderr);
+    let again = ingest("day.ohlcv.parquet");
+    assert!(!again.succeeded() && again.stderr.contains("already in the panel"), "{}", again.stderr);
+    advance(&live);
+    assert!(panel_bytes() == std::fs::read(dir.path().join("whole.parquet")).expect("whole"), "ingested != whole");
+    let (live_state, whole_state) = (state(dir.path(), &live), state(dir.path(), &whole));
+    for field in ["decisions", "switches", "next_day", "live", "versions"] {
+        assert_eq!(live_state[field], whole_state[field], "{field}");
+    }
+}

@@ -96,12 +96,14 @@ fn join(dates: &[NaiveDate]) -> String {
     dates.iter().map(NaiveDate::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// Refuses new days that are not all after `last` (duplicated or out of order) or that
-/// leave a weekday without data between `last` and the last new day, unless that weekday
-/// is in `closed` (an exchange holiday). `new` must be sorted.
-pub fn check_new_days(last: NaiveDate, new: &[NaiveDate], closed: &[NaiveDate]) -> Result<(), ExtendError> {
+/// Refuses new days that are not all after the end of `calendar` (the panel's: a day it
+/// holds is a duplicate, an earlier one out of order) or that leave a weekday without data
+/// between its end and the last new day, unless that weekday is in `closed` (an exchange
+/// holiday). `new` must be sorted.
+pub fn check_new_days(calendar: &TradingCalendar, new: &[NaiveDate], closed: &[NaiveDate]) -> Result<(), ExtendError> {
+    let Some(last) = calendar.last() else { return Ok(()) };
     for &date in new {
-        if date == last {
+        if calendar.index_of(date).is_some() {
             return Err(ExtendError::Duplicate { date, last });
         }
         if date < last {

@@ -303,14 +303,16 @@ fn days_already_in_the_panel_or_before_its_end_are_refused() {
 #[test]
 fn weekdays_without_data_are_refused_unless_declared_closed() {
     let d = |day: u32| NaiveDate::from_ymd_opt(2025, 7, day).expect("date");
-    // Friday 18th, then Tuesday 22nd: Monday 21st has no data.
-    let missing = check_new_days(d(18), &[d(22)], &[]).expect_err("refused");
+    // The panel ends Friday 18th; Monday 21st has no data.
+    let panel = TradingCalendar::from_dates(vec![d(16), d(18)]);
+    let missing = check_new_days(&panel, &[d(22)], &[]).expect_err("refused");
     assert_eq!(missing, ExtendError::Missing { dates: vec![d(21)], before: d(18), after: d(22) });
     assert!(missing.to_string().contains("--closed 2025-07-21"), "{missing}");
-    assert_eq!(check_new_days(d(18), &[d(22)], &[d(21)]), Ok(()));
-    assert_eq!(check_new_days(d(18), &[d(21), d(22)], &[]), Ok(()));
+    assert_eq!(check_new_days(&panel, &[d(22)], &[d(21)]), Ok(()));
+    assert_eq!(check_new_days(&panel, &[d(21), d(22)], &[]), Ok(()));
     // A gap inside the new days counts too.
-    assert!(matches!(check_new_days(d(18), &[d(21), d(23)], &[]), Err(ExtendError::Missing { .. })));
-    assert_eq!(check_new_days(d(18), &[d(18)], &[]), Err(ExtendError::Duplicate { date: d(18), last: d(18) }));
-    assert_eq!(check_new_days(d(18), &[d(17)], &[]), Err(ExtendError::OutOfOrder { date: d(17), last: d(18) }));
+    assert!(matches!(check_new_days(&panel, &[d(21), d(23)], &[]), Err(ExtendError::Missing { .. })));
+    assert_eq!(check_new_days(&panel, &[d(18)], &[]), Err(ExtendError::Duplicate { date: d(18), last: d(18) }));
+    assert_eq!(check_new_days(&panel, &[d(16)], &[]), Err(ExtendError::Duplicate { date: d(16), last: d(18) }));
+    assert_eq!(check_new_days(&panel, &[d(17)], &[]), Err(ExtendError::OutOfOrder { date: d(17), last: d(18) }));
 }
