@@ -473,11 +473,24 @@ pub struct Prediction {
 struct Loaded {
     config: SweepConfig,
     dataset: Dataset,
+    /// The panel file's modification time and length when it was read (`None`: a
+    /// synthetic panel): a file grown by `wf live ingest` or prepared again is read again.
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+/// The modification time and length of the panel file `uri` (`None` for a synthetic one).
+fn file_stamp(uri: &str) -> Option<(std::time::SystemTime, u64)> {
+    if wf_data::dataset::synth_spec(uri).is_some() {
+        return None;
+    }
+    let metadata = std::fs::metadata(uri).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 /// Serves predictions: each deployment's panel and each version's model are loaded once
 /// and kept (weights never change; a deployment's state is read at every call, so a
-/// promotion or rollback by another process shows at once).
+/// promotion or rollback by another process shows at once; its panel is read again when
+/// the file changed, so days ingested and advanced by another process show too).
 pub struct Predictor {
     deployments: Deployments,
     device: Device,
@@ -530,12 +543,16 @@ impl Predictor {
         }
     }
 
+    /// The deployment's spec and panel, read again when its panel file changed.
     fn loaded(&self, id: &str) -> Result<std::sync::Arc<Loaded>> {
-        if let Some(loaded) = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
+        if let Some(loaded) = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
+            && loaded.stamp == file_stamp(&loaded.config.panel)
+        {
             return Ok(loaded.clone());
         }
         let opened = self.deployments.open(id)?;
-        let loaded = std::sync::Arc::new(Loaded { config: opened.config, dataset: opened.dataset });
+        let stamp = file_stamp(&opened.config.panel);
+        let loaded = std::sync::Arc::new(Loaded { config: opened.config, dataset: opened.dataset, stamp });
         self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_string(), loaded.clone());
         Ok(loaded)
     }
@@ -781,6 +798,13 @@ params = { epochs = 2 }
         let grown = deploy("grown", &short);
         let before = deployments.state("grown").expect("read").expect("state");
         assert_eq!(before.next_day, cut + 1, "every day of the shorter panel processed");
+        // A long-running predictor (a coordinator's) follows the panel file as it grows.
+        let predictor = Predictor::new(
+            Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime"),
+            Device::Cpu,
+        );
+        let date_of = |day: usize| long.calendar().date(day).expect("day").to_string();
+        assert_eq!(predictor.predict("grown", None, Some(5)).expect("prediction").date, date_of(cut));
         // Decided after the spec's end, before the panel's.
         let end = long.calendar().index_on_or_before(date(2022, 3, 31)).expect("day");
         assert!(before.decisions.iter().any(|d| d.day > end), "no decision after the spec's end");
@@ -798,6 +822,8 @@ params = { epochs = 2 }
         assert_eq!(after.versions, straight.versions);
         assert_eq!(after.switches, straight.switches);
         assert_eq!(after.next_day, long.calendar().len());
+        let latest = predictor.predict("grown", None, Some(5)).expect("a prediction on the grown panel");
+        assert_eq!(latest.date, date_of(long.calendar().len() - 1));
 
         // A panel whose processed days changed (one feature value of a processed day
         // corrected) is refused, and the state is left as it was.
