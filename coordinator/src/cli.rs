@@ -191,6 +191,10 @@ pub struct DeployArgs {
     /// at least the live version's (0: promoted when trained).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=252))]
     pub shadow: u32,
+    /// The tenant the deployment belongs to: a coordinator serves its predictions only to
+    /// that tenant's tokens (and admins).
+    #[arg(long, default_value = crate::auth::LOCAL_TENANT)]
+    pub tenant: String,
     #[command(flatten)]
     pub store: LiveStoreArgs,
     /// auto, cpu or cuda:N.

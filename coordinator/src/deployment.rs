@@ -50,6 +50,14 @@ pub struct DeploymentRecord {
     /// Days a retrained version runs in shadow before it may replace the live one.
     #[serde(default)]
     pub shadow_days: u32,
+    /// The tenant it belongs to: a coordinator's `Predict` answers only that tenant's
+    /// callers (and admins); others are told it does not exist.
+    #[serde(default = "local_tenant")]
+    pub tenant: String,
+}
+
+fn local_tenant() -> String {
+    crate::auth::LOCAL_TENANT.to_string()
 }
 
 /// Why a deployment command failed.
@@ -726,6 +734,11 @@ pub fn deployment_id(record: &DeploymentRecord) -> String {
         hasher.update(part.as_bytes());
         hasher.update(&[0]);
     }
+    // Another tenant's deployment of the same line is another deployment (the local
+    // tenant's ids are as they were before tenants).
+    if record.tenant != crate::auth::LOCAL_TENANT {
+        hasher.update(record.tenant.as_bytes());
+    }
     let safe: String =
         record.model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
     format!("{safe}-w{}-{}", record.window, &hasher.finalize().to_hex()[..8])
@@ -790,6 +803,7 @@ params = { epochs = 2 }
                 policy: "ΔP@K<0.02 over 21d or age>=42d".into(),
                 from: date(2021, 8, 2),
                 shadow_days: 0,
+                tenant: local_tenant(),
             };
             deployments.deploy(record, &Device::Cpu).expect("deployed");
             deployments.advance(id, None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
@@ -853,6 +867,7 @@ params = { epochs = 2 }
             policy: "monthly".into(),
             from: chrono::NaiveDate::from_ymd_opt(2021, 8, 2).expect("date"),
             shadow_days: 0,
+            tenant: local_tenant(),
         };
         deployments.deploy(record, &Device::Cpu).expect("deployed");
         let (advanced, days) = deployments.advance("d", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");

@@ -326,8 +326,9 @@ impl WorkerService for Workers {
     }
 }
 
-/// `LiveService` over the deployments a coordinator serves (`--live-artifacts`). Any
-/// user or admin may ask any deployment (deployments are not per tenant yet).
+/// `LiveService` over the deployments a coordinator serves (`--live-artifacts`). A user
+/// sees only its tenant's deployments (`wf live deploy --tenant`), an admin every
+/// tenant's; another tenant's deployment answers NOT_FOUND, as an unknown one does.
 #[derive(Debug, Clone)]
 pub struct Live(pub Arc<crate::deployment::Predictor>);
 
@@ -367,9 +368,17 @@ impl wf_proto::v1::live_service_server::LiveService for Live {
         let predictor = self.0.clone();
         let started = std::time::Instant::now();
         let deployment = id.clone();
-        let prediction = tokio::task::spawn_blocking(move || predictor.predict(&deployment, date, k))
-            .await
-            .map_err(|e| Status::internal(format!("prediction panicked: {e}")))??;
+        let asking = caller.clone();
+        let prediction = tokio::task::spawn_blocking(move || {
+            // Another tenant's deployment answers as an unknown one does.
+            let tenant = predictor.deployments().record(&deployment)?.tenant;
+            if !asking.sees(&tenant) {
+                return Err(crate::deployment::DeploymentError::Unknown(deployment));
+            }
+            predictor.predict(&deployment, date, k)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("prediction panicked: {e}")))??;
         metrics::counter!("wf_predictions_total", "deployment" => id.clone()).increment(1);
         metrics::histogram!("wf_prediction_seconds", "deployment" => id.clone())
             .record(started.elapsed().as_secs_f64());

@@ -231,6 +231,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     {
         anyhow::bail!("--id: 1 to 64 of a-z, A-Z, 0-9, - and _");
     }
+    crate::auth::check_tenant(&args.tenant).map_err(|reason| anyhow::anyhow!("--tenant: {reason}"))?;
     let mut record = DeploymentRecord {
         id: String::new(),
         spec,
@@ -240,6 +241,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
         policy: policy.to_string(),
         from: args.line.from.unwrap_or(config.start),
         shadow_days: args.shadow,
+        tenant: args.tenant.clone(),
     };
     record.id = args.id.clone().unwrap_or_else(|| deployment_id(&record));
     let spinner = crate::progress::stage_spinner();
@@ -328,6 +330,7 @@ struct VersionView {
 #[derive(Debug, Serialize)]
 struct StatusView {
     id: String,
+    tenant: String,
     model: String,
     window: u32,
     seed: u64,
@@ -373,6 +376,7 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
     let last_processed = state.next_day.saturating_sub(1);
     Ok(StatusView {
         id: id.to_string(),
+        tenant: record.tenant.clone(),
         model: record.model.clone(),
         window: record.window,
         seed: record.seed,
@@ -441,7 +445,10 @@ fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
     }
     let figure = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:+.4}"));
     for view in &views {
-        println!("{} · {} window {} seed {} · policy {}", view.id, view.model, view.window, view.seed, view.policy);
+        println!(
+            "{} · tenant {} · {} window {} seed {} · policy {}",
+            view.id, view.tenant, view.model, view.window, view.seed, view.policy
+        );
         println!(
             "  processed up to {}; live: version {} of {} (retrained {}, job {}), age {} trading days",
             view.last_processed, view.live_version, view.versions, view.live_retrained, view.live_job, view.age_days

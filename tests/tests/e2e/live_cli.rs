@@ -302,11 +302,30 @@ fn a_deployment_killed_midway_continues_without_losing_or_repeating_a_decision()
 
 /// A directory with the spec and a monthly `linear` deployment `id` in `live/`.
 fn monthly_deployment(id: &str) -> tempfile::TempDir {
+    monthly_deployment_of(id, "local")
+}
+
+/// [`monthly_deployment`] of `tenant`.
+fn monthly_deployment_of(id: &str, tenant: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("spec.toml"), SPEC).expect("spec");
     let deploy = live_run(
         dir.path(),
-        &["live", "deploy", "spec.toml", "--model", "linear", "--window", "126", "--policy", "monthly", "--id", id],
+        &[
+            "live",
+            "deploy",
+            "spec.toml",
+            "--model",
+            "linear",
+            "--window",
+            "126",
+            "--policy",
+            "monthly",
+            "--id",
+            id,
+            "--tenant",
+            tenant,
+        ],
     );
     assert!(deploy.succeeded(), "{}", deploy.stderr);
     dir
@@ -421,16 +440,18 @@ fn shadow_versions_go_live_only_after_winning_their_shadow_period() {
 /// `/metrics` carries the deployment's `wf_live_*` series and the predictions served.
 #[test]
 fn a_coordinator_serves_predictions_and_live_metrics() {
-    let dir = monthly_deployment("m");
+    let dir = monthly_deployment_of("m", "team");
     let advance = live_run(dir.path(), &["live", "advance", "m"]);
     assert!(advance.succeeded(), "{}", advance.stderr);
-    let token = |role: &str| {
+    let token_of = |tenant: &str, role: &str| {
         let run =
-            wf_in(dir.path(), &["auth", "new-token", "--tenant", "team", "--role", role, "--file", "tokens"], LIMIT);
+            wf_in(dir.path(), &["auth", "new-token", "--tenant", tenant, "--role", role, "--file", "tokens"], LIMIT);
         assert!(run.succeeded(), "{}", run.stderr);
         run.stdout.trim().to_string()
     };
+    let token = |role: &str| token_of("team", role);
     let (user, worker) = (token("user"), token("worker"));
+    let (stranger, admin) = (token_of("other", "user"), token_of("other", "admin"));
     let (port, metrics_port) = (wf_tests::free_port(), wf_tests::free_port());
     let listen = format!("127.0.0.1:{port}");
     let metrics = format!("127.0.0.1:{metrics_port}");
@@ -473,6 +494,11 @@ fn a_coordinator_serves_predictions_and_live_metrics() {
     for field in ["date", "version", "job_key", "stocks", "top"] {
         assert_eq!(served[field], here[field], "{field}");
     }
+    // Another tenant's user is told the deployment does not exist; an admin sees it.
+    let hidden = remote(&stranger);
+    assert!(!hidden.succeeded() && hidden.stderr.contains("does not exist"), "{}", hidden.stderr);
+    let seen = remote(&admin);
+    assert!(seen.succeeded(), "{}", seen.stderr);
     let refused = remote(&worker);
     assert!(!refused.succeeded() && refused.stderr.contains("may not call LiveService"), "{}", refused.stderr);
     let anonymous = wf_tests::wf(dir.path(), &["predict", "m", "--coordinator", &url]);
@@ -489,7 +515,7 @@ fn a_coordinator_serves_predictions_and_live_metrics() {
         let series = |name: &str| wf_tests::metric(&text, name, &[("deployment", "m")]);
         series("wf_live_versions") == Some(versions as f64)
             && series("wf_live_rollbacks_total") == Some(1.0)
-            && series("wf_predictions_total") == Some(2.0)
+            && series("wf_predictions_total") == Some(3.0)
             && series("wf_live_model_age_days").is_some_and(|age| age > 0.0)
             && series("wf_live_model_retrained_timestamp_seconds").is_some_and(|t| t > 1.6e9)
     });
