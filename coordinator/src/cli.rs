@@ -413,6 +413,11 @@ pub struct CoordinatorArgs {
     /// `--data-root`.
     #[arg(long, env = "WF_LIVE_ARTIFACTS")]
     pub live_artifacts: Option<String>,
+    /// Every this many seconds, advance each `--live-artifacts` deployment whose panel
+    /// holds new days (after `wf live ingest`), as `wf live advance` would, training its
+    /// retrains in this process on the CPU; 0: never (advance them with `wf live advance`).
+    #[arg(long, default_value_t = 0, env = "WF_LIVE_ADVANCE_SECONDS")]
+    pub live_advance_seconds: u64,
     /// The tokens file: every sweep and worker call then needs a token (see `wf auth
     /// new-token`). Without it the coordinator listens on loopback only.
     #[arg(long, env = "WF_AUTH")]

@@ -551,6 +551,46 @@ impl Predictor {
         }
     }
 
+    /// Advances every deployment whose panel holds days after its last processed one, as
+    /// `wf live advance` does, training its retrains on this predictor's device. Returns
+    /// the days processed per deployment advanced. A deployment that cannot be advanced is
+    /// logged and tried again at the next call (a failed retrain is also recorded in its
+    /// state, which `wf_live_retrain_failing` reads).
+    pub fn advance_pending(&self) -> Vec<(String, usize)> {
+        let ids = match self.deployments.ids() {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the live deployments");
+                return Vec::new();
+            }
+        };
+        let mut advanced = Vec::new();
+        for id in ids {
+            let pending = self.loaded(&id).and_then(|loaded| {
+                let days = loaded.dataset.panel.calendar().len();
+                Ok(self.deployments.state(&id)?.map_or(0, |state| days.saturating_sub(state.next_day)))
+            });
+            match pending {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(deployment = %id, %error, "cannot read the deployment");
+                    continue;
+                }
+            }
+            match self.deployments.advance(&id, None, &self.device, &mut |_, _, _| {}) {
+                Ok((_, days)) => {
+                    tracing::info!(deployment = %id, days, "deployment advanced");
+                    advanced.push((id, days));
+                }
+                Err(error) => {
+                    tracing::warn!(deployment = %id, %error, "cannot advance the deployment; trying again next period");
+                }
+            }
+        }
+        advanced
+    }
+
     /// The deployment's spec and panel, read again when its panel file changed.
     fn loaded(&self, id: &str) -> Result<std::sync::Arc<Loaded>> {
         if let Some(loaded) = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)

@@ -575,10 +575,11 @@ fn a_failed_retrain_is_recorded_and_the_next_advance_retries_it() {
 }
 
 /// The daily loop on a prepared panel: `wf live ingest` adds days to the deployment's
-/// panel file and `wf live advance` processes them. The deployment ends with the same
-/// decisions, versions and switches as one deployed on the panel prepared from the whole
-/// history, whose file the ingested one equals byte for byte. A missing day is refused
-/// and changes nothing.
+/// panel file; `wf live advance` processes them, then a coordinator started with
+/// `--live-advance-seconds` does, and serves the newest day. The deployment ends with the
+/// same decisions, versions and switches as one deployed on the panel prepared from the
+/// whole history, whose file the ingested one equals byte for byte. A missing day is
+/// refused and changes nothing.
 #[test]
 fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
     use wf_shared::synth::{SynthSpec, generate};
@@ -632,11 +633,41 @@ fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
     assert!(!gap.succeeded() && gap.stderr.contains(&format!("no data for {}", dates[cut + 2])), "{}", gap.stderr);
     assert!(panel_bytes() == unchanged, "a refused ingest changed the panel");
     advance(&live);
+    assert_eq!(state(dir.path(), &live)["next_day"].as_u64(), Some(cut as u64 + 2));
+
+    // From here a coordinator advances the deployment as its panel grows.
+    let listen = format!("127.0.0.1:{}", wf_tests::free_port());
+    let root = dir.path().display().to_string();
+    let coordinator = wf_tests::Process::start(
+        dir.path(),
+        &[
+            "coordinator",
+            "--listen",
+            &listen,
+            "--artifacts",
+            "a",
+            "--live-artifacts",
+            "live",
+            "--live-advance-seconds",
+            "1",
+            "--data-root",
+            &root,
+        ],
+        &[],
+    );
+    wf_tests::wait_until("the coordinator listens", LIMIT, || coordinator.stdout().contains("listening on"));
     let rest = ingest("rest.ohlcv.parquet");
     assert!(rest.succeeded(), "{}", rest.stderr);
     let again = ingest("day.ohlcv.parquet");
     assert!(!again.succeeded() && again.stderr.contains("already in the panel"), "{}", again.stderr);
-    advance(&live);
+    wf_tests::wait_until("the coordinator advances the deployment", LIMIT, || {
+        state(dir.path(), &live)["next_day"].as_u64() == Some(dates.len() as u64)
+    });
+    let served = wf_tests::wf(dir.path(), &["predict", &live, "--coordinator", &format!("http://{listen}"), "--json"]);
+    assert!(served.succeeded(), "{}", served.stderr);
+    let served: Value = serde_json::from_str(&served.stdout).expect("served prediction");
+    assert_eq!(served["date"], dates[dates.len() - 1].to_string(), "the newest day is served");
+    assert!(coordinator.stderr().contains("deployment advanced"), "{}", coordinator.stderr());
     assert!(panel_bytes() == std::fs::read(dir.path().join("whole.parquet")).expect("whole"), "ingested != whole");
     let (live_state, whole_state) = (state(dir.path(), &live), state(dir.path(), &whole));
     for field in ["decisions", "switches", "next_day", "live", "versions"] {
