@@ -49,7 +49,11 @@ pub fn read_ohlcv(path: &Path) -> Result<BarsColumns, DataError> {
     }
     for name in NUMBER_COLUMNS.iter().filter(|n| **n != "turnover" || has_turnover) {
         let dtype = schema.get(name).cloned().unwrap_or(DataType::Null);
-        if !is_numeric(&dtype) {
+        // A CSV column read as text (its first rows, which set the type, were empty: a
+        // turnover column filled in later) is a number column if every value parses.
+        let text_of_numbers = dtype == DataType::String
+            && frame.clone().select([col(*name).strict_cast(DataType::Float64)]).collect().is_ok();
+        if !is_numeric(&dtype) && !text_of_numbers {
             return Err(wrong(name, &dtype, "a number"));
         }
     }

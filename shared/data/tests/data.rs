@@ -390,3 +390,24 @@ fn check_counts_exits_and_entries_and_flags_a_survivor_only_universe() {
     let stocks = report.stocks;
     assert_eq!(tails, vec![(1, stocks), (5, 5 * stocks)], "every stock trades to the end: h rows each");
 }
+
+/// A CSV whose turnover is empty in its first rows (more than the rows that set a
+/// column's type) and filled in later reads as numbers, as jp_tse1000's CSV does.
+#[test]
+fn a_csv_column_empty_in_its_first_rows_reads_as_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = String::from("date,code,open,high,low,close,volume,turnover\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 4).expect("date");
+    for (day, date) in start.iter_days().take(12_000).enumerate() {
+        let turnover = if day < 11_000 { String::new() } else { format!("{}", 1000 + day) };
+        text += &format!("{date},7203,10,11,9,10,100,{turnover}\n");
+    }
+    let bars = read_ohlcv(&write(dir.path(), "late.csv", &text)).expect("reads");
+    let turnover = bars.turnover.expect("a turnover column");
+    assert!(turnover[..11_000].iter().all(|v| v.is_nan()));
+    assert_eq!(turnover[11_999], 12_999.0);
+    // Text that is not a number is still refused.
+    text.push_str("2057-01-01,7203,10,11,9,10,100,lots\n");
+    let error = read_ohlcv(&write(dir.path(), "bad.csv", &text)).expect_err("refused").to_string();
+    assert!(error.contains("column turnover has type str, expected a number"), "{error}");
+}
