@@ -1,4 +1,5 @@
-//! Benchmark: `prepare` and `check` on a real OHLCV file (default: the jp_tse1000 data
+//! Benchmark: `prepare`, `ingest` (the last day, into the panel of the days before) and
+//! `check` on a real OHLCV file (default: the jp_tse1000 data
 //! beside the repository, `../shared/data/jp_tse1000/jp_tse1000_daily.parquet`; set
 //! `WF_BENCH_OHLCV` to use another), and reading the panel's metadata summary (what
 //! planning reads) against reading the whole panel. Not a timed test: it prints figures.
@@ -23,6 +24,8 @@ use std::time::Instant;
 
 use wf_data::check::{CheckOptions, check_file};
 use wf_data::dataset::load_summary;
+use wf_data::ingest::{ingest, state_path};
+use wf_data::ohlcv::{read_ohlcv, write_ohlcv};
 use wf_data::panel_file::read_panel;
 use wf_data::prepare::prepare;
 use wf_shared::PanelSpec;
@@ -40,8 +43,34 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
+/// The inputs of the ingest phase beside `panel`: the panel prepared without the last
+/// day (and its state) and the last day's OHLCV.
+fn ingest_files(panel: &Path) -> (PathBuf, PathBuf) {
+    (panel.with_extension("head.parquet"), panel.with_extension("day.parquet"))
+}
+
+/// Writes [`ingest_files`] from `input`.
+fn prepare_ingest(input: &Path, panel: &Path) -> Result<(), String> {
+    let bars = read_ohlcv(input).map_err(|e| e.to_string())?;
+    let last = bars.date.iter().max().copied().ok_or("no rows")?;
+    let (head, day) = ingest_files(panel);
+    let head_input = panel.with_extension("head-ohlcv.parquet");
+    write_ohlcv(&head_input, &bars.rows_where(|d, _| d < last)).map_err(|e| e.to_string())?;
+    write_ohlcv(&day, &bars.rows_where(|d, _| d == last)).map_err(|e| e.to_string())?;
+    prepare(&head_input, &head, &PanelSpec::default(), |_| {}).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(head_input);
+    Ok(())
+}
+
 /// Runs one phase in this process and prints `seconds peak_mib detail`.
 fn run_phase(phase: &str, input: &Path, panel: &Path) -> Result<(), String> {
+    // The ingest phase works on a copy of the head panel (copied before the clock starts).
+    let grown = panel.with_extension("grown.parquet");
+    if phase == "ingest-last-day" {
+        let (head, _) = ingest_files(panel);
+        std::fs::copy(&head, &grown).map_err(|e| e.to_string())?;
+        std::fs::copy(state_path(&head), state_path(&grown)).map_err(|e| e.to_string())?;
+    }
     let started = Instant::now();
     let detail = match phase {
         "prepare" => {
@@ -49,6 +78,15 @@ fn run_phase(phase: &str, input: &Path, panel: &Path) -> Result<(), String> {
             let stages: Vec<String> =
                 prepared.timings.iter().map(|(s, d)| format!("{} {:.2}s", s.label(), d.as_secs_f64())).collect();
             format!("{} rows x {} features; {}", prepared.rows, prepared.features, stages.join(", "))
+        }
+        "ingest-last-day" => {
+            let (_, day) = ingest_files(panel);
+            let ingested = ingest(&grown, &day, &[], None, |_| {}).map_err(|e| e.to_string())?;
+            let stages: Vec<String> =
+                ingested.timings.iter().map(|(s, d)| format!("{} {:.2}s", s.label(), d.as_secs_f64())).collect();
+            let _ = std::fs::remove_file(state_path(&grown));
+            let _ = std::fs::remove_file(&grown);
+            format!("{} rows added to {}; {}", ingested.rows_added, ingested.rows, stages.join(", "))
         }
         "check-ohlcv" => {
             let report = check_file(input, CheckOptions::default()).map_err(|e| e.to_string())?;
@@ -113,6 +151,10 @@ fn main() {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("data pipeline benchmark: {} ({threads} threads, best and median of {RUNS} runs)", input.display());
     println!("{:<22} {:>8} {:>8} {:>10}  detail", "phase", "best s", "median s", "peak MiB");
+    if let Err(error) = prepare_ingest(&input, &panel) {
+        println!("cannot prepare the ingest phase's files: {error}");
+        return;
+    }
     let exe = std::env::current_exe().expect("benchmark executable");
     let whole_market = std::env::var_os("WF_BENCH_SYNTH").is_some();
     // Issue 21's memory targets on the whole market, in MiB (2.5 GB and 200 MB).
@@ -125,6 +167,8 @@ fn main() {
     for (phase, target) in [
         // The jp_tse1000 target, and issue 21's for the 10 M-row synthetic market.
         ("prepare", Some(if std::env::var_os("WF_BENCH_SYNTH").is_some() { 15.0 } else { 3.0 })),
+        // The daily loop's step: the whole history but its last day prepared, that day added.
+        ("ingest-last-day", None),
         ("check-ohlcv", if std::env::var_os("WF_BENCH_SYNTH").is_some() { None } else { Some(1.0) }),
         ("check-panel", None),
         ("read-and-hash-panel", None),
@@ -158,8 +202,10 @@ fn main() {
             }
         }
     }
-    let _ = std::fs::remove_file(&panel);
-    let _ = std::fs::remove_file(wf_data::ingest::state_path(&panel));
+    let (head, day) = ingest_files(&panel);
+    for file in [state_path(&panel), panel.clone(), state_path(&head), head, day] {
+        let _ = std::fs::remove_file(file);
+    }
     let _ = std::fs::remove_dir_all(&synth_dir);
     if !missed.is_empty() {
         println!("memory target missed: {}", missed.join(", "));
