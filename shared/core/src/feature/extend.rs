@@ -266,16 +266,22 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
     for (row, h, value) in filled {
         parts.targets[h][row] = value;
     }
-    parts.day.extend(order.day.iter().map(|d| d + old_days as u32));
-    parts.stock.extend(order.stock.iter().map(|s| bars_to_new[*s as usize]));
-    for (column, new) in parts.features.iter_mut().zip(features) {
+    // Each column grows by exactly the new rows (a plain `extend` would double its
+    // capacity: the whole panel's memory again, unused).
+    fn append<T>(column: &mut Vec<T>, new: impl ExactSizeIterator<Item = T>) {
+        column.reserve_exact(new.len());
         column.extend(new);
+    }
+    append(&mut parts.day, order.day.iter().map(|d| d + old_days as u32));
+    append(&mut parts.stock, order.stock.iter().map(|s| bars_to_new[*s as usize]));
+    for (column, new) in parts.features.iter_mut().zip(features) {
+        append(column, new.into_iter());
     }
     for (column, new) in parts.targets.iter_mut().zip(targets) {
-        column.extend(new);
+        append(column, new.into_iter());
     }
     if let Some(column) = parts.adv.as_mut() {
-        column.extend(adv);
+        append(column, adv.into_iter());
     }
     let mut dates = parts.calendar.dates().to_vec();
     dates.extend_from_slice(bars.calendar().dates());
