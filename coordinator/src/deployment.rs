@@ -479,6 +479,8 @@ pub struct Prediction {
 
 /// What a [`Predictor`] keeps of a deployment between calls.
 struct Loaded {
+    /// The tenant of its record (fixed at deploy).
+    tenant: String,
     config: SweepConfig,
     dataset: Dataset,
     /// The panel file's modification time and length when it was read (`None`: a
@@ -591,6 +593,11 @@ impl Predictor {
         advanced
     }
 
+    /// The tenant deployment `id` belongs to (kept with its panel: no read per call).
+    pub fn tenant_of(&self, id: &str) -> Result<String> {
+        Ok(self.loaded(id)?.tenant.clone())
+    }
+
     /// The deployment's spec and panel, read again when its panel file changed.
     fn loaded(&self, id: &str) -> Result<std::sync::Arc<Loaded>> {
         if let Some(loaded) = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
@@ -600,7 +607,12 @@ impl Predictor {
         }
         let opened = self.deployments.open(id)?;
         let stamp = file_stamp(&opened.config.panel);
-        let loaded = std::sync::Arc::new(Loaded { config: opened.config, dataset: opened.dataset, stamp });
+        let loaded = std::sync::Arc::new(Loaded {
+            tenant: opened.record.tenant,
+            config: opened.config,
+            dataset: opened.dataset,
+            stamp,
+        });
         self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_string(), loaded.clone());
         Ok(loaded)
     }

@@ -115,6 +115,24 @@ pub async fn serve_with(
     serve_all(scheduler, None, listener, shutdown, security).await
 }
 
+/// Runs `work` on the blocking pool now, then `period` after each run ends, until
+/// `shutdown`.
+pub fn every(
+    period: std::time::Duration,
+    shutdown: CancellationToken,
+    work: impl Fn() + Clone + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let _ = tokio::task::spawn_blocking(work.clone()).await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(period) => {}
+            }
+        }
+    })
+}
+
 /// How often a coordinator serving deployments refreshes their `wf_live_*` metrics.
 const LIVE_METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -129,19 +147,8 @@ pub async fn serve_all(
 ) -> Result<(), tonic::transport::Error> {
     let Security { auth, tls, limits } = security;
     let live_gate = Gate::new(auth.clone(), &[Role::User, Role::Admin], "LiveService");
-    let live_metrics = live.clone().map(|predictor| {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let predictor = predictor.clone();
-                let _ = tokio::task::spawn_blocking(move || predictor.publish_metrics()).await;
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(LIVE_METRICS_PERIOD) => {}
-                }
-            }
-        })
-    });
+    let live_metrics =
+        live.clone().map(|predictor| every(LIVE_METRICS_PERIOD, shutdown.clone(), move || predictor.publish_metrics()));
     if let Some(auth) = auth.clone() {
         tokio::spawn(auth.watch_until(shutdown.clone()));
     }

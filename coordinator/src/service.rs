@@ -371,7 +371,7 @@ impl wf_proto::v1::live_service_server::LiveService for Live {
         let asking = caller.clone();
         let prediction = tokio::task::spawn_blocking(move || {
             // Another tenant's deployment answers as an unknown one does.
-            let tenant = predictor.deployments().record(&deployment)?.tenant;
+            let tenant = predictor.tenant_of(&deployment)?;
             if !asking.sees(&tenant) {
                 return Err(crate::deployment::DeploymentError::Unknown(deployment));
             }

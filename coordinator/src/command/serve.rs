@@ -161,16 +161,8 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         if let Some(predictor) = live.clone().filter(|_| args.live_advance_seconds > 0) {
             let period = Duration::from_secs(args.live_advance_seconds);
             info!(seconds = args.live_advance_seconds, "advancing the live deployments whose panels hold new days");
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    let predictor = predictor.clone();
-                    let _ = tokio::task::spawn_blocking(move || predictor.advance_pending()).await;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(period) => {}
-                    }
-                }
+            crate::server::every(period, shutdown.clone(), move || {
+                predictor.advance_pending();
             });
         }
         crate::server::serve_all(scheduler, live, listener, shutdown, crate::server::Security {

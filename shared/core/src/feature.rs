@@ -110,13 +110,15 @@ struct StockSeries {
 }
 
 impl StockSeries {
-    fn new(bars: &Bars, stock: usize) -> Self {
+    /// The series of `bars`' stock `stock` from its first row to its last, bars day `d`
+    /// being global day `day_offset + d`.
+    fn new(bars: &Bars, stock: usize, day_offset: usize) -> Self {
         let rows = bars.stock_rows(stock);
         let days = bars.day();
-        let first_day = days[rows.start] as usize;
-        let span = days[rows.end - 1] as usize - first_day + 1;
+        let first_day = day_offset + days[rows.start] as usize;
+        let span = day_offset + days[rows.end - 1] as usize - first_day + 1;
         let mut series = Self::empty(first_day, span);
-        series.fill(bars, stock, 0);
+        series.fill(bars, stock, day_offset);
         series
     }
 
@@ -252,7 +254,7 @@ pub fn build_panel_with_state(bars: &Bars, spec: &PanelSpec) -> (Panel, FeatureS
         let per_stock: Vec<(StockSeries, StockPass)> = chunk
             .par_iter()
             .map(|&stock| {
-                let s = StockSeries::new(bars, stock);
+                let s = StockSeries::new(bars, stock, 0);
                 let pass = stock_pass(&s, &market[s.first_day..s.first_day + s.len()], Carry::fresh(), &spec.horizons);
                 (s, pass)
             })
@@ -346,7 +348,12 @@ fn market_log_returns(bars: &Bars) -> Vec<f64> {
             }
         }
     }
-    sum.iter().zip(&count).map(|(s, n)| if *n == 0 { f64::NAN } else { (1.0 + s / *n as f64).ln() }).collect()
+    market_returns(&sum, &count)
+}
+
+/// The market log return of each day from the sum and count of its stocks' returns.
+fn market_returns(sum: &[f64], count: &[usize]) -> Vec<f64> {
+    sum.iter().zip(count).map(|(s, n)| if *n == 0 { f64::NAN } else { (1.0 + s / *n as f64).ln() }).collect()
 }
 
 fn stock_targets(s: &StockSeries, horizons: &[u32]) -> Vec<Vec<f64>> {

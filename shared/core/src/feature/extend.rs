@@ -18,8 +18,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Carry, FEATURES, StockPass, StockSeries, normalise_cross_sections, output_order, scatter, series_position,
-    stock_pass,
+    Carry, FEATURES, StockPass, StockSeries, market_returns, normalise_cross_sections, output_order, scatter,
+    series_position, stock_pass,
 };
 use crate::bars::Bars;
 use crate::calendar::TradingCalendar;
@@ -101,15 +101,8 @@ fn join(dates: &[NaiveDate]) -> String {
 /// between its end and the last new day, unless that weekday is in `closed` (an exchange
 /// holiday). `new` must be sorted.
 pub fn check_new_days(calendar: &TradingCalendar, new: &[NaiveDate], closed: &[NaiveDate]) -> Result<(), ExtendError> {
+    check_after(calendar, new)?;
     let Some(last) = calendar.last() else { return Ok(()) };
-    for &date in new {
-        if calendar.index_of(date).is_some() {
-            return Err(ExtendError::Duplicate { date, last });
-        }
-        if date < last {
-            return Err(ExtendError::OutOfOrder { date, last });
-        }
-    }
     let mut before = last;
     for &date in new {
         let missing: Vec<NaiveDate> = before
@@ -122,6 +115,21 @@ pub fn check_new_days(calendar: &TradingCalendar, new: &[NaiveDate], closed: &[N
             return Err(ExtendError::Missing { dates: missing, before, after: date });
         }
         before = date;
+    }
+    Ok(())
+}
+
+/// Refuses a day of `new` that `calendar` holds (duplicated) or that is before its last
+/// day (out of order).
+fn check_after(calendar: &TradingCalendar, new: &[NaiveDate]) -> Result<(), ExtendError> {
+    let Some(last) = calendar.last() else { return Ok(()) };
+    for &date in new {
+        if calendar.index_of(date).is_some() {
+            return Err(ExtendError::Duplicate { date, last });
+        }
+        if date < last {
+            return Err(ExtendError::OutOfOrder { date, last });
+        }
     }
     Ok(())
 }
@@ -151,17 +159,8 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
     if state.stocks.iter().zip(panel.codes()).any(|(s, code)| s.code != *code) {
         return mismatch("other stock codes".into());
     }
+    check_after(panel.calendar(), bars.calendar().dates())?;
     let old_days = panel.calendar().len();
-    let last = panel.calendar().last().unwrap_or_default();
-    for &date in bars.calendar().dates() {
-        if date <= last {
-            return Err(if panel.calendar().index_of(date).is_some() {
-                ExtendError::Duplicate { date, last }
-            } else {
-                ExtendError::OutOfOrder { date, last }
-            });
-        }
-    }
 
     // The union of codes, sorted; where the panel's and the new bars' stocks go in it.
     let mut codes: Vec<String> = panel.codes().iter().chain(bars.codes()).cloned().collect();
@@ -202,14 +201,7 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
                 let bars_stock = bars_of_new[stock]?;
                 let (series, carry) = match old_of_new[stock] {
                     Some(old) => continued_series(&state.stocks[old], bars, bars_stock, old_days),
-                    None => {
-                        let rows = bars.stock_rows(bars_stock);
-                        let first = old_days + bars.day()[rows.start] as usize;
-                        let span = old_days + bars.day()[rows.end - 1] as usize - first + 1;
-                        let mut series = StockSeries::empty(first, span);
-                        series.fill(bars, bars_stock, old_days);
-                        (series, Carry::fresh())
-                    }
+                    None => (StockSeries::new(bars, bars_stock, old_days), Carry::fresh()),
                 };
                 let pass =
                     stock_pass(&series, &market[series.first_day..series.first_day + series.len()], carry, &horizons);
@@ -219,7 +211,7 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
         let mut cells: Vec<(usize, u32, u32)> = Vec::new();
         let mut present: Vec<(StockSeries, StockPass)> = Vec::new();
         for (&stock, pass) in chunk.iter().zip(passes) {
-            let Some((series, pass)) = pass else {
+            let Some((series, mut pass)) = pass else {
                 let old = old_of_new[stock].unwrap_or_default();
                 stocks.push(state.stocks[old].clone());
                 continue;
@@ -245,7 +237,6 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
             }
             // A continued series starts at its tail; its state keeps its first row's day.
             let first_day = old_of_new[stock].map_or(series.first_day, |old| state.stocks[old].first_day as usize);
-            let mut pass = pass;
             stocks.push(StockState {
                 code: codes[stock].clone(),
                 first_day: first_day as u32,
@@ -346,6 +337,6 @@ fn continued_market(
         }
     }
     let mut market = state.market.clone();
-    market.extend(sum.iter().zip(&count).map(|(s, n)| if *n == 0 { f64::NAN } else { (1.0 + s / *n as f64).ln() }));
+    market.extend(market_returns(&sum, &count));
     market
 }

@@ -166,7 +166,7 @@ fn the_market_return_from_the_bars_equals_the_dense_definition_with_gaps_and_nul
     let days = bars.calendar().len();
     let (mut sum, mut count) = (vec![0.0; days], vec![0usize; days]);
     for stock in 0..bars.codes().len() {
-        let series = StockSeries::new(&bars, stock);
+        let series = StockSeries::new(&bars, stock, 0);
         for (t, r) in change(&series.close, 1).iter().enumerate() {
             if r.is_finite() {
                 sum[series.first_day + t] += r;
