@@ -130,6 +130,7 @@ async fn queue(store: &Arc<dyn JobStore>, run: u64, keys: Vec<JobKey>) -> Outcom
         cancelled: false,
         max_job_ms: None,
         tenant: "t".into(),
+        training: None,
     };
     store.put_sweep(&record).await?;
     let now = chrono::Utc::now().timestamp_millis() - 1;

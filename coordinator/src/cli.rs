@@ -106,6 +106,15 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Where a coordinator's live retrains train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LiveRetrain {
+    /// On the workers, through the queue.
+    Workers,
+    /// In the coordinator's process.
+    Local,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -414,10 +423,15 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "WF_LIVE_ARTIFACTS")]
     pub live_artifacts: Option<String>,
     /// Every this many seconds, advance each `--live-artifacts` deployment whose panel
-    /// holds new days (after `wf live ingest`), as `wf live advance` would, training its
-    /// retrains in this process on the CPU; 0: never (advance them with `wf live advance`).
+    /// holds new days (after `wf live ingest`), as `wf live advance` would, its retrains
+    /// trained as `--live-retrain` says; 0: never (advance them with `wf live advance`).
     #[arg(long, default_value_t = 0, env = "WF_LIVE_ADVANCE_SECONDS")]
     pub live_advance_seconds: u64,
+    /// Where the retrains of `--live-advance-seconds` train: `workers` queues each as a
+    /// training-only job on this coordinator's queue (the workers report the model; the
+    /// deployment waits for it), `local` trains it in this process on the CPU.
+    #[arg(long, value_enum, default_value_t = LiveRetrain::Workers, env = "WF_LIVE_RETRAIN")]
+    pub live_retrain: LiveRetrain,
     /// The tokens file: every sweep and worker call then needs a token (see `wf auth
     /// new-token`). Without it the coordinator listens on loopback only.
     #[arg(long, env = "WF_AUTH")]

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
 use wf_shared::drift::DriftReference;
 use wf_shared::live::{LivePolicy, LiveState, RECENT_DAYS, RetrainFailure, Version};
-use wf_shared::plan::{Job, Plan, PlanInput};
+use wf_shared::plan::{Job, JobKey, Plan, PlanInput};
 use wf_shared::spec::SweepConfig;
-use wf_worker::artifact::{ArtifactMeta, from_bytes, to_bytes};
+use wf_worker::artifact::{ArtifactMeta, from_bytes, model_file};
 use wf_worker::job::run_job;
 use wf_worker::live::PanelObserver;
 use wf_worker::model::Ranker;
@@ -156,6 +156,103 @@ impl Opened {
     }
 }
 
+/// Trains a deployment's versions: in this process ([`LocalTrainer`]), or on the
+/// workers through the coordinator's queue (`crate::live::QueueTrainer`).
+pub trait Retrainer: Send + Sync {
+    /// The model file (`wf_worker::artifact::to_bytes`) of `job`, a retrain of `opened`;
+    /// `None` while it is being trained elsewhere: the advance stops before its day and
+    /// continues from there once it is trained.
+    fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>>;
+}
+
+/// Trains in this process, on a device (`wf live deploy | advance`, or a coordinator
+/// started with `--live-retrain local`).
+#[derive(Debug, Clone)]
+pub struct LocalTrainer(pub Device);
+
+impl Retrainer for LocalTrainer {
+    fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
+        // Fault injection for tests and drills, as on workers: a retrain whose job key
+        // starts with this prefix fails.
+        if std::env::var("WF_FAULT_FAIL_JOBS").is_ok_and(|prefix| job.key.to_string().starts_with(&prefix)) {
+            return Err(DeploymentError::Invalid(format!(
+                "injected failure (WF_FAULT_FAIL_JOBS) of job {}",
+                job.key.short()
+            )));
+        }
+        let (panel, config) = (&opened.dataset.panel, &opened.config);
+        let output = run_job(panel, config, job, &self.0).map_err(|e| DeploymentError::Other(e.into()))?;
+        model_file(&output, job, panel, &opened.dataset.content_hash, config)
+            .map(Some)
+            .map_err(DeploymentError::Invalid)
+    }
+}
+
+/// Trains on the workers: each retrain is queued through the coordinator's scheduler as
+/// a training-only job (`Scheduler::retrain`), on the queue and workers of the sweeps,
+/// and its committed model is returned once a worker reported it. A coordinator's
+/// advance loop uses it unless started with `--live-retrain local`.
+#[derive(Debug)]
+pub struct QueueTrainer {
+    scheduler: std::sync::Arc<crate::scheduler::Scheduler>,
+    /// The coordinator's runtime, which the scheduler's stores are bound to (the advance
+    /// runs on a blocking thread of it).
+    runtime: tokio::runtime::Handle,
+}
+
+impl QueueTrainer {
+    pub fn new(scheduler: std::sync::Arc<crate::scheduler::Scheduler>, runtime: tokio::runtime::Handle) -> Self {
+        Self { scheduler, runtime }
+    }
+}
+
+impl Retrainer for QueueTrainer {
+    fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
+        use crate::scheduler::{Retrain, RetrainRequest};
+        let date = opened.dataset.panel.calendar().date(job.retrain_day).ok_or_else(|| {
+            DeploymentError::Invalid(format!("the retrain of day {} is past the panel", job.retrain_day))
+        })?;
+        let request = RetrainRequest {
+            name: format!("live {} retrain {date}", opened.record.id),
+            spec_toml: opened.record.spec.clone(),
+            tenant: opened.record.tenant.clone(),
+            dataset: wf_shared::DatasetRef {
+                uri: opened.config.panel.clone(),
+                content_hash: opened.dataset.content_hash,
+            },
+            line: wf_shared::plan::TrainingLine {
+                model: job.model as u32,
+                seed: job.seed,
+                window: job.window,
+                retrain: date,
+            },
+            key: job.key,
+            identity: job.identity.clone(),
+            stocks: opened.dataset.panel.codes().len(),
+        };
+        match self.runtime.block_on(self.scheduler.retrain(&request)) {
+            Ok(Retrain::Trained(model)) => Ok(Some(model)),
+            Ok(Retrain::Pending) => Ok(None),
+            Ok(Retrain::Failed(error)) => Err(DeploymentError::Invalid(format!(
+                "retrain job {} failed on the workers: {error} (queued again)",
+                job.key.short()
+            ))),
+            Err(error) => Err(DeploymentError::Other(anyhow::anyhow!("cannot queue the retrain: {error}"))),
+        }
+    }
+}
+
+/// What an advance did.
+#[derive(Debug)]
+pub struct Advanced {
+    /// The deployment, with its state as stored.
+    pub opened: Opened,
+    /// Days processed (decided) and stored.
+    pub days: usize,
+    /// The retrain it stopped before, being trained elsewhere: its day and job.
+    pub waiting: Option<(usize, JobKey)>,
+}
+
 /// Deployments in an artifact store. Its methods block, on a runtime of their own (call
 /// them outside async code, e.g. in `spawn_blocking`).
 #[derive(Debug)]
@@ -272,7 +369,7 @@ impl Deployments {
         })?;
         let first = opened.training_job(first.retrain_day)?;
         // Trained and stored now (the model itself is served by `advance` and `predict`).
-        self.version_model(&opened, 1, &first, device)?;
+        self.version_model(&opened, 1, &first, &LocalTrainer(device.clone()), device)?;
         let training = DriftReference::of(&opened.dataset.panel, first.train_days.clone()).training;
         let version = Version::new(first.retrain_day, first.key.to_string(), Some(training));
         let days = opened.decision_days()?;
@@ -285,63 +382,55 @@ impl Deployments {
         Ok(opened)
     }
 
-    /// Version `number`'s model, trained by `job`: loaded from its stored weights when
-    /// they are there (and are that job's), otherwise trained and stored (create-only).
-    fn version_model(&self, opened: &Opened, number: u32, job: &Job, device: &Device) -> Result<Box<dyn Ranker>> {
+    /// Version `number`'s model, trained by `job`: loaded from its stored file when it
+    /// is there (and is that job's), otherwise trained by `trainer` and stored
+    /// (create-only); `None` while `trainer` has it trained elsewhere.
+    fn version_model(
+        &self,
+        opened: &Opened,
+        number: u32,
+        job: &Job,
+        trainer: &dyn Retrainer,
+        device: &Device,
+    ) -> Result<Option<Box<dyn Ranker>>> {
         let id = &opened.record.id;
         let name = format!("versions/{number}.safetensors");
-        match self.file(id, &name)? {
-            Some(bytes) => {
-                let (model, meta) =
-                    from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))?;
-                if meta.job_key != job.key.to_string() {
-                    return Err(DeploymentError::Invalid(format!(
-                        "{id}/{name} holds job {}, the retrain of {} is job {}",
-                        &meta.job_key[..meta.job_key.len().min(16)],
-                        opened.date(job.retrain_day),
-                        job.key.short()
-                    )));
-                }
-                Ok(model)
-            }
-            None => {
-                // Fault injection for tests and drills, as on workers: a retrain whose job
-                // key starts with this prefix fails.
-                if std::env::var("WF_FAULT_FAIL_JOBS").is_ok_and(|prefix| job.key.to_string().starts_with(&prefix)) {
-                    return Err(DeploymentError::Invalid(format!(
-                        "injected failure (WF_FAULT_FAIL_JOBS) of job {}",
-                        job.key.short()
-                    )));
-                }
-                let panel = &opened.dataset.panel;
-                let output =
-                    run_job(panel, &opened.config, job, device).map_err(|e| DeploymentError::Other(e.into()))?;
-                let meta = ArtifactMeta {
-                    job_key: job.key.to_string(),
-                    dataset: opened.dataset.content_hash.to_string(),
-                    spec: output.spec.clone(),
-                    features: panel.features().len(),
-                    feature_names: panel.feature_names().to_vec(),
-                    horizons: opened.config.horizons.clone(),
-                    seed: job.seed,
-                };
-                let bytes = to_bytes(output.model.as_ref(), &meta).map_err(DeploymentError::Invalid)?;
-                self.put(id, &name, bytes, true)?;
-                Ok(output.model)
-            }
+        let (bytes, stored) = match self.file(id, &name)? {
+            Some(bytes) => (bytes.to_vec(), true),
+            None => match trainer.model_file(opened, job)? {
+                Some(bytes) => (bytes, false),
+                None => return Ok(None),
+            },
+        };
+        let (model, meta) =
+            from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))?;
+        if meta.job_key != job.key.to_string() {
+            return Err(DeploymentError::Invalid(format!(
+                "{id}/{name} holds job {}, the retrain of {} is job {}",
+                &meta.job_key[..meta.job_key.len().min(16)],
+                opened.date(job.retrain_day),
+                job.key.short()
+            )));
         }
+        if !stored {
+            self.put(id, &name, bytes, true)?;
+        }
+        Ok(Some(model))
     }
 
     /// Advances deployment `id` over the days after its last processed one, up to `to`
-    /// (default: the panel's last day), training what it decides; `progress` hears each
-    /// day. Returns it opened with its new state, and how many days were processed.
+    /// (default: the panel's last day), having `trainer` train what it decides;
+    /// `progress` hears each day. Stops before a retrain that `trainer` has trained
+    /// elsewhere, with the state stored after the last decision day before it (the next
+    /// advance continues from there and decides the same).
     pub fn advance(
         &self,
         id: &str,
         to: Option<chrono::NaiveDate>,
         device: &Device,
+        trainer: &dyn Retrainer,
         progress: &mut dyn FnMut(&Opened, usize, usize),
-    ) -> Result<(Opened, usize)> {
+    ) -> Result<Advanced> {
         let mut opened = self.open(id)?;
         let mut state = opened.state.take().ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
         opened.check_history(&state)?;
@@ -352,7 +441,9 @@ impl Deployments {
             // Before the first trading day: nothing to process.
             Some(date) => match panel.calendar().index_on_or_before(date) {
                 Some(day) => day.min(final_day),
-                None => return Ok((Opened { state: Some(state), ..opened }, 0)),
+                None => {
+                    return Ok(Advanced { opened: Opened { state: Some(state), ..opened }, days: 0, waiting: None });
+                }
             },
             None => final_day,
         };
@@ -368,19 +459,29 @@ impl Deployments {
         // Every version's model is served, so a rollback to any of them reads the same.
         for version in &state.versions {
             let job = opened.training_job(version.retrain_day)?;
-            let model = self.version_model(&opened, version.number, &job, device)?;
+            let model = self.version_model(&opened, version.number, &job, trainer, device)?.ok_or_else(|| {
+                DeploymentError::Invalid(format!(
+                    "{id}: the file of version {} is missing and is being trained again; advance again later",
+                    version.number
+                ))
+            })?;
             observer.add(version.retrain_day, model.into(), job.train_days.clone());
         }
         let first = state.next_day;
         let mut processed = 0;
+        let mut waiting = None;
         for day in first..=last {
             let decision = state.advance(day, &mut observer)?.cloned();
             if let Some(decision) = decision {
                 if decision.retrain {
                     let job = opened.training_job(day)?;
                     let number = state.versions.len() as u32 + 1;
-                    let model = match self.version_model(&opened, number, &job, device) {
-                        Ok(model) => model,
+                    let model = match self.version_model(&opened, number, &job, trainer, device) {
+                        Ok(Some(model)) => model,
+                        Ok(None) => {
+                            waiting = Some((day, job.key));
+                            break;
+                        }
                         Err(error) => {
                             self.record_retrain_failure(id, day, &job, &error);
                             return Err(error);
@@ -395,14 +496,21 @@ impl Deployments {
             processed += 1;
             progress(&opened, day, last);
         }
-        state.history = Some(opened.history(state.next_day));
-        self.save_state(id, &mut state)?;
+        if waiting.is_some() {
+            // This day and the days before it since the last decision day are not
+            // stored: the stored state is where the next advance continues.
+            state = self.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+            processed = state.next_day.saturating_sub(first);
+        } else {
+            state.history = Some(opened.history(state.next_day));
+            self.save_state(id, &mut state)?;
+        }
         if !observer.failures.is_empty() {
             tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
         }
         drop(observer);
         opened.state = Some(state);
-        Ok((opened, processed))
+        Ok(Advanced { opened, days: processed, waiting })
     }
 
     /// Adds a failed retrain of `day` to the stored state (the last one saved: this
@@ -504,6 +612,11 @@ fn file_stamp(uri: &str) -> Option<(std::time::SystemTime, u64)> {
 pub struct Predictor {
     deployments: Deployments,
     device: Device,
+    /// Trains what [`Self::advance_pending`] decides ([`LocalTrainer`] on `device`
+    /// unless set).
+    trainer: Box<dyn Retrainer>,
+    /// Deployments whose advance waits for a retrain on the workers, since when.
+    waiting: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     loaded: std::sync::Mutex<HashMap<String, std::sync::Arc<Loaded>>>,
     models: std::sync::Mutex<HashMap<(String, u32), std::sync::Arc<dyn Ranker>>>,
 }
@@ -519,7 +632,19 @@ pub const MAX_PREDICTION_K: usize = 100_000;
 
 impl Predictor {
     pub fn new(deployments: Deployments, device: Device) -> Self {
-        Self { deployments, device, loaded: Default::default(), models: Default::default() }
+        Self {
+            trainer: Box::new(LocalTrainer(device.clone())),
+            deployments,
+            device,
+            waiting: Default::default(),
+            loaded: Default::default(),
+            models: Default::default(),
+        }
+    }
+
+    /// Has `trainer` train the retrains [`Self::advance_pending`] decides.
+    pub fn with_trainer(self, trainer: Box<dyn Retrainer>) -> Self {
+        Self { trainer, ..self }
     }
 
     pub fn deployments(&self) -> &Deployments {
@@ -554,7 +679,8 @@ impl Predictor {
     }
 
     /// Advances every deployment whose panel holds days after its last processed one, as
-    /// `wf live advance` does, training its retrains on this predictor's device. Returns
+    /// `wf live advance` does, its retrains trained by this predictor's trainer (up to
+    /// one the workers are still training: `wf_live_retrain_waiting_seconds`). Returns
     /// the days processed per deployment advanced. A deployment that cannot be advanced is
     /// logged and tried again at the next call (a failed retrain is also recorded in its
     /// state, which `wf_live_retrain_failing` reads).
@@ -580,10 +706,30 @@ impl Predictor {
                     continue;
                 }
             }
-            match self.deployments.advance(&id, None, &self.device, &mut |_, _, _| {}) {
-                Ok((_, days)) => {
-                    tracing::info!(deployment = %id, days, "deployment advanced");
-                    advanced.push((id, days));
+            match self.deployments.advance(&id, None, &self.device, self.trainer.as_ref(), &mut |_, _, _| {}) {
+                Ok(done) => {
+                    let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let waited = match done.waiting {
+                        Some((day, job)) => {
+                            let since = *waiting.entry(id.clone()).or_insert_with(std::time::Instant::now);
+                            tracing::info!(
+                                deployment = %id,
+                                days = done.days,
+                                retrain = %done.opened.date(day),
+                                job = %job.short(),
+                                waited_seconds = since.elapsed().as_secs(),
+                                "deployment advanced up to a retrain the workers are training; it continues once committed"
+                            );
+                            since.elapsed().as_secs_f64()
+                        }
+                        None => {
+                            waiting.remove(&id);
+                            tracing::info!(deployment = %id, days = done.days, "deployment advanced");
+                            0.0
+                        }
+                    };
+                    metrics::gauge!("wf_live_retrain_waiting_seconds", "deployment" => id.clone()).set(waited);
+                    advanced.push((id, done.days));
                 }
                 Err(error) => {
                     tracing::warn!(deployment = %id, %error, "cannot advance the deployment; trying again next period");
@@ -823,6 +969,23 @@ seeds = [0]
 params = { epochs = 2 }
 "#;
 
+    const LOCAL: LocalTrainer = LocalTrainer(Device::Cpu);
+
+    /// Deployment `id` of the linear model on `SPEC`, retrained monthly from 2021-08-02.
+    fn monthly(id: &str) -> DeploymentRecord {
+        DeploymentRecord {
+            id: id.into(),
+            spec: SPEC.into(),
+            model: "linear".into(),
+            window: 126,
+            seed: 0,
+            policy: "monthly".into(),
+            from: chrono::NaiveDate::from_ymd_opt(2021, 8, 2).expect("date"),
+            shadow_days: 0,
+            tenant: local_tenant(),
+        }
+    }
+
     /// A deployment goes on deciding as days are appended to its panel file: past the
     /// spec's `[evaluation] end` and past the panel it was deployed on, with the same
     /// decisions, versions and switches as a deployment advanced on the longer panel in
@@ -858,7 +1021,7 @@ params = { epochs = 2 }
                 tenant: local_tenant(),
             };
             deployments.deploy(record, &Device::Cpu).expect("deployed");
-            deployments.advance(id, None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
+            deployments.advance(id, None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced");
             path
         };
         let grown = deploy("grown", &short);
@@ -877,7 +1040,7 @@ params = { epochs = 2 }
 
         // The panel file grows; the deployment goes on from its next day.
         wf_data::panel_file::write_panel(&grown, &long).expect("panel written");
-        let (_, days) = deployments.advance("grown", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
+        let days = deployments.advance("grown", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced").days;
         assert_eq!(days, long.calendar().len() - cut - 1);
         let after = deployments.state("grown").expect("read").expect("state");
         deploy("straight", &long);
@@ -898,9 +1061,73 @@ params = { epochs = 2 }
         parts.features[0][row] += 0.5;
         let changed = wf_shared::Panel::new(parts).expect("panel");
         wf_data::panel_file::write_panel(&grown, &changed).expect("panel written");
-        let refused = deployments.advance("grown", None, &Device::Cpu, &mut |_, _, _| {}).expect_err("refused");
+        let refused = deployments.advance("grown", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect_err("refused");
         assert!(refused.to_string().contains("history changed"), "{refused}");
         assert_eq!(deployments.state("grown").expect("read").expect("state"), after);
+    }
+
+    /// A deployment whose retrains are trained elsewhere (the workers) stops before each
+    /// one until it is trained, with its state stored as of the last decision day before
+    /// it, and then goes on: in the end it decided exactly what a deployment trained in
+    /// process decided, and no day was decided twice or skipped.
+    #[test]
+    fn an_advance_waits_for_retrains_trained_elsewhere_and_decides_the_same() {
+        /// Answers "being trained" at the first ask for each job, the model at the next.
+        struct Elsewhere(std::sync::Mutex<std::collections::BTreeSet<JobKey>>);
+        impl Retrainer for Elsewhere {
+            fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
+                if self.0.lock().expect("lock").insert(job.key) {
+                    return Ok(None);
+                }
+                LOCAL.model_file(opened, job)
+            }
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let deployments =
+            Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
+        for id in ["here", "elsewhere"] {
+            deployments.deploy(monthly(id), &Device::Cpu).expect("deployed");
+        }
+        let here = deployments.advance("here", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced");
+        assert!(here.waiting.is_none());
+        let here_days = here.days;
+        let trainer = Elsewhere(Default::default());
+        let mut waits = 0;
+        let mut days = 0;
+        loop {
+            let before = deployments.state("elsewhere").expect("read").expect("state");
+            let mut seen = Vec::new();
+            let advanced = deployments
+                .advance("elsewhere", None, &Device::Cpu, &trainer, &mut |_, day, _| seen.push(day))
+                .expect("advanced");
+            let stored = deployments.state("elsewhere").expect("read").expect("state");
+            let returned = advanced.opened.state.as_ref().expect("state");
+            assert_eq!(
+                (returned.next_day, returned.revision),
+                (stored.next_day, stored.revision),
+                "returned != stored"
+            );
+            assert_eq!(advanced.days, stored.next_day - before.next_day);
+            days += advanced.days;
+            let Some((day, job)) = advanced.waiting else { break };
+            waits += 1;
+            // Stopped before the retrain's day, with nothing after the last stored
+            // decision kept; the next advance starts there.
+            assert!(stored.next_day <= day, "stopped at {day}, stored up to {}", stored.next_day);
+            assert!(seen.iter().all(|d| *d < day), "a day after the retrain was processed");
+            assert!(stored.decisions.iter().all(|d| d.day < day));
+            assert!(!stored.versions.iter().any(|v| v.job_key == job.to_string()), "the waited-for version is not in");
+            // The next ask has it trained.
+            assert!(waits < 50, "no progress");
+        }
+        let read = |id: &str| deployments.state(id).expect("read").expect("state");
+        let (here, elsewhere) = (read("here"), read("elsewhere"));
+        assert_eq!(waits, here.versions.len() - 1, "one wait per retrain");
+        assert_eq!(days, here_days, "every day decided once");
+        assert_eq!(elsewhere.decisions, here.decisions);
+        assert_eq!(elsewhere.versions, here.versions);
+        assert_eq!(elsewhere.switches, here.switches);
+        assert_eq!(elsewhere.next_day, here.next_day);
     }
 
     /// Two writers of one deployment: the one that read an older revision is refused
@@ -910,20 +1137,9 @@ params = { epochs = 2 }
         let dir = tempfile::tempdir().expect("dir");
         let deployments =
             Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
-        let record = DeploymentRecord {
-            id: "d".into(),
-            spec: SPEC.into(),
-            model: "linear".into(),
-            window: 126,
-            seed: 0,
-            policy: "monthly".into(),
-            from: chrono::NaiveDate::from_ymd_opt(2021, 8, 2).expect("date"),
-            shadow_days: 0,
-            tenant: local_tenant(),
-        };
-        deployments.deploy(record, &Device::Cpu).expect("deployed");
-        let (advanced, days) = deployments.advance("d", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced");
-        assert!(days > 100 && advanced.state.expect("state").versions.len() > 3);
+        deployments.deploy(monthly("d"), &Device::Cpu).expect("deployed");
+        let advanced = deployments.advance("d", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced");
+        assert!(advanced.days > 100 && advanced.opened.state.expect("state").versions.len() > 3);
         // Two commands read the same revision; the first to save wins.
         let mut stale = deployments.state("d").expect("read").expect("state");
         let (rolled, _) = deployments.rollback("d", None).expect("rolled back");
@@ -933,7 +1149,7 @@ params = { epochs = 2 }
         let stored = deployments.state("d").expect("read").expect("state");
         assert_eq!(stored, rolled, "the rollback stands");
         // Advancing again reads the rollback and continues from it.
-        deployments.advance("d", None, &Device::Cpu, &mut |_, _, _| {}).expect("advanced again");
+        deployments.advance("d", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced again");
         let after = deployments.state("d").expect("read").expect("state");
         assert!(after.switches.iter().any(|s| s.rollback));
     }

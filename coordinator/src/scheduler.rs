@@ -209,6 +209,8 @@ pub struct JobLease {
     pub spec_toml: String,
     pub dataset: DatasetRef,
     pub lease_ms: i64,
+    /// A training-only job's line (a live retrain), which the worker builds it from.
+    pub training: Option<wf_shared::plan::TrainingLine>,
 }
 
 impl From<JobLease> for v1::JobLease {
@@ -221,6 +223,12 @@ impl From<JobLease> for v1::JobLease {
             spec_toml: granted.spec_toml,
             dataset: Some(granted.dataset.into()),
             lease_ms: u32::try_from(granted.lease_ms).unwrap_or(u32::MAX),
+            training: granted.training.map(|line| v1::TrainingLine {
+                model: line.model,
+                seed: line.seed,
+                window: line.window,
+                retrain_date: line.retrain.to_string(),
+            }),
         }
     }
 }
@@ -471,6 +479,14 @@ impl Scheduler {
         Ok(dataset)
     }
 
+    /// A fresh sweep id (the time, a counter, the spec and the process mixed).
+    fn new_sweep_id(&self, spec_toml: &str, now: UnixMs) -> SweepId {
+        let entropy = now as u64
+            ^ self.submissions.fetch_add(1, Ordering::Relaxed).rotate_left(48)
+            ^ blake3::hash(spec_toml.as_bytes()).as_bytes()[0] as u64;
+        SweepId::from_entropy(entropy ^ u64::from(std::process::id()).rotate_left(20))
+    }
+
     /// [`Self::submit_as`] for the local tenant (no authentication).
     pub async fn submit(&self, spec_toml: &str) -> Result<Submitted, SchedulerError> {
         self.submit_as(spec_toml, crate::auth::LOCAL_TENANT).await
@@ -487,10 +503,7 @@ impl Scheduler {
         let config = SweepConfig::from_toml(spec_toml).map_err(SchedulerError::InvalidSpec)?;
         let (summary, plan, market) = self.plan(&config).await?;
         let now = self.clock.now_ms();
-        let entropy = now as u64
-            ^ self.submissions.fetch_add(1, Ordering::Relaxed).rotate_left(48)
-            ^ blake3::hash(spec_toml.as_bytes()).as_bytes()[0] as u64;
-        let id = SweepId::from_entropy(entropy ^ u64::from(std::process::id()).rotate_left(20));
+        let id = self.new_sweep_id(spec_toml, now);
 
         let manifest = Manifest::new(&config, summary.content_hash, &summary.calendar, &plan);
         let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| SchedulerError::Internal(e.to_string()))?;
@@ -520,6 +533,7 @@ impl Scheduler {
             cancelled: false,
             max_job_ms,
             tenant: tenant.to_string(),
+            training: None,
         };
         let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
         self.artifacts.put_sweep_file(&id, "sweep.json", Bytes::from(record_json)).await?;
@@ -667,6 +681,7 @@ impl Scheduler {
                     spec_toml: record.spec_toml.clone(),
                     dataset: record.dataset.clone(),
                     lease_ms: self.config.lease_ms,
+                    training: record.training.clone(),
                     lease,
                 }));
             }
@@ -874,7 +889,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 mod recovery;
 mod reports;
+mod retrain;
 mod reuse;
+
+pub use retrain::{Retrain, RetrainRequest};
 
 use reuse::Expected;
 pub use reuse::result_for_planned;

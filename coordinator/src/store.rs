@@ -51,6 +51,10 @@ pub struct SweepRecord {
     /// `Scheduler::job_limit`); `None`: no limit of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_job_ms: Option<i64>,
+    /// A live deployment's retrain: its one job is training-only, in no plan, and built
+    /// by the worker from this line (`Scheduler::retrain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<wf_shared::plan::TrainingLine>,
 }
 
 fn local_tenant() -> String {

@@ -39,6 +39,8 @@
 //! | `wf_live_trigger_firings_total{deployment,reason}` | counter | retrains decided, by what fired (`performance`, `drift`, `age`, `cadence`) |
 //! | `wf_live_promotions_total`, `wf_live_rollbacks_total`, `wf_live_shadow_rejections_total` (`{deployment}`) | counter | switches of the live version, and candidates kept out |
 //! | `wf_live_retrain_failures_total{deployment}` / `wf_live_retrain_failing{deployment}` | counter / gauge | retrains that failed; 1 while the deployment is stuck on a failed retrain (the next advance tries it again) |
+//! | `wf_live_retrain_waiting_seconds{deployment}` | gauge | how long the coordinator's advance has waited for a retrain it queued to the workers; 0 when none waits (set by `--live-advance-seconds`) |
+//! | `wf_live_retrains_queued_total` | counter | retrains queued to the workers as training-only jobs |
 //!
 //! The `wf_live_*` series are refreshed every 15 s from the deployments' stored state by a
 //! coordinator started with `--live-artifacts`.
@@ -106,6 +108,7 @@ fn initialize(process: &str) {
         "wf_store_repairs_total",
         "wf_results_requeued_total",
         "wf_results_recovered_total",
+        "wf_live_retrains_queued_total",
     ] {
         counter!(name).increment(0);
     }
@@ -142,6 +145,12 @@ fn describe() {
     describe_counter!("wf_live_shadow_rejections_total", "Versions kept out after their shadow period.");
     describe_counter!("wf_live_retrain_failures_total", "Retrains that failed.");
     describe_gauge!("wf_live_retrain_failing", "1 while the last failed retrain's day is still unprocessed.");
+    describe_gauge!(
+        "wf_live_retrain_waiting_seconds",
+        metrics::Unit::Seconds,
+        "How long the advance has waited for a retrain queued to the workers (0: none)."
+    );
+    describe_counter!("wf_live_retrains_queued_total", "Retrains queued to the workers as training-only jobs.");
     describe_counter!("wf_jobs_enqueued_total", "Jobs queued by submissions.");
     describe_counter!("wf_jobs_reused_total", "Jobs of submissions whose result was already committed.");
     describe_counter!("wf_leases_total", "Leases granted.");

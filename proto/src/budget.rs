@@ -25,7 +25,9 @@
 //! - singular sub-messages (`result`, `drift`, `training`, `rankings`, `exposures`,
 //!   `importance`) and the identity
 //!   appear at most once (protobuf would merge repeats, adding their counts up);
-//! - the identity is at most [`MAX_IDENTITY_BYTES`] and parses as a job identity.
+//! - the identity is at most [`MAX_IDENTITY_BYTES`] and parses as a job identity;
+//! - `model` (bytes, decoded to as many) only in the result of a training-only job (an
+//!   identity that scores no day), at most once and at most [`MAX_MODEL_BYTES`].
 //!
 //! What passes decodes to at most a few times its wire size plus the job's own shape.
 //! The exact checks (identity hash, metric ranges, counts) follow after decoding.
@@ -50,6 +52,11 @@ pub const MAX_HORIZONS: u64 = 64;
 
 /// The longest identity accepted (real ones are about 1 KB).
 pub const MAX_IDENTITY_BYTES: usize = 64 * 1024;
+
+/// The largest trained model a result may carry (a training-only job's weights file;
+/// the largest model configurations write a few MiB). Below the coordinator's 64 MiB
+/// limit on a worker's message, so a worker can tell in advance why one is refused.
+pub const MAX_MODEL_BYTES: usize = 48 << 20;
 
 fn invalid(field: &str, reason: impl Into<String>) -> ConversionError {
     ConversionError { field: field.into(), reason: reason.into() }
@@ -131,6 +138,8 @@ struct Counts<'a> {
     importance: bool,
     /// The more numerous of the importance's loss and RankIC values.
     importance_values: u64,
+    /// Bytes of the trained model (`None`: absent).
+    model: Option<u64>,
 }
 
 fn once(seen: &mut bool, field: &str) -> Result<(), ConversionError> {
@@ -283,6 +292,19 @@ fn result_counts(bytes: &[u8]) -> Result<Counts<'_>, ConversionError> {
                 })?;
                 counts.importance_values = loss.max(rank_ic);
             }
+            9 => {
+                if counts.model.is_some() {
+                    return Err(invalid("result.model", "appears twice"));
+                }
+                let model = bytes_of(value, "result.model")?.len();
+                if model > MAX_MODEL_BYTES {
+                    return Err(invalid(
+                        "result.model",
+                        format!("{model} bytes, more than the limit of {MAX_MODEL_BYTES}"),
+                    ));
+                }
+                counts.model = Some(model as u64);
+            }
             4 => {
                 if counts.identity.is_some() {
                     return Err(invalid("result.identity", "appears twice"));
@@ -344,6 +366,12 @@ pub fn check_report(bytes: &[u8]) -> Result<(), ConversionError> {
         }
         None => (0, "a training-only job".to_string()),
     };
+    if counts.model.is_some() && identity.score.is_some() {
+        return Err(invalid(
+            "result.model",
+            format!("only a training-only job carries its model; this one scores {scored}"),
+        ));
+    }
     if counts.ages > days {
         return Err(invalid(
             "result.ages",
@@ -533,6 +561,39 @@ mod tests {
 
     fn refusal(bytes: &[u8]) -> ConversionError {
         check_report(bytes).expect_err("refused")
+    }
+
+    #[test]
+    fn only_a_training_only_job_carries_a_model_of_bounded_size() {
+        let mut training_only: JobIdentity = serde_json::from_str(&identity(12, 1)).expect("identity");
+        training_only.score = None;
+        let with_model =
+            |identity: String, model: Vec<u8>| request(v1::JobResult { identity, model, ..result(0, 0, 12) });
+        let fits = with_model(training_only.to_canonical(), vec![7; 4096]);
+        assert_eq!(check_report(&fits), Ok(()));
+        assert_eq!(
+            v1::ReportResultRequest::decode(fits.as_slice()).expect("decodes").result.expect("result").model.len(),
+            4096
+        );
+
+        let scoring = refusal(&with_model(identity(12, 1), vec![7; 4096]));
+        assert_eq!(scoring.field, "result.model");
+        assert!(scoring.reason.contains("only a training-only job"), "{scoring}");
+
+        let large = refusal(&with_model(training_only.to_canonical(), vec![0; MAX_MODEL_BYTES + 1]));
+        assert_eq!(large.field, "result.model");
+        assert!(large.reason.contains("more than the limit"), "{large}");
+
+        // Twice (protobuf would keep the last): refused by name.
+        let mut inner =
+            v1::JobResult { identity: training_only.to_canonical(), model: vec![7; 16], ..result(0, 0, 12) }
+                .encode_to_vec();
+        inner.extend_from_slice(&[0x4A, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut twice = vec![0x22];
+        prost::encoding::encode_varint(inner.len() as u64, &mut twice);
+        twice.extend_from_slice(&inner);
+        let twice = refusal(&twice);
+        assert_eq!((twice.field.as_str(), twice.reason.as_str()), ("result.model", "appears twice"));
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl From<JobResult> for v1::JobResult {
                 .iter()
                 .map(|kept| v1::HorizonAges { horizon: kept.horizon, ages: wire_ages(&kept.ages) })
                 .collect(),
+            model: Vec::new(),
         }
     }
 }

@@ -128,6 +128,7 @@ mod tests {
             rankings: None,
             exposures: None,
             horizons: Vec::new(),
+            model: Vec::new(),
             importance: None,
         }
     }

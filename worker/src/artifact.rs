@@ -60,6 +60,27 @@ pub fn to_bytes(model: &dyn Ranker, meta: &ArtifactMeta) -> Result<Vec<u8>, Stri
     safetensors::serialize(tensors, Some(metadata)).map_err(|e| e.to_string())
 }
 
+/// The model file of `job`'s trained `output` on `panel` (content hash `dataset`): what a
+/// live deployment stores as a version, wherever the job was trained.
+pub fn model_file(
+    output: &crate::job::JobOutput,
+    job: &wf_shared::plan::Job,
+    panel: &wf_shared::panel::Panel,
+    dataset: &wf_shared::DatasetHash,
+    config: &wf_shared::spec::SweepConfig,
+) -> Result<Vec<u8>, String> {
+    let meta = ArtifactMeta {
+        job_key: job.key.to_string(),
+        dataset: dataset.to_string(),
+        spec: output.spec.clone(),
+        features: panel.features().len(),
+        feature_names: panel.feature_names().to_vec(),
+        horizons: config.horizons.clone(),
+        seed: job.seed,
+    };
+    to_bytes(output.model.as_ref(), &meta)
+}
+
 /// Reads the bytes of a model file written by [`save`] or [`to_bytes`].
 pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta), String> {
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;

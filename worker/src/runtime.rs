@@ -32,10 +32,11 @@ use wf_proto::auth::BearerToken;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_proto::{PROTOCOL_VERSION, v1};
 use wf_shared::DatasetHash;
-use wf_shared::plan::{Job, JobKey, plan_panel};
+use wf_shared::plan::{Job, JobKey, PlanInput, TrainingLine, plan_panel};
 use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
+use crate::artifact::model_file;
 use crate::device::device_name;
 use crate::job::run_job_until;
 
@@ -350,19 +351,15 @@ impl Worker {
     async fn prepare(&self, lease: &v1::JobLease) -> Result<(Arc<SweepJobs>, Job), Refusal> {
         let permanent = |error: String| Refusal { retryable: false, error };
         let key = JobKey::try_from(lease.job_key.clone()).map_err(|e| permanent(format!("job key: {e}")))?;
+        if let Some(line) = &lease.training {
+            return self.prepare_training(lease, key, line).await;
+        }
         let cached = lock(&self.sweeps).get(&lease.sweep_id).cloned();
         let sweep = match cached {
             Some(sweep) => sweep,
             None => {
-                let config =
-                    SweepConfig::from_toml(&lease.spec_toml).map_err(|e| permanent(format!("sweep spec: {e}")))?;
-                let dataset_ref: wf_shared::DatasetRef = lease
-                    .dataset
-                    .clone()
-                    .ok_or_else(|| permanent("the lease names no dataset".into()))?
-                    .try_into()
-                    .map_err(|e: wf_proto::ConversionError| permanent(e.to_string()))?;
-                let dataset = self.dataset(&dataset_ref, &config).await?;
+                let (config, dataset_ref) = lease_inputs(lease)?;
+                let dataset = self.dataset(&dataset_ref, &config, true).await?;
                 let plan = plan_panel(&config, &dataset.panel, &dataset.digests)
                     .map_err(|e| permanent(format!("cannot plan the sweep: {e}")))?;
                 let jobs = plan.jobs.into_iter().map(|job| (job.key, job)).collect();
@@ -377,7 +374,48 @@ impl Worker {
         Ok((sweep, job))
     }
 
-    async fn dataset(&self, dataset: &wf_shared::DatasetRef, config: &SweepConfig) -> Result<Arc<Dataset>, Refusal> {
+    /// A training-only job (a live retrain): built from its line on the dataset and
+    /// trained only if its key is the leased one. The panel may have grown since the
+    /// coordinator read it (days ingested meanwhile): the job's key, which covers every
+    /// value the job reads, says whether this is still the job, not the panel's hash.
+    async fn prepare_training(
+        &self,
+        lease: &v1::JobLease,
+        key: JobKey,
+        line: &v1::TrainingLine,
+    ) -> Result<(Arc<SweepJobs>, Job), Refusal> {
+        let permanent = |error: String| Refusal { retryable: false, error };
+        let (config, dataset_ref) = lease_inputs(lease)?;
+        let retrain = chrono::NaiveDate::parse_from_str(&line.retrain_date, "%Y-%m-%d")
+            .map_err(|e| permanent(format!("training.retrain_date {:?}: {e}", line.retrain_date)))?;
+        let line = TrainingLine { model: line.model, seed: line.seed, window: line.window, retrain };
+        let dataset = self.dataset(&dataset_ref, &config, false).await?;
+        let universe = dataset.panel.daily_universe();
+        let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
+        let job = line.job(&config, &input).map_err(|e| permanent(format!("the retrain of {retrain}: {e}")))?;
+        if job.key != key {
+            return Err(permanent(format!(
+                "the retrain of {retrain} on {} (content hash {}) is job {}, not the leased {}: the days it reads differ \
+                 from the coordinator's",
+                dataset_ref.uri,
+                dataset.content_hash.short(),
+                job.key.short(),
+                key.short()
+            )));
+        }
+        Ok((Arc::new(SweepJobs { jobs: HashMap::new(), config, dataset }), job))
+    }
+
+    /// The dataset `dataset` names, loaded (or cached by content hash). With `exact`, a
+    /// file whose content hash is not the named one is refused; without, it is returned
+    /// as found and not cached (a live panel grows a day at a time: each version would
+    /// stay in memory).
+    async fn dataset(
+        &self,
+        dataset: &wf_shared::DatasetRef,
+        config: &SweepConfig,
+        exact: bool,
+    ) -> Result<Arc<Dataset>, Refusal> {
         if let Some(found) = lock(&self.datasets).get(&dataset.content_hash) {
             return Ok(found.clone());
         }
@@ -391,6 +429,9 @@ impl Worker {
                     retryable: e.retryable(),
                     error: format!("cannot load dataset {}: {e}", dataset.uri),
                 })?;
+        if !exact {
+            return Ok(Arc::new(loaded));
+        }
         if loaded.content_hash != dataset.content_hash {
             return Err(Refusal {
                 retryable: false,
@@ -445,8 +486,9 @@ impl Worker {
             }
         };
         let device = self.device.clone();
-        // The result says which job it is; the coordinator checks that against the key.
-        let identity = job.identity.clone();
+        // The result says which job it is (its identity); the coordinator checks that
+        // against the key.
+        let training = lease.training.is_some();
         let injected = self.fail_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
         let hangs = self.hang_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -458,8 +500,22 @@ impl Worker {
             while hangs && !task_stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            run_job_until(&sweep.dataset.panel, &sweep.config, &job, &device, Some(&task_stop))
-                .map(|output| output.result())
+            let output = run_job_until(&sweep.dataset.panel, &sweep.config, &job, &device, Some(&task_stop))?;
+            let mut result = v1::JobResult { identity: job.identity.clone(), ..output.result().into() };
+            if training {
+                // A live retrain: the deployment serves this model.
+                let dataset = &sweep.dataset;
+                result.model = model_file(&output, &job, &dataset.panel, &dataset.content_hash, &sweep.config)
+                    .map_err(|reason| WorkerError::Artifact { path: "the trained model".into(), reason })?;
+                if result.model.len() > wf_proto::budget::MAX_MODEL_BYTES {
+                    return Err(WorkerError::NoData(format!(
+                        "the trained model is {} bytes, more than the {} a result may carry",
+                        result.model.len(),
+                        wf_proto::budget::MAX_MODEL_BYTES
+                    )));
+                }
+            }
+            Ok(result)
         });
         // Whatever happens below, a computation left behind stops at its next step.
         let _stop_on_exit = StopOnDrop(stop);
@@ -484,7 +540,7 @@ impl Worker {
                     job_key: lease.job_key.clone(),
                     attempt: lease.attempt,
                     epoch: lease.epoch,
-                    result: Some(v1::JobResult { identity, ..result.into() }),
+                    result: Some(result),
                     lease_next: lease_next && !shutdown.is_cancelled(),
                 };
                 // Kept and reported again while the coordinator cannot take it yet;
@@ -606,6 +662,19 @@ impl Drop for StopOnDrop {
 }
 
 /// Whether the coordinator said the lease is no longer this worker's.
+/// The lease's spec and dataset, or a permanent refusal naming what is wrong.
+fn lease_inputs(lease: &v1::JobLease) -> Result<(SweepConfig, wf_shared::DatasetRef), Refusal> {
+    let permanent = |error: String| Refusal { retryable: false, error };
+    let config = SweepConfig::from_toml(&lease.spec_toml).map_err(|e| permanent(format!("sweep spec: {e}")))?;
+    let dataset = lease
+        .dataset
+        .clone()
+        .ok_or_else(|| permanent("the lease names no dataset".into()))?
+        .try_into()
+        .map_err(|e: wf_proto::ConversionError| permanent(e.to_string()))?;
+    Ok((config, dataset))
+}
+
 fn lease_lost(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied)
 }

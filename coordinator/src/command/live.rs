@@ -302,9 +302,10 @@ fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
         bar.set_position((day + 1 - start) as u64);
         bar.set_message(opened.date(day));
     };
-    let advanced = deployments.advance(&args.id, args.to, &device, &mut progress);
+    let trainer = crate::deployment::LocalTrainer(device.clone());
+    let advanced = deployments.advance(&args.id, args.to, &device, &trainer, &mut progress);
     bar.finish_and_clear();
-    let (opened, processed) = advanced?;
+    let crate::deployment::Advanced { opened, days: processed, .. } = advanced?;
     let state = opened.state.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no state", args.id))?;
     let live = state.live_version();
     let retrains = state.decisions.iter().filter(|d| d.retrain).count();

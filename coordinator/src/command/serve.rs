@@ -15,7 +15,7 @@ use wf_worker::device::DeviceChoice;
 use wf_worker::runtime::{self, RuntimeConfig};
 
 use super::Outcome;
-use crate::cli::{CoordinatorArgs, WorkerArgs};
+use crate::cli::{CoordinatorArgs, LiveRetrain, WorkerArgs};
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the async runtime")
@@ -91,14 +91,6 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         };
         let artifacts = ArtifactStore::open(&args.artifacts)?;
         let data_roots = data_roots(&args.data_root)?;
-        let live = match &args.live_artifacts {
-            Some(location) => {
-                let deployments =
-                    crate::deployment::Deployments::within(ArtifactStore::open(location)?, data_roots.clone())?;
-                Some(Arc::new(crate::deployment::Predictor::new(deployments, candle_core::Device::Cpu)))
-            }
-            None => None,
-        };
         let config = SchedulerConfig {
             lease_ms: args.lease_ms.max(100),
             data_roots,
@@ -112,7 +104,22 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             max_synth_cells: args.max_synth_cells,
             ..SchedulerConfig::default()
         };
+        let live_roots = config.data_roots.clone();
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
+        let live = match &args.live_artifacts {
+            Some(location) => {
+                let deployments = crate::deployment::Deployments::within(ArtifactStore::open(location)?, live_roots)?;
+                let predictor = crate::deployment::Predictor::new(deployments, candle_core::Device::Cpu);
+                Some(Arc::new(match args.live_retrain {
+                    LiveRetrain::Workers => predictor.with_trainer(Box::new(crate::deployment::QueueTrainer::new(
+                        scheduler.clone(),
+                        tokio::runtime::Handle::current(),
+                    ))),
+                    LiveRetrain::Local => predictor,
+                }))
+            }
+            None => None,
+        };
         if let Some(listen) = args.metrics {
             crate::telemetry::serve_metrics(listen, "coordinator")?;
         }

@@ -93,6 +93,7 @@ async fn setup(store: &Arc<dyn JobStore>, seed: u64) -> Setup {
         cancelled: false,
         max_job_ms: None,
         tenant: "t".into(),
+        training: None,
     };
     let record = serde_json::to_vec(&sweep).expect("record");
     artifacts.put_sweep_file(&sweep.id, "sweep.json", Bytes::from(record)).await.expect("sweep file");

@@ -71,6 +71,15 @@ impl Scheduler {
     /// the report, built from the rest meanwhile, says so.
     pub async fn report(&self, id: &SweepId) -> Result<SweepReport, SchedulerError> {
         let record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
+        if record.training.is_some() {
+            return Err(SchedulerError::InvalidArgument(wf_proto::ConversionError {
+                field: "sweep_id".into(),
+                reason: format!(
+                    "{id} is a live deployment's retrain ({}): it has no report; `wf live status` shows the deployment",
+                    record.name
+                ),
+            }));
+        }
         let planned = self.planned(&record).await?;
         let dataset = self.loaded(&planned.config, &planned.summary).await?;
         let mut runs = Vec::with_capacity(planned.plan.jobs.len());

@@ -314,6 +314,13 @@ async fn sweeps_are_stored_and_listed(store: Arc<dyn JobStore>) -> Outcome {
         cancelled: false,
         max_job_ms: None,
         tenant: "t".into(),
+        // A retrain's line round-trips too.
+        training: Some(wf_shared::plan::TrainingLine {
+            model: 1,
+            seed: 7,
+            window: 126,
+            retrain: chrono::NaiveDate::from_ymd_opt(2024, 7, 1).expect("date"),
+        }),
     };
     store.put_sweep(&record).await.map_err(|e| e.to_string())?;
     let cancelled = SweepRecord { id: SweepId::from_entropy(6), cancelled: true, ..record.clone() };

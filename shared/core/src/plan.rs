@@ -387,6 +387,38 @@ pub fn training_job(
     })
 }
 
+/// What names a training-only job (a live deployment's retrain) on any panel: the line
+/// (model, seed, window) and its retrain date. A coordinator queues one with its job key;
+/// a worker builds the job from it ([`TrainingLine::job`]) and trains it only when the
+/// key is the same, i.e. its dataset reads the same days as the coordinator's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingLine {
+    /// Index into the spec's models.
+    pub model: u32,
+    pub seed: u64,
+    pub window: u32,
+    pub retrain: chrono::NaiveDate,
+}
+
+impl TrainingLine {
+    /// Its job on `input` ([`training_job`]); refused when the retrain date is no
+    /// trading day of the panel.
+    pub fn job(&self, config: &SweepConfig, input: &PlanInput<'_>) -> Result<Job, SpecErrors> {
+        let day = input
+            .calendar
+            .index_of(self.retrain)
+            .ok_or_else(|| error("live", format!("{} is no trading day of the panel", self.retrain)))?;
+        if self.model as usize >= config.models.len() {
+            return Err(error(
+                "live",
+                format!("model {} is not in the spec ({} models)", self.model, config.models.len()),
+            ));
+        }
+        let days = day_view(config, input)?;
+        training_job(config, input, &days, self.model as usize, self.seed, self.window, day)
+    }
+}
+
 /// Everything that determines a job's result.
 fn job_identity(
     config: &SweepConfig,

@@ -576,10 +576,11 @@ fn a_failed_retrain_is_recorded_and_the_next_advance_retries_it() {
 
 /// The daily loop on a prepared panel: `wf live ingest` adds days to the deployment's
 /// panel file; `wf live advance` processes them, then a coordinator started with
-/// `--live-advance-seconds` does, and serves the newest day. The deployment ends with the
-/// same decisions, versions and switches as one deployed on the panel prepared from the
-/// whole history, whose file the ingested one equals byte for byte. A missing day is
-/// refused and changes nothing.
+/// `--live-advance-seconds` does, its retrains trained by a worker through the queue
+/// (across a SIGKILL of the coordinator while one waits), and serves the newest day. The
+/// deployment ends with the same decisions, versions and switches as one deployed on the
+/// panel prepared from the whole history and trained in process, whose file the ingested
+/// one equals byte for byte. A missing day is refused and changes nothing.
 #[test]
 fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
     use wf_shared::synth::{SynthSpec, generate};
@@ -635,34 +636,56 @@ fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
     advance(&live);
     assert_eq!(state(dir.path(), &live)["next_day"].as_u64(), Some(cut as u64 + 2));
 
-    // From here a coordinator advances the deployment as its panel grows.
-    let listen = format!("127.0.0.1:{}", wf_tests::free_port());
+    // From here a coordinator advances the deployment as its panel grows, its retrains
+    // queued as training-only jobs for the workers. There is no worker at first: it
+    // stops before the first retrain, and is killed (SIGKILL) there; the job it queued
+    // lived in its memory only, and a new coordinator restores it from the artifact
+    // store (its sweep record names the training line) before a worker trains it.
     let root = dir.path().display().to_string();
-    let coordinator = wf_tests::Process::start(
-        dir.path(),
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--artifacts",
-            "a",
-            "--live-artifacts",
-            "live",
-            "--live-advance-seconds",
-            "1",
-            "--data-root",
-            &root,
-        ],
-        &[],
-    );
-    wf_tests::wait_until("the coordinator listens", LIMIT, || coordinator.stdout().contains("listening on"));
+    let coordinator = |listen: &str| {
+        let args = ["coordinator", "--listen", listen, "--artifacts", "a", "--live-artifacts", "live"];
+        let rest = ["--live-advance-seconds", "1", "--data-root", &root, "--reconcile-seconds", "1"];
+        let process = wf_tests::Process::start(dir.path(), &[&args[..], &rest[..]].concat(), &[]);
+        wf_tests::wait_until("the coordinator listens", LIMIT, || process.stdout().contains("listening on"));
+        process
+    };
+    let first = coordinator(&format!("127.0.0.1:{}", wf_tests::free_port()));
     let rest = ingest("rest.ohlcv.parquet");
     assert!(rest.succeeded(), "{}", rest.stderr);
     let again = ingest("day.ohlcv.parquet");
     assert!(!again.succeeded() && again.stderr.contains("already in the panel"), "{}", again.stderr);
+    wf_tests::wait_until("the coordinator waits for a retrain on the workers", LIMIT, || {
+        first.stderr().contains("a retrain the workers are training")
+    });
+    assert!(first.stderr().contains("retrain queued on the workers"), "{}", first.stderr());
+    let stalled = state(dir.path(), &live);
+    let waiting = stalled["next_day"].as_u64().expect("next day");
+    assert!(waiting < dates.len() as u64, "the deployment went past a retrain no worker trained");
+    first.signal("KILL");
+    let listen = format!("127.0.0.1:{}", wf_tests::free_port());
+    let coordinator = coordinator(&listen);
+    let worker = wf_tests::Process::start(
+        dir.path(),
+        &["worker", "--coordinator", &format!("http://{listen}"), "--device", "cpu", "--data-root", &root],
+        &[],
+    );
     wf_tests::wait_until("the coordinator advances the deployment", LIMIT, || {
         state(dir.path(), &live)["next_day"].as_u64() == Some(dates.len() as u64)
     });
+    // Every retrain after the stop was trained by the worker, once.
+    let trained: Vec<String> = state(dir.path(), &live)["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter(|v| v["retrain_day"].as_u64() >= Some(waiting))
+        .map(|v| v["job_key"].as_str().expect("key")[..12].to_string())
+        .collect();
+    assert!(trained.len() >= 2, "too few retrains after the stop to show the loop: {trained:?}");
+    let log = worker.stderr();
+    for key in &trained {
+        let done = log.lines().filter(|l| l.contains("job done") && l.contains(key.as_str())).count();
+        assert_eq!(done, 1, "retrain {key} trained {done} times by the worker:\n{log}");
+    }
     let served = wf_tests::wf(dir.path(), &["predict", &live, "--coordinator", &format!("http://{listen}"), "--json"]);
     assert!(served.succeeded(), "{}", served.stderr);
     let served: Value = serde_json::from_str(&served.stdout).expect("served prediction");
@@ -673,4 +696,5 @@ fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
     for field in ["decisions", "switches", "next_day", "live", "versions"] {
         assert_eq!(live_state[field], whole_state[field], "{field}");
     }
+    assert_eq!(live_state["retrain_failures_total"], 0, "a retrain failed on the way:\n{}", coordinator.stderr());
 }
