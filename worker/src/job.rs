@@ -100,6 +100,13 @@ pub fn check_no_leakage(panel: &Panel, config: &SweepConfig, job: &Job) -> Resul
     Ok(())
 }
 
+/// The days `job` reads ([`wf_shared::plan::read_days`] with its model's look-back): a
+/// panel of these days only ([`Panel::days`]) gives it the same numbers as the whole one.
+pub fn read_days(config: &SweepConfig, job: &Job) -> Result<std::ops::Range<usize>, WorkerError> {
+    let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
+    Ok(wf_shared::plan::read_days(&job.train_days, &job.score_days, spec.lookback()))
+}
+
 /// Trains and scores `job` of `config` on `panel`.
 pub fn run_job(panel: &Panel, config: &SweepConfig, job: &Job, device: &Device) -> Result<JobOutput, WorkerError> {
     run_job_until(panel, config, job, device, None)

@@ -10,7 +10,7 @@ use wf_shared::plan::{Job, plan_panel};
 use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};
 use wf_shared::synth::{SynthSpec, generate};
 use wf_shared::{Bars, Panel, PanelSpec, build_panel};
-use wf_worker::job::{JobOutput, run_job};
+use wf_worker::job::{JobOutput, read_days, run_job};
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
     let params = params.as_object().cloned().unwrap_or_default().into_iter().collect();
@@ -153,5 +153,34 @@ fn a_changed_value_in_the_days_a_job_reads_changes_its_key_and_no_other() {
             before.retrain_day,
             before.model
         );
+    }
+}
+
+/// A job reads only the days its identity names: trained on a panel holding just those
+/// days (`Panel::days`, what a worker loads for it), every kind of model gives the numbers
+/// it gives on the whole panel, bit for bit. One day fewer at the front of a look-back
+/// model's days changes them (the bound is tight).
+#[test]
+fn a_job_on_a_panel_of_only_the_days_it_reads_gives_the_same_numbers() {
+    let (_, long) = panels();
+    let mut config = config();
+    config.models.push(model("mlp", ModelKind::Mlp, serde_json::json!({"epochs": 2, "hidden": [8]})));
+    config.models.push(model("gbdt", ModelKind::Gbdt, serde_json::json!({"trees": 5, "max_depth": 2})));
+    config.models.push(model("factor", ModelKind::Factor, serde_json::json!({"feature": "ret_20"})));
+    let plan = plan_panel(&config, &long, &PanelDigests::of(&long)).expect("plannable");
+    for model in 0..config.models.len() {
+        let job = plan.jobs.iter().rev().find(|job| job.model == model).expect("a job per model");
+        let days = read_days(&config, job).expect("read days");
+        assert!(days.start > 0 && days.end < long.calendar().len(), "{days:?} is the whole panel");
+        let slice = long.days(days.clone());
+        assert!(slice.rows() < long.rows() / 2, "{} of {} rows", slice.rows(), long.rows());
+        let whole = run_job(&long, &config, job, &Device::Cpu).expect("job runs");
+        let only = run_job(&slice, &config, job, &Device::Cpu).expect("job runs on its days");
+        assert_eq!(numbers(&only), numbers(&whole), "{}", config.models[model].name);
+        if config.models[model].name == "patchtst" {
+            let short = long.days(days.start + 1..days.end);
+            let cut = run_job(&short, &config, job, &Device::Cpu).expect("job runs");
+            assert_ne!(numbers(&cut), numbers(&whole), "the look-back's first day is read");
+        }
     }
 }

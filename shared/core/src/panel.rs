@@ -129,6 +129,32 @@ impl Panel {
         self.parts
     }
 
+    /// The panel of the rows of `days` only, on the same calendar and codes (so days and
+    /// stock indices mean the same): what a job that reads only those days needs.
+    pub fn days(&self, days: Range<usize>) -> Panel {
+        let end = days.end.min(self.calendar().len());
+        let start = days.start.min(end);
+        let rows = self.day_offsets[start]..self.day_offsets[end];
+        let parts = &self.parts;
+        let parts = PanelParts {
+            calendar: parts.calendar.clone(),
+            codes: parts.codes.clone(),
+            day: parts.day[rows.clone()].to_vec(),
+            stock: parts.stock[rows.clone()].to_vec(),
+            feature_names: parts.feature_names.clone(),
+            features: parts.features.iter().map(|column| column[rows.clone()].to_vec()).collect(),
+            horizons: parts.horizons.clone(),
+            targets: parts.targets.iter().map(|column| column[rows.clone()].to_vec()).collect(),
+            adv: parts.adv.as_ref().map(|column| column[rows.clone()].to_vec()),
+        };
+        let mut day_offsets = self.day_offsets.clone();
+        for offset in &mut day_offsets {
+            *offset = (*offset).clamp(rows.start, rows.end) - rows.start;
+        }
+        let feature_ranks = parts.features.iter().map(|_| OnceLock::new()).collect();
+        Panel { parts, day_offsets, feature_ranks }
+    }
+
     pub fn calendar(&self) -> &TradingCalendar {
         &self.parts.calendar
     }

@@ -419,6 +419,15 @@ impl TrainingLine {
     }
 }
 
+/// The days a job reads, which its identity digests: its model's `lookback` before the
+/// first training day through the last scored day (the last training day when it scores
+/// none). A job's computation reads nothing else, so it gives the same numbers on a panel
+/// of these days only (`Panel::days`).
+pub fn read_days(train_days: &Range<usize>, score_days: &Range<usize>, lookback: usize) -> Range<usize> {
+    let last_read = if score_days.is_empty() { train_days.end } else { score_days.end.max(train_days.end) };
+    train_days.start.saturating_sub(lookback.max(1) - 1)..last_read
+}
+
 /// Everything that determines a job's result.
 fn job_identity(
     config: &SweepConfig,
@@ -430,10 +439,7 @@ fn job_identity(
     score_days: &Range<usize>,
 ) -> JobIdentity {
     let date = |day: usize| input.calendar.date(day).unwrap_or_default();
-    // The model's look-back before the first training day, through the last scored day
-    // (the last training day when it scores none).
-    let last_read = if score_days.is_empty() { train_days.end } else { score_days.end.max(train_days.end) };
-    let read = train_days.start.saturating_sub(spec.lookback() - 1)..last_read;
+    let read = read_days(train_days, score_days, spec.lookback());
     JobIdentity {
         format: JOB_FORMAT.to_string(),
         trainer: TRAINER_VERSION,
