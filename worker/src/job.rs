@@ -2,16 +2,19 @@
 //! age-matrix rows at every trained horizon, measure style exposures and drift, report
 //! statistics.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
+use wf_data::dataset::{DataRoots, Dataset, DatasetSummary, load_days_from};
+use wf_shared::DatasetHash;
 use wf_shared::Panel;
 use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
 use wf_shared::drift::DriftPath;
 use wf_shared::exposure::Exposures;
 use wf_shared::importance::Importance;
 use wf_shared::metric::{DayMetrics, day_metrics};
-use wf_shared::plan::Job;
+use wf_shared::plan::{Job, PlanInput};
 use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
@@ -98,6 +101,80 @@ pub fn check_no_leakage(panel: &Panel, config: &SweepConfig, job: &Job) -> Resul
         });
     }
     Ok(())
+}
+
+/// Where jobs read their data.
+#[derive(Debug)]
+pub enum JobData {
+    /// The dataset, loaded whole (a synthetic one, or a file whose metadata records no
+    /// summary of its stock codes), shared by the jobs that read it.
+    Whole(Arc<Dataset>),
+    /// A prepared panel file, planned on its metadata summary: each job loads the days it
+    /// reads only (`wf_data::dataset::load_days_from`, checked against the summary's
+    /// per-day digests), so a worker never holds a whole-market panel.
+    Days { uri: String, summary: Arc<DatasetSummary> },
+}
+
+impl JobData {
+    /// Dataset `uri` opened for jobs (blocking): by days when it is a prepared panel
+    /// file whose metadata records its summary with the stock codes, else loaded whole.
+    pub fn open(
+        uri: &str,
+        horizons: &[u32],
+        features: Option<&[String]>,
+        roots: &DataRoots,
+    ) -> Result<Self, wf_data::DataError> {
+        match wf_data::dataset::days_summary_from(uri, features, roots)? {
+            Some(summary) => Ok(Self::Days { uri: uri.to_string(), summary: Arc::new(summary) }),
+            None => {
+                wf_data::dataset::load_dataset_from(uri, horizons, features, roots).map(|d| Self::Whole(Arc::new(d)))
+            }
+        }
+    }
+
+    pub fn content_hash(&self) -> DatasetHash {
+        match self {
+            Self::Whole(dataset) => dataset.content_hash,
+            Self::Days { summary, .. } => summary.content_hash,
+        }
+    }
+
+    /// Its trading calendar.
+    pub fn calendar(&self) -> &wf_shared::TradingCalendar {
+        match self {
+            Self::Whole(dataset) => dataset.panel.calendar(),
+            Self::Days { summary, .. } => &summary.calendar,
+        }
+    }
+
+    /// What planning reads of it.
+    pub fn plan_input<'a>(&'a self, universe: &'a mut Vec<usize>) -> PlanInput<'a> {
+        match self {
+            Self::Whole(dataset) => {
+                *universe = dataset.panel.daily_universe();
+                PlanInput::of_panel(&dataset.panel, &dataset.digests, universe)
+            }
+            Self::Days { summary, .. } => summary.plan_input(),
+        }
+    }
+
+    /// The panel `job` trains and scores on: the whole one, or its read days loaded now.
+    pub fn panel(
+        &self,
+        config: &SweepConfig,
+        job: &Job,
+        roots: &DataRoots,
+    ) -> Result<std::borrow::Cow<'_, wf_shared::Panel>, WorkerError> {
+        match self {
+            Self::Whole(dataset) => Ok(std::borrow::Cow::Borrowed(&dataset.panel)),
+            Self::Days { uri, summary } => {
+                let days = read_days(config, job)?;
+                load_days_from(uri, config.features.as_deref(), roots, days, summary)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|error| WorkerError::Data { retryable: error.retryable(), reason: error.to_string() })
+            }
+        }
+    }
 }
 
 /// The days `job` reads ([`wf_shared::plan::read_days`] with its model's look-back): a

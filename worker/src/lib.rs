@@ -36,6 +36,9 @@ pub enum WorkerError {
     Artifact { path: String, reason: String },
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// The job's data could not be loaded (`retryable`: an I/O error).
+    #[error("dataset: {reason}")]
+    Data { reason: String, retryable: bool },
     /// The worker is shutting down: training stopped between two steps.
     #[error("stopped: the worker is shutting down")]
     Stopped,
@@ -46,5 +49,6 @@ impl WorkerError {
     /// spec, missing data or a leaking window fails the same way every time.
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Tensor(_) | Self::Device(_) | Self::Artifact { .. } | Self::Stopped)
+            || matches!(self, Self::Data { retryable: true, .. })
     }
 }

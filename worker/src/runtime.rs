@@ -27,18 +27,18 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{info, warn};
-use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
+use wf_data::dataset::{DataRoots, Dataset, days_summary_from, load_dataset_from};
 use wf_proto::auth::BearerToken;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_proto::{PROTOCOL_VERSION, v1};
 use wf_shared::DatasetHash;
-use wf_shared::plan::{Job, JobKey, PlanInput, TrainingLine, plan_panel};
+use wf_shared::plan::{Job, JobKey, TrainingLine};
 use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
 use crate::artifact::model_file;
 use crate::device::device_name;
-use crate::job::run_job_until;
+use crate::job::{JobData, run_job_until};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ struct Refusal {
 struct SweepJobs {
     jobs: HashMap<JobKey, Job>,
     config: SweepConfig,
-    dataset: Arc<Dataset>,
+    data: JobData,
 }
 
 /// A `WorkerService` client that sends the worker's token with every call.
@@ -359,11 +359,12 @@ impl Worker {
             Some(sweep) => sweep,
             None => {
                 let (config, dataset_ref) = lease_inputs(lease)?;
-                let dataset = self.dataset(&dataset_ref, &config, true).await?;
-                let plan = plan_panel(&config, &dataset.panel, &dataset.digests)
+                let data = self.data(&dataset_ref, &config, true).await?;
+                let mut universe = Vec::new();
+                let plan = wf_shared::plan::plan(&config, &data.plan_input(&mut universe))
                     .map_err(|e| permanent(format!("cannot plan the sweep: {e}")))?;
                 let jobs = plan.jobs.into_iter().map(|job| (job.key, job)).collect();
-                let sweep = Arc::new(SweepJobs { jobs, config, dataset });
+                let sweep = Arc::new(SweepJobs { jobs, config, data });
                 lock(&self.sweeps).insert(lease.sweep_id.clone(), sweep.clone());
                 sweep
             }
@@ -389,21 +390,58 @@ impl Worker {
         let retrain = chrono::NaiveDate::parse_from_str(&line.retrain_date, "%Y-%m-%d")
             .map_err(|e| permanent(format!("training.retrain_date {:?}: {e}", line.retrain_date)))?;
         let line = TrainingLine { model: line.model, seed: line.seed, window: line.window, retrain };
-        let dataset = self.dataset(&dataset_ref, &config, false).await?;
-        let universe = dataset.panel.daily_universe();
-        let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
-        let job = line.job(&config, &input).map_err(|e| permanent(format!("the retrain of {retrain}: {e}")))?;
+        let data = self.data(&dataset_ref, &config, false).await?;
+        let mut universe = Vec::new();
+        let job = line
+            .job(&config, &data.plan_input(&mut universe))
+            .map_err(|e| permanent(format!("the retrain of {retrain}: {e}")))?;
         if job.key != key {
             return Err(permanent(format!(
                 "the retrain of {retrain} on {} (content hash {}) is job {}, not the leased {}: the days it reads differ \
                  from the coordinator's",
                 dataset_ref.uri,
-                dataset.content_hash.short(),
+                data.content_hash().short(),
                 job.key.short(),
                 key.short()
             )));
         }
-        Ok((Arc::new(SweepJobs { jobs: HashMap::new(), config, dataset }), job))
+        Ok((Arc::new(SweepJobs { jobs: HashMap::new(), config, data }), job))
+    }
+
+    /// Where the jobs of `dataset` read their data: a prepared panel file by days (its
+    /// metadata summary only, here), else the dataset loaded whole ([`Self::dataset`]).
+    /// With `exact`, a content hash other than the named one is refused.
+    async fn data(
+        &self,
+        dataset: &wf_shared::DatasetRef,
+        config: &SweepConfig,
+        exact: bool,
+    ) -> Result<JobData, Refusal> {
+        let (uri, features, roots) = (dataset.uri.clone(), config.features.clone(), self.data_roots.clone());
+        let summary = tokio::task::spawn_blocking(move || days_summary_from(&uri, features.as_deref(), &roots))
+            .await
+            .map_err(|e| Refusal { retryable: true, error: format!("dataset reader panicked: {e}") })?
+            .map_err(|e| Refusal {
+                retryable: e.retryable(),
+                error: format!("cannot read dataset {}: {e}", dataset.uri),
+            })?;
+        match summary {
+            Some(summary) => {
+                if exact && summary.content_hash != dataset.content_hash {
+                    return Err(Refusal {
+                        retryable: false,
+                        error: format!(
+                            "dataset {} has content hash {}, but the sweep was planned on {}",
+                            dataset.uri,
+                            summary.content_hash.short(),
+                            dataset.content_hash.short()
+                        ),
+                    });
+                }
+                Ok(JobData::Days { uri: dataset.uri.clone(), summary: Arc::new(summary) })
+            }
+            None => self.dataset(dataset, config, exact).await.map(JobData::Whole),
+        }
     }
 
     /// The dataset `dataset` names, loaded (or cached by content hash). With `exact`, a
@@ -489,6 +527,7 @@ impl Worker {
         // The result says which job it is (its identity); the coordinator checks that
         // against the key.
         let training = lease.training.is_some();
+        let roots = self.data_roots.clone();
         let injected = self.fail_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
         let hangs = self.hang_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -500,12 +539,13 @@ impl Worker {
             while hangs && !task_stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let output = run_job_until(&sweep.dataset.panel, &sweep.config, &job, &device, Some(&task_stop))?;
+            let panel = sweep.data.panel(&sweep.config, &job, &roots)?;
+            let output = run_job_until(&panel, &sweep.config, &job, &device, Some(&task_stop))?;
             let mut result = v1::JobResult { identity: job.identity.clone(), ..output.result().into() };
             if training {
                 // A live retrain: the deployment serves this model.
-                let dataset = &sweep.dataset;
-                result.model = model_file(&output, &job, &dataset.panel, &dataset.content_hash, &sweep.config)
+                let hash = sweep.data.content_hash();
+                result.model = model_file(&output, &job, &panel, &hash, &sweep.config)
                     .map_err(|reason| WorkerError::Artifact { path: "the trained model".into(), reason })?;
                 if result.model.len() > wf_proto::budget::MAX_MODEL_BYTES {
                     return Err(WorkerError::NoData(format!(

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 use wf_data::dataset::{Dataset, DatasetSummary, load_summary};
-use wf_shared::plan::{Manifest, Plan, PlanCell, audit, plan_panel};
+use wf_shared::plan::{Manifest, Plan, PlanCell, PlanInput, audit};
 use wf_shared::spec::SweepConfig;
 
 use super::Outcome;
@@ -35,17 +35,20 @@ pub fn read_spec(path: &std::path::Path) -> anyhow::Result<SweepConfig> {
 /// Plans a validated sweep on its loaded dataset; model hyperparameters are checked
 /// here too, by the models library.
 pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Plan> {
-    wf_worker::model::check_models(config)
-        .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", config.name))?;
-    plan_panel(config, &dataset.panel, &dataset.digests)
-        .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
+    let universe = dataset.panel.daily_universe();
+    plan_on(config, &PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe))
 }
 
 /// [`plan_sweep`] on a dataset's summary (its file's metadata: no value read).
 pub fn plan_summary(config: &SweepConfig, summary: &DatasetSummary) -> anyhow::Result<Plan> {
+    plan_on(config, &summary.plan_input())
+}
+
+/// Checks `config`'s models and plans it on `input`.
+pub fn plan_on(config: &SweepConfig, input: &PlanInput<'_>) -> anyhow::Result<Plan> {
     wf_worker::model::check_models(config)
         .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", config.name))?;
-    wf_shared::plan::plan(config, &summary.plan_input())
+    wf_shared::plan::plan(config, input)
         .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
 }
 

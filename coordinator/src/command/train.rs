@@ -2,17 +2,17 @@
 
 use anyhow::Context;
 use serde::Serialize;
-use wf_data::dataset::load_dataset;
+use wf_data::dataset::DataRoots;
 use wf_shared::age::Metric;
 use wf_shared::bootstrap::{Bootstrap, Interval};
 use wf_shared::metric::Summary;
-use wf_worker::artifact::{ArtifactMeta, save};
+use wf_worker::artifact::model_file;
 use wf_worker::device::DeviceChoice;
-use wf_worker::job::run_job;
+use wf_worker::job::{JobData, run_job};
 use wf_worker::train::TrainStats;
 
 use super::Outcome;
-use super::plan::{plan_sweep, read_spec};
+use super::plan::{plan_on, read_spec};
 use crate::cli::TrainArgs;
 use crate::progress::stage_spinner;
 
@@ -42,12 +42,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
     let config = read_spec(&args.spec)?;
     let spinner = stage_spinner();
     spinner.set_message("loading the dataset and planning");
-    let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref());
-    let planned = dataset.map_err(anyhow::Error::from).and_then(|dataset| {
-        let plan = plan_sweep(&config, &dataset)?;
-        Ok((dataset, plan))
+    // A prepared panel file is planned on its metadata and the job reads its own days only,
+    // as on a worker; another dataset is loaded whole.
+    let data = JobData::open(&config.panel, &config.horizons, config.features.as_deref(), &DataRoots::Any);
+    let planned = data.map_err(anyhow::Error::from).and_then(|data| {
+        let mut universe = Vec::new();
+        let plan = plan_on(&config, &data.plan_input(&mut universe))?;
+        Ok((data, plan))
     });
-    let (dataset, plan) = match planned {
+    let (data, plan) = match planned {
         Ok(planned) => planned,
         Err(error) => {
             spinner.finish_and_clear();
@@ -60,21 +63,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
     };
     let model = &config.models[job.model];
     spinner.set_message(format!("training {} (window {}, seed {})", model.name, job.window, job.seed));
-    let output = run_job(&dataset.panel, &config, job, &device);
+    let output = data.panel(&config, job, &DataRoots::Any).and_then(|panel| {
+        let output = run_job(&panel, &config, job, &device)?;
+        let file = args.save.as_ref().map(|_| model_file(&output, job, &panel, &data.content_hash(), &config));
+        Ok((output, file))
+    });
     spinner.finish_and_clear();
-    let output = output?;
-    if let Some(path) = &args.save {
-        let meta = ArtifactMeta {
-            job_key: job.key.to_string(),
-            dataset: dataset.content_hash.to_string(),
-            spec: output.spec.clone(),
-            features: dataset.panel.features().len(),
-            feature_names: dataset.panel.feature_names().to_vec(),
-            horizons: config.horizons.clone(),
-            seed: job.seed,
-        };
-        save(path, output.model.as_ref(), &meta)
-            .with_context(|| format!("cannot save the model to {}", path.display()))?;
+    let (output, file) = output?;
+    if let (Some(path), Some(file)) = (&args.save, file) {
+        let bytes = file.map_err(|reason| anyhow::anyhow!("cannot save the model: {reason}"))?;
+        std::fs::write(path, bytes).with_context(|| format!("cannot save the model to {}", path.display()))?;
     }
 
     let series = |metric: Metric| -> Vec<f64> { output.ages.iter().map(|d| metric.value(d.as_ref())).collect() };
@@ -83,7 +81,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
         samples: config.bootstrap_samples,
         seed: config.bootstrap_seed,
     };
-    let calendar = dataset.panel.calendar();
+    let calendar = data.calendar();
     let date = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
     let rank_ic = Summary::of(&series(Metric::RankIc));
     let report = TrainReport {

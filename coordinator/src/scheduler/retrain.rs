@@ -136,7 +136,7 @@ mod tests {
     use wf_shared::plan::{PlanInput, TrainingLine};
     use wf_shared::spec::SweepConfig;
 
-    use super::super::tests::{ManualClock, SPEC, scheduler};
+    use super::super::tests::{ManualClock, SPEC, scheduler, serve_with_a_worker};
     use super::*;
 
     /// The training-only job of the linear model (window 126) retrained on day `day` of
@@ -171,16 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
         let scheduler = Arc::new(scheduler(dir.path(), clock));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(crate::server::serve(scheduler.clone(), listener, shutdown.clone()));
-        let config = wf_worker::runtime::RuntimeConfig {
-            poll: Duration::from_millis(200),
-            ..wf_worker::runtime::RuntimeConfig::new(url, "w")
-        };
-        let stop = tokio_util::sync::CancellationToken::new();
-        let worker = tokio::spawn(wf_worker::runtime::run(config, candle_core::Device::Cpu, stop.clone()));
+        let served = serve_with_a_worker(scheduler.clone()).await;
         let ask_until = |request: RetrainRequest, done: fn(&Retrain) -> bool| {
             let scheduler = scheduler.clone();
             async move {
@@ -208,10 +199,7 @@ mod tests {
             Retrain::Failed(error) => assert!(error.contains("not the leased"), "{error}"),
             answer => panic!("expected a refusal, got {answer:?}"),
         }
-        stop.cancel();
-        worker.await.expect("worker task").expect("worker ran");
-        shutdown.cancel();
-        let _ = server.await;
+        served.stop().await;
     }
 
     /// A live retrain asked of the scheduler: queued once however often it is asked,

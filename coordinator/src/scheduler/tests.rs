@@ -78,6 +78,38 @@ pub(super) fn compute(lease: &JobLease) -> v1::JobResult {
     v1::JobResult { identity: job.identity.clone(), ..output.result().into() }
 }
 
+/// A coordinator serving `scheduler` on a loopback port and one real worker (the
+/// runtime, over gRPC, on the CPU) leasing from it, until [`Served::stop`].
+pub(super) struct Served {
+    worker_stop: tokio_util::sync::CancellationToken,
+    worker: tokio::task::JoinHandle<Result<wf_worker::runtime::RuntimeSummary, wf_worker::runtime::RuntimeError>>,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+pub(super) async fn serve_with_a_worker(scheduler: Arc<Scheduler>) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(crate::server::serve(scheduler, listener, shutdown.clone()));
+    let config = wf_worker::runtime::RuntimeConfig {
+        poll: Duration::from_millis(200),
+        ..wf_worker::runtime::RuntimeConfig::new(url, "w")
+    };
+    let worker_stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(wf_worker::runtime::run(config, candle_core::Device::Cpu, worker_stop.clone()));
+    Served { worker_stop, worker, shutdown, server }
+}
+
+impl Served {
+    pub(super) async fn stop(self) {
+        self.worker_stop.cancel();
+        self.worker.await.expect("worker task").expect("worker ran");
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+}
+
 /// Leases and commits every ready job; returns how many.
 pub(super) async fn run_all(scheduler: &Scheduler) -> usize {
     let mut ran = 0;
@@ -694,4 +726,43 @@ async fn a_commit_the_job_store_lost_is_recovered_from_the_result_not_trained_ag
     assert_eq!(std::fs::read(&path).expect("the result"), committed, "the committed result changed");
     let progress = scheduler.progress(&id).await.expect("progress");
     assert_eq!((progress.status, progress.succeeded), (SweepStatus::Finished, submitted.jobs));
+}
+
+/// A worker trains a sweep on a prepared panel file reading only each job's days (planned
+/// on the file's metadata, the days checked against its per-day digests): every committed
+/// result is the one the whole panel gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_trains_a_prepared_panel_by_days_with_the_whole_panels_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scheduler = Arc::new(scheduler(dir.path(), Arc::new(ManualClock(AtomicI64::new(0)))));
+    let whole = load_dataset("synth:stocks=40,days=400,seed=5", &[5], None).expect("synth");
+    let path = dir.path().join("panel.parquet");
+    wf_data::panel_file::write_panel(&path, &whole.panel).expect("write");
+    let summary =
+        wf_data::dataset::days_summary_from(&path.display().to_string(), None, &wf_data::dataset::DataRoots::Any);
+    assert!(summary.expect("readable").is_some(), "a prepared panel is read by days");
+    let on_file = SPEC.replace("synth:stocks=40,days=400,seed=5", &path.display().to_string());
+    let submitted = scheduler.submit(&on_file).await.expect("submit");
+    let id: SweepId = submitted.progress.sweep_id.parse().expect("id");
+    let served = serve_with_a_worker(scheduler.clone()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while scheduler.progress(&id).await.expect("progress").status != SweepStatus::Finished {
+        assert!(tokio::time::Instant::now() < deadline, "the worker did not finish the sweep");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served.stop().await;
+    let config = SweepConfig::from_toml(&on_file).expect("spec");
+    let plan = plan_panel(&config, &whole.panel, &whole.digests).expect("plan");
+    assert_eq!(plan.jobs.len() as u64, submitted.jobs);
+    for job in &plan.jobs {
+        let mut committed = scheduler.verified_result(&job.key, reuse::Expected::Planned(&job.identity)).await;
+        let committed = committed.as_mut().expect("read").as_mut().expect("committed");
+        let output = wf_worker::job::run_job(&whole.panel, &config, job, &candle_core::Device::Cpu).expect("runs");
+        let mut expected = v1::JobResult::from(output.result());
+        for result in [&mut *committed, &mut expected] {
+            result.training.as_mut().expect("training").seconds = 0.0;
+            result.identity.clear();
+        }
+        assert_eq!(*committed, expected, "job {}", job.key.short());
+    }
 }

@@ -225,6 +225,26 @@ impl PanelDigests {
         }
     }
 
+    /// The first of `days` whose per-day digests (row keys, each feature, each target)
+    /// differ between `self` and `other`; `None` when every one agrees. Digests of other
+    /// columns, or without days, differ on the first day.
+    pub fn first_difference(&self, other: &Self, days: std::ops::Range<usize>) -> Option<usize> {
+        let same_columns = self.features.iter().map(|(n, _)| n).eq(other.features.iter().map(|(n, _)| n))
+            && self.targets.iter().map(|(n, _)| n).eq(other.targets.iter().map(|(n, _)| n))
+            && self.days.days() == other.days.days()
+            && days.end <= self.days.days()
+            && self.has_days(self.days.days())
+            && other.has_days(other.days.days());
+        if !same_columns {
+            return Some(days.start);
+        }
+        fn columns(d: &DayDigests) -> Vec<&Digests> {
+            std::iter::once(&d.keys).chain(&d.features).chain(&d.targets).collect()
+        }
+        let (mine, theirs) = (columns(&self.days), columns(&other.days));
+        days.into_iter().find(|day| mine.iter().zip(&theirs).any(|(a, b)| a.0[*day] != b.0[*day]))
+    }
+
     /// Whether it holds per-day digests of every column for each of `days` days.
     pub fn has_days(&self, days: usize) -> bool {
         self.days.cover(days)

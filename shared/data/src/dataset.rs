@@ -90,6 +90,69 @@ pub fn load_summary(uri: &str, horizons: &[u32], features: Option<&[String]>) ->
     load_dataset(uri, horizons, features).map(|dataset| DatasetSummary::of(&dataset))
 }
 
+/// The path of dataset `uri` under `roots` (any path with [`DataRoots::Any`]), checked
+/// as [`load_dataset_from`] checks it, with the open file that pins it.
+fn confined_path(uri: &str, roots: &DataRoots) -> Result<(Option<std::fs::File>, PathBuf), DataError> {
+    match roots {
+        DataRoots::Only(roots) => open_confined(uri, roots).map(|(file, handle)| (Some(file), handle)),
+        DataRoots::Any => Ok((None, PathBuf::from(uri))),
+    }
+}
+
+/// The summary of dataset `uri` when its jobs can read it by days ([`load_days_from`]):
+/// a prepared panel file whose metadata records its summary with the stock codes.
+/// `None` for a synthetic dataset or a file to be read whole.
+pub fn days_summary_from(
+    uri: &str,
+    features: Option<&[String]>,
+    roots: &DataRoots,
+) -> Result<Option<DatasetSummary>, DataError> {
+    if synth_spec(uri).is_some() {
+        return Ok(None);
+    }
+    let (_file, path) = confined_path(uri, roots)?;
+    match crate::panel_file::read_summary(&path, features).map_err(|error| error.with_path(Path::new(uri)))? {
+        Some(summary) if !summary.codes.is_empty() => from_metadata(uri, summary).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The panel of days `days` of dataset `uri` (whose summary is `expected`, from
+/// [`days_summary_from`]: what the job was planned on), for a job that reads only those
+/// days (`wf_shared::plan::read_days`). The file must still have `expected`'s content
+/// hash and each of the days' values must digest as `expected` records, or it is refused
+/// (the file changed since, or its values were edited after it was written).
+pub fn load_days_from(
+    uri: &str,
+    features: Option<&[String]>,
+    roots: &DataRoots,
+    days: std::ops::Range<usize>,
+    expected: &DatasetSummary,
+) -> Result<Panel, DataError> {
+    let invalid = |reason: String| DataError::Invalid { path: PathBuf::from(uri), reason };
+    let (_file, path) = confined_path(uri, roots)?;
+    let within = |error: DataError| error.with_path(Path::new(uri));
+    let (panel, summary) = crate::panel_file::read_panel_days(&path, features, days.clone())
+        .map_err(within)?
+        .ok_or_else(|| invalid("its metadata no longer records the summary it was planned on".into()))?;
+    let found = summary.digests.hash();
+    if found != expected.content_hash {
+        return Err(invalid(format!(
+            "its content hash is {}, not {} as planned: the file changed",
+            found.short(),
+            expected.content_hash.short()
+        )));
+    }
+    let end = days.end.min(panel.calendar().len());
+    if let Some(day) = PanelDigests::of(&panel).first_difference(&expected.digests, days.start.min(end)..end) {
+        let date = panel.calendar().date(day).map_or_else(|| format!("day {day}"), |d| d.to_string());
+        return Err(invalid(format!(
+            "its values of {date} are not the ones its metadata records: the file was edited after it was written"
+        )));
+    }
+    Ok(panel)
+}
+
 /// [`load_summary`] confined to `roots`, as [`load_dataset_from`].
 pub fn load_summary_from(
     uri: &str,

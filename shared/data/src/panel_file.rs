@@ -43,6 +43,10 @@ pub struct PanelSummary {
     pub dates: Vec<chrono::NaiveDate>,
     pub daily_universe: Vec<usize>,
     pub digests: PanelDigests,
+    /// The stock codes, sorted (the panel's stock indices): what a read of some days only
+    /// ([`read_panel_days`]) numbers its stocks with. Empty in summaries written before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<String>,
 }
 
 impl PanelSummary {
@@ -52,6 +56,7 @@ impl PanelSummary {
             dates: panel.calendar().dates().to_vec(),
             daily_universe: panel.daily_universe(),
             digests: PanelDigests::of(panel),
+            codes: panel.codes().to_vec(),
         }
     }
 }
@@ -134,6 +139,65 @@ pub fn read_summary(path: &Path, features: Option<&[String]>) -> Result<Option<P
 /// Reads a panel file, validating its shape. The features are `features` when given,
 /// else the ones the file's metadata declares; every `fwd_ret_<h>` column is a target.
 pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, DataError> {
+    let declared = declared_features(path, features)?;
+    let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
+    let column::RowKeys { names, calendar, codes, day, stock } = column::row_keys(&frame, path)?;
+    panel_of_frame(path, &frame, &names, &declared, (calendar, codes, day, stock))
+}
+
+/// The rows of the trading days `days` (indices on the panel's calendar) of a panel file,
+/// as a panel on the whole calendar and codes its summary records (so day and stock
+/// indices mean what they mean on the whole panel: [`Panel::days`] of it), read without
+/// the other days' values; with the summary it was numbered by. `None` when the file's
+/// metadata records no summary with its codes (written before them): read it whole.
+/// The values are not checked against the summary's digests here (the caller compares
+/// them with the digests it planned on).
+pub fn read_panel_days(
+    path: &Path,
+    features: Option<&[String]>,
+    days: std::ops::Range<usize>,
+) -> Result<Option<(Panel, PanelSummary)>, DataError> {
+    let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
+    let Some(summary) = read_summary(path, features)? else { return Ok(None) };
+    if summary.codes.is_empty() || summary.codes.len() != summary.stocks {
+        return Ok(None);
+    }
+    let declared = declared_features(path, features)?;
+    let end = days.end.min(summary.dates.len());
+    let start = days.start.min(end);
+    let (first, last) = match (summary.dates.get(start), end.checked_sub(1).and_then(|e| summary.dates.get(e))) {
+        (Some(first), Some(last)) if start < end => (column::epoch_days(*first), column::epoch_days(*last)),
+        // No day: no row (a filter no date passes).
+        _ => (1, 0),
+    };
+    let date = col("date").cast(DataType::Int32);
+    let frame = column::scan(path)?
+        .filter(date.clone().gt_eq(lit(first)).and(date.lt_eq(lit(last))))
+        .collect()
+        .map_err(|error| DataError::unreadable(path, error))?;
+    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
+    let calendar = wf_shared::TradingCalendar::from_dates(summary.dates.clone());
+    let dates = column::dates(&frame, "date", path)?;
+    let codes = column::strings(&frame, "code", path)?;
+    let mut day = Vec::with_capacity(dates.len());
+    let mut stock = Vec::with_capacity(dates.len());
+    for (date, code) in dates.iter().zip(&codes) {
+        match (calendar.index_of(*date), summary.codes.binary_search(code)) {
+            (Some(d), Ok(s)) => {
+                day.push(d as u32);
+                stock.push(s as u32);
+            }
+            _ => return Err(invalid(format!("a row of {date} {code} is not in the panel its metadata describes"))),
+        }
+    }
+    drop(codes);
+    let panel = panel_of_frame(path, &frame, &names, &declared, (calendar, summary.codes.clone(), day, stock))?;
+    Ok(Some((panel, summary)))
+}
+
+/// The feature columns to read: `features` when given, else the ones the file declares;
+/// each checked against the label guard.
+fn declared_features(path: &Path, features: Option<&[String]>) -> Result<Vec<String>, DataError> {
     let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
     let declared: Vec<String> = match features {
         Some(names) => names.to_vec(),
@@ -152,8 +216,19 @@ pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, Dat
     for name in &declared {
         wf_shared::label_guard::check_feature_name(name).map_err(|refusal| invalid(refusal.to_string()))?;
     }
-    let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
-    let column::RowKeys { names, calendar, codes, day, stock } = column::row_keys(&frame, path)?;
+    Ok(declared)
+}
+
+/// The panel of `frame`'s `declared` features and its targets, with its rows' keys
+/// (calendar, codes, each row's day and stock).
+fn panel_of_frame(
+    path: &Path,
+    frame: &DataFrame,
+    names: &[String],
+    declared: &[String],
+    (calendar, codes, day, stock): (wf_shared::TradingCalendar, Vec<String>, Vec<u32>, Vec<u32>),
+) -> Result<Panel, DataError> {
+    let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
     let numeric = |name: &str| -> Result<Vec<f64>, DataError> {
         let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
         if !column::is_numeric(&dtype) {
@@ -164,7 +239,7 @@ pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, Dat
                 expected: "a number",
             });
         }
-        column::f64s(&frame, name, path)
+        column::f64s(frame, name, path)
     };
 
     let mut parts = PanelParts {
@@ -178,7 +253,7 @@ pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, Dat
         targets: Vec::new(),
         adv: None,
     };
-    for name in &declared {
+    for name in declared {
         if !names.contains(name) {
             return Err(DataError::MissingColumn {
                 path: path.to_path_buf(),
