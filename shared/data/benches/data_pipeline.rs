@@ -2,7 +2,8 @@
 //! `check` on a real OHLCV file (default: the jp_tse1000 data
 //! beside the repository, `../shared/data/jp_tse1000/jp_tse1000_daily.parquet`; set
 //! `WF_BENCH_OHLCV` to use another), and reading the panel's metadata summary (what
-//! planning reads) against reading the whole panel. Not a timed test: it prints figures.
+//! planning reads) and one job's days (what a worker reads for a job of window 504)
+//! against reading the whole panel. Not a timed test: it prints figures.
 //!
 //! ```text
 //! cargo bench -p wf-data --bench data_pipeline
@@ -23,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use wf_data::check::{CheckOptions, check_file};
-use wf_data::dataset::load_summary;
+use wf_data::dataset::{DataRoots, days_summary_from, load_days_from, load_summary};
 use wf_data::ingest::{ingest, state_path};
 use wf_data::ohlcv::{read_ohlcv, write_ohlcv};
 use wf_data::panel_file::read_panel;
@@ -100,6 +101,17 @@ fn run_phase(phase: &str, input: &Path, panel: &Path) -> Result<(), String> {
             let loaded = read_panel(panel, None).map_err(|e| e.to_string())?;
             content_hash(&loaded).short()
         }
+        "read-job-days" => {
+            // What a worker loads for one job of window 504 scoring 63 days (the
+            // panel's last 567 days), checked against the summary's digests.
+            let uri = panel.display().to_string();
+            let roots = DataRoots::Any;
+            let summary = days_summary_from(&uri, None, &roots).map_err(|e| e.to_string())?.ok_or("no summary")?;
+            let days = summary.calendar.len();
+            let read = days.saturating_sub(567)..days;
+            let loaded = load_days_from(&uri, None, &roots, read.clone(), &summary).map_err(|e| e.to_string())?;
+            format!("{} rows of {} days (of {days}), checked against the metadata", loaded.rows(), read.len())
+        }
         "plan-summary" => {
             let uri = panel.display().to_string();
             let summary = load_summary(&uri, &[], None).map_err(|e| e.to_string())?;
@@ -172,6 +184,8 @@ fn main() {
         ("check-ohlcv", if std::env::var_os("WF_BENCH_SYNTH").is_some() { None } else { Some(1.0) }),
         ("check-panel", None),
         ("read-and-hash-panel", None),
+        // Against the line above: what a worker reads for one job instead of the panel.
+        ("read-job-days", None),
         ("plan-summary", Some(1.0)),
     ] {
         let mut results: Vec<(f64, f64, String)> = Vec::new();

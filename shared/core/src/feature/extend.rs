@@ -194,6 +194,8 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
     // (old panel row, horizon, value): targets of earlier rows the new closes fill in.
     let mut filled: Vec<(usize, usize, f64)> = Vec::new();
     let all: Vec<usize> = (0..codes.len()).collect();
+    // New codes in order visit the new bars' stocks in order (both lists are sorted).
+    let mut slots = order.slots();
     for chunk in all.chunks(super::STOCKS_PER_CHUNK) {
         let passes: Vec<Option<(StockSeries, StockPass)>> = chunk
             .par_iter()
@@ -219,7 +221,7 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
             let bars_stock = bars_of_new[stock].unwrap_or_default();
             for row in bars.stock_rows(bars_stock) {
                 let t = series_position(bars, row, series.first_day, old_days);
-                cells.push((order.position[row], present.len() as u32, t as u32));
+                cells.push((slots.take(bars.day()[row]), present.len() as u32, t as u32));
             }
             if let Some(old) = old_of_new[stock] {
                 // Earlier rows whose horizon now reaches a new close.
