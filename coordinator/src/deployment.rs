@@ -163,6 +163,13 @@ pub trait Retrainer: Send + Sync {
     /// `None` while it is being trained elsewhere: the advance stops before its day and
     /// continues from there once it is trained.
     fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>>;
+
+    /// Whether job `key`, which [`Retrainer::model_file`] answered `None` for, is still
+    /// being trained (queued or running, nothing committed): an advance would stop at
+    /// it again, so it is not run. `false` when unknown.
+    fn still_training(&self, _key: &JobKey) -> bool {
+        false
+    }
 }
 
 /// Trains in this process, on a device (`wf live deploy | advance`, or a coordinator
@@ -239,6 +246,10 @@ impl Retrainer for QueueTrainer {
             ))),
             Err(error) => Err(DeploymentError::Other(anyhow::anyhow!("cannot queue the retrain: {error}"))),
         }
+    }
+
+    fn still_training(&self, key: &JobKey) -> bool {
+        self.runtime.block_on(self.scheduler.still_training(key)).unwrap_or(false)
     }
 }
 
@@ -615,8 +626,9 @@ pub struct Predictor {
     /// Trains what [`Self::advance_pending`] decides ([`LocalTrainer`] on `device`
     /// unless set).
     trainer: Box<dyn Retrainer>,
-    /// Deployments whose advance waits for a retrain on the workers, since when.
-    waiting: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Deployments whose advance waits for a retrain on the workers: since when, and its
+    /// job.
+    waiting: std::sync::Mutex<HashMap<String, (std::time::Instant, JobKey)>>,
     loaded: std::sync::Mutex<HashMap<String, std::sync::Arc<Loaded>>>,
     models: std::sync::Mutex<HashMap<(String, u32), std::sync::Arc<dyn Ranker>>>,
 }
@@ -706,12 +718,22 @@ impl Predictor {
                     continue;
                 }
             }
+            // Still waiting for the same retrain: advancing again would read the panel and
+            // score the days up to it only to stop there again.
+            let waited = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied();
+            if let Some((since, key)) = waited
+                && self.trainer.still_training(&key)
+            {
+                let gauge = metrics::gauge!("wf_live_retrain_waiting_seconds", "deployment" => id.clone());
+                gauge.set(since.elapsed().as_secs_f64());
+                continue;
+            }
             match self.deployments.advance(&id, None, &self.device, self.trainer.as_ref(), &mut |_, _, _| {}) {
                 Ok(done) => {
                     let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let waited = match done.waiting {
                         Some((day, job)) => {
-                            let since = *waiting.entry(id.clone()).or_insert_with(std::time::Instant::now);
+                            let since = waiting.entry(id.clone()).or_insert_with(|| (std::time::Instant::now(), job)).0;
                             tracing::info!(
                                 deployment = %id,
                                 days = done.days,
@@ -1128,6 +1150,46 @@ params = { epochs = 2 }
         assert_eq!(elsewhere.versions, here.versions);
         assert_eq!(elsewhere.switches, here.switches);
         assert_eq!(elsewhere.next_day, here.next_day);
+    }
+
+    /// A coordinator's advance loop does not advance a deployment again while the retrain
+    /// it waits for is still being trained (it would stop at the same day): the trainer is
+    /// asked only whether the job is still training; once it is not, the advance goes on.
+    #[test]
+    fn a_waiting_deployment_is_not_advanced_again_until_its_retrain_is_trained() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        struct Queue {
+            asked: Arc<AtomicUsize>,
+            training: Arc<AtomicBool>,
+        }
+        impl Retrainer for Queue {
+            fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                if self.training.load(Ordering::SeqCst) { Ok(None) } else { LOCAL.model_file(opened, job) }
+            }
+            fn still_training(&self, _key: &JobKey) -> bool {
+                self.training.load(Ordering::SeqCst)
+            }
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let store = || ArtifactStore::open(&dir.path().display().to_string()).expect("store");
+        Deployments::new(store()).expect("runtime").deploy(monthly("d"), &Device::Cpu).expect("deployed");
+        let (asked, training) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(true)));
+        let trainer = Queue { asked: asked.clone(), training: training.clone() };
+        let predictor =
+            Predictor::new(Deployments::new(store()).expect("runtime"), Device::Cpu).with_trainer(Box::new(trainer));
+        predictor.advance_pending();
+        let stopped = predictor.deployments().state("d").expect("read").expect("state");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "the first retrain is asked for");
+        predictor.advance_pending();
+        predictor.advance_pending();
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "advanced again while the retrain was training");
+        assert_eq!(predictor.deployments().state("d").expect("read").expect("state").revision, stopped.revision);
+        training.store(false, Ordering::SeqCst);
+        predictor.advance_pending();
+        let done = predictor.deployments().state("d").expect("read").expect("state");
+        assert!(done.next_day > stopped.next_day && done.versions.len() > 2, "it went on once trained");
     }
 
     /// Two writers of one deployment: the one that read an older revision is refused

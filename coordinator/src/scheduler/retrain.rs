@@ -81,6 +81,16 @@ impl Scheduler {
         })
     }
 
+    /// Whether job `key` is queued or running and not committed: a retrain still being
+    /// trained (cheap: one existence check and one job state).
+    pub async fn still_training(&self, key: &JobKey) -> Result<bool, SchedulerError> {
+        if self.artifacts.has_result(key).await? {
+            return Ok(false);
+        }
+        let state = self.store.job(key).await?.map(|record| record.state.phase);
+        Ok(matches!(state, Some(Phase::Queued { .. } | Phase::Leased { .. })))
+    }
+
     /// Queues `request`'s job as a sweep of one job (a new record, so that the job's
     /// owner carries the panel as read now), recorded in the artifact store first.
     async fn queue_retrain(&self, request: &RetrainRequest) -> Result<(), SchedulerError> {
@@ -212,7 +222,9 @@ mod tests {
         let scheduler = scheduler(dir.path(), clock.clone());
         let (request, job, config, dataset) = request_of(300);
         let line = request.line.clone();
+        assert!(!scheduler.still_training(&job.key).await.expect("state"), "not queued yet");
         assert_eq!(scheduler.retrain(&request).await.expect("ask"), Retrain::Pending);
+        assert!(scheduler.still_training(&job.key).await.expect("state"), "queued");
         assert_eq!(scheduler.retrain(&request).await.expect("ask again"), Retrain::Pending);
         let sweeps = scheduler.store().sweeps().await.expect("sweeps");
         assert_eq!(sweeps.len(), 1, "asked twice, queued once");
@@ -237,6 +249,7 @@ mod tests {
         let result = v1::JobResult { identity: job.identity.clone(), model: model.clone(), ..output.result().into() };
         scheduler.report_result(&key, lease.lease.token, "w", result).await.expect("commit");
         assert_eq!(scheduler.retrain(&request).await.expect("ask"), Retrain::Trained(model));
+        assert!(!scheduler.still_training(&job.key).await.expect("state"), "committed");
         assert!(scheduler.lease("w", Duration::ZERO).await.expect("lease").is_none(), "nothing left to train");
 
         // Its one-job sweeps have no report.
