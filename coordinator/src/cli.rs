@@ -535,6 +535,10 @@ pub struct WorkerArgs {
     /// `synth:` datasets only.
     #[arg(long, value_delimiter = ',', env = "WF_DATA_ROOTS")]
     pub data_root: Vec<PathBuf>,
+    /// A prepared panel of more rows than this is read one job's days at a time (each job
+    /// holds only its days); a smaller one is loaded whole once and shared by its jobs.
+    #[arg(long, default_value_t = wf_worker::job::DAYS_ABOVE_ROWS, env = "WF_DAYS_ABOVE_ROWS")]
+    pub days_above_rows: u64,
     /// Exit after this many jobs (for tests and benchmarks).
     #[arg(long)]
     pub max_jobs: Option<usize>,

@@ -70,6 +70,9 @@ pub struct RuntimeConfig {
     pub tls: wf_proto::tls::ClientTls,
     /// Where dataset files may be read from.
     pub data_roots: DataRoots,
+    /// A prepared panel of more rows than this is read a job's days at a time
+    /// ([`JobData::Days`]); a smaller one is loaded whole once and shared by its jobs.
+    pub days_above_rows: u64,
 }
 
 impl RuntimeConfig {
@@ -90,6 +93,7 @@ impl RuntimeConfig {
             token: BearerToken::default(),
             tls: wf_proto::tls::ClientTls::default(),
             data_roots: DataRoots::Any,
+            days_above_rows: crate::job::DAYS_ABOVE_ROWS,
         }
     }
 }
@@ -142,6 +146,7 @@ struct Worker {
     report_patience: Duration,
     grace: Duration,
     data_roots: DataRoots,
+    days_above_rows: u64,
 }
 
 /// How a leased job ended on this worker (the `outcome` of `wf_worker_jobs_total`).
@@ -211,6 +216,7 @@ pub async fn run(
         report_patience: config.report_patience,
         grace: config.grace,
         data_roots: config.data_roots.clone(),
+        days_above_rows: config.days_above_rows,
     });
     let stop = shutdown.child_token();
     let mut slots = Vec::new();
@@ -425,7 +431,7 @@ impl Worker {
                 retryable: e.retryable(),
                 error: format!("cannot read dataset {}: {e}", dataset.uri),
             })?;
-        match summary {
+        match summary.filter(|summary| summary.digests.rows > self.days_above_rows) {
             Some(summary) => {
                 if exact && summary.content_hash != dataset.content_hash {
                     return Err(Refusal {

@@ -208,6 +208,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             report_patience: Duration::from_secs(args.report_patience_seconds),
             grace,
             data_roots: data_roots(&args.data_root)?,
+            days_above_rows: args.days_above_rows,
             token: wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?,
             tls: args.tls.options(),

@@ -44,7 +44,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
     spinner.set_message("loading the dataset and planning");
     // A prepared panel file is planned on its metadata and the job reads its own days only,
     // as on a worker; another dataset is loaded whole.
-    let data = JobData::open(&config.panel, &config.horizons, config.features.as_deref(), &DataRoots::Any);
+    let data = JobData::open(
+        &config.panel,
+        &config.horizons,
+        config.features.as_deref(),
+        &DataRoots::Any,
+        wf_worker::job::DAYS_ABOVE_ROWS,
+    );
     let planned = data.map_err(anyhow::Error::from).and_then(|data| {
         let mut universe = Vec::new();
         let plan = plan_on(&config, &data.plan_input(&mut universe))?;

@@ -94,6 +94,8 @@ pub(super) async fn serve_with_a_worker(scheduler: Arc<Scheduler>) -> Served {
     let server = tokio::spawn(crate::server::serve(scheduler, listener, shutdown.clone()));
     let config = wf_worker::runtime::RuntimeConfig {
         poll: Duration::from_millis(200),
+        // Every prepared panel by days, small ones too.
+        days_above_rows: 0,
         ..wf_worker::runtime::RuntimeConfig::new(url, "w")
     };
     let worker_stop = tokio_util::sync::CancellationToken::new();

@@ -666,7 +666,19 @@ fn days_ingested_into_a_deployments_panel_are_decided_as_if_prepared_whole() {
     let coordinator = coordinator(&listen);
     let worker = wf_tests::Process::start(
         dir.path(),
-        &["worker", "--coordinator", &format!("http://{listen}"), "--device", "cpu", "--data-root", &root],
+        // Every prepared panel read by days (the default is above 4 M rows): each retrain
+        // reads its days of the grown panel, checked against its metadata.
+        &[
+            "worker",
+            "--coordinator",
+            &format!("http://{listen}"),
+            "--device",
+            "cpu",
+            "--data-root",
+            &root,
+            "--days-above-rows",
+            "0",
+        ],
         &[],
     );
     wf_tests::wait_until("the coordinator advances the deployment", LIMIT, || {
