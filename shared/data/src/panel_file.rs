@@ -142,7 +142,7 @@ pub fn read_panel(path: &Path, features: Option<&[String]>) -> Result<Panel, Dat
     let declared = declared_features(path, features)?;
     let frame = column::scan(path)?.collect().map_err(|error| DataError::unreadable(path, error))?;
     let column::RowKeys { names, calendar, codes, day, stock } = column::row_keys(&frame, path)?;
-    panel_of_frame(path, &frame, &names, &declared, (calendar, codes, day, stock))
+    panel_of_frame(path, frame, &names, &declared, (calendar, codes, day, stock))
 }
 
 /// The rows of the trading days `days` (indices on the panel's calendar) of a panel file,
@@ -191,7 +191,7 @@ pub fn read_panel_days(
         }
     }
     drop(codes);
-    let panel = panel_of_frame(path, &frame, &names, &declared, (calendar, summary.codes.clone(), day, stock))?;
+    let panel = panel_of_frame(path, frame, &names, &declared, (calendar, summary.codes.clone(), day, stock))?;
     Ok(Some((panel, summary)))
 }
 
@@ -220,16 +220,27 @@ fn declared_features(path: &Path, features: Option<&[String]>) -> Result<Vec<Str
 }
 
 /// The panel of `frame`'s `declared` features and its targets, with its rows' keys
-/// (calendar, codes, each row's day and stock).
+/// (calendar, codes, each row's day and stock). Each of the frame's columns is released
+/// once converted (its last use), so the frame and the panel are not both held whole.
 fn panel_of_frame(
     path: &Path,
-    frame: &DataFrame,
+    mut frame: DataFrame,
     names: &[String],
     declared: &[String],
     (calendar, codes, day, stock): (wf_shared::TradingCalendar, Vec<String>, Vec<u32>, Vec<u32>),
 ) -> Result<Panel, DataError> {
     let invalid = |reason: String| DataError::Invalid { path: path.to_path_buf(), reason };
-    let numeric = |name: &str| -> Result<Vec<f64>, DataError> {
+    // Uses of each column still to come: a column is dropped after its last.
+    let mut uses: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let targets_and_adv = names.iter().filter(|n| n.starts_with(TARGET_PREFIX) || n.as_str() == ADV_COLUMN);
+    for name in declared.iter().chain(targets_and_adv) {
+        *uses.entry(name.as_str()).or_default() += 1;
+    }
+    for name in names.iter().filter(|n| !uses.contains_key(n.as_str())) {
+        // The keys (already read) and columns nothing reads.
+        let _ = frame.drop_in_place(name);
+    }
+    let mut numeric = |name: &str| -> Result<Vec<f64>, DataError> {
         let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
         if !column::is_numeric(&dtype) {
             return Err(DataError::WrongType {
@@ -239,7 +250,14 @@ fn panel_of_frame(
                 expected: "a number",
             });
         }
-        column::f64s(frame, name, path)
+        let values = column::f64s(&frame, name, path)?;
+        if let Some(left) = uses.get_mut(name) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                let _ = frame.drop_in_place(name);
+            }
+        }
+        Ok(values)
     };
 
     let mut parts = PanelParts {
