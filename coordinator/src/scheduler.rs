@@ -709,7 +709,14 @@ impl Scheduler {
             return Ok(false);
         }
         let event = JobEvent::Complete { token: lease.token, worker: worker.to_string() };
-        self.store.apply(&lease.key, &event, self.clock.now_ms()).await?;
+        match self.store.apply(&lease.key, &event, self.clock.now_ms()).await {
+            Ok(_) => {}
+            // This grant was overtaken before it was handed out (it expired, and the
+            // attempt granted next committed the result found): it is void, and the job
+            // is done; nothing to hand out.
+            Err(StoreError::Transition(_)) => return Ok(true),
+            Err(error) => return Err(error.into()),
+        }
         warn!(
             job = %lease.key.short(),
             token = %lease.token,

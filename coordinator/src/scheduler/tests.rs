@@ -768,3 +768,32 @@ async fn a_worker_trains_a_prepared_panel_by_days_with_the_whole_panels_results(
         assert_eq!(*committed, expected, "job {}", job.key.short());
     }
 }
+
+/// A grant overtaken before it is handed out (it expired, and the attempt granted next
+/// committed meanwhile) finds the committed result: it is void and the job is done, not
+/// an error of the lease call (a worker's `LeaseJob` failed on it under concurrency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_overtaken_by_a_later_commit_is_void_not_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let scheduler = scheduler(dir.path(), clock.clone());
+    scheduler.submit(SPEC).await.expect("submit");
+    let first = scheduler.lease("a", Duration::ZERO).await.expect("lease").expect("a job");
+    let key = first.lease.key;
+    clock.0.fetch_add(3_000, Ordering::SeqCst);
+    scheduler.reap_once().await.expect("reap");
+    clock.0.fetch_add(1_000, Ordering::SeqCst);
+    let second = loop {
+        let lease = scheduler.lease("b", Duration::ZERO).await.expect("lease").expect("a job");
+        if lease.lease.key == key {
+            break lease;
+        }
+    };
+    scheduler.report_result(&key, second.lease.token, "b", compute(&second)).await.expect("commit");
+    let committed = std::fs::read(dir.path().join(format!("results/{key}.pb"))).expect("result");
+    let void = scheduler.complete_if_committed(&first.lease, "a").await.expect("not an error");
+    assert!(void, "the overtaken grant is not handed out");
+    let state = scheduler.store().job(&key).await.expect("job").expect("the job").state;
+    assert!(matches!(state.phase, Phase::Succeeded { .. }), "{state:?}");
+    assert_eq!(std::fs::read(dir.path().join(format!("results/{key}.pb"))).expect("result"), committed);
+}
