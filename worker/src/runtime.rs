@@ -433,16 +433,8 @@ impl Worker {
             })?;
         match summary.filter(|summary| summary.digests.rows > self.days_above_rows) {
             Some(summary) => {
-                if exact && summary.content_hash != dataset.content_hash {
-                    return Err(Refusal {
-                        retryable: false,
-                        error: format!(
-                            "dataset {} has content hash {}, but the sweep was planned on {}",
-                            dataset.uri,
-                            summary.content_hash.short(),
-                            dataset.content_hash.short()
-                        ),
-                    });
+                if exact {
+                    planned_on(dataset, summary.content_hash)?;
                 }
                 Ok(JobData::Days { uri: dataset.uri.clone(), summary: Arc::new(summary) })
             }
@@ -476,17 +468,7 @@ impl Worker {
         if !exact {
             return Ok(Arc::new(loaded));
         }
-        if loaded.content_hash != dataset.content_hash {
-            return Err(Refusal {
-                retryable: false,
-                error: format!(
-                    "dataset {} has content hash {}, but the sweep was planned on {}",
-                    dataset.uri,
-                    loaded.content_hash.short(),
-                    dataset.content_hash.short()
-                ),
-            });
-        }
+        planned_on(dataset, loaded.content_hash)?;
         metrics::counter!("wf_worker_datasets_loaded_total").increment(1);
         let loaded = Arc::new(loaded);
         lock(&self.datasets).insert(dataset.content_hash, loaded.clone());
@@ -708,6 +690,23 @@ impl Drop for StopOnDrop {
 }
 
 /// Whether the coordinator said the lease is no longer this worker's.
+/// Refuses (for good) a dataset whose content hash `found` is not the one `dataset`
+/// names, which its sweep was planned on.
+fn planned_on(dataset: &wf_shared::DatasetRef, found: DatasetHash) -> Result<(), Refusal> {
+    if found == dataset.content_hash {
+        return Ok(());
+    }
+    Err(Refusal {
+        retryable: false,
+        error: format!(
+            "dataset {} has content hash {}, but the sweep was planned on {}",
+            dataset.uri,
+            found.short(),
+            dataset.content_hash.short()
+        ),
+    })
+}
+
 /// The lease's spec and dataset, or a permanent refusal naming what is wrong.
 fn lease_inputs(lease: &v1::JobLease) -> Result<(SweepConfig, wf_shared::DatasetRef), Refusal> {
     let permanent = |error: String| Refusal { retryable: false, error };
