@@ -7,20 +7,23 @@
 //! ```
 //!
 //! Shapes: 1,000 stocks per day, 64 features, 4 horizons; MLP 64 → 128 → 64 → 4 over 252
-//! days, and PatchTST (lookback 60, patch 10, d_model 64, 2 layers, 4 heads) over 40 days
+//! days (also at 4,000 stocks, the whole-market universe: `WF_BENCH_STOCKS=1000,4000`, the
+//! default, lists the counts; the rate per stock-day should not fall as stocks grow), and
+//! PatchTST (at the first count) (lookback 60, patch 10, d_model 64, 2 layers, 4 heads) over 40 days
 //! per epoch. One day per step, the product's own `train()` (batches built once per job,
 //! 0.1 ListNet + 1.0 MSE, AdamW, clipping). Per-epoch time = (time of 1 + N epochs − time
 //! of 1 epoch) / N, so batch building and start-up are not counted. `WF_TORCH_PYTHON` names
 //! the Python with torch (default `.venv-bench/bin/python`); without it the reference is
 //! skipped with a printed reason. Threads: `RAYON_NUM_THREADS` for Candle, the same count
 //! for torch. `WF_BENCH_MODELS=mlp` (or `patchtst`) runs one model only. Each side runs
-//! `WF_BENCH_REPEATS` times (default 3), alternating, and the medians are printed.
+//! `WF_BENCH_REPEATS` times (default 3), alternating, and the medians are printed. The MLP
+//! also runs with Candle's autograd in place of its own backward (`model::Tape`), side by
+//! side: the same gradients, what the tape saves.
 //! `WF_BENCH_DEVICE=cuda:0` (with `--features cuda`) runs both sides on the GPU instead.
 
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -29,7 +32,8 @@ use wf_shared::calendar::TradingCalendar;
 use wf_shared::panel::PanelParts;
 use wf_worker::WorkerError;
 use wf_worker::device::DeviceChoice;
-use wf_worker::model::{Activation, ModelSpec, TrainParams, build};
+use candle_core::{Device, Tensor, Var};
+use wf_worker::model::{Activation, Mode, ModelSpec, Ranker, TrainParams, build};
 use wf_worker::train::{TrainRequest, score_range, train};
 
 /// As the `wf` binaries (see `wf_worker::allocator`): glibc's malloc made training 4-5x
@@ -37,7 +41,6 @@ use wf_worker::train::{TrainRequest, score_range, train};
 #[global_allocator]
 static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMalloc;
 
-const STOCKS: usize = 1000;
 const DAYS: usize = 252;
 const FEATURES: usize = 64;
 const HIDDEN: [usize; 2] = [128, 64];
@@ -48,17 +51,17 @@ const PATCHTST_DAYS: usize = 40;
 /// Measured sgemm peak of this 2-core machine (FINDINGS.md).
 const PEAK_GFLOPS: f64 = 178.0;
 
-fn random_panel() -> Panel {
+fn random_panel(stocks: usize) -> Panel {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let days = DAYS + 60;
-    let rows = STOCKS * days;
+    let rows = stocks * days;
     let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or_default();
     let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
     let parts = PanelParts {
         calendar: TradingCalendar::business_days(start, days),
-        codes: (0..STOCKS).map(|s| format!("S{s:04}")).collect(),
-        day: (0..rows).map(|r| (r / STOCKS) as u32).collect(),
-        stock: (0..rows).map(|r| (r % STOCKS) as u32).collect(),
+        codes: (0..stocks).map(|s| format!("S{s:04}")).collect(),
+        day: (0..rows).map(|r| (r / stocks) as u32).collect(),
+        stock: (0..rows).map(|r| (r % stocks) as u32).collect(),
         feature_names: (0..FEATURES).map(|f| format!("f{f}")).collect(),
         features: (0..FEATURES).map(|_| (0..rows).map(|_| normal() as f32).collect()).collect(),
         horizons: HORIZONS.to_vec(),
@@ -84,14 +87,48 @@ struct Figures {
     gflops: f64,
 }
 
-/// Candle: per-epoch time of the product's `train()`, and scoring through `score_day`.
-fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_stock: f64, device: &Device) -> Figures {
+/// A model trained through Candle's autograd: every call but [`Ranker::forward_taped`]
+/// goes to the model itself.
+struct Autograd(Box<dyn Ranker>);
+
+impl Ranker for Autograd {
+    fn forward(&self, features: &Tensor, mode: Mode<'_>) -> candle_core::Result<Tensor> {
+        self.0.forward(features, mode)
+    }
+
+    fn forward_columns(&self, window: &Tensor, columns: Option<&Tensor>, mode: Mode<'_>) -> candle_core::Result<Tensor> {
+        self.0.forward_columns(window, columns, mode)
+    }
+
+    fn lookback(&self) -> usize {
+        self.0.lookback()
+    }
+
+    fn variables(&self) -> Vec<(String, Var)> {
+        self.0.variables()
+    }
+}
+
+/// Candle: per-epoch time of the product's `train()`, and scoring through `score_day`;
+/// with `autograd`, the gradients through Candle's autograd rather than the model's own.
+fn candle(
+    spec: &ModelSpec,
+    panel: &Panel,
+    days: usize,
+    epochs: u32,
+    flops_per_stock: f64,
+    autograd: bool,
+    device: &Device,
+) -> Figures {
     let weights = vec![0.25; HORIZONS.len()];
     let lookback = build(spec, panel.feature_names(), HORIZONS.len(), 7, device).map(|m| m.lookback()).unwrap_or(1);
     let window = lookback - 1..lookback - 1 + days;
     let time_epochs = |epochs: u32| -> f64 {
-        let model =
+        let mut model =
             build(spec, panel.feature_names(), HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
+        if autograd {
+            model = Box::new(Autograd(model));
+        }
         let params = TrainParams { epochs, ..spec.train_params().cloned().unwrap_or_default() };
         let request = TrainRequest {
             panel,
@@ -111,7 +148,7 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
     let model = build(spec, panel.feature_names(), HORIZONS.len(), 7, device).unwrap_or_else(|e| panic!("model: {e}"));
     let started = Instant::now();
     score_range(model.as_ref(), panel, window.clone(), 0, device).unwrap_or_else(|e| panic!("score: {e}"));
-    let train_rate = (STOCKS * days) as f64 / per_epoch;
+    let train_rate = (panel.codes().len() * days) as f64 / per_epoch;
     Figures {
         train: train_rate,
         score: days as f64 / started.elapsed().as_secs_f64(),
@@ -120,11 +157,12 @@ fn candle(spec: &ModelSpec, panel: &Panel, days: usize, epochs: u32, flops_per_s
 }
 
 /// PyTorch: the reference script, or why it did not run.
+/// `(stocks, days)`: the stocks of each day and the days of an epoch.
 fn pytorch(
+    (stocks, days): (usize, usize),
     device: &str,
     kind: &str,
     shape: &str,
-    days: usize,
     epochs: u32,
     threads: usize,
     flops_per_stock: f64,
@@ -132,7 +170,7 @@ fn pytorch(
     let python = std::env::var("WF_TORCH_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv-bench/bin/python").to_string());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
-    let args = [STOCKS, days, FEATURES, HORIZONS.len(), threads, epochs as usize].map(|a| a.to_string());
+    let args = [stocks, days, FEATURES, HORIZONS.len(), threads, epochs as usize].map(|a| a.to_string());
     let output = Command::new(&python)
         .arg(script)
         .arg(kind)
@@ -256,10 +294,19 @@ fn main() {
         },
     };
     let on_cpu = device.is_cpu();
-    let panel = random_panel();
+    let counts: Vec<usize> = std::env::var("WF_BENCH_STOCKS")
+        .unwrap_or_else(|_| "1000,4000".into())
+        .split(',')
+        .map(|count| count.trim().parse().ok().filter(|c: &usize| *c >= 2))
+        .collect::<Option<_>>()
+        .unwrap_or_else(|| {
+            eprintln!("WF_BENCH_STOCKS: a comma-separated list of stock counts of at least 2");
+            std::process::exit(2);
+        });
+    let panels: Vec<Panel> = counts.iter().map(|stocks| random_panel(*stocks)).collect();
     let train = TrainParams { validation_days: 0, patience: 1000, warmup_steps: 1, ..TrainParams::default() };
     println!(
-        "{STOCKS} stocks per day, {FEATURES} features, {} horizons, {threads} threads, on {torch_device}; one day per step",
+        "{FEATURES} features, {} horizons, {threads} threads, on {torch_device}; one day (all its stocks) per step",
         HORIZONS.len()
     );
 
@@ -272,13 +319,31 @@ fn main() {
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|m| m == name);
     let repeats: usize = std::env::var("WF_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     if wanted("mlp") {
-        let (figures, reference) = alternate(repeats, || {
-            (
-                candle(&mlp, &panel, DAYS, EPOCHS, mlp_flops, &device),
-                pytorch(torch_device, "mlp", "128,64", DAYS, EPOCHS, threads, mlp_flops),
-            )
-        });
-        report(&format!("mlp {FEATURES}-128-64-{}", HORIZONS.len()), &figures, reference, on_cpu);
+        let mut first_rate = None;
+        for (stocks, panel) in counts.iter().zip(&panels) {
+            let (figures, reference) = alternate(repeats, || {
+                (
+                    candle(&mlp, panel, DAYS, EPOCHS, mlp_flops, false, &device),
+                    pytorch((*stocks, DAYS), torch_device, "mlp", "128,64", EPOCHS, threads, mlp_flops),
+                )
+            });
+            let (autograd, _) = alternate(repeats, || {
+                (candle(&mlp, panel, DAYS, EPOCHS, mlp_flops, true, &device), Err("not run".into()))
+            });
+            report(&format!("mlp {FEATURES}-128-64-{}, {stocks} stocks", HORIZONS.len()), &figures, reference, on_cpu);
+            println!(
+                "  candle through autograd: {:.0} train stock-days/s; the model's own backward is {:.2}x faster",
+                autograd.train,
+                figures.train / autograd.train
+            );
+            match first_rate {
+                None => first_rate = Some((*stocks, figures.train)),
+                Some((base, rate)) => println!(
+                    "  per stock-day, {stocks} stocks train at {:.2}x the rate of {base} (target >= 1.0x)",
+                    figures.train / rate
+                ),
+            }
+        }
     }
 
     let (lookback, patch, d, layers, heads) = (60usize, 10usize, 64usize, 2usize, 4usize);
@@ -289,15 +354,16 @@ fn main() {
         + 2.0 * 2.0 * patches * patches * df;
     let patchtst_flops = 3.0 * (patches * 2.0 * pf * df + layers as f64 * per_layer + 2.0 * df * HORIZONS.len() as f64);
     if wanted("patchtst") {
-        let days = PATCHTST_DAYS;
+        let (days, stocks, panel) = (PATCHTST_DAYS, counts[0], &panels[0]);
         let shape = format!("{lookback},{patch},{d},{layers},{heads}");
         let (figures, reference) = alternate(repeats, || {
             (
-                candle(&patchtst, &panel, days, 1, patchtst_flops, &device),
-                pytorch(torch_device, "patchtst", &shape, days, 1, threads, patchtst_flops),
+                candle(&patchtst, panel, days, 1, patchtst_flops, false, &device),
+                pytorch((stocks, days), torch_device, "patchtst", &shape, 1, threads, patchtst_flops),
             )
         });
-        report(&format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}"), &figures, reference, on_cpu);
+        let name = format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}, {stocks} stocks");
+        report(&name, &figures, reference, on_cpu);
     }
     println!("peak memory of this process (candle side): {:.0} MiB", peak_rss_mib());
 }

@@ -310,10 +310,26 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
             let batch = &training[*index];
             let warmup = ((step + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
             optimizer.set_learning_rate(params.learning_rate * warmup);
-            let scores = forward(batch, &training_inputs[*index], Mode::Train(&mut rng))?;
-            let loss = day_loss(&scores, batch, params, &horizon_weights)?;
-            epoch_loss += f64::from(loss.to_scalar::<f32>()?);
-            let grads = loss.backward()?;
+            let input = &training_inputs[*index];
+            // The model's own backward where it has one (the same gradients, fewer passes
+            // over memory: see `Tape`), autograd's otherwise.
+            let tape = match input {
+                Some(input) => model.forward_taped(input, Mode::Train(&mut rng))?,
+                None => None,
+            };
+            let grads = match tape {
+                Some(tape) => {
+                    let loss = day_loss(tape.scores(), batch, params, &horizon_weights)?;
+                    epoch_loss += f64::from(loss.to_scalar::<f32>()?);
+                    tape.backward(&loss.backward()?)?
+                }
+                None => {
+                    let scores = forward(batch, input, Mode::Train(&mut rng))?;
+                    let loss = day_loss(&scores, batch, params, &horizon_weights)?;
+                    epoch_loss += f64::from(loss.to_scalar::<f32>()?);
+                    loss.backward()?
+                }
+            };
             optimizer.step(grads, params.clip_norm)?;
             step += 1;
         }

@@ -449,10 +449,23 @@ impl CustomOp2 for HiddenLayer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dz = z.apply_op3_no_bwd(bias, &grad.contiguous()?, self)?;
-        let dbias = dz.sum_keepdim(1)?;
+        let (dz, dbias) = hidden_layer_backward(z, bias, grad, self.activation, self.dropout)?;
         Ok((Some(dz), Some(dbias)))
     }
+}
+
+/// The gradients `(dz, dbias)` of [`hidden_layer`] `(z, bias)` given the gradient `dy` of
+/// its output (CPU): what autograd computes for it, callable without a graph.
+pub fn hidden_layer_backward(
+    z: &Tensor,
+    bias: &Tensor,
+    dy: &Tensor,
+    activation: Activation,
+    dropout: Option<Dropout>,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let dz = z.apply_op3_no_bwd(bias, &dy.contiguous()?, &HiddenLayer { activation, dropout })?;
+    let dbias = dz.sum_keepdim(1)?;
+    Ok((dz, dbias))
 }
 
 /// `(z, bias, dy) → dz` of [`HiddenLayer`].
