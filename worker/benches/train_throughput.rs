@@ -24,6 +24,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -32,7 +33,6 @@ use wf_shared::calendar::TradingCalendar;
 use wf_shared::panel::PanelParts;
 use wf_worker::WorkerError;
 use wf_worker::device::DeviceChoice;
-use candle_core::{Device, Tensor, Var};
 use wf_worker::model::{Activation, Mode, ModelSpec, Ranker, TrainParams, build};
 use wf_worker::train::{TrainRequest, score_range, train};
 
@@ -96,7 +96,12 @@ impl Ranker for Autograd {
         self.0.forward(features, mode)
     }
 
-    fn forward_columns(&self, window: &Tensor, columns: Option<&Tensor>, mode: Mode<'_>) -> candle_core::Result<Tensor> {
+    fn forward_columns(
+        &self,
+        window: &Tensor,
+        columns: Option<&Tensor>,
+        mode: Mode<'_>,
+    ) -> candle_core::Result<Tensor> {
         self.0.forward_columns(window, columns, mode)
     }
 

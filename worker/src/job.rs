@@ -238,6 +238,7 @@ pub fn run_job_until(
             device: crate::device::device_name(device),
             training_days: 0,
             validation_days: 0,
+            time: crate::train::TrainTime::default(),
         },
     };
     if stop.is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed)) {

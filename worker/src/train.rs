@@ -201,6 +201,22 @@ pub struct TrainStats {
     pub device: String,
     pub training_days: usize,
     pub validation_days: usize,
+    /// Where `seconds` went.
+    #[serde(default)]
+    pub time: TrainTime,
+}
+
+/// Where a training's time went, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainTime {
+    /// Building the day batches, the feature cube and the gathered inputs.
+    pub inputs: f64,
+    /// The training steps: forward, loss, backward and optimizer.
+    pub steps: f64,
+    /// The validation passes after each epoch and keeping the best epoch's weights.
+    pub validation: f64,
+    /// Training steps taken.
+    pub step_count: u64,
 }
 
 /// Splits a training window into (training days, validation days): the validation days
@@ -300,7 +316,9 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
     let mut history = Vec::new();
     let (mut best_loss, mut best_epoch, mut best_weights) = (f64::INFINITY, 0u32, None);
     let mut step = 0u64;
+    let mut time = TrainTime { inputs: started.elapsed().as_secs_f64(), ..TrainTime::default() };
     for epoch in 0..params.epochs {
+        let epoch_started = Instant::now();
         order.shuffle(&mut rng);
         let mut epoch_loss = 0.0;
         for index in &order {
@@ -333,6 +351,8 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
             optimizer.step(grads, params.clip_norm)?;
             step += 1;
         }
+        time.steps += epoch_started.elapsed().as_secs_f64();
+        let validation_started = Instant::now();
         let validation_loss = if validation.is_empty() {
             epoch_loss / training.len() as f64
         } else {
@@ -350,9 +370,12 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
             best_weights =
                 Some(variables.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?);
         } else if epoch - best_epoch >= params.patience {
+            time.validation += validation_started.elapsed().as_secs_f64();
             break;
         }
+        time.validation += validation_started.elapsed().as_secs_f64();
     }
+    time.step_count = step;
     if let Some(weights) = best_weights {
         for (variable, weight) in variables.iter().zip(weights) {
             variable.set(&weight)?;
@@ -367,6 +390,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
         device: crate::device::device_name(device),
         training_days: training.len(),
         validation_days: validation.len(),
+        time,
     })
 }
 

@@ -1,5 +1,7 @@
 //! `wf train SPEC --job N`: train and score one job locally and print its metrics.
 
+use std::time::Instant;
+
 use anyhow::Context;
 use serde::Serialize;
 use wf_data::dataset::DataRoots;
@@ -34,6 +36,19 @@ struct TrainReport {
     rank_ic: Summary,
     rank_ic_interval: Option<Interval>,
     icir: f64,
+    time: JobTime,
+}
+
+/// Where the job's time went, in seconds (training's own parts are in `stats.time`).
+#[derive(Debug, Serialize)]
+struct JobTime {
+    /// Opening the dataset (its metadata, or the whole of it) and planning.
+    planning: f64,
+    /// Reading the job's days (nothing more when the dataset was loaded whole).
+    reading: f64,
+    training: f64,
+    /// Scoring the test days, their metrics, drift and permutation importance.
+    scoring_and_diagnostics: f64,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
@@ -42,6 +57,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
     let config = read_spec(&args.spec)?;
     let spinner = stage_spinner();
     spinner.set_message("loading the dataset and planning");
+    let started = Instant::now();
     // A prepared panel file is planned on its metadata and the job reads its own days only,
     // as on a worker; another dataset is loaded whole.
     let data = JobData::open(
@@ -69,11 +85,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
     };
     let model = &config.models[job.model];
     spinner.set_message(format!("training {} (window {}, seed {})", model.name, job.window, job.seed));
+    let planned_at = started.elapsed();
+    let mut read_at = planned_at;
     let output = data.panel(&config, job, &DataRoots::Any).and_then(|panel| {
+        read_at = started.elapsed();
         let output = run_job(&panel, &config, job, &device)?;
         let file = args.save.as_ref().map(|_| model_file(&output, job, &panel, &data.content_hash(), &config));
         Ok((output, file))
     });
+    let ran_at = started.elapsed();
     spinner.finish_and_clear();
     let (output, file) = output?;
     if let (Some(path), Some(file)) = (&args.save, file) {
@@ -107,6 +127,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
         rank_ic,
         rank_ic_interval: bootstrap.mean_interval(&series(Metric::RankIc)),
         icir: rank_ic.ratio(),
+        time: JobTime {
+            planning: planned_at.as_secs_f64(),
+            reading: (read_at - planned_at).as_secs_f64(),
+            training: output.stats.seconds,
+            scoring_and_diagnostics: ((ran_at - read_at).as_secs_f64() - output.stats.seconds).max(0.0),
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).context("failed to serialise the result")?);
@@ -136,6 +162,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<Outcome> {
         stats.best_validation_loss,
         stats.seconds,
         stats.device
+    );
+    let (time, steps) = (&report.time, &stats.time);
+    let per_step = if steps.step_count > 0 { steps.steps / steps.step_count as f64 * 1e3 } else { 0.0 };
+    println!(
+        "time: {:.2} s planning, {:.2} s reading its days, {:.2} s training ({:.2} s inputs, {} steps {:.2} s = {:.2} ms each, {:.2} s validation), {:.2} s scoring and diagnostics",
+        time.planning,
+        time.reading,
+        time.training,
+        steps.inputs,
+        steps.step_count,
+        steps.steps,
+        per_step,
+        steps.validation,
+        time.scoring_and_diagnostics
     );
     println!(
         "scored {} days from {}, horizon {}, K {}:",

@@ -21,6 +21,22 @@ fn one_quickstart_job_trains_scores_and_saves() {
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON report");
     assert!(report["stats"]["epochs"].as_u64().expect("epochs") >= 1);
     assert_eq!(report["stats"]["device"], "cpu");
+    // Where the time went: one step per training day and epoch, and the parts of the
+    // training fit in its total.
+    let (stats, time) = (&report["stats"], &report["stats"]["time"]);
+    let number = |value: &serde_json::Value| value.as_f64().expect("a number");
+    assert_eq!(
+        time["step_count"].as_u64(),
+        Some(number(&stats["epochs"]) as u64 * number(&stats["training_days"]) as u64)
+    );
+    let parts = number(&time["inputs"]) + number(&time["steps"]) + number(&time["validation"]);
+    assert!(
+        number(&time["steps"]) > 0.0 && parts <= number(&stats["seconds"]) + 1e-6,
+        "{time} of {}",
+        stats["seconds"]
+    );
+    assert!(number(&report["time"]["training"]) == number(&stats["seconds"]), "{}", report["time"]);
+    assert!(number(&report["time"]["scoring_and_diagnostics"]) > 0.0, "{}", report["time"]);
     let scored = report["days_scored"].as_u64().expect("days");
     assert!(scored > 100, "{scored} days scored");
     assert!(report["delta_p_at_k"]["mean"].as_f64().expect("mean").is_finite());

@@ -165,5 +165,6 @@ pub fn train_gbdt(
         device: crate::device::device_name(device),
         training_days: train_days.len(),
         validation_days: validation_days.len(),
+        time: crate::train::TrainTime::default(),
     })
 }
