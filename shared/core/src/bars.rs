@@ -79,6 +79,25 @@ pub struct Bars {
     pub(crate) turnover: Option<Vec<f64>>,
 }
 
+/// `rows` reordered by `key[row]` (below `keys`), rows of one key in their order in
+/// `rows`: a stable counting sort.
+fn counting_sort(rows: impl Iterator<Item = u32> + Clone, key: &[u32], keys: usize) -> Vec<u32> {
+    let mut start = vec![0usize; keys + 1];
+    for row in rows.clone() {
+        start[key[row as usize] as usize + 1] += 1;
+    }
+    for k in 0..keys {
+        start[k + 1] += start[k];
+    }
+    let mut sorted = vec![0u32; start[keys]];
+    for row in rows {
+        let slot = &mut start[key[row as usize] as usize];
+        sorted[*slot] = row;
+        *slot += 1;
+    }
+    sorted
+}
+
 impl Bars {
     /// Validates and sorts raw columns.
     pub fn new(columns: BarsColumns) -> Result<Self, BarsError> {
@@ -101,26 +120,43 @@ impl Bars {
         for (rank, code) in codes.iter().enumerate() {
             rank_of_first_seen[code_ids[code.as_str()] as usize] = rank as u32;
         }
-        let calendar = TradingCalendar::from_dates(columns.date.clone());
-        let row_day: Vec<u32> =
-            columns.date.iter().map(|date| calendar.index_of(*date).unwrap_or_default() as u32).collect();
+        // Runs of one date (a file sorted by date, or by code and date) are looked up once.
+        let mut distinct = Vec::new();
+        for date in &columns.date {
+            if distinct.last() != Some(date) {
+                distinct.push(*date);
+            }
+        }
+        let calendar = TradingCalendar::from_dates(distinct);
+        let mut last = None;
+        let row_day: Vec<u32> = columns
+            .date
+            .iter()
+            .map(|date| match last {
+                Some((seen, day)) if seen == *date => day,
+                _ => {
+                    let day = calendar.index_of(*date).unwrap_or_default() as u32;
+                    last = Some((*date, day));
+                    day
+                }
+            })
+            .collect();
 
-        let mut order: Vec<u32> = (0..rows as u32).collect();
-        let key = |row: u32| {
-            let stock = rank_of_first_seen[row_code[row as usize] as usize];
-            (u64::from(stock) << 32) | u64::from(row_day[row as usize])
-        };
-        order.sort_unstable_by_key(|row| key(*row));
+        // Rows by (stock, day): a counting sort by day, then a stable one by stock, two
+        // passes over the rows where a comparison sort of 10 M rows took a second and a half.
+        let row_stock: Vec<u32> = row_code.into_iter().map(|code| rank_of_first_seen[code as usize]).collect();
+        let by_day = counting_sort(0..rows as u32, &row_day, calendar.len());
+        let order = counting_sort(by_day.iter().copied(), &row_stock, codes.len());
+        drop(by_day);
 
         let gather = |values: &[f64]| order.iter().map(|row| values[*row as usize]).collect::<Vec<f64>>();
         let mut stock_rows = vec![0..0; codes.len()];
         let mut day = Vec::with_capacity(rows);
         let mut start = 0;
         for (position, row) in order.iter().enumerate() {
-            let stock = rank_of_first_seen[row_code[*row as usize] as usize] as usize;
+            let stock = row_stock[*row as usize] as usize;
             day.push(row_day[*row as usize]);
-            let next_stock =
-                order.get(position + 1).map(|next| rank_of_first_seen[row_code[*next as usize] as usize] as usize);
+            let next_stock = order.get(position + 1).map(|next| row_stock[*next as usize] as usize);
             if next_stock != Some(stock) {
                 stock_rows[stock] = start..position + 1;
                 start = position + 1;

@@ -285,15 +285,23 @@ pub fn build_panel_with_state(bars: &Bars, spec: &PanelSpec) -> (Panel, FeatureS
             .collect();
         // The chunk's cells in output order (by day, then stock), so that each column is
         // written in increasing positions: a few adjacent cells per day, not one cell per
-        // row of the whole column (which missed the cache on every write).
+        // row of the whole column (which missed the cache on every write). Visited day by
+        // day, the stocks in order, they come out in that order (no sort).
         let mut cells: Vec<(usize, u32, u32)> = Vec::new();
-        for (index, (&stock, (series, _))) in chunk.iter().zip(&per_stock).enumerate() {
-            for row in bars.stock_rows(stock) {
-                let t = series_position(bars, row, series.first_day, 0);
-                cells.push((slots.take(bars.day()[row]), index as u32, t as u32));
+        let mut next: Vec<std::ops::Range<usize>> = chunk.iter().map(|stock| bars.stock_rows(*stock)).collect();
+        let day = bars.day();
+        let first = next.iter().filter(|rows| !rows.is_empty()).map(|rows| day[rows.start]).min();
+        let last = next.iter().filter(|rows| !rows.is_empty()).map(|rows| day[rows.end - 1]).max();
+        for today in first.zip(last).map_or(0..0, |(first, last)| first..last + 1) {
+            for (index, (rows, (series, _))) in next.iter_mut().zip(&per_stock).enumerate() {
+                if rows.start < rows.end && day[rows.start] == today {
+                    let t = series_position(bars, rows.start, series.first_day, 0);
+                    cells.push((slots.take(today), index as u32, t as u32));
+                    rows.start += 1;
+                }
             }
         }
-        scatter(&mut cells, &per_stock, &mut features, &mut targets, &mut adv);
+        scatter(&cells, &per_stock, &mut features, &mut targets, &mut adv);
         for (&stock, (series, pass)) in chunk.iter().zip(per_stock) {
             states.push(StockState {
                 code: bars.codes()[stock].clone(),
@@ -326,16 +334,15 @@ pub fn build_panel_with_state(bars: &Bars, spec: &PanelSpec) -> (Panel, FeatureS
 }
 
 /// Writes each cell `(position, stock of the chunk, dense position)` of a chunk's passes
-/// into the columns, in increasing positions.
+/// into the columns; the cells come in increasing positions.
 fn scatter(
-    cells: &mut [(usize, u32, u32)],
+    cells: &[(usize, u32, u32)],
     per_stock: &[(StockSeries, StockPass)],
     features: &mut [Vec<f32>],
     targets: &mut [Vec<f64>],
     adv: &mut [f64],
 ) {
-    cells.sort_unstable_by_key(|cell| cell.0);
-    let cells = &*cells;
+    debug_assert!(cells.windows(2).all(|pair| pair[0].0 < pair[1].0));
     features.par_iter_mut().enumerate().for_each(|(feature, column)| {
         for &(at, index, t) in cells {
             column[at] = per_stock[index as usize].1.features[feature][t as usize];

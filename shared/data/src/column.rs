@@ -104,12 +104,24 @@ pub(crate) fn date_column(name: &str, dates: impl Iterator<Item = NaiveDate>) ->
     Int32Chunked::from_iter_values(name.into(), dates.map(epoch_days)).into_date().into_column()
 }
 
+/// A column of `values`, a value that is not finite being null. Built from a copy of the
+/// values and a validity bitmap: one option per element through polars' builder took a
+/// tenth of writing a 10 M-row panel.
 pub(crate) fn f64_column(name: &str, values: &[f64]) -> Column {
-    Float64Chunked::from_iter_options(name.into(), values.iter().map(|v| v.is_finite().then_some(*v))).into_column()
+    Float64Chunked::from_vec_validity(name.into(), values.to_vec(), finite(values.iter().map(|v| v.is_finite())))
+        .into_column()
 }
 
+/// [`f64_column`] of `f32` values.
 pub(crate) fn f32_column(name: &str, values: &[f32]) -> Column {
-    Float32Chunked::from_iter_options(name.into(), values.iter().map(|v| v.is_finite().then_some(*v))).into_column()
+    Float32Chunked::from_vec_validity(name.into(), values.to_vec(), finite(values.iter().map(|v| v.is_finite())))
+        .into_column()
+}
+
+/// The validity bitmap of `valid`, or none when every value is.
+fn finite(valid: impl Iterator<Item = bool>) -> Option<polars_arrow::bitmap::Bitmap> {
+    let bitmap = polars_arrow::bitmap::Bitmap::from_iter(valid);
+    (bitmap.unset_bits() > 0).then_some(bitmap)
 }
 
 pub(crate) fn write_parquet(

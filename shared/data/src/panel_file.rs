@@ -15,6 +15,7 @@
 use std::path::Path;
 
 use polars::prelude::*;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use wf_shared::dataset::{DatasetHash, PanelDigests};
 use wf_shared::panel::{ADV_COLUMN, Panel, PanelParts, target_name};
@@ -88,12 +89,17 @@ pub fn write_panel(path: &Path, panel: &Panel) -> Result<DatasetHash, DataError>
             )
             .into_column(),
         ];
-        for (name, values) in panel.feature_names().iter().zip(panel.features()) {
-            columns.push(column::f32_column(name, &values[rows.clone()]));
-        }
-        for (horizon, values) in panel.horizons().iter().zip(panel.targets()) {
-            columns.push(column::f64_column(&target_name(*horizon), &values[rows.clone()]));
-        }
+        // Column by column over the cores.
+        let features: Vec<Column> = (panel.feature_names(), panel.features())
+            .into_par_iter()
+            .map(|(name, values)| column::f32_column(name, &values[rows.clone()]))
+            .collect();
+        let targets: Vec<Column> = (panel.horizons(), panel.targets())
+            .into_par_iter()
+            .map(|(horizon, values)| column::f64_column(&target_name(*horizon), &values[rows.clone()]))
+            .collect();
+        columns.extend(features);
+        columns.extend(targets);
         if let Some(adv) = panel.adv() {
             columns.push(column::f64_column(ADV_COLUMN, &adv[rows.clone()]));
         }

@@ -248,7 +248,9 @@ pub fn extend_panel(panel: Panel, state: &FeatureState, bars: &Bars) -> Result<(
             });
             present.push((series, pass));
         }
-        scatter(&mut cells, &present, &mut features, &mut targets, &mut adv);
+        // Stock by stock above: in output order for the scatter.
+        cells.sort_unstable_by_key(|cell| cell.0);
+        scatter(&cells, &present, &mut features, &mut targets, &mut adv);
     }
     features.par_iter_mut().for_each(|column| normalise_cross_sections(column, &order.day_offsets));
 
