@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use wf_data::check::{CheckOptions, check_file, render_table};
 use wf_data::panel_file::read_panel;
-use wf_data::prepare::prepare;
+use wf_data::prepare::{Stage, prepare};
 use wf_data::synth_file::write_synth;
 use wf_shared::PanelSpec;
 use wf_shared::dataset::content_hash;
@@ -49,7 +49,13 @@ fn panel_spec(horizons: &[u32]) -> anyhow::Result<PanelSpec> {
 fn run_prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     let spec = panel_spec(&args.horizons)?;
     let spinner = stage_spinner();
-    let result = prepare(&args.input, &args.out, &spec, |stage| spinner.set_message(stage.label()));
+    let result = prepare(&args.input, &args.out, &spec, |stage| {
+        if stage == Stage::Write {
+            // The bars are gone: their memory back before the writer allocates.
+            wf_worker::allocator::release_freed_memory();
+        }
+        spinner.set_message(stage.label())
+    });
     spinner.finish_and_clear();
     let prepared = result?;
     let total: f64 = prepared.timings.iter().map(|(_, d)| d.as_secs_f64()).sum();
