@@ -9,8 +9,8 @@
 //! Shapes: 1,000 stocks per day, 64 features, 4 horizons; MLP 64 → 128 → 64 → 4 over 252
 //! days (also at 4,000 stocks, the whole-market universe: `WF_BENCH_STOCKS=1000,4000`, the
 //! default, lists the counts; the rate per stock-day should not fall as stocks grow), and
-//! PatchTST (at the first count) (lookback 60, patch 10, d_model 64, 2 layers, 4 heads) over 40 days
-//! per epoch. One day per step, the product's own `train()` (batches built once per job,
+//! PatchTST at the first count (lookback 60, patch 10, d_model 64, 2 layers, 4 heads) over
+//! 40 days per epoch. One day per step, the product's own `train()` (batches built once per job,
 //! 0.1 ListNet + 1.0 MSE, AdamW, clipping). Per-epoch time = (time of 1 + N epochs − time
 //! of 1 epoch) / N, so batch building and start-up are not counted. `WF_TORCH_PYTHON` names
 //! the Python with torch (default `.venv-bench/bin/python`); without it the reference is
@@ -87,8 +87,8 @@ struct Figures {
     gflops: f64,
 }
 
-/// A model trained through Candle's autograd: every call but [`Ranker::forward_taped`]
-/// goes to the model itself.
+/// A model trained through Candle's autograd: the calls `train()` makes go to the model
+/// itself, except [`Ranker::forward_taped`] (the default: none).
 struct Autograd(Box<dyn Ranker>);
 
 impl Ranker for Autograd {

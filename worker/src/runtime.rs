@@ -689,7 +689,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Whether the coordinator said the lease is no longer this worker's.
 /// Refuses (for good) a dataset whose content hash `found` is not the one `dataset`
 /// names, which its sweep was planned on.
 fn planned_on(dataset: &wf_shared::DatasetRef, found: DatasetHash) -> Result<(), Refusal> {
@@ -720,6 +719,7 @@ fn lease_inputs(lease: &v1::JobLease) -> Result<(SweepConfig, wf_shared::Dataset
     Ok((config, dataset))
 }
 
+/// Whether the coordinator said the lease is no longer this worker's.
 fn lease_lost(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied)
 }

@@ -315,7 +315,6 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
     let mut order: Vec<usize> = (0..training.len()).collect();
     let mut history = Vec::new();
     let (mut best_loss, mut best_epoch, mut best_weights) = (f64::INFINITY, 0u32, None);
-    let mut step = 0u64;
     let mut time = TrainTime { inputs: started.elapsed().as_secs_f64(), ..TrainTime::default() };
     for epoch in 0..params.epochs {
         let epoch_started = Instant::now();
@@ -326,7 +325,7 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
                 return Err(WorkerError::Stopped);
             }
             let batch = &training[*index];
-            let warmup = ((step + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
+            let warmup = ((time.step_count + 1) as f64 / f64::from(params.warmup_steps.max(1))).min(1.0);
             optimizer.set_learning_rate(params.learning_rate * warmup);
             let input = &training_inputs[*index];
             // The model's own backward where it has one (the same gradients, fewer passes
@@ -335,21 +334,19 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
                 Some(input) => model.forward_taped(input, Mode::Train(&mut rng))?,
                 None => None,
             };
+            let scores = match &tape {
+                Some(tape) => tape.scores().clone(),
+                None => forward(batch, input, Mode::Train(&mut rng))?,
+            };
+            let loss = day_loss(&scores, batch, params, &horizon_weights)?;
+            epoch_loss += f64::from(loss.to_scalar::<f32>()?);
+            let grads = loss.backward()?;
             let grads = match tape {
-                Some(tape) => {
-                    let loss = day_loss(tape.scores(), batch, params, &horizon_weights)?;
-                    epoch_loss += f64::from(loss.to_scalar::<f32>()?);
-                    tape.backward(&loss.backward()?)?
-                }
-                None => {
-                    let scores = forward(batch, input, Mode::Train(&mut rng))?;
-                    let loss = day_loss(&scores, batch, params, &horizon_weights)?;
-                    epoch_loss += f64::from(loss.to_scalar::<f32>()?);
-                    loss.backward()?
-                }
+                Some(tape) => tape.backward(&grads)?,
+                None => grads,
             };
             optimizer.step(grads, params.clip_norm)?;
-            step += 1;
+            time.step_count += 1;
         }
         time.steps += epoch_started.elapsed().as_secs_f64();
         let validation_started = Instant::now();
@@ -364,18 +361,18 @@ pub fn train(model: &dyn Ranker, request: &TrainRequest<'_>, device: &Device) ->
             sum / validation.len() as f64
         };
         history.push((epoch_loss / training.len() as f64, validation_loss));
-        if validation_loss < best_loss {
+        let improved = validation_loss < best_loss;
+        if improved {
             best_loss = validation_loss;
             best_epoch = epoch;
             best_weights =
                 Some(variables.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?);
-        } else if epoch - best_epoch >= params.patience {
-            time.validation += validation_started.elapsed().as_secs_f64();
-            break;
         }
         time.validation += validation_started.elapsed().as_secs_f64();
+        if !improved && epoch - best_epoch >= params.patience {
+            break;
+        }
     }
-    time.step_count = step;
     if let Some(weights) = best_weights {
         for (variable, weight) in variables.iter().zip(weights) {
             variable.set(&weight)?;

@@ -35,7 +35,6 @@ fn one_quickstart_job_trains_scores_and_saves() {
         "{time} of {}",
         stats["seconds"]
     );
-    assert!(number(&report["time"]["training"]) == number(&stats["seconds"]), "{}", report["time"]);
     assert!(number(&report["time"]["scoring_and_diagnostics"]) > 0.0, "{}", report["time"]);
     let scored = report["days_scored"].as_u64().expect("days");
     assert!(scored > 100, "{scored} days scored");

@@ -52,9 +52,7 @@ impl Mlp {
         }
         z.broadcast_add(head_bias.as_tensor())
     }
-}
 
-impl Mlp {
     /// The dropout of the next hidden layer: a key drawn from the job's generator in
     /// training, none in evaluation.
     fn dropout(&self, mode: &mut Mode<'_>) -> Option<Dropout> {
