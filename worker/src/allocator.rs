@@ -29,10 +29,10 @@ pub fn keep_freed_memory() {
 
 /// Returns the memory freed so far to the system now, rather than after mimalloc's purge
 /// delay: for a command between two stages, when the first one's data is gone and the
-/// next allocates its own (`wf data prepare` before writing: the bars of a 10 M-row
-/// market, half a gigabyte, otherwise lingered while the writer allocated, and the peak
-/// varied over 2.29-2.45 GB from run to run). Purging at once everywhere (delay 0) gave
-/// a steady 2.23 GB but made computing the features 50% slower.
+/// next allocates its own (`wf data prepare` at each stage after reading: the read
+/// columns and the bars of a 10 M-row market otherwise lingered while the next stage
+/// allocated, and the peak varied over 2,235-2,388 MiB from run to run). Purging at once everywhere (delay 0)
+/// gave a steady 2,176-2,187 MiB but made computing the features 50% slower.
 #[allow(unsafe_code)]
 pub fn release_freed_memory() {
     // SAFETY: `mi_collect` frees mimalloc's cached, unused memory; it may be called from

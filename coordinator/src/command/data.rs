@@ -50,8 +50,9 @@ fn run_prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     let spec = panel_spec(&args.horizons)?;
     let spinner = stage_spinner();
     let result = prepare(&args.input, &args.out, &spec, |stage| {
-        if stage == Stage::Write {
-            // The bars are gone: their memory back before the writer allocates.
+        if stage != Stage::Read {
+            // The last stage's freed data (the read columns, the bars) back to the system
+            // before this one allocates.
             wf_worker::allocator::release_freed_memory();
         }
         spinner.set_message(stage.label())

@@ -39,12 +39,12 @@ const RUNS: usize = 3;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// What `wf data prepare` does as its write stage starts
-/// (`wf_worker::allocator::release_freed_memory`, which this crate cannot call): the
-/// bars' freed memory returned before the writer allocates.
+/// What `wf data prepare` does as each stage after the first starts
+/// (`wf_worker::allocator::release_freed_memory`, which this crate cannot call): the last
+/// stage's freed data returned before the next allocates.
 #[allow(unsafe_code)]
 fn at_stage(stage: Stage) {
-    if stage == Stage::Write {
+    if stage != Stage::Read {
         // SAFETY: `mi_collect` frees mimalloc's cached, unused memory; callable any time.
         unsafe { libmimalloc_sys::mi_collect(true) }
     }
