@@ -25,6 +25,7 @@
 //! | [`decay`] | decay curves, decay rate, half-life |
 //! | [`drift`] | PSI of recent features against the training window |
 //! | [`replay`] | fixed and adaptive schedules replayed from the age matrix, compared |
+//! | [`snooping`] | corrections for the number tried: SPA, StepM, deflated Sharpe, PBO |
 //! | [`linear`] | a ridge least-squares scorer, the closed-form stand-in for models |
 //! | [`dataset`] | dataset identity (content hash newtype) |
 //! | [`label_guard`] | what may never be a feature: label-like names, copies of a target |
@@ -53,6 +54,7 @@ pub mod panel;
 pub mod plan;
 pub mod replay;
 mod rolling;
+pub mod snooping;
 pub mod spec;
 pub mod synth;
 pub mod target;

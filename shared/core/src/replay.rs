@@ -26,6 +26,7 @@ use crate::metric::DayMetrics;
 use crate::spec::{PerformanceMetric, TriggerGrid};
 
 mod compare;
+pub mod select;
 
 pub use compare::{Difference, ScheduleOutcome, compare_line, frontier};
 
