@@ -62,6 +62,7 @@ fn main() -> Outcome<()> {
     let device = Device::Cpu;
     for (name, kind, params) in models {
         let config = SweepConfig {
+            selection: Default::default(),
             name: "predict-bench".into(),
             panel: "synth".into(),
             content_hash: None,

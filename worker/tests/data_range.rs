@@ -20,6 +20,7 @@ fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig 
 fn config() -> SweepConfig {
     let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date");
     SweepConfig {
+        selection: Default::default(),
         name: "range".into(),
         panel: "synth:range".into(),
         content_hash: None,

@@ -22,6 +22,7 @@ fn setup(models: Vec<ModelConfig>) -> (Panel, SweepConfig) {
     let synth = generate(&SynthSpec { stocks: 60, days: 500, ..SynthSpec::default() }).expect("synth");
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5, 20] });
     let config = SweepConfig {
+        selection: Default::default(),
         name: "diagnostics".into(),
         panel: "synth:stocks=60,days=500".into(),
         content_hash: None,
@@ -172,6 +173,7 @@ fn planted_panel() -> Panel {
 fn planted_config(panel: &Panel, models: Vec<ModelConfig>) -> SweepConfig {
     let date = |day: usize| panel.calendar().date(day).expect("date");
     SweepConfig {
+        selection: Default::default(),
         name: "planted".into(),
         panel: "planted".into(),
         content_hash: None,

@@ -28,6 +28,7 @@ fn setup() -> (Panel, SweepConfig) {
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
     let params = serde_json::json!({"epochs": 3}).as_object().cloned().unwrap_or_default().into_iter().collect();
     let config = SweepConfig {
+        selection: Default::default(),
         name: "live".into(),
         panel: "synth:stocks=50,days=460".into(),
         content_hash: None,

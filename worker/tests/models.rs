@@ -40,6 +40,7 @@ fn market() -> &'static Market {
         let bars = Bars::new(synth.bars).expect("valid bars");
         let panel = build_panel(&bars, &PanelSpec { horizons: vec![1, 5] });
         let config = SweepConfig {
+            selection: Default::default(),
             name: "models".into(),
             panel: "synth:default".into(),
             content_hash: None,

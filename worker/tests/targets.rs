@@ -28,6 +28,7 @@ fn training_towards_each_target_lowers_its_loss_and_zscore_keeps_the_keys() {
         model("sign", ModelKind::Mlp, serde_json::json!({"epochs": 6, "hidden": [16], "target": "sign"})),
     ];
     let config = SweepConfig {
+        selection: Default::default(),
         name: "targets".into(),
         panel: "synth".into(),
         content_hash: None,

@@ -52,6 +52,7 @@ fn fixed_jobs_numbers() -> String {
     let synth = generate(&SynthSpec { stocks: 40, days: 400, start, seed: 3 }).expect("valid spec");
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
     let config = SweepConfig {
+        selection: Default::default(),
         name: "pin".into(),
         panel: "synth:pin".into(),
         content_hash: None,

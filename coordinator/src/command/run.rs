@@ -54,6 +54,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&finished.report)?);
     } else {
+        print!("{}", finished.report.verdict_text());
         println!(
             "out-of-sample quality at horizon {} (ΔP@K = P@K − base rate; 95% moving-block bootstrap intervals):",
             finished.report.horizon

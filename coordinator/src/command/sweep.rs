@@ -134,6 +134,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else if args.out.is_none() {
+            print!("{}", report.verdict_text());
             print!("{}", report.summary_table());
         }
         Ok(Outcome::Success)

@@ -21,8 +21,9 @@ use wf_shared::age::{AgeMatrix, Line, Metric};
 use wf_shared::bootstrap::Bootstrap;
 use wf_shared::decay::{DecayCurve, decay_curves};
 use wf_shared::plan::{Manifest, Plan, audit};
-use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line, expand_policies};
+use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line_series, expand_policies};
 use wf_shared::spec::{ModelKind, SweepConfig, TopK};
+use wf_shared::verdict::{LineVerdict, VerdictSettings, line_verdict};
 
 /// Best adaptive policies per line that get bootstrap intervals.
 const TOP_POLICIES: usize = 5;
@@ -35,6 +36,10 @@ pub struct LineReport {
     pub seed: u64,
     /// Fixed cadences first, in spec order, then the adaptive policies in grid order.
     pub schedules: Vec<ScheduleOutcome>,
+    /// The line's verdict (`wf_shared::verdict`); none for an untrained baseline, whose
+    /// schedules all score the same.
+    #[serde(default)]
+    pub verdict: Option<LineVerdict>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -260,19 +265,43 @@ pub fn build(
     let candidates = plan.finest_retrain_days();
     let model_name =
         |index: usize| config.models.get(index).map_or_else(|| format!("model {index}"), |m| m.name.clone());
-    let lines = matrix
+    let verdict_settings = VerdictSettings {
+        selection: &config.selection,
+        horizon: config.primary_horizon,
+        samples: config.bootstrap_samples,
+        seed: config.bootstrap_seed,
+    };
+    let untrained = |model: usize| config.models.get(model).is_some_and(|m| m.kind == ModelKind::Factor);
+    let mut lines: Vec<LineReport> = matrix
         .lines()
         .into_iter()
-        .map(|line: Line| LineReport {
-            window: line.window,
-            model: model_name(line.model),
-            seed: line.seed,
-            schedules: compare_line(matrix, line, &plan.retrain_days, &policies, candidates, bootstrap, TOP_POLICIES),
+        .map(|line: Line| {
+            let comparison =
+                compare_line_series(matrix, line, &plan.retrain_days, &policies, candidates, bootstrap, TOP_POLICIES);
+            let verdict = comparison
+                .as_ref()
+                .filter(|_| !untrained(line.model))
+                .map(|c| line_verdict(c, candidates, verdict_settings));
+            LineReport {
+                window: line.window,
+                model: model_name(line.model),
+                seed: line.seed,
+                schedules: comparison.map_or_else(Vec::new, |c| c.outcomes),
+                verdict,
+            }
         })
         .collect();
     let mut decay = Vec::new();
     for metric in [Metric::DeltaPAtK, Metric::PAtK, Metric::RankIc] {
         decay.extend(decay_curves(matrix, metric, config.bootstrap_samples, config.bootstrap_seed));
+    }
+    for (line, report) in matrix.lines().into_iter().zip(&mut lines) {
+        if let Some(verdict) = &mut report.verdict {
+            verdict.half_life_days = decay
+                .iter()
+                .find(|c| c.metric == Metric::DeltaPAtK && c.window == line.window && c.model == line.model)
+                .and_then(|c| c.half_life_days);
+        }
     }
     let base_rates: Vec<f64> =
         matrix.runs.iter().flat_map(|run| run.ages.iter().flatten().map(|day| day.base_rate)).collect();
@@ -306,9 +335,31 @@ pub fn build(
 }
 
 impl SweepReport {
+    /// The verdict `wf run` prints first: per trained line, in plain words, the best
+    /// fixed cadence, whether any adaptive policy beats it after correcting for the
+    /// number tried, what choosing out of sample earned, and the decay half-life.
+    pub fn verdict_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let verdicts: Vec<(&LineReport, &LineVerdict)> =
+            self.lines.iter().filter_map(|line| line.verdict.as_ref().map(|v| (line, v))).collect();
+        if verdicts.is_empty() {
+            return out;
+        }
+        let _ = writeln!(out, "Verdict (ΔP@K at horizon {}; SPA and StepM at 5%):", self.horizon);
+        for (line, verdict) in verdicts {
+            let _ = writeln!(out, "  window {}, {}, seed {}:", line.window, line.model, line.seed);
+            for sentence in verdict.sentences() {
+                let _ = writeln!(out, "    - {sentence}");
+            }
+        }
+        out
+    }
+
     /// The compact summary `wf run` prints: per window × model × fixed cadence, mean
     /// ΔP@K with its interval, RankIC, ICIR and retrains; then each line's best adaptive
-    /// policy among those scored on as many days as the fixed cadences.
+    /// policy among those scored on as many days as the fixed cadences, labelled as the
+    /// hindsight pick it is.
     pub fn summary_table(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
@@ -352,8 +403,11 @@ impl SweepReport {
                     .delta_interval
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |i| format!("[{:+.4}, {:+.4}]", i.low, i.high));
-                let mut name =
-                    if schedule.adaptive { format!("best adaptive: {}", schedule.name) } else { schedule.name.clone() };
+                let mut name = if schedule.adaptive {
+                    format!("hindsight best: {}", schedule.name)
+                } else {
+                    schedule.name.clone()
+                };
                 if !schedule.full_coverage() {
                     name = format!("{name} (covers {:.0}%)", schedule.coverage() * 100.0);
                 }
@@ -466,10 +520,11 @@ mod tests {
                     schedule("full coverage", true, &[0.03; 100]),
                     schedule("aged out early", true, &[0.09; 20]),
                 ],
+                verdict: None,
             }],
         };
         let table = report.summary_table();
-        assert!(table.contains("best adaptive: full coverage"), "{table}");
+        assert!(table.contains("hindsight best: full coverage"), "{table}");
         assert!(!table.contains("aged out early"), "{table}");
 
         // An untrained baseline's line is one row: every schedule scores the same.

@@ -26,6 +26,7 @@
 //! | [`drift`] | PSI of recent features against the training window |
 //! | [`replay`] | fixed and adaptive schedules replayed from the age matrix, compared |
 //! | [`snooping`] | corrections for the number tried: SPA, StepM, deflated Sharpe, PBO |
+//! | [`verdict`] | a line's verdict: the best fixed cadence, SPA/StepM, out-of-sample choice |
 //! | [`linear`] | a ridge least-squares scorer, the closed-form stand-in for models |
 //! | [`dataset`] | dataset identity (content hash newtype) |
 //! | [`label_guard`] | what may never be a feature: label-like names, copies of a target |
@@ -58,6 +59,7 @@ pub mod snooping;
 pub mod spec;
 pub mod synth;
 pub mod target;
+pub mod verdict;
 
 pub use bars::{Bars, BarsColumns, BarsError};
 pub use calendar::TradingCalendar;

@@ -99,7 +99,8 @@ pub(crate) fn mean(values: &[f64]) -> f64 {
 /// The `q` quantile of the values: the `⌈q·B⌉`-th smallest of `B`.
 pub(crate) fn upper_quantile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    // Less a hair, so that q·B landing a rounding step above an integer keeps its rank.
+    let rank = ((q * values.len() as f64 - 1e-9).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
 }
 

@@ -177,6 +177,35 @@ pub struct SweepConfig {
     pub max_jobs: u64,
     /// The portfolio backtest grid; `None`: no backtest.
     pub backtest: Option<crate::backtest::BacktestGrid>,
+    /// How a schedule is chosen out of sample (`[selection]`); report-only, not part of
+    /// any job's identity.
+    #[serde(default)]
+    pub selection: SelectionConfig,
+}
+
+/// `[selection]`: walk-forward choice of a schedule at each decision day, by its trailing
+/// mean over `lookback` matured days (`wf_shared::replay::select`). Each lookback is one
+/// more selector, and counts as one more trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionConfig {
+    pub lookbacks: Vec<u32>,
+    pub among: Among,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        Self { lookbacks: vec![63, 126], among: Among::Adaptive }
+    }
+}
+
+/// Which schedules a selector chooses among (those covering the whole period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Among {
+    /// The adaptive policies.
+    Adaptive,
+    /// The fixed cadences and the adaptive policies.
+    All,
 }
 
 impl SweepConfig {

@@ -72,6 +72,18 @@ pub fn frontier(points: &[(f64, f64)]) -> Vec<bool> {
         .collect()
 }
 
+/// A line's schedules compared, with what the verdict reads next: each schedule's daily
+/// ΔP@K over the line's period (`NaN` where it has no live row), the period's first day
+/// and the best fixed cadence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineComparison {
+    pub outcomes: Vec<ScheduleOutcome>,
+    pub series: Vec<Vec<f64>>,
+    pub first_day: usize,
+    /// Index into `outcomes` of the best fixed cadence.
+    pub best_fixed: Option<usize>,
+}
+
 /// Replays the fixed cadences and the policies of `line` and compares them. Intervals
 /// are computed for the fixed cadences, the frontier and the `top` best policies among
 /// those scored on as many days as the fixed cadences (the bootstrap dominates the cost
@@ -85,7 +97,20 @@ pub fn compare_line(
     bootstrap: Bootstrap,
     top: usize,
 ) -> Vec<ScheduleOutcome> {
-    let Some(replayer) = LineReplayer::new(matrix, line) else { return Vec::new() };
+    compare_line_series(matrix, line, fixed, policies, candidates, bootstrap, top).map_or_else(Vec::new, |c| c.outcomes)
+}
+
+/// [`compare_line`], keeping the series; `None` when the line has no run.
+pub fn compare_line_series(
+    matrix: &AgeMatrix,
+    line: Line,
+    fixed: &[(Cadence, Vec<usize>)],
+    policies: &[Policy],
+    candidates: &[usize],
+    bootstrap: Bootstrap,
+    top: usize,
+) -> Option<LineComparison> {
+    let replayer = LineReplayer::new(matrix, line)?;
     let mut replays: Vec<(String, bool, Replay)> =
         fixed.iter().map(|(cadence, days)| (cadence.to_string(), false, replayer.fixed(days))).collect();
     replays.extend(policies.iter().map(|p| (p.to_string(), true, replayer.adaptive(p, candidates))));
@@ -121,7 +146,7 @@ pub fn compare_line(
     let detailed =
         |index: usize| index < fixed.len() || on_frontier[index] || ranked.iter().take(top).any(|r| *r == index);
 
-    replays
+    let outcomes = replays
         .iter()
         .enumerate()
         .map(|(index, (name, adaptive, replay))| {
@@ -155,5 +180,7 @@ pub fn compare_line(
                 period_days: period,
             }
         })
-        .collect()
+        .collect();
+    let first_day = replays.first().map_or(0, |(_, _, r)| r.first_day);
+    Some(LineComparison { outcomes, series, first_day, best_fixed })
 }

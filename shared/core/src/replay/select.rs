@@ -8,10 +8,12 @@
 //! it until the next decision. Its series uses nothing known only after the day it
 //! stands for, and needs no training: every schedule's series is already replayed.
 //!
-//! Before the first decision with a matured day the selector follows the pool's first
-//! schedule (spec order: the first fixed cadence, or the first policy of the grid). A
-//! tie goes to the schedule listed first; a day on which a schedule has no value does
-//! not count towards its mean.
+//! A decision needs the whole lookback matured (`d ≥ h + L`), as the performance trigger
+//! does; before the first such decision the selector follows the pool's first schedule
+//! (spec order: the first fixed cadence, or the first policy of the grid). A tie goes to
+//! the schedule listed first (means are summed over the window itself, so equal values
+//! give equal means); a day on which a schedule has no value does not count towards its
+//! mean, so schedules missing different days are compared over different days.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,37 +35,31 @@ pub struct Selection {
 /// Walk-forward selection over `pool` (series by day offset, all of one length), deciding
 /// at `decisions` (ascending offsets) with horizon `horizon` and lookback `lookback`.
 pub fn select(pool: &[&[f64]], decisions: &[usize], horizon: usize, lookback: usize) -> Selection {
-    let days = pool.first().map_or(0, |s| s.len());
-    // Per schedule: prefix sums of its values and of their count, missing values skipped.
-    let prefixes: Vec<(Vec<f64>, Vec<usize>)> = pool
-        .iter()
-        .map(|series| {
-            let (mut sums, mut counts) = (vec![0.0], vec![0]);
-            for value in series.iter() {
-                let finite = value.is_finite();
-                sums.push(sums.last().copied().unwrap_or(0.0) + if finite { *value } else { 0.0 });
-                counts.push(counts.last().copied().unwrap_or(0) + usize::from(finite));
-            }
-            (sums, counts)
-        })
-        .collect();
+    let days = pool.iter().map(|s| s.len()).min().unwrap_or(0);
+    if pool.is_empty() {
+        return Selection { choices: Vec::new(), series: Vec::new() };
+    }
+    let mut decisions: Vec<usize> = decisions.iter().copied().filter(|d| *d < days).collect();
+    decisions.sort_unstable();
+    decisions.dedup();
     let mut current = 0;
     let mut choices = vec![Choice { day: 0, schedule: 0 }];
-    for &day in decisions.iter().filter(|d| **d < days) {
-        // Matured days of the lookback: [day − h − L, day − h).
-        let end = day.saturating_sub(horizon);
-        let start = day.saturating_sub(horizon + lookback);
-        let best = prefixes
-            .iter()
-            .enumerate()
-            .filter_map(|(index, (sums, counts))| {
-                let count = counts[end] - counts[start];
-                (count > 0).then(|| (index, (sums[end] - sums[start]) / count as f64))
-            })
-            .fold(None, |best: Option<(usize, f64)>, (index, mean)| match best {
-                Some((_, best_mean)) if best_mean >= mean => best,
-                _ => Some((index, mean)),
-            });
+    for day in decisions {
+        // The matured days of the lookback: [day − h − L, day − h), all of them.
+        let Some(start) = day.checked_sub(horizon + lookback) else { continue };
+        let end = start + lookback;
+        let mut best: Option<(usize, f64)> = None;
+        for (index, series) in pool.iter().enumerate() {
+            let window = series[start..end].iter().filter(|v| v.is_finite());
+            let (sum, count) = window.fold((0.0, 0usize), |(sum, count), v| (sum + v, count + 1));
+            if count == 0 {
+                continue;
+            }
+            let mean = sum / count as f64;
+            if best.is_none_or(|(_, best_mean)| mean > best_mean) {
+                best = Some((index, mean));
+            }
+        }
         if let Some((schedule, _)) = best
             && schedule != current
         {
@@ -93,15 +89,23 @@ mod tests {
         let b = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0];
         let c = [-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0];
         let selection = select(&[&a, &b, &c], &[0, 2, 4, 6, 8, 10], 2, 3);
-        // Day 0 and 2: nothing matured (day 2 sees days < 0): the default. Day 4 sees
-        // days 0..2: b. Day 6: days 1..4: b. Day 8: days 3..6: b (still). Day 10: days
-        // 5..8: b has 1 − 1 − 1, c −1 + 2 + 2: c.
+        // Days 0, 2 and 4: the lookback has not matured whole (a decision needs
+        // d ≥ h + L = 5): the default. Day 6 reads days 1..4: b. Day 8: days 3..6: b
+        // (still). Day 10: days 5..8: b has 1 − 1 − 1, c −1 + 2 + 2: c.
         assert_eq!(
             selection.choices,
-            vec![Choice { day: 0, schedule: 0 }, Choice { day: 4, schedule: 1 }, Choice { day: 10, schedule: 2 }]
+            vec![Choice { day: 0, schedule: 0 }, Choice { day: 6, schedule: 1 }, Choice { day: 10, schedule: 2 }]
         );
-        let expected: Vec<f64> = [&a[..4], &b[4..10], &c[10..]].concat();
+        let expected: Vec<f64> = [&a[..6], &b[6..10], &c[10..]].concat();
         assert_eq!(selection.series, expected);
+    }
+
+    #[test]
+    fn an_empty_pool_selects_nothing_and_decisions_in_any_order_are_taken_in_order() {
+        assert_eq!(select(&[], &[3, 1], 0, 1), Selection { choices: Vec::new(), series: Vec::new() });
+        let a = [0.0, 0.0, 0.0, 0.0];
+        let b = [1.0, 1.0, 1.0, 1.0];
+        assert_eq!(select(&[&a, &b], &[3, 1, 3, 9], 0, 1), select(&[&a, &b], &[1, 3], 0, 1));
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
     let h = 5u32;
     let panel = build_panel(&bars, &PanelSpec { horizons: vec![h] });
     let config = SweepConfig {
+        selection: Default::default(),
         name: "breaks".into(),
         panel: "synth:default".into(),
         content_hash: None,

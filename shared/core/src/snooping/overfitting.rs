@@ -27,29 +27,42 @@ pub struct Overfitting {
     pub days: usize,
 }
 
-/// PBO of `series` (aligned, finite, equal length) over `blocks` blocks (even, 2..=24).
-/// `None` with fewer than 2 series, an odd or out-of-range block count, or fewer than 2
-/// days a block.
+/// The most blocks: `C(20, 10)` = 184,756 combinations.
+pub const MAX_BLOCKS: usize = 20;
+
+/// PBO of `series` (aligned, finite, equal length) over `blocks` blocks (even,
+/// 2..=[`MAX_BLOCKS`]). `None` with fewer than 2 series, an odd or out-of-range block
+/// count, fewer than 2 days a block, series of different lengths or a value that is not
+/// finite. A half on which a schedule has no variance gives it a Sharpe ratio of 0.
 pub fn probability(series: &[&[f64]], blocks: usize) -> Option<Overfitting> {
     let schedules = series.len();
     let total = series.first()?.len();
-    if schedules < 2 || blocks < 2 || !blocks.is_multiple_of(2) || blocks > 24 || total / blocks < 2 {
+    if schedules < 2 || blocks < 2 || !blocks.is_multiple_of(2) || blocks > MAX_BLOCKS || total / blocks < 2 {
+        return None;
+    }
+    if series.iter().any(|s| s.len() != total || s.iter().any(|v| !v.is_finite())) {
         return None;
     }
     let size = total / blocks;
     let skip = total - size * blocks;
-    // Per schedule and block: Σx, Σx².
+    // Per schedule and block: Σx, Σx² of the values less the schedule's mean over the
+    // days used (the Sharpe ratio of a half adds it back), so the variance does not
+    // cancel; and the largest value's size, for what counts as no variance.
     let sums: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| {
+            let used = &s[skip..];
+            let centre = used.iter().sum::<f64>() / used.len() as f64;
             (0..blocks)
                 .map(|b| {
                     let values = &s[skip + b * size..skip + (b + 1) * size];
-                    (values.iter().sum(), values.iter().map(|v| v * v).sum())
+                    (values.iter().map(|v| v - centre).sum(), values.iter().map(|v| (v - centre).powi(2)).sum())
                 })
                 .collect()
         })
         .collect();
+    let centres: Vec<f64> = series.iter().map(|s| s[skip..].iter().sum::<f64>() / (total - skip) as f64).collect();
+    let scales: Vec<f64> = series.iter().map(|s| s[skip..].iter().fold(0.0_f64, |m, v| m.max(v.abs()))).collect();
     let sharpe = |schedule: usize, mask: u32, inside: bool| -> f64 {
         let (mut sum, mut squares) = (0.0, 0.0);
         for (b, (s, q)) in sums[schedule].iter().enumerate() {
@@ -60,8 +73,13 @@ pub fn probability(series: &[&[f64]], blocks: usize) -> Option<Overfitting> {
         }
         let n = (size * blocks / 2) as f64;
         let mean = sum / n;
-        let variance = (squares - n * mean * mean) / (n - 1.0);
-        if variance > 0.0 { mean / variance.sqrt() } else { 0.0 }
+        let variance = ((squares - n * mean * mean) / (n - 1.0)).max(0.0);
+        // A half without variance beyond rounding has a Sharpe ratio of 0.
+        if variance.sqrt() > 64.0 * f64::EPSILON * scales[schedule] {
+            (mean + centres[schedule]) / variance.sqrt()
+        } else {
+            0.0
+        }
     };
     let (mut overfit, mut logits, mut combinations) = (0usize, 0.0, 0usize);
     for mask in 0u32..(1 << blocks) {

@@ -45,10 +45,11 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// `None` with fewer than 3 values or no variance.
+    /// `None` with fewer than 3 values, a value that is not finite, or no variance beyond
+    /// rounding.
     pub fn of(returns: &[f64]) -> Option<Self> {
         let n = returns.len();
-        if n < 3 {
+        if n < 3 || returns.iter().any(|r| !r.is_finite()) {
             return None;
         }
         let mean = returns.iter().sum::<f64>() / n as f64;
@@ -60,7 +61,9 @@ impl Moments {
             m4 += d * d * d * d;
         }
         let (m2, m3, m4) = (m2 / n as f64, m3 / n as f64, m4 / n as f64);
-        if m2 <= 0.0 {
+        // No variance beyond rounding: a constant series has no Sharpe ratio.
+        let scale = returns.iter().fold(0.0_f64, |m, r| m.max(r.abs()));
+        if !m2.is_finite() || m2.sqrt() <= 64.0 * f64::EPSILON * scale {
             return None;
         }
         let sample_std = (m2 * n as f64 / (n - 1) as f64).sqrt();
@@ -68,15 +71,13 @@ impl Moments {
     }
 }
 
-/// The probabilistic Sharpe ratio of `moments` against the threshold `threshold`.
-pub fn probabilistic_sharpe(moments: &Moments, threshold: f64) -> f64 {
+/// The probabilistic Sharpe ratio of `moments` against the threshold `threshold`; `None`
+/// where the variance term is not positive (impossible for sample moments, whose
+/// kurtosis is at least 1 + skewness²).
+pub fn probabilistic_sharpe(moments: &Moments, threshold: f64) -> Option<f64> {
     let sr = moments.sharpe;
     let denominator = 1.0 - moments.skewness * sr + (moments.kurtosis - 1.0) / 4.0 * sr * sr;
-    if denominator <= 0.0 {
-        // Moments so extreme that the normal approximation breaks down: no evidence.
-        return f64::NAN;
-    }
-    normal_cdf((sr - threshold) * ((moments.n - 1) as f64).sqrt() / denominator.sqrt())
+    (denominator > 0.0).then(|| normal_cdf((sr - threshold) * ((moments.n - 1) as f64).sqrt() / denominator.sqrt()))
 }
 
 /// The expected maximum Sharpe ratio of `trials` unskilled trials whose Sharpe ratios
@@ -134,14 +135,20 @@ pub struct Deflated {
     pub sharpe_variance: f64,
     /// `SR₀` and the DSR with the number of trials, and with the effective number.
     pub expected_maximum: f64,
-    pub dsr: f64,
+    pub dsr: Option<f64>,
     pub expected_maximum_effective: f64,
-    pub dsr_effective: f64,
+    pub dsr_effective: Option<f64>,
 }
 
-/// Deflates the best Sharpe ratio among `series` (aligned, finite). `None` with fewer
-/// than 3 days or no series with variance.
+/// Deflates the best Sharpe ratio among `series` (aligned, finite, of one length). `None`
+/// with fewer than 3 days, a value that is not finite, series of different lengths, or no
+/// series with variance. Every series counts as a trial; the variance of the Sharpe
+/// ratios is over those with one.
 pub fn deflate(series: &[&[f64]]) -> Option<Deflated> {
+    let length = series.first()?.len();
+    if series.iter().any(|s| s.len() != length || s.iter().any(|v| !v.is_finite())) {
+        return None;
+    }
     let moments: Vec<Option<Moments>> = series.iter().map(|s| Moments::of(s)).collect();
     let sharpes: Vec<f64> = moments.iter().flatten().map(|m| m.sharpe).collect();
     let (best, best_moments) = moments
@@ -184,7 +191,7 @@ mod tests {
         let expected = expected_maximum_sharpe(variance, 100.0);
         assert!((expected - 0.1132).abs() < 5e-5, "SR0 {expected}");
         let moments = Moments { n: 1250, sharpe: 2.5 / days_a_year.sqrt(), skewness: -3.0, kurtosis: 10.0 };
-        let dsr = probabilistic_sharpe(&moments, expected);
+        let dsr = probabilistic_sharpe(&moments, expected).expect("dsr");
         assert!((dsr - 0.9004).abs() < 5e-5, "DSR {dsr}");
     }
 
@@ -206,6 +213,9 @@ mod tests {
         assert!((m.skewness - m3 / f64::powf(m2, 1.5)).abs() < 1e-12);
         assert!((m.kurtosis - m4 / (m2 * m2)).abs() < 1e-12);
         assert_eq!(Moments::of(&[1.0, 1.0, 1.0]), None);
+        // 0.1 three times does not sum to exactly 0.3: still no variance.
+        assert_eq!(Moments::of(&[0.1, 0.1, 0.1]), None);
+        assert_eq!(Moments::of(&[0.1, f64::NAN, 0.3]), None);
     }
 
     #[test]
@@ -213,7 +223,7 @@ mod tests {
         // Normal moments (skew 0, kurtosis 3): PSR(0) = Φ(SR √(T−1) / √(1 + SR²/2)).
         let m = Moments { n: 101, sharpe: 0.1, skewness: 0.0, kurtosis: 3.0 };
         let by_hand = normal_cdf(0.1 * 10.0 / (1.0_f64 + 0.005).sqrt());
-        assert!((probabilistic_sharpe(&m, 0.0) - by_hand).abs() < 1e-12);
+        assert!((probabilistic_sharpe(&m, 0.0).expect("psr") - by_hand).abs() < 1e-12);
         // Two trials: SR₀ = σ ((1 − γ) Φ⁻¹(1/2) + γ Φ⁻¹(1 − 1/(2e))) = σ γ Φ⁻¹(0.81606).
         let expected = expected_maximum_sharpe(0.04, 2.0);
         assert!(
@@ -257,8 +267,15 @@ mod tests {
         assert_eq!(deflated.best, best);
         assert_eq!(deflated.trials, 20);
         assert!(deflated.effective_trials > 1.0 && deflated.effective_trials <= 20.0 + 1e-9);
-        let alone = probabilistic_sharpe(&deflated.moments, 0.0);
-        assert!(deflated.dsr < alone, "{} < {alone}", deflated.dsr);
-        assert!(deflated.dsr_effective >= deflated.dsr, "fewer effective trials deflate less");
+        let alone = probabilistic_sharpe(&deflated.moments, 0.0).expect("psr");
+        let (dsr, dsr_effective) = (deflated.dsr.expect("dsr"), deflated.dsr_effective.expect("dsr"));
+        assert!(dsr < alone, "{dsr} < {alone}");
+        assert!(dsr_effective >= dsr, "fewer effective trials deflate less");
+        // A constant series is a trial without a Sharpe ratio; it is never the best.
+        let mut with_constant = refs.clone();
+        let constant = [0.1; 300];
+        with_constant.push(&constant);
+        let deflated = deflate(&with_constant).expect("deflated");
+        assert_eq!((deflated.best, deflated.trials), (best, 21));
     }
 }

@@ -9,8 +9,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AgeGrid, DriftGrid, ModelConfig, ModelKind, PerformanceGrid, PerformanceMetric, SpecError, SpecErrors, SweepConfig,
-    TopK, TriggerGrid,
+    AgeGrid, Among, DriftGrid, ModelConfig, ModelKind, PerformanceGrid, PerformanceMetric, SelectionConfig, SpecError,
+    SpecErrors, SweepConfig, TopK, TriggerGrid,
 };
 use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, MAX_SETTINGS, Rebalance};
 use crate::cadence::Cadence;
@@ -38,6 +38,20 @@ pub struct SweepSpec {
     /// Untrained baselines added to the models.
     #[serde(default)]
     pub baselines: Option<BaselinesSection>,
+    /// Choosing a schedule out of sample.
+    #[serde(default)]
+    pub selection: SelectionSection,
+}
+
+/// `[selection]`: the selectors' lookbacks (matured days) and their pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionSection {
+    #[serde(default)]
+    pub lookback: Option<OneOrMany<i64>>,
+    /// `"adaptive"` (default) or `"all"`.
+    #[serde(default)]
+    pub among: Option<String>,
 }
 
 /// `[baselines]`: one-line rules reported next to the models.
@@ -238,6 +252,10 @@ impl Default for MetricsSection {
 
 /// The longest list a spec may hold (windows, cadences, horizons, models, trigger grids).
 pub const MAX_LIST: usize = 64;
+/// The most selection lookbacks (each is one more selector to replay and one more trial).
+pub const MAX_SELECTORS: usize = 16;
+/// The longest selection lookback, in trading days (ten years).
+pub const MAX_LOOKBACK: i64 = 2_520;
 /// The most seeds one model may list.
 pub const MAX_SEEDS: usize = 1_000;
 /// The longest spec text (real specs are a few kilobytes; the largest the list limits
@@ -381,6 +399,7 @@ impl SweepSpec {
             ("plan.horizons".into(), self.plan.horizons.len(), MAX_LIST),
             ("models".into(), self.models.len(), MAX_LIST),
             ("baselines.factors".into(), self.baselines.as_ref().map_or(0, |b| b.factors.len()), MAX_LIST),
+            ("selection.lookback".into(), self.selection.lookback.as_ref().map_or(0, |l| l.len()), MAX_SELECTORS),
             ("dataset.features".into(), self.dataset.features.as_ref().map_or(0, Vec::len), 4 * MAX_LIST),
         ];
         for (index, model) in self.models.iter().enumerate().take(MAX_LIST) {
@@ -541,6 +560,8 @@ impl SweepSpec {
             problems.add("limits.max_jobs", "must be > 0");
         }
 
+        let selection = self.validate_selection(&mut problems);
+
         if !problems.0.is_empty() {
             return Err(SpecErrors(problems.0));
         }
@@ -548,6 +569,7 @@ impl SweepSpec {
             return Err(SpecErrors::one("spec", "incomplete"));
         };
         let config = SweepConfig {
+            selection,
             name: self.name.clone(),
             panel: self.dataset.panel.clone(),
             content_hash,
@@ -651,6 +673,23 @@ impl SweepSpec {
             }
         }
         models
+    }
+
+    fn validate_selection(&self, problems: &mut Problems) -> SelectionConfig {
+        let defaults = SelectionConfig::default();
+        let lookbacks = match &self.selection.lookback {
+            Some(lookback) => problems.positive_list("selection.lookback", &lookback.values(), MAX_LOOKBACK),
+            None => defaults.lookbacks,
+        };
+        let among = match self.selection.among.as_deref() {
+            None | Some("adaptive") => Among::Adaptive,
+            Some("all") => Among::All,
+            Some(other) => {
+                problems.add("selection.among", format!("unknown pool {other:?} (expected adaptive or all)"));
+                Among::Adaptive
+            }
+        };
+        SelectionConfig { lookbacks, among }
     }
 
     fn validate_triggers(&self, problems: &mut Problems, max_age: i64) -> TriggerGrid {
