@@ -3,6 +3,7 @@
 //!
 //! | file | one row per | columns |
 //! |---|---|---|
+//! | `verdict.csv` | (window, model, seed, selector) of a trained line | `best_fixed`, `best_fixed_delta_p_at_k`; `policies` (adaptive, full coverage), `selectors`, `tried` (their sum); `spa_p`, `spa_days`, `spa_mean_block`, `spa_samples`; `stepm_count`, `stepm` (names, ` \| `-separated), `beaten` (1: SPA p < 0.05 and StepM names one); `hindsight_best`, `hindsight_delta_p_at_k`; `half_life_days`; the selector's `lookback`, `among`, `chosen_delta_p_at_k` with `chosen_low`, `chosen_high`, `chosen_vs_best_fixed` with `chosen_difference_low`, `chosen_difference_high`, `chosen_switches` |
 //! | `schedules.csv` | (window, model, seed, schedule) | `scored_days`; `mean_delta_p_at_k`, `delta_low`, `delta_high` (ΔP@K, a fraction; 95% interval, empty where not computed); `hit_rate` (share of days > 0); `mean_rank_ic`, `icir`; `retrains`; `train_seconds` (sum over the schedule's trainings, s); `vs_best_fixed`, `difference_mean`, `difference_low`, `difference_high`, `difference_excludes_zero`; `on_frontier`; `covered_days`, `period_days` (days of the line's period with a live model row, and all of them: below, the schedule is not ranked or put on the frontier); `difference_common_days` (days the difference is taken on) |
 //! | `decay.csv` | (window, model, metric, age) | `age` (trading days since the retrain date), `mean`, `low`, `high` (95% interval), `models` (runs with a value) |
 //! | `series.csv` | (window, model, seed, schedule, date) | `delta_p_at_k`, `rank_ic` (empty: no live model scored that day), `retrain` (1 on retrain dates) |
@@ -207,6 +208,7 @@ pub fn render(report: &SweepReport, formats: &[Format]) -> Result<Vec<(String, V
         files.push(("report.json".to_string(), serde_json::to_vec_pretty(report)?));
     }
     let mut tables = vec![
+        ("verdict", super::verdict::verdict_csv(report)),
         ("schedules", schedules_csv(report)),
         ("decay", decay_csv(report)),
         ("series", series_csv(report)),

@@ -13,6 +13,7 @@ pub mod backtest;
 pub mod diagnostics;
 pub mod files;
 pub mod html;
+pub mod verdict;
 
 use chrono::NaiveDate;
 use serde::Serialize;

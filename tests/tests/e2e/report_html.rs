@@ -110,6 +110,8 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     );
     for file in [
         "report.json",
+        "verdict.csv",
+        "verdict.parquet",
         "schedules.csv",
         "decay.csv",
         "series.csv",
@@ -129,6 +131,8 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
         assert!(report_dir.join(file).exists(), "{file} missing");
     }
     assert!(run.stdout.contains("Backtest: annualised net returns"), "wf run prints the backtest: {}", run.stdout);
+    assert!(run.stdout.starts_with("Verdict"), "wf run prints the verdict first: {}", run.stdout);
+    println!("{}", run.stdout.lines().take_while(|l| !l.starts_with("out-of-sample")).collect::<Vec<_>>().join("\n"));
     backtest_files_agree_with_the_report(report_dir);
 
     // The same report, offline, from the artifact directory alone.
@@ -157,6 +161,7 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     }
     assert_eq!(dom_text.matches("<table class=\"backtest\"").count(), 2 * SETTINGS, "a table per line and setting");
     diagnostics_agree_with_the_report(report_dir, &dom_text);
+    verdict_agrees_with_the_report_and_opens_the_page(report_dir, &dom_text);
     for prefix in ["exposure_age_126_mlp", "exposure_dates_126_linear", "horizons_delta_126_mlp", "importance_126_mlp"]
     {
         assert!(dom_text.contains(&format!("<figure id=\"{prefix}\">")), "{prefix} is on the page");
@@ -174,6 +179,42 @@ fn wf_run_writes_a_report_that_chromium_renders_with_every_plot_and_no_console_e
     let (share, colours) = ink(&shot);
     assert!(share > 0.03, "the screenshot is nearly blank: {:.1}% inked", share * 100.0);
     assert!(colours >= 8, "the screenshot has only {colours} colours: no plots drawn?");
+}
+
+/// The verdict opens the page, above the first plot, one block per trained line with
+/// report.json's SPA p-value and number tried; `verdict.csv` has a row per line and selector.
+fn verdict_agrees_with_the_report_and_opens_the_page(report_dir: &Path, page: &str) {
+    let report: Value = serde_json::from_slice(&std::fs::read(report_dir.join("report.json")).expect("report.json"))
+        .expect("report JSON");
+    let verdict_at = page.find("<h2 id=\"verdict\">").expect("a verdict section");
+    let first_plot = page.find("<svg").expect("plots");
+    assert!(verdict_at < first_plot, "the verdict comes before the first plot");
+    assert_eq!(Some(verdict_at), page.find("<h2"), "the verdict is the first section");
+    let lines = report["lines"].as_array().expect("lines");
+    assert_eq!(page.matches("<div class=\"verdict\"").count(), lines.len(), "a verdict per trained line");
+    let csv = std::fs::read_to_string(report_dir.join("verdict.csv")).expect("verdict.csv");
+    let mut rows = 0;
+    for line in lines {
+        let verdict = &line["verdict"];
+        let policies = verdict["policies"].as_u64().expect("policies");
+        let selectors = verdict["selectors"].as_u64().expect("selectors");
+        assert_eq!(selectors, 2, "the default lookbacks, 63 and 126 days");
+        assert!(policies > 0, "full-coverage policies: {verdict}");
+        let spa_p = verdict["superiority"]["spa_p"].as_f64().expect("an SPA p-value");
+        assert!((0.0..=1.0).contains(&spa_p));
+        let block = format!(
+            "data-window=\"{}\" data-model=\"{}\" data-seed=\"{}\"",
+            line["window"],
+            line["model"].as_str().expect("model"),
+            line["seed"]
+        );
+        let at = page.find(&block).expect("the line's verdict block");
+        let tag = &page[at..at + page[at..].find('>').expect("tag end")];
+        assert!(tag.contains(&format!("data-spa-p=\"{spa_p}\"")), "{tag} vs {spa_p}");
+        assert!(tag.contains(&format!("data-tried=\"{}\"", policies + selectors)), "{tag}");
+        rows += selectors as usize;
+    }
+    assert_eq!(csv.lines().count(), 1 + rows, "{csv}");
 }
 
 /// The per-horizon tables of `horizons.csv` and of the page hold report.json's figures,
