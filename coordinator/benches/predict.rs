@@ -44,7 +44,7 @@ fn main() -> Outcome<()> {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (stocks, days) = (env("WF_BENCH_STOCKS", 1000), env("WF_BENCH_DAYS", 250));
     let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).ok_or("date")?;
-    let synth = generate(&SynthSpec { stocks, days: 200 + days, start, seed: 11 })?;
+    let synth = generate(&SynthSpec { stocks, days: 200 + days, start, seed: 11, null: false })?;
     let panel = build_panel(&Bars::new(synth.bars)?, &PanelSpec { horizons: vec![1, 5, 10, 20] });
     let params = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default().into_iter().collect();
     let models = vec![

@@ -719,6 +719,10 @@ pub struct SynthArgs {
     pub start: NaiveDate,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// The null market: the same shapes and calendar with no premia, no breaks and every
+    /// beta 1 (nothing is predictable); the calibration target of the report's statistics.
+    #[arg(long)]
+    pub null: bool,
 }
 
 #[derive(Debug, clap::Args)]

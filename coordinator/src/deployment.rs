@@ -1017,7 +1017,7 @@ params = { epochs = 2 }
     fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
         use wf_shared::synth::{SynthSpec, generate};
         let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
-        let market = generate(&SynthSpec { stocks: 30, days: 400, start, seed: 2 }).expect("market");
+        let market = generate(&SynthSpec { stocks: 30, days: 400, start, seed: 2, null: false }).expect("market");
         let bars = wf_shared::Bars::new(market.bars).expect("bars");
         let spec = wf_shared::PanelSpec { horizons: vec![1, 5] };
         let long = wf_shared::build_panel(&bars, &spec);

@@ -59,7 +59,7 @@ fn numbers(output: &JobOutput) -> String {
 
 fn panels() -> (Panel, Panel) {
     let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
-    let market = generate(&SynthSpec { stocks: 24, days: 400, start, seed: 9 }).expect("market");
+    let market = generate(&SynthSpec { stocks: 24, days: 400, start, seed: 9, null: false }).expect("market");
     let mut columns = market.bars;
     // A stock listed on the longer panel only, whose code sorts first: every other
     // stock's universe index moves by one between the two panels.

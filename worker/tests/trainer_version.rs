@@ -49,7 +49,7 @@ fn rounded(value: f64) -> String {
 /// Trains the fixed jobs and writes down their numbers.
 fn fixed_jobs_numbers() -> String {
     let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
-    let synth = generate(&SynthSpec { stocks: 40, days: 400, start, seed: 3 }).expect("valid spec");
+    let synth = generate(&SynthSpec { stocks: 40, days: 400, start, seed: 3, null: false }).expect("valid spec");
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
     let config = SweepConfig {
         selection: Default::default(),

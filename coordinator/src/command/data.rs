@@ -117,7 +117,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<Outcome> {
 }
 
 fn run_synth(args: SynthArgs) -> anyhow::Result<Outcome> {
-    let spec = SynthSpec { stocks: args.stocks, days: args.days, start: args.start, seed: args.seed };
+    let spec = SynthSpec { stocks: args.stocks, days: args.days, start: args.start, seed: args.seed, null: args.null };
     let spinner = stage_spinner();
     spinner.set_message("generating the synthetic market");
     let market = generate(&spec);
@@ -130,8 +130,12 @@ fn run_synth(args: SynthArgs) -> anyhow::Result<Outcome> {
     let (truth, files) = written?;
     println!("wrote {} and {}", files.ohlcv.display(), files.truth.display());
     println!("  {} stocks, {} trading days, {} .. {}", spec.stocks, spec.days, truth.first_date, truth.last_date);
-    let breaks: Vec<String> = truth.breaks.iter().map(|d| d.to_string()).collect();
-    println!("  planted regime breaks: {}", breaks.join(", "));
+    if let Some(description) = &truth.description {
+        println!("  {description}");
+    } else {
+        let breaks: Vec<String> = truth.breaks.iter().map(|d| d.to_string()).collect();
+        println!("  planted regime breaks: {}", breaks.join(", "));
+    }
     Ok(Outcome::Success)
 }
 

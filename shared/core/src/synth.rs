@@ -16,6 +16,14 @@
 //! volatility features), none from the future. A few stocks list late and a few
 //! stock-days have no trade (null prices, zero volume), as in real data.
 //! Deterministic for a seed: the same spec gives the same bytes on every machine.
+//!
+//! The **null market** (`null: true`; `synth:null`, `wf data synth --null`) has the same
+//! calendar, listings, missing trades, volatilities and common factors, but no premia,
+//! no breaks and every beta 1: the market moves every stock alike, so nothing in the
+//! cross-section can be predicted, and every model and schedule has no skill under a
+//! market-neutral measure. The market still drifts up (0.02% a day on average), so a
+//! low-volatility stock is more often above zero: a measure against zero is not neutral
+//! there. It is the calibration target of the report's intervals and corrections.
 
 use std::collections::BTreeMap;
 
@@ -48,13 +56,26 @@ pub struct SynthSpec {
     pub days: usize,
     pub start: NaiveDate,
     pub seed: u64,
+    /// The null market: no premia, no breaks, every beta 1 (left out of `truth.json`
+    /// when false, so the default market's files are unchanged).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub null: bool,
 }
 
 impl Default for SynthSpec {
     fn default() -> Self {
-        Self { stocks: 200, days: 1000, start: NaiveDate::from_ymd_opt(2021, 1, 4).unwrap_or_default(), seed: 7 }
+        Self {
+            stocks: 200,
+            days: 1000,
+            start: NaiveDate::from_ymd_opt(2021, 1, 4).unwrap_or_default(),
+            seed: 7,
+            null: false,
+        }
     }
 }
+
+/// The null market's premia: none.
+pub const NULL_PREMIA: [f64; 3] = [0.0; 3];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SynthError {
@@ -89,6 +110,9 @@ pub struct SynthTruth {
     pub regimes: Vec<RegimeTruth>,
     /// First trading day of each new regime.
     pub breaks: Vec<NaiveDate>,
+    /// What the market is, in words: present for the null market.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// A generated market: OHLCV columns (sorted by date, then code) and the truth.
@@ -122,7 +146,12 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
         return Err(SynthError::TooLarge { field: "days", max: 20_000, got: spec.days });
     }
     let calendar = TradingCalendar::business_days(spec.start, spec.days);
-    let break_days: Vec<usize> = BREAK_FRACTIONS.iter().map(|f| (f * spec.days as f64).round() as usize).collect();
+    let break_days: Vec<usize> = if spec.null {
+        Vec::new()
+    } else {
+        BREAK_FRACTIONS.iter().map(|f| (f * spec.days as f64).round() as usize).collect()
+    };
+    let premia_of = |regime: usize| if spec.null { NULL_PREMIA } else { REGIME_PREMIA[regime] };
     let regime_of = |day: usize| break_days.iter().filter(|b| day >= **b).count();
 
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
@@ -131,8 +160,9 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
         .map(|_| {
             let late = rng.random_bool(0.05);
             let listing_day = if late { rng.random_range(0..spec.days / 2) } else { 0 };
+            let beta = 1.0 + 0.3 * normal(&mut rng);
             StockParams {
-                beta: 1.0 + 0.3 * normal(&mut rng),
+                beta: if spec.null { 1.0 } else { beta },
                 gamma: normal(&mut rng),
                 mean_log_sigma: 0.018f64.ln() + 0.35 * normal(&mut rng),
                 base_volume: (2e5f64.ln() + normal(&mut rng)).exp(),
@@ -150,7 +180,7 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
     let codes: Vec<String> = (0..stocks).map(|i| format!("S{:04}", i + 1)).collect();
 
     for day in 0..spec.days {
-        let premia = REGIME_PREMIA[regime_of(day)];
+        let premia = premia_of(regime_of(day));
         let listed: Vec<bool> = params.iter().map(|p| day >= p.listing_day).collect();
         let trailing =
             |window: usize| -> Vec<f64> { history.iter().map(|h| h.iter().rev().take(window).sum::<f64>()).collect() };
@@ -209,7 +239,8 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
     bounds.push(spec.days);
     let regimes = bounds
         .windows(2)
-        .zip(REGIME_PREMIA)
+        .enumerate()
+        .map(|(regime, range)| (range, premia_of(regime)))
         .map(|(range, premia)| RegimeTruth {
             first_date: date_at(range[0]),
             last_date: date_at(range[1] - 1),
@@ -227,6 +258,12 @@ pub fn generate(spec: &SynthSpec) -> Result<SynthMarket, SynthError> {
         ],
         regimes,
         breaks: break_days.iter().map(|d| date_at(*d)).collect(),
+        description: spec.null.then(|| {
+            "null market: no factor premia, no regime breaks, every beta 1 (the market moves every stock alike); \
+             nothing in the cross-section of returns is predictable. The market drifts up 0.02% a day on average, \
+             so low-volatility stocks are more often above zero."
+                .to_string()
+        }),
     };
     Ok(SynthMarket { bars, truth })
 }

@@ -205,8 +205,13 @@ pub fn synth_spec(uri: &str) -> Option<Result<SynthSpec, String>> {
         return Some(Ok(spec));
     }
     for option in options.split(',') {
+        // `null` (first or anywhere): the null market.
+        if option.trim() == "null" {
+            spec.null = true;
+            continue;
+        }
         let Some((key, value)) = option.split_once('=') else {
-            return Some(Err(format!("{option:?} is not key=value")));
+            return Some(Err(format!("{option:?} is not key=value (or null)")));
         };
         let parsed = match key.trim() {
             "stocks" => value.trim().parse().map(|v| spec.stocks = v).map_err(|e| e.to_string()),
@@ -341,6 +346,24 @@ pub fn backtest_market(
         return Market::from_panel(&daily.panel, needs_adv).map_err(|e| e.to_string());
     }
     Market::from_panel(panel, needs_adv).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod synth_name_tests {
+    use super::*;
+
+    #[test]
+    fn a_synth_name_selects_the_null_market_anywhere_in_its_options() {
+        let parse = |uri: &str| synth_spec(uri).expect("a synth name");
+        assert_eq!(parse("synth:null"), Ok(SynthSpec { null: true, ..SynthSpec::default() }));
+        assert_eq!(
+            parse("synth:stocks=40,null,seed=3"),
+            Ok(SynthSpec { stocks: 40, seed: 3, null: true, ..SynthSpec::default() })
+        );
+        assert_eq!(parse("synth:default"), Ok(SynthSpec::default()));
+        assert_eq!(parse("synth:nul"), Err("\"nul\" is not key=value (or null)".to_string()));
+        assert!(synth_spec("data/panel.parquet").is_none());
+    }
 }
 
 #[cfg(test)]

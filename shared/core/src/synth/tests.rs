@@ -105,3 +105,47 @@ fn model_trained_before_a_break_loses_precision_after_it(seed: u64) {
     assert!(before > 0.05, "the planted signal is learnable: ΔP@K before the break is {before:.4}");
     assert!(after < before - 0.08, "the break costs precision: before {before:.4}, after {after:.4}");
 }
+
+#[test]
+fn the_null_market_has_the_default_shapes_without_premia_breaks_or_betas() {
+    let spec = SynthSpec { stocks: 200, days: 600, seed: 5, ..SynthSpec::default() };
+    let default = generate(&spec).expect("valid spec");
+    let null = generate(&SynthSpec { null: true, ..spec.clone() }).expect("valid spec");
+    // The same calendar, listings and missing trades (the same draws, other returns).
+    assert_eq!(null.bars.date, default.bars.date);
+    assert_eq!(null.bars.code, default.bars.code);
+    let missing = |bars: &BarsColumns| bars.close.iter().map(|c| c.is_nan()).collect::<Vec<_>>();
+    assert_eq!(missing(&null.bars), missing(&default.bars));
+    assert!(!bit_equal(&null.bars.close, &default.bars.close));
+    let truth = &null.truth;
+    assert!(truth.breaks.is_empty() && truth.regimes.len() == 1, "{truth:?}");
+    assert!(truth.regimes[0].premia.values().all(|p| *p == 0.0));
+    assert!(truth.description.as_deref().is_some_and(|d| d.starts_with("null market")));
+    assert!(serde_json::to_string(truth).expect("json").contains("\"null\":true"));
+    // The default market's truth is written as before: no `null`, no description.
+    let json = serde_json::to_string(&default.truth).expect("json");
+    assert!(!json.contains("\"null\"") && !json.contains("description"), "{json}");
+
+    // Nothing is learnable: a linear fit's top 20 earn what its bottom 20 do out of
+    // sample, where the default market's planted premia are learned (both before the
+    // default market's first break, at day 300).
+    let learned = |market: SynthMarket| {
+        let bars = Bars::new(market.bars).expect("valid bars");
+        let panel = build_panel(&bars, &PanelSpec { horizons: vec![5] });
+        let target = panel.target(5).expect("horizon");
+        let scorer = fit_ridge(&panel, 70..200, 5, 1e-3).expect("rows");
+        let spreads: Vec<f64> = (210..295)
+            .filter_map(|day| {
+                let rows = panel.rows_of_day(day);
+                let scores: Vec<f64> = rows.clone().map(|row| scorer.score_row(&panel, row)).collect();
+                let targets: Vec<f64> = rows.map(|row| target[row]).collect();
+                day_metrics(&scores, &targets, TopK::Count(20)).map(|d| d.spread)
+            })
+            .collect();
+        spreads.iter().sum::<f64>() / spreads.len() as f64
+    };
+    let (null_spread, default_spread) = (learned(null), learned(default));
+    println!("top-20 minus bottom-20 5-day return: null {null_spread:.5}, default {default_spread:.5}");
+    assert!(null_spread.abs() < 0.004, "null market: {null_spread}");
+    assert!(default_spread > 0.01, "default market: {default_spread}");
+}
