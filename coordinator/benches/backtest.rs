@@ -140,7 +140,7 @@ fn main() -> Outcome<()> {
     let market = backtest_market(&config.panel, &dataset.panel, &grid)?;
     let runs: Vec<ModelRun> =
         plan.jobs.iter().zip(results).map(|(job, result)| ModelRun::of_job(job, result, &dataset.panel)).collect();
-    let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs };
+    let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs, basis: config.basis };
     let lines = matrix.lines().len();
     let without_backtest = SweepConfig { backtest: None, ..config.clone() };
     let input = |with_backtest: bool| ReportInput {

@@ -63,6 +63,7 @@ fn main() -> Outcome<()> {
     for (name, kind, params) in models {
         let config = SweepConfig {
             selection: Default::default(),
+            basis: Default::default(),
             name: "predict-bench".into(),
             panel: "synth".into(),
             content_hash: None,

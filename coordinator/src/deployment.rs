@@ -385,7 +385,8 @@ impl Deployments {
         let version = Version::new(first.retrain_day, first.key.to_string(), Some(training));
         let days = opened.decision_days()?;
         let mut state =
-            LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version);
+            LiveState::new(opened.policy.clone(), opened.config.primary_horizon, opened.config.max_age, days, version)
+                .on_basis(opened.config.basis);
         state.shadow_days = opened.record.shadow_days as usize;
         state.history = Some(opened.history(state.next_day));
         self.save_state(&id, &mut state)?;
@@ -878,7 +879,7 @@ fn publish(id: &str, state: &LiveState, calendar: Option<&wf_shared::calendar::T
     gauge!("wf_live_days_since_retrain", &label).set(last.saturating_sub(promoted) as f64);
     gauge!("wf_live_versions", &label).set(state.versions.len() as f64);
     gauge!("wf_live_processed_days", &label).set((state.next_day - state.versions[0].retrain_day) as f64);
-    let (delta, rank_ic, _) = live.recent(RECENT_DAYS);
+    let (delta, rank_ic, _) = live.recent(RECENT_DAYS, state.basis);
     gauge!("wf_live_recent_delta_p_at_k", &label).set(delta.unwrap_or(f64::NAN));
     gauge!("wf_live_recent_rank_ic", &label).set(rank_ic.unwrap_or(f64::NAN));
     let drift = live.drift_share(DRIFT_DAYS, DRIFT_THETA).unwrap_or(f64::NAN);

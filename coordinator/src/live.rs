@@ -167,7 +167,8 @@ pub fn simulate(
     };
     let first_version = load(first, &mut observer, &mut sources)?;
     let mut state =
-        LiveState::new(deployment.policy.clone(), config.primary_horizon, config.max_age, decision_days, first_version);
+        LiveState::new(deployment.policy.clone(), config.primary_horizon, config.max_age, decision_days, first_version)
+            .on_basis(config.basis);
     // The last day any job of the line scores.
     let last_scored = jobs.values().map(|j| j.score_days.end.saturating_sub(1)).max().unwrap_or(first.retrain_day);
     let mut daily = Vec::new();

@@ -141,6 +141,8 @@ pub fn noop_result() -> wf_proto::v1::JobResult {
     let day = DayMetrics {
         p_at_k: 0.1,
         base_rate: 0.1,
+        median_p_at_k: 0.5,
+        median_base_rate: 0.5,
         rank_ic: Some(0.02),
         spread: 0.001,
         top_k_mean: 0.002,

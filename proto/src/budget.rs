@@ -529,8 +529,17 @@ mod tests {
 
     /// A well-formed result of `ages` ages (the first `scored` with drift) over `features`.
     fn result(ages: usize, scored: usize, features: usize) -> v1::JobResult {
-        let day =
-            DayMetrics { p_at_k: 0.5, base_rate: 0.5, rank_ic: None, spread: 0.0, top_k_mean: 0.0, stocks: 50, k: 5 };
+        let day = DayMetrics {
+            p_at_k: 0.5,
+            base_rate: 0.5,
+            median_p_at_k: 0.5,
+            median_base_rate: 0.5,
+            rank_ic: None,
+            spread: 0.0,
+            top_k_mean: 0.0,
+            stocks: 50,
+            k: 5,
+        };
         v1::JobResult::from(JobResult {
             training: TrainingSummary { epochs: 1, seconds: 0.1, device: "cpu".into(), ..Default::default() },
             ages: vec![Some(day); ages],

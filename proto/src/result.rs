@@ -59,6 +59,8 @@ fn wire_ages(ages: &[Option<DayMetrics>]) -> Vec<v1::AgeMetrics> {
                 top_k_mean: day.top_k_mean,
                 stocks: day.stocks as u32,
                 k: day.k as u32,
+                median_p_at_k: day.median_p_at_k,
+                median_base_rate: day.median_base_rate,
             },
             None => v1::AgeMetrics::default(),
         })
@@ -74,7 +76,12 @@ fn ages_of(field: &str, ages: &[v1::AgeMetrics]) -> Result<Vec<Option<DayMetrics
                 return Ok(None);
             }
             let field = |name: &str| format!("{field}[{age}].{name}");
-            for (name, value) in [("p_at_k", day.p_at_k), ("base_rate", day.base_rate)] {
+            for (name, value) in [
+                ("p_at_k", day.p_at_k),
+                ("base_rate", day.base_rate),
+                ("median_p_at_k", day.median_p_at_k),
+                ("median_base_rate", day.median_base_rate),
+            ] {
                 if !(0.0..=1.0).contains(&value) {
                     return Err(invalid(field(name), format!("must be in [0, 1], got {value}")));
                 }
@@ -95,6 +102,8 @@ fn ages_of(field: &str, ages: &[v1::AgeMetrics]) -> Result<Vec<Option<DayMetrics
             Ok(Some(DayMetrics {
                 p_at_k: day.p_at_k,
                 base_rate: day.base_rate,
+                median_p_at_k: day.median_p_at_k,
+                median_base_rate: day.median_base_rate,
                 rank_ic: day.rank_ic,
                 spread: day.spread,
                 top_k_mean: day.top_k_mean,
@@ -464,6 +473,8 @@ mod tests {
         let day = DayMetrics {
             p_at_k: 0.55,
             base_rate: 0.5,
+            median_p_at_k: 0.6,
+            median_base_rate: 0.45,
             rank_ic: None,
             spread: 0.01,
             top_k_mean: 0.002,
@@ -687,6 +698,8 @@ mod tests {
             ("spread", Box::new(|d: &mut v1::AgeMetrics| d.spread = f64::INFINITY)),
             ("top_k_mean", Box::new(|d: &mut v1::AgeMetrics| d.top_k_mean = f64::NAN)),
             ("p_at_k", Box::new(|d: &mut v1::AgeMetrics| d.p_at_k = f64::NAN)),
+            ("median_p_at_k", Box::new(|d: &mut v1::AgeMetrics| d.median_p_at_k = 1.5)),
+            ("median_base_rate", Box::new(|d: &mut v1::AgeMetrics| d.median_base_rate = -0.1)),
         ] {
             let mut bad = good.clone();
             edit(&mut bad.ages[0]);

@@ -20,6 +20,7 @@ fn main() {
         let params: serde_json::Value = serde_json::from_str(params).expect("json");
         let config = SweepConfig {
             selection: Default::default(),
+            basis: Default::default(),
             name: "t".into(),
             panel: "synth".into(),
             content_hash: None,

@@ -21,6 +21,7 @@ fn config() -> SweepConfig {
     let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date");
     SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "range".into(),
         panel: "synth:range".into(),
         content_hash: None,

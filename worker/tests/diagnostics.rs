@@ -23,6 +23,7 @@ fn setup(models: Vec<ModelConfig>) -> (Panel, SweepConfig) {
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5, 20] });
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "diagnostics".into(),
         panel: "synth:stocks=60,days=500".into(),
         content_hash: None,
@@ -174,6 +175,7 @@ fn planted_config(panel: &Panel, models: Vec<ModelConfig>) -> SweepConfig {
     let date = |day: usize| panel.calendar().date(day).expect("date");
     SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "planted".into(),
         panel: "planted".into(),
         content_hash: None,

@@ -24,6 +24,7 @@ fn a_factor_job_scores_every_day_by_its_signed_feature_without_training() {
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![5] });
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "factor".into(),
         panel: "synth:stocks=60,days=500".into(),
         content_hash: None,

@@ -26,6 +26,7 @@ fn gbdt_trains_deterministically_beats_chance_before_the_break_and_reloads() {
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "gbdt".into(),
         panel: "synth:default".into(),
         content_hash: None,

@@ -29,6 +29,7 @@ fn setup() -> (Panel, SweepConfig) {
     let params = serde_json::json!({"epochs": 3}).as_object().cloned().unwrap_or_default().into_iter().collect();
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "live".into(),
         panel: "synth:stocks=50,days=460".into(),
         content_hash: None,
@@ -102,7 +103,7 @@ fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
         models.insert(job.retrain_day, (Arc::from(output.model), job));
         runs.push(ModelRun::of_job(job, result, panel));
     }
-    let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs };
+    let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs, basis: config.basis };
     let replayer = LineReplayer::new(&matrix, Line { window: 126, model: 0, seed: 0 }).expect("runs");
     let weekly = plan.retrain_days[0].1.clone();
     let monthly = plan.retrain_days[1].1.clone();
@@ -137,7 +138,8 @@ fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
         let training = observer.add(first_day, model.clone(), job.train_days.clone());
         let first = Version::new(first_day, job.key.to_string(), Some(training));
         let mut state =
-            LiveState::new(policy.clone(), config.primary_horizon, config.max_age, decision_days.clone(), first);
+            LiveState::new(policy.clone(), config.primary_horizon, config.max_age, decision_days.clone(), first)
+                .on_basis(config.basis);
         let mut series = Vec::new();
         for day in first_day..=last_day {
             let retrain = state.advance(day, &mut observer).expect("in order").is_some_and(|d| d.retrain);

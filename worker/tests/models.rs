@@ -41,6 +41,7 @@ fn market() -> &'static Market {
         let panel = build_panel(&bars, &PanelSpec { horizons: vec![1, 5] });
         let config = SweepConfig {
             selection: Default::default(),
+            basis: Default::default(),
             name: "models".into(),
             panel: "synth:default".into(),
             content_hash: None,

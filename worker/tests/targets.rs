@@ -29,6 +29,7 @@ fn training_towards_each_target_lowers_its_loss_and_zscore_keeps_the_keys() {
     ];
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "targets".into(),
         panel: "synth".into(),
         content_hash: None,

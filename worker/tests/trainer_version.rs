@@ -23,7 +23,8 @@ static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMallo
 
 /// (trainer version, digest of the fixed jobs' numbers), one row per version.
 /// Version 3 also covers the first and last scored days' top ten ranks; version 5 the
-/// other horizons' metrics, the exposures and the permutation importance.
+/// other horizons' metrics, the exposures and the permutation importance; version 9 the
+/// primary horizon's P@K on the median basis.
 const PINNED: &[(u32, &str)] = &[
     (1, "bc51b2efaa89a444"),
     (2, "bc51b2efaa89a444"),
@@ -35,6 +36,9 @@ const PINNED: &[(u32, &str)] = &[
     // Rankings as positions in the day's rows: the fixed jobs' panel has every stock on
     // every day, where positions and universe indices coincide.
     (8, "beb79373094062cb"),
+    // P@K on the median basis kept beside the zero basis; without its line the digest
+    // is version 8's (the other numbers are unchanged).
+    (9, "22ab9156ef088d10"),
 ];
 
 fn model(name: &str, kind: ModelKind, params: serde_json::Value) -> ModelConfig {
@@ -53,6 +57,7 @@ fn fixed_jobs_numbers() -> String {
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "pin".into(),
         panel: "synth:pin".into(),
         content_hash: None,
@@ -91,6 +96,10 @@ fn fixed_jobs_numbers() -> String {
             let (p_at_k, rank_ic) = day.map_or((f64::NAN, None), |d| (d.p_at_k, d.rank_ic));
             numbers.push_str(&format!("{p_at_k} {}\n", rank_ic.map_or("-".into(), rounded)));
         }
+        // Version 9 keeps P@K on the median basis too.
+        let median: Vec<String> =
+            output.ages.iter().map(|d| d.map_or("-".into(), |d| d.median_p_at_k.to_string())).collect();
+        numbers.push_str(&format!("median {}\n", median.join(" ")));
         // Version 3 keeps rankings: the first and last scored days' top ranks.
         for ranking in [output.rankings.first(), output.rankings.last()].into_iter().flatten() {
             let text: Vec<String> = ranking.iter().take(10).map(u32::to_string).collect();

@@ -373,7 +373,7 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
     let calendar = dataset.panel.calendar();
     let date = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
     let live = state.live_version();
-    let (recent_delta_p_at_k, recent_rank_ic, recent_days) = live.recent(RECENT_DAYS);
+    let (recent_delta_p_at_k, recent_rank_ic, recent_days) = live.recent(RECENT_DAYS, state.basis);
     let last_processed = state.next_day.saturating_sub(1);
     Ok(StatusView {
         id: id.to_string(),

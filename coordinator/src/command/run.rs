@@ -56,8 +56,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         print!("{}", finished.report.verdict_text());
         println!(
-            "out-of-sample quality at horizon {} (ΔP@K = P@K − base rate; 95% moving-block bootstrap intervals):",
-            finished.report.horizon
+            "out-of-sample quality at horizon {} (ΔP@K = P@K − base rate, a hit being a return above {}; 95% \
+             moving-block bootstrap intervals):",
+            finished.report.horizon,
+            match finished.report.basis {
+                wf_shared::metric::Basis::Zero => "zero",
+                wf_shared::metric::Basis::Median => "the day's median",
+            }
         );
         print!("{}", finished.report.summary_table());
     }

@@ -147,7 +147,7 @@ pub fn build(config: &SweepConfig, matrix: &AgeMatrix, calendar: &TradingCalenda
         let rows = config
             .horizons
             .iter()
-            .filter_map(|horizon| horizon_row(&runs, *horizon, matrix.horizon, max_age))
+            .filter_map(|horizon| horizon_row(&runs, *horizon, matrix.horizon, max_age, matrix.basis))
             .collect();
         diagnostics.horizons.push(ModelHorizons { window, model: name, trained, rows });
     }
@@ -244,7 +244,13 @@ fn warnings(model: &ModelExposures) -> Vec<String> {
         .collect()
 }
 
-fn horizon_row(runs: &[&ModelRun], horizon: u32, primary: u32, max_age: usize) -> Option<HorizonRow> {
+fn horizon_row(
+    runs: &[&ModelRun],
+    horizon: u32,
+    primary: u32,
+    max_age: usize,
+    basis: wf_shared::metric::Basis,
+) -> Option<HorizonRow> {
     let at = |run: &ModelRun, age: usize| -> Option<DayMetrics> { run.at_horizon(horizon, primary, age).copied() };
     let ages = runs.iter().map(|r| r.ages.len()).max().unwrap_or(0).min(max_age);
     let cells: Vec<DayMetrics> =
@@ -260,12 +266,12 @@ fn horizon_row(runs: &[&ModelRun], horizon: u32, primary: u32, max_age: usize) -
         horizon,
         primary: horizon == primary,
         cells: cells.len(),
-        p_at_k: of(|d| d.p_at_k),
-        base_rate: of(|d| d.base_rate),
-        delta: of(DayMetrics::delta),
+        p_at_k: mean(cells.iter().map(|d| d.p_at_k_on(basis))).unwrap_or(f64::NAN),
+        base_rate: mean(cells.iter().map(|d| d.base_rate_on(basis))).unwrap_or(f64::NAN),
+        delta: mean(cells.iter().map(|d| d.delta_on(basis))).unwrap_or(f64::NAN),
         rank_ic: mean(cells.iter().filter_map(|d| d.rank_ic)),
         spread: of(|d| d.spread),
-        delta_by_age: by_age(Metric::DeltaPAtK),
+        delta_by_age: by_age(basis.delta()),
         rank_ic_by_age: by_age(Metric::RankIc),
     })
 }
@@ -281,7 +287,17 @@ mod tests {
     use super::*;
 
     fn day(p_at_k: f64, rank_ic: Option<f64>) -> Option<DayMetrics> {
-        Some(DayMetrics { p_at_k, base_rate: 0.5, rank_ic, spread: 0.01, top_k_mean: 0.0, stocks: 40, k: 4 })
+        Some(DayMetrics {
+            p_at_k,
+            base_rate: 0.5,
+            median_p_at_k: p_at_k,
+            median_base_rate: 0.5,
+            rank_ic,
+            spread: 0.01,
+            top_k_mean: 0.0,
+            stocks: 40,
+            k: 4,
+        })
     }
 
     /// A run retrained on `retrain_day` with exposures (vol_60, ret_5) by age and a
@@ -322,6 +338,7 @@ mod tests {
         let first = vec![9000, 1000, 7000, MISSING, MISSING, MISSING];
         let second = vec![5000, -3000, 3000, -1000, 4000, 0];
         let matrix = AgeMatrix {
+            basis: Default::default(),
             horizon: 5,
             max_age: 3,
             runs: vec![

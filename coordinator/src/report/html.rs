@@ -50,8 +50,10 @@ pub struct PlotError {
 
 fn metric_label(metric: Metric) -> &'static str {
     match metric {
-        Metric::DeltaPAtK => "ΔP@K",
-        Metric::PAtK => "P@K",
+        Metric::DeltaPAtK => "ΔP@K (zero basis)",
+        Metric::PAtK => "P@K (zero basis)",
+        Metric::MedianDeltaPAtK => "ΔP@K",
+        Metric::MedianPAtK => "P@K",
         Metric::RankIc => "RankIC",
         Metric::Spread => "spread",
         Metric::TopKMean => "top-K mean return",
@@ -60,8 +62,10 @@ fn metric_label(metric: Metric) -> &'static str {
 
 fn metric_slug(metric: Metric) -> &'static str {
     match metric {
-        Metric::DeltaPAtK => "delta_p_at_k",
-        Metric::PAtK => "p_at_k",
+        Metric::DeltaPAtK => "zero_delta_p_at_k",
+        Metric::PAtK => "zero_p_at_k",
+        Metric::MedianDeltaPAtK => "delta_p_at_k",
+        Metric::MedianPAtK => "p_at_k",
         Metric::RankIc => "rank_ic",
         Metric::Spread => "spread",
         Metric::TopKMean => "top_k_mean",
@@ -156,10 +160,7 @@ fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Optio
     if curves.iter().all(|c| c.points.is_empty()) {
         return Ok(None);
     }
-    let baseline = match metric {
-        Metric::PAtK => report.base_rate.unwrap_or(0.0),
-        _ => 0.0,
-    };
+    let baseline = if metric == report.basis.precision() { report.base_rate.unwrap_or(0.0) } else { 0.0 };
     let ages = curves.iter().flat_map(|c| c.points.iter().map(|p| f64::from(p.age))).fold(1.0, f64::max);
     let (low, high) = span(
         curves
@@ -174,7 +175,8 @@ fn decay_plot(report: &SweepReport, window: u32, metric: Metric) -> Result<Optio
     let plot = draw(&name, &title, |root| {
         let x = (0.0, ages, "model age (trading days since the retrain date)");
         let mut chart = chart(root, &title, x, (low, high, label), None)?;
-        let baseline_name = if metric == Metric::PAtK { "random ranking (base rate)" } else { "random ranking" };
+        let baseline_name =
+            if metric == report.basis.precision() { "random ranking (base rate)" } else { "random ranking" };
         chart
             .draw_series(LineSeries::new([(0.0, baseline), (ages, baseline)], BLACK.mix(0.6).stroke_width(1)))?
             .label(baseline_name)
@@ -333,7 +335,7 @@ pub fn plots(report: &SweepReport) -> Result<Vec<Plot>, PlotError> {
     windows.sort_unstable();
     windows.dedup();
     for window in windows {
-        for metric in [Metric::DeltaPAtK, Metric::PAtK, Metric::RankIc] {
+        for metric in [report.basis.delta(), report.basis.precision(), Metric::RankIc] {
             plots.extend(decay_plot(report, window, metric)?);
         }
     }
@@ -343,7 +345,7 @@ pub fn plots(report: &SweepReport) -> Result<Vec<Plot>, PlotError> {
             .iter()
             .filter(|s| s.window == line.window && s.model == line.model && s.seed == line.seed)
             .collect();
-        plots.extend(series_plot(line, &series, Metric::DeltaPAtK)?);
+        plots.extend(series_plot(line, &series, report.basis.delta())?);
         plots.extend(series_plot(line, &series, Metric::RankIc)?);
         plots.extend(frontier_plot(line)?);
     }

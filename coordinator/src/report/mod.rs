@@ -21,10 +21,11 @@ use wf_shared::Panel;
 use wf_shared::age::{AgeMatrix, Line, Metric};
 use wf_shared::bootstrap::Bootstrap;
 use wf_shared::decay::{DecayCurve, decay_curves};
+use wf_shared::metric::Basis;
 use wf_shared::plan::{Manifest, Plan, audit};
 use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line_series, expand_policies};
 use wf_shared::spec::{ModelKind, SweepConfig, TopK};
-use wf_shared::verdict::{LineVerdict, VerdictSettings, line_verdict};
+use wf_shared::verdict::{Bases, LineVerdict, VerdictSettings, line_verdict};
 
 /// Best adaptive policies per line that get bootstrap intervals.
 const TOP_POLICIES: usize = 5;
@@ -41,6 +42,9 @@ pub struct LineReport {
     /// schedules all score the same.
     #[serde(default)]
     pub verdict: Option<LineVerdict>,
+    /// Its best fixed cadence's ΔP@K on both bases and its return spread.
+    #[serde(default)]
+    pub bases: Option<Bases>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -69,6 +73,10 @@ pub struct SweepReport {
     /// the same.
     #[serde(default)]
     pub untrained_models: Vec<String>,
+    /// What a pick must beat to count in P@K: every ΔP@K, P@K and base rate of the
+    /// report is on this basis, but for `LineReport::bases`, which reads both.
+    #[serde(default)]
+    pub basis: Basis,
     /// Mean base rate over every scored day: the P@K of a random ranking.
     #[serde(default)]
     pub base_rate: Option<f64>,
@@ -210,7 +218,7 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
                 schedule: schedule.name.clone(),
                 adaptive: schedule.adaptive,
                 dates: (0..replay.live.len()).map(|i| date(replay.first_day + i)).collect(),
-                delta: replay.series(matrix, Metric::DeltaPAtK).into_iter().map(finite).collect(),
+                delta: replay.series(matrix, matrix.basis.delta()).into_iter().map(finite).collect(),
                 rank_ic: replay.series(matrix, Metric::RankIc).into_iter().map(finite).collect(),
                 retrain_dates: schedule.retrain_days.iter().map(|d| date(*d)).collect(),
             });
@@ -283,29 +291,34 @@ pub fn build(
                 .as_ref()
                 .filter(|_| !untrained(line.model))
                 .map(|c| line_verdict(c, candidates, verdict_settings));
+            let bases = comparison.as_ref().and_then(|c| {
+                let best = &c.outcomes[c.best_fixed.unwrap_or(0)];
+                Bases::of(matrix, line, &best.name, &best.retrain_days, bootstrap)
+            });
             LineReport {
                 window: line.window,
                 model: model_name(line.model),
                 seed: line.seed,
                 schedules: comparison.map_or_else(Vec::new, |c| c.outcomes),
                 verdict,
+                bases,
             }
         })
         .collect();
     let mut decay = Vec::new();
-    for metric in [Metric::DeltaPAtK, Metric::PAtK, Metric::RankIc] {
+    for metric in [config.basis.delta(), config.basis.precision(), Metric::RankIc] {
         decay.extend(decay_curves(matrix, metric, config.bootstrap_samples, config.bootstrap_seed));
     }
     for (line, report) in matrix.lines().into_iter().zip(&mut lines) {
         if let Some(verdict) = &mut report.verdict {
             verdict.half_life_days = decay
                 .iter()
-                .find(|c| c.metric == Metric::DeltaPAtK && c.window == line.window && c.model == line.model)
+                .find(|c| c.metric == config.basis.delta() && c.window == line.window && c.model == line.model)
                 .and_then(|c| c.half_life_days);
         }
     }
-    let base_rates: Vec<f64> =
-        matrix.runs.iter().flat_map(|run| run.ages.iter().flatten().map(|day| day.base_rate)).collect();
+    let base_rate = |day: &wf_shared::metric::DayMetrics| day.base_rate_on(config.basis);
+    let base_rates: Vec<f64> = matrix.runs.iter().flat_map(|run| run.ages.iter().flatten().map(base_rate)).collect();
     SweepReport {
         sweep_id: sweep_id.to_string(),
         name: config.name.clone(),
@@ -324,6 +337,7 @@ pub fn build(
             .filter(|m| m.kind == ModelKind::Factor)
             .map(|m| m.name.clone())
             .collect(),
+        basis: config.basis,
         base_rate: (!base_rates.is_empty()).then(|| base_rates.iter().sum::<f64>() / base_rates.len() as f64),
         decay,
         lines,
@@ -338,19 +352,26 @@ pub fn build(
 impl SweepReport {
     /// The verdict `wf run` prints first: per trained line, in plain words, the best
     /// fixed cadence, whether any adaptive policy beats it after correcting for the
-    /// number tried, what choosing out of sample earned, and the decay half-life.
+    /// number tried, what choosing out of sample earned, and the decay half-life; per
+    /// line (untrained baselines too), its best fixed cadence on both bases with the
+    /// return spread, and a warning where the bases disagree.
     pub fn verdict_text(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let verdicts: Vec<(&LineReport, &LineVerdict)> =
-            self.lines.iter().filter_map(|line| line.verdict.as_ref().map(|v| (line, v))).collect();
-        if verdicts.is_empty() {
+        if self.lines.iter().all(|line| line.verdict.is_none() && line.bases.is_none()) {
             return out;
         }
-        let _ = writeln!(out, "Verdict (ΔP@K at horizon {}; SPA and StepM at 5%):", self.horizon);
-        for (line, verdict) in verdicts {
-            let _ = writeln!(out, "  window {}, {}, seed {}:", line.window, line.model, line.seed);
-            for sentence in verdict.sentences() {
+        let _ = writeln!(
+            out,
+            "Verdict (ΔP@K on the {} basis at horizon {}; SPA and StepM at 5%):",
+            self.basis.name(),
+            self.horizon
+        );
+        for line in &self.lines {
+            let untrained = if self.untrained_models.contains(&line.model) { " (untrained baseline)" } else { "" };
+            let _ = writeln!(out, "  window {}, {}, seed {}{untrained}:", line.window, line.model, line.seed);
+            let sentences = line.verdict.iter().flat_map(LineVerdict::sentences);
+            for sentence in sentences.chain(line.bases.iter().flat_map(Bases::sentences)) {
                 let _ = writeln!(out, "    - {sentence}");
             }
         }
@@ -505,6 +526,7 @@ mod tests {
             models: vec!["mlp".into()],
             baseline_model: None,
             untrained_models: Vec::new(),
+            basis: Basis::Median,
             base_rate: None,
             decay: Vec::new(),
             series: Vec::new(),
@@ -522,6 +544,7 @@ mod tests {
                     schedule("aged out early", true, &[0.09; 20]),
                 ],
                 verdict: None,
+                bases: None,
             }],
         };
         let table = report.summary_table();

@@ -67,18 +67,37 @@ pub fn verdict_csv(report: &SweepReport) -> String {
 
 /// The "Verdict" section: per trained line, the verdict's sentences.
 pub fn section(out: &mut String, report: &SweepReport) {
-    let lines: Vec<_> = report.lines.iter().filter(|l| l.verdict.is_some()).collect();
-    if lines.is_empty() {
+    if report.lines.iter().all(|l| l.verdict.is_none() && l.bases.is_none()) {
         return;
     }
     out.push_str(
         "<h2 id=\"verdict\">Verdict</h2>\n<p class=\"note\">Per line: the best fixed cadence, whether any adaptive \
          policy beats it after correcting for the number tried (Hansen's SPA p-value; the Romano–Wolf StepM set at \
-         5%), what choosing a schedule out of sample earned, and the decay half-life. The tables below rank \
-         schedules with hindsight.</p>\n",
+         5%), what choosing a schedule out of sample earned, and the decay half-life; then the best fixed \
+         cadence's ΔP@K on both bases, beside its return spread. The tables below rank schedules with \
+         hindsight.</p>\n",
     );
-    for line in lines {
-        let Some(verdict) = &line.verdict else { continue };
+    for line in &report.lines {
+        for sentence in line.bases.iter().flat_map(|b| b.sentences()).filter(|s| s.starts_with("warning")) {
+            let _ = writeln!(out, "<p class=\"warn\" data-field=\"basis-warning\">{}</p>", escape(&sentence));
+        }
+    }
+    for line in &report.lines {
+        let bases = line.bases.iter().flat_map(|b| b.sentences());
+        let Some(verdict) = &line.verdict else {
+            let _ = writeln!(
+                out,
+                "<div class=\"bases\"><h3 class=\"meta\">{}-day window, {} (seed {}, untrained)</h3><ul>",
+                line.window,
+                escape(&line.model),
+                line.seed
+            );
+            for sentence in bases {
+                let _ = writeln!(out, "<li>{}</li>", escape(&sentence));
+            }
+            out.push_str("</ul></div>\n");
+            continue;
+        };
         let class = if verdict.beaten() { "ok" } else { "meta" };
         let _ = writeln!(
             out,
@@ -94,7 +113,7 @@ pub fn section(out: &mut String, report: &SweepReport) {
             escape(&line.model),
             line.seed
         );
-        for sentence in verdict.sentences() {
+        for sentence in verdict.sentences().into_iter().chain(bases) {
             let _ = writeln!(out, "<li>{}</li>", escape(&sentence));
         }
         out.push_str("</ul></div>\n");

@@ -95,7 +95,12 @@ impl Scheduler {
             runs.push(ModelRun::of_job(job, result, &dataset.panel));
         }
         let requeued = self.requeue_lost_results(&record, &missing).await?;
-        let matrix = AgeMatrix { horizon: planned.config.primary_horizon, max_age: planned.config.max_age, runs };
+        let matrix = AgeMatrix {
+            horizon: planned.config.primary_horizon,
+            max_age: planned.config.max_age,
+            runs,
+            basis: planned.config.basis,
+        };
         let id = id.to_string();
         let planned = planned.clone();
         tokio::task::spawn_blocking(move || {

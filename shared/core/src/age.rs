@@ -17,8 +17,12 @@ use crate::plan::Job;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
+    /// ΔP@K and P@K on the zero basis.
     DeltaPAtK,
     PAtK,
+    /// ΔP@K and P@K on the median basis.
+    MedianDeltaPAtK,
+    MedianPAtK,
     RankIc,
     Spread,
     TopKMean,
@@ -31,6 +35,8 @@ impl Metric {
         match self {
             Self::DeltaPAtK => day.delta(),
             Self::PAtK => day.p_at_k,
+            Self::MedianDeltaPAtK => day.median_delta(),
+            Self::MedianPAtK => day.median_p_at_k,
             Self::RankIc => day.rank_ic.unwrap_or(f64::NAN),
             Self::Spread => day.spread,
             Self::TopKMean => day.top_k_mean,
@@ -41,6 +47,8 @@ impl Metric {
         match self {
             Self::DeltaPAtK => "ΔP@K",
             Self::PAtK => "P@K",
+            Self::MedianDeltaPAtK => "ΔP@K (median basis)",
+            Self::MedianPAtK => "P@K (median basis)",
             Self::RankIc => "RankIC",
             Self::Spread => "spread",
             Self::TopKMean => "top-K mean return",
@@ -186,6 +194,8 @@ pub struct AgeMatrix {
     pub horizon: u32,
     pub max_age: u32,
     pub runs: Vec<ModelRun>,
+    /// The basis replays, triggers and verdicts read ΔP@K and P@K on.
+    pub basis: crate::metric::Basis,
 }
 
 /// The runs of one (window, model, seed) line, sorted by retrain day.
@@ -224,7 +234,17 @@ mod tests {
     use super::*;
 
     fn day(p_at_k: f64, base_rate: f64, rank_ic: Option<f64>) -> Option<DayMetrics> {
-        Some(DayMetrics { p_at_k, base_rate, rank_ic, spread: 0.0, top_k_mean: 0.0, stocks: 10, k: 2 })
+        Some(DayMetrics {
+            p_at_k,
+            base_rate,
+            median_p_at_k: p_at_k,
+            median_base_rate: base_rate,
+            rank_ic,
+            spread: 0.0,
+            top_k_mean: 0.0,
+            stocks: 10,
+            k: 2,
+        })
     }
 
     #[test]

@@ -24,10 +24,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::age::{Metric, ModelRun};
+use crate::age::ModelRun;
 use crate::cadence::Cadence;
 use crate::drift::{BINS, DriftPath};
-use crate::metric::DayMetrics;
+use crate::metric::{Basis, DayMetrics};
 use crate::replay::{MetricPrefix, Policy, Reading, RunView, Trigger};
 use crate::spec::PerformanceMetric;
 
@@ -151,12 +151,12 @@ impl Version {
         }
     }
 
-    /// Mean ΔP@K and mean RankIC over its last `days` matured days that scored (`None`
-    /// without a value), and how many such days there were.
-    pub fn recent(&self, days: usize) -> (Option<f64>, Option<f64>, usize) {
+    /// Mean ΔP@K on `basis` and mean RankIC over its last `days` matured days that
+    /// scored (`None` without a value), and how many such days there were.
+    pub fn recent(&self, days: usize, basis: Basis) -> (Option<f64>, Option<f64>, usize) {
         let recent: Vec<&DayMetrics> = self.matured.iter().rev().flatten().take(days).collect();
         let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
-        let delta = mean(recent.iter().map(|m| m.delta()).collect());
+        let delta = mean(recent.iter().map(|m| m.delta_on(basis)).collect());
         let rank_ic = mean(recent.iter().filter_map(|m| m.rank_ic).collect());
         (delta, rank_ic, recent.len())
     }
@@ -290,6 +290,15 @@ pub struct LiveState {
     /// since (a day inserted, removed or corrected) is refused rather than decided on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<crate::dataset::DatasetHash>,
+    /// The basis its performance triggers and shadow comparisons read ΔP@K on: its
+    /// sweep's `metrics.basis`. A state saved before bases existed was deciding on the
+    /// zero basis and goes on doing so.
+    #[serde(default = "zero_basis")]
+    pub basis: Basis,
+}
+
+fn zero_basis() -> Basis {
+    Basis::Zero
 }
 
 /// How many failed retrains a state keeps.
@@ -361,7 +370,14 @@ impl LiveState {
             retrain_failures: Vec::new(),
             retrain_failures_total: 0,
             history: None,
+            basis: Basis::default(),
         }
+    }
+
+    /// The state deciding on `basis` (the sweep's `metrics.basis`).
+    pub fn on_basis(mut self, basis: Basis) -> Self {
+        self.basis = basis;
+        self
     }
 
     /// Records a failed retrain of `day`.
@@ -435,8 +451,8 @@ impl LiveState {
         }
         let (mut candidate_sum, mut live_sum, mut days) = (0.0, 0.0, 0usize);
         for t in first..=last {
-            let candidate = Metric::DeltaPAtK.value(observe.metrics(&self.versions[index], t).as_ref());
-            let live = Metric::DeltaPAtK.value(observe.metrics(&self.versions[self.live], t).as_ref());
+            let candidate = self.basis.delta().value(observe.metrics(&self.versions[index], t).as_ref());
+            let live = self.basis.delta().value(observe.metrics(&self.versions[self.live], t).as_ref());
             if candidate.is_finite() && live.is_finite() {
                 candidate_sum += candidate;
                 live_sum += live;
@@ -479,8 +495,8 @@ impl LiveState {
             }
         }
         let version = &mut self.versions[self.live];
-        if version.prefix.len() != version.matured.len() {
-            version.prefix = MetricPrefix::of(&version.matured);
+        if version.prefix.len() != version.matured.len() || version.prefix.basis() != self.basis {
+            version.prefix = MetricPrefix::of(&version.matured, self.basis);
         }
         for day in matured {
             version.prefix.push(day.as_ref());
@@ -549,7 +565,7 @@ impl LiveState {
     fn retire_live(&mut self) {
         let version = &mut self.versions[self.live];
         version.matured.clear();
-        version.prefix = MetricPrefix::default();
+        version.prefix = MetricPrefix::new(self.basis);
         if let Some(path) = &mut version.drift {
             path.days.clear();
         }

@@ -2,7 +2,10 @@
 //!
 //! For one test day: `P@K` is the share of the K highest-scored stocks whose forward
 //! return is positive; `base` the share of all scored stocks with a positive return (the
-//! random-ranking expectation); `ΔP@K = P@K − base`; `RankIC` the Spearman correlation of
+//! random-ranking expectation); `ΔP@K = P@K − base` (the **zero basis**). On the
+//! **median basis** ([`Basis`]) a hit is a return above the day's median return of the
+//! scored stocks (the mean of the middle two for an even count), and the base rate the
+//! share of scored stocks above it; `RankIC` the Spearman correlation of
 //! scores and returns (average ranks for ties; missing when either side is constant);
 //! `spread` the mean return of the top K minus that of the bottom K; `top_k_mean` the
 //! mean return of the top K. A stock counts as scored when both its score and its target
@@ -19,11 +22,60 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::TopK;
 
+/// What a pick must beat to count as a hit in P@K.
+///
+/// - `zero`: a forward return above 0 (the seed's definition). In a rising market a
+///   low-volatility stock is more often above zero whatever it earns against the others,
+///   so ranking by low volatility reads as skill.
+/// - `median`: a forward return above the day's cross-sectional median of the scored
+///   stocks (market-neutral); the base rate is the share above the median, one half up
+///   to ties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    Zero,
+    #[default]
+    Median,
+}
+
+impl Basis {
+    pub const ALL: [Basis; 2] = [Basis::Zero, Basis::Median];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Zero => "zero",
+            Self::Median => "median",
+        }
+    }
+
+    /// The ΔP@K metric on this basis.
+    pub fn delta(self) -> crate::age::Metric {
+        match self {
+            Self::Zero => crate::age::Metric::DeltaPAtK,
+            Self::Median => crate::age::Metric::MedianDeltaPAtK,
+        }
+    }
+
+    /// The P@K metric on this basis.
+    pub fn precision(self) -> crate::age::Metric {
+        match self {
+            Self::Zero => crate::age::Metric::PAtK,
+            Self::Median => crate::age::Metric::MedianPAtK,
+        }
+    }
+}
+
 /// The metrics of one (model, test day).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DayMetrics {
+    /// P@K and base rate on the zero basis (returns above 0).
     pub p_at_k: f64,
     pub base_rate: f64,
+    /// P@K and base rate on the median basis (returns above the day's median).
+    #[serde(default)]
+    pub median_p_at_k: f64,
+    #[serde(default)]
+    pub median_base_rate: f64,
     /// `None` when scores or returns are constant on the day.
     pub rank_ic: Option<f64>,
     pub spread: f64,
@@ -35,9 +87,45 @@ pub struct DayMetrics {
 }
 
 impl DayMetrics {
+    /// ΔP@K on the zero basis.
     pub fn delta(&self) -> f64 {
         self.p_at_k - self.base_rate
     }
+
+    /// ΔP@K on the median basis.
+    pub fn median_delta(&self) -> f64 {
+        self.median_p_at_k - self.median_base_rate
+    }
+
+    /// P@K on `basis`.
+    pub fn p_at_k_on(&self, basis: Basis) -> f64 {
+        match basis {
+            Basis::Zero => self.p_at_k,
+            Basis::Median => self.median_p_at_k,
+        }
+    }
+
+    /// The base rate on `basis`.
+    pub fn base_rate_on(&self, basis: Basis) -> f64 {
+        match basis {
+            Basis::Zero => self.base_rate,
+            Basis::Median => self.median_base_rate,
+        }
+    }
+
+    /// ΔP@K on `basis`.
+    pub fn delta_on(&self, basis: Basis) -> f64 {
+        match basis {
+            Basis::Zero => self.delta(),
+            Basis::Median => self.median_delta(),
+        }
+    }
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median_of_sorted(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
 
 /// Metrics of one day; `None` when no stock is scored.
@@ -58,10 +146,18 @@ pub fn day_metrics(scores: &[f64], targets: &[f64], k: TopK) -> Option<DayMetric
     let positive = |row: &(f64, f64)| if row.1 > 0.0 { 1.0 } else { 0.0 };
     let target = |row: &(f64, f64)| row.1;
     let target_values: Vec<f64> = scored.iter().map(|r| r.1).collect();
+    let median = {
+        let mut sorted = target_values.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        median_of_sorted(&sorted)
+    };
+    let above_median = |row: &(f64, f64)| if row.1 > median { 1.0 } else { 0.0 };
     let top_k_mean = top_sum(&scored, k, target) / k as f64;
     Some(DayMetrics {
         p_at_k: top_sum(&scored, k, positive) / k as f64,
         base_rate: scored.iter().map(positive).sum::<f64>() / stocks as f64,
+        median_p_at_k: top_sum(&scored, k, above_median) / k as f64,
+        median_base_rate: scored.iter().map(above_median).sum::<f64>() / stocks as f64,
         rank_ic: (stocks >= 2).then(|| pearson(&sorted_ranks(&scored), &average_ranks(&target_values))).flatten(),
         spread: top_k_mean - bottom_sum(&scored, k, target) / k as f64,
         top_k_mean,

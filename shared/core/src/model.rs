@@ -33,8 +33,11 @@ pub use crate::target::TargetTransform;
 /// the input product of `linear` and `mlp`, so every trained kind's importance changes
 /// (its scores and metrics do not); 8, kept rankings are positions in each scored day's
 /// rows (code order), not universe indices, so a result means the same on a panel whose
-/// universe grew after it was trained (the stocks and their order are unchanged).
-pub const TRAINER_VERSION: u32 = 8;
+/// universe grew after it was trained (the stocks and their order are unchanged); 9, the
+/// metrics of a day keep P@K and the base rate on the median basis (returns above the
+/// day's median) beside the zero basis, so results of 8, which have none, are not reused
+/// (their other numbers are unchanged).
+pub const TRAINER_VERSION: u32 = 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

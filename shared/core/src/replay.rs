@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::age::{AgeMatrix, Line, Metric};
 use crate::drift::DriftPath;
-use crate::metric::DayMetrics;
+use crate::metric::{Basis, DayMetrics};
 use crate::spec::{PerformanceMetric, TriggerGrid};
 
 mod compare;
@@ -129,33 +129,44 @@ impl Replay {
     }
 }
 
-/// Running sums of a model's ΔP@K and P@K by age (index = ages seen so far), the
-/// inputs of a performance trigger. The replay pushes a run's every age at once; a live
-/// deployment pushes each day as its label matures: the same additions in the same
-/// order, so both read the same means to the last bit.
+/// Running sums of a model's ΔP@K and P@K on one basis by age (index = ages seen so
+/// far), the inputs of a performance trigger. The replay pushes a run's every age at
+/// once; a live deployment pushes each day as its label matures: the same additions in
+/// the same order, so both read the same means to the last bit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricPrefix {
+    basis: Basis,
     /// `[ΔP@K, P@K]`: (sum, count of finite values) over ages `0 .. i`.
     sums: [Vec<(f64, u32)>; 2],
 }
 
 impl Default for MetricPrefix {
     fn default() -> Self {
-        Self { sums: [vec![(0.0, 0)], vec![(0.0, 0)]] }
+        Self::new(Basis::default())
     }
 }
 
 impl MetricPrefix {
-    /// The prefix of every age of `ages`.
-    pub fn of(ages: &[Option<DayMetrics>]) -> Self {
-        let mut prefix = Self::default();
+    /// An empty prefix on `basis`.
+    pub fn new(basis: Basis) -> Self {
+        Self { basis, sums: [vec![(0.0, 0)], vec![(0.0, 0)]] }
+    }
+
+    /// The prefix of every age of `ages` on `basis`.
+    pub fn of(ages: &[Option<DayMetrics>], basis: Basis) -> Self {
+        let mut prefix = Self::new(basis);
         ages.iter().for_each(|day| prefix.push(day.as_ref()));
         prefix
     }
 
+    pub fn basis(&self) -> Basis {
+        self.basis
+    }
+
     /// Appends the next age (`None`: nothing scored that day).
     pub fn push(&mut self, day: Option<&DayMetrics>) {
-        for (sums, metric) in self.sums.iter_mut().zip([Metric::DeltaPAtK, Metric::PAtK]) {
+        let metrics = [self.basis.delta(), self.basis.precision()];
+        for (sums, metric) in self.sums.iter_mut().zip(metrics) {
             let (sum, count) = sums[sums.len() - 1];
             let value = metric.value(day);
             sums.push(if value.is_finite() { (sum + value, count + 1) } else { (sum, count) });
@@ -264,7 +275,7 @@ impl<'a> LineReplayer<'a> {
         let first_day = matrix.runs[*runs.first()?].retrain_day;
         let end_day =
             runs.iter().map(|r| matrix.runs[*r].retrain_day + matrix.runs[*r].ages.len()).max()?.saturating_sub(1);
-        let prefix = runs.iter().map(|r| (*r, MetricPrefix::of(&matrix.runs[*r].ages))).collect();
+        let prefix = runs.iter().map(|r| (*r, MetricPrefix::of(&matrix.runs[*r].ages, matrix.basis))).collect();
         Some(Self {
             matrix,
             run_at_day: runs.iter().map(|r| (matrix.runs[*r].retrain_day, *r)).collect(),

@@ -170,6 +170,10 @@ pub struct SweepConfig {
     pub embargo: u32,
     pub max_age: u32,
     pub k: TopK,
+    /// What a pick must beat to count in P@K: the triggers, replays and verdict read
+    /// ΔP@K on this basis (`[metrics] basis`, default median).
+    #[serde(default)]
+    pub basis: crate::metric::Basis,
     pub bootstrap_samples: u32,
     pub bootstrap_seed: u64,
     pub models: Vec<ModelConfig>,

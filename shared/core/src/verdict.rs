@@ -238,6 +238,89 @@ impl LineVerdict {
     }
 }
 
+/// One schedule's quality on both bases, with its return spread beside them: the check
+/// that the headline basis does not mistake low volatility for skill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bases {
+    /// The schedule read (a line's best fixed cadence).
+    pub schedule: String,
+    pub zero: Reading,
+    pub median: Reading,
+    /// Mean forward return of the top K minus the bottom K.
+    pub spread: Reading,
+}
+
+/// A series' mean and 95% moving-block bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub mean: f64,
+    pub interval: Option<Interval>,
+}
+
+impl Reading {
+    fn of(series: &[f64], bootstrap: Bootstrap) -> Self {
+        Self { mean: Summary::of(series).mean, interval: bootstrap.mean_interval(series) }
+    }
+
+    /// The sign the interval is sure of: `Some(true)` above 0, `Some(false)` below.
+    fn sure_sign(&self) -> Option<bool> {
+        let interval = self.interval?;
+        interval.excludes_zero().then_some(interval.low > 0.0)
+    }
+}
+
+impl Bases {
+    /// The schedule `retrain_days` of `line`, read on both bases and by spread.
+    pub fn of(
+        matrix: &crate::age::AgeMatrix,
+        line: crate::age::Line,
+        schedule: &str,
+        retrain_days: &[usize],
+        bootstrap: Bootstrap,
+    ) -> Option<Self> {
+        let replay = crate::replay::LineReplayer::new(matrix, line)?.fixed(retrain_days);
+        let read = |metric: crate::age::Metric| Reading::of(&replay.series(matrix, metric), bootstrap);
+        Some(Self {
+            schedule: schedule.to_string(),
+            zero: read(crate::age::Metric::DeltaPAtK),
+            median: read(crate::age::Metric::MedianDeltaPAtK),
+            spread: read(crate::age::Metric::Spread),
+        })
+    }
+
+    /// The two bases disagree in sign by more than their intervals allow: each interval
+    /// excludes zero, on opposite sides.
+    pub fn disagree(&self) -> bool {
+        matches!((self.zero.sure_sign(), self.median.sure_sign()), (Some(a), Some(b)) if a != b)
+    }
+
+    /// The figures in words, and the warning when the bases disagree.
+    pub fn sentences(&self) -> Vec<String> {
+        let shown = |reading: &Reading, digits: usize| match reading.interval {
+            Some(i) => format!("{:+.digits$} [{:+.digits$}, {:+.digits$}]", reading.mean, i.low, i.high),
+            None => format!("{:+.digits$}", reading.mean),
+        };
+        let mut out = vec![format!(
+            "{}: ΔP@K {} on the median basis, {} on the zero basis (not market-neutral: in a rising market it \
+             rewards low volatility), top-K − bottom-K return {}",
+            self.schedule,
+            shown(&self.median, 4),
+            shown(&self.zero, 4),
+            shown(&self.spread, 5)
+        )];
+        if self.disagree() {
+            out.push(format!(
+                "warning: the bases disagree on {}: the zero basis reads {} and the median basis {}, both beyond \
+                 their intervals; the zero basis is reading volatility, not skill",
+                self.schedule,
+                if self.zero.mean > 0.0 { "skill" } else { "anti-skill" },
+                if self.median.mean > 0.0 { "skill" } else { "anti-skill" }
+            ));
+        }
+        out
+    }
+}
+
 fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
     if count == 1 { one } else { many }
 }

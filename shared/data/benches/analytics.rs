@@ -145,6 +145,8 @@ fn main() {
                     Some(DayMetrics {
                         p_at_k: 0.5 + delta,
                         base_rate: 0.5,
+                        median_p_at_k: 0.5 + delta,
+                        median_base_rate: 0.5,
                         rank_ic: Some(delta / 2.0),
                         spread: delta / 100.0,
                         top_k_mean: 0.0,
@@ -160,7 +162,7 @@ fn main() {
             importance: Default::default(),
         })
         .collect();
-    let matrix = AgeMatrix { horizon: 5, max_age: ages as u32, runs };
+    let matrix = AgeMatrix { horizon: 5, max_age: ages as u32, runs, basis: Default::default() };
     let policies: Vec<Policy> = (0..1000)
         .map(|i| {
             let performance = Trigger::Performance {

@@ -11,6 +11,8 @@ fn metrics(delta: f64) -> DayMetrics {
     DayMetrics {
         p_at_k: 0.5 + delta,
         base_rate: 0.5,
+        median_p_at_k: 0.5 + delta,
+        median_base_rate: 0.5,
         rank_ic: Some(delta),
         spread: delta,
         top_k_mean: delta,
@@ -58,7 +60,7 @@ fn matrix(days: &[usize], ages: usize, horizon: u32, seed: u64) -> AgeMatrix {
             }
         })
         .collect();
-    AgeMatrix { horizon, max_age: ages as u32, runs }
+    AgeMatrix { horizon, max_age: ages as u32, runs, basis: Default::default() }
 }
 
 /// Runs a deployment of `policy` over the matrix's line day by day, promoting the run of

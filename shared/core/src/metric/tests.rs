@@ -140,3 +140,64 @@ proptest::proptest! {
         proptest::prop_assert_eq!(subset_ranks(&from_ranks, &mut counts), average_ranks(&subset));
     }
 }
+
+#[test]
+fn in_a_rising_market_a_low_volatility_ranking_reads_as_skill_only_on_the_zero_basis() {
+    // A rising day: every stock's return is the market's +1% plus its volatility times a
+    // shock; the shocks are the same set for calm and volatile stocks, so neither group
+    // earns more than the other on average. Ranking by low volatility puts the calm
+    // stocks, all close to +1%, on top.
+    let shocks = [-1.5, -0.5, 0.5, 1.5, -1.2, -0.2, 0.2, 1.2];
+    let mut scores = Vec::new();
+    let mut targets = Vec::new();
+    for (group, volatility) in [(0, 0.004), (1, 0.05)] {
+        for shock in shocks {
+            scores.push(if group == 0 { 1.0 + shock * 1e-3 } else { -1.0 + shock * 1e-3 });
+            targets.push(0.01 + volatility * shock);
+        }
+    }
+    let day = day_metrics(&scores, &targets, count(8)).expect("scored day");
+    // Zero basis: every calm stock is above 0 (P@K 1), 12 of 16 stocks are (base 0.75).
+    assert_eq!((day.p_at_k, day.base_rate), (1.0, 0.75));
+    assert!(day.delta() > 0.2);
+    // Median basis: the calm stocks straddle the median as the volatile ones do.
+    assert_eq!(day.median_base_rate, 0.5);
+    assert!(day.median_delta() <= 0.0, "{day:?}");
+    assert_eq!(day.delta_on(Basis::Zero), day.delta());
+    assert_eq!(day.delta_on(Basis::Median), day.median_delta());
+}
+
+#[test]
+fn both_bases_agree_with_a_direct_computation_day_by_day() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for day in 0..200 {
+        let n = 5 + day % 40;
+        // Coarse values make ties (on the score and at the median) common.
+        let scores: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..12))).collect();
+        let targets: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-5..8)) / 100.0).collect();
+        let k = 1 + day % n;
+        let metrics = day_metrics(&scores, &targets, count(k as u32)).expect("scored");
+        let mut sorted = targets.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        // Expected P@K over every order of tied scores: a stock strictly inside the top K
+        // counts 1; those tied at the cut share the places left.
+        let precision = |hit: &dyn Fn(f64) -> bool| {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+            let cut = scores[order[k - 1]];
+            let above: Vec<usize> = (0..n).filter(|i| scores[*i] > cut).collect();
+            let tied: Vec<usize> = (0..n).filter(|i| scores[*i] == cut).collect();
+            let places = (k - above.len()) as f64 / tied.len() as f64;
+            let hits = |set: &[usize]| set.iter().filter(|i| hit(targets[**i])).count() as f64;
+            (hits(&above) + places * hits(&tied)) / k as f64
+        };
+        let share = |hit: &dyn Fn(f64) -> bool| targets.iter().filter(|t| hit(**t)).count() as f64 / n as f64;
+        let (zero, above_median) = (|t: f64| t > 0.0, |t: f64| t > median);
+        assert!((metrics.p_at_k - precision(&zero)).abs() < 1e-12, "day {day}");
+        assert!((metrics.base_rate - share(&zero)).abs() < 1e-12, "day {day}");
+        assert!((metrics.median_p_at_k - precision(&above_median)).abs() < 1e-12, "day {day}");
+        assert!((metrics.median_base_rate - share(&above_median)).abs() < 1e-12, "day {day}");
+    }
+}

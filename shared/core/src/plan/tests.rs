@@ -18,6 +18,7 @@ fn model(name: &str, seeds: Vec<u64>) -> ModelConfig {
 fn config(windows: Vec<u32>, cadences: Vec<Cadence>, horizons: Vec<u32>, embargo: u32, max_age: u32) -> SweepConfig {
     SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "test".into(),
         panel: "synth:default".into(),
         content_hash: None,

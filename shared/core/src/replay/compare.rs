@@ -115,7 +115,7 @@ pub fn compare_line_series(
         fixed.iter().map(|(cadence, days)| (cadence.to_string(), false, replayer.fixed(days))).collect();
     replays.extend(policies.iter().map(|p| (p.to_string(), true, replayer.adaptive(p, candidates))));
 
-    let series: Vec<Vec<f64>> = replays.iter().map(|(_, _, r)| r.series(matrix, Metric::DeltaPAtK)).collect();
+    let series: Vec<Vec<f64>> = replays.iter().map(|(_, _, r)| r.series(matrix, matrix.basis.delta())).collect();
     let summaries: Vec<Summary> = series.iter().map(|s| Summary::of(s)).collect();
     let covered: Vec<usize> = replays.iter().map(|(_, _, r)| r.live.iter().filter(|c| c.is_some()).count()).collect();
     let period = replays.iter().map(|(_, _, r)| r.live.len()).max().unwrap_or(0);

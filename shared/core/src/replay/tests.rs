@@ -19,6 +19,8 @@ fn day(delta: f64) -> Option<DayMetrics> {
     Some(DayMetrics {
         p_at_k: base + delta,
         base_rate: base,
+        median_p_at_k: base + delta,
+        median_base_rate: base,
         rank_ic: Some(delta),
         spread: delta,
         top_k_mean: delta,
@@ -45,7 +47,7 @@ fn matrix(days: &[usize], ages: usize, horizon: u32, value: impl Fn(usize, usize
             importance: Default::default(),
         })
         .collect();
-    AgeMatrix { horizon, max_age: ages as u32, runs }
+    AgeMatrix { horizon, max_age: ages as u32, runs, basis: Default::default() }
 }
 
 const LINE: Line = Line { window: 10, model: 0, seed: 0 };
@@ -179,6 +181,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
     let panel = build_panel(&bars, &PanelSpec { horizons: vec![h] });
     let config = SweepConfig {
         selection: Default::default(),
+        basis: Default::default(),
         name: "breaks".into(),
         panel: "synth:default".into(),
         content_hash: None,
@@ -227,7 +230,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
             }
         })
         .collect();
-    let matrix = AgeMatrix { horizon: h, max_age: config.max_age, runs };
+    let matrix = AgeMatrix { horizon: h, max_age: config.max_age, runs, basis: Default::default() };
 
     let curve = &decay_curves(&matrix, Metric::DeltaPAtK, 200, 7)[0];
     let young: f64 = curve.points[..10].iter().map(|p| p.mean).sum::<f64>() / 10.0;

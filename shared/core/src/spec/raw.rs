@@ -242,11 +242,14 @@ pub struct MetricsSection {
     pub k: KValue,
     pub bootstrap_samples: i64,
     pub bootstrap_seed: u64,
+    /// `"median"` (default) or `"zero"`.
+    #[serde(default)]
+    pub basis: Option<String>,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self { k: KValue::Count(50), bootstrap_samples: 1000, bootstrap_seed: 7 }
+        Self { k: KValue::Count(50), bootstrap_samples: 1000, bootstrap_seed: 7, basis: None }
     }
 }
 
@@ -561,6 +564,14 @@ impl SweepSpec {
         }
 
         let selection = self.validate_selection(&mut problems);
+        let basis = match self.metrics.basis.as_deref() {
+            None | Some("median") => crate::metric::Basis::Median,
+            Some("zero") => crate::metric::Basis::Zero,
+            Some(other) => {
+                problems.add("metrics.basis", format!("unknown basis {other:?} (expected median or zero)"));
+                crate::metric::Basis::Median
+            }
+        };
 
         if !problems.0.is_empty() {
             return Err(SpecErrors(problems.0));
@@ -583,6 +594,7 @@ impl SweepSpec {
             embargo: plan.embargo as u32,
             max_age: plan.max_age as u32,
             k,
+            basis,
             bootstrap_samples: self.metrics.bootstrap_samples as u32,
             bootstrap_seed: self.metrics.bootstrap_seed,
             models,

@@ -57,7 +57,7 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
             importance: Default::default(),
         })
         .collect();
-    let matrix = AgeMatrix { horizon: 1, max_age: DAYS as u32, runs };
+    let matrix = AgeMatrix { horizon: 1, max_age: DAYS as u32, runs, basis: Default::default() };
     let replay_of = |retrains: &[(usize, usize)]| Replay {
         retrain_days: retrains.iter().map(|(day, _)| *day).collect(),
         first_day: 0,

@@ -116,6 +116,7 @@ fn a_replayed_schedule_trades_the_live_models_rankings_and_counts_the_switch() {
         rankings,
     };
     let matrix = AgeMatrix {
+        basis: Default::default(),
         horizon: 1,
         max_age: 4,
         runs: vec![run(0, vec![vec![0, 1], vec![0, 1], vec![1, 0], vec![1, 0]]), run(2, vec![vec![2, 3], vec![2, 3]])],
