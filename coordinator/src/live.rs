@@ -65,13 +65,15 @@ impl Simulation {
         self.state.versions.iter().map(|v| v.retrain_day).collect()
     }
 
-    /// Mean of the days' ΔP@K and RankIC (over days with a value).
+    /// Mean of the days' ΔP@K (on the deployment's basis) and RankIC (over days with a
+    /// value).
     pub fn means(&self) -> (f64, f64) {
         let mean = |values: Vec<f64>| {
             let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
             if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 }
         };
-        let delta = mean(self.daily.iter().filter_map(|d| d.metrics.as_ref()).map(DayMetrics::delta).collect());
+        let basis = self.state.basis;
+        let delta = mean(self.daily.iter().filter_map(|d| d.metrics.as_ref()).map(|m| m.delta_on(basis)).collect());
         let rank_ic = mean(self.daily.iter().filter_map(|d| d.metrics.as_ref()?.rank_ic).collect());
         (delta, rank_ic)
     }
@@ -203,10 +205,10 @@ pub fn daily_csv(simulation: &Simulation, calendar: &TradingCalendar) -> String 
     let date = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
     let mut out = String::from("date,version,retrain_date,age,delta_p_at_k,p_at_k,rank_ic\n");
     for row in &simulation.daily {
-        let (delta, p_at_k, rank_ic) = row
-            .metrics
-            .as_ref()
-            .map_or((f64::NAN, f64::NAN, f64::NAN), |m| (m.delta(), m.p_at_k, m.rank_ic.unwrap_or(f64::NAN)));
+        let (delta, p_at_k, rank_ic) = row.metrics.as_ref().map_or((f64::NAN, f64::NAN, f64::NAN), |m| {
+            let basis = simulation.state.basis;
+            (m.delta_on(basis), m.p_at_k_on(basis), m.rank_ic.unwrap_or(f64::NAN))
+        });
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{}",

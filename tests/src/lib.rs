@@ -5,6 +5,8 @@
 //! crate's own integration test makes cargo do so); when it is missing, the harness runs
 //! that same build once. [`wf`] runs the binary with a hard timeout.
 
+pub mod null;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

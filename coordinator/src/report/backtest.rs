@@ -100,6 +100,36 @@ fn single(value: f32) -> String {
 }
 
 /// `backtest.csv`: one row per (line, schedule or benchmark, setting).
+/// The backtest's part of a line's verdict: per setting, the best net schedule's deflated
+/// Sharpe ratio (with the number of schedules tried and their effective number) and the
+/// line's PBO.
+pub fn overfitting_sentences(report: &BacktestReport, line: &LineBacktestReport) -> Vec<String> {
+    line.backtest
+        .overfitting
+        .iter()
+        .map(|o| {
+            let setting = report.settings.get(o.setting).map_or_else(String::new, short);
+            let deflated = match (&o.best, &o.deflated) {
+                (Some(best), Some(d)) => format!(
+                    "best net schedule {best} (Sharpe {:.2} a year), deflated Sharpe ratio {} over {} tried, {} over \
+                     {:.1} effective",
+                    d.moments.sharpe * 252f64.sqrt(),
+                    d.dsr.map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
+                    d.trials,
+                    d.dsr_effective.map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
+                    d.effective_trials
+                ),
+                _ => "no schedule with a Sharpe ratio".to_string(),
+            };
+            let pbo = o.pbo.as_ref().map_or_else(
+                || "PBO not computed (too few days or schedules)".to_string(),
+                |p| format!("PBO {:.2} ({} blocks)", p.pbo, p.blocks),
+            );
+            format!("backtest {setting}: {deflated}; {pbo}")
+        })
+        .collect()
+}
+
 pub fn backtest_csv(report: &BacktestReport) -> String {
     let mut out = String::from(
         "window,model,seed,schedule,adaptive,k,rebalance,buffer,max_replace,min_trade,buy_bps,sell_bps,impact,\

@@ -371,11 +371,25 @@ impl SweepReport {
             let untrained = if self.untrained_models.contains(&line.model) { " (untrained baseline)" } else { "" };
             let _ = writeln!(out, "  window {}, {}, seed {}{untrained}:", line.window, line.model, line.seed);
             let sentences = line.verdict.iter().flat_map(LineVerdict::sentences);
-            for sentence in sentences.chain(line.bases.iter().flat_map(Bases::sentences)) {
+            for sentence in sentences
+                .chain(line.bases.iter().flat_map(Bases::sentences))
+                .chain(self.backtest_sentences(line).into_iter().filter(|_| untrained.is_empty()))
+            {
                 let _ = writeln!(out, "    - {sentence}");
             }
         }
         out
+    }
+
+    /// The backtest's verdict sentences of `line` (none without a backtest).
+    pub fn backtest_sentences(&self, line: &LineReport) -> Vec<String> {
+        let Some(backtest) = &self.backtest else { return Vec::new() };
+        backtest
+            .lines
+            .iter()
+            .filter(|b| b.window == line.window && b.model == line.model && b.seed == line.seed)
+            .flat_map(|b| backtest::overfitting_sentences(backtest, b))
+            .collect()
     }
 
     /// The compact summary `wf run` prints: per window × model × fixed cadence, mean

@@ -1,5 +1,6 @@
 //! The verdict as the report shows it: the HTML section that opens the page, before any
-//! plot, and `verdict.csv` (one row per line and out-of-sample selector).
+//! plot, and `verdict.csv` (section `delta`: one row per line and out-of-sample
+//! selector; section `backtest`: one row per line and portfolio setting).
 
 use std::fmt::Write as _;
 
@@ -10,16 +11,20 @@ use super::html::escape;
 /// `verdict.csv`: per (window, model, seed) line and selector, the line's verdict.
 pub fn verdict_csv(report: &SweepReport) -> String {
     let mut out = String::from(
-        "window,model,seed,best_fixed,best_fixed_delta_p_at_k,policies,selectors,tried,spa_p,spa_days,\
+        "section,window,model,seed,best_fixed,best_fixed_delta_p_at_k,policies,selectors,tried,spa_p,spa_days,\
          spa_mean_block,spa_samples,stepm_count,stepm,beaten,hindsight_best,hindsight_delta_p_at_k,\
          half_life_days,lookback,among,chosen_delta_p_at_k,chosen_low,chosen_high,chosen_vs_best_fixed,\
-         chosen_difference_low,chosen_difference_high,chosen_switches\n",
+         chosen_difference_low,chosen_difference_high,chosen_switches,setting,best_net,sharpe,dsr,trials,\
+         dsr_effective,effective_trials,pbo,pbo_blocks\n",
     );
+    const DELTA_COLUMNS: usize = 27;
+    const BACKTEST_COLUMNS: usize = 9;
+    let blanks = |n: usize| ",".repeat(n);
     for line in &report.lines {
         let Some(verdict) = &line.verdict else { continue };
         let spa = verdict.superiority.as_ref();
         let prefix = format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "delta,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             line.window,
             field(&line.model),
             line.seed,
@@ -40,13 +45,13 @@ pub fn verdict_csv(report: &SweepReport) -> String {
             number(verdict.half_life_days),
         );
         if verdict.out_of_sample.is_empty() {
-            let _ = writeln!(out, "{prefix},,,,,,,,,");
+            let _ = writeln!(out, "{prefix},,,,,,,,,{}", blanks(BACKTEST_COLUMNS));
         }
         for chosen in &verdict.out_of_sample {
             let difference = chosen.difference_vs_best_fixed.as_ref();
             let _ = writeln!(
                 out,
-                "{prefix},{},{},{},{},{},{},{},{},{}",
+                "{prefix},{},{},{},{},{},{},{},{},{}{}",
                 chosen.lookback,
                 match chosen.among {
                     wf_shared::spec::Among::Adaptive => "adaptive",
@@ -58,7 +63,30 @@ pub fn verdict_csv(report: &SweepReport) -> String {
                 number(difference.map(|d| d.mean)),
                 number(difference.and_then(|d| d.interval).map(|i| i.low)),
                 number(difference.and_then(|d| d.interval).map(|i| i.high)),
-                chosen.switches
+                chosen.switches,
+                blanks(BACKTEST_COLUMNS)
+            );
+        }
+    }
+    for line in report.backtest.iter().flat_map(|b| &b.lines) {
+        for o in &line.backtest.overfitting {
+            let d = o.deflated.as_ref();
+            let _ = writeln!(
+                out,
+                "backtest,{},{},{}{},{},{},{},{},{},{},{},{},{}",
+                line.window,
+                field(&line.model),
+                line.seed,
+                blanks(DELTA_COLUMNS - 3),
+                o.setting,
+                field(o.best.as_deref().unwrap_or("")),
+                number(d.map(|d| d.moments.sharpe * 252f64.sqrt())),
+                number(d.and_then(|d| d.dsr)),
+                d.map_or(String::new(), |d| d.trials.to_string()),
+                number(d.and_then(|d| d.dsr_effective)),
+                number(d.map(|d| d.effective_trials)),
+                number(o.pbo.as_ref().map(|p| p.pbo)),
+                o.pbo.as_ref().map_or(String::new(), |p| p.blocks.to_string()),
             );
         }
     }
@@ -113,7 +141,7 @@ pub fn section(out: &mut String, report: &SweepReport) {
             escape(&line.model),
             line.seed
         );
-        for sentence in verdict.sentences().into_iter().chain(bases) {
+        for sentence in verdict.sentences().into_iter().chain(bases).chain(report.backtest_sentences(line)) {
             let _ = writeln!(out, "<li>{}</li>", escape(&sentence));
         }
         out.push_str("</ul></div>\n");

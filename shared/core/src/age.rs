@@ -178,13 +178,14 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// The job's out-of-sample summary for monitoring: mean ΔP@K over the ages it scored,
+    /// The job's out-of-sample summary for monitoring: mean ΔP@K on the median basis
+    /// (market-neutral, whatever its sweep's basis) over the ages it scored,
     /// and mean RankIC over the ages that have one (`docs/ANALYTICS.md`, "Job summary").
     /// `None` where no age has a value.
     pub fn summary(&self) -> (Option<f64>, Option<f64>) {
         let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
         let scored = || self.ages.iter().flatten();
-        (mean(scored().map(DayMetrics::delta).collect()), mean(scored().filter_map(|d| d.rank_ic).collect()))
+        (mean(scored().map(DayMetrics::median_delta).collect()), mean(scored().filter_map(|d| d.rank_ic).collect()))
     }
 }
 
@@ -237,7 +238,8 @@ mod tests {
         Some(DayMetrics {
             p_at_k,
             base_rate,
-            median_p_at_k: p_at_k,
+            // The median basis reads 0.05 lower.
+            median_p_at_k: p_at_k - 0.05,
             median_base_rate: base_rate,
             rank_ic,
             spread: 0.0,
@@ -259,7 +261,8 @@ mod tests {
             importance: Importance::default(),
         };
         let (delta, rank_ic) = result.summary();
-        assert!((delta.expect("ΔP@K") - (0.1 - 0.1 + 0.3) / 3.0).abs() < 1e-12);
+        // On the median basis: (0.1 − 0.1 + 0.3) / 3 less 0.05.
+        assert!((delta.expect("ΔP@K") - ((0.1 - 0.1 + 0.3) / 3.0 - 0.05)).abs() < 1e-12);
         assert!((rank_ic.expect("RankIC") - 0.03).abs() < 1e-12);
         result.ages = vec![None, None];
         assert_eq!(result.summary(), (None, None));

@@ -202,7 +202,10 @@ impl LineVerdict {
             plural(self.selectors, "selector", "selectors")
         );
         match &self.superiority {
-            None => out.push(format!("no test against {best}: too few common days or nothing tried ({tried})")),
+            None if self.tried() == 0 => out.push(format!(
+                "nothing to correct for: no adaptive policy covers the whole period, so none is compared with {best}"
+            )),
+            None => out.push(format!("no test against {best}: fewer than 10 days common to it and the {tried}")),
             Some(s) if self.beaten() => out.push(format!(
                 "{} of {tried} beat {best} after correction (SPA p = {:.2}; StepM at {:.0}%: {})",
                 self.stepm.len(),

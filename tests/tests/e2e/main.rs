@@ -9,6 +9,7 @@ mod data_cli;
 mod deploy;
 mod hostile;
 mod live_cli;
+mod null_market;
 mod plan_cli;
 mod report_html;
 mod reuse;

@@ -13,6 +13,8 @@ use crate::age::AgeMatrix;
 use crate::bootstrap::Interval;
 use crate::replay::Replay;
 use crate::replay::frontier;
+use crate::snooping::overfitting::{Overfitting, probability};
+use crate::snooping::sharpe::{Deflated, deflate};
 
 /// Adaptive policies per setting that get intervals for their net excess besides the
 /// fixed cadences, the report's best policy and the frontier: the best by net excess
@@ -80,7 +82,27 @@ pub struct LineBacktest {
     pub curves: Vec<Curve>,
     /// Schedules left out: some day of the period had no live model row.
     pub skipped: Vec<String>,
+    /// Per setting: the best net schedule's deflated Sharpe ratio and the probability of
+    /// backtest overfitting over the line's schedules.
+    #[serde(default)]
+    pub overfitting: Vec<SettingOverfitting>,
 }
+
+/// How much of a setting's best net result the number of schedules tried explains
+/// (`docs/ANALYTICS.md`, "Corrections for the number tried").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingOverfitting {
+    pub setting: usize,
+    /// The schedule with the highest Sharpe ratio of net daily returns, and its deflated
+    /// Sharpe ratio against every fully covered schedule of the line as trials.
+    pub best: Option<String>,
+    pub deflated: Option<Deflated>,
+    /// PBO by CSCV over the same schedules' net daily returns.
+    pub pbo: Option<Overfitting>,
+}
+
+/// Blocks of the CSCV behind a backtest's PBO.
+pub const PBO_BLOCKS: usize = 16;
 
 /// What the line's backtest reads.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +141,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
             outcomes: Vec::new(),
             curves: Vec::new(),
             skipped: Vec::new(),
+            overfitting: Vec::new(),
         };
     };
     let (start, len) = (first.replay.first_day, first.replay.live.len());
@@ -154,7 +177,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
         })
         .collect();
 
-    let per_setting: Vec<(BacktestMetrics, Vec<BacktestOutcome>, Vec<Curve>)> = settings
+    let per_setting: Vec<(BacktestMetrics, Vec<BacktestOutcome>, Vec<Curve>, SettingOverfitting)> = settings
         .par_iter()
         .enumerate()
         .map(|(index, setting)| {
@@ -214,7 +237,20 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 net: nav(&paths[i].net),
                 gross: nav(&paths[i].gross),
             }));
-            (bench_metrics.clone(), outcomes, curves)
+            let net: Vec<&[f64]> = paths.iter().map(|p| p.net.as_slice()).collect();
+            // Net returns share the market's moves: their correlation is near 1 whatever
+            // the ranking. The excess over the benchmark tells schedules apart.
+            let excess: Vec<Vec<f64>> =
+                paths.iter().map(|p| p.net.iter().zip(&bench.net).map(|(y, b)| y - b).collect()).collect();
+            let excess: Vec<&[f64]> = excess.iter().map(Vec::as_slice).collect();
+            let deflated = deflate(&net, &excess);
+            let overfitting = SettingOverfitting {
+                setting: index,
+                best: deflated.map(|d| full[d.best].name.to_string()),
+                deflated,
+                pbo: probability(&net, PBO_BLOCKS),
+            };
+            (bench_metrics.clone(), outcomes, curves, overfitting)
         })
         .collect();
 
@@ -223,7 +259,9 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
     let mut benchmark_metrics = Vec::with_capacity(settings.len());
     let mut curves = Vec::new();
     let mut by_setting: Vec<std::vec::IntoIter<BacktestOutcome>> = Vec::new();
-    for (bench, setting_outcomes, setting_curves) in per_setting {
+    let mut overfitting = Vec::with_capacity(settings.len());
+    for (bench, setting_outcomes, setting_curves, setting_overfitting) in per_setting {
+        overfitting.push(setting_overfitting);
         benchmark_metrics.push(bench);
         by_setting.push(setting_outcomes.into_iter());
         curves.extend(setting_curves);
@@ -240,6 +278,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
         outcomes,
         curves,
         skipped: skipped.iter().map(|s| s.name.to_string()).collect(),
+        overfitting,
     }
 }
 

@@ -143,10 +143,17 @@ pub struct Deflated {
 /// Deflates the best Sharpe ratio among `series` (aligned, finite, of one length). `None`
 /// with fewer than 3 days, a value that is not finite, series of different lengths, or no
 /// series with variance. Every series counts as a trial; the variance of the Sharpe
-/// ratios is over those with one.
-pub fn deflate(series: &[&[f64]]) -> Option<Deflated> {
+/// ratios is over those with one. The effective number of trials is taken from the
+/// correlation of `correlated` (one per trial, e.g. excess returns over a benchmark,
+/// whose correlation a common market factor does not dominate).
+pub fn deflate(series: &[&[f64]], correlated: &[&[f64]]) -> Option<Deflated> {
     let length = series.first()?.len();
     if series.iter().any(|s| s.len() != length || s.iter().any(|v| !v.is_finite())) {
+        return None;
+    }
+    if correlated.len() != series.len()
+        || correlated.iter().any(|s| s.len() != length || s.iter().any(|v| !v.is_finite()))
+    {
         return None;
     }
     let moments: Vec<Option<Moments>> = series.iter().map(|s| Moments::of(s)).collect();
@@ -160,7 +167,7 @@ pub fn deflate(series: &[&[f64]]) -> Option<Deflated> {
     let mean = sharpes.iter().sum::<f64>() / count as f64;
     let variance =
         if count > 1 { sharpes.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (count - 1) as f64 } else { 0.0 };
-    let effective = effective_trials(series);
+    let effective = effective_trials(correlated);
     let expected_maximum = expected_maximum_sharpe(variance, series.len() as f64);
     let expected_maximum_effective = expected_maximum_sharpe(variance, effective);
     Some(Deflated {
@@ -258,7 +265,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[f64]> = series.iter().map(Vec::as_slice).collect();
-        let deflated = deflate(&refs).expect("deflated");
+        let deflated = deflate(&refs, &refs).expect("deflated");
         let best = (0..20)
             .max_by(|a, b| {
                 Moments::of(&series[*a]).expect("m").sharpe.total_cmp(&Moments::of(&series[*b]).expect("m").sharpe)
@@ -275,7 +282,7 @@ mod tests {
         let mut with_constant = refs.clone();
         let constant = [0.1; 300];
         with_constant.push(&constant);
-        let deflated = deflate(&with_constant).expect("deflated");
+        let deflated = deflate(&with_constant, &with_constant).expect("deflated");
         assert_eq!((deflated.best, deflated.trials), (best, 21));
     }
 }

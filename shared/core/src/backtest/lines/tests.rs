@@ -152,4 +152,20 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
         let annual = f64::from(*curve.net.last().expect("days")).powf(252.0 / DAYS as f64) - 1.0;
         assert!((annual - line.benchmark[setting].annual_net).abs() < 1e-5);
     }
+    // Per setting: the best net schedule (highest Sharpe ratio of net returns) deflated
+    // for the schedules tried, and the PBO over them.
+    assert_eq!(line.overfitting.len(), settings.len());
+    for (index, o) in line.overfitting.iter().enumerate() {
+        assert_eq!(o.setting, index);
+        let deflated = o.deflated.as_ref().expect("schedules with returns");
+        let outcomes: Vec<&BacktestOutcome> = line.outcomes.iter().filter(|x| x.setting == index).collect();
+        assert_eq!(deflated.trials, outcomes.len());
+        let sharpe = |o: &&&BacktestOutcome| o.metrics.sharpe.unwrap_or(f64::NEG_INFINITY);
+        let best = outcomes.iter().max_by(|a, b| sharpe(a).total_cmp(&sharpe(b))).expect("outcomes");
+        assert_eq!(o.best.as_deref(), Some(best.schedule.as_str()));
+        assert!((deflated.moments.sharpe * 252f64.sqrt() - sharpe(&best)).abs() < 1e-9, "{o:?}");
+        let (dsr, pbo) = (deflated.dsr.expect("dsr"), o.pbo.as_ref().expect("pbo"));
+        assert!((0.0..=1.0).contains(&dsr) && (0.0..=1.0).contains(&pbo.pbo), "{o:?}");
+        assert_eq!((pbo.blocks, pbo.schedules, pbo.days), (PBO_BLOCKS, 3, 32));
+    }
 }
