@@ -245,7 +245,7 @@ fn series_plot(line: &LineReport, series: &[&ScheduleSeries], metric: Metric) ->
             let points: Vec<(f64, f64)> =
                 values.iter().enumerate().filter_map(|(x, v)| v.map(|v| (x as f64, v))).collect();
             let mut label =
-                if schedule.adaptive { "best adaptive policy".to_string() } else { schedule.schedule.clone() };
+                if schedule.adaptive { "hindsight best policy".to_string() } else { schedule.schedule.clone() };
             if let Some(outcome) = line.schedules.iter().find(|s| s.name == schedule.schedule && !s.full_coverage()) {
                 label = format!("{label} (covers {:.0}%)", outcome.coverage() * 100.0);
             }

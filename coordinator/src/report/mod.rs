@@ -484,7 +484,7 @@ impl SweepReport {
         if let Some(backtest) = &self.backtest {
             out.push_str(
                 "\nBacktest: annualised net returns after trading costs; excess over the equal-weight benchmark; \
-                 costs as a share of capital over the period. adapt.: the best adaptive policy above.\n",
+                 costs as a share of capital over the period. adapt.: the hindsight best adaptive policy above (chosen by ΔP@K over the whole period).\n",
             );
             out.push_str(&backtest::summary_table(backtest));
         }

@@ -22,7 +22,7 @@ fn shown(line: &LineBacktestReport, outcome: &BacktestOutcome) -> bool {
 }
 
 fn label(outcome: &BacktestOutcome) -> String {
-    if outcome.adaptive { format!("best adaptive: {}", outcome.schedule) } else { outcome.schedule.clone() }
+    if outcome.adaptive { format!("hindsight best: {}", outcome.schedule) } else { outcome.schedule.clone() }
 }
 
 /// Net value over the period for the first setting: the fixed cadences, the best
@@ -60,7 +60,7 @@ fn equity_plot(report: &BacktestReport, line: &LineBacktestReport) -> Result<Opt
                 Some(schedule) => {
                     let color = PALETTE[(index - 1) % PALETTE.len()];
                     let adaptive = line.best_adaptive.as_deref() == Some(schedule.as_str());
-                    let text = if adaptive { format!("best adaptive: {schedule}") } else { schedule.clone() };
+                    let text = if adaptive { format!("hindsight best: {schedule}") } else { schedule.clone() };
                     chart
                         .draw_series(LineSeries::new(points, color.stroke_width(if adaptive { 2 } else { 1 })))?
                         .label(text)
