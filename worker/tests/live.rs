@@ -154,12 +154,12 @@ fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
             let measured = (age < config.max_age as usize && day <= plan.last_matured_day)
                 .then(|| wf_shared::live::Observe::metrics(&mut observer, &version, day))
                 .flatten();
-            series.push(Metric::DeltaPAtK.value(measured.as_ref()));
+            series.push(config.basis.delta().value(measured.as_ref()));
         }
         assert!(observer.failures.is_empty(), "{:?}", observer.failures);
         let retrains: Vec<usize> = state.versions.iter().map(|v| v.retrain_day).collect();
         assert_eq!(retrains, replay.retrain_days, "{policy}: the replay's retrain days");
-        let expected = replay.series(&matrix, Metric::DeltaPAtK);
+        let expected = replay.series(&matrix, config.basis.delta());
         assert_eq!(series.len(), expected.len(), "{policy}");
         for (index, (live, replayed)) in series.iter().zip(&expected).enumerate() {
             assert!(

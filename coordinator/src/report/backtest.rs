@@ -99,7 +99,6 @@ fn single(value: f32) -> String {
     if value.is_finite() { value.to_string() } else { String::new() }
 }
 
-/// `backtest.csv`: one row per (line, schedule or benchmark, setting).
 /// The backtest's part of a line's verdict: per setting, the best net schedule's deflated
 /// Sharpe ratio (with the number of schedules tried and their effective number) and the
 /// line's PBO.
@@ -130,6 +129,7 @@ pub fn overfitting_sentences(report: &BacktestReport, line: &LineBacktestReport)
         .collect()
 }
 
+/// `backtest.csv`: one row per (line, schedule or benchmark, setting).
 pub fn backtest_csv(report: &BacktestReport) -> String {
     let mut out = String::from(
         "window,model,seed,schedule,adaptive,k,rebalance,buffer,max_replace,min_trade,buy_bps,sell_bps,impact,\

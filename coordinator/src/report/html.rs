@@ -62,10 +62,10 @@ fn metric_label(metric: Metric) -> &'static str {
 
 fn metric_slug(metric: Metric) -> &'static str {
     match metric {
-        Metric::DeltaPAtK => "zero_delta_p_at_k",
-        Metric::PAtK => "zero_p_at_k",
-        Metric::MedianDeltaPAtK => "delta_p_at_k",
-        Metric::MedianPAtK => "p_at_k",
+        Metric::DeltaPAtK => "delta_p_at_k",
+        Metric::PAtK => "p_at_k",
+        Metric::MedianDeltaPAtK => "median_delta_p_at_k",
+        Metric::MedianPAtK => "median_p_at_k",
         Metric::RankIc => "rank_ic",
         Metric::Spread => "spread",
         Metric::TopKMean => "top_k_mean",

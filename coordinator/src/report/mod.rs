@@ -23,7 +23,7 @@ use wf_shared::bootstrap::Bootstrap;
 use wf_shared::decay::{DecayCurve, decay_curves};
 use wf_shared::metric::Basis;
 use wf_shared::plan::{Manifest, Plan, audit};
-use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line_series, expand_policies};
+use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line, expand_policies};
 use wf_shared::spec::{ModelKind, SweepConfig, TopK};
 use wf_shared::verdict::{Bases, LineVerdict, VerdictSettings, line_verdict};
 
@@ -74,8 +74,9 @@ pub struct SweepReport {
     #[serde(default)]
     pub untrained_models: Vec<String>,
     /// What a pick must beat to count in P@K: every ΔP@K, P@K and base rate of the
-    /// report is on this basis, but for `LineReport::bases`, which reads both.
-    #[serde(default)]
+    /// report is on this basis, but for `LineReport::bases`, which reads both. A report
+    /// written before bases existed was on the zero basis.
+    #[serde(default = "zero_basis")]
     pub basis: Basis,
     /// Mean base rate over every scored day: the P@K of a random ranking.
     #[serde(default)]
@@ -286,13 +287,13 @@ pub fn build(
         .into_iter()
         .map(|line: Line| {
             let comparison =
-                compare_line_series(matrix, line, &plan.retrain_days, &policies, candidates, bootstrap, TOP_POLICIES);
+                compare_line(matrix, line, &plan.retrain_days, &policies, candidates, bootstrap, TOP_POLICIES);
             let verdict = comparison
                 .as_ref()
                 .filter(|_| !untrained(line.model))
                 .map(|c| line_verdict(c, candidates, verdict_settings));
             let bases = comparison.as_ref().and_then(|c| {
-                let best = &c.outcomes[c.best_fixed.unwrap_or(0)];
+                let best = &c.outcomes[c.best_fixed?];
                 Bases::of(matrix, line, &best.name, &best.retrain_days, bootstrap)
             });
             LineReport {
@@ -490,6 +491,10 @@ impl SweepReport {
         }
         out
     }
+}
+
+fn zero_basis() -> Basis {
+    Basis::Zero
 }
 
 fn truncate(text: &str, width: usize) -> String {

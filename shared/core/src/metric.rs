@@ -115,10 +115,7 @@ impl DayMetrics {
 
     /// ΔP@K on `basis`.
     pub fn delta_on(&self, basis: Basis) -> f64 {
-        match basis {
-            Basis::Zero => self.delta(),
-            Basis::Median => self.median_delta(),
-        }
+        self.p_at_k_on(basis) - self.base_rate_on(basis)
     }
 }
 

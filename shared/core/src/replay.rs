@@ -28,7 +28,7 @@ use crate::spec::{PerformanceMetric, TriggerGrid};
 mod compare;
 pub mod select;
 
-pub use compare::{Difference, LineComparison, ScheduleOutcome, compare_line, compare_line_series, frontier};
+pub use compare::{Difference, LineComparison, ScheduleOutcome, compare_line, frontier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "snake_case")]

@@ -29,6 +29,10 @@ use crate::spec::{Among, SelectionConfig};
 /// The familywise level of StepM and the level at which SPA's p-value is read.
 pub const ALPHA: f64 = 0.05;
 
+/// The most stationary-bootstrap resamples SPA and StepM draw (`metrics.bootstrap_samples`
+/// above it is cut to it).
+pub const SPA_SAMPLES_MAX: u32 = 5_000;
+
 /// A schedule chosen out of sample with one lookback.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutOfSample {
@@ -144,8 +148,10 @@ pub fn line_verdict(comparison: &LineComparison, decisions: &[usize], settings: 
         let trials: Vec<Vec<f64>> = trial_series.iter().map(|s| pick(s)).collect();
         let trial_refs: Vec<&[f64]> = trials.iter().map(Vec::as_slice).collect();
         let bootstrap = StationaryBootstrap {
-            mean_block: (2 * horizon.max(1)) as f64,
-            samples: settings.samples,
+            mean_block: (3 * horizon.max(1)) as f64,
+            // Every resample is kept while the candidates are read: bounded, whatever the
+            // spec's `bootstrap_samples` (up to 10⁶).
+            samples: settings.samples.min(SPA_SAMPLES_MAX),
             seed: settings.seed,
         };
         superior::test(&benchmark, &trial_refs, bootstrap, ALPHA)
@@ -205,7 +211,10 @@ impl LineVerdict {
             None if self.tried() == 0 => out.push(format!(
                 "nothing to correct for: no adaptive policy covers the whole period, so none is compared with {best}"
             )),
-            None => out.push(format!("no test against {best}: fewer than 10 days common to it and the {tried}")),
+            None => out.push(format!(
+                "no test against {best}: fewer than 10 days common to it and the {tried}, or fewer than 2 \
+                 bootstrap samples"
+            )),
             Some(s) if self.beaten() => out.push(format!(
                 "{} of {tried} beat {best} after correction (SPA p = {:.2}; StepM at {:.0}%: {})",
                 self.stepm.len(),

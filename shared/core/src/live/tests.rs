@@ -318,3 +318,15 @@ fn failed_retrains_are_counted_the_last_kept_and_failing_until_their_day_is_proc
     state.next_day = 6;
     assert!(!state.retrain_failing(), "day 5 was processed since");
 }
+
+#[test]
+fn a_state_saved_before_bases_existed_goes_on_deciding_on_the_zero_basis() {
+    let state =
+        LiveState::new(LivePolicy::Fixed(Cadence::Weekly), 1, 20, vec![5, 10], Version::new(0, "v1".into(), None))
+            .on_basis(crate::metric::Basis::Median);
+    let mut json = serde_json::to_value(&state).expect("json");
+    assert_eq!(json["basis"], "median");
+    json.as_object_mut().expect("object").remove("basis");
+    let old: LiveState = serde_json::from_value(json).expect("an old state loads");
+    assert_eq!(old.basis, crate::metric::Basis::Zero);
+}

@@ -161,8 +161,8 @@ fn in_a_rising_market_a_low_volatility_ranking_reads_as_skill_only_on_the_zero_b
     assert_eq!((day.p_at_k, day.base_rate), (1.0, 0.75));
     assert!(day.delta() > 0.2);
     // Median basis: the calm stocks straddle the median as the volatile ones do.
-    assert_eq!(day.median_base_rate, 0.5);
-    assert!(day.median_delta() <= 0.0, "{day:?}");
+    assert_eq!((day.median_p_at_k, day.median_base_rate), (0.5, 0.5));
+    assert_eq!(day.median_delta(), 0.0, "{day:?}");
     assert_eq!(day.delta_on(Basis::Zero), day.delta());
     assert_eq!(day.delta_on(Basis::Median), day.median_delta());
 }

@@ -88,20 +88,8 @@ pub struct LineComparison {
 /// are computed for the fixed cadences, the frontier and the `top` best policies among
 /// those scored on as many days as the fixed cadences (the bootstrap dominates the cost
 /// of a large grid).
+/// `None` when the line has no run.
 pub fn compare_line(
-    matrix: &AgeMatrix,
-    line: Line,
-    fixed: &[(Cadence, Vec<usize>)],
-    policies: &[Policy],
-    candidates: &[usize],
-    bootstrap: Bootstrap,
-    top: usize,
-) -> Vec<ScheduleOutcome> {
-    compare_line_series(matrix, line, fixed, policies, candidates, bootstrap, top).map_or_else(Vec::new, |c| c.outcomes)
-}
-
-/// [`compare_line`], keeping the series; `None` when the line has no run.
-pub fn compare_line_series(
     matrix: &AgeMatrix,
     line: Line,
     fixed: &[(Cadence, Vec<usize>)],

@@ -157,7 +157,7 @@ fn a_schedule_with_uncovered_days_is_not_ranked_or_on_the_frontier() {
     let matrix = matrix(&days, 10, 1, |retrain, _| if retrain % 20 == 0 { 0.2 } else { -0.1 });
     let fixed = vec![(Cadence::TradingDays(20), vec![0, 20, 40]), (Cadence::TradingDays(10), days.clone())];
     let bootstrap = Bootstrap { block: 1, samples: 100, seed: 1 };
-    let outcomes = compare_line(&matrix, LINE, &fixed, &[], &days, bootstrap, 5);
+    let outcomes = compare_line(&matrix, LINE, &fixed, &[], &days, bootstrap, 5).expect("runs").outcomes;
     let (twenty, ten) = (&outcomes[0], &outcomes[1]);
     assert_eq!((twenty.covered_days, twenty.period_days), (30, 60));
     assert!((twenty.coverage() - 0.5).abs() < 1e-12 && !twenty.full_coverage());
@@ -273,7 +273,9 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
         weekly,
         Bootstrap { block: 5, samples: 200, seed: 7 },
         5,
-    );
+    )
+    .expect("runs")
+    .outcomes;
     let named = |name: &str| outcomes.iter().find(|o| o.name == name).expect("schedule replayed");
     println!(
         "weekly {:.4} quarterly {:.4} adaptive {:.4} ({} retrains)",

@@ -48,11 +48,11 @@ pub fn probability(series: &[&[f64]], blocks: usize) -> Option<Overfitting> {
     // Per schedule and block: Σx, Σx² of the values less the schedule's mean over the
     // days used (the Sharpe ratio of a half adds it back), so the variance does not
     // cancel; and the largest value's size, for what counts as no variance.
+    let centres: Vec<f64> = series.iter().map(|s| s[skip..].iter().sum::<f64>() / (total - skip) as f64).collect();
     let sums: Vec<Vec<(f64, f64)>> = series
         .iter()
-        .map(|s| {
-            let used = &s[skip..];
-            let centre = used.iter().sum::<f64>() / used.len() as f64;
+        .zip(&centres)
+        .map(|(s, centre)| {
             (0..blocks)
                 .map(|b| {
                     let values = &s[skip + b * size..skip + (b + 1) * size];
@@ -61,7 +61,6 @@ pub fn probability(series: &[&[f64]], blocks: usize) -> Option<Overfitting> {
                 .collect()
         })
         .collect();
-    let centres: Vec<f64> = series.iter().map(|s| s[skip..].iter().sum::<f64>() / (total - skip) as f64).collect();
     let scales: Vec<f64> = series.iter().map(|s| s[skip..].iter().fold(0.0_f64, |m, v| m.max(v.abs()))).collect();
     let sharpe = |schedule: usize, mask: u32, inside: bool| -> f64 {
         let (mut sum, mut squares) = (0.0, 0.0);

@@ -39,10 +39,10 @@ pub struct Superiority {
     /// Candidates (by index) that StepM finds better than the benchmark at `alpha`.
     pub stepm: Vec<usize>,
     pub alpha: f64,
-    /// Candidates tested: all but those equal to the benchmark on every day (they cannot
-    /// beat it). A candidate ahead of the benchmark by the same amount on every day has
-    /// no variance to studentise by: it is certainly better, counted in `stepm` and
-    /// making `spa_p` 0.
+    /// Candidates tested: all but those whose advantage is the same on every day (no
+    /// variance): one ahead by a constant is certainly better, counted here and in
+    /// `stepm`, and makes `spa_p` 0; one equal to the benchmark or behind it by a
+    /// constant cannot beat it and is left out.
     pub candidates: usize,
     /// Common days.
     pub days: usize,

@@ -298,3 +298,35 @@ fn baselines_become_factor_models_named_as_written() {
         assert!(refused.fields().contains(&field), "{factors}: {refused}");
     }
 }
+
+#[test]
+fn the_basis_and_the_selectors_default_and_bad_values_are_named() {
+    let config = SweepConfig::from_toml(&with("k = 20", "k = 20")).expect("valid");
+    assert_eq!(config.basis, crate::metric::Basis::Median, "the median basis is the default");
+    assert_eq!(config.selection, crate::spec::SelectionConfig::default());
+    assert_eq!(config.selection.lookbacks, vec![63, 126]);
+    let zero = SweepConfig::from_toml(&with("k = 20", "k = 20\nbasis = \"zero\"")).expect("valid");
+    assert_eq!(zero.basis, crate::metric::Basis::Zero);
+    let chosen = SweepConfig::from_toml(&format!(
+        "{}\n[selection]\nlookback = [21, 42, 252]\namong = \"all\"\n",
+        with("k = 20", "k = 20")
+    ))
+    .expect("valid");
+    assert_eq!(chosen.selection.lookbacks, vec![21, 42, 252]);
+    assert_eq!(chosen.selection.among, crate::spec::Among::All);
+    let text = errors(&format!(
+        "{}\n[selection]\nlookback = [0, 42, 42]\namong = \"best\"\n",
+        with("k = 20", "k = 20\nbasis = \"mean\"")
+    ))
+    .to_string();
+    for expected in [
+        "metrics.basis: unknown basis \"mean\" (expected median or zero)",
+        "selection.lookback[0]: must be > 0",
+        "selection.lookback[2]: 42 appears twice",
+        "selection.among: unknown pool \"best\" (expected adaptive or all)",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    let unknown = errors(&format!("{}\n[selection]\nlookbacks = [21]\n", with("k = 20", "k = 20"))).to_string();
+    assert!(unknown.contains("lookbacks"), "{unknown}");
+}

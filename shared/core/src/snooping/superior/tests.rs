@@ -172,6 +172,7 @@ fn a_planted_edge_in_one_policy_is_found_by_spa_and_named_by_stepm() {
     );
     assert!(rate(rejects) >= 0.8);
     assert!(rate(named) >= 0.8);
+    assert!(rate(wrongly_named) <= 0.05, "StepM's familywise error among the unplanted policies");
 }
 
 #[test]
