@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::Device;
-use wf_shared::age::{AgeMatrix, Line, Metric, ModelRun};
+use wf_shared::age::{AgeMatrix, Line, ModelRun};
 use wf_shared::cadence::Cadence;
 use wf_shared::live::{LivePolicy, LiveState, Version};
 use wf_shared::panel::Panel;
