@@ -64,6 +64,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 wf_shared::metric::Basis::Median => "the day's median",
             }
         );
+        if finished.report.basis == wf_shared::metric::Basis::Zero {
+            println!("zero basis: {}", wf_shared::verdict::ZERO_BASIS_CALIBRATION);
+        }
         print!("{}", finished.report.summary_table());
     }
     eprintln!("report: {}", finished.report_location);

@@ -656,9 +656,18 @@ pub fn render(report: &SweepReport) -> Result<String, PlotError> {
         );
     }
     super::verdict::section(&mut out, report);
-    out.push_str(
-        "<p>ΔP@K = precision at K minus the day's base rate (the P@K of a random ranking), so 0 is no skill. \
-         Intervals are 95% moving-block bootstrap intervals.</p>\n<h2 id=\"decay\">Decay curves</h2>\n",
+    let basis = match report.basis {
+        wf_shared::metric::Basis::Median => "a hit being a return above the day's median (market-neutral)".to_string(),
+        wf_shared::metric::Basis::Zero => format!(
+            "a hit being a return above zero (not market-neutral; {})",
+            wf_shared::verdict::ZERO_BASIS_CALIBRATION
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "<p>ΔP@K = precision at K minus the day's base rate (the P@K of a random ranking), so 0 is no skill, \
+         {}. Intervals are 95% moving-block bootstrap intervals.</p>\n<h2 id=\"decay\">Decay curves</h2>",
+        escape(&basis)
     );
     for curve_plot in plots.iter().filter(|p| p.name.starts_with("decay_")) {
         let _ = writeln!(out, "<figure id=\"{}\">{}</figure>", curve_plot.name, curve_plot.svg);

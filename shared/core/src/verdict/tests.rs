@@ -4,6 +4,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::*;
 use crate::age::Line;
+use crate::bootstrap::Interval;
 use crate::replay::ScheduleOutcome;
 
 const DAYS: usize = 400;
@@ -104,4 +105,33 @@ fn a_selector_among_all_may_follow_a_fixed_cadence_and_decides_only_from_the_fir
     let before: f64 = (0..25).map(|t| line.series[0][t] - line.series[1][t]).sum();
     assert!((difference.mean - before / DAYS as f64).abs() < 1e-12, "{chosen:?}");
     assert_eq!(chosen.switches, 1, "{chosen:?}");
+}
+
+#[test]
+fn the_bases_warning_fires_only_when_both_intervals_are_sure_of_opposite_signs() {
+    let reading = |mean: f64, low: f64, high: f64| Reading { mean, interval: Some(Interval { low, high }) };
+    let bases = |zero: Reading, median: Reading| Bases {
+        schedule: "monthly".into(),
+        zero,
+        median,
+        spread: reading(-0.004, -0.006, -0.002),
+    };
+    // The planted case: low volatility in a rising market reads as skill on the zero
+    // basis and as anti-skill against the median.
+    let planted = bases(reading(0.012, 0.004, 0.020), reading(-0.010, -0.018, -0.002));
+    assert!(planted.disagree());
+    let text = planted.sentences().join("\n");
+    assert!(
+        text.contains(
+            "warning: the bases disagree on monthly: the zero basis reads skill and the median basis anti-skill"
+        ),
+        "{text}"
+    );
+    // Opposite means with an interval covering zero, or the same sure sign: no warning.
+    assert!(!bases(reading(0.012, 0.004, 0.020), reading(-0.010, -0.018, 0.001)).disagree());
+    assert!(!bases(reading(0.012, 0.004, 0.020), reading(0.010, 0.002, 0.018)).disagree());
+    assert!(!bases(reading(0.012, 0.004, 0.020), Reading { mean: -0.01, interval: None }).disagree());
+    assert!(
+        !bases(reading(0.012, 0.004, 0.020), reading(0.010, 0.002, 0.018)).sentences().join(" ").contains("warning")
+    );
 }
