@@ -46,6 +46,7 @@ pub struct BacktestInput<'a> {
     pub lines: Vec<(Line, String, &'a [ScheduleOutcome])>,
     pub samples: u32,
     pub seed: u64,
+    pub selection: &'a wf_shared::spec::SelectionConfig,
 }
 
 /// Backtests every schedule and policy of every line.
@@ -82,6 +83,7 @@ pub fn build(input: BacktestInput<'_>) -> BacktestReport {
             universe: &universe,
             samples: input.samples,
             seed: input.seed,
+            selection: input.selection,
         });
         lines.push(LineBacktestReport {
             window: line.window,
@@ -124,7 +126,23 @@ pub fn overfitting_sentences(report: &BacktestReport, line: &LineBacktestReport)
                 || "PBO not computed (too few days or schedules)".to_string(),
                 |p| format!("PBO {:.2} ({} blocks)", p.pbo, p.blocks),
             );
-            format!("backtest {setting}: {deflated}; {pbo}")
+            let chosen: Vec<String> =
+                o.out_of_sample
+                    .iter()
+                    .map(|c| {
+                        let against = c.vs_best_fixed.as_ref().map_or_else(String::new, |(name, d)| {
+                            format!(", {:+.1}% a year against {name}", d * 100.0)
+                        });
+                        format!(
+                            "chosen out of sample (lookback {}d): {:+.1}% a year net{against}, {} switches",
+                            c.lookback,
+                            c.annual_net * 100.0,
+                            c.switches
+                        )
+                    })
+                    .collect();
+            let chosen = if chosen.is_empty() { String::new() } else { format!("; {}", chosen.join("; ")) };
+            format!("backtest {setting}: {deflated}; {pbo}{chosen}")
         })
         .collect()
 }

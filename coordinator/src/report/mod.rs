@@ -242,6 +242,7 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
             lines,
             samples: config.bootstrap_samples,
             seed: config.bootstrap_seed,
+            selection: &config.selection,
         }));
     }
     let manifest = Manifest::new(config, dataset_hash, calendar, plan);

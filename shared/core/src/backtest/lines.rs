@@ -6,15 +6,17 @@ use chrono::NaiveDate;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{BacktestMetrics, excess_interval, paired_difference, summarise};
+use super::metrics::{BacktestMetrics, YEAR, annualised, excess_interval, paired_difference, summarise};
 use super::portfolio::{Market, Path, benchmark, rebalance_days, schedule_days, simulate_all};
 use super::{BacktestGrid, PortfolioSetting};
 use crate::age::AgeMatrix;
 use crate::bootstrap::Interval;
 use crate::replay::Replay;
 use crate::replay::frontier;
+use crate::replay::select::select;
 use crate::snooping::overfitting::{Overfitting, probability};
 use crate::snooping::sharpe::{Deflated, deflate};
+use crate::spec::{Among, SelectionConfig};
 
 /// Adaptive policies per setting that get intervals for their net excess besides the
 /// fixed cadences, the report's best policy and the frontier: the best by net excess
@@ -99,6 +101,24 @@ pub struct SettingOverfitting {
     pub deflated: Option<Deflated>,
     /// PBO by CSCV over the same schedules' net daily returns.
     pub pbo: Option<Overfitting>,
+    /// A schedule chosen out of sample at each rebalance, per `[selection]` lookback.
+    #[serde(default)]
+    pub out_of_sample: Vec<NetSelection>,
+}
+
+/// A selector over the setting's net returns (`wf_shared::replay::select`, horizon 0: a
+/// day's net return is known at the next close, before the next rebalance): at each
+/// rebalance it follows the schedule of its pool with the highest mean net return over
+/// the last `lookback` days. It follows that schedule's net returns as they are; a real
+/// switch of portfolio would trade, and those costs are not counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetSelection {
+    pub lookback: u32,
+    /// Annualised net return of the series followed.
+    pub annual_net: f64,
+    /// The best fixed cadence (by annualised net return) and `252 × mean(y − y_best)`.
+    pub vs_best_fixed: Option<(String, f64)>,
+    pub switches: usize,
 }
 
 /// Blocks of the CSCV behind a backtest's PBO.
@@ -117,6 +137,8 @@ pub struct LineInput<'a> {
     pub universe: &'a [Vec<u32>],
     pub samples: u32,
     pub seed: u64,
+    /// The out-of-sample selectors: a lookback each, and their pool.
+    pub selection: &'a SelectionConfig,
 }
 
 fn nav(returns: &[f64]) -> Vec<f32> {
@@ -132,7 +154,7 @@ fn nav(returns: &[f64]) -> Vec<f32> {
 /// Backtests every schedule of a line under every setting. All schedules share the
 /// period of the first one (a line's replays all span the line's period).
 pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
-    let LineInput { matrix, schedules, grid, settings, market, dates, universe, samples, seed } = input;
+    let LineInput { matrix, schedules, grid, settings, market, dates, universe, samples, seed, selection } = input;
     let Some(first) = schedules.first() else {
         return LineBacktest {
             first_date: None,
@@ -244,11 +266,36 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 paths.iter().map(|p| p.net.iter().zip(&bench.net).map(|(y, b)| y - b).collect()).collect();
             let excess: Vec<&[f64]> = excess.iter().map(Vec::as_slice).collect();
             let deflated = deflate(&net, &excess);
+            let decisions: Vec<usize> = (0..rebalance.len()).filter(|d| rebalance[*d]).collect();
+            let pool: Vec<usize> =
+                (0..full.len()).filter(|i| selection.among == Among::All || full[*i].adaptive).collect();
+            let pool_net: Vec<&[f64]> = pool.iter().map(|i| net[*i]).collect();
+            let out_of_sample = if pool.is_empty() {
+                Vec::new()
+            } else {
+                selection
+                    .lookbacks
+                    .iter()
+                    .map(|lookback| {
+                        let chosen = select(&pool_net, &decisions, 0, *lookback as usize);
+                        NetSelection {
+                            lookback: *lookback,
+                            annual_net: annualised(&chosen.series),
+                            vs_best_fixed: best_fixed.map(|b| {
+                                let difference: f64 = chosen.series.iter().zip(net[b]).map(|(y, z)| y - z).sum::<f64>();
+                                (full[b].name.to_string(), YEAR * difference / chosen.series.len().max(1) as f64)
+                            }),
+                            switches: chosen.choices.len().saturating_sub(1),
+                        }
+                    })
+                    .collect()
+            };
             let overfitting = SettingOverfitting {
                 setting: index,
                 best: deflated.map(|d| full[d.best].name.to_string()),
                 deflated,
                 pbo: probability(&net, PBO_BLOCKS),
+                out_of_sample,
             };
             (bench_metrics.clone(), outcomes, curves, overfitting)
         })

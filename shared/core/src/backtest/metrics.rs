@@ -42,7 +42,7 @@ pub struct BacktestMetrics {
     pub hit_rate: f64,
 }
 
-fn annualised(returns: &[f64]) -> f64 {
+pub(crate) fn annualised(returns: &[f64]) -> f64 {
     if returns.is_empty() {
         return 0.0;
     }

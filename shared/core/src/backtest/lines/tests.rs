@@ -99,6 +99,7 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
         universe: &universe,
         samples: 200,
         seed: 3,
+        selection: &crate::spec::SelectionConfig { lookbacks: vec![5], among: crate::spec::Among::All },
     });
 
     assert_eq!(line.skipped, vec!["gap".to_string()], "a day without a live model leaves the schedule out");
@@ -167,5 +168,25 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
         let (dsr, pbo) = (deflated.dsr.expect("dsr"), o.pbo.as_ref().expect("pbo"));
         assert!((0.0..=1.0).contains(&dsr) && (0.0..=1.0).contains(&pbo.pbo), "{o:?}");
         assert_eq!((pbo.blocks, pbo.schedules, pbo.days), (PBO_BLOCKS, 3, 32));
+        // The selector (lookback 5, among all) over the covering schedules' net returns,
+        // deciding at the setting's rebalances.
+        let setting = &settings[index];
+        let rebalance = rebalance_days(&dates[..DAYS], setting.rebalance);
+        let nets: Vec<Vec<f64>> = schedules[..3]
+            .iter()
+            .map(|s| simulate(&schedule_days(s.replay, &matrix), &rebalance, setting, &market).net)
+            .collect();
+        let pool: Vec<&[f64]> = nets.iter().map(Vec::as_slice).collect();
+        let decisions: Vec<usize> = (0..DAYS).filter(|d| rebalance[*d]).collect();
+        let by_hand = crate::replay::select::select(&pool, &decisions, 0, 5);
+        let chosen = &o.out_of_sample[..];
+        assert_eq!(chosen.len(), 1);
+        assert_eq!((chosen[0].lookback, chosen[0].switches), (5, by_hand.choices.len() - 1));
+        assert!((chosen[0].annual_net - super::super::metrics::annualised(&by_hand.series)).abs() < 1e-12);
+        let best_fixed = line.outcomes.iter().find(|x| x.setting == index && x.vs_best_fixed.is_none() && !x.adaptive);
+        assert_eq!(
+            chosen[0].vs_best_fixed.as_ref().map(|(name, _)| name.as_str()),
+            best_fixed.map(|b| b.schedule.as_str())
+        );
     }
 }
