@@ -14,7 +14,9 @@
 //!
 //! Printed: the report built with and without the backtest (their difference is the
 //! backtest's cost), the backtest alone, the whole `report` call (results read and
-//! verified), and the peak resident memory of each (VmHWM, reset before each step).
+//! verified), and the peak resident memory of each (VmHWM, reset before each step); then
+//! the report with its backtest built with and without the verdict's statistics (issue
+//! 35: at most 10% of the build; the bench fails past it).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -143,13 +145,14 @@ fn main() -> Outcome<()> {
     let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs, basis: config.basis };
     let lines = matrix.lines().len();
     let without_backtest = SweepConfig { backtest: None, ..config.clone() };
-    let input = |with_backtest: bool| ReportInput {
+    let input = |with_backtest: bool, statistics: bool| ReportInput {
         sweep_id: "sw-bench",
         config: if with_backtest { &config } else { &without_backtest },
         plan: &plan,
         panel: &dataset.panel,
         dataset_hash: dataset.content_hash,
         market: Some(&market),
+        statistics,
     };
 
     println!();
@@ -158,14 +161,15 @@ fn main() -> Outcome<()> {
         "run", "report, no bt s", "report + bt s", "backtest s", "peak MiB", "wf report call s", "peak MiB"
     );
     let mut backtest_seconds = Vec::new();
+    let mut statistics: Vec<(f64, f64)> = Vec::new();
     let mut settings_and_schedules = (0, 0, 0);
     for run in 1..=3 {
         let started = Instant::now();
-        let plain = report::build_full(input(false), &matrix, Vec::new());
+        let plain = report::build_full(input(false, true), &matrix, Vec::new());
         let plain_s = started.elapsed().as_secs_f64();
         reset_peak();
         let started = Instant::now();
-        let full = report::build_full(input(true), &matrix, Vec::new());
+        let full = report::build_full(input(true, true), &matrix, Vec::new());
         let full_s = started.elapsed().as_secs_f64();
         let peak = peak_mib();
         let backtest = full.backtest.as_ref().ok_or("no backtest in the report")?;
@@ -173,6 +177,16 @@ fn main() -> Outcome<()> {
         let schedules: usize = plain.lines.iter().map(|l| l.schedules.len()).sum();
         settings_and_schedules = (backtest.settings.len(), schedules, outcomes);
         drop(full);
+        // The same report without the verdict's statistics (SPA, StepM, selectors, both
+        // bases; the backtest's DSR, PBO and selectors): the difference is their cost.
+        let started = Instant::now();
+        let bare = report::build_full(input(true, false), &matrix, Vec::new());
+        let bare_s = started.elapsed().as_secs_f64();
+        if bare.lines.iter().any(|l| l.verdict.is_some()) {
+            return Err("the report without statistics has a verdict".into());
+        }
+        drop(bare);
+        statistics.push((full_s - bare_s, full_s));
 
         // The coordinator's own path: results read, verified, replayed, backtested.
         let store = Arc::new(MemoryJobStore::new(RetryPolicy::default()));
@@ -217,5 +231,26 @@ fn main() -> Outcome<()> {
         "median {:.2} s for the backtest of the jp grid; target <= 30 s",
         backtest_seconds[backtest_seconds.len() / 2]
     );
+    // Issue 35: the verdict's statistics cost at most a tenth of the report build.
+    for (run, (cost, full)) in statistics.iter().enumerate() {
+        println!(
+            "run {}: report with backtest {full:.2} s, of which the verdict's statistics {cost:.2} s ({:.1}%)",
+            run + 1,
+            100.0 * cost / full
+        );
+    }
+    statistics.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    let (cost, full) = statistics[statistics.len() / 2];
+    let share = cost / full;
+    println!(
+        "median share of the verdict's statistics in the report build: {:.1}% ({cost:.2} of {full:.2} s); target <= 10%: {}",
+        100.0 * share,
+        if share <= 0.10 { "met" } else { "MISSED" }
+    );
+    if share > 0.10 {
+        return Err(
+            format!("the verdict's statistics cost {:.1}% of the report build (target 10%)", 100.0 * share).into()
+        );
+    }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct BacktestInput<'a> {
     pub samples: u32,
     pub seed: u64,
     pub selection: &'a wf_shared::spec::SelectionConfig,
+    /// The DSR, PBO and selectors per setting (`ReportInput::statistics`).
+    pub statistics: bool,
 }
 
 /// Backtests every schedule and policy of every line.
@@ -84,6 +86,7 @@ pub fn build(input: BacktestInput<'_>) -> BacktestReport {
             samples: input.samples,
             seed: input.seed,
             selection: input.selection,
+            statistics: input.statistics,
         });
         lines.push(LineBacktestReport {
             window: line.window,

@@ -154,6 +154,10 @@ pub struct ReportInput<'a> {
     pub dataset_hash: wf_shared::DatasetHash,
     /// The backtest's market (with a `[backtest]` section).
     pub market: Option<&'a wf_shared::backtest::portfolio::Market>,
+    /// The verdict's statistics: each line's verdict (SPA, StepM, selectors), both bases,
+    /// and the backtest's DSR, PBO and selectors. Always on but in the `backtest` bench,
+    /// which builds the report without them too, to measure their cost.
+    pub statistics: bool,
 }
 
 impl DatasetSummary {
@@ -194,8 +198,8 @@ impl DatasetSummary {
 
 /// Builds the report of `input.plan` from the runs in `matrix`.
 pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<String>) -> SweepReport {
-    let ReportInput { sweep_id, config, plan, panel, dataset_hash, market } = input;
-    let mut report = build(sweep_id, config, plan, dataset_hash.to_string(), matrix, missing);
+    let ReportInput { sweep_id, config, plan, panel, dataset_hash, market, statistics } = input;
+    let mut report = build(sweep_id, config, plan, dataset_hash.to_string(), matrix, missing, statistics);
     let calendar = panel.calendar();
     let date = |day: usize| calendar.date(day).unwrap_or_default();
     let mut series_all = Vec::new();
@@ -243,6 +247,7 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
             samples: config.bootstrap_samples,
             seed: config.bootstrap_seed,
             selection: &config.selection,
+            statistics,
         }));
     }
     let manifest = Manifest::new(config, dataset_hash, calendar, plan);
@@ -258,7 +263,8 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
 }
 
 /// Builds the report of `plan` (of `config`) from the runs in `matrix`: decay curves and
-/// schedule comparisons (no calendar series, dataset summary or audit: see [`build_full`]).
+/// schedule comparisons, with the verdict and both bases when `statistics` (no calendar
+/// series, dataset summary or audit: see [`build_full`]).
 pub fn build(
     sweep_id: &str,
     config: &SweepConfig,
@@ -266,6 +272,7 @@ pub fn build(
     dataset_hash: String,
     matrix: &AgeMatrix,
     missing: Vec<String>,
+    statistics: bool,
 ) -> SweepReport {
     let bootstrap = Bootstrap {
         block: config.primary_horizon as usize,
@@ -291,9 +298,9 @@ pub fn build(
                 compare_line(matrix, line, &plan.retrain_days, &policies, candidates, bootstrap, TOP_POLICIES);
             let verdict = comparison
                 .as_ref()
-                .filter(|_| !untrained(line.model))
+                .filter(|_| statistics && !untrained(line.model))
                 .map(|c| line_verdict(c, candidates, verdict_settings));
-            let bases = comparison.as_ref().and_then(|c| {
+            let bases = comparison.as_ref().filter(|_| statistics).and_then(|c| {
                 let best = &c.outcomes[c.best_fixed?];
                 Bases::of(matrix, line, &best.name, &best.retrain_days, bootstrap)
             });

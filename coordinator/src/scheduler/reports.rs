@@ -111,6 +111,7 @@ impl Scheduler {
                 panel: &dataset.panel,
                 dataset_hash: dataset.content_hash,
                 market: planned.market.as_deref(),
+                statistics: true,
             };
             let mut report = report::build_full(input, &matrix, missing);
             report.requeued = requeued;

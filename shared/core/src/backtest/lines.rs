@@ -139,6 +139,9 @@ pub struct LineInput<'a> {
     pub seed: u64,
     /// The out-of-sample selectors: a lookback each, and their pool.
     pub selection: &'a SelectionConfig,
+    /// With the DSR, PBO and selectors per setting (`overfitting`); off only to measure
+    /// their cost.
+    pub statistics: bool,
 }
 
 fn nav(returns: &[f64]) -> Vec<f32> {
@@ -154,7 +157,8 @@ fn nav(returns: &[f64]) -> Vec<f32> {
 /// Backtests every schedule of a line under every setting. All schedules share the
 /// period of the first one (a line's replays all span the line's period).
 pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
-    let LineInput { matrix, schedules, grid, settings, market, dates, universe, samples, seed, selection } = input;
+    let LineInput { matrix, schedules, grid, settings, market, dates, universe, samples, seed, selection, statistics } =
+        input;
     let Some(first) = schedules.first() else {
         return LineBacktest {
             first_date: None,
@@ -199,7 +203,8 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
         })
         .collect();
 
-    let per_setting: Vec<(BacktestMetrics, Vec<BacktestOutcome>, Vec<Curve>, SettingOverfitting)> = settings
+    type PerSetting = (BacktestMetrics, Vec<BacktestOutcome>, Vec<Curve>, Option<SettingOverfitting>);
+    let per_setting: Vec<PerSetting> = settings
         .par_iter()
         .enumerate()
         .map(|(index, setting)| {
@@ -259,6 +264,9 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 net: nav(&paths[i].net),
                 gross: nav(&paths[i].gross),
             }));
+            if !statistics {
+                return (bench_metrics.clone(), outcomes, curves, None);
+            }
             let net: Vec<&[f64]> = paths.iter().map(|p| p.net.as_slice()).collect();
             // Net returns share the market's moves: their correlation is near 1 whatever
             // the ranking. The excess over the benchmark tells schedules apart.
@@ -297,7 +305,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 pbo: probability(&net, PBO_BLOCKS),
                 out_of_sample,
             };
-            (bench_metrics.clone(), outcomes, curves, overfitting)
+            (bench_metrics.clone(), outcomes, curves, Some(overfitting))
         })
         .collect();
 
@@ -308,7 +316,7 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
     let mut by_setting: Vec<std::vec::IntoIter<BacktestOutcome>> = Vec::new();
     let mut overfitting = Vec::with_capacity(settings.len());
     for (bench, setting_outcomes, setting_curves, setting_overfitting) in per_setting {
-        overfitting.push(setting_overfitting);
+        overfitting.extend(setting_overfitting);
         benchmark_metrics.push(bench);
         by_setting.push(setting_outcomes.into_iter());
         curves.extend(setting_curves);

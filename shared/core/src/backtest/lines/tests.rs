@@ -100,6 +100,7 @@ fn every_schedule_and_setting_is_the_engine_run_by_hand() {
         samples: 200,
         seed: 3,
         selection: &crate::spec::SelectionConfig { lookbacks: vec![5], among: crate::spec::Among::All },
+        statistics: true,
     });
 
     assert_eq!(line.skipped, vec!["gap".to_string()], "a day without a live model leaves the schedule out");
