@@ -11,8 +11,8 @@
 //! A decision needs the whole lookback matured (`d ≥ h + L`), as the performance trigger
 //! does; before the first such decision the selector follows the pool's first schedule
 //! (spec order: the first fixed cadence, or the first policy of the grid). A tie goes to
-//! the schedule listed first (means are summed over the window itself, so equal values
-//! give equal means); a day on which a schedule has no value does not count towards its
+//! the schedule listed first (means from running sums, equal up to their rounding, 10⁻⁹
+//! relative, count as equal); a day on which a schedule has no value does not count towards its
 //! mean, so schedules missing different days are compared over different days.
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,19 @@ pub fn select(pool: &[&[f64]], decisions: &[usize], horizon: usize, lookback: us
     let mut decisions: Vec<usize> = decisions.iter().copied().filter(|d| *d < days).collect();
     decisions.sort_unstable();
     decisions.dedup();
+    // Per schedule: prefix sums of its values and of their count, missing values skipped.
+    let prefixes: Vec<(Vec<f64>, Vec<usize>)> = pool
+        .iter()
+        .map(|series| {
+            let (mut sums, mut counts) = (vec![0.0], vec![0]);
+            for value in &series[..days] {
+                let finite = value.is_finite();
+                sums.push(sums[sums.len() - 1] + if finite { *value } else { 0.0 });
+                counts.push(counts[counts.len() - 1] + usize::from(finite));
+            }
+            (sums, counts)
+        })
+        .collect();
     let mut current = 0;
     let mut choices = vec![Choice { day: 0, schedule: 0 }];
     for day in decisions {
@@ -49,14 +62,15 @@ pub fn select(pool: &[&[f64]], decisions: &[usize], horizon: usize, lookback: us
         let Some(start) = day.checked_sub(horizon + lookback) else { continue };
         let end = start + lookback;
         let mut best: Option<(usize, f64)> = None;
-        for (index, series) in pool.iter().enumerate() {
-            let window = series[start..end].iter().filter(|v| v.is_finite());
-            let (sum, count) = window.fold((0.0, 0usize), |(sum, count), v| (sum + v, count + 1));
+        for (index, (sums, counts)) in prefixes.iter().enumerate() {
+            let count = counts[end] - counts[start];
             if count == 0 {
                 continue;
             }
-            let mean = sum / count as f64;
-            if best.is_none_or(|(_, best_mean)| mean > best_mean) {
+            let mean = (sums[end] - sums[start]) / count as f64;
+            // Means equal up to the prefix sums' rounding are a tie: the first listed wins.
+            let tolerance = |m: f64| 1e-9 * m.abs().max(sums[end].abs()).max(1e-12);
+            if best.is_none_or(|(_, best_mean)| mean > best_mean + tolerance(best_mean)) {
                 best = Some((index, mean));
             }
         }

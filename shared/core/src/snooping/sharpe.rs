@@ -145,14 +145,16 @@ pub struct Deflated {
 /// series with variance. Every series counts as a trial; the variance of the Sharpe
 /// ratios is over those with one. The effective number of trials is taken from the
 /// correlation of `correlated` (one per trial, e.g. excess returns over a benchmark,
-/// whose correlation a common market factor does not dominate).
+/// whose correlation a common market factor does not dominate), all of one length, which
+/// need not be the returns' (weekly sums, say).
 pub fn deflate(series: &[&[f64]], correlated: &[&[f64]]) -> Option<Deflated> {
     let length = series.first()?.len();
     if series.iter().any(|s| s.len() != length || s.iter().any(|v| !v.is_finite())) {
         return None;
     }
+    let correlated_length = correlated.first().map_or(0, |s| s.len());
     if correlated.len() != series.len()
-        || correlated.iter().any(|s| s.len() != length || s.iter().any(|v| !v.is_finite()))
+        || correlated.iter().any(|s| s.len() != correlated_length || s.iter().any(|v| !v.is_finite()))
     {
         return None;
     }
