@@ -377,13 +377,14 @@ impl SweepReport {
             self.horizon
         );
         for line in &self.lines {
-            let untrained = if self.untrained_models.contains(&line.model) { " (untrained baseline)" } else { "" };
-            let _ = writeln!(out, "  window {}, {}, seed {}{untrained}:", line.window, line.model, line.seed);
+            let untrained = self.untrained_models.contains(&line.model);
+            let label = if untrained { " (untrained baseline)" } else { "" };
+            let _ = writeln!(out, "  window {}, {}, seed {}{label}:", line.window, line.model, line.seed);
+            // An untrained baseline scores the same under every schedule: no verdict and no
+            // backtest verdict, only its bases.
+            let backtest = if untrained { Vec::new() } else { self.backtest_sentences(line) };
             let sentences = line.verdict.iter().flat_map(LineVerdict::sentences);
-            for sentence in sentences
-                .chain(line.bases.iter().flat_map(Bases::sentences))
-                .chain(self.backtest_sentences(line).into_iter().filter(|_| untrained.is_empty()))
-            {
+            for sentence in sentences.chain(line.bases.iter().flat_map(Bases::sentences)).chain(backtest) {
                 let _ = writeln!(out, "    - {sentence}");
             }
         }
