@@ -24,6 +24,7 @@ use wf_shared::decay::{DecayCurve, decay_curves};
 use wf_shared::metric::Basis;
 use wf_shared::plan::{Manifest, Plan, audit};
 use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line, expand_policies};
+use wf_shared::snooping::spent::{self, Part};
 use wf_shared::spec::{ModelKind, SweepConfig, TopK};
 use wf_shared::verdict::{Bases, LineVerdict, VerdictSettings, line_verdict};
 
@@ -299,10 +300,10 @@ pub fn build(
             let verdict = comparison
                 .as_ref()
                 .filter(|_| statistics && !untrained(line.model))
-                .map(|c| line_verdict(c, candidates, verdict_settings));
+                .map(|c| spent::timed(Part::Verdict, || line_verdict(c, candidates, verdict_settings)));
             let bases = comparison.as_ref().filter(|_| statistics).and_then(|c| {
                 let best = &c.outcomes[c.best_fixed?];
-                Bases::of(matrix, line, &best.name, &best.retrain_days, bootstrap)
+                spent::timed(Part::Bases, || Bases::of(matrix, line, &best.name, &best.retrain_days, bootstrap))
             });
             LineReport {
                 window: line.window,

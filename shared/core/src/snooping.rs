@@ -19,6 +19,71 @@ pub mod overfitting;
 pub mod sharpe;
 pub mod superior;
 
+/// Wall time this process spent in the verdict's statistics (SPA, StepM, selectors, both
+/// bases; the backtest's DSR, PBO and selectors), read by the backtest bench to state
+/// their share of a report build directly rather than as the difference of two builds.
+/// Summed over threads: the bench reads it from a one-thread pool.
+pub mod spent {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    /// The parts timed, each on its own total.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Part {
+        /// A line's verdict: SPA, StepM, the selectors and their intervals.
+        Verdict,
+        /// A line's best fixed cadence on both bases and its return spread.
+        Bases,
+        /// A backtest setting's deflated Sharpe ratio (with the effective trials).
+        Deflated,
+        /// A backtest setting's PBO.
+        Overfitting,
+        /// A backtest setting's out-of-sample selectors on net returns.
+        Selectors,
+    }
+
+    impl Part {
+        pub const ALL: [Part; 5] = [Part::Verdict, Part::Bases, Part::Deflated, Part::Overfitting, Part::Selectors];
+
+        pub fn name(self) -> &'static str {
+            match self {
+                Part::Verdict => "line verdicts (SPA, StepM, selectors)",
+                Part::Bases => "both bases",
+                Part::Deflated => "backtest DSR",
+                Part::Overfitting => "backtest PBO",
+                Part::Selectors => "backtest selectors",
+            }
+        }
+    }
+
+    static NANOS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+    /// Runs `work`, adding its wall time to `part`'s total.
+    pub fn timed<T>(part: Part, work: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let value = work();
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        NANOS[part as usize].fetch_add(nanos, Ordering::Relaxed);
+        value
+    }
+
+    /// Seconds spent in `part` since the last [`reset`].
+    pub fn seconds(part: Part) -> f64 {
+        NANOS[part as usize].load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Seconds spent in every part since the last [`reset`].
+    pub fn total() -> f64 {
+        Part::ALL.iter().map(|p| seconds(*p)).sum()
+    }
+
+    pub fn reset() {
+        for total in &NANOS {
+            total.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The stationary bootstrap of Politis & Romano (1994): each resample of `n` positions is
 /// a chain of blocks, each starting at a uniform position and continuing (circularly)
 /// with probability `1 − 1/mean_block` at every step, so block lengths are geometric with
@@ -107,6 +172,22 @@ pub(crate) fn upper_quantile(values: &mut [f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_spent_adds_up_by_part_and_resets() {
+        // Each test runs in its own process under nextest; the totals start at zero.
+        spent::reset();
+        let value = spent::timed(spent::Part::Overfitting, || {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            7
+        });
+        assert_eq!(value, 7);
+        assert!(spent::seconds(spent::Part::Overfitting) >= 0.003);
+        assert_eq!(spent::seconds(spent::Part::Verdict), 0.0);
+        assert_eq!(spent::total(), spent::seconds(spent::Part::Overfitting));
+        spent::reset();
+        assert_eq!(spent::total(), 0.0);
+    }
 
     #[test]
     fn resamples_cover_n_positions_in_blocks_of_the_stated_mean_length() {

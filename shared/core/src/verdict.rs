@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{Bootstrap, Interval};
 use crate::metric::Summary;
-use crate::replay::select::select;
+use crate::replay::select::Selector;
 use crate::replay::{Difference, LineComparison};
 use crate::snooping::{StationaryBootstrap, superior};
 use crate::spec::{Among, SelectionConfig};
@@ -108,8 +108,9 @@ pub fn line_verdict(comparison: &LineComparison, decisions: &[usize], settings: 
     let mut out_of_sample = Vec::new();
     if !pool.is_empty() {
         let pool_series: Vec<&[f64]> = pool.iter().map(|i| series[*i].as_slice()).collect();
+        let selector = Selector::new(&pool_series, &offsets);
         for (position, lookback) in settings.selection.lookbacks.iter().enumerate() {
-            let selection = select(&pool_series, &offsets, horizon, *lookback as usize);
+            let selection = selector.select(horizon, *lookback as usize);
             let name = format!("chosen out of sample (lookback {lookback}d)");
             let seed = settings.seed ^ (0x5e1ec7 + position as u64);
             let difference = best.map(|b| {

@@ -13,9 +13,10 @@ use crate::age::AgeMatrix;
 use crate::bootstrap::Interval;
 use crate::replay::Replay;
 use crate::replay::frontier;
-use crate::replay::select::select;
+use crate::replay::select::Selector;
 use crate::snooping::overfitting::{Overfitting, probability};
 use crate::snooping::sharpe::{Deflated, deflate};
+use crate::snooping::spent::{self, Part};
 use crate::spec::{Among, SelectionConfig};
 
 /// Adaptive policies per setting that get intervals for their net excess besides the
@@ -268,30 +269,34 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                 return (bench_metrics.clone(), outcomes, curves, None);
             }
             let net: Vec<&[f64]> = paths.iter().map(|p| p.net.as_slice()).collect();
-            // Net returns share the market's moves: their correlation is near 1 whatever
-            // the ranking. The excess over the benchmark tells schedules apart.
-            // Summed over non-overlapping weeks of 5 days: the correlations cost a fifth.
-            let excess: Vec<Vec<f64>> = paths
-                .iter()
-                .map(|p| {
-                    let daily: Vec<f64> = p.net.iter().zip(&bench.net).map(|(y, b)| y - b).collect();
-                    daily.chunks(5).map(|week| week.iter().sum()).collect()
-                })
-                .collect();
-            let excess: Vec<&[f64]> = excess.iter().map(Vec::as_slice).collect();
-            let deflated = deflate(&net, &excess);
-            let decisions: Vec<usize> = (0..rebalance.len()).filter(|d| rebalance[*d]).collect();
-            let pool: Vec<usize> =
-                (0..full.len()).filter(|i| selection.among == Among::All || full[*i].adaptive).collect();
-            let pool_net: Vec<&[f64]> = pool.iter().map(|i| net[*i]).collect();
-            let out_of_sample = if pool.is_empty() {
-                Vec::new()
-            } else {
+            let deflated = spent::timed(Part::Deflated, || {
+                // Net returns share the market's moves: their correlation is near 1 whatever
+                // the ranking. The excess over the benchmark tells schedules apart.
+                // Summed over non-overlapping weeks of 5 days: the correlations cost a fifth.
+                let excess: Vec<Vec<f64>> = paths
+                    .iter()
+                    .map(|p| {
+                        let daily: Vec<f64> = p.net.iter().zip(&bench.net).map(|(y, b)| y - b).collect();
+                        daily.chunks(5).map(|week| week.iter().sum()).collect()
+                    })
+                    .collect();
+                let excess: Vec<&[f64]> = excess.iter().map(Vec::as_slice).collect();
+                deflate(&net, &excess)
+            });
+            let out_of_sample = spent::timed(Part::Selectors, || {
+                let decisions: Vec<usize> = (0..rebalance.len()).filter(|d| rebalance[*d]).collect();
+                let pool: Vec<usize> =
+                    (0..full.len()).filter(|i| selection.among == Among::All || full[*i].adaptive).collect();
+                let pool_net: Vec<&[f64]> = pool.iter().map(|i| net[*i]).collect();
+                if pool.is_empty() {
+                    return Vec::new();
+                }
+                let selector = Selector::new(&pool_net, &decisions);
                 selection
                     .lookbacks
                     .iter()
                     .map(|lookback| {
-                        let chosen = select(&pool_net, &decisions, 0, *lookback as usize);
+                        let chosen = selector.select(0, *lookback as usize);
                         NetSelection {
                             lookback: *lookback,
                             annual_net: annualised(&chosen.series),
@@ -303,12 +308,12 @@ pub fn backtest_line(input: LineInput<'_>) -> LineBacktest {
                         }
                     })
                     .collect()
-            };
+            });
             let overfitting = SettingOverfitting {
                 setting: index,
                 best: deflated.map(|d| full[d.best].name.to_string()),
                 deflated,
-                pbo: probability(&net, PBO_BLOCKS),
+                pbo: spent::timed(Part::Overfitting, || probability(&net, PBO_BLOCKS)),
                 out_of_sample,
             };
             (bench_metrics.clone(), outcomes, curves, Some(overfitting))

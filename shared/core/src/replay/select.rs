@@ -35,58 +35,83 @@ pub struct Selection {
 /// Walk-forward selection over `pool` (series by day offset, all of one length), deciding
 /// at `decisions` (ascending offsets) with horizon `horizon` and lookback `lookback`.
 pub fn select(pool: &[&[f64]], decisions: &[usize], horizon: usize, lookback: usize) -> Selection {
-    let days = pool.iter().map(|s| s.len()).min().unwrap_or(0);
-    if pool.is_empty() {
-        return Selection { choices: Vec::new(), series: Vec::new() };
+    Selector::new(pool, decisions).select(horizon, lookback)
+}
+
+/// The running sums of a pool and its decision days, built once for selections with
+/// several lookbacks.
+#[derive(Debug)]
+pub struct Selector<'a> {
+    pool: &'a [&'a [f64]],
+    days: usize,
+    decisions: Vec<usize>,
+    /// Per schedule: the running sum of its finite values and their running count.
+    prefixes: Vec<(Vec<f64>, Vec<usize>)>,
+}
+
+impl<'a> Selector<'a> {
+    pub fn new(pool: &'a [&'a [f64]], decisions: &[usize]) -> Self {
+        let days = pool.iter().map(|s| s.len()).min().unwrap_or(0);
+        let mut decisions: Vec<usize> = decisions.iter().copied().filter(|d| *d < days).collect();
+        decisions.sort_unstable();
+        decisions.dedup();
+        let prefixes = pool
+            .iter()
+            .map(|series| {
+                let (mut sums, mut counts) = (Vec::with_capacity(days + 1), Vec::with_capacity(days + 1));
+                let (mut sum, mut count) = (0.0, 0);
+                sums.push(sum);
+                counts.push(count);
+                for value in &series[..days] {
+                    if value.is_finite() {
+                        sum += *value;
+                        count += 1;
+                    }
+                    sums.push(sum);
+                    counts.push(count);
+                }
+                (sums, counts)
+            })
+            .collect();
+        Selector { pool, days, decisions, prefixes }
     }
-    let mut decisions: Vec<usize> = decisions.iter().copied().filter(|d| *d < days).collect();
-    decisions.sort_unstable();
-    decisions.dedup();
-    // Per schedule: prefix sums of its values and of their count, missing values skipped.
-    let prefixes: Vec<(Vec<f64>, Vec<usize>)> = pool
-        .iter()
-        .map(|series| {
-            let (mut sums, mut counts) = (vec![0.0], vec![0]);
-            for value in &series[..days] {
-                let finite = value.is_finite();
-                sums.push(sums[sums.len() - 1] + if finite { *value } else { 0.0 });
-                counts.push(counts[counts.len() - 1] + usize::from(finite));
+
+    /// [`select`] with `horizon` and `lookback`.
+    pub fn select(&self, horizon: usize, lookback: usize) -> Selection {
+        if self.pool.is_empty() {
+            return Selection { choices: Vec::new(), series: Vec::new() };
+        }
+        let mut current = 0;
+        let mut choices = vec![Choice { day: 0, schedule: 0 }];
+        for day in self.decisions.iter().copied() {
+            let Some(start) = day.checked_sub(horizon + lookback) else { continue };
+            let end = start + lookback;
+            let mut best: Option<(usize, f64)> = None;
+            for (index, (sums, counts)) in self.prefixes.iter().enumerate() {
+                let count = counts[end] - counts[start];
+                if count == 0 {
+                    continue;
+                }
+                let mean = (sums[end] - sums[start]) / count as f64;
+                let tolerance = |m: f64| 1e-9 * m.abs().max(sums[end].abs()).max(1e-12);
+                if best.is_none_or(|(_, best_mean)| mean > best_mean + tolerance(best_mean)) {
+                    best = Some((index, mean));
+                }
             }
-            (sums, counts)
-        })
-        .collect();
-    let mut current = 0;
-    let mut choices = vec![Choice { day: 0, schedule: 0 }];
-    for day in decisions {
-        // The matured days of the lookback: [day − h − L, day − h), all of them.
-        let Some(start) = day.checked_sub(horizon + lookback) else { continue };
-        let end = start + lookback;
-        let mut best: Option<(usize, f64)> = None;
-        for (index, (sums, counts)) in prefixes.iter().enumerate() {
-            let count = counts[end] - counts[start];
-            if count == 0 {
-                continue;
-            }
-            let mean = (sums[end] - sums[start]) / count as f64;
-            // Means equal up to the prefix sums' rounding are a tie: the first listed wins.
-            let tolerance = |m: f64| 1e-9 * m.abs().max(sums[end].abs()).max(1e-12);
-            if best.is_none_or(|(_, best_mean)| mean > best_mean + tolerance(best_mean)) {
-                best = Some((index, mean));
+            if let Some((schedule, _)) = best
+                && schedule != current
+            {
+                current = schedule;
+                choices.push(Choice { day, schedule });
             }
         }
-        if let Some((schedule, _)) = best
-            && schedule != current
-        {
-            current = schedule;
-            choices.push(Choice { day, schedule });
+        let mut series = Vec::with_capacity(self.days);
+        for (index, choice) in choices.iter().enumerate() {
+            let until = choices.get(index + 1).map_or(self.days, |next| next.day);
+            series.extend_from_slice(&self.pool[choice.schedule][choice.day..until]);
         }
+        Selection { choices, series }
     }
-    let mut series = Vec::with_capacity(days);
-    for (index, choice) in choices.iter().enumerate() {
-        let until = choices.get(index + 1).map_or(days, |next| next.day);
-        series.extend_from_slice(&pool[choice.schedule][choice.day..until]);
-    }
-    Selection { choices, series }
 }
 
 #[cfg(test)]

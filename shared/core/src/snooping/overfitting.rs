@@ -75,15 +75,11 @@ pub fn probability(series: &[&[f64]], blocks: usize) -> Option<Overfitting> {
         })
         .collect();
     let scales: Vec<f64> = series.iter().map(|s| s[skip..].iter().fold(0.0_f64, |m, v| m.max(v.abs()))).collect();
-    let sharpe = |schedule: usize, mask: u32, inside: bool| -> f64 {
-        let (mut sum, mut squares) = (0.0, 0.0);
-        for (b, (s, q)) in sums[schedule].iter().enumerate() {
-            if (mask >> b & 1 == 1) == inside {
-                sum += s;
-                squares += q;
-            }
-        }
-        let n = (size * blocks / 2) as f64;
+    // Each schedule's sums over every block used: a half's complement is their difference.
+    let totals: Vec<(f64, f64)> =
+        sums.iter().map(|blocks| blocks.iter().fold((0.0, 0.0), |(s, q), (bs, bq)| (s + bs, q + bq))).collect();
+    let n = (size * blocks / 2) as f64;
+    let sharpe = |schedule: usize, sum: f64, squares: f64| -> f64 {
         let mean = sum / n;
         let variance = ((squares - n * mean * mean) / (n - 1.0)).max(0.0);
         // A half without variance beyond rounding has a Sharpe ratio of 0.
@@ -105,11 +101,24 @@ pub fn probability(series: &[&[f64]], blocks: usize) -> Option<Overfitting> {
         masks.truncate(MAX_COMBINATIONS);
     }
     let (mut overfit, mut logits, mut combinations) = (0usize, 0.0, 0usize);
+    let (mut inside, mut outside) = (vec![0.0; schedules], vec![0.0; schedules]);
     for mask in masks {
         combinations += 1;
-        let inside: Vec<f64> = (0..schedules).map(|s| sharpe(s, mask, true)).collect();
+        // In one pass: each schedule's sums over the blocks in the mask (in sample), and
+        // the rest of its totals (out of sample).
+        for schedule in 0..schedules {
+            let (mut sum, mut squares) = (0.0, 0.0);
+            for (b, (s, q)) in sums[schedule].iter().enumerate() {
+                if mask >> b & 1 == 1 {
+                    sum += s;
+                    squares += q;
+                }
+            }
+            let (total, total_squares) = totals[schedule];
+            inside[schedule] = sharpe(schedule, sum, squares);
+            outside[schedule] = sharpe(schedule, total - sum, total_squares - squares);
+        }
         let best = (0..schedules).max_by(|a, b| inside[*a].total_cmp(&inside[*b]).then(b.cmp(a))).unwrap_or(0);
-        let outside: Vec<f64> = (0..schedules).map(|s| sharpe(s, mask, false)).collect();
         let value = outside[best];
         let below = outside.iter().filter(|v| **v < value).count() as f64;
         let equal = outside.iter().filter(|v| **v == value).count() as f64;
