@@ -59,10 +59,10 @@ impl Timing {
 #[allow(unsafe_code)]
 fn main() -> Outcome<()> {
     // As the grid runs (`wf run --workers` one per CPU): one thread per job, and none of
-    // candle's per-product reading of /proc/cpuinfo (`wf_coordinator::cli::thread_env`).
+    // candle's per-product reading of /proc/cpuinfo (`wf_worker::threads::env_for`).
     wf_worker::allocator::keep_freed_memory();
     for (name, value) in
-        wf_coordinator::cli::thread_env_for(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        wf_worker::threads::env_for(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
     {
         // SAFETY: the first statement of `main`: no other thread exists yet.
         unsafe { std::env::set_var(name, value) };

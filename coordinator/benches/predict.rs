@@ -35,9 +35,9 @@ fn percentile(sorted: &[f64], share: f64) -> f64 {
 
 #[allow(unsafe_code)]
 fn main() -> Outcome<()> {
-    // As `wf coordinator` serves predictions (`wf_coordinator::cli::thread_env`).
+    // As `wf coordinator` serves predictions (`wf_worker::threads::env_for`).
     wf_worker::allocator::keep_freed_memory();
-    for (name, value) in wf_coordinator::cli::thread_env_for(1) {
+    for (name, value) in wf_worker::threads::env_for(1) {
         // SAFETY: the first statement of `main`: no other thread exists yet.
         unsafe { std::env::set_var(name, value) };
     }

@@ -1,7 +1,7 @@
 //! Persistent deployments (`wf live deploy | advance | status | list | rollback`, `wf
 //! predict`): one model configuration, train window, seed and policy, advanced over the
-//! panel's days with the live decisions ([`wf_shared::live`]), each day scored by the live
-//! version's own model ([`wf_worker::live::PanelObserver`]).
+//! panel's days with the live decisions ([`wf_shared::decision`]), each day scored by the live
+//! version's own model ([`wf_worker::observer::PanelObserver`]).
 //!
 //! Everything lives in the artifact store, under `live/<id>/`:
 //!
@@ -22,18 +22,19 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use wf_data::dataset::{DataRoots, Dataset, load_dataset_from};
+use wf_data::dataset::{DataRoots, Dataset};
+use wf_shared::decision::{LivePolicy, LiveState, RECENT_DAYS, RetrainFailure, Version};
 use wf_shared::drift::DriftReference;
-use wf_shared::live::{LivePolicy, LiveState, RECENT_DAYS, RetrainFailure, Version};
 use wf_shared::plan::{Job, JobKey, Plan, PlanInput};
 use wf_shared::spec::SweepConfig;
 use wf_worker::artifact::{ArtifactMeta, from_bytes, model_file};
+use wf_worker::faults::{Fault, Faults};
 use wf_worker::job::run_job;
-use wf_worker::live::PanelObserver;
 use wf_worker::model::Ranker;
+use wf_worker::observer::PanelObserver;
 
 use crate::artifact::ArtifactStore;
-use crate::live::live_decision_days;
+use crate::simulate::live_decision_days;
 
 /// What a deployment is, fixed when it is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +78,9 @@ pub enum DeploymentError {
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),
     #[error(transparent)]
-    Live(#[from] wf_shared::live::LiveError),
+    Live(#[from] wf_shared::decision::LiveError),
+    #[error(transparent)]
+    Planning(#[from] wf_data::planning::PlanningError),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
@@ -157,7 +160,7 @@ impl Opened {
 }
 
 /// Trains a deployment's versions: in this process ([`LocalTrainer`]), or on the
-/// workers through the coordinator's queue (`crate::live::QueueTrainer`).
+/// workers through the coordinator's queue ([`QueueTrainer`]).
 pub trait Retrainer: Send + Sync {
     /// The model file (`wf_worker::artifact::to_bytes`) of `job`, a retrain of `opened`;
     /// `None` while it is being trained elsewhere: the advance stops before its day and
@@ -175,20 +178,23 @@ pub trait Retrainer: Send + Sync {
 /// Trains in this process, on a device (`wf live deploy | advance`, or a coordinator
 /// started with `--live-retrain local`).
 #[derive(Debug, Clone)]
-pub struct LocalTrainer(pub Device);
+pub struct LocalTrainer {
+    pub device: Device,
+    /// Faults injected for tests and drills, as on workers: a retrain whose job key a
+    /// fault names fails. `None` in production.
+    pub faults: Option<Faults>,
+}
 
 impl Retrainer for LocalTrainer {
     fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
-        // Fault injection for tests and drills, as on workers: a retrain whose job key
-        // starts with this prefix fails.
-        if std::env::var("WF_FAULT_FAIL_JOBS").is_ok_and(|prefix| job.key.to_string().starts_with(&prefix)) {
+        if self.faults.as_ref().and_then(|faults| faults.for_job(&job.key.to_string())) == Some(Fault::Fail) {
             return Err(DeploymentError::Invalid(format!(
                 "injected failure (WF_FAULT_FAIL_JOBS) of job {}",
                 job.key.short()
             )));
         }
         let (panel, config) = (&opened.dataset.panel, &opened.config);
-        let output = run_job(panel, config, job, &self.0).map_err(|e| DeploymentError::Other(e.into()))?;
+        let output = run_job(panel, config, job, &self.device).map_err(|e| DeploymentError::Other(e.into()))?;
         model_file(&output, job, panel, &opened.dataset.content_hash, config)
             .map(Some)
             .map_err(DeploymentError::Invalid)
@@ -274,6 +280,8 @@ pub struct Deployments {
     runtime: Option<tokio::runtime::Runtime>,
     /// Where their datasets may be read from.
     roots: DataRoots,
+    /// Faults injected into retrains trained in this process (tests and drills).
+    faults: Option<Faults>,
 }
 
 impl Deployments {
@@ -285,7 +293,19 @@ impl Deployments {
     /// Deployments in `store` whose datasets must be under `roots` (a server).
     pub fn within(store: ArtifactStore, roots: DataRoots) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { store, runtime: Some(runtime), roots })
+        Ok(Self { store, runtime: Some(runtime), roots, faults: None })
+    }
+
+    /// These deployments with `faults` injected into the retrains trained in this
+    /// process (read once at start: [`Faults::from_env`]).
+    pub fn with_faults(mut self, faults: Option<Faults>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// A trainer in this process on `device`, with these deployments' faults.
+    pub fn local_trainer(&self, device: Device) -> LocalTrainer {
+        LocalTrainer { device, faults: self.faults.clone() }
     }
 
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
@@ -340,9 +360,10 @@ impl Deployments {
         let record = self.record(id)?;
         let config = SweepConfig::from_toml(&record.spec)
             .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
-        let dataset = load_dataset_from(&config.panel, &config.horizons, config.features.as_deref(), &self.roots)
+        let dataset = wf_data::dataset::open(&config.panel, &config.horizons, config.features.as_deref(), &self.roots)
+            .and_then(|source| source.whole())
             .map_err(|e| DeploymentError::Other(e.into()))?;
-        let plan = crate::command::plan_sweep(&config, &dataset)?;
+        let plan = wf_data::planning::plan_sweep(&config, &dataset)?;
         let model = config
             .models
             .iter()
@@ -380,7 +401,7 @@ impl Deployments {
         })?;
         let first = opened.training_job(first.retrain_day)?;
         // Trained and stored now (the model itself is served by `advance` and `predict`).
-        self.version_model(&opened, 1, &first, &LocalTrainer(device.clone()), device)?;
+        self.version_model(&opened, 1, &first, &self.local_trainer(device.clone()), device)?;
         let training = DriftReference::of(&opened.dataset.panel, first.train_days.clone()).training;
         let version = Version::new(first.retrain_day, first.key.to_string(), Some(training));
         let days = opened.decision_days()?;
@@ -646,7 +667,7 @@ pub const MAX_PREDICTION_K: usize = 100_000;
 impl Predictor {
     pub fn new(deployments: Deployments, device: Device) -> Self {
         Self {
-            trainer: Box::new(LocalTrainer(device.clone())),
+            trainer: Box::new(deployments.local_trainer(device.clone())),
             deployments,
             device,
             waiting: Default::default(),
@@ -774,8 +795,14 @@ impl Predictor {
         {
             return Ok(loaded.clone());
         }
+        // The panel's stamp before it is read: a file replaced while it is read (an
+        // ingest renames the new panel over the old) then differs at the next call and
+        // is read again. Taken after the read, the new file's stamp would stand for the
+        // old panel's days, and no later day would ever be seen.
+        let record = self.deployments.record(id)?;
+        let panel = SweepConfig::from_toml(&record.spec).map(|config| config.panel).unwrap_or_default();
+        let stamp = file_stamp(&panel);
         let opened = self.deployments.open(id)?;
-        let stamp = file_stamp(&opened.config.panel);
         let loaded = std::sync::Arc::new(Loaded {
             tenant: opened.record.tenant,
             config: opened.config,
@@ -992,7 +1019,7 @@ seeds = [0]
 params = { epochs = 2 }
 "#;
 
-    const LOCAL: LocalTrainer = LocalTrainer(Device::Cpu);
+    const LOCAL: LocalTrainer = LocalTrainer { device: Device::Cpu, faults: None };
 
     /// Deployment `id` of the linear model on `SPEC`, retrained monthly from 2021-08-02.
     fn monthly(id: &str) -> DeploymentRecord {

@@ -5,26 +5,33 @@
 //! manifests and results in the artifact store. What it keeps in memory (loaded
 //! datasets, plans) is a cache rebuilt on demand.
 //!
-//! This file holds submission, progress, leasing, reporting results and reaping; the
-//! rest is split by noun: `reuse` (verifying stored results before reuse), `recovery`
-//! (the reconciler) and `reports` (building a sweep's report).
+//! This file is the façade: the [`Scheduler`], its configuration, errors and answers,
+//! and the lease epochs. What it does is split by noun, each an `impl Scheduler`:
+//!
+//! | module | does |
+//! |---|---|
+//! | `sweeps` | plan and submit a sweep (tenancy, reuse), progress, list, cancel |
+//! | `datasets` | open a sweep's dataset within the data roots and ceilings, cached |
+//! | `leases` | grant a ready job, heartbeats, reap expired leases |
+//! | `commits` | a worker's result (after its guarded `Complete`) or failure |
+//! | `reuse` | verify a stored result before it stands for a job |
+//! | `recovery` | the reconciler: what the job store lost, restored from the artifacts |
+//! | `reports` | a sweep's report from its committed results |
+//! | `retrain` | a live deployment's retrain as a training-only job |
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wf_data::dataset::{DataRoots, Dataset, DatasetSummary, load_dataset_from, load_summary_from};
+use wf_data::dataset::{DataRoots, Dataset, DatasetSource, DatasetSummary};
 use wf_proto::v1;
 use wf_shared::DatasetRef;
-use wf_shared::age::JobResult;
 use wf_shared::backtest::portfolio::Market;
-use wf_shared::job::{FailureKind, JobEvent, Phase, SweepId, Token, TransitionError, UnixMs};
-use wf_shared::plan::{JobIdentity, JobKey, Manifest, Plan};
+use wf_shared::job::{SweepId, TransitionError, UnixMs};
+use wf_shared::plan::Plan;
 use wf_shared::spec::{SpecErrors, SweepConfig};
 
 use crate::artifact::{ArtifactError, ArtifactStore};
@@ -244,8 +251,8 @@ pub enum HeartbeatAction {
 /// the features the spec names (`None`: the panel's declared ones).
 type DatasetKey = (String, Vec<u32>, Option<Vec<String>>);
 
-/// Loads a dataset (or what of it is needed) by URI, horizons and features, within roots.
-type DatasetLoader<T> = fn(&str, &[u32], Option<&[String]>, &DataRoots) -> Result<T, wf_data::DataError>;
+/// What of an opened dataset a cache keeps: the whole dataset, or its summary.
+type DatasetLoader<T> = fn(&DatasetSource) -> Result<T, wf_data::DataError>;
 
 /// A sweep planned on its dataset (cached).
 #[derive(Debug)]
@@ -372,536 +379,23 @@ impl Scheduler {
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
-
-    fn check_dataset_path(&self, uri: &str) -> Result<(), SchedulerError> {
-        if let Some(synth) = wf_data::dataset::synth_spec(uri) {
-            let denied = |reason: String| SchedulerError::InvalidSpec(SpecErrors::one("dataset.panel", reason));
-            let spec = synth.map_err(denied)?;
-            let cells = (spec.stocks as u64).saturating_mul(spec.days as u64);
-            if cells > self.config.max_synth_cells {
-                return Err(denied(format!(
-                    "a synthetic market of {} stocks x {} days ({cells} stock-days) is larger than this coordinator's limit of {}",
-                    spec.stocks, spec.days, self.config.max_synth_cells
-                )));
-            }
-            return Ok(());
-        }
-        // Files are checked where they are opened (`load_dataset_from`), through the
-        // handle, against the data roots.
-        Ok(())
-    }
-
-    /// `config`'s dataset, loaded whole (cached).
-    async fn dataset(&self, config: &SweepConfig) -> Result<Arc<Dataset>, SchedulerError> {
-        self.cached(&self.datasets, config, load_dataset_from).await
-    }
-
-    /// What planning reads of `config`'s dataset: a prepared panel's metadata summary (no
-    /// value read), else the summary of the loaded dataset (cached).
-    async fn summary(&self, config: &SweepConfig) -> Result<Arc<DatasetSummary>, SchedulerError> {
-        self.cached(&self.summaries, config, load_summary_from).await
-    }
-
-    /// `load` of `config`'s dataset, confined to the data roots, on a blocking thread;
-    /// kept in `cache` by URI, horizons and features.
-    async fn cached<T: Send + Sync + 'static>(
-        &self,
-        cache: &Mutex<HashMap<DatasetKey, Arc<T>>>,
-        config: &SweepConfig,
-        load: DatasetLoader<T>,
-    ) -> Result<Arc<T>, SchedulerError> {
-        let uri = config.panel.as_str();
-        let cache_key = (uri.to_string(), config.horizons.clone(), config.features.clone());
-        if let Some(loaded) = lock(cache).get(&cache_key) {
-            return Ok(loaded.clone());
-        }
-        self.check_dataset_path(uri)?;
-        let (owned_uri, owned_horizons, owned_features) = cache_key.clone();
-        let loaded = tokio::task::spawn_blocking({
-            let roots = self.config.data_roots.clone();
-            move || load(&owned_uri, &owned_horizons, owned_features.as_deref(), &roots)
-        })
-        .await
-        .map_err(|e| SchedulerError::Internal(format!("dataset loader panicked: {e}")))?
-        .map_err(|e| SchedulerError::Dataset { uri: uri.to_string(), reason: e.to_string() })?;
-        let loaded = Arc::new(loaded);
-        lock(cache).insert(cache_key, loaded.clone());
-        Ok(loaded)
-    }
-
-    /// Validates `config` (models included) and plans it on its dataset's summary, within
-    /// this coordinator's ceiling on jobs per sweep; a backtest's market is read from the
-    /// values at once, so a panel without what it needs is refused at submission.
-    async fn plan(
-        &self,
-        config: &SweepConfig,
-    ) -> Result<(Arc<DatasetSummary>, Plan, Option<Arc<Market>>), SchedulerError> {
-        wf_worker::model::check_models(config).map_err(SchedulerError::InvalidSpec)?;
-        let summary = self.summary(config).await?;
-        let bounded;
-        let config = if config.max_jobs > self.config.max_jobs_per_sweep {
-            bounded = SweepConfig { max_jobs: self.config.max_jobs_per_sweep, ..config.clone() };
-            &bounded
-        } else {
-            config
-        };
-        let plan = wf_shared::plan::plan(config, &summary.plan_input()).map_err(SchedulerError::InvalidSpec)?;
-        let market = match &config.backtest {
-            None => None,
-            Some(grid) => {
-                let loaded = self.loaded(config, &summary).await?;
-                let (uri, grid) = (config.panel.clone(), grid.clone());
-                let market =
-                    tokio::task::spawn_blocking(move || wf_data::dataset::backtest_market(&uri, &loaded.panel, &grid))
-                        .await
-                        .map_err(|e| SchedulerError::Internal(format!("market loader panicked: {e}")))?
-                        .map_err(|reason| SchedulerError::InvalidSpec(SpecErrors::one("backtest", reason)))?;
-                Some(Arc::new(market))
-            }
-        };
-        Ok((summary, plan, market))
-    }
-
-    /// The values of the dataset `summary` describes; refused if they no longer hash as
-    /// planned (the file changed since).
-    async fn loaded(&self, config: &SweepConfig, summary: &DatasetSummary) -> Result<Arc<Dataset>, SchedulerError> {
-        let dataset = self.dataset(config).await?;
-        if dataset.content_hash != summary.content_hash {
-            return Err(SchedulerError::Dataset {
-                uri: config.panel.clone(),
-                reason: format!(
-                    "its content hash is {}, not {} as when the sweep was planned: the file changed",
-                    dataset.content_hash.short(),
-                    summary.content_hash.short()
-                ),
-            });
-        }
-        Ok(dataset)
-    }
-
-    /// A fresh sweep id (the time, a counter, the spec and the process mixed).
-    fn new_sweep_id(&self, spec_toml: &str, now: UnixMs) -> SweepId {
-        let entropy = now as u64
-            ^ self.submissions.fetch_add(1, Ordering::Relaxed).rotate_left(48)
-            ^ blake3::hash(spec_toml.as_bytes()).as_bytes()[0] as u64;
-        SweepId::from_entropy(entropy ^ u64::from(std::process::id()).rotate_left(20))
-    }
-
-    /// [`Self::submit_as`] for the local tenant (no authentication).
-    pub async fn submit(&self, spec_toml: &str) -> Result<Submitted, SchedulerError> {
-        self.submit_as(spec_toml, crate::auth::LOCAL_TENANT).await
-    }
-
-    /// The tenant a sweep belongs to.
-    pub async fn tenant_of(&self, id: &SweepId) -> Result<String, SchedulerError> {
-        Ok(self.sweep_record(id).await?.tenant.clone())
-    }
-
-    /// Validates, plans, stores the manifest and queues the jobs without a result, as a
-    /// sweep of `tenant`.
-    pub async fn submit_as(&self, spec_toml: &str, tenant: &str) -> Result<Submitted, SchedulerError> {
-        let config = SweepConfig::from_toml(spec_toml).map_err(SchedulerError::InvalidSpec)?;
-        let (summary, plan, market) = self.plan(&config).await?;
-        let now = self.clock.now_ms();
-        let id = self.new_sweep_id(spec_toml, now);
-
-        let manifest = Manifest::new(&config, summary.content_hash, &summary.calendar, &plan);
-        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| SchedulerError::Internal(e.to_string()))?;
-        self.artifacts.put_sweep_file(&id, "manifest.json", Bytes::from(manifest)).await?;
-
-        let keys: Vec<JobKey> = plan.jobs.iter().map(|job| job.key).collect();
-        let max_job_ms = match self.config.job_limit {
-            JobLimit::FromSpec => Some(default_job_limit_ms(&config, summary.stocks)),
-            JobLimit::Fixed(ms) => Some(ms),
-            JobLimit::Unlimited => None,
-        };
-        let mut precomputed = Vec::new();
-        for job in &plan.jobs {
-            if self.verified_result(&job.key, Expected::Planned(&job.identity)).await?.is_some() {
-                precomputed.push(job.key);
-            }
-        }
-        let record = SweepRecord {
-            id: id.clone(),
-            name: config.name.clone(),
-            spec_toml: spec_toml.to_string(),
-            dataset: DatasetRef { uri: config.panel.clone(), content_hash: summary.content_hash },
-            jobs: keys.clone(),
-            precomputed: precomputed.clone(),
-            jobs_before_dedup: plan.jobs_before_dedup,
-            submitted_at: now,
-            cancelled: false,
-            max_job_ms,
-            tenant: tenant.to_string(),
-            training: None,
-        };
-        let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
-        self.artifacts.put_sweep_file(&id, "sweep.json", Bytes::from(record_json)).await?;
-        self.store.put_sweep(&record).await?;
-        let done: BTreeSet<JobKey> = precomputed.iter().copied().collect();
-        let to_queue: Vec<JobKey> = keys.iter().filter(|key| !done.contains(key)).copied().collect();
-        let added = self.store.enqueue_limited(&id, &to_queue, max_job_ms, now).await?;
-        // Jobs an earlier sweep dead-lettered or cancelled, and jobs whose stored result
-        // was just refused, get another chance here.
-        let resubmitted = self.store.resubmit(&id, &to_queue, now).await?;
-        let added = added + resubmitted;
-        lock(&self.plans).insert(id.clone(), Arc::new(Planned { config, plan, summary, market }));
-        let max_job_seconds = max_job_ms.map(|ms| ms / 1_000);
-        info!(sweep = %id, jobs = keys.len(), queued = added, resubmitted, reused = keys.len() - added, ?max_job_seconds, "sweep submitted");
-        let tenant = tenant.to_string();
-        metrics::counter!("wf_sweeps_submitted_total", "tenant" => tenant.clone()).increment(1);
-        metrics::counter!("wf_jobs_enqueued_total", "tenant" => tenant.clone()).increment(added as u64);
-        metrics::counter!("wf_jobs_reused_total", "tenant" => tenant).increment((keys.len() - added) as u64);
-        self.work.notify_waiters();
-        self.changed();
-        Ok(Submitted {
-            progress: self.progress(&id).await?,
-            jobs_before_dedup: record.jobs_before_dedup,
-            jobs: keys.len() as u64,
-            reused: (keys.len() - added) as u64,
-        })
-    }
-
-    async fn sweep_record(&self, id: &SweepId) -> Result<Arc<SweepRecord>, SchedulerError> {
-        if let Some(record) = lock(&self.sweeps).get(id)
-            && !record.cancelled
-        {
-            return Ok(record.clone());
-        }
-        let record = Arc::new(self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?);
-        lock(&self.sweeps).insert(id.clone(), record.clone());
-        Ok(record)
-    }
-
-    /// The sweep's counts, from the job store.
-    pub async fn progress(&self, id: &SweepId) -> Result<Progress, SchedulerError> {
-        let record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
-        self.progress_of(&record).await
-    }
-
-    async fn progress_of(&self, record: &SweepRecord) -> Result<Progress, SchedulerError> {
-        let precomputed: BTreeSet<&JobKey> = record.precomputed.iter().collect();
-        let mut progress = Progress {
-            sweep_id: record.id.to_string(),
-            name: record.name.clone(),
-            tenant: record.tenant.clone(),
-            total: record.jobs.len() as u64,
-            submitted_at: record.submitted_at,
-            ..Progress::default()
-        };
-        let states = self.store.states(&record.jobs).await?;
-        for (key, state) in record.jobs.iter().zip(states) {
-            let Some(state) = state else {
-                if precomputed.contains(key) {
-                    progress.succeeded += 1;
-                } else {
-                    progress.queued += 1;
-                }
-                continue;
-            };
-            progress.failures += u64::from(state.failures);
-            progress.expiries += u64::from(state.expiries);
-            progress.preemptions += u64::from(state.preemptions);
-            match state.phase {
-                Phase::Queued { .. } => progress.queued += 1,
-                Phase::Leased { .. } => progress.running += 1,
-                Phase::Succeeded { .. } => progress.succeeded += 1,
-                Phase::DeadLettered => progress.dead_lettered += 1,
-                Phase::Cancelled => progress.cancelled += 1,
-            }
-        }
-        progress.status = if record.cancelled {
-            SweepStatus::Cancelled
-        } else if progress.queued + progress.running == 0 {
-            SweepStatus::Finished
-        } else {
-            SweepStatus::Running
-        };
-        Ok(progress)
-    }
-
-    pub async fn list(&self) -> Result<Vec<Progress>, SchedulerError> {
-        let mut all = Vec::new();
-        for record in self.store.sweeps().await? {
-            all.push(self.progress_of(&record).await?);
-        }
-        all.sort_by_key(|p| p.submitted_at);
-        Ok(all)
-    }
-
-    /// Stops leasing the sweep's jobs, except those another live sweep still needs
-    /// (deduplicated into it); busy workers learn it from their next heartbeat.
-    pub async fn cancel(&self, id: &SweepId) -> Result<Progress, SchedulerError> {
-        let mut record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
-        let mut needed = BTreeSet::new();
-        for other in self.store.sweeps().await? {
-            if other.id != *id && !other.cancelled {
-                needed.extend(other.jobs);
-            }
-        }
-        record.cancelled = true;
-        self.store.put_sweep(&record).await?;
-        // The artifact store's copy too: a reconciliation must not bring the sweep back.
-        let record_json = serde_json::to_vec_pretty(&record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
-        self.artifacts.put_sweep_file(id, "sweep.json", Bytes::from(record_json)).await?;
-        lock(&self.sweeps).remove(id);
-        let own: Vec<JobKey> = record.jobs.iter().filter(|key| !needed.contains(key)).copied().collect();
-        let cancelled = self.store.cancel(&own, self.clock.now_ms()).await?;
-        info!(sweep = %id, cancelled, kept_for_other_sweeps = record.jobs.len() - own.len(), "sweep cancelled");
-        self.changed();
-        self.progress_of(&record).await
-    }
-
-    /// Leases a ready job to `worker`, waiting up to `wait` for one.
-    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<JobLease>, SchedulerError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let woken = self.work.notified();
-            // Jobs carry their sweep's limit; a fixed one applies to any that does not.
-            let max_ms = match self.config.job_limit {
-                JobLimit::Fixed(ms) => Some(ms),
-                JobLimit::FromSpec | JobLimit::Unlimited => None,
-            };
-            let lease_ms = self.config.lease_ms;
-            let leased = match self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await {
-                Err(StoreError::EpochLost) => {
-                    self.ensure_epoch().await?;
-                    self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await?
-                }
-                other => other?,
-            };
-            if let Some(lease) = leased {
-                if self.complete_if_committed(&lease, worker).await? {
-                    continue;
-                }
-                let record = self.sweep_record(&lease.sweep).await?;
-                metrics::counter!("wf_leases_total").increment(1);
-                self.changed();
-                return Ok(Some(JobLease {
-                    spec_toml: record.spec_toml.clone(),
-                    dataset: record.dataset.clone(),
-                    lease_ms: self.config.lease_ms,
-                    training: record.training.clone(),
-                    lease,
-                }));
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let pause = Duration::from_millis(self.config.poll_ms).min(deadline - now);
-            tokio::select! {
-                () = woken => {}
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-
-    /// A job leased again although its result is committed: the job store lost the
-    /// commit (a Redis restarted from an append-only file that missed its last second of
-    /// writes acknowledged it, then rolled it back). The committed result stands for the
-    /// job, so the lease is completed here and nothing is trained again. Returns whether
-    /// it was. One existence check per lease; the result is read only when it exists.
-    async fn complete_if_committed(&self, lease: &Lease, worker: &str) -> Result<bool, SchedulerError> {
-        if !self.artifacts.has_result(&lease.key).await?
-            || self.verified_result(&lease.key, reuse::Expected::KeyOnly).await?.is_none()
-        {
-            return Ok(false);
-        }
-        let event = JobEvent::Complete { token: lease.token, worker: worker.to_string() };
-        match self.store.apply(&lease.key, &event, self.clock.now_ms()).await {
-            Ok(_) => {}
-            // This grant was overtaken before it was handed out (it expired, and the
-            // attempt granted next committed the result found): it is void, and the job
-            // is done; nothing to hand out.
-            Err(StoreError::Transition(_)) => return Ok(true),
-            Err(error) => return Err(error.into()),
-        }
-        warn!(
-            job = %lease.key.short(),
-            token = %lease.token,
-            "the job store had lost this job's commit; its committed result stands and the job is not trained again"
-        );
-        metrics::counter!("wf_results_recovered_total").increment(1);
-        self.changed();
-        Ok(true)
-    }
-
-    /// Extends `worker`'s lease `token` of job `key`.
-    pub async fn heartbeat(&self, key: &JobKey, token: Token, worker: &str) -> Result<HeartbeatAction, SchedulerError> {
-        match self.store.heartbeat(key, token, worker, self.config.lease_ms, self.clock.now_ms()).await {
-            Ok(_) => {
-                metrics::counter!("wf_heartbeats_total").increment(1);
-                Ok(HeartbeatAction::Continue)
-            }
-            Err(StoreError::Transition(error)) => {
-                let record = self.store.job(key).await?;
-                match record.map(|r| r.state.phase) {
-                    Some(Phase::Cancelled) => Ok(HeartbeatAction::Cancel),
-                    _ => Err(SchedulerError::LeaseLost(error)),
-                }
-            }
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Commits a job's result. Only the holder of the current lease may, and only with
-    /// a result whose identity hashes to the job's key. The result is published (written
-    /// to the artifact store, flushed to disk) only after the holder's `Complete` won the
-    /// guarded write, so a stale attempt's bytes never become the result. A retried
-    /// report of the attempt that won publishes again if the result is missing (the
-    /// coordinator stopped between the two). It is stored sealed: the identity in full
-    /// and a checksum (`wf_proto::stored`).
-    pub async fn report_result(
-        &self,
-        key: &JobKey,
-        token: Token,
-        worker: &str,
-        mut result: v1::JobResult,
-    ) -> Result<(), SchedulerError> {
-        if JobKey::of_identity(&result.identity) != *key {
-            let reason = if result.identity.is_empty() {
-                "missing (a worker of an earlier protocol?)".to_string()
-            } else {
-                format!("its hash is not the job key {}: the worker trained another job", key.short())
-            };
-            metrics::counter!("wf_results_rejected_total").increment(1);
-            return Err(wf_proto::ConversionError { field: "result.identity".into(), reason }.into());
-        }
-        let identity = std::mem::take(&mut result.identity);
-        let bytes = Bytes::from(wf_proto::stored::seal(&identity, &result));
-        let result = JobResult::try_from(result)?;
-        let seconds = result.training.seconds;
-        let record = self.store.job(key).await?.ok_or_else(|| SchedulerError::UnknownJob(key.short()))?;
-        let event = JobEvent::Complete { token, worker: worker.to_string() };
-        let now = self.clock.now_ms();
-        let won = match self.store.apply_from(key, &record.state, &event, now).await {
-            Ok(state) => state != record.state,
-            Err(StoreError::Transition(error)) => {
-                if matches!(record.state.phase, Phase::Cancelled) {
-                    // Its sweep was cancelled while it trained: expected, not a fault.
-                    info!(job = %key.short(), %token, "result of a cancelled job rejected");
-                } else {
-                    warn!(job = %key.short(), %token, worker, %error, "result rejected: not the lease holder's");
-                }
-                metrics::counter!("wf_results_rejected_total").increment(1);
-                return Err(SchedulerError::LeaseLost(error));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        if !won && self.artifacts.has_result(key).await? {
-            // A retried report of the attempt that committed: already published.
-            return Ok(());
-        }
-        self.artifacts.put_result(key, bytes).await?;
-        info!(job = %key.short(), %token, worker, republished = !won, "result committed");
-        if won {
-            metrics::counter!("wf_results_committed_total").increment(1);
-            metrics::histogram!("wf_job_training_seconds").record(seconds);
-            let kind = JobIdentity::parse(&identity).map_or("unknown", |identity| identity.model.kind_name());
-            let (delta, rank_ic) = result.summary();
-            if let Some(delta) = delta {
-                metrics::histogram!("wf_job_delta_p_at_k", "kind" => kind).record(delta);
-            }
-            if let Some(rank_ic) = rank_ic {
-                metrics::histogram!("wf_job_rank_ic", "kind" => kind).record(rank_ic);
-            }
-        }
-        self.changed();
-        Ok(())
-    }
-
-    pub async fn report_failure(
-        &self,
-        key: &JobKey,
-        token: Token,
-        worker: &str,
-        kind: FailureKind,
-        error: &str,
-    ) -> Result<(), SchedulerError> {
-        let state = self.store.fail(key, token, worker, kind, error, self.clock.now_ms()).await?;
-        metrics::counter!("wf_job_failures_total", "kind" => kind.name()).increment(1);
-        match state.phase {
-            Phase::DeadLettered => metrics::counter!("wf_dead_letters_total").increment(1),
-            Phase::Queued { .. } if kind != FailureKind::Preempted => {
-                metrics::counter!("wf_job_retries_total").increment(1);
-            }
-            _ => {}
-        }
-        warn!(job = %key.short(), %token, ?kind, phase = state.phase.name(), error, "job failed");
-        self.work.notify_waiters();
-        self.changed();
-        Ok(())
-    }
-
-    /// Re-queues expired leases until `shutdown`, checking the store's epoch on every
-    /// tick. After a start, a new epoch or a store outage it waits one lease period
-    /// first, so that workers cut off by the outage can heartbeat again.
-    pub async fn reap_until(&self, shutdown: CancellationToken) {
-        let period =
-            Duration::from_millis((self.config.lease_ms as u64 / 4).clamp(20, 5_000).min(self.config.poll_ms.max(20)));
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            if let Err(error) = self.reap_once().await {
-                if !self.store_down.swap(true, Ordering::SeqCst) {
-                    warn!(%error, "the job store is unreachable; leases will get a grace period when it is back");
-                }
-                continue;
-            }
-            if self.store_down.swap(false, Ordering::SeqCst) {
-                self.grant_grace();
-                info!(grace_ms = self.config.lease_ms, "the job store is back; live workers get one lease period");
-            }
-        }
-    }
-
-    /// One reaper tick: the epoch check, expired leases (after any grace), queue depths.
-    pub async fn reap_once(&self) -> Result<(), SchedulerError> {
-        self.ensure_epoch().await?;
-        let now = self.clock.now_ms();
-        if now >= self.grace_until.load(Ordering::SeqCst) {
-            let reaped = self.store.reap(now).await?;
-            if !reaped.is_empty() {
-                let states = self.store.states(&reaped).await?;
-                for (key, state) in reaped.iter().zip(states) {
-                    let error = state.and_then(|s| s.last_error).unwrap_or_default();
-                    if error.contains(wf_shared::job::HUNG) {
-                        metrics::counter!("wf_jobs_hung_total").increment(1);
-                        warn!(job = %key.short(), error, "job ran past its maximum duration; failed");
-                    } else {
-                        metrics::counter!("wf_leases_expired_total").increment(1);
-                        warn!(job = %key.short(), "lease expired; job re-queued");
-                    }
-                }
-                self.work.notify_waiters();
-                self.changed();
-            }
-        }
-        let depth = self.store.depth().await?;
-        metrics::gauge!("wf_queue_jobs", "state" => "queued").set(depth.queued as f64);
-        metrics::gauge!("wf_queue_jobs", "state" => "leased").set(depth.leased as f64);
-        metrics::gauge!("wf_queue_jobs", "state" => "dead_lettered").set(depth.dead_lettered as f64);
-        Ok(())
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+mod commits;
+mod datasets;
+mod leases;
 mod recovery;
 mod reports;
 mod retrain;
 mod reuse;
+mod sweeps;
 
 pub use retrain::{Retrain, RetrainRequest};
 
-use reuse::Expected;
 pub use reuse::result_for_planned;
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::auth::{Auth, Gate, Role};
 use crate::deployment::Predictor;
 use crate::quota::{Quota, TenantLimits};
 use crate::scheduler::Scheduler;
-use crate::service::{Live, Sweeps, Workers};
+use crate::service::{Predictions, Sweeps, Workers};
 
 /// Largest message accepted from a worker (a job result with drift counts is well under
 /// this; what it may decode to is bounded by `wf_proto::budget`).
@@ -201,7 +201,7 @@ pub async fn serve_all(
         ))
         .add_optional_service(live.map(|predictor| {
             InterceptedService::new(
-                LiveServiceServer::new(Live(predictor)).max_decoding_message_size(MAX_SWEEP_REQUEST_BYTES),
+                LiveServiceServer::new(Predictions(predictor)).max_decoding_message_size(MAX_SWEEP_REQUEST_BYTES),
                 live_gate,
             )
         }))

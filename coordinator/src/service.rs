@@ -330,7 +330,7 @@ impl WorkerService for Workers {
 /// sees only its tenant's deployments (`wf live deploy --tenant`), an admin every
 /// tenant's; another tenant's deployment answers NOT_FOUND, as an unknown one does.
 #[derive(Debug, Clone)]
-pub struct Live(pub Arc<crate::deployment::Predictor>);
+pub struct Predictions(pub Arc<crate::deployment::Predictor>);
 
 impl From<crate::deployment::DeploymentError> for Status {
     fn from(error: crate::deployment::DeploymentError) -> Self {
@@ -343,13 +343,15 @@ impl From<crate::deployment::DeploymentError> for Status {
             DeploymentError::Invalid(_) | DeploymentError::Exists(_) | DeploymentError::Live(_) => {
                 Status::invalid_argument(message)
             }
-            DeploymentError::Artifact(_) | DeploymentError::Other(_) => Status::internal(message),
+            DeploymentError::Artifact(_) | DeploymentError::Planning(_) | DeploymentError::Other(_) => {
+                Status::internal(message)
+            }
         }
     }
 }
 
 #[tonic::async_trait]
-impl wf_proto::v1::live_service_server::LiveService for Live {
+impl wf_proto::v1::live_service_server::LiveService for Predictions {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();

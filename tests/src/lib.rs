@@ -1,8 +1,8 @@
 //! `wf-tests`: the harness for end-to-end tests that run walkforward's real binaries.
 //!
 //! [`wf_binary`] finds `target/<profile>/wf`. A workspace test build (`cargo nextest run
-//! --workspace`) builds it alongside the tests, with the same features (the coordinator
-//! crate's own integration test makes cargo do so); when it is missing, the harness runs
+//! --workspace`) builds it alongside the tests, with the same features (the app crate's
+//! own integration test, `app/tests/cli.rs`, makes cargo do so); when it is missing, the harness runs
 //! that same build once. [`wf`] runs the binary with a hard timeout.
 
 pub mod null;
@@ -42,7 +42,7 @@ pub fn wf_binary() -> &'static Path {
         let binary = dir.join("wf");
         if !binary.exists() {
             // Same command shape as the test build, so no dependency is rebuilt with
-            // other features (`-p wf-coordinator` alone would rebuild polars).
+            // other features (`-p wf` alone would rebuild polars).
             let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
             let profile = if profile == "debug" { "dev".to_string() } else { profile };
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

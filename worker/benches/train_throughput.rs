@@ -281,7 +281,7 @@ fn main() {
     // SAFETY: the first statement of `main` after reading the environment: no other
     // thread exists yet.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-    // As `wf` does too (see `wf_coordinator::cli::thread_env`): candle's element-wise pool
+    // As `wf` does too (see `wf_worker::threads::env_for`): candle's element-wise pool
     // spins less after each op and leaves the cores to the matrix products.
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // SAFETY: as above, no other thread exists yet.

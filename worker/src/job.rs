@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
-use wf_data::dataset::{DataRoots, Dataset, DatasetSummary, load_days_from};
+use wf_data::dataset::{DataRoots, Dataset, DatasetSummary, open};
 use wf_shared::DatasetHash;
 use wf_shared::Panel;
 use wf_shared::age::{HorizonAges, JobResult, TrainingSummary};
@@ -117,7 +117,7 @@ pub enum JobData {
     /// summary of its stock codes), shared by the jobs that read it.
     Whole(Arc<Dataset>),
     /// A prepared panel file, planned on its metadata summary: each job loads the days it
-    /// reads only (`wf_data::dataset::load_days_from`, checked against the summary's
+    /// reads only (`wf_data::dataset::DatasetSource::days`, checked against the summary's
     /// per-day digests), so a worker never holds a whole-market panel.
     Days { uri: String, summary: Arc<DatasetSummary> },
 }
@@ -133,12 +133,10 @@ impl JobData {
         roots: &DataRoots,
         days_above_rows: u64,
     ) -> Result<Self, wf_data::DataError> {
-        let summary = wf_data::dataset::days_summary_from(uri, features, roots)?;
-        match summary.filter(|summary| summary.digests.rows > days_above_rows) {
+        let source = open(uri, horizons, features, roots)?;
+        match source.days_summary()?.filter(|summary| summary.digests.rows > days_above_rows) {
             Some(summary) => Ok(Self::Days { uri: uri.to_string(), summary: Arc::new(summary) }),
-            None => {
-                wf_data::dataset::load_dataset_from(uri, horizons, features, roots).map(|d| Self::Whole(Arc::new(d)))
-            }
+            None => source.whole().map(|d| Self::Whole(Arc::new(d))),
         }
     }
 
@@ -179,7 +177,8 @@ impl JobData {
             Self::Whole(dataset) => Ok(std::borrow::Cow::Borrowed(&dataset.panel)),
             Self::Days { uri, summary } => {
                 let days = read_days(config, job)?;
-                load_days_from(uri, config.features.as_deref(), roots, days, summary)
+                open(uri, &[], config.features.as_deref(), roots)
+                    .and_then(|source| source.days(days, summary))
                     .map(std::borrow::Cow::Owned)
                     .map_err(|error| WorkerError::Data { retryable: error.retryable(), reason: error.to_string() })
             }

@@ -11,11 +11,13 @@
 pub mod allocator;
 pub mod artifact;
 pub mod device;
+pub mod faults;
 pub mod importance;
 pub mod job;
-pub mod live;
 pub mod model;
+pub mod observer;
 pub mod runtime;
+pub mod threads;
 pub mod train;
 
 use wf_shared::spec::SpecError;

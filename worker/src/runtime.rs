@@ -27,7 +27,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{info, warn};
-use wf_data::dataset::{DataRoots, Dataset, days_summary_from, load_dataset_from};
+use wf_data::dataset::{DataRoots, Dataset, open};
 use wf_proto::auth::BearerToken;
 use wf_proto::v1::worker_service_client::WorkerServiceClient;
 use wf_proto::{PROTOCOL_VERSION, v1};
@@ -38,6 +38,7 @@ use wf_shared::spec::SweepConfig;
 use crate::WorkerError;
 use crate::artifact::model_file;
 use crate::device::device_name;
+use crate::faults::{Fault, Faults};
 use crate::job::{JobData, run_job_until};
 
 /// How a worker runs.
@@ -53,12 +54,9 @@ pub struct RuntimeConfig {
     pub poll: Duration,
     /// Stop (and return) once this many jobs ended, for tests and benchmarks; `None` runs until shutdown.
     pub max_jobs: Option<usize>,
-    /// Fault injection for tests and drills: jobs whose key starts with this prefix
-    /// fail (retryably) instead of training. Set by `WF_FAULT_FAIL_JOBS`.
-    pub fail_jobs: Option<String>,
-    /// Fault injection: jobs whose key starts with this prefix never finish (a hung
-    /// job: it heartbeats but never ends, until shutdown). Set by `WF_FAULT_HANG_JOBS`.
-    pub hang_jobs: Option<String>,
+    /// Faults injected for tests and drills (jobs that fail retryably or never finish),
+    /// read once at start ([`Faults::from_env`]); `None` in production.
+    pub faults: Option<Faults>,
     /// How long a finished result is kept and reported again while the coordinator
     /// answers NOT_FOUND or UNAVAILABLE.
     pub report_patience: Duration,
@@ -86,8 +84,7 @@ impl RuntimeConfig {
             capacity: 1,
             poll: Duration::from_secs(5),
             max_jobs: None,
-            fail_jobs: None,
-            hang_jobs: None,
+            faults: None,
             report_patience: Duration::from_secs(300),
             grace: Duration::from_secs(10),
             token: BearerToken::default(),
@@ -141,8 +138,7 @@ struct Worker {
     sweeps: Mutex<HashMap<String, Arc<SweepJobs>>>,
     summary: Mutex<RuntimeSummary>,
     jobs_ended: std::sync::atomic::AtomicUsize,
-    fail_jobs: Option<String>,
-    hang_jobs: Option<String>,
+    faults: Option<Faults>,
     report_patience: Duration,
     grace: Duration,
     data_roots: DataRoots,
@@ -211,8 +207,7 @@ pub async fn run(
         sweeps: Mutex::default(),
         summary: Mutex::default(),
         jobs_ended: Default::default(),
-        fail_jobs: config.fail_jobs.clone().filter(|prefix| !prefix.is_empty()),
-        hang_jobs: config.hang_jobs.clone().filter(|prefix| !prefix.is_empty()),
+        faults: config.faults.clone(),
         report_patience: config.report_patience,
         grace: config.grace,
         data_roots: config.data_roots.clone(),
@@ -424,7 +419,7 @@ impl Worker {
         exact: bool,
     ) -> Result<JobData, Refusal> {
         let (uri, features, roots) = (dataset.uri.clone(), config.features.clone(), self.data_roots.clone());
-        let summary = tokio::task::spawn_blocking(move || days_summary_from(&uri, features.as_deref(), &roots))
+        let summary = tokio::task::spawn_blocking(move || open(&uri, &[], features.as_deref(), &roots)?.days_summary())
             .await
             .map_err(|e| Refusal { retryable: true, error: format!("dataset reader panicked: {e}") })?
             .map_err(|e| Refusal {
@@ -457,14 +452,13 @@ impl Worker {
         }
         let (uri, horizons, features) = (dataset.uri.clone(), config.horizons.clone(), config.features.clone());
         let roots = self.data_roots.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || load_dataset_from(&uri, &horizons, features.as_deref(), &roots))
-                .await
-                .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
-                .map_err(|e| Refusal {
-                    retryable: e.retryable(),
-                    error: format!("cannot load dataset {}: {e}", dataset.uri),
-                })?;
+        let loaded = tokio::task::spawn_blocking(move || open(&uri, &horizons, features.as_deref(), &roots)?.whole())
+            .await
+            .map_err(|e| Refusal { retryable: true, error: format!("dataset loader panicked: {e}") })?
+            .map_err(|e| Refusal {
+                retryable: e.retryable(),
+                error: format!("cannot load dataset {}: {e}", dataset.uri),
+            })?;
         if !exact {
             return Ok(Arc::new(loaded));
         }
@@ -516,15 +510,14 @@ impl Worker {
         // against the key.
         let training = lease.training.is_some();
         let roots = self.data_roots.clone();
-        let injected = self.fail_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
-        let hangs = self.hang_jobs.as_ref().is_some_and(|prefix| lease.job_key.starts_with(prefix.as_str()));
+        let fault = self.faults.as_ref().and_then(|faults| faults.for_job(&lease.job_key));
         let stop = Arc::new(AtomicBool::new(false));
         let task_stop = stop.clone();
         let mut task = tokio::task::spawn_blocking(move || {
-            if injected {
+            if fault == Some(Fault::Fail) {
                 return Err(WorkerError::Device("injected failure (WF_FAULT_FAIL_JOBS)".into()));
             }
-            while hangs && !task_stop.load(Ordering::Relaxed) {
+            while fault == Some(Fault::Hang) && !task_stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let panel = sweep.data.panel(&sweep.config, &job, &roots)?;

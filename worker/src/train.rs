@@ -29,7 +29,9 @@ use wf_shared::Panel;
 use wf_shared::target::TargetTransform;
 
 use crate::WorkerError;
-use crate::model::{Mode, Ranker, TrainParams};
+use wf_shared::model::TrainParams;
+
+use crate::model::{Mode, Ranker};
 
 /// One day's training tensors: which stocks (columns of the [`FeatureCube`]), their
 /// z-scored targets `[H, stocks]` and the ListNet target distribution.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use wf_shared::age::{AgeMatrix, Line, ModelRun};
 use wf_shared::cadence::Cadence;
-use wf_shared::live::{LivePolicy, LiveState, Version};
+use wf_shared::decision::{LivePolicy, LiveState, Version};
 use wf_shared::panel::Panel;
 use wf_shared::plan::{Job, plan_panel};
 use wf_shared::replay::{LineReplayer, Policy, Trigger};
@@ -20,8 +20,8 @@ use wf_shared::spec::{ModelConfig, ModelKind, PerformanceMetric, SweepConfig, To
 use wf_shared::synth::{SynthSpec, generate};
 use wf_shared::{Bars, PanelSpec, build_panel};
 use wf_worker::job::run_job;
-use wf_worker::live::PanelObserver;
 use wf_worker::model::Ranker;
+use wf_worker::observer::PanelObserver;
 
 fn setup() -> (Panel, SweepConfig) {
     let synth = generate(&SynthSpec { stocks: 50, days: 460, ..SynthSpec::default() }).expect("synth");
@@ -152,7 +152,7 @@ fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
             let version = state.live_version().clone();
             let age = day - version.retrain_day;
             let measured = (age < config.max_age as usize && day <= plan.last_matured_day)
-                .then(|| wf_shared::live::Observe::metrics(&mut observer, &version, day))
+                .then(|| wf_shared::decision::Observe::metrics(&mut observer, &version, day))
                 .flatten();
             series.push(config.basis.delta().value(measured.as_ref()));
         }

@@ -12,7 +12,7 @@ use wf_shared::backtest::portfolio::Market;
 use wf_shared::backtest::{BacktestGrid, PortfolioSetting};
 use wf_shared::replay::{LineReplayer, Replay, ScheduleOutcome};
 
-use super::files::{field, number};
+use super::cells::{field, number, truncate};
 
 /// The backtest of a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,7 +281,7 @@ pub fn summary_table(report: &BacktestReport) -> String {
                     m.excess_interval.map_or_else(String::new, |i| format!("[{:+.3}, {:+.3}]", i.low, i.high));
                 format!(
                     "{:<12} {:>+7.3} {:>+7.3} {:<17} {:>5.0}%",
-                    super::truncate(&o.schedule, 12),
+                    truncate(&o.schedule, 12),
                     m.annual_net,
                     m.annual_excess,
                     interval,
@@ -296,8 +296,8 @@ pub fn summary_table(report: &BacktestReport) -> String {
                 out,
                 "{:>6}  {:<10} {:<22} {:>7}  {fixed}  {adaptive}",
                 line.window,
-                super::truncate(&line.model, 10),
-                super::truncate(&short(setting), 22),
+                truncate(&line.model, 10),
+                truncate(&short(setting), 22),
                 bench
             );
         }
@@ -306,7 +306,7 @@ pub fn summary_table(report: &BacktestReport) -> String {
                 out,
                 "{:>6}  {:<10} {} policies left out: on some day they had no live model",
                 line.window,
-                super::truncate(&line.model, 10),
+                truncate(&line.model, 10),
                 line.backtest.skipped.len()
             );
         }

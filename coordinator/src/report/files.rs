@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 
+use super::cells::{field, number};
 use super::{SweepReport, html};
 
 /// What `wf report --format` can write.
@@ -39,15 +40,6 @@ pub enum ReportFileError {
     Parquet(#[from] wf_data::DataError),
     #[error("rasterising plot {plot}: {reason}")]
     Png { plot: String, reason: String },
-}
-
-/// Quotes a CSV field when it needs it.
-pub(super) fn field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
-}
-
-pub(super) fn number(value: Option<f64>) -> String {
-    value.filter(|v| v.is_finite()).map_or_else(String::new, |v| v.to_string())
 }
 
 pub fn schedules_csv(report: &SweepReport) -> String {

@@ -10,6 +10,7 @@
 //! with SVG plots ([`html`]).
 
 pub mod backtest;
+mod cells;
 pub mod diagnostics;
 pub mod files;
 pub mod html;
@@ -27,6 +28,8 @@ use wf_shared::replay::{LineReplayer, ScheduleOutcome, compare_line, expand_poli
 use wf_shared::snooping::spent::{self, Part};
 use wf_shared::spec::{ModelKind, SweepConfig, TopK};
 use wf_shared::verdict::{Bases, LineVerdict, VerdictSettings, line_verdict};
+
+use cells::truncate;
 
 /// Best adaptive policies per line that get bootstrap intervals.
 const TOP_POLICIES: usize = 5;
@@ -505,15 +508,6 @@ impl SweepReport {
 
 fn zero_basis() -> Basis {
     Basis::Zero
-}
-
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let mut short: String = text.chars().take(width - 1).collect();
-    short.push('…');
-    short
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::SweepReport;
-use super::files::{field, number};
+use super::cells::{field, number};
 use super::html::escape;
 
 /// `verdict.csv`: per (window, model, seed) line and selector, the line's verdict.

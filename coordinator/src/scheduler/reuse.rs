@@ -6,9 +6,11 @@
 use tracing::warn;
 use wf_proto::stored::{Stored, StoredRefusal};
 use wf_proto::v1;
+use wf_shared::job::JobEvent;
 use wf_shared::plan::{JobKey, identity_differences};
 
 use super::{Scheduler, SchedulerError};
+use crate::store::{Lease, StoreError};
 
 /// Which identity a stored result must carry.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +28,46 @@ pub fn result_for_planned(stored: Stored, planned: &str) -> Result<v1::JobResult
 }
 
 impl Scheduler {
+    /// The committed result of the planned job `key` (of identity `identity`), if one
+    /// may stand for it: [`Scheduler::verified_result`] with the planned identity.
+    pub(super) async fn planned_result(
+        &self,
+        key: &JobKey,
+        identity: &str,
+    ) -> Result<Option<v1::JobResult>, SchedulerError> {
+        self.verified_result(key, Expected::Planned(identity)).await
+    }
+
+    /// A job leased again although its result is committed: the job store lost the
+    /// commit (a Redis restarted from an append-only file that missed its last second of
+    /// writes acknowledged it, then rolled it back). The committed result stands for the
+    /// job, so the lease is completed here and nothing is trained again. Returns whether
+    /// it was. One existence check per lease; the result is read only when it exists.
+    pub(super) async fn complete_if_committed(&self, lease: &Lease, worker: &str) -> Result<bool, SchedulerError> {
+        if !self.artifacts.has_result(&lease.key).await?
+            || self.verified_result(&lease.key, Expected::KeyOnly).await?.is_none()
+        {
+            return Ok(false);
+        }
+        let event = JobEvent::Complete { token: lease.token, worker: worker.to_string() };
+        match self.store.apply(&lease.key, &event, self.clock.now_ms()).await {
+            Ok(_) => {}
+            // This grant was overtaken before it was handed out (it expired, and the
+            // attempt granted next committed the result found): it is void, and the job
+            // is done; nothing to hand out.
+            Err(StoreError::Transition(_)) => return Ok(true),
+            Err(error) => return Err(error.into()),
+        }
+        warn!(
+            job = %lease.key.short(),
+            token = %lease.token,
+            "the job store had lost this job's commit; its committed result stands and the job is not trained again"
+        );
+        metrics::counter!("wf_results_recovered_total").increment(1);
+        self.changed();
+        Ok(true)
+    }
+
     /// The committed result of job `key`, if there is one that may stand for it; a
     /// stored result that may not is set aside (see the module docs).
     pub(super) async fn verified_result(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use wf_data::dataset::load_dataset;
 use wf_proto::v1;
-use wf_shared::job::RetryPolicy;
-use wf_shared::plan::plan_panel;
+use wf_shared::job::{Phase, RetryPolicy, Token};
+use wf_shared::plan::{JobKey, plan_panel};
 
 use super::*;
 use crate::report;
@@ -740,8 +740,8 @@ async fn a_worker_trains_a_prepared_panel_by_days_with_the_whole_panels_results(
     let whole = load_dataset("synth:stocks=40,days=400,seed=5", &[5], None).expect("synth");
     let path = dir.path().join("panel.parquet");
     wf_data::panel_file::write_panel(&path, &whole.panel).expect("write");
-    let summary =
-        wf_data::dataset::days_summary_from(&path.display().to_string(), None, &wf_data::dataset::DataRoots::Any);
+    let summary = wf_data::dataset::open(&path.display().to_string(), &[], None, &wf_data::dataset::DataRoots::Any)
+        .and_then(|source| source.days_summary());
     assert!(summary.expect("readable").is_some(), "a prepared panel is read by days");
     let on_file = SPEC.replace("synth:stocks=40,days=400,seed=5", &path.display().to_string());
     let submitted = scheduler.submit(&on_file).await.expect("submit");

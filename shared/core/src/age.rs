@@ -11,50 +11,8 @@ use crate::drift::DriftPath;
 use crate::exposure::Exposures;
 use crate::importance::Importance;
 use crate::metric::DayMetrics;
+pub use crate::metric::Metric;
 use crate::plan::Job;
-
-/// Which per-day quality a curve or a trigger reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// ΔP@K and P@K on the zero basis.
-    DeltaPAtK,
-    PAtK,
-    /// ΔP@K and P@K on the median basis.
-    MedianDeltaPAtK,
-    MedianPAtK,
-    RankIc,
-    Spread,
-    TopKMean,
-}
-
-impl Metric {
-    /// The metric's value on a day, `NaN` when missing.
-    pub fn value(self, day: Option<&DayMetrics>) -> f64 {
-        let Some(day) = day else { return f64::NAN };
-        match self {
-            Self::DeltaPAtK => day.delta(),
-            Self::PAtK => day.p_at_k,
-            Self::MedianDeltaPAtK => day.median_delta(),
-            Self::MedianPAtK => day.median_p_at_k,
-            Self::RankIc => day.rank_ic.unwrap_or(f64::NAN),
-            Self::Spread => day.spread,
-            Self::TopKMean => day.top_k_mean,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::DeltaPAtK => "ΔP@K",
-            Self::PAtK => "P@K",
-            Self::MedianDeltaPAtK => "ΔP@K (median basis)",
-            Self::MedianPAtK => "P@K (median basis)",
-            Self::RankIc => "RankIC",
-            Self::Spread => "spread",
-            Self::TopKMean => "top-K mean return",
-        }
-    }
-}
 
 /// One trained model's out-of-sample path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,9 +19,9 @@ use crate::rolling::{
 };
 
 mod extend;
-pub use extend::{
-    ExtendError, FeatureState, STATE_FORMAT, StockState, TAIL_DAYS, Tail, check_new_days, extend_panel, tail_days,
-};
+mod state;
+pub use extend::{ExtendError, check_new_days, extend_panel};
+pub use state::{FeatureState, STATE_FORMAT, StockState, TAIL_DAYS, Tail, tail_days};
 
 /// Robust z-scores are clipped to this many (robust) standard deviations.
 pub const WINSOR_LIMIT: f64 = 5.0;
@@ -272,7 +272,7 @@ pub fn build_panel_with_state(bars: &Bars, spec: &PanelSpec) -> (Panel, FeatureS
     let mut targets = vec![vec![f64::NAN; rows]; spec.horizons.len()];
     let mut adv = vec![f64::NAN; rows];
     let mut states = Vec::with_capacity(stocks);
-    let tail_days = extend::tail_days(&spec.horizons);
+    let tail_days = state::tail_days(&spec.horizons);
     let mut slots = order.slots();
     for chunk in (0..stocks).collect::<Vec<_>>().chunks(STOCKS_PER_CHUNK) {
         let per_stock: Vec<(StockSeries, StockPass)> = chunk

@@ -20,7 +20,75 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::TopK;
+/// K of P@K: a count of stocks, or a fraction of each day's universe.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopK {
+    Count(u32),
+    Fraction(f64),
+}
+
+impl TopK {
+    /// K for a day with `universe` scored stocks (at least 1).
+    pub fn for_universe(self, universe: usize) -> usize {
+        match self {
+            Self::Count(k) => k as usize,
+            Self::Fraction(f) => ((f * universe as f64).round() as usize).max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for TopK {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(k) => write!(f, "{k}"),
+            Self::Fraction(x) => write!(f, "{}%", x * 100.0),
+        }
+    }
+}
+
+/// Which per-day quality a curve or a trigger reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// ΔP@K and P@K on the zero basis.
+    DeltaPAtK,
+    PAtK,
+    /// ΔP@K and P@K on the median basis.
+    MedianDeltaPAtK,
+    MedianPAtK,
+    RankIc,
+    Spread,
+    TopKMean,
+}
+
+impl Metric {
+    /// The metric's value on a day, `NaN` when missing.
+    pub fn value(self, day: Option<&DayMetrics>) -> f64 {
+        let Some(day) = day else { return f64::NAN };
+        match self {
+            Self::DeltaPAtK => day.delta(),
+            Self::PAtK => day.p_at_k,
+            Self::MedianDeltaPAtK => day.median_delta(),
+            Self::MedianPAtK => day.median_p_at_k,
+            Self::RankIc => day.rank_ic.unwrap_or(f64::NAN),
+            Self::Spread => day.spread,
+            Self::TopKMean => day.top_k_mean,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DeltaPAtK => "ΔP@K",
+            Self::PAtK => "P@K",
+            Self::MedianDeltaPAtK => "ΔP@K (median basis)",
+            Self::MedianPAtK => "P@K (median basis)",
+            Self::RankIc => "RankIC",
+            Self::Spread => "spread",
+            Self::TopKMean => "top-K mean return",
+        }
+    }
+}
 
 /// What a pick must beat to count as a hit in P@K.
 ///
@@ -49,18 +117,18 @@ impl Basis {
     }
 
     /// The ΔP@K metric on this basis.
-    pub fn delta(self) -> crate::age::Metric {
+    pub fn delta(self) -> Metric {
         match self {
-            Self::Zero => crate::age::Metric::DeltaPAtK,
-            Self::Median => crate::age::Metric::MedianDeltaPAtK,
+            Self::Zero => Metric::DeltaPAtK,
+            Self::Median => Metric::MedianDeltaPAtK,
         }
     }
 
     /// The P@K metric on this basis.
-    pub fn precision(self) -> crate::age::Metric {
+    pub fn precision(self) -> Metric {
         match self {
-            Self::Zero => crate::age::Metric::PAtK,
-            Self::Median => crate::age::Metric::MedianPAtK,
+            Self::Zero => Metric::PAtK,
+            Self::Median => Metric::MedianPAtK,
         }
     }
 }

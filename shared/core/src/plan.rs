@@ -17,12 +17,12 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-pub use identity::{DataRead, JOB_FORMAT, JobIdentity, identity_differences};
+pub use identity::{DataRead, JOB_FORMAT, JobIdentity, JobKey, identity_differences};
 pub use manifest::{AuditFinding, Manifest, ManifestJob, audit};
 
 use crate::cadence::Cadence;
 use crate::calendar::TradingCalendar;
-use crate::dataset::{DatasetHash, PanelDigests};
+use crate::dataset::PanelDigests;
 use crate::model::{ModelSpec, TRAINER_VERSION, resolve_models};
 use crate::spec::{SpecError, SpecErrors, SweepConfig, TopK};
 
@@ -51,41 +51,6 @@ impl<'a> PlanInput<'a> {
             daily_universe: universe,
             horizons: panel.horizons(),
         }
-    }
-}
-
-/// A job's key: the BLAKE3 hash of its [`JobIdentity`]'s canonical JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct JobKey(DatasetHash);
-
-impl std::fmt::Display for JobKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl TryFrom<String> for JobKey {
-    type Error = crate::dataset::ParseDatasetHashError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Ok(Self(text.parse()?))
-    }
-}
-
-impl From<JobKey> for String {
-    fn from(key: JobKey) -> Self {
-        key.to_string()
-    }
-}
-
-impl JobKey {
-    pub fn short(&self) -> String {
-        self.0.short()
-    }
-
-    /// 64 bits of the key, to spread per-job choices such as retry jitter.
-    pub fn salt(&self) -> u64 {
-        self.0.prefix_u64()
     }
 }
 
@@ -443,7 +408,7 @@ fn job_identity(
     JobIdentity {
         format: JOB_FORMAT.to_string(),
         trainer: TRAINER_VERSION,
-        data: identity::DataRead {
+        data: DataRead {
             days: [date(read.start), date(read.end - 1)],
             digest: days.data_digest(read, train_days.clone(), score_days.clone()),
         },

@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::cadence::Cadence;
+pub use crate::metric::TopK;
 pub use raw::{MAX_SPEC_BYTES, SweepSpec};
 
 /// One problem with a spec: the field's path and the reason.
@@ -53,33 +54,6 @@ impl SpecErrors {
 
     pub fn fields(&self) -> Vec<&str> {
         self.0.iter().map(|e| e.field.as_str()).collect()
-    }
-}
-
-/// K of P@K: a count of stocks, or a fraction of each day's universe.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TopK {
-    Count(u32),
-    Fraction(f64),
-}
-
-impl TopK {
-    /// K for a day with `universe` scored stocks (at least 1).
-    pub fn for_universe(self, universe: usize) -> usize {
-        match self {
-            Self::Count(k) => k as usize,
-            Self::Fraction(f) => ((f * universe as f64).round() as usize).max(1),
-        }
-    }
-}
-
-impl fmt::Display for TopK {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Count(k) => write!(f, "{k}"),
-            Self::Fraction(x) => write!(f, "{}%", x * 100.0),
-        }
     }
 }
 
@@ -213,11 +187,6 @@ pub enum Among {
 }
 
 impl SweepConfig {
-    /// Parses and validates a TOML spec.
-    pub fn from_toml(text: &str) -> Result<Self, SpecErrors> {
-        SweepSpec::parse(text)?.validate()
-    }
-
     pub fn longest_horizon(&self) -> u32 {
         self.horizons.iter().copied().max().unwrap_or(1)
     }

@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use wf_data::check::{CheckOptions, check_file};
-use wf_data::dataset::{DataRoots, days_summary_from, load_days_from, load_summary};
+use wf_data::dataset::DataRoots;
 use wf_data::ingest::{ingest, state_path};
 use wf_data::ohlcv::{read_ohlcv, write_ohlcv};
 use wf_data::panel_file::read_panel;
@@ -122,15 +122,22 @@ fn run_phase(phase: &str, input: &Path, panel: &Path) -> Result<(), String> {
             // panel's last 567 days), checked against the summary's digests.
             let uri = panel.display().to_string();
             let roots = DataRoots::Any;
-            let summary = days_summary_from(&uri, None, &roots).map_err(|e| e.to_string())?.ok_or("no summary")?;
+            let summary = wf_data::dataset::open(&uri, &[], None, &roots)
+                .and_then(|source| source.days_summary())
+                .map_err(|e| e.to_string())?
+                .ok_or("no summary")?;
             let days = summary.calendar.len();
             let read = days.saturating_sub(567)..days;
-            let loaded = load_days_from(&uri, None, &roots, read.clone(), &summary).map_err(|e| e.to_string())?;
+            let loaded = wf_data::dataset::open(&uri, &[], None, &roots)
+                .and_then(|source| source.days(read.clone(), &summary))
+                .map_err(|e| e.to_string())?;
             format!("{} rows of {} days (of {days}), checked against the metadata", loaded.rows(), read.len())
         }
         "plan-summary" => {
             let uri = panel.display().to_string();
-            let summary = load_summary(&uri, &[], None).map_err(|e| e.to_string())?;
+            let summary = wf_data::dataset::open(&uri, &[], None, &wf_data::dataset::DataRoots::Any)
+                .and_then(|source| source.summary())
+                .map_err(|e| e.to_string())?;
             format!("{} (from the metadata), {} dates", summary.content_hash.short(), summary.calendar.len())
         }
         other => return Err(format!("unknown phase {other}")),

@@ -5,6 +5,10 @@
 //!   of those keys: the synthetic market generated in memory and prepared with the
 //!   requested horizons. No file or server is needed: the embedded default dataset.
 //!
+//! Every read goes through [`open`], which tells `synth:` from files and confines a file
+//! to the data roots once, and gives a [`DatasetSource`]; the call site says what it
+//! needs of it: the summary (planning), a job's days, or the whole panel.
+//!
 //! A shared coordinator and its workers read files only under their data roots
 //! ([`DataRoots::Only`]; none configured: `synth:` only). The file is opened once, then
 //! checked through its handle (its real path, from `/proc/self/fd`, must lie under a
@@ -41,7 +45,7 @@ impl Dataset {
 
 /// What planning needs of a dataset: its calendar, daily universe, features, horizons
 /// and content hash; read from a panel file's metadata where it records them
-/// ([`load_summary`]), so a plan reads no value.
+/// ([`DatasetSource::summary`]), so a plan reads no value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetSummary {
     pub stocks: usize,
@@ -75,103 +79,6 @@ impl DatasetSummary {
             daily_universe: &self.daily_universe,
             horizons: &self.horizons,
         }
-    }
-}
-
-/// The summary of dataset `uri` with `features` (else the declared ones): from the
-/// panel file's metadata when it records one (no value is read), else from the whole
-/// dataset (`synth:`, or a file written before summaries). Equal either way.
-pub fn load_summary(uri: &str, horizons: &[u32], features: Option<&[String]>) -> Result<DatasetSummary, DataError> {
-    if synth_spec(uri).is_none()
-        && let Some(summary) = crate::panel_file::read_summary(Path::new(uri), features)?
-    {
-        return from_metadata(uri, summary);
-    }
-    load_dataset(uri, horizons, features).map(|dataset| DatasetSummary::of(&dataset))
-}
-
-/// The path of dataset `uri` under `roots` (any path with [`DataRoots::Any`]), checked
-/// as [`load_dataset_from`] checks it, with the open file that pins it.
-fn confined_path(uri: &str, roots: &DataRoots) -> Result<(Option<std::fs::File>, PathBuf), DataError> {
-    match roots {
-        DataRoots::Only(roots) => open_confined(uri, roots).map(|(file, handle)| (Some(file), handle)),
-        DataRoots::Any => Ok((None, PathBuf::from(uri))),
-    }
-}
-
-/// The summary of dataset `uri` when its jobs can read it by days ([`load_days_from`]):
-/// a prepared panel file whose metadata records its summary with the stock codes.
-/// `None` for a synthetic dataset or a file to be read whole.
-pub fn days_summary_from(
-    uri: &str,
-    features: Option<&[String]>,
-    roots: &DataRoots,
-) -> Result<Option<DatasetSummary>, DataError> {
-    if synth_spec(uri).is_some() {
-        return Ok(None);
-    }
-    let (_file, path) = confined_path(uri, roots)?;
-    match crate::panel_file::read_summary(&path, features).map_err(|error| error.with_path(Path::new(uri)))? {
-        Some(summary) if !summary.codes.is_empty() => from_metadata(uri, summary).map(Some),
-        _ => Ok(None),
-    }
-}
-
-/// The panel of days `days` of dataset `uri` (whose summary is `expected`, from
-/// [`days_summary_from`]: what the job was planned on), for a job that reads only those
-/// days (`wf_shared::plan::read_days`). The file must still have `expected`'s content
-/// hash and each of the days' values must digest as `expected` records, or it is refused
-/// (the file changed since, or its values were edited after it was written).
-pub fn load_days_from(
-    uri: &str,
-    features: Option<&[String]>,
-    roots: &DataRoots,
-    days: std::ops::Range<usize>,
-    expected: &DatasetSummary,
-) -> Result<Panel, DataError> {
-    let invalid = |reason: String| DataError::Invalid { path: PathBuf::from(uri), reason };
-    let (_file, path) = confined_path(uri, roots)?;
-    let within = |error: DataError| error.with_path(Path::new(uri));
-    let (panel, summary) = crate::panel_file::read_panel_days(&path, features, days.clone())
-        .map_err(within)?
-        .ok_or_else(|| invalid("its metadata no longer records the summary it was planned on".into()))?;
-    let found = summary.digests.hash();
-    if found != expected.content_hash {
-        return Err(invalid(format!(
-            "its content hash is {}, not {} as planned: the file changed",
-            found.short(),
-            expected.content_hash.short()
-        )));
-    }
-    let end = days.end.min(panel.calendar().len());
-    if let Some(day) = PanelDigests::of(&panel).first_difference(&expected.digests, days.start.min(end)..end) {
-        let date = panel.calendar().date(day).map_or_else(|| format!("day {day}"), |d| d.to_string());
-        return Err(invalid(format!(
-            "its values of {date} are not the ones its metadata records: the file was edited after it was written"
-        )));
-    }
-    Ok(panel)
-}
-
-/// [`load_summary`] confined to `roots`, as [`load_dataset_from`].
-pub fn load_summary_from(
-    uri: &str,
-    horizons: &[u32],
-    features: Option<&[String]>,
-    roots: &DataRoots,
-) -> Result<DatasetSummary, DataError> {
-    match roots {
-        DataRoots::Only(roots) if synth_spec(uri).is_none() => {
-            let (file, handle) = open_confined(uri, roots)?;
-            let within = |error: DataError| error.with_path(Path::new(uri));
-            if let Some(summary) = crate::panel_file::read_summary(&handle, features).map_err(within)? {
-                return from_metadata(uri, summary);
-            }
-            let panel = read_panel(&handle, features).map_err(within)?;
-            drop(file);
-            Ok(DatasetSummary::of(&Dataset::of(panel)))
-        }
-        _ => load_summary(uri, horizons, features),
     }
 }
 
@@ -290,44 +197,142 @@ fn open_confined(uri: &str, roots: &[PathBuf]) -> Result<(std::fs::File, PathBuf
     Ok((file, handle))
 }
 
-/// [`load_dataset`] reading files only under `roots`.
-pub fn load_dataset_from(
+/// A dataset opened once: the `synth:` market it names, or its file, checked against the
+/// data roots and kept open (pinned) for every read that follows. Call sites say what
+/// they need of it: the [`summary`](Self::summary) for planning, a job's
+/// [`days`](Self::days) (after [`days_summary`](Self::days_summary)), or the
+/// [`whole`](Self::whole) panel.
+#[derive(Debug)]
+pub struct DatasetSource {
+    uri: String,
+    horizons: Vec<u32>,
+    features: Option<Vec<String>>,
+    kind: SourceKind,
+}
+
+#[derive(Debug)]
+enum SourceKind {
+    /// A `synth:` name and its spec (an invalid one is reported when the market is built).
+    Synth(Result<SynthSpec, String>),
+    /// A file, read through `path` (its `/proc/self/fd` handle under data roots; the path
+    /// itself with [`DataRoots::Any`]); `pin` keeps the checked file open.
+    File { path: PathBuf, _pin: Option<std::fs::File> },
+}
+
+/// Opens dataset `uri` (a `synth:` name, or a file confined to `roots`): `horizons` are
+/// the targets a synthetic panel is built with; `features`, when given, the only feature
+/// columns read (in that order), else the panel's declared ones.
+pub fn open(
     uri: &str,
     horizons: &[u32],
     features: Option<&[String]>,
     roots: &DataRoots,
-) -> Result<Dataset, DataError> {
-    match roots {
-        DataRoots::Only(roots) if synth_spec(uri).is_none() => {
-            let (file, handle) = open_confined(uri, roots)?;
-            let panel = read_panel(&handle, features).map_err(|error| error.with_path(Path::new(uri)))?;
-            drop(file);
-            Ok(Dataset::of(panel))
+) -> Result<DatasetSource, DataError> {
+    let kind = match synth_spec(uri) {
+        Some(spec) => SourceKind::Synth(spec),
+        None => match roots {
+            DataRoots::Only(roots) => {
+                let (file, handle) = open_confined(uri, roots)?;
+                SourceKind::File { path: handle, _pin: Some(file) }
+            }
+            DataRoots::Any => SourceKind::File { path: PathBuf::from(uri), _pin: None },
+        },
+    };
+    Ok(DatasetSource {
+        uri: uri.to_string(),
+        horizons: horizons.to_vec(),
+        features: features.map(<[String]>::to_vec),
+        kind,
+    })
+}
+
+impl DatasetSource {
+    /// An error about the file, naming the dataset as given rather than its handle.
+    fn within(&self) -> impl Fn(DataError) -> DataError + '_ {
+        |error: DataError| error.with_path(Path::new(&self.uri))
+    }
+
+    /// The summary planning needs: from the panel file's metadata when it records one
+    /// (no value is read), else from the whole dataset (`synth:`, or a file written
+    /// before summaries). Equal either way.
+    pub fn summary(&self) -> Result<DatasetSummary, DataError> {
+        if let SourceKind::File { path, .. } = &self.kind
+            && let Some(summary) =
+                crate::panel_file::read_summary(path, self.features.as_deref()).map_err(self.within())?
+        {
+            return from_metadata(&self.uri, summary);
         }
-        _ => load_dataset(uri, horizons, features),
+        self.whole().map(|dataset| DatasetSummary::of(&dataset))
+    }
+
+    /// The summary when jobs can read this dataset by days ([`Self::days`]): a prepared
+    /// panel file whose metadata records its summary with the stock codes. `None` for a
+    /// synthetic dataset or a file to be read whole.
+    pub fn days_summary(&self) -> Result<Option<DatasetSummary>, DataError> {
+        let SourceKind::File { path, .. } = &self.kind else { return Ok(None) };
+        match crate::panel_file::read_summary(path, self.features.as_deref()).map_err(self.within())? {
+            Some(summary) if !summary.codes.is_empty() => from_metadata(&self.uri, summary).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The panel of days `days`, for a job that reads only those days
+    /// (`wf_shared::plan::read_days`); `expected` is [`Self::days_summary`] as the job
+    /// was planned on. The file must still have `expected`'s content hash and each of the
+    /// days' values must digest as `expected` records, or it is refused (the file changed
+    /// since, or its values were edited after it was written).
+    pub fn days(&self, days: std::ops::Range<usize>, expected: &DatasetSummary) -> Result<Panel, DataError> {
+        let invalid = |reason: String| DataError::Invalid { path: PathBuf::from(&self.uri), reason };
+        let SourceKind::File { path, .. } = &self.kind else {
+            return Err(invalid("a synthetic dataset is read whole, not by days".into()));
+        };
+        let (panel, summary) = crate::panel_file::read_panel_days(path, self.features.as_deref(), days.clone())
+            .map_err(self.within())?
+            .ok_or_else(|| invalid("its metadata no longer records the summary it was planned on".into()))?;
+        let found = summary.digests.hash();
+        if found != expected.content_hash {
+            return Err(invalid(format!(
+                "its content hash is {}, not {} as planned: the file changed",
+                found.short(),
+                expected.content_hash.short()
+            )));
+        }
+        let end = days.end.min(panel.calendar().len());
+        if let Some(day) = PanelDigests::of(&panel).first_difference(&expected.digests, days.start.min(end)..end) {
+            let date = panel.calendar().date(day).map_or_else(|| format!("day {day}"), |d| d.to_string());
+            return Err(invalid(format!(
+                "its values of {date} are not the ones its metadata records: the file was edited after it was written"
+            )));
+        }
+        Ok(panel)
+    }
+
+    /// The whole dataset: the synthetic market built and prepared, or the file read.
+    pub fn whole(&self) -> Result<Dataset, DataError> {
+        let invalid = |reason: String| DataError::Invalid { path: self.uri.clone().into(), reason };
+        let panel = match &self.kind {
+            SourceKind::Synth(spec) => {
+                let spec = spec.clone().map_err(invalid)?;
+                let market = generate(&spec).map_err(|e| invalid(e.to_string()))?;
+                let bars = Bars::new(market.bars)
+                    .map_err(|source| DataError::Bars { path: self.uri.clone().into(), source })?;
+                let panel = build_panel(&bars, &PanelSpec { horizons: self.horizons.clone() });
+                match &self.features {
+                    Some(names) => panel
+                        .select_features(names)
+                        .map_err(|name| invalid(format!("the synthetic panel has no feature {name:?}")))?,
+                    None => panel,
+                }
+            }
+            SourceKind::File { path, .. } => read_panel(path, self.features.as_deref()).map_err(self.within())?,
+        };
+        Ok(Dataset::of(panel))
     }
 }
 
-/// Loads the dataset `uri`; `horizons` are the targets a synthetic panel is built with;
-/// `features`, when given, are the only feature columns read (in that order), else the
-/// panel's declared ones (a synthetic panel declares the whole catalogue).
+/// [`open`] anywhere, whole: the tools', tests' and benches' one-liner.
 pub fn load_dataset(uri: &str, horizons: &[u32], features: Option<&[String]>) -> Result<Dataset, DataError> {
-    let invalid = |reason: String| DataError::Invalid { path: uri.into(), reason };
-    let panel = match synth_spec(uri) {
-        Some(spec) => {
-            let market = generate(&spec.map_err(invalid)?).map_err(|e| invalid(e.to_string()))?;
-            let bars = Bars::new(market.bars).map_err(|source| DataError::Bars { path: uri.into(), source })?;
-            let panel = build_panel(&bars, &PanelSpec { horizons: horizons.to_vec() });
-            match features {
-                Some(names) => panel
-                    .select_features(names)
-                    .map_err(|name| invalid(format!("the synthetic panel has no feature {name:?}")))?,
-                None => panel,
-            }
-        }
-        None => read_panel(Path::new(uri), features)?,
-    };
-    Ok(Dataset::of(panel))
+    open(uri, horizons, features, &DataRoots::Any)?.whole()
 }
 
 /// The market a backtest of `grid` trades in, for the dataset `uri` already loaded as
@@ -387,7 +392,7 @@ mod confinement_tests {
         crate::panel_file::write_panel(&outside_dir.join("secret.parquet"), &panel).expect("write");
         std::os::unix::fs::symlink(outside_dir.join("secret.parquet"), root.join("link.parquet")).expect("symlink");
         let roots = DataRoots::Only(vec![root.clone()]);
-        let load = |uri: &str| load_dataset_from(uri, &[5], None, &roots);
+        let load = |uri: &str| open(uri, &[5], None, &roots).and_then(|source| source.whole());
 
         let inside = load(&root.join("panel.parquet").display().to_string()).expect("a panel under the root");
         assert_eq!(inside.panel.codes().len(), 20);
@@ -418,10 +423,13 @@ mod confinement_tests {
         // No roots: synth only.
         let none = DataRoots::Only(Vec::new());
         assert!(
-            message(load_dataset_from(&root.join("panel.parquet").display().to_string(), &[5], None, &none))
-                .contains("only synth:")
+            message(
+                open(&root.join("panel.parquet").display().to_string(), &[5], None, &none)
+                    .and_then(|source| source.whole())
+            )
+            .contains("only synth:")
         );
-        assert!(load_dataset_from("synth:stocks=20,days=400,seed=1", &[5], None, &none).is_ok());
+        assert!(open("synth:stocks=20,days=400,seed=1", &[5], None, &none).and_then(|source| source.whole()).is_ok());
     }
 }
 
@@ -434,9 +442,13 @@ mod retry_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = std::fs::canonicalize(dir.path()).expect("canonical");
         let roots = DataRoots::Only(vec![root.clone()]);
-        let outside = load_dataset_from("/etc/hostname", &[5], None, &roots).map(|_| ()).expect_err("outside");
+        let outside = open("/etc/hostname", &[5], None, &roots)
+            .and_then(|source| source.whole())
+            .map(|_| ())
+            .expect_err("outside");
         assert!(!outside.retryable(), "{outside}");
-        let missing = load_dataset_from(&root.join("gone.parquet").display().to_string(), &[5], None, &roots)
+        let missing = open(&root.join("gone.parquet").display().to_string(), &[5], None, &roots)
+            .and_then(|source| source.whole())
             .map(|_| ())
             .expect_err("missing inside the root");
         assert!(missing.retryable(), "a file that may yet appear: {missing}");
@@ -527,7 +539,8 @@ mod summary_tests {
         for features in [None, Some(&subset[..])] {
             let from_metadata = crate::panel_file::read_summary(Path::new(&uri), features).expect("read");
             assert!(from_metadata.is_some(), "prepare records a summary");
-            let summary = load_summary(&uri, &[1, 5], features).expect("summary");
+            let summary =
+                open(&uri, &[1, 5], features, &DataRoots::Any).and_then(|source| source.summary()).expect("summary");
             let whole = DatasetSummary::of(&load_dataset(&uri, &[1, 5], features).expect("whole"));
             assert_eq!(summary, whole, "features {features:?}");
         }
@@ -538,7 +551,7 @@ mod summary_tests {
              [metrics]\nk = 5\nbootstrap_samples = 10\nbootstrap_seed = 1\n[[models]]\nname = \"l\"\nkind = \"linear\"\nseeds = [0]\n"
         );
         let config = wf_shared::spec::SweepConfig::from_toml(&spec).expect("spec");
-        let summary = load_summary(&uri, &[1, 5], None).expect("summary");
+        let summary = open(&uri, &[1, 5], None, &DataRoots::Any).and_then(|source| source.summary()).expect("summary");
         let whole = load_dataset(&uri, &[1, 5], None).expect("whole");
         let planned = wf_shared::plan::plan(&config, &summary.plan_input()).expect("plan");
         let read = wf_shared::plan::plan_panel(&config, &whole.panel, &whole.digests).expect("plan");
@@ -549,7 +562,10 @@ mod summary_tests {
         // A feature the file lacks: read whole, which names it.
         let missing = ["no_such".to_string()];
         assert_eq!(crate::panel_file::read_summary(Path::new(&uri), Some(&missing)).expect("read"), None);
-        let error = load_summary(&uri, &[1, 5], Some(&missing)).expect_err("missing").to_string();
+        let error = open(&uri, &[1, 5], Some(&missing), &DataRoots::Any)
+            .and_then(|source| source.summary())
+            .expect_err("missing")
+            .to_string();
         assert!(error.contains("no_such"), "{error}");
     }
 
@@ -570,7 +586,7 @@ mod summary_tests {
         frame.with_column(column::f32_column("vol_20", &values)).expect("replace");
         column::write_parquet(path, &mut frame, metadata).expect("rewrite");
 
-        let planned = load_summary(&uri, &[1, 5], None).expect("summary");
+        let planned = open(&uri, &[1, 5], None, &DataRoots::Any).and_then(|source| source.summary()).expect("summary");
         assert_eq!(planned.content_hash, dataset.content_hash, "the summary is what was written");
         let loaded = load_dataset(&uri, &[1, 5], None).expect("values");
         assert_ne!(loaded.content_hash, planned.content_hash, "the changed value changes the hash");

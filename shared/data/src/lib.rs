@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod ingest;
 pub mod ohlcv;
 pub mod panel_file;
+pub mod planning;
 pub mod prepare;
 pub mod synth_file;
 

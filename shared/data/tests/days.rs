@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use polars::prelude::*;
-use wf_data::dataset::{DataRoots, days_summary_from, load_days_from};
+use wf_data::dataset::DataRoots;
 use wf_data::ohlcv::write_ohlcv;
 use wf_data::panel_file::{read_panel, write_panel};
 use wf_data::prepare::prepare;
@@ -46,17 +46,24 @@ fn some_days_of_a_panel_file_read_as_the_whole_panels_rows_of_those_days() {
     let path = prepared(dir.path());
     let uri = path.display().to_string();
     let whole = read_panel(&path, None).expect("whole");
-    let summary = days_summary_from(&uri, None, &DataRoots::Any).expect("readable").expect("a summary with codes");
+    let summary = wf_data::dataset::open(&uri, &[], None, &DataRoots::Any)
+        .and_then(|source| source.days_summary())
+        .expect("readable")
+        .expect("a summary with codes");
     let days = whole.calendar().len();
     for range in [0..40, 100..230, days - 30..days, 150..150] {
-        let loaded = load_days_from(&uri, None, &DataRoots::Any, range.clone(), &summary).expect("days read");
+        let loaded = wf_data::dataset::open(&uri, &[], None, &DataRoots::Any)
+            .and_then(|source| source.days(range.clone(), &summary))
+            .expect("days read");
         assert_eq!(fingerprint(&loaded), fingerprint(&whole.days(range.clone())), "{range:?}");
         assert!(loaded.rows() < whole.rows() || range == (0..days));
     }
     // Confined to data roots like every dataset read.
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let roots = DataRoots::Only(vec![elsewhere.path().canonicalize().expect("root")]);
-    let refused = load_days_from(&uri, None, &roots, 0..10, &summary).expect_err("outside the roots");
+    let refused = wf_data::dataset::open(&uri, &[], None, &roots)
+        .and_then(|source| source.days(0..10, &summary))
+        .expect_err("outside the roots");
     assert!(refused.to_string().contains("data roots"), "{refused}");
 }
 
@@ -65,7 +72,10 @@ fn a_file_edited_after_it_was_written_is_refused_on_the_days_it_changed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = prepared(dir.path());
     let uri = path.display().to_string();
-    let summary = days_summary_from(&uri, None, &DataRoots::Any).expect("readable").expect("a summary");
+    let summary = wf_data::dataset::open(&uri, &[], None, &DataRoots::Any)
+        .and_then(|source| source.days_summary())
+        .expect("readable")
+        .expect("a summary");
     let whole = read_panel(&path, None).expect("whole");
     let edited_day = 200;
 
@@ -89,14 +99,20 @@ fn a_file_edited_after_it_was_written_is_refused_on_the_days_it_changed() {
         .finish(&mut frame)
         .expect("rewritten");
 
-    let refused = load_days_from(&uri, None, &DataRoots::Any, 150..250, &summary).expect_err("an edited day");
+    let refused = wf_data::dataset::open(&uri, &[], None, &DataRoots::Any)
+        .and_then(|source| source.days(150..250, &summary))
+        .expect_err("an edited day");
     let date = summary.calendar.date(edited_day).expect("date").to_string();
     assert!(refused.to_string().contains(&format!("its values of {date} are not")), "{refused}");
     // Days the edit did not touch still read.
-    load_days_from(&uri, None, &DataRoots::Any, 0..edited_day, &summary).expect("days before the edit");
+    wf_data::dataset::open(&uri, &[], None, &DataRoots::Any)
+        .and_then(|source| source.days(0..edited_day, &summary))
+        .expect("days before the edit");
 
     // Written again (new metadata): another content hash, refused whatever the days.
     std::fs::copy(&edited, &path).expect("copied");
-    let refused = load_days_from(&uri, None, &DataRoots::Any, 0..10, &summary).expect_err("another panel");
+    let refused = wf_data::dataset::open(&uri, &[], None, &DataRoots::Any)
+        .and_then(|source| source.days(0..10, &summary))
+        .expect_err("another panel");
     assert!(refused.to_string().contains("the file changed"), "{refused}");
 }

@@ -7,8 +7,9 @@
 //! preemption was counted.
 //!
 //! Each scenario prints one line (`chaos <scenario>: ...`) with what it counted; the
-//! README's table is made of them. The tests share a nextest group that runs one at a
-//! time (`.config/nextest.toml`): they measure leases in seconds.
+//! table of `docs/BENCHMARKS.md`, "The chaos suite", is made of them. The tests share a
+//! nextest group that runs one at a time (`.config/nextest.toml`): they measure leases in
+//! seconds.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 
 use candle_core::{Tensor, Var};
 
-use super::{Mode, Ranker};
+use super::ranker::{Mode, Ranker};
 
 #[derive(Debug)]
 pub struct Factor {

@@ -18,9 +18,10 @@ use forust_ml::{GradientBooster, Matrix};
 use wf_shared::Panel;
 use wf_shared::target::TargetTransform;
 
-use super::{Mode, ModelSpec, Ranker};
+use super::ranker::{Mode, Ranker};
 use crate::WorkerError;
 use crate::train::{TrainRequest, TrainStats, split_window};
+use wf_shared::model::ModelSpec;
 
 /// A gbdt model: its settings, and the ensemble once fitted.
 pub struct Gbdt {

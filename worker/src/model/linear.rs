@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Mode, Ranker, glorot, zeros};
+use super::ranker::{Mode, Ranker, glorot, zeros};
 
 #[derive(Debug)]
 pub struct Linear {

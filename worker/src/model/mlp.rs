@@ -7,7 +7,8 @@ use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
 use super::fused::{Dropout, hidden_layer, hidden_layer_backward, matmul};
-use super::{Activation, Mode, Ranker, Tape, glorot, zeros};
+use super::ranker::{Mode, Ranker, Tape, glorot, zeros};
+use wf_shared::model::Activation;
 
 #[derive(Debug)]
 pub struct Mlp {

@@ -12,7 +12,8 @@
 use candle_core::{Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Mode, Ranker, fused, glorot, zeros};
+use super::fused;
+use super::ranker::{Mode, Ranker, glorot, zeros};
 
 /// Shape of the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use wf_shared::backtest::lines::BacktestOutcome;
 use wf_shared::replay::frontier;
 
-use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, joined, legend, slug, span};
+use super::parts::{PALETTE, Plot, PlotError, cell, chart, draw, escape, joined, legend, slug, span};
 use crate::report::backtest::{BacktestReport, LineBacktestReport, short};
 
 /// The file stem of a line's plots.

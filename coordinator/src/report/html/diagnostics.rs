@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
+use super::parts::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
 use crate::report::diagnostics::{
     Diagnostics, FactorExposure, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
 };

@@ -4,10 +4,10 @@
 //!
 //! Why that holds: every feature of a stock on its dense day `t` is a pointwise function
 //! of its prices over `t − 61 ..= t` and trailing statistics. Pointwise functions read at
-//! most 61 days back, so [`TAIL_DAYS`] saved days suffice. The trailing statistics
+//! most 61 days back, so [`super::TAIL_DAYS`] saved days suffice. The trailing statistics
 //! (`rolling_mean`, `rolling_std`, `rolling_sum`, `rolling_beta`) keep running sums whose
 //! last bits depend on the whole history: the state saves those sums after the last day
-//! ([`Sums`]), and the continued pass adds and subtracts exactly what the whole pass
+//! ([`crate::rolling::Sums`]), and the continued pass adds and subtracts exactly what the whole pass
 //! would, in the same order. Trailing extremes are exact whatever the start, and the
 //! cross-sectional normalisation reads one day. The market return of a day reads that
 //! day's and the day before's closes. Targets of the last days before the new ones,
@@ -15,8 +15,8 @@
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
+use super::state::{FeatureState, STATE_FORMAT, StockState, tail_days};
 use super::{
     Carry, FEATURES, StockPass, StockSeries, market_returns, normalise_cross_sections, output_order, scatter,
     series_position, stock_pass,
@@ -24,57 +24,6 @@ use super::{
 use crate::bars::Bars;
 use crate::calendar::TradingCalendar;
 use crate::panel::{Panel, PanelParts};
-pub use crate::rolling::Sums;
-
-/// Days of prices a stock's state keeps: the longest look-back (60 days of log returns,
-/// which read 61 closes) and a margin.
-pub const TAIL_DAYS: usize = 64;
-
-/// The format of [`FeatureState`]; a state of another format is refused.
-pub const STATE_FORMAT: &str = "walkforward-features-state-v1";
-
-/// Days of prices a state keeps for `horizons`: [`TAIL_DAYS`], or more when a horizon
-/// reaches further (the targets it fills in read the closes of that many earlier days).
-pub fn tail_days(horizons: &[u32]) -> usize {
-    TAIL_DAYS.max(horizons.iter().copied().max().unwrap_or(0) as usize + 1)
-}
-
-/// What continuing a panel needs, saved next to it by `wf data prepare`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FeatureState {
-    pub format: String,
-    pub horizons: Vec<u32>,
-    /// The equal-weighted market log return of every day of the panel's calendar.
-    pub market: Vec<f64>,
-    /// Per stock, in the panel's code order.
-    pub stocks: Vec<StockState>,
-}
-
-/// One stock's dense series: where it starts and how long it is, its last days of prices
-/// and its running sums after its last day.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StockState {
-    pub code: String,
-    /// Global day index of its first row.
-    pub first_day: u32,
-    /// Days from its first row to its last (rows or not).
-    pub len: u32,
-    pub tail: Tail,
-    pub sums: Vec<Sums>,
-}
-
-/// The last `min(len, TAIL_DAYS)` days of a stock's dense series (null: no row or no
-/// price that day).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tail {
-    pub open: Vec<f64>,
-    pub high: Vec<f64>,
-    pub low: Vec<f64>,
-    pub close: Vec<f64>,
-    pub volume: Vec<f64>,
-    /// Traded value: turnover, else close × volume.
-    pub value: Vec<f64>,
-}
 
 /// Why later days cannot continue a panel. Nothing is changed when one is returned.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::JobKey;
 use crate::dataset::DatasetHash;
 use crate::model::ModelSpec;
 use crate::spec::TopK;
@@ -112,6 +111,41 @@ pub fn identity_differences(stored: &str, planned: &str, limit: usize) -> Vec<St
     }
     out.truncate(limit);
     out
+}
+
+/// A job's key: the BLAKE3 hash of its [`JobIdentity`]'s canonical JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobKey(DatasetHash);
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl TryFrom<String> for JobKey {
+    type Error = crate::dataset::ParseDatasetHashError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Ok(Self(text.parse()?))
+    }
+}
+
+impl From<JobKey> for String {
+    fn from(key: JobKey) -> Self {
+        key.to_string()
+    }
+}
+
+impl JobKey {
+    pub fn short(&self) -> String {
+        self.0.short()
+    }
+
+    /// 64 bits of the key, to spread per-job choices such as retry jitter.
+    pub fn salt(&self) -> u64 {
+        self.0.prefix_u64()
+    }
 }
 
 impl JobKey {

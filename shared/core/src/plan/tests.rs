@@ -4,6 +4,7 @@ use chrono::{Datelike, NaiveDate};
 use proptest::prelude::*;
 
 use super::*;
+use crate::dataset::DatasetHash;
 use crate::spec::tests::QUICKSTART;
 use crate::spec::{ModelConfig, ModelKind, TriggerGrid};
 

@@ -15,6 +15,13 @@ use super::{
 use crate::backtest::{BacktestGrid, DEFAULT_DEPTH, Depth, MAX_SETTINGS, Rebalance};
 use crate::cadence::Cadence;
 
+impl SweepConfig {
+    /// Parses and validates a TOML spec.
+    pub fn from_toml(text: &str) -> Result<Self, SpecErrors> {
+        SweepSpec::parse(text)?.validate()
+    }
+}
+
 /// Default upper limit on the jobs of one sweep.
 pub const DEFAULT_MAX_JOBS: i64 = 100_000;
 

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use candle_core::Device;
+use wf_shared::decision::{Observe, Version};
 use wf_shared::drift::{BINS, DriftReference};
-use wf_shared::live::{Observe, Version};
 use wf_shared::metric::{DayMetrics, day_metrics};
 use wf_shared::panel::Panel;
 use wf_shared::spec::TopK;

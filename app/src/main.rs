@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use wf_coordinator::cli::Args;
+use wf_app::cli::Args;
 
 /// mimalloc, keeping freed memory in commands that train: with glibc's malloc training
 /// ran several times slower (see `wf_worker::allocator`). The data commands return it,
@@ -17,13 +17,13 @@ static ALLOCATOR: wf_worker::allocator::MiMalloc = wf_worker::allocator::MiMallo
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     let args = Args::parse();
-    if wf_coordinator::cli::trains(&args.command) {
+    if wf_app::cli::trains(&args.command) {
         wf_worker::allocator::keep_freed_memory();
     }
-    for (name, value) in wf_coordinator::cli::thread_env(&args.command) {
+    for (name, value) in wf_app::cli::thread_env(&args.command) {
         // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
         unsafe { std::env::set_var(name, value) };
     }
-    wf_coordinator::cli::main(args.log_format, args.command)
+    wf_app::main(args.log_format, args.command)
 }

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::artifact::ArtifactStore;
-use crate::scheduler::{JobLimit, Scheduler, SchedulerConfig, SystemClock};
-use crate::store::{JobStore, MemoryJobStore, RedisJobStore};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::scheduler::{JobLimit, Scheduler, SchedulerConfig, SystemClock};
+use wf_coordinator::store::{JobStore, MemoryJobStore, RedisJobStore};
 use wf_shared::job::RetryPolicy;
 use wf_worker::device::DeviceChoice;
+use wf_worker::faults::Faults;
 use wf_worker::runtime::{self, RuntimeConfig};
 
-use super::Outcome;
 use crate::cli::{CoordinatorArgs, LiveRetrain, WorkerArgs};
+use crate::outcome::Outcome;
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the async runtime")
@@ -66,7 +67,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         };
         let store: Arc<dyn JobStore> = match &args.redis {
             Some(url) => {
-                let options = crate::store::RedisOptions {
+                let options = wf_coordinator::store::RedisOptions {
                     password: match &args.redis_password_file {
                         Some(path) => std::fs::read_to_string(path)
                             .with_context(|| format!("cannot read --redis-password-file {}", path.display()))?
@@ -81,7 +82,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
                 Arc::new(
                     RedisJobStore::connect_with(url, &args.queue, policy, &options)
                         .await
-                        .with_context(|| format!("cannot use redis {}", crate::store::redacted_url(url)))?,
+                        .with_context(|| format!("cannot use redis {}", wf_coordinator::store::redacted_url(url)))?,
                 )
             }
             None => {
@@ -108,10 +109,11 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
         let live = match &args.live_artifacts {
             Some(location) => {
-                let deployments = crate::deployment::Deployments::within(ArtifactStore::open(location)?, live_roots)?;
-                let predictor = crate::deployment::Predictor::new(deployments, candle_core::Device::Cpu);
+                let deployments = wf_coordinator::deployment::Deployments::within(ArtifactStore::open(location)?, live_roots)?
+                    .with_faults(Faults::from_env());
+                let predictor = wf_coordinator::deployment::Predictor::new(deployments, candle_core::Device::Cpu);
                 Some(Arc::new(match args.live_retrain {
-                    LiveRetrain::Workers => predictor.with_trainer(Box::new(crate::deployment::QueueTrainer::new(
+                    LiveRetrain::Workers => predictor.with_trainer(Box::new(wf_coordinator::deployment::QueueTrainer::new(
                         scheduler.clone(),
                         tokio::runtime::Handle::current(),
                     ))),
@@ -121,11 +123,11 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             None => None,
         };
         if let Some(listen) = args.metrics {
-            crate::telemetry::serve_metrics(listen, "coordinator")?;
+            wf_coordinator::telemetry::serve_metrics(listen, "coordinator")?;
         }
         let auth = match &args.auth {
             Some(path) => {
-                let auth = crate::auth::Auth::open(path).map_err(|e| anyhow::anyhow!(e))?;
+                let auth = wf_coordinator::auth::Auth::open(path).map_err(|e| anyhow::anyhow!(e))?;
                 info!(path = %path.display(), "every sweep and worker call needs a token");
                 Some(auth)
             }
@@ -133,7 +135,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         };
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(
-                crate::server::ServerTls::open(cert, key, args.tls_client_ca.as_deref())
+                wf_coordinator::server::ServerTls::open(cert, key, args.tls_client_ca.as_deref())
                     .map_err(|e| anyhow::anyhow!(e))?,
             ),
             _ => None,
@@ -161,21 +163,21 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             %address,
             artifacts = %args.artifacts,
             tls = tls.is_some(),
-            mtls = tls.as_ref().is_some_and(crate::server::ServerTls::verifies_clients),
+            mtls = tls.as_ref().is_some_and(wf_coordinator::server::ServerTls::verifies_clients),
             "coordinator serving"
         );
         let shutdown = shutdown_on_signals();
         if let Some(predictor) = live.clone().filter(|_| args.live_advance_seconds > 0) {
             let period = Duration::from_secs(args.live_advance_seconds);
             info!(seconds = args.live_advance_seconds, "advancing the live deployments whose panels hold new days");
-            crate::server::every(period, shutdown.clone(), move || {
+            wf_coordinator::server::every(period, shutdown.clone(), move || {
                 predictor.advance_pending();
             });
         }
-        crate::server::serve_all(scheduler, live, listener, shutdown, crate::server::Security {
+        wf_coordinator::server::serve_all(scheduler, live, listener, shutdown, wf_coordinator::server::Security {
             auth,
             tls,
-            limits: crate::quota::TenantLimits {
+            limits: wf_coordinator::quota::TenantLimits {
                 streams: args.max_streams_per_tenant,
                 submits_per_minute: args.max_submits_per_minute,
             },
@@ -197,14 +199,13 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
                 .to_string()
         });
         if let Some(listen) = args.metrics {
-            crate::telemetry::serve_metrics(listen, "worker")?;
+            wf_coordinator::telemetry::serve_metrics(listen, "worker")?;
         }
         let grace = Duration::from_secs(args.grace_seconds);
         let config = RuntimeConfig {
             capacity: args.capacity.max(1),
             max_jobs: args.max_jobs,
-            fail_jobs: std::env::var("WF_FAULT_FAIL_JOBS").ok(),
-            hang_jobs: std::env::var("WF_FAULT_HANG_JOBS").ok(),
+            faults: Faults::from_env().and_then(Faults::on_workers),
             report_patience: Duration::from_secs(args.report_patience_seconds),
             grace,
             data_roots: data_roots(&args.data_root)?,

@@ -14,12 +14,12 @@ use wf_proto::v1;
 use wf_shared::job::RetryPolicy;
 use wf_worker::runtime::{self, RuntimeConfig, RuntimeSummary};
 
-use crate::artifact::ArtifactStore;
-use crate::report::SweepReport;
-use crate::report::files::Format;
-use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
-use crate::server;
-use crate::store::{JobStore, MemoryJobStore, RedisJobStore};
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::report::SweepReport;
+use wf_coordinator::report::files::Format;
+use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use wf_coordinator::server;
+use wf_coordinator::store::{JobStore, MemoryJobStore, RedisJobStore};
 
 /// How to run a sweep locally.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub async fn run(
     let (submitted, progress, report) = outcome?;
     let id = submitted.sweep_id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     // report.json, the CSV tables, the plots and report.html (last: its location is returned).
-    let files = crate::report::files::render(
+    let files = wf_coordinator::report::files::render(
         &report,
         &[Format::Json, Format::Csv, Format::Parquet, Format::Png, Format::Html],
     )?;

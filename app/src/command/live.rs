@@ -1,4 +1,4 @@
-//! `wf live simulate`: see [`crate::live`].
+//! `wf live simulate`: see [`wf_coordinator::simulate`].
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -8,22 +8,25 @@ use wf_data::dataset::load_dataset;
 use wf_proto::stored::{Stored, seal};
 use wf_proto::v1;
 use wf_shared::age::JobResult;
-use wf_shared::live::{LivePolicy, RECENT_DAYS};
+use wf_shared::decision::{LivePolicy, RECENT_DAYS};
 use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 use wf_worker::device::DeviceChoice;
 use wf_worker::job::run_job;
 
-use super::Outcome;
 use super::plan::{plan_sweep, read_spec};
 use super::serve::runtime;
-use crate::artifact::ArtifactStore;
 use crate::cli::{
     AdvanceArgs, DeployArgs, LineArgs, LiveCommand, LiveIdArgs, LiveIngestArgs, PredictArgs, RollbackArgs, SimulateArgs,
 };
-use crate::deployment::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
-use crate::live::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
-use crate::scheduler::result_for_planned;
+use crate::outcome::Outcome;
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::deployment::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
+use wf_coordinator::scheduler::result_for_planned;
+use wf_coordinator::simulate::{
+    Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv,
+};
+use wf_worker::faults::Faults;
 
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
@@ -128,7 +131,7 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
                 if !store.has_result(&job.key).await? {
                     store.put_result(&job.key, bytes).await?;
                 }
-                Ok::<_, crate::artifact::ArtifactError>(())
+                Ok::<_, wf_coordinator::artifact::ArtifactError>(())
             };
             runtime.block_on(write).map_err(|e| format!("cannot store the result: {e}"))?;
         }
@@ -218,7 +221,7 @@ pub fn run(command: LiveCommand) -> anyhow::Result<Outcome> {
 }
 
 fn deployments(artifacts: &str) -> anyhow::Result<Deployments> {
-    Deployments::new(ArtifactStore::open(artifacts)?)
+    Ok(Deployments::new(ArtifactStore::open(artifacts)?)?.with_faults(Faults::from_env()))
 }
 
 fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
@@ -231,7 +234,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     {
         anyhow::bail!("--id: 1 to 64 of a-z, A-Z, 0-9, - and _");
     }
-    crate::auth::check_tenant(&args.tenant).map_err(|reason| anyhow::anyhow!("--tenant: {reason}"))?;
+    wf_coordinator::auth::check_tenant(&args.tenant).map_err(|reason| anyhow::anyhow!("--tenant: {reason}"))?;
     let mut record = DeploymentRecord {
         id: String::new(),
         spec,
@@ -302,10 +305,10 @@ fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
         bar.set_position((day + 1 - start) as u64);
         bar.set_message(opened.date(day));
     };
-    let trainer = crate::deployment::LocalTrainer(device.clone());
+    let trainer = deployments.local_trainer(device.clone());
     let advanced = deployments.advance(&args.id, args.to, &device, &trainer, &mut progress);
     bar.finish_and_clear();
-    let crate::deployment::Advanced { opened, days: processed, .. } = advanced?;
+    let wf_coordinator::deployment::Advanced { opened, days: processed, .. } = advanced?;
     let state = opened.state.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no state", args.id))?;
     let live = state.live_version();
     let retrains = state.decisions.iter().filter(|d| d.retrain).count();

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -29,24 +28,11 @@ pub struct WorkerOnlyArgs {
     pub worker: WorkerArgs,
 }
 
-/// The environment variables a `main` must set before any thread starts, those unset:
-///
-/// - `RAYON_NUM_THREADS` = the CPUs this process may use, shared among the jobs it runs at
-///   once (`wf run --workers`, `wf worker --capacity`). Without it candle asks for its
-///   thread count on every matrix product by parsing `/proc/cpuinfo` (measured with `perf`
-///   on `wf run configs/quickstart.toml`: 43% of all CPU time, nearly all of it kernel
-///   time), and counts the host's physical cores rather than the CPUs a container is
-///   limited to (`available_parallelism` honours cgroup quotas and affinity masks).
-///   Sharing the CPUs among concurrent jobs matters too: on 2 cores, 2 jobs each using 2
-///   threads ran the jp_tse1000 grid at 5.35 s per job, 2 jobs with 1 thread each at 2.5 s.
-/// - `CANDLE_BARRIER_POOL_SPIN_LIMIT` = 1000 (candle's default: 25,000). Candle's pool for
-///   element-wise ops and rayon's pool for matrix products each have a thread per CPU;
-///   after every op candle's threads spin, taking the cores the next matrix product needs.
-///   With the shorter spin PatchTST trained ~25% faster on 2 threads
-///   (`cargo bench -p wf-worker --bench train_throughput`).
+/// The environment variables `main` sets before any thread starts, for the jobs
+/// `command` runs at once: [`wf_worker::threads::env_for`].
 pub fn thread_env(command: &Command) -> Vec<(&'static str, String)> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    thread_env_for(match command {
+    wf_worker::threads::env_for(match command {
         Command::Run(args) => args.workers.unwrap_or(cpus),
         Command::Worker(args) => args.capacity,
         _ => 1,
@@ -57,53 +43,6 @@ pub fn thread_env(command: &Command) -> Vec<(&'static str, String)> {
 /// `wf_worker::allocator`); the data commands and the planner return what they free.
 pub fn trains(command: &Command) -> bool {
     !matches!(command, Command::Data(_) | Command::Plan(_))
-}
-
-/// [`thread_env`] of a process that runs `concurrent` jobs at once (a bench sets what
-/// the command it measures would).
-pub fn thread_env_for(concurrent: usize) -> Vec<(&'static str, String)> {
-    let mut settings = Vec::new();
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        settings.push(("RAYON_NUM_THREADS", (cpus / concurrent.max(1)).max(1).to_string()));
-    }
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        settings.push(("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000".to_string()));
-    }
-    settings
-}
-
-/// Runs a parsed command line: logging, the command, its exit code. Errors are printed
-/// as one line on stderr (exit 2); a failed gate exits 1.
-pub fn main(log_format: LogFormat, command: Command) -> ExitCode {
-    init_logging(log_format);
-    match crate::command::run(command) {
-        Ok(outcome) => outcome.exit_code(),
-        Err(error) => {
-            // `{:#}` prints the whole cause chain of an anyhow error on one line.
-            eprintln!("error: {error:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WF_LOG").unwrap_or_else(|_| "warn".into());
-    // tiny_skia warns "path stroking failed" for a zero-length plot line (a partial
-    // report with a single point): nothing to draw, and the PNG is right without it.
-    let filter = match "tiny_skia=error".parse() {
-        Ok(directive) if !std::env::var("WF_LOG").is_ok_and(|v| v.contains("tiny_skia")) => {
-            filter.add_directive(directive)
-        }
-        _ => filter,
-    };
-    // Colours only on a terminal: logs piped to a file or a collector stay plain text.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Where a coordinator's live retrains train.
@@ -202,7 +141,7 @@ pub struct DeployArgs {
     pub shadow: u32,
     /// The tenant the deployment belongs to: a coordinator serves its predictions only to
     /// that tenant's tokens (and admins).
-    #[arg(long, default_value = crate::auth::LOCAL_TENANT)]
+    #[arg(long, default_value = wf_coordinator::auth::LOCAL_TENANT)]
     pub tenant: String,
     #[command(flatten)]
     pub store: LiveStoreArgs,
@@ -438,16 +377,16 @@ pub struct CoordinatorArgs {
     pub auth: Option<PathBuf>,
     /// The most distinct jobs one sweep may plan (a spec's `[limits] max_jobs` may only
     /// lower it).
-    #[arg(long, default_value_t = crate::scheduler::DEFAULT_MAX_JOBS_PER_SWEEP, env = "WF_MAX_JOBS_PER_SWEEP")]
+    #[arg(long, default_value_t = wf_coordinator::scheduler::DEFAULT_MAX_JOBS_PER_SWEEP, env = "WF_MAX_JOBS_PER_SWEEP")]
     pub max_jobs_per_sweep: u64,
     /// The largest `synth:` market a sweep may ask for, in stocks x days.
-    #[arg(long, default_value_t = crate::scheduler::DEFAULT_MAX_SYNTH_CELLS, env = "WF_MAX_SYNTH_CELLS")]
+    #[arg(long, default_value_t = wf_coordinator::scheduler::DEFAULT_MAX_SYNTH_CELLS, env = "WF_MAX_SYNTH_CELLS")]
     pub max_synth_cells: u64,
     /// `WatchSweep` streams (`wf status --watch`, `wf run`) one tenant may hold open.
-    #[arg(long, default_value_t = crate::quota::DEFAULT_STREAMS_PER_TENANT, env = "WF_MAX_STREAMS_PER_TENANT")]
+    #[arg(long, default_value_t = wf_coordinator::quota::DEFAULT_STREAMS_PER_TENANT, env = "WF_MAX_STREAMS_PER_TENANT")]
     pub max_streams_per_tenant: usize,
     /// Sweeps one tenant may submit per minute (also the burst).
-    #[arg(long, default_value_t = crate::quota::DEFAULT_SUBMITS_PER_MINUTE, env = "WF_MAX_SUBMITS_PER_MINUTE")]
+    #[arg(long, default_value_t = wf_coordinator::quota::DEFAULT_SUBMITS_PER_MINUTE, env = "WF_MAX_SUBMITS_PER_MINUTE")]
     pub max_submits_per_minute: u32,
     /// Listen beyond loopback without `--auth` (anyone who can reach the port may submit,
     /// cancel and report results). Logged as a warning.
@@ -603,7 +542,7 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
     /// Which files `--out` writes.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "html,json,csv,parquet,png")]
-    pub format: Vec<crate::report::files::Format>,
+    pub format: Vec<wf_coordinator::report::files::Format>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -6,9 +6,9 @@ use anyhow::Context;
 use wf_shared::job::RetryPolicy;
 use wf_worker::device::{DeviceChoice, device_name};
 
-use super::Outcome;
 use super::serve::{runtime, shutdown_on_signals};
 use crate::cli::RunArgs;
+use crate::outcome::Outcome;
 use crate::progress;
 
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {

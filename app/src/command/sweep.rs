@@ -4,16 +4,16 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use wf_proto::v1;
 
-use super::Outcome;
 use super::serve::{runtime, shutdown_on_signals};
-use crate::artifact::ArtifactStore;
 use crate::cli::{ConnectArgs, ReportArgs, StatusArgs, SubmitArgs, SweepArgs};
+use crate::outcome::Outcome;
 use crate::progress;
-use crate::report::SweepReport;
-use crate::report::files::Format;
-use crate::scheduler::{Scheduler, SchedulerConfig, SystemClock};
-use crate::store::{JobStore, MemoryJobStore, SweepRecord};
 use std::sync::Arc;
+use wf_coordinator::artifact::ArtifactStore;
+use wf_coordinator::report::SweepReport;
+use wf_coordinator::report::files::Format;
+use wf_coordinator::scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use wf_coordinator::store::{JobStore, MemoryJobStore, SweepRecord};
 use wf_shared::job::RetryPolicy;
 
 async fn connect(args: &ConnectArgs) -> anyhow::Result<crate::client::SweepClient> {
@@ -148,7 +148,7 @@ pub fn write_report_files(
     formats: &[Format],
 ) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let files = crate::report::files::render(report, formats)?;
+    let files = wf_coordinator::report::files::render(report, formats)?;
     for (name, bytes) in &files {
         let path = out.join(name);
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;

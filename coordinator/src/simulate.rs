@@ -1,5 +1,5 @@
 //! `wf live simulate`: one deployment (model, window, seed, policy) fed historical days one
-//! by one through the live decision code ([`wf_shared::live::LiveState`]), training only
+//! by one through the live decision code ([`wf_shared::decision::LiveState`]), training only
 //! the jobs its decisions ask for (each the planner's job for its retrain day, so a
 //! sweep's committed results stand for them and the simulation's stand for the sweep's).
 //!
@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use wf_shared::age::{JobResult, ModelRun};
 use wf_shared::calendar::TradingCalendar;
-use wf_shared::live::{LivePolicy, LiveState, RunsObserver, Version};
+use wf_shared::decision::{LivePolicy, LiveState, RunsObserver, Version};
 use wf_shared::metric::DayMetrics;
 use wf_shared::plan::{Job, Plan};
 use wf_shared::spec::SweepConfig;
@@ -85,7 +85,7 @@ pub enum SimulateError {
     #[error("{0}")]
     Setup(String),
     #[error("{0}")]
-    Live(#[from] wf_shared::live::LiveError),
+    Live(#[from] wf_shared::decision::LiveError),
     #[error("job {key} (retrain day {day}): {reason}")]
     Job { key: String, day: usize, reason: String },
 }

@@ -28,7 +28,7 @@ pub async fn channel(url: &str, tls: &wf_proto::tls::ClientTls) -> anyhow::Resul
         .with_context(|| format!("cannot reach the coordinator at {url}"))
 }
 
-use crate::report::SweepReport;
+use wf_coordinator::report::SweepReport;
 
 /// Follows `WatchSweep` until the sweep ends; cancels it if `interrupt` fires first.
 /// Returns the last progress seen.

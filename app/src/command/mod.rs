@@ -1,5 +1,5 @@
-//! Subcommand dispatch. Each command returns an [`Outcome`] or an error; `main` turns
-//! them into exit codes.
+//! Subcommand dispatch. Each command returns an [`Outcome`] or an error; [`crate::main`]
+//! turns them into exit codes.
 
 mod data;
 mod live;
@@ -9,34 +9,10 @@ mod serve;
 mod sweep;
 mod train;
 
-use std::process::ExitCode;
-
-pub use plan::plan_sweep;
-pub use serve::runtime;
-
 use crate::cli::Command;
+use crate::outcome::Outcome;
 
-/// How a command that ran to the end went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    /// The command ran, and what it checked failed a gate.
-    GateFailed,
-    /// Stopped by SIGINT or SIGTERM before the end, after saving what was done.
-    Interrupted,
-}
-
-impl Outcome {
-    pub fn exit_code(self) -> ExitCode {
-        match self {
-            Outcome::Success => ExitCode::SUCCESS,
-            Outcome::GateFailed => ExitCode::from(1),
-            // 128 + SIGINT, as shells report a command stopped by Ctrl-C.
-            Outcome::Interrupted => ExitCode::from(130),
-        }
-    }
-}
-
+/// Runs `command` to its end.
 pub fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Data(data) => data::run(data),
@@ -54,7 +30,7 @@ pub fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Predict(args) => live::predict(args),
         Command::Auth(crate::cli::AuthCommand::NewToken { tenant, role, file }) => {
             let role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let token = crate::auth::add_token(&file, &tenant, role).map_err(|e| anyhow::anyhow!(e))?;
+            let token = wf_coordinator::auth::add_token(&file, &tenant, role).map_err(|e| anyhow::anyhow!(e))?;
             println!("{token}");
             eprintln!("added a {} token of tenant {tenant} to {}; it is shown only now", role.name(), file.display());
             Ok(Outcome::Success)

@@ -9,8 +9,8 @@ use wf_shared::PanelSpec;
 use wf_shared::dataset::content_hash;
 use wf_shared::synth::{SynthSpec, generate};
 
-use super::Outcome;
 use crate::cli::{CheckArgs, DataCommand, HashArgs, NewDaysArgs, PrepareArgs, SynthArgs};
+use crate::outcome::Outcome;
 use crate::progress::stage_spinner;
 
 /// The longest horizon a panel may carry, in trading days (about a year).

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use wf_coordinator::cli::{Command, WorkerOnlyArgs};
+use wf_app::cli::{Command, WorkerOnlyArgs};
 
 /// mimalloc, keeping freed memory: with glibc's malloc training ran several times
 /// slower (see `wf_worker::allocator`).
@@ -18,10 +18,10 @@ fn main() -> ExitCode {
     wf_worker::allocator::keep_freed_memory();
     let args = WorkerOnlyArgs::parse();
     let command = Command::Worker(args.worker);
-    for (name, value) in wf_coordinator::cli::thread_env(&command) {
+    for (name, value) in wf_app::cli::thread_env(&command) {
         // SAFETY: no other thread exists yet (argument parsing starts none) that could
         // read or write the environment at the same time.
         unsafe { std::env::set_var(name, value) };
     }
-    wf_coordinator::cli::main(args.log_format, command)
+    wf_app::main(args.log_format, command)
 }

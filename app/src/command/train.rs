@@ -13,9 +13,9 @@ use wf_worker::device::DeviceChoice;
 use wf_worker::job::{JobData, run_job};
 use wf_worker::train::TrainStats;
 
-use super::Outcome;
 use super::plan::{plan_on, read_spec};
 use crate::cli::TrainArgs;
+use crate::outcome::Outcome;
 use crate::progress::stage_spinner;
 
 #[derive(Debug, Serialize)]

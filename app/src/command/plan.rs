@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use wf_data::dataset::{Dataset, DatasetSummary, load_summary};
-use wf_shared::plan::{Manifest, Plan, PlanCell, PlanInput, audit};
+use wf_data::dataset::{DataRoots, DatasetSummary};
+pub use wf_data::planning::{plan_on, plan_summary, plan_sweep};
+use wf_shared::plan::{Manifest, Plan, PlanCell, audit};
 use wf_shared::spec::SweepConfig;
 
-use super::Outcome;
 use crate::cli::PlanArgs;
+use crate::outcome::Outcome;
 
 /// The machine-readable plan.
 #[derive(Debug, Serialize)]
@@ -32,29 +33,10 @@ pub fn read_spec(path: &std::path::Path) -> anyhow::Result<SweepConfig> {
     SweepConfig::from_toml(&text).map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", path.display()))
 }
 
-/// Plans a validated sweep on its loaded dataset; model hyperparameters are checked
-/// here too, by the models library.
-pub fn plan_sweep(config: &SweepConfig, dataset: &Dataset) -> anyhow::Result<Plan> {
-    let universe = dataset.panel.daily_universe();
-    plan_on(config, &PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe))
-}
-
-/// [`plan_sweep`] on a dataset's summary (its file's metadata: no value read).
-pub fn plan_summary(config: &SweepConfig, summary: &DatasetSummary) -> anyhow::Result<Plan> {
-    plan_on(config, &summary.plan_input())
-}
-
-/// Checks `config`'s models and plans it on `input`.
-pub fn plan_on(config: &SweepConfig, input: &PlanInput<'_>) -> anyhow::Result<Plan> {
-    wf_worker::model::check_models(config)
-        .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", config.name))?;
-    wf_shared::plan::plan(config, input)
-        .map_err(|errors| anyhow::anyhow!("cannot plan sweep {}: {errors}", config.name))
-}
-
 pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
     let config = read_spec(&args.spec)?;
-    let summary = load_summary(&config.panel, &config.horizons, config.features.as_deref())?;
+    let summary = wf_data::dataset::open(&config.panel, &config.horizons, config.features.as_deref(), &DataRoots::Any)?
+        .summary()?;
     let started = Instant::now();
     let plan = plan_summary(&config, &summary)?;
     let planning_ms = started.elapsed().as_secs_f64() * 1e3;
