@@ -1,0 +1,160 @@
+//! What a deployment is (its record, its id), why a command on one failed, and a
+//! deployment opened for work.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wf_data::dataset::Dataset;
+use wf_shared::decision::{LivePolicy, LiveState};
+use wf_shared::plan::{Job, Plan, PlanInput};
+use wf_shared::spec::SweepConfig;
+
+use crate::simulate::live_decision_days;
+
+/// What a deployment is, fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    /// The sweep spec's TOML text: the dataset, the plan and the model configuration.
+    pub spec: String,
+    pub model: String,
+    pub window: u32,
+    pub seed: u64,
+    /// As `wf live deploy --policy` took it (a cadence or a policy).
+    pub policy: String,
+    pub from: chrono::NaiveDate,
+    /// Days a retrained version runs in shadow before it may replace the live one.
+    #[serde(default)]
+    pub shadow_days: u32,
+    /// The tenant it belongs to: a coordinator's `Predict` answers only that tenant's
+    /// callers (and admins); others are told it does not exist.
+    #[serde(default = "local_tenant")]
+    pub tenant: String,
+}
+
+pub(super) fn local_tenant() -> String {
+    crate::auth::LOCAL_TENANT.to_string()
+}
+
+/// Why a deployment command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("deployment {0:?} does not exist (`wf live list` shows them)")]
+    Unknown(String),
+    #[error("deployment {0:?} exists already (`wf live status {0}`)")]
+    Exists(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A prediction asked for a day the deployment has not processed yet.
+    #[error("{0}")]
+    NotProcessed(String),
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
+    #[error(transparent)]
+    Live(#[from] wf_shared::decision::LiveError),
+    #[error(transparent)]
+    Planning(#[from] wf_data::planning::PlanningError),
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+pub(super) type Result<T> = std::result::Result<T, DeploymentError>;
+
+/// A deployment opened for work: its record, spec, dataset, plan and state.
+pub struct Opened {
+    pub record: DeploymentRecord,
+    pub config: SweepConfig,
+    pub dataset: Dataset,
+    pub plan: Plan,
+    pub model: usize,
+    pub policy: LivePolicy,
+    pub state: Option<LiveState>,
+    /// The panel's per-day digests for the spec: what its retrains' keys and its history
+    /// digest are combined from.
+    pub(super) days: wf_shared::dataset::DayView,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// The line's jobs by retrain day.
+    pub fn jobs(&self) -> BTreeMap<usize, &Job> {
+        self.plan.line_jobs(self.model, self.record.window, self.record.seed)
+    }
+
+    /// The retrain of day `day`: the training-only job of the deployment's line
+    /// ([`wf_shared::plan::training_job`]), whose key stays as the panel grows.
+    pub fn training_job(&self, day: usize) -> Result<Job> {
+        let universe = self.dataset.panel.daily_universe();
+        let input = PlanInput::of_panel(&self.dataset.panel, &self.dataset.digests, &universe);
+        let (seed, window) = (self.record.seed, self.record.window);
+        wf_shared::plan::training_job(&self.config, &input, &self.days, self.model, seed, window, day).map_err(|e| {
+            DeploymentError::Invalid(format!("{}: the retrain of {}: {e}", self.record.id, self.date(day)))
+        })
+    }
+
+    /// The digest of its panel's history before day `next_day` ([`LiveState::history`]).
+    pub fn history(&self, next_day: usize) -> wf_shared::DatasetHash {
+        let next_day = next_day.min(self.days.days());
+        let matured = next_day.saturating_sub(self.config.longest_horizon() as usize + 1);
+        self.days.data_digest(0..next_day, 0..matured, 0..0)
+    }
+
+    /// Refuses a panel whose days before `state.next_day` are not the ones processed.
+    pub(super) fn check_history(&self, state: &LiveState) -> Result<()> {
+        let Some(recorded) = state.history else { return Ok(()) };
+        let calendar = self.dataset.panel.calendar();
+        if state.next_day > calendar.len() || self.history(state.next_day) != recorded {
+            return Err(DeploymentError::Invalid(format!(
+                "{}: its panel's history changed: the days before {} are not the ones it processed (a day \
+                 inserted, removed or corrected in {}); deploy again on the new history",
+                self.record.id,
+                calendar.date(state.next_day).map_or_else(|| format!("day {}", state.next_day), |d| d.to_string()),
+                self.config.panel
+            )));
+        }
+        Ok(())
+    }
+
+    /// Its decision days, through the panel's last day.
+    pub fn decision_days(&self) -> Result<Vec<usize>> {
+        live_decision_days(&self.plan, &self.policy, self.dataset.panel.calendar(), self.config.start)
+            .map_err(|e| DeploymentError::Invalid(e.to_string()))
+    }
+
+    /// The date of calendar day `day`.
+    pub fn date(&self, day: usize) -> String {
+        self.dataset.panel.calendar().date(day).map(|d| d.to_string()).unwrap_or_default()
+    }
+}
+
+/// A deployment id: `<model>-w<window>-<8 hex>` of the spec text, model, window, seed,
+/// policy and start date.
+pub fn deployment_id(record: &DeploymentRecord) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        &record.spec,
+        &record.model,
+        &record.window.to_string(),
+        &record.seed.to_string(),
+        &record.policy,
+        &record.from.to_string(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    // Another tenant's deployment of the same line is another deployment (the local
+    // tenant's ids are as they were before tenants).
+    if record.tenant != crate::auth::LOCAL_TENANT {
+        hasher.update(record.tenant.as_bytes());
+    }
+    let safe: String =
+        record.model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    format!("{safe}-w{}-{}", record.window, &hasher.finalize().to_hex()[..8])
+}
