@@ -207,7 +207,8 @@ pub async fn run(
         sweeps: Mutex::default(),
         summary: Mutex::default(),
         jobs_ended: Default::default(),
-        faults: config.faults.clone(),
+        // As a worker applies them: an empty prefix names no job.
+        faults: config.faults.clone().and_then(Faults::on_workers),
         report_patience: config.report_patience,
         grace: config.grace,
         data_roots: config.data_roots.clone(),
