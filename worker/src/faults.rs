@@ -25,19 +25,23 @@ impl Faults {
     /// to the empty string is kept: it names every job here, and none on a worker
     /// ([`Faults::on_workers`]), as each path read it before the seam.
     pub fn from_env() -> Option<Faults> {
-        let faults = Faults {
+        Faults {
             fail_jobs: std::env::var("WF_FAULT_FAIL_JOBS").ok(),
             hang_jobs: std::env::var("WF_FAULT_HANG_JOBS").ok(),
-        };
-        (faults.fail_jobs.is_some() || faults.hang_jobs.is_some()).then_some(faults)
+        }
+        .any()
     }
 
     /// These faults as a worker applies them: an empty prefix names no job. `None` when
     /// none is left.
     pub fn on_workers(self) -> Option<Faults> {
         let kept = |prefix: Option<String>| prefix.filter(|p| !p.is_empty());
-        let faults = Faults { fail_jobs: kept(self.fail_jobs), hang_jobs: kept(self.hang_jobs) };
-        (faults.fail_jobs.is_some() || faults.hang_jobs.is_some()).then_some(faults)
+        Faults { fail_jobs: kept(self.fail_jobs), hang_jobs: kept(self.hang_jobs) }.any()
+    }
+
+    /// `self`, or `None` when it names no prefix.
+    fn any(self) -> Option<Faults> {
+        (self.fail_jobs.is_some() || self.hang_jobs.is_some()).then_some(self)
     }
 
     /// The fault of the job whose key (in full, hexadecimal) is `key`, if any: the first

@@ -11,7 +11,7 @@ use wf_worker::model::Ranker;
 
 use super::metrics::publish;
 use super::ranking::rank_day;
-use super::record::{DeploymentError, Result};
+use super::record::{DeploymentError, Result, file_stamp};
 use super::store::Deployments;
 use super::trainer::Retrainer;
 
@@ -46,15 +46,6 @@ pub(super) struct Loaded {
     /// The panel file's modification time and length when it was read (`None`: a
     /// synthetic panel): a file grown by `wf live ingest` or prepared again is read again.
     stamp: Option<(std::time::SystemTime, u64)>,
-}
-
-/// The modification time and length of the panel file `uri` (`None` for a synthetic one).
-pub(super) fn file_stamp(uri: &str) -> Option<(std::time::SystemTime, u64)> {
-    if wf_data::dataset::synth_spec(uri).is_some() {
-        return None;
-    }
-    let metadata = std::fs::metadata(uri).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 /// Serves predictions: each deployment's panel and each version's model are loaded once
@@ -214,14 +205,8 @@ impl Predictor {
         {
             return Ok(loaded.clone());
         }
-        // The panel's stamp before it is read: a file replaced while it is read (an
-        // ingest renames the new panel over the old) then differs at the next call and
-        // is read again. Taken after the read, the new file's stamp would stand for the
-        // old panel's days, and no later day would ever be seen.
-        let record = self.deployments.record(id)?;
-        let panel = SweepConfig::from_toml(&record.spec).map(|config| config.panel).unwrap_or_default();
-        let stamp = file_stamp(&panel);
         let opened = self.deployments.open(id)?;
+        let stamp = opened.panel_stamp;
         let loaded = std::sync::Arc::new(Loaded {
             tenant: opened.record.tenant,
             config: opened.config,

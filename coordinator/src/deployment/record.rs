@@ -74,6 +74,11 @@ pub struct Opened {
     /// The panel's per-day digests for the spec: what its retrains' keys and its history
     /// digest are combined from.
     pub(super) days: wf_shared::dataset::DayView,
+    /// The panel file's stamp, taken before its dataset was read: a file replaced while it
+    /// is read (an ingest renames the new panel over the old) then differs from it, and is
+    /// read again. Taken after the read, the new file's stamp would stand for the old
+    /// panel's days, and no later day would ever be seen.
+    pub(super) panel_stamp: Option<(std::time::SystemTime, u64)>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -157,4 +162,13 @@ pub fn deployment_id(record: &DeploymentRecord) -> String {
     let safe: String =
         record.model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
     format!("{safe}-w{}-{}", record.window, &hasher.finalize().to_hex()[..8])
+}
+
+/// The modification time and length of the panel file `uri` (`None` for a synthetic one).
+pub(super) fn file_stamp(uri: &str) -> Option<(std::time::SystemTime, u64)> {
+    if wf_data::dataset::synth_spec(uri).is_some() {
+        return None;
+    }
+    let metadata = std::fs::metadata(uri).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
 }

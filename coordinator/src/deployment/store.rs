@@ -12,7 +12,7 @@ use wf_worker::faults::Faults;
 use wf_worker::model::Ranker;
 use wf_worker::observer::PanelObserver;
 
-use super::record::{DeploymentError, DeploymentRecord, Opened, Result};
+use super::record::{DeploymentError, DeploymentRecord, Opened, Result, file_stamp};
 use super::trainer::{LocalTrainer, Retrainer};
 use crate::artifact::ArtifactStore;
 
@@ -117,6 +117,7 @@ impl Deployments {
         let record = self.record(id)?;
         let config = SweepConfig::from_toml(&record.spec)
             .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
+        let panel_stamp = file_stamp(&config.panel);
         let dataset = wf_data::dataset::open(&config.panel, &config.horizons, config.features.as_deref(), &self.roots)
             .and_then(|source| source.whole())
             .map_err(|e| DeploymentError::Other(e.into()))?;
@@ -132,7 +133,7 @@ impl Deployments {
         let universe = dataset.panel.daily_universe();
         let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
         let days = wf_shared::plan::day_view(&config, &input).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
-        Ok(Opened { record, config, dataset, plan, model, policy, state, days })
+        Ok(Opened { record, config, dataset, plan, model, policy, state, days, panel_stamp })
     }
 
     /// Creates deployment `record.id` and trains its first version: the line's first
