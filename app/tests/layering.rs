@@ -27,14 +27,19 @@ fn packages(metadata: &Value) -> &[Value] {
 
 /// Every package other than the app that depends on it: `name (kind)`.
 fn dependents_of_the_app(metadata: &Value) -> Vec<String> {
+    dependents_of(metadata, APP)
+}
+
+/// Every package other than `target` that depends on it: `name (kind)`.
+fn dependents_of(metadata: &Value, target: &str) -> Vec<String> {
     let mut found = Vec::new();
     for package in packages(metadata) {
         let name = package["name"].as_str().unwrap_or("?");
-        if name == APP {
+        if name == target {
             continue;
         }
         for dependency in package["dependencies"].as_array().into_iter().flatten() {
-            if dependency["name"] == APP {
+            if dependency["name"] == target {
                 let kind = dependency["kind"].as_str().unwrap_or("normal");
                 found.push(format!("{name} ({kind})"));
             }
@@ -65,7 +70,7 @@ fn binaries_outside_the_app(metadata: &Value) -> Vec<String> {
 fn no_library_crate_depends_on_the_app_crate() {
     let metadata = metadata();
     let names: Vec<&str> = packages(&metadata).iter().filter_map(|p| p["name"].as_str()).collect();
-    for expected in [APP, "wf-coordinator", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
+    for expected in [APP, "wf-coordinator", "wf-live", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
         assert!(names.contains(&expected), "{expected} missing from the workspace's packages {names:?}");
     }
     let dependents = dependents_of_the_app(&metadata);
@@ -88,4 +93,21 @@ fn the_check_finds_a_planted_dependency_and_binary() {
     });
     assert_eq!(dependents_of_the_app(&planted), vec!["wf-coordinator (dev)".to_string()]);
     assert_eq!(binaries_outside_the_app(&planted), vec!["wf-coordinator: wf".to_string()]);
+}
+
+/// `wf-live` reaches the coordinator only through its ports (`LiveFiles`, `Retrainer`):
+/// it depends on the coordinator in no kind of dependency, and neither does anything
+/// below it.
+#[test]
+fn the_live_crate_and_the_crates_below_it_do_not_depend_on_the_coordinator() {
+    let metadata = metadata();
+    let dependents = dependents_of(&metadata, "wf-coordinator");
+    for below in ["wf-live", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
+        assert!(
+            !dependents.iter().any(|d| d.starts_with(&format!("{below} "))),
+            "{below} depends on wf-coordinator: {dependents:?}"
+        );
+    }
+    // The check sees the coordinator's real dependents.
+    assert!(dependents.iter().any(|d| d == "wf (normal)"), "the app's dependency unseen: {dependents:?}");
 }

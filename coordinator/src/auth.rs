@@ -76,8 +76,7 @@ impl Caller {
     }
 }
 
-/// The tenant of sweeps submitted without authentication.
-pub const LOCAL_TENANT: &str = "local";
+pub use wf_shared::LOCAL_TENANT;
 
 /// Checks a tenant name: 1 to 64 of `a-z`, `0-9`, `-`, `_`.
 pub fn check_tenant(tenant: &str) -> Result<(), String> {

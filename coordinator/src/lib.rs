@@ -1,5 +1,6 @@
 //! `wf-coordinator`: the coordinator of walkforward: scheduler, stores, artifact store,
-//! reports, services and server. The `wf` command line is the app crate (`app/`).
+//! reports, services and server. The `wf` command line is the app crate (`app/`); the
+//! live deployments it serves are `wf_live`'s.
 //!
 //! | module | owns |
 //! |---|---|
@@ -8,8 +9,7 @@
 //! | [`auth`] | bearer tokens, tenants, the roles each call needs |
 //! | [`server`], [`service`] | the gRPC server (health, reflection) and its handlers |
 //! | [`report`] | a sweep's report from its committed results (decay curves, schedule replays) |
-//! | [`deployment`] | persistent live deployments in the artifact store: deploy, advance, rollback, predict |
-//! | [`simulate`] | `wf live simulate`: a deployment's decisions fed historical days one by one |
+//! | [`deployments`] | the coordinator's side of `wf_live`'s deployments: their files in the artifact store, their retrains on the queue |
 //! | [`quota`] | per-tenant limits: open streams, submit rate |
 //! | [`store`] | the `JobStore` port, its in-memory and Redis adapters, their conformance suite |
 //! | [`telemetry`] | Prometheus `/metrics` and the metrics recorded |
@@ -20,13 +20,12 @@
 
 pub mod artifact;
 pub mod auth;
-pub mod deployment;
+pub mod deployments;
 pub mod quota;
 pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;
-pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

@@ -18,10 +18,10 @@ use wf_proto::v1::worker_service_server::WorkerServiceServer;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{Auth, Gate, Role};
-use crate::deployment::Predictor;
 use crate::quota::{Quota, TenantLimits};
 use crate::scheduler::Scheduler;
 use crate::service::{Predictions, Sweeps, Workers};
+use wf_live::Predictor;
 
 /// Largest message accepted from a worker (a job result with drift counts is well under
 /// this; what it may decode to is bounded by `wf_proto::budget`).
@@ -115,16 +115,22 @@ pub async fn serve_with(
     serve_all(scheduler, None, listener, shutdown, security).await
 }
 
-/// Runs `work` on the blocking pool now, then `period` after each run ends, until
-/// `shutdown`.
-pub fn every(
+/// Runs `work` now, then `period` after each run ends, until `shutdown`: each run on a
+/// thread of the blocking pool, awaited there on this runtime, so work that scores or
+/// trains between its awaits (a deployment's advance) never holds up the threads that
+/// answer calls.
+pub fn every<F>(
     period: std::time::Duration,
     shutdown: CancellationToken,
-    work: impl Fn() + Clone + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
+    work: impl Fn() -> F + Clone + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()>,
+{
     tokio::spawn(async move {
         loop {
-            let _ = tokio::task::spawn_blocking(work.clone()).await;
+            let (runtime, work) = (tokio::runtime::Handle::current(), work.clone());
+            let _ = tokio::task::spawn_blocking(move || runtime.block_on(work())).await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(period) => {}
@@ -147,8 +153,12 @@ pub async fn serve_all(
 ) -> Result<(), tonic::transport::Error> {
     let Security { auth, tls, limits } = security;
     let live_gate = Gate::new(auth.clone(), &[Role::User, Role::Admin], "LiveService");
-    let live_metrics =
-        live.clone().map(|predictor| every(LIVE_METRICS_PERIOD, shutdown.clone(), move || predictor.publish_metrics()));
+    let live_metrics = live.clone().map(|predictor| {
+        every(LIVE_METRICS_PERIOD, shutdown.clone(), move || {
+            let predictor = predictor.clone();
+            async move { predictor.publish_metrics().await }
+        })
+    });
     if let Some(auth) = auth.clone() {
         tokio::spawn(auth.watch_until(shutdown.clone()));
     }

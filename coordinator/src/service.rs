@@ -330,22 +330,21 @@ impl WorkerService for Workers {
 /// sees only its tenant's deployments (`wf live deploy --tenant`), an admin every
 /// tenant's; another tenant's deployment answers NOT_FOUND, as an unknown one does.
 #[derive(Debug, Clone)]
-pub struct Predictions(pub Arc<crate::deployment::Predictor>);
+pub struct Predictions(pub Arc<wf_live::Predictor>);
 
-impl From<crate::deployment::DeploymentError> for Status {
-    fn from(error: crate::deployment::DeploymentError) -> Self {
-        use crate::deployment::DeploymentError;
-        let message = error.to_string();
-        match error {
-            DeploymentError::Unknown(_) => Status::not_found(message),
-            DeploymentError::NotProcessed(_) => Status::failed_precondition(message),
-            DeploymentError::Conflict(_) => Status::aborted(message),
-            DeploymentError::Invalid(_) | DeploymentError::Exists(_) | DeploymentError::Live(_) => {
-                Status::invalid_argument(message)
-            }
-            DeploymentError::Artifact(_) | DeploymentError::Planning(_) | DeploymentError::Other(_) => {
-                Status::internal(message)
-            }
+/// The status a deployment's error answers with.
+fn deployment_status(error: wf_live::DeploymentError) -> Status {
+    use wf_live::DeploymentError;
+    let message = error.to_string();
+    match error {
+        DeploymentError::Unknown(_) => Status::not_found(message),
+        DeploymentError::NotProcessed(_) => Status::failed_precondition(message),
+        DeploymentError::Conflict(_) => Status::aborted(message),
+        DeploymentError::Invalid(_) | DeploymentError::Exists(_) | DeploymentError::Live(_) => {
+            Status::invalid_argument(message)
+        }
+        DeploymentError::Files(_) | DeploymentError::Planning(_) | DeploymentError::Other(_) => {
+            Status::internal(message)
         }
     }
 }
@@ -367,20 +366,13 @@ impl wf_proto::v1::live_service_server::LiveService for Predictions {
             ),
         };
         let k = (request.k > 0).then_some(request.k as usize);
-        let predictor = self.0.clone();
         let started = std::time::Instant::now();
-        let deployment = id.clone();
-        let asking = caller.clone();
-        let prediction = tokio::task::spawn_blocking(move || {
-            // Another tenant's deployment answers as an unknown one does.
-            let tenant = predictor.tenant_of(&deployment)?;
-            if !asking.sees(&tenant) {
-                return Err(crate::deployment::DeploymentError::Unknown(deployment));
-            }
-            predictor.predict(&deployment, date, k)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("prediction panicked: {e}")))??;
+        // Another tenant's deployment answers as an unknown one does.
+        let tenant = self.0.tenant_of(&id).await.map_err(deployment_status)?;
+        if !caller.sees(&tenant) {
+            return Err(deployment_status(wf_live::DeploymentError::Unknown(id)));
+        }
+        let prediction = self.0.predict(&id, date, k).await.map_err(deployment_status)?;
         metrics::counter!("wf_predictions_total", "deployment" => id.clone()).increment(1);
         metrics::histogram!("wf_prediction_seconds", "deployment" => id.clone())
             .record(started.elapsed().as_secs_f64());

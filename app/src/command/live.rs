@@ -1,4 +1,5 @@
-//! `wf live simulate`: see [`wf_coordinator::simulate`].
+//! `wf live simulate | deploy | ingest | advance | status | list | rollback` and `wf
+//! predict`: see [`wf_live`]. Its calls are awaited on a runtime of this command's own.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -21,11 +22,9 @@ use crate::cli::{
 };
 use crate::outcome::Outcome;
 use wf_coordinator::artifact::ArtifactStore;
-use wf_coordinator::deployment::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
 use wf_coordinator::scheduler::result_for_planned;
-use wf_coordinator::simulate::{
-    Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv,
-};
+use wf_live::simulate::{Deployment, Source, daily_csv, decisions_csv, simulate as run_simulation, versions_csv};
+use wf_live::{DeploymentRecord, Deployments, Opened, Prediction, Predictor, Ranked, deployment_id};
 use wf_worker::faults::Faults;
 
 #[derive(Debug, Serialize)]
@@ -211,20 +210,25 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
 pub fn run(command: LiveCommand) -> anyhow::Result<Outcome> {
     match command {
         LiveCommand::Simulate(args) => simulate(args),
-        LiveCommand::Deploy(args) => deploy(args),
-        LiveCommand::Ingest(args) => ingest(args),
-        LiveCommand::Advance(args) => advance(args),
-        LiveCommand::Status(args) => status(args),
-        LiveCommand::List(args) => list(args),
-        LiveCommand::Rollback(args) => rollback(args),
+        command => runtime()?.block_on(async move {
+            match command {
+                LiveCommand::Simulate(_) => unreachable!("simulate runs above"),
+                LiveCommand::Deploy(args) => deploy(args).await,
+                LiveCommand::Ingest(args) => ingest(args).await,
+                LiveCommand::Advance(args) => advance(args).await,
+                LiveCommand::Status(args) => status(args).await,
+                LiveCommand::List(args) => list(args).await,
+                LiveCommand::Rollback(args) => rollback(args).await,
+            }
+        }),
     }
 }
 
 fn deployments(artifacts: &str) -> anyhow::Result<Deployments> {
-    Ok(Deployments::new(ArtifactStore::open(artifacts)?)?.with_faults(Faults::from_env()))
+    Ok(Deployments::new(std::sync::Arc::new(ArtifactStore::open(artifacts)?)).with_faults(Faults::from_env()))
 }
 
-fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
+async fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     let device = device_of(&args.device)?;
     let Line { config, seed, policy, .. } = Line::of(&args.line)?;
     let spec = std::fs::read_to_string(&args.line.spec)
@@ -250,7 +254,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     let spinner = crate::progress::stage_spinner();
     spinner.set_message(format!("deploying {}: training its first version", record.id));
     let deployments = deployments(&args.store.artifacts)?;
-    let deployed = deployments.deploy(record.clone(), &device);
+    let deployed = deployments.deploy(record.clone(), &device).await;
     spinner.finish_and_clear();
     let opened = deployed?;
     let first = opened.state.as_ref().map_or(0, |state| state.live_version().retrain_day);
@@ -269,8 +273,8 @@ fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Adds days to the panel file the deployment's spec names.
-fn ingest(args: LiveIngestArgs) -> anyhow::Result<Outcome> {
-    let record = deployments(&args.store.artifacts)?.record(&args.id)?;
+async fn ingest(args: LiveIngestArgs) -> anyhow::Result<Outcome> {
+    let record = deployments(&args.store.artifacts)?.record(&args.id).await?;
     let config =
         SweepConfig::from_toml(&record.spec).with_context(|| format!("{}: its spec no longer reads", args.id))?;
     if wf_data::dataset::synth_spec(&config.panel).is_some() {
@@ -290,7 +294,7 @@ fn ingest(args: LiveIngestArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
+async fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
     let device = device_of(&args.device)?;
     let deployments = deployments(&args.store.artifacts)?;
     let bar = ProgressBar::new(0);
@@ -306,9 +310,9 @@ fn advance(args: AdvanceArgs) -> anyhow::Result<Outcome> {
         bar.set_message(opened.date(day));
     };
     let trainer = deployments.local_trainer(device.clone());
-    let advanced = deployments.advance(&args.id, args.to, &device, &trainer, &mut progress);
+    let advanced = deployments.advance(&args.id, args.to, &device, &trainer, &mut progress).await;
     bar.finish_and_clear();
-    let wf_coordinator::deployment::Advanced { opened, days: processed, .. } = advanced?;
+    let wf_live::Advanced { opened, days: processed, .. } = advanced?;
     let state = opened.state.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no state", args.id))?;
     let live = state.live_version();
     let retrains = state.decisions.iter().filter(|d| d.retrain).count();
@@ -368,9 +372,9 @@ struct StatusView {
     last_decisions: Vec<String>,
 }
 
-fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView> {
-    let record = deployments.record(id)?;
-    let state = deployments.state(id)?.ok_or_else(|| anyhow::anyhow!("{id} has no state"))?;
+async fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView> {
+    let record = deployments.record(id).await?;
+    let state = deployments.state(id).await?.ok_or_else(|| anyhow::anyhow!("{id} has no state"))?;
     let config = SweepConfig::from_toml(&record.spec).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
     let dataset = load_dataset(&config.panel, &config.horizons, config.features.as_deref())?;
     let calendar = dataset.panel.calendar();
@@ -436,13 +440,16 @@ fn status_view(deployments: &Deployments, id: &str) -> anyhow::Result<StatusView
     })
 }
 
-fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
+async fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
     let deployments = deployments(&args.store.artifacts)?;
     let ids = match &args.id {
         Some(id) => vec![id.clone()],
-        None => deployments.ids()?,
+        None => deployments.ids().await?,
     };
-    let views = ids.iter().map(|id| status_view(&deployments, id)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut views = Vec::with_capacity(ids.len());
+    for id in &ids {
+        views.push(status_view(&deployments, id).await?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(Outcome::Success);
@@ -489,12 +496,12 @@ fn status(args: LiveIdArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn list(args: LiveIdArgs) -> anyhow::Result<Outcome> {
+async fn list(args: LiveIdArgs) -> anyhow::Result<Outcome> {
     let deployments = deployments(&args.store.artifacts)?;
     let mut rows = Vec::new();
-    for id in deployments.ids()? {
-        let record = deployments.record(&id)?;
-        let state = deployments.state(&id)?;
+    for id in deployments.ids().await? {
+        let record = deployments.record(&id).await?;
+        let state = deployments.state(&id).await?;
         rows.push(serde_json::json!({
             "id": id,
             "model": record.model,
@@ -522,10 +529,10 @@ fn list(args: LiveIdArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
+async fn rollback(args: RollbackArgs) -> anyhow::Result<Outcome> {
     let deployments = deployments(&args.store.artifacts)?;
-    let (state, version) = deployments.rollback(&args.id, args.to)?;
-    let opened = deployments.open(&args.id)?;
+    let (state, version) = deployments.rollback(&args.id, args.to).await?;
+    let opened = deployments.open(&args.id).await?;
     let switch = state.switches.last().map(|s| opened.date(s.day)).unwrap_or_default();
     println!("{}: version {version} is live, rolled back from {switch} on", args.id);
     Ok(Outcome::Success)
@@ -568,7 +575,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<Outcome> {
         Some(url) => predict_remote(&args, url)?,
         None => {
             let predictor = Predictor::new(deployments(&args.store.artifacts)?, device_of(&args.device)?);
-            predictor.predict(&args.id, args.date, args.k)?
+            runtime()?.block_on(predictor.predict(&args.id, args.date, args.k))?
         }
     };
     if args.json {

@@ -109,14 +109,13 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
         let scheduler = Arc::new(Scheduler::new(store, artifacts, Arc::new(SystemClock), config));
         let live = match &args.live_artifacts {
             Some(location) => {
-                let deployments = wf_coordinator::deployment::Deployments::within(ArtifactStore::open(location)?, live_roots)?
-                    .with_faults(Faults::from_env());
-                let predictor = wf_coordinator::deployment::Predictor::new(deployments, candle_core::Device::Cpu);
+                let deployments =
+                    wf_live::Deployments::within(Arc::new(ArtifactStore::open(location)?), live_roots)
+                        .with_faults(Faults::from_env());
+                let predictor = wf_live::Predictor::new(deployments, candle_core::Device::Cpu);
                 Some(Arc::new(match args.live_retrain {
-                    LiveRetrain::Workers => predictor.with_trainer(Box::new(wf_coordinator::deployment::QueueTrainer::new(
-                        scheduler.clone(),
-                        tokio::runtime::Handle::current(),
-                    ))),
+                    LiveRetrain::Workers => predictor
+                        .with_trainer(Box::new(wf_coordinator::deployments::QueueTrainer::new(scheduler.clone()))),
                     LiveRetrain::Local => predictor,
                 }))
             }
@@ -171,7 +170,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             let period = Duration::from_secs(args.live_advance_seconds);
             info!(seconds = args.live_advance_seconds, "advancing the live deployments whose panels hold new days");
             wf_coordinator::server::every(period, shutdown.clone(), move || {
-                predictor.advance_pending();
+                let predictor = predictor.clone();
+                async move {
+                    predictor.advance_pending().await;
+                }
             });
         }
         wf_coordinator::server::serve_all(scheduler, live, listener, shutdown, wf_coordinator::server::Security {

@@ -66,3 +66,7 @@ pub use calendar::TradingCalendar;
 pub use dataset::{DatasetHash, DatasetRef, content_hash};
 pub use feature::{FEATURES, FeatureDef, PanelSpec, build_panel};
 pub use panel::Panel;
+
+/// The tenant of sweeps and deployments made without authentication (the local CLI, a
+/// coordinator without `--auth`).
+pub const LOCAL_TENANT: &str = "local";

@@ -1,20 +1,21 @@
-//! Deployments in the artifact store: deploy, open, advance, roll back, and their files.
+//! Deployments in their files ([`LiveFiles`]): deploy, open, advance, roll back.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use candle_core::Device;
 use wf_data::dataset::DataRoots;
-use wf_shared::decision::{LivePolicy, LiveState, RetrainFailure, Version};
+use wf_shared::decision::{LiveState, RetrainFailure, Version};
 use wf_shared::drift::DriftReference;
-use wf_shared::plan::{Job, JobKey, PlanInput};
-use wf_shared::spec::SweepConfig;
+use wf_shared::plan::{Job, JobKey};
 use wf_worker::artifact::{ArtifactMeta, from_bytes};
 use wf_worker::faults::Faults;
 use wf_worker::model::Ranker;
 use wf_worker::observer::PanelObserver;
 
-use super::record::{DeploymentError, DeploymentRecord, Opened, Result, file_stamp};
-use super::trainer::{LocalTrainer, Retrainer};
-use crate::artifact::ArtifactStore;
+use crate::files::LiveFiles;
+use crate::record::{DeploymentError, DeploymentRecord, Opened, Result};
+use crate::trainer::{LocalTrainer, Retrainer};
 
 /// What an advance did.
 #[derive(Debug)]
@@ -27,14 +28,14 @@ pub struct Advanced {
     pub waiting: Option<(usize, JobKey)>,
 }
 
-/// Deployments in an artifact store. Its methods block, on a runtime of their own (call
-/// them outside async code, e.g. in `spawn_blocking`).
-#[derive(Debug)]
+/// Deployments in their files. Its methods are async and bring no runtime of their own:
+/// files are awaited, a dataset is read and a retrain trained in this process on the
+/// runtime's blocking pool. An advance scores its days on the task that awaits it, so a
+/// server awaits it on a blocking thread (`wf_coordinator::server::every`), not on the
+/// threads that answer calls.
+#[derive(Debug, Clone)]
 pub struct Deployments {
-    store: ArtifactStore,
-    /// Always `Some` until dropped (then shut down without blocking, which is allowed
-    /// inside async code, where a server drops it).
-    runtime: Option<tokio::runtime::Runtime>,
+    files: Arc<dyn LiveFiles>,
     /// Where their datasets may be read from.
     roots: DataRoots,
     /// Faults injected into retrains trained in this process (tests and drills).
@@ -42,15 +43,14 @@ pub struct Deployments {
 }
 
 impl Deployments {
-    /// Deployments in `store`, reading datasets anywhere (the local CLI).
-    pub fn new(store: ArtifactStore) -> anyhow::Result<Self> {
-        Self::within(store, DataRoots::Any)
+    /// Deployments in `files`, reading datasets anywhere (the local CLI).
+    pub fn new(files: Arc<dyn LiveFiles>) -> Self {
+        Self::within(files, DataRoots::Any)
     }
 
-    /// Deployments in `store` whose datasets must be under `roots` (a server).
-    pub fn within(store: ArtifactStore, roots: DataRoots) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { store, runtime: Some(runtime), roots, faults: None })
+    /// Deployments in `files` whose datasets must be under `roots` (a server).
+    pub fn within(files: Arc<dyn LiveFiles>, roots: DataRoots) -> Self {
+        Self { files, roots, faults: None }
     }
 
     /// These deployments with `faults` injected into the retrains trained in this
@@ -65,32 +65,25 @@ impl Deployments {
         LocalTrainer { device, faults: self.faults.clone() }
     }
 
-    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        match &self.runtime {
-            Some(runtime) => runtime.block_on(future),
-            None => unreachable!("the runtime is taken only on drop"),
-        }
+    pub async fn ids(&self) -> Result<Vec<String>> {
+        Ok(self.files.ids().await?)
     }
 
-    pub fn ids(&self) -> Result<Vec<String>> {
-        Ok(self.block_on(self.store.live_ids())?)
+    async fn file(&self, id: &str, name: &str) -> Result<Option<Bytes>> {
+        Ok(self.files.get(id, name).await?)
     }
 
-    fn file(&self, id: &str, name: &str) -> Result<Option<Bytes>> {
-        Ok(self.block_on(self.store.live_file(id, name))?)
+    async fn put(&self, id: &str, name: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
+        Ok(self.files.put(id, name, Bytes::from(bytes), create_only).await?)
     }
 
-    fn put(&self, id: &str, name: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
-        Ok(self.block_on(self.store.put_live_file(id, name, Bytes::from(bytes), create_only))?)
-    }
-
-    pub fn record(&self, id: &str) -> Result<DeploymentRecord> {
-        let bytes = self.file(id, "deployment.json")?.ok_or_else(|| DeploymentError::Unknown(id.to_string()))?;
+    pub async fn record(&self, id: &str) -> Result<DeploymentRecord> {
+        let bytes = self.file(id, "deployment.json").await?.ok_or_else(|| DeploymentError::Unknown(id.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| DeploymentError::Invalid(format!("{id}/deployment.json: {e}")))
     }
 
-    pub fn state(&self, id: &str) -> Result<Option<LiveState>> {
-        let Some(bytes) = self.file(id, "state.json")? else { return Ok(None) };
+    pub async fn state(&self, id: &str) -> Result<Option<LiveState>> {
+        let Some(bytes) = self.file(id, "state.json").await? else { return Ok(None) };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| DeploymentError::Invalid(format!("{id}/state.json: {e}")))
     }
 
@@ -98,8 +91,8 @@ impl Deployments {
     /// writer saved in between (a rollback while an advance runs), so neither's decisions
     /// are silently lost. (A check then a write: it narrows the window to a moment; one
     /// writer per deployment at a time is the rule.)
-    pub fn save_state(&self, id: &str, state: &mut LiveState) -> Result<()> {
-        let stored = self.state(id)?.map_or(0, |s| s.revision);
+    pub async fn save_state(&self, id: &str, state: &mut LiveState) -> Result<()> {
+        let stored = self.state(id).await?.map_or(0, |s| s.revision);
         if stored != state.revision {
             return Err(DeploymentError::Conflict(format!(
                 "{id} changed while this command ran (state revision {stored}, read as {}): another command saved it; \
@@ -109,46 +102,34 @@ impl Deployments {
         }
         state.revision += 1;
         let bytes = serde_json::to_vec(state).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
-        self.put(id, "state.json", bytes, false).map(|_| ())
+        self.put(id, "state.json", bytes, false).await.map(|_| ())
     }
 
-    /// Reads the record and loads what it needs: spec, dataset, plan, state.
-    pub fn open(&self, id: &str) -> Result<Opened> {
-        let record = self.record(id)?;
-        let config = SweepConfig::from_toml(&record.spec)
-            .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
-        let panel_stamp = file_stamp(&config.panel);
-        let dataset = wf_data::dataset::open(&config.panel, &config.horizons, config.features.as_deref(), &self.roots)
-            .and_then(|source| source.whole())
-            .map_err(|e| DeploymentError::Other(e.into()))?;
-        let plan = wf_data::planning::plan_sweep(&config, &dataset)?;
-        let model = config
-            .models
-            .iter()
-            .position(|m| m.name == record.model)
-            .ok_or_else(|| DeploymentError::Invalid(format!("{id}: the spec has no model {}", record.model)))?;
-        let policy: LivePolicy =
-            record.policy.parse().map_err(|e| DeploymentError::Invalid(format!("{id}: policy: {e}")))?;
-        let state = self.state(id)?;
-        let universe = dataset.panel.daily_universe();
-        let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
-        let days = wf_shared::plan::day_view(&config, &input).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
-        Ok(Opened { record, config, dataset, plan, model, policy, state, days, panel_stamp })
+    /// Reads the record and loads what it needs: spec, dataset, plan, state (the dataset
+    /// read and planned on the blocking pool).
+    pub async fn open(&self, id: &str) -> Result<Opened> {
+        let record = self.record(id).await?;
+        let state = self.state(id).await?;
+        let roots = self.roots.clone();
+        tokio::task::spawn_blocking(move || Opened::load(record, state, &roots))
+            .await
+            .map_err(|e| DeploymentError::Other(anyhow::anyhow!("opening {id} stopped: {e}")))?
     }
 
     /// Creates deployment `record.id` and trains its first version: the line's first
     /// job retrained on or after `record.from`.
     /// Returns it opened, with its state.
-    pub fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<Opened> {
+    pub async fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<Opened> {
         let id = record.id.clone();
         let text = serde_json::to_vec_pretty(&record).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         // Created now, or left by a deploy that stopped before its first version's state
         // (the same record and no state): that one is finished here.
-        if !self.put(&id, "deployment.json", text, true)? && (self.record(&id)? != record || self.state(&id)?.is_some())
+        if !self.put(&id, "deployment.json", text, true).await?
+            && (self.record(&id).await? != record || self.state(&id).await?.is_some())
         {
             return Err(DeploymentError::Exists(id));
         }
-        let mut opened = self.open(&id)?;
+        let mut opened = self.open(&id).await?;
         let from = opened.dataset.panel.calendar().index_on_or_after(record.from);
         let jobs = opened.jobs();
         let (_, first) = jobs.range(from..).next().ok_or_else(|| {
@@ -159,7 +140,7 @@ impl Deployments {
         })?;
         let first = opened.training_job(first.retrain_day)?;
         // Trained and stored now (the model itself is served by `advance` and `predict`).
-        self.version_model(&opened, 1, &first, &self.local_trainer(device.clone()), device)?;
+        self.version_model(&opened, 1, &first, &self.local_trainer(device.clone()), device).await?;
         let training = DriftReference::of(&opened.dataset.panel, first.train_days.clone()).training;
         let version = Version::new(first.retrain_day, first.key.to_string(), Some(training));
         let days = opened.decision_days()?;
@@ -168,7 +149,7 @@ impl Deployments {
                 .on_basis(opened.config.basis);
         state.shadow_days = opened.record.shadow_days as usize;
         state.history = Some(opened.history(state.next_day));
-        self.save_state(&id, &mut state)?;
+        self.save_state(&id, &mut state).await?;
         opened.state = Some(state);
         Ok(opened)
     }
@@ -176,7 +157,7 @@ impl Deployments {
     /// Version `number`'s model, trained by `job`: loaded from its stored file when it
     /// is there (and is that job's), otherwise trained by `trainer` and stored
     /// (create-only); `None` while `trainer` has it trained elsewhere.
-    fn version_model(
+    async fn version_model(
         &self,
         opened: &Opened,
         number: u32,
@@ -186,9 +167,9 @@ impl Deployments {
     ) -> Result<Option<Box<dyn Ranker>>> {
         let id = &opened.record.id;
         let name = format!("versions/{number}.safetensors");
-        let (bytes, stored) = match self.file(id, &name)? {
+        let (bytes, stored) = match self.file(id, &name).await? {
             Some(bytes) => (bytes.to_vec(), true),
-            None => match trainer.model_file(opened, job)? {
+            None => match trainer.model_file(opened, job).await? {
                 Some(bytes) => (bytes, false),
                 None => return Ok(None),
             },
@@ -204,7 +185,7 @@ impl Deployments {
             )));
         }
         if !stored {
-            self.put(id, &name, bytes, true)?;
+            self.put(id, &name, bytes, true).await?;
         }
         Ok(Some(model))
     }
@@ -214,15 +195,15 @@ impl Deployments {
     /// `progress` hears each day. Stops before a retrain that `trainer` has trained
     /// elsewhere, with the state stored after the last decision day before it (the next
     /// advance continues from there and decides the same).
-    pub fn advance(
+    pub async fn advance(
         &self,
         id: &str,
         to: Option<chrono::NaiveDate>,
         device: &Device,
         trainer: &dyn Retrainer,
-        progress: &mut dyn FnMut(&Opened, usize, usize),
+        progress: &mut (dyn FnMut(&Opened, usize, usize) + Send),
     ) -> Result<Advanced> {
-        let mut opened = self.open(id)?;
+        let mut opened = self.open(id).await?;
         let mut state = opened.state.take().ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
         opened.check_history(&state)?;
         state.decision_days = opened.decision_days()?;
@@ -250,7 +231,7 @@ impl Deployments {
         // Every version's model is served, so a rollback to any of them reads the same.
         for version in &state.versions {
             let job = opened.training_job(version.retrain_day)?;
-            let model = self.version_model(&opened, version.number, &job, trainer, device)?.ok_or_else(|| {
+            let model = self.version_model(&opened, version.number, &job, trainer, device).await?.ok_or_else(|| {
                 DeploymentError::Invalid(format!(
                     "{id}: the file of version {} is missing and is being trained again; advance again later",
                     version.number
@@ -267,14 +248,14 @@ impl Deployments {
                 if decision.retrain {
                     let job = opened.training_job(day)?;
                     let number = state.versions.len() as u32 + 1;
-                    let model = match self.version_model(&opened, number, &job, trainer, device) {
+                    let model = match self.version_model(&opened, number, &job, trainer, device).await {
                         Ok(Some(model)) => model,
                         Ok(None) => {
                             waiting = Some((day, job.key));
                             break;
                         }
                         Err(error) => {
-                            self.record_retrain_failure(id, day, &job, &error);
+                            self.record_retrain_failure(id, day, &job, &error).await;
                             return Err(error);
                         }
                     };
@@ -282,7 +263,7 @@ impl Deployments {
                     state.promote(Version::new(day, job.key.to_string(), Some(training)))?;
                 }
                 state.history = Some(opened.history(state.next_day));
-                self.save_state(id, &mut state)?;
+                self.save_state(id, &mut state).await?;
             }
             processed += 1;
             progress(&opened, day, last);
@@ -290,11 +271,11 @@ impl Deployments {
         if waiting.is_some() {
             // This day and the days before it since the last decision day are not
             // stored: the stored state is where the next advance continues.
-            state = self.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+            state = self.state(id).await?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
             processed = state.next_day.saturating_sub(first);
         } else {
             state.history = Some(opened.history(state.next_day));
-            self.save_state(id, &mut state)?;
+            self.save_state(id, &mut state).await?;
         }
         if !observer.failures.is_empty() {
             tracing::warn!(deployment = id, failures = ?observer.failures, "days the live model could not score");
@@ -307,49 +288,49 @@ impl Deployments {
     /// Adds a failed retrain of `day` to the stored state (the last one saved: this
     /// advance's unsaved days are dropped, so the next advance processes them again).
     /// Failing to record it is logged, not returned: the retrain's error is the news.
-    fn record_retrain_failure(&self, id: &str, day: usize, job: &Job, error: &DeploymentError) {
+    async fn record_retrain_failure(&self, id: &str, day: usize, job: &Job, error: &DeploymentError) {
         tracing::error!(deployment = id, job = %job.key.short(), %error, "retrain failed");
-        let recorded = self.state(id).and_then(|stored| {
-            let mut stored = stored.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+        let recorded = async {
+            let mut stored =
+                self.state(id).await?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
             stored.retrain_failed(RetrainFailure {
                 day,
                 job_key: job.key.to_string(),
                 error: error.to_string(),
                 at: chrono::Utc::now().timestamp(),
             });
-            self.save_state(id, &mut stored)
-        });
+            self.save_state(id, &mut stored).await
+        }
+        .await;
         if let Err(failure) = recorded {
             tracing::warn!(deployment = id, %failure, "could not record the failed retrain");
         }
     }
 
     /// Rolls deployment `id` back to version `to` (default: the previous live one).
-    pub fn rollback(&self, id: &str, to: Option<u32>) -> Result<(LiveState, u32)> {
-        self.record(id)?;
-        let mut state = self.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+    pub async fn rollback(&self, id: &str, to: Option<u32>) -> Result<(LiveState, u32)> {
+        self.record(id).await?;
+        let mut state = self.state(id).await?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
         let version = state.rollback(to)?;
-        self.save_state(id, &mut state)?;
+        self.save_state(id, &mut state).await?;
         Ok((state, version))
     }
 
     /// The model of version `number` of deployment `id`.
-    pub fn load_version(&self, id: &str, number: u32, device: &Device) -> Result<(Box<dyn Ranker>, ArtifactMeta)> {
+    pub async fn load_version(
+        &self,
+        id: &str,
+        number: u32,
+        device: &Device,
+    ) -> Result<(Box<dyn Ranker>, ArtifactMeta)> {
         let name = format!("versions/{number}.safetensors");
-        let bytes = self.file(id, &name)?.ok_or_else(|| DeploymentError::Invalid(format!("{id}/{name} is missing")))?;
+        let bytes =
+            self.file(id, &name).await?.ok_or_else(|| DeploymentError::Invalid(format!("{id}/{name} is missing")))?;
         from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))
     }
 
     /// Writes `predictions/<date>-v<version>.parquet` of deployment `id` unless it is there.
-    pub fn put_predictions(&self, id: &str, date: &str, version: u32, parquet: Vec<u8>) -> Result<()> {
-        self.put(id, &format!("predictions/{date}-v{version}.parquet"), parquet, true).map(|_| ())
-    }
-}
-
-impl Drop for Deployments {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+    pub async fn put_predictions(&self, id: &str, date: &str, version: u32, parquet: Vec<u8>) -> Result<()> {
+        self.put(id, &format!("predictions/{date}-v{version}.parquet"), parquet, true).await.map(|_| ())
     }
 }

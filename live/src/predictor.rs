@@ -9,11 +9,11 @@ use wf_shared::plan::JobKey;
 use wf_shared::spec::SweepConfig;
 use wf_worker::model::Ranker;
 
-use super::metrics::publish;
-use super::ranking::rank_day;
-use super::record::{DeploymentError, Result, file_stamp};
-use super::store::Deployments;
-use super::trainer::Retrainer;
+use crate::metrics::publish;
+use crate::ranking::rank_day;
+use crate::record::{DeploymentError, Result, file_stamp};
+use crate::store::Deployments;
+use crate::trainer::Retrainer;
 
 /// One ranked code of a prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,11 +38,11 @@ pub struct Prediction {
 }
 
 /// What a [`Predictor`] keeps of a deployment between calls.
-pub(super) struct Loaded {
+pub(crate) struct Loaded {
     /// The tenant of its record (fixed at deploy).
     tenant: String,
     config: SweepConfig,
-    dataset: Dataset,
+    dataset: std::sync::Arc<Dataset>,
     /// The panel file's modification time and length when it was read (`None`: a
     /// synthetic panel): a file grown by `wf live ingest` or prepared again is read again.
     stamp: Option<(std::time::SystemTime, u64)>,
@@ -52,6 +52,10 @@ pub(super) struct Loaded {
 /// and kept (weights never change; a deployment's state is read at every call, so a
 /// promotion or rollback by another process shows at once; its panel is read again when
 /// the file changed, so days ingested and advanced by another process show too).
+///
+/// Async, on the caller's runtime: a panel is read and a day ranked on its blocking
+/// pool; [`Self::advance_pending`] scores days on the task that awaits it (see
+/// [`Deployments`]).
 pub struct Predictor {
     deployments: Deployments,
     device: Device,
@@ -96,9 +100,9 @@ impl Predictor {
     }
 
     /// Publishes every deployment's `wf_live_*` metrics from its stored state (see
-    /// [`crate::telemetry`]); a deployment that cannot be read is logged and skipped.
-    pub fn publish_metrics(&self) {
-        let ids = match self.deployments.ids() {
+    /// `wf_coordinator::telemetry`); a deployment that cannot be read is logged and skipped.
+    pub async fn publish_metrics(&self) {
+        let ids = match self.deployments.ids().await {
             Ok(ids) => ids,
             Err(error) => {
                 tracing::warn!(%error, "cannot list the live deployments");
@@ -106,10 +110,10 @@ impl Predictor {
             }
         };
         for id in ids {
-            match self.deployments.state(&id) {
+            match self.deployments.state(&id).await {
                 Ok(Some(state)) => {
                     // Dates need the deployment's calendar: its panel, loaded once and kept.
-                    let loaded = self.loaded(&id);
+                    let loaded = self.loaded(&id).await;
                     if let Err(error) = &loaded {
                         tracing::warn!(deployment = %id, %error, "cannot load the deployment's panel: no dates");
                     }
@@ -128,8 +132,8 @@ impl Predictor {
     /// the days processed per deployment advanced. A deployment that cannot be advanced is
     /// logged and tried again at the next call (a failed retrain is also recorded in its
     /// state, which `wf_live_retrain_failing` reads).
-    pub fn advance_pending(&self) -> Vec<(String, usize)> {
-        let ids = match self.deployments.ids() {
+    pub async fn advance_pending(&self) -> Vec<(String, usize)> {
+        let ids = match self.deployments.ids().await {
             Ok(ids) => ids,
             Err(error) => {
                 tracing::warn!(%error, "cannot list the live deployments");
@@ -138,10 +142,13 @@ impl Predictor {
         };
         let mut advanced = Vec::new();
         for id in ids {
-            let pending = self.loaded(&id).and_then(|loaded| {
-                let days = loaded.dataset.panel.calendar().len();
-                Ok(self.deployments.state(&id)?.map_or(0, |state| days.saturating_sub(state.next_day)))
-            });
+            let pending = async {
+                let days = self.loaded(&id).await?.dataset.panel.calendar().len();
+                Ok::<_, DeploymentError>(
+                    self.deployments.state(&id).await?.map_or(0, |state| days.saturating_sub(state.next_day)),
+                )
+            }
+            .await;
             match pending {
                 Ok(0) => continue,
                 Ok(_) => {}
@@ -154,13 +161,13 @@ impl Predictor {
             // score the days up to it only to stop there again.
             let waited = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied();
             if let Some((since, key)) = waited
-                && self.trainer.still_training(&key)
+                && self.trainer.still_training(&key).await
             {
                 let gauge = metrics::gauge!("wf_live_retrain_waiting_seconds", "deployment" => id.clone());
                 gauge.set(since.elapsed().as_secs_f64());
                 continue;
             }
-            match self.deployments.advance(&id, None, &self.device, self.trainer.as_ref(), &mut |_, _, _| {}) {
+            match self.deployments.advance(&id, None, &self.device, self.trainer.as_ref(), &mut |_, _, _| {}).await {
                 Ok(done) => {
                     let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let waited = match done.waiting {
@@ -194,18 +201,19 @@ impl Predictor {
     }
 
     /// The tenant deployment `id` belongs to (kept with its panel: no read per call).
-    pub fn tenant_of(&self, id: &str) -> Result<String> {
-        Ok(self.loaded(id)?.tenant.clone())
+    pub async fn tenant_of(&self, id: &str) -> Result<String> {
+        Ok(self.loaded(id).await?.tenant.clone())
     }
 
     /// The deployment's spec and panel, read again when its panel file changed.
-    fn loaded(&self, id: &str) -> Result<std::sync::Arc<Loaded>> {
-        if let Some(loaded) = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
+    async fn loaded(&self, id: &str) -> Result<std::sync::Arc<Loaded>> {
+        let cached = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned();
+        if let Some(loaded) = cached
             && loaded.stamp == file_stamp(&loaded.config.panel)
         {
-            return Ok(loaded.clone());
+            return Ok(loaded);
         }
-        let opened = self.deployments.open(id)?;
+        let opened = self.deployments.open(id).await?;
         let stamp = opened.panel_stamp;
         let loaded = std::sync::Arc::new(Loaded {
             tenant: opened.record.tenant,
@@ -217,12 +225,13 @@ impl Predictor {
         Ok(loaded)
     }
 
-    fn model(&self, id: &str, version: u32) -> Result<std::sync::Arc<dyn Ranker>> {
+    async fn model(&self, id: &str, version: u32) -> Result<std::sync::Arc<dyn Ranker>> {
         let key = (id.to_string(), version);
-        if let Some(model) = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
-            return Ok(model.clone());
+        let cached = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        if let Some(model) = cached {
+            return Ok(model);
         }
-        let (model, _) = self.deployments.load_version(id, version, &self.device)?;
+        let (model, _) = self.deployments.load_version(id, version, &self.device).await?;
         let model: std::sync::Arc<dyn Ranker> = model.into();
         self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, model.clone());
         Ok(model)
@@ -231,13 +240,13 @@ impl Predictor {
     /// Deployment `id`'s ranking of `date` (default: its last processed day) by the
     /// version live that day, the top `k` (default: the spec's K); every ranked code is
     /// written to `predictions/<date>-v<version>.parquet` once.
-    pub fn predict(&self, id: &str, date: Option<chrono::NaiveDate>, k: Option<usize>) -> Result<Prediction> {
+    pub async fn predict(&self, id: &str, date: Option<chrono::NaiveDate>, k: Option<usize>) -> Result<Prediction> {
         if k.is_some_and(|k| k == 0 || k > MAX_PREDICTION_K) {
             return Err(DeploymentError::Invalid(format!("k: must be between 1 and {MAX_PREDICTION_K}")));
         }
-        let loaded = self.loaded(id)?;
+        let loaded = self.loaded(id).await?;
         let state =
-            self.deployments.state(id)?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
+            self.deployments.state(id).await?.ok_or_else(|| DeploymentError::Invalid(format!("{id} has no state")))?;
         let panel = &loaded.dataset.panel;
         let calendar = panel.calendar();
         let date_of = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
@@ -260,11 +269,16 @@ impl Predictor {
         let version = state
             .version_on(day)
             .ok_or_else(|| DeploymentError::Invalid(format!("date: {} is before the first version", date_of(day))))?;
-        let model = self.model(id, version.number)?;
+        let model = self.model(id, version.number).await?;
         let column = loaded.config.horizons.iter().position(|h| *h == loaded.config.primary_horizon).unwrap_or(0);
         let started = std::time::Instant::now();
-        let ranking = rank_day(model.as_ref(), panel, day, column, &self.device)
-            .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {}: {e}", date_of(day))))?;
+        let ranking = {
+            let (loaded, device) = (loaded.clone(), self.device.clone());
+            tokio::task::spawn_blocking(move || rank_day(model.as_ref(), &loaded.dataset.panel, day, column, &device))
+                .await
+                .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {} stopped: {e}", date_of(day))))?
+                .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {}: {e}", date_of(day))))?
+        };
         let milliseconds = started.elapsed().as_secs_f64() * 1e3;
         let date = date_of(day);
         let mut csv = String::from("date,rank,code,score,version\n");
@@ -272,7 +286,7 @@ impl Predictor {
             csv.push_str(&format!("{date},{},{code},{score},{}\n", rank + 1, version.number));
         }
         let parquet = wf_data::csv_to_parquet("predictions.csv", csv.as_bytes()).map_err(anyhow::Error::from)?;
-        self.deployments.put_predictions(id, &date, version.number, parquet)?;
+        self.deployments.put_predictions(id, &date, version.number, parquet).await?;
         let k = k.unwrap_or_else(|| loaded.config.k.for_universe(ranking.codes.len()));
         Ok(Prediction {
             deployment: id.to_string(),

@@ -2,7 +2,7 @@
 //! version ranks a day, as `wf predict` and a prediction server do with the version's
 //! model in memory (score every stock of the day, order by score, ties by code).
 //!
-//! `cargo bench -p wf-coordinator --bench predict`
+//! `cargo bench -p wf-live --bench predict`
 //!
 //! On the synthetic market with 1,000 stocks (`WF_BENCH_STOCKS`), each model kind of the
 //! jp grid's shape is trained once on a 126-day window (a few epochs: latency does not
@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use candle_core::Device;
-use wf_coordinator::deployment::rank_day;
+use wf_live::rank_day;
 use wf_shared::cadence::Cadence;
 use wf_shared::plan::plan_panel;
 use wf_shared::spec::{ModelConfig, ModelKind, SweepConfig, TopK};

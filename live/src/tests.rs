@@ -3,10 +3,17 @@ use super::*;
 use candle_core::Device;
 use wf_shared::plan::{Job, JobKey};
 
-use super::record::*;
-use super::store::*;
-use super::trainer::*;
-use crate::artifact::ArtifactStore;
+use std::sync::Arc;
+
+use crate::files::{LiveFiles, MemoryFiles};
+use crate::record::*;
+use crate::store::*;
+use crate::trainer::*;
+
+/// A store of deployments' files, as two processes sharing an artifact store see it.
+fn files() -> Arc<dyn LiveFiles> {
+    Arc::new(MemoryFiles::default())
+}
 
 const SPEC: &str = r#"name = "deployment-unit"
 [dataset]
@@ -53,8 +60,8 @@ fn monthly(id: &str) -> DeploymentRecord {
 /// decisions, versions and switches as a deployment advanced on the longer panel in
 /// one go (its retrains are training-only jobs, whose keys do not move as the panel
 /// grows).
-#[test]
-fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
+#[tokio::test]
+async fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
     use wf_shared::synth::{SynthSpec, generate};
     let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
     let market = generate(&SynthSpec { stocks: 30, days: 400, start, seed: 2, null: false }).expect("market");
@@ -65,10 +72,15 @@ fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
     let cut = long.calendar().index_on_or_before(date(2022, 4, 20)).expect("day");
     let short = wf_shared::build_panel(&bars.truncated(cut), &spec);
     let dir = tempfile::tempdir().expect("dir");
-    let deployments =
-        Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
-    let deploy = |id: &str, panel: &wf_shared::Panel| {
-        let path = dir.path().join(format!("{id}.parquet"));
+    let files = files();
+    let deployments = Deployments::new(files.clone());
+    async fn deploy(
+        deployments: &Deployments,
+        dir: &std::path::Path,
+        id: &str,
+        panel: &wf_shared::Panel,
+    ) -> std::path::PathBuf {
+        let path = dir.join(format!("{id}.parquet"));
         wf_data::panel_file::write_panel(&path, panel).expect("panel written");
         let spec = SPEC.replace("synth:stocks=30,days=400,seed=2", &path.display().to_string());
         let record = DeploymentRecord {
@@ -78,42 +90,40 @@ fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
             window: 126,
             seed: 0,
             policy: "ΔP@K<0.02 over 21d or age>=42d".into(),
-            from: date(2021, 8, 2),
+            from: chrono::NaiveDate::from_ymd_opt(2021, 8, 2).expect("date"),
             shadow_days: 0,
             tenant: local_tenant(),
         };
-        deployments.deploy(record, &Device::Cpu).expect("deployed");
-        deployments.advance(id, None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced");
+        deployments.deploy(record, &Device::Cpu).await.expect("deployed");
+        deployments.advance(id, None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).await.expect("advanced");
         path
-    };
-    let grown = deploy("grown", &short);
-    let before = deployments.state("grown").expect("read").expect("state");
+    }
+    let grown = deploy(&deployments, dir.path(), "grown", &short).await;
+    let before = deployments.state("grown").await.expect("read").expect("state");
     assert_eq!(before.next_day, cut + 1, "every day of the shorter panel processed");
     // A long-running predictor (a coordinator's) follows the panel file as it grows.
-    let predictor = Predictor::new(
-        Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime"),
-        Device::Cpu,
-    );
+    let predictor = Predictor::new(Deployments::new(files.clone()), Device::Cpu);
     let date_of = |day: usize| long.calendar().date(day).expect("day").to_string();
-    assert_eq!(predictor.predict("grown", None, Some(5)).expect("prediction").date, date_of(cut));
+    assert_eq!(predictor.predict("grown", None, Some(5)).await.expect("prediction").date, date_of(cut));
     // Decided after the spec's end, before the panel's.
     let end = long.calendar().index_on_or_before(date(2022, 3, 31)).expect("day");
     assert!(before.decisions.iter().any(|d| d.day > end), "no decision after the spec's end");
 
     // The panel file grows; the deployment goes on from its next day.
     wf_data::panel_file::write_panel(&grown, &long).expect("panel written");
-    let days = deployments.advance("grown", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced").days;
+    let days =
+        deployments.advance("grown", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).await.expect("advanced").days;
     assert_eq!(days, long.calendar().len() - cut - 1);
-    let after = deployments.state("grown").expect("read").expect("state");
-    deploy("straight", &long);
-    let straight = deployments.state("straight").expect("read").expect("state");
+    let after = deployments.state("grown").await.expect("read").expect("state");
+    deploy(&deployments, dir.path(), "straight", &long).await;
+    let straight = deployments.state("straight").await.expect("read").expect("state");
     assert!(after.decisions.iter().any(|d| d.day > cut), "no decision on the appended days");
     assert!(after.versions.iter().any(|v| v.retrain_day > cut), "no retrain on the appended days");
     assert_eq!(after.decisions, straight.decisions);
     assert_eq!(after.versions, straight.versions);
     assert_eq!(after.switches, straight.switches);
     assert_eq!(after.next_day, long.calendar().len());
-    let latest = predictor.predict("grown", None, Some(5)).expect("a prediction on the grown panel");
+    let latest = predictor.predict("grown", None, Some(5)).await.expect("a prediction on the grown panel");
     assert_eq!(latest.date, date_of(long.calendar().len() - 1));
 
     // A panel whose processed days changed (one feature value of a processed day
@@ -123,46 +133,48 @@ fn a_deployment_decides_past_the_specs_end_as_its_panel_grows() {
     parts.features[0][row] += 0.5;
     let changed = wf_shared::Panel::new(parts).expect("panel");
     wf_data::panel_file::write_panel(&grown, &changed).expect("panel written");
-    let refused = deployments.advance("grown", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect_err("refused");
+    let refused =
+        deployments.advance("grown", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).await.expect_err("refused");
     assert!(refused.to_string().contains("history changed"), "{refused}");
-    assert_eq!(deployments.state("grown").expect("read").expect("state"), after);
+    assert_eq!(deployments.state("grown").await.expect("read").expect("state"), after);
 }
 
 /// A deployment whose retrains are trained elsewhere (the workers) stops before each
 /// one until it is trained, with its state stored as of the last decision day before
 /// it, and then goes on: in the end it decided exactly what a deployment trained in
 /// process decided, and no day was decided twice or skipped.
-#[test]
-fn an_advance_waits_for_retrains_trained_elsewhere_and_decides_the_same() {
+#[tokio::test]
+async fn an_advance_waits_for_retrains_trained_elsewhere_and_decides_the_same() {
     /// Answers "being trained" at the first ask for each job, the model at the next.
     struct Elsewhere(std::sync::Mutex<std::collections::BTreeSet<JobKey>>);
+    #[async_trait::async_trait]
     impl Retrainer for Elsewhere {
-        fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
+        async fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
             if self.0.lock().expect("lock").insert(job.key) {
                 return Ok(None);
             }
-            LOCAL.model_file(opened, job)
+            LOCAL.model_file(opened, job).await
         }
     }
-    let dir = tempfile::tempdir().expect("dir");
-    let deployments =
-        Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
+    let files = files();
+    let deployments = Deployments::new(files.clone());
     for id in ["here", "elsewhere"] {
-        deployments.deploy(monthly(id), &Device::Cpu).expect("deployed");
+        deployments.deploy(monthly(id), &Device::Cpu).await.expect("deployed");
     }
-    let here = deployments.advance("here", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced");
+    let here = deployments.advance("here", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).await.expect("advanced");
     assert!(here.waiting.is_none());
     let here_days = here.days;
     let trainer = Elsewhere(Default::default());
     let mut waits = 0;
     let mut days = 0;
     loop {
-        let before = deployments.state("elsewhere").expect("read").expect("state");
+        let before = deployments.state("elsewhere").await.expect("read").expect("state");
         let mut seen = Vec::new();
         let advanced = deployments
             .advance("elsewhere", None, &Device::Cpu, &trainer, &mut |_, day, _| seen.push(day))
+            .await
             .expect("advanced");
-        let stored = deployments.state("elsewhere").expect("read").expect("state");
+        let stored = deployments.state("elsewhere").await.expect("read").expect("state");
         let returned = advanced.opened.state.as_ref().expect("state");
         assert_eq!((returned.next_day, returned.revision), (stored.next_day, stored.revision), "returned != stored");
         assert_eq!(advanced.days, stored.next_day - before.next_day);
@@ -178,8 +190,8 @@ fn an_advance_waits_for_retrains_trained_elsewhere_and_decides_the_same() {
         // The next ask has it trained.
         assert!(waits < 50, "no progress");
     }
-    let read = |id: &str| deployments.state(id).expect("read").expect("state");
-    let (here, elsewhere) = (read("here"), read("elsewhere"));
+    let here = deployments.state("here").await.expect("read").expect("state");
+    let elsewhere = deployments.state("elsewhere").await.expect("read").expect("state");
     assert_eq!(waits, here.versions.len() - 1, "one wait per retrain");
     assert_eq!(days, here_days, "every day decided once");
     assert_eq!(elsewhere.decisions, here.decisions);
@@ -191,63 +203,61 @@ fn an_advance_waits_for_retrains_trained_elsewhere_and_decides_the_same() {
 /// A coordinator's advance loop does not advance a deployment again while the retrain
 /// it waits for is still being trained (it would stop at the same day): the trainer is
 /// asked only whether the job is still training; once it is not, the advance goes on.
-#[test]
-fn a_waiting_deployment_is_not_advanced_again_until_its_retrain_is_trained() {
+#[tokio::test]
+async fn a_waiting_deployment_is_not_advanced_again_until_its_retrain_is_trained() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     struct Queue {
         asked: Arc<AtomicUsize>,
         training: Arc<AtomicBool>,
     }
+    #[async_trait::async_trait]
     impl Retrainer for Queue {
-        fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
+        async fn model_file(&self, opened: &Opened, job: &Job) -> Result<Option<Vec<u8>>> {
             self.asked.fetch_add(1, Ordering::SeqCst);
-            if self.training.load(Ordering::SeqCst) { Ok(None) } else { LOCAL.model_file(opened, job) }
+            if self.training.load(Ordering::SeqCst) { Ok(None) } else { LOCAL.model_file(opened, job).await }
         }
-        fn still_training(&self, _key: &JobKey) -> bool {
+        async fn still_training(&self, _key: &JobKey) -> bool {
             self.training.load(Ordering::SeqCst)
         }
     }
-    let dir = tempfile::tempdir().expect("dir");
-    let store = || ArtifactStore::open(&dir.path().display().to_string()).expect("store");
-    Deployments::new(store()).expect("runtime").deploy(monthly("d"), &Device::Cpu).expect("deployed");
+    let files = files();
+    Deployments::new(files.clone()).deploy(monthly("d"), &Device::Cpu).await.expect("deployed");
     let (asked, training) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(true)));
     let trainer = Queue { asked: asked.clone(), training: training.clone() };
-    let predictor =
-        Predictor::new(Deployments::new(store()).expect("runtime"), Device::Cpu).with_trainer(Box::new(trainer));
-    predictor.advance_pending();
-    let stopped = predictor.deployments().state("d").expect("read").expect("state");
+    let predictor = Predictor::new(Deployments::new(files.clone()), Device::Cpu).with_trainer(Box::new(trainer));
+    predictor.advance_pending().await;
+    let stopped = predictor.deployments().state("d").await.expect("read").expect("state");
     assert_eq!(asked.load(Ordering::SeqCst), 1, "the first retrain is asked for");
-    predictor.advance_pending();
-    predictor.advance_pending();
+    predictor.advance_pending().await;
+    predictor.advance_pending().await;
     assert_eq!(asked.load(Ordering::SeqCst), 1, "advanced again while the retrain was training");
-    assert_eq!(predictor.deployments().state("d").expect("read").expect("state").revision, stopped.revision);
+    assert_eq!(predictor.deployments().state("d").await.expect("read").expect("state").revision, stopped.revision);
     training.store(false, Ordering::SeqCst);
-    predictor.advance_pending();
-    let done = predictor.deployments().state("d").expect("read").expect("state");
+    predictor.advance_pending().await;
+    let done = predictor.deployments().state("d").await.expect("read").expect("state");
     assert!(done.next_day > stopped.next_day && done.versions.len() > 2, "it went on once trained");
 }
 
 /// Two writers of one deployment: the one that read an older revision is refused
 /// rather than overwriting the other's save (a rollback during an advance).
-#[test]
-fn a_save_over_another_writers_save_is_refused() {
-    let dir = tempfile::tempdir().expect("dir");
-    let deployments =
-        Deployments::new(ArtifactStore::open(&dir.path().display().to_string()).expect("store")).expect("runtime");
-    deployments.deploy(monthly("d"), &Device::Cpu).expect("deployed");
-    let advanced = deployments.advance("d", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced");
+#[tokio::test]
+async fn a_save_over_another_writers_save_is_refused() {
+    let files = files();
+    let deployments = Deployments::new(files.clone());
+    deployments.deploy(monthly("d"), &Device::Cpu).await.expect("deployed");
+    let advanced = deployments.advance("d", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).await.expect("advanced");
     assert!(advanced.days > 100 && advanced.opened.state.expect("state").versions.len() > 3);
     // Two commands read the same revision; the first to save wins.
-    let mut stale = deployments.state("d").expect("read").expect("state");
-    let (rolled, _) = deployments.rollback("d", None).expect("rolled back");
+    let mut stale = deployments.state("d").await.expect("read").expect("state");
+    let (rolled, _) = deployments.rollback("d", None).await.expect("rolled back");
     assert_eq!(rolled.revision, stale.revision + 1);
-    let refused = deployments.save_state("d", &mut stale).expect_err("a stale save");
+    let refused = deployments.save_state("d", &mut stale).await.expect_err("a stale save");
     assert!(matches!(refused, DeploymentError::Conflict(_)), "{refused}");
-    let stored = deployments.state("d").expect("read").expect("state");
+    let stored = deployments.state("d").await.expect("read").expect("state");
     assert_eq!(stored, rolled, "the rollback stands");
     // Advancing again reads the rollback and continues from it.
-    deployments.advance("d", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).expect("advanced again");
-    let after = deployments.state("d").expect("read").expect("state");
+    deployments.advance("d", None, &Device::Cpu, &LOCAL, &mut |_, _, _| {}).await.expect("advanced again");
+    let after = deployments.state("d").await.expect("read").expect("state");
     assert!(after.switches.iter().any(|s| s.rollback));
 }

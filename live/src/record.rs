@@ -2,9 +2,10 @@
 //! deployment opened for work.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wf_data::dataset::Dataset;
+use wf_data::dataset::{DataRoots, Dataset};
 use wf_shared::decision::{LivePolicy, LiveState};
 use wf_shared::plan::{Job, Plan, PlanInput};
 use wf_shared::spec::SweepConfig;
@@ -32,8 +33,8 @@ pub struct DeploymentRecord {
     pub tenant: String,
 }
 
-pub(super) fn local_tenant() -> String {
-    crate::auth::LOCAL_TENANT.to_string()
+pub(crate) fn local_tenant() -> String {
+    wf_shared::LOCAL_TENANT.to_string()
 }
 
 /// Why a deployment command failed.
@@ -51,7 +52,7 @@ pub enum DeploymentError {
     #[error("{0}")]
     NotProcessed(String),
     #[error(transparent)]
-    Artifact(#[from] crate::artifact::ArtifactError),
+    Files(#[from] crate::files::FilesError),
     #[error(transparent)]
     Live(#[from] wf_shared::decision::LiveError),
     #[error(transparent)]
@@ -60,25 +61,26 @@ pub enum DeploymentError {
     Other(#[from] anyhow::Error),
 }
 
-pub(super) type Result<T> = std::result::Result<T, DeploymentError>;
+pub(crate) type Result<T> = std::result::Result<T, DeploymentError>;
 
 /// A deployment opened for work: its record, spec, dataset, plan and state.
 pub struct Opened {
     pub record: DeploymentRecord,
     pub config: SweepConfig,
-    pub dataset: Dataset,
+    /// Shared with the retrains trained in this process and with a predictor's cache.
+    pub dataset: Arc<Dataset>,
     pub plan: Plan,
     pub model: usize,
     pub policy: LivePolicy,
     pub state: Option<LiveState>,
     /// The panel's per-day digests for the spec: what its retrains' keys and its history
     /// digest are combined from.
-    pub(super) days: wf_shared::dataset::DayView,
+    pub(crate) days: wf_shared::dataset::DayView,
     /// The panel file's stamp, taken before its dataset was read: a file replaced while it
     /// is read (an ingest renames the new panel over the old) then differs from it, and is
     /// read again. Taken after the read, the new file's stamp would stand for the old
     /// panel's days, and no later day would ever be seen.
-    pub(super) panel_stamp: Option<(std::time::SystemTime, u64)>,
+    pub(crate) panel_stamp: Option<(std::time::SystemTime, u64)>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -88,6 +90,30 @@ impl std::fmt::Debug for Opened {
 }
 
 impl Opened {
+    /// Deployment `record` with its stored `state`: its spec parsed, its dataset read
+    /// (from under `roots`) and planned. Blocks: reads the panel.
+    pub(crate) fn load(record: DeploymentRecord, state: Option<LiveState>, roots: &DataRoots) -> Result<Self> {
+        let id = &record.id;
+        let config = SweepConfig::from_toml(&record.spec)
+            .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
+        let panel_stamp = file_stamp(&config.panel);
+        let dataset = wf_data::dataset::open(&config.panel, &config.horizons, config.features.as_deref(), roots)
+            .and_then(|source| source.whole())
+            .map_err(|e| DeploymentError::Other(e.into()))?;
+        let plan = wf_data::planning::plan_sweep(&config, &dataset)?;
+        let model = config
+            .models
+            .iter()
+            .position(|m| m.name == record.model)
+            .ok_or_else(|| DeploymentError::Invalid(format!("{id}: the spec has no model {}", record.model)))?;
+        let policy: LivePolicy =
+            record.policy.parse().map_err(|e| DeploymentError::Invalid(format!("{id}: policy: {e}")))?;
+        let universe = dataset.panel.daily_universe();
+        let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
+        let days = wf_shared::plan::day_view(&config, &input).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        Ok(Opened { record, config, dataset: Arc::new(dataset), plan, model, policy, state, days, panel_stamp })
+    }
+
     /// The line's jobs by retrain day.
     pub fn jobs(&self) -> BTreeMap<usize, &Job> {
         self.plan.line_jobs(self.model, self.record.window, self.record.seed)
@@ -112,7 +138,7 @@ impl Opened {
     }
 
     /// Refuses a panel whose days before `state.next_day` are not the ones processed.
-    pub(super) fn check_history(&self, state: &LiveState) -> Result<()> {
+    pub(crate) fn check_history(&self, state: &LiveState) -> Result<()> {
         let Some(recorded) = state.history else { return Ok(()) };
         let calendar = self.dataset.panel.calendar();
         if state.next_day > calendar.len() || self.history(state.next_day) != recorded {
@@ -156,7 +182,7 @@ pub fn deployment_id(record: &DeploymentRecord) -> String {
     }
     // Another tenant's deployment of the same line is another deployment (the local
     // tenant's ids are as they were before tenants).
-    if record.tenant != crate::auth::LOCAL_TENANT {
+    if record.tenant != wf_shared::LOCAL_TENANT {
         hasher.update(record.tenant.as_bytes());
     }
     let safe: String =
@@ -165,7 +191,7 @@ pub fn deployment_id(record: &DeploymentRecord) -> String {
 }
 
 /// The modification time and length of the panel file `uri` (`None` for a synthetic one).
-pub(super) fn file_stamp(uri: &str) -> Option<(std::time::SystemTime, u64)> {
+pub(crate) fn file_stamp(uri: &str) -> Option<(std::time::SystemTime, u64)> {
     if wf_data::dataset::synth_spec(uri).is_some() {
         return None;
     }
