@@ -38,8 +38,10 @@ use wf_shared::job::{Applied, JobEvent, JobState, Phase, RetryPolicy, SweepId, U
 use wf_shared::plan::JobKey;
 
 use super::{EpochCheck, JobRecord, JobStore, Lease, QueueDepth, Repaired, StoreError, SweepRecord};
+use scripts::Scripts;
 
-const GUARD: &str = include_str!("lua/guard.lua");
+mod scripts;
+mod writes;
 
 /// Races a single transition may lose before giving up (each loss means another
 /// writer moved the job; a handful is already unusual).
@@ -48,42 +50,6 @@ const MAX_RACES: usize = 16;
 const LEASE_CANDIDATES: isize = 32;
 /// Keys per enqueue script call.
 const ENQUEUE_BATCH: usize = 500;
-
-#[derive(Debug)]
-struct Scripts {
-    lease: Script,
-    heartbeat: Script,
-    complete: Script,
-    requeue: Script,
-    dead_letter: Script,
-    cancel: Script,
-    enqueue: Script,
-    peek: Script,
-    resubmit: Script,
-    repair: Script,
-    /// The lease script's text, loaded by hand (see the module notes).
-    lease_code: String,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        let guarded = |body: &str| Script::new(&format!("{GUARD}\n{body}"));
-        let lease_code = format!("{GUARD}\n{}", include_str!("lua/lease.lua"));
-        Self {
-            lease: Script::new(&lease_code),
-            lease_code,
-            repair: Script::new(include_str!("lua/repair.lua")),
-            heartbeat: guarded(include_str!("lua/heartbeat.lua")),
-            complete: guarded(include_str!("lua/complete.lua")),
-            requeue: guarded(include_str!("lua/requeue.lua")),
-            dead_letter: guarded(include_str!("lua/dead_letter.lua")),
-            cancel: guarded(include_str!("lua/cancel.lua")),
-            resubmit: guarded(include_str!("lua/resubmit.lua")),
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
-            peek: Script::new(include_str!("lua/peek.lua")),
-        }
-    }
-}
 
 /// Jobs and sweeps of one queue in Redis.
 pub struct RedisJobStore {
@@ -238,96 +204,6 @@ impl RedisJobStore {
         let text: Option<String> = self.connection().hget(&self.keys[JOBS], key.to_string()).await?;
         let text = text.ok_or_else(|| StoreError::UnknownJob(key.short()))?;
         decode(&key.short(), &text)
-    }
-
-    /// Writes `next` over `current` with the script of that transition; `false` when
-    /// another writer got there first.
-    async fn write(&self, key: &JobKey, current: &JobState, next: &JobState) -> Result<bool, StoreError> {
-        self.write_owned(key, current, next, None).await
-    }
-
-    /// [`Self::write`] of a lease grant in `epoch`: [`StoreError::EpochLost`] when the
-    /// marker is not that epoch, or when the server restarted since the epoch started.
-    async fn write_grant(
-        &self,
-        key: &JobKey,
-        current: &JobState,
-        next: &JobState,
-        epoch: u64,
-    ) -> Result<bool, StoreError> {
-        let due = next.phase.due_at().unwrap_or(i64::MAX);
-        let mut command = redis::cmd("EVALSHA");
-        command.arg(self.scripts.lease.get_hash()).arg(5);
-        for index in [JOBS, READY, LEASED, DEAD, OWNER] {
-            command.arg(&self.keys[index]);
-        }
-        command.arg(key.to_string()).arg(encode(current)?).arg(current.attempts_made).arg(encode(next)?);
-        command.arg(due).arg("").arg(epoch);
-        let written: i64 = match command.query_async(&mut self.connection()).await {
-            Ok(written) => written,
-            Err(error) if error.code() == Some("NOSCRIPT") => {
-                // The server forgot its scripts: it restarted, or they were flushed.
-                if self.epoch_check().await? != EpochCheck::Current(epoch) {
-                    return Err(StoreError::EpochLost);
-                }
-                self.load_lease_script().await?;
-                command.query_async(&mut self.connection()).await?
-            }
-            Err(error) => return Err(error.into()),
-        };
-        match written {
-            -1 => Err(StoreError::EpochLost),
-            written => Ok(written == 1),
-        }
-    }
-
-    /// [`Self::write`], also handing the job to sweep `owner` (for a resubmission).
-    async fn write_owned(
-        &self,
-        key: &JobKey,
-        current: &JobState,
-        next: &JobState,
-        owner: Option<&SweepId>,
-    ) -> Result<bool, StoreError> {
-        let (script, extra) = match (&current.phase, &next.phase) {
-            (Phase::DeadLettered | Phase::Cancelled | Phase::Succeeded { .. }, Phase::Queued { not_before }) => {
-                (&self.scripts.resubmit, not_before.to_string())
-            }
-            // An orphaned lease taken back (a grant goes through `write_grant`).
-            (Phase::Queued { .. }, Phase::Leased { .. }) => {
-                (&self.scripts.lease, next.phase.due_at().unwrap_or(i64::MAX).to_string())
-            }
-            (Phase::Leased { .. }, Phase::Leased { .. }) => {
-                (&self.scripts.heartbeat, next.phase.due_at().unwrap_or(i64::MAX).to_string())
-            }
-            (_, Phase::Succeeded { .. }) => (&self.scripts.complete, String::new()),
-            (_, Phase::Queued { not_before }) => (&self.scripts.requeue, not_before.to_string()),
-            (_, Phase::DeadLettered) => (&self.scripts.dead_letter, next.last_error.clone().unwrap_or_default()),
-            (_, Phase::Cancelled) => (&self.scripts.cancel, String::new()),
-            (from, to) => {
-                return Err(StoreError::Backend(format!(
-                    "no script moves a job from {} to {}",
-                    from.name(),
-                    to.name()
-                )));
-            }
-        };
-        let written: Result<i64, redis::RedisError> = self
-            .invocation(script)
-            .arg(key.to_string())
-            .arg(encode(current)?)
-            .arg(current.attempts_made)
-            .arg(encode(next)?)
-            .arg(extra)
-            .arg(owner.map_or("", SweepId::as_str))
-            .arg("")
-            .invoke_async(&mut self.connection())
-            .await;
-        if matches!(next.phase, Phase::Queued { .. }) {
-            // A job ready again may be older than the kept candidates.
-            self.forget_candidates().await;
-        }
-        Ok(written? == 1)
     }
 
     async fn forget_candidates(&self) {

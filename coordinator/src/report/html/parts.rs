@@ -2,6 +2,7 @@
 //! its error, axes, lines and legends (plotters, SVG), escaping and table cells.
 
 use plotters::prelude::*;
+use wf_shared::age::Metric;
 
 const SIZE: (u32, u32) = (760, 340);
 
@@ -140,5 +141,29 @@ pub(super) fn cell(field: &str, value: Option<f64>, shown: impl FnOnce(f64) -> S
     match value.filter(|v| v.is_finite()) {
         Some(v) => format!("<td class=\"num\" data-field=\"{field}\" data-v=\"{v}\">{}</td>", shown(v)),
         None => format!("<td class=\"num\" data-field=\"{field}\">–</td>"),
+    }
+}
+
+pub(super) fn metric_label(metric: Metric) -> &'static str {
+    match metric {
+        Metric::DeltaPAtK => "ΔP@K (zero basis)",
+        Metric::PAtK => "P@K (zero basis)",
+        Metric::MedianDeltaPAtK => "ΔP@K",
+        Metric::MedianPAtK => "P@K",
+        Metric::RankIc => "RankIC",
+        Metric::Spread => "spread",
+        Metric::TopKMean => "top-K mean return",
+    }
+}
+
+pub(super) fn metric_slug(metric: Metric) -> &'static str {
+    match metric {
+        Metric::DeltaPAtK => "delta_p_at_k",
+        Metric::PAtK => "p_at_k",
+        Metric::MedianDeltaPAtK => "median_delta_p_at_k",
+        Metric::MedianPAtK => "median_p_at_k",
+        Metric::RankIc => "rank_ic",
+        Metric::Spread => "spread",
+        Metric::TopKMean => "top_k_mean",
     }
 }
