@@ -118,7 +118,8 @@ pub async fn serve_with(
 /// Runs `work` now, then `period` after each run ends, until `shutdown`: each run on a
 /// thread of the blocking pool, awaited there on this runtime, so work that scores or
 /// trains between its awaits (a deployment's advance) never holds up the threads that
-/// answer calls.
+/// answer calls. Needs a multi-thread runtime (on a current-thread one nothing would
+/// drive the work's I/O while the runtime's own thread waits).
 pub fn every<F>(
     period: std::time::Duration,
     shutdown: CancellationToken,

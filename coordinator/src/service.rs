@@ -367,12 +367,20 @@ impl wf_proto::v1::live_service_server::LiveService for Predictions {
         };
         let k = (request.k > 0).then_some(request.k as usize);
         let started = std::time::Instant::now();
-        // Another tenant's deployment answers as an unknown one does.
-        let tenant = self.0.tenant_of(&id).await.map_err(deployment_status)?;
-        if !caller.sees(&tenant) {
-            return Err(deployment_status(wf_live::DeploymentError::Unknown(id)));
-        }
-        let prediction = self.0.predict(&id, date, k).await.map_err(deployment_status)?;
+        // A task of its own: a caller that gives up does not cancel it, so the panel it
+        // is reading is still kept for the next call; a panic answers INTERNAL.
+        let (predictor, deployment, asking) = (self.0.clone(), id.clone(), caller.clone());
+        let prediction = tokio::spawn(async move {
+            // Another tenant's deployment answers as an unknown one does.
+            let tenant = predictor.tenant_of(&deployment).await?;
+            if !asking.sees(&tenant) {
+                return Err(wf_live::DeploymentError::Unknown(deployment));
+            }
+            predictor.predict(&deployment, date, k).await
+        })
+        .await
+        .map_err(|e| Status::internal(format!("prediction panicked: {e}")))?
+        .map_err(deployment_status)?;
         metrics::counter!("wf_predictions_total", "deployment" => id.clone()).increment(1);
         metrics::histogram!("wf_prediction_seconds", "deployment" => id.clone())
             .record(started.elapsed().as_secs_f64());

@@ -250,7 +250,8 @@ impl Predictor {
         let panel = &loaded.dataset.panel;
         let calendar = panel.calendar();
         let date_of = |day: usize| calendar.date(day).map(|d| d.to_string()).unwrap_or_default();
-        let last = state.next_day.checked_sub(1).filter(|d| *d >= state.versions[0].retrain_day);
+        let first = state.versions.first().map_or(usize::MAX, |v| v.retrain_day);
+        let last = state.next_day.checked_sub(1).filter(|d| *d >= first);
         let day = match date {
             Some(date) => calendar
                 .index_of(date)
@@ -271,21 +272,29 @@ impl Predictor {
             .ok_or_else(|| DeploymentError::Invalid(format!("date: {} is before the first version", date_of(day))))?;
         let model = self.model(id, version.number).await?;
         let column = loaded.config.horizons.iter().position(|h| *h == loaded.config.primary_horizon).unwrap_or(0);
-        let started = std::time::Instant::now();
-        let ranking = {
-            let (loaded, device) = (loaded.clone(), self.device.clone());
-            tokio::task::spawn_blocking(move || rank_day(model.as_ref(), &loaded.dataset.panel, day, column, &device))
-                .await
-                .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {} stopped: {e}", date_of(day))))?
-                .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {}: {e}", date_of(day))))?
-        };
-        let milliseconds = started.elapsed().as_secs_f64() * 1e3;
         let date = date_of(day);
-        let mut csv = String::from("date,rank,code,score,version\n");
-        for (rank, (code, score)) in ranking.codes.iter().zip(&ranking.scores).enumerate() {
-            csv.push_str(&format!("{date},{},{code},{score},{}\n", rank + 1, version.number));
-        }
-        let parquet = wf_data::csv_to_parquet("predictions.csv", csv.as_bytes()).map_err(anyhow::Error::from)?;
+        // Ranked, and its file written, on the blocking pool: nothing here holds up the
+        // threads that answer calls.
+        let (ranking, milliseconds, parquet) = {
+            let (loaded, device, day_date, number) =
+                (loaded.clone(), self.device.clone(), date.clone(), version.number);
+            tokio::task::spawn_blocking(move || {
+                let date = day_date;
+                let started = std::time::Instant::now();
+                let ranking = rank_day(model.as_ref(), &loaded.dataset.panel, day, column, &device)
+                    .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {date}: {e}")))?;
+                let milliseconds = started.elapsed().as_secs_f64() * 1e3;
+                let mut csv = String::from("date,rank,code,score,version\n");
+                for (rank, (code, score)) in ranking.codes.iter().zip(&ranking.scores).enumerate() {
+                    csv.push_str(&format!("{date},{},{code},{score},{number}\n", rank + 1));
+                }
+                let parquet =
+                    wf_data::csv_to_parquet("predictions.csv", csv.as_bytes()).map_err(anyhow::Error::from)?;
+                Ok::<_, DeploymentError>((ranking, milliseconds, parquet))
+            })
+            .await
+            .map_err(|e| DeploymentError::Other(anyhow::anyhow!("scoring {date} stopped: {e}")))??
+        };
         self.deployments.put_predictions(id, &date, version.number, parquet).await?;
         let k = k.unwrap_or_else(|| loaded.config.k.for_universe(ranking.codes.len()));
         Ok(Prediction {

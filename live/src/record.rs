@@ -90,9 +90,9 @@ impl std::fmt::Debug for Opened {
 }
 
 impl Opened {
-    /// Deployment `record` with its stored `state`: its spec parsed, its dataset read
-    /// (from under `roots`) and planned. Blocks: reads the panel.
-    pub(crate) fn load(record: DeploymentRecord, state: Option<LiveState>, roots: &DataRoots) -> Result<Self> {
+    /// Deployment `record`, without its state: its spec parsed, its dataset read (from
+    /// under `roots`) and planned. Blocks: reads the panel.
+    pub(crate) fn load(record: DeploymentRecord, roots: &DataRoots) -> Result<Self> {
         let id = &record.id;
         let config = SweepConfig::from_toml(&record.spec)
             .map_err(|e| DeploymentError::Invalid(format!("{id}: its spec no longer reads: {e}")))?;
@@ -111,7 +111,7 @@ impl Opened {
         let universe = dataset.panel.daily_universe();
         let input = PlanInput::of_panel(&dataset.panel, &dataset.digests, &universe);
         let days = wf_shared::plan::day_view(&config, &input).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
-        Ok(Opened { record, config, dataset: Arc::new(dataset), plan, model, policy, state, days, panel_stamp })
+        Ok(Opened { record, config, dataset: Arc::new(dataset), plan, model, policy, state: None, days, panel_stamp })
     }
 
     /// The line's jobs by retrain day.

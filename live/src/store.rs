@@ -109,11 +109,13 @@ impl Deployments {
     /// read and planned on the blocking pool).
     pub async fn open(&self, id: &str) -> Result<Opened> {
         let record = self.record(id).await?;
-        let state = self.state(id).await?;
         let roots = self.roots.clone();
-        tokio::task::spawn_blocking(move || Opened::load(record, state, &roots))
+        let mut opened = tokio::task::spawn_blocking(move || Opened::load(record, &roots))
             .await
-            .map_err(|e| DeploymentError::Other(anyhow::anyhow!("opening {id} stopped: {e}")))?
+            .map_err(|e| DeploymentError::Other(anyhow::anyhow!("opening {id} stopped: {e}")))??;
+        // Read after the dataset, as close as can be to the save it may lead to.
+        opened.state = self.state(id).await?;
+        Ok(opened)
     }
 
     /// Creates deployment `record.id` and trains its first version: the line's first
@@ -326,7 +328,12 @@ impl Deployments {
         let name = format!("versions/{number}.safetensors");
         let bytes =
             self.file(id, &name).await?.ok_or_else(|| DeploymentError::Invalid(format!("{id}/{name} is missing")))?;
-        from_bytes(&bytes, device).map_err(|e| DeploymentError::Invalid(format!("{id}/{name}: {e}")))
+        let (device, file) = (device.clone(), format!("{id}/{name}"));
+        tokio::task::spawn_blocking(move || {
+            from_bytes(&bytes, &device).map_err(|e| DeploymentError::Invalid(format!("{file}: {e}")))
+        })
+        .await
+        .map_err(|e| DeploymentError::Other(anyhow::anyhow!("loading a model stopped: {e}")))?
     }
 
     /// Writes `predictions/<date>-v<version>.parquet` of deployment `id` unless it is there.

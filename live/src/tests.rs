@@ -10,7 +10,8 @@ use crate::record::*;
 use crate::store::*;
 use crate::trainer::*;
 
-/// A store of deployments' files, as two processes sharing an artifact store see it.
+/// A store of deployments' files in memory (the coordinator's tests run the artifact
+/// store under these deployments, `wf_coordinator::deployments`).
 fn files() -> Arc<dyn LiveFiles> {
     Arc::new(MemoryFiles::default())
 }

@@ -166,7 +166,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             "coordinator serving"
         );
         let shutdown = shutdown_on_signals();
-        if let Some(predictor) = live.clone().filter(|_| args.live_advance_seconds > 0) {
+        let advancing = live.clone().filter(|_| args.live_advance_seconds > 0).map(|predictor| {
             let period = Duration::from_secs(args.live_advance_seconds);
             info!(seconds = args.live_advance_seconds, "advancing the live deployments whose panels hold new days");
             wf_coordinator::server::every(period, shutdown.clone(), move || {
@@ -174,9 +174,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
                 async move {
                     predictor.advance_pending().await;
                 }
-            });
-        }
-        wf_coordinator::server::serve_all(scheduler, live, listener, shutdown, wf_coordinator::server::Security {
+            })
+        });
+        let served = wf_coordinator::server::serve_all(scheduler, live, listener, shutdown, wf_coordinator::server::Security {
             auth,
             tls,
             limits: wf_coordinator::quota::TenantLimits {
@@ -184,7 +184,14 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
                 submits_per_minute: args.max_submits_per_minute,
             },
         })
-            .await.context("gRPC server failed")?;
+            .await;
+        // An advance under way runs to its end on this runtime before the runtime stops (as
+        // it did when deployments had a runtime of their own); its state is saved at every
+        // decision day either way.
+        if let Some(task) = advancing {
+            let _ = task.await;
+        }
+        served.context("gRPC server failed")?;
         Ok(Outcome::Success)
     })
 }
