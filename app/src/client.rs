@@ -72,5 +72,5 @@ pub async fn report(client: &mut SweepClient, sweep_id: &str) -> anyhow::Result<
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))?
         .into_inner();
-    serde_json::from_str(&response.report_json).context("the coordinator sent an unreadable report")
+    SweepReport::from_json(&response.report_json).context("the coordinator sent an unreadable report")
 }

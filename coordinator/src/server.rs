@@ -30,14 +30,18 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// ([`wf_shared::spec::MAX_SPEC_BYTES`]); between that and this it is refused by name.
 const MAX_SWEEP_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// A server running: what [`serve`], [`serve_with`] and [`serve_all`] return.
+///
+/// Boxed, so that the server's code (its handlers, the scheduler under them) is
+/// compiled once, in this crate: an `async fn`'s body is compiled again in every crate
+/// that awaits it, and the app crate awaiting the server compiled all of it a second
+/// time (docs/BENCHMARKS.md, "The build").
+pub type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
 /// Serves `scheduler` on `listener` until `shutdown` is cancelled, without
 /// authentication (every caller is the local admin: loopback only).
-pub async fn serve(
-    scheduler: Arc<Scheduler>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    serve_with(scheduler, listener, shutdown, Security::default()).await
+pub fn serve(scheduler: Arc<Scheduler>, listener: TcpListener, shutdown: CancellationToken) -> Serving {
+    serve_with(scheduler, listener, shutdown, Security::default())
 }
 
 /// How the server is protected: tokens ([`Auth`]), TLS ([`ServerTls`]) and per-tenant
@@ -106,13 +110,13 @@ impl ServerTls {
 /// [`serve`], with every sweep and worker RPC behind `security.auth` when given (health
 /// and reflection stay open; the tokens file is watched for changes), over TLS when
 /// `security.tls` is given.
-pub async fn serve_with(
+pub fn serve_with(
     scheduler: Arc<Scheduler>,
     listener: TcpListener,
     shutdown: CancellationToken,
     security: Security,
-) -> Result<(), tonic::transport::Error> {
-    serve_all(scheduler, None, listener, shutdown, security).await
+) -> Serving {
+    serve_all(scheduler, None, listener, shutdown, security)
 }
 
 /// Runs `work` now, then `period` after each run ends, until `shutdown`: each run on a
@@ -145,7 +149,17 @@ const LIVE_METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(
 
 /// [`serve_with`], also serving `live`'s deployments (`LiveService`, behind the same
 /// tokens as `SweepService`) and refreshing their metrics.
-pub async fn serve_all(
+pub fn serve_all(
+    scheduler: Arc<Scheduler>,
+    live: Option<Arc<Predictor>>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    security: Security,
+) -> Serving {
+    Box::pin(serving(scheduler, live, listener, shutdown, security))
+}
+
+async fn serving(
     scheduler: Arc<Scheduler>,
     live: Option<Arc<Predictor>>,
     listener: TcpListener,

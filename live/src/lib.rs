@@ -52,5 +52,10 @@ pub use record::{DeploymentError, DeploymentRecord, Opened, deployment_id};
 pub use store::{Advanced, Deployments};
 pub use trainer::{LocalTrainer, Retrainer};
 
+/// A future of this crate, boxed: its body is compiled once, here, rather than again in
+/// every crate that awaits it (an `async fn`'s body is compiled where it is awaited; the
+/// app crate compiled the whole of an advance a second time).
+pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 #[cfg(test)]
 mod tests;

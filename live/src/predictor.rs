@@ -9,6 +9,7 @@ use wf_shared::plan::JobKey;
 use wf_shared::spec::SweepConfig;
 use wf_worker::model::Ranker;
 
+use crate::Boxed;
 use crate::metrics::publish;
 use crate::ranking::rank_day;
 use crate::record::{DeploymentError, Result, file_stamp};
@@ -101,7 +102,11 @@ impl Predictor {
 
     /// Publishes every deployment's `wf_live_*` metrics from its stored state (see
     /// `wf_coordinator::telemetry`); a deployment that cannot be read is logged and skipped.
-    pub async fn publish_metrics(&self) {
+    pub fn publish_metrics(&self) -> Boxed<'_, ()> {
+        Box::pin(self.publishing_metrics())
+    }
+
+    async fn publishing_metrics(&self) {
         let ids = match self.deployments.ids().await {
             Ok(ids) => ids,
             Err(error) => {
@@ -132,7 +137,11 @@ impl Predictor {
     /// the days processed per deployment advanced. A deployment that cannot be advanced is
     /// logged and tried again at the next call (a failed retrain is also recorded in its
     /// state, which `wf_live_retrain_failing` reads).
-    pub async fn advance_pending(&self) -> Vec<(String, usize)> {
+    pub fn advance_pending(&self) -> Boxed<'_, Vec<(String, usize)>> {
+        Box::pin(self.advancing_pending())
+    }
+
+    async fn advancing_pending(&self) -> Vec<(String, usize)> {
         let ids = match self.deployments.ids().await {
             Ok(ids) => ids,
             Err(error) => {
@@ -240,7 +249,16 @@ impl Predictor {
     /// Deployment `id`'s ranking of `date` (default: its last processed day) by the
     /// version live that day, the top `k` (default: the spec's K); every ranked code is
     /// written to `predictions/<date>-v<version>.parquet` once.
-    pub async fn predict(&self, id: &str, date: Option<chrono::NaiveDate>, k: Option<usize>) -> Result<Prediction> {
+    pub fn predict<'a>(
+        &'a self,
+        id: &'a str,
+        date: Option<chrono::NaiveDate>,
+        k: Option<usize>,
+    ) -> Boxed<'a, Result<Prediction>> {
+        Box::pin(self.predicting(id, date, k))
+    }
+
+    async fn predicting(&self, id: &str, date: Option<chrono::NaiveDate>, k: Option<usize>) -> Result<Prediction> {
         if k.is_some_and(|k| k == 0 || k > MAX_PREDICTION_K) {
             return Err(DeploymentError::Invalid(format!("k: must be between 1 and {MAX_PREDICTION_K}")));
         }

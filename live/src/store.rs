@@ -13,6 +13,7 @@ use wf_worker::faults::Faults;
 use wf_worker::model::Ranker;
 use wf_worker::observer::PanelObserver;
 
+use crate::Boxed;
 use crate::files::LiveFiles;
 use crate::record::{DeploymentError, DeploymentRecord, Opened, Result};
 use crate::trainer::{LocalTrainer, Retrainer};
@@ -121,7 +122,11 @@ impl Deployments {
     /// Creates deployment `record.id` and trains its first version: the line's first
     /// job retrained on or after `record.from`.
     /// Returns it opened, with its state.
-    pub async fn deploy(&self, record: DeploymentRecord, device: &Device) -> Result<Opened> {
+    pub fn deploy<'a>(&'a self, record: DeploymentRecord, device: &'a Device) -> Boxed<'a, Result<Opened>> {
+        Box::pin(self.deploying(record, device))
+    }
+
+    async fn deploying(&self, record: DeploymentRecord, device: &Device) -> Result<Opened> {
         let id = record.id.clone();
         let text = serde_json::to_vec_pretty(&record).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         // Created now, or left by a deploy that stopped before its first version's state
@@ -197,7 +202,18 @@ impl Deployments {
     /// `progress` hears each day. Stops before a retrain that `trainer` has trained
     /// elsewhere, with the state stored after the last decision day before it (the next
     /// advance continues from there and decides the same).
-    pub async fn advance(
+    pub fn advance<'a>(
+        &'a self,
+        id: &'a str,
+        to: Option<chrono::NaiveDate>,
+        device: &'a Device,
+        trainer: &'a dyn Retrainer,
+        progress: &'a mut (dyn FnMut(&Opened, usize, usize) + Send),
+    ) -> Boxed<'a, Result<Advanced>> {
+        Box::pin(self.advancing(id, to, device, trainer, progress))
+    }
+
+    async fn advancing(
         &self,
         id: &str,
         to: Option<chrono::NaiveDate>,

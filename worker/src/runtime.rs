@@ -171,8 +171,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A worker running: what [`run`] returns. Boxed, so that the worker's code is compiled
+/// once, in this crate, not again in every crate that awaits it (an `async fn`'s body
+/// is compiled where it is awaited).
+pub type Running = std::pin::Pin<Box<dyn std::future::Future<Output = Result<RuntimeSummary, RuntimeError>> + Send>>;
+
 /// Runs a worker until `shutdown` (or `max_jobs`), then returns what it did.
-pub async fn run(
+pub fn run(config: RuntimeConfig, device: Device, shutdown: CancellationToken) -> Running {
+    Box::pin(running(config, device, shutdown))
+}
+
+async fn running(
     config: RuntimeConfig,
     device: Device,
     shutdown: CancellationToken,

@@ -52,7 +52,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         started.elapsed().as_secs_f64()
     );
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&finished.report)?);
+        println!("{}", finished.report.to_json()?);
     } else {
         print!("{}", finished.report.verdict_text());
         println!(

@@ -132,7 +132,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
             eprintln!("report: {}", written.display());
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", report.to_json()?);
         } else if args.out.is_none() {
             print!("{}", report.verdict_text());
             print!("{}", report.summary_table());

@@ -163,6 +163,18 @@ pub struct ReportInput<'a> {
     pub statistics: bool,
 }
 
+impl SweepReport {
+    /// The report read from its JSON document (`report.json`, `GetReport`).
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        serde_json::from_str(text)
+    }
+
+    /// The report as its JSON document, indented (what `report.json` holds).
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+}
+
 impl DatasetSummary {
     pub fn of(uri: &str, hash: &wf_shared::DatasetHash, panel: &Panel) -> Self {
         let dates = panel.calendar().dates();

@@ -69,7 +69,15 @@ impl Scheduler {
     /// The sweep's report from its committed results. A job that completed but whose
     /// result is damaged (refused when read) or was never published is queued again, and
     /// the report, built from the rest meanwhile, says so.
-    pub async fn report(&self, id: &SweepId) -> Result<SweepReport, SchedulerError> {
+    pub fn report<'a>(
+        &'a self,
+        id: &'a SweepId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SweepReport, SchedulerError>> + Send + 'a>> {
+        // Boxed: compiled once, here, not again in each crate that awaits it.
+        Box::pin(self.reporting(id))
+    }
+
+    async fn reporting(&self, id: &SweepId) -> Result<SweepReport, SchedulerError> {
         let record = self.store.sweep(id).await?.ok_or_else(|| SchedulerError::UnknownSweep(id.to_string()))?;
         if record.training.is_some() {
             return Err(SchedulerError::InvalidArgument(wf_proto::ConversionError {

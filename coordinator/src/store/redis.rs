@@ -125,7 +125,17 @@ impl RedisJobStore {
     }
 
     /// [`Self::connect`] with a password and a CA for `rediss://` (TLS, rustls).
-    pub async fn connect_with(
+    pub fn connect_with<'a>(
+        url: &'a str,
+        queue: &'a str,
+        policy: RetryPolicy,
+        options: &'a RedisOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, StoreError>> + Send + 'a>> {
+        // Boxed: compiled once, here, not again in each crate that awaits it.
+        Box::pin(Self::connecting(url, queue, policy, options))
+    }
+
+    async fn connecting(
         url: &str,
         queue: &str,
         policy: RetryPolicy,
