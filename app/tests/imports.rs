@@ -12,8 +12,16 @@ use std::path::{Path, PathBuf};
 type Module = Vec<String>;
 
 /// The library source directories of the workspace's crates.
-const CRATES: [&str; 7] =
-    ["app/src", "coordinator/src", "live/src", "worker/src", "shared/core/src", "shared/data/src", "proto/src"];
+const CRATES: [&str; 8] = [
+    "app/src",
+    "coordinator/src",
+    "coordinator/live/src",
+    "coordinator/report/src",
+    "worker/src",
+    "shared/core/src",
+    "shared/data/src",
+    "proto/src",
+];
 
 /// Source text without comments, string and character literals (each replaced by an
 /// empty literal), so that paths are only looked for in code.

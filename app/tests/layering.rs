@@ -70,7 +70,7 @@ fn binaries_outside_the_app(metadata: &Value) -> Vec<String> {
 fn no_library_crate_depends_on_the_app_crate() {
     let metadata = metadata();
     let names: Vec<&str> = packages(&metadata).iter().filter_map(|p| p["name"].as_str()).collect();
-    for expected in [APP, "wf-coordinator", "wf-live", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
+    for expected in [APP, "wf-coordinator", "wf-live", "wf-report", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
         assert!(names.contains(&expected), "{expected} missing from the workspace's packages {names:?}");
     }
     let dependents = dependents_of_the_app(&metadata);
@@ -95,14 +95,14 @@ fn the_check_finds_a_planted_dependency_and_binary() {
     assert_eq!(binaries_outside_the_app(&planted), vec!["wf-coordinator: wf".to_string()]);
 }
 
-/// `wf-live` reaches the coordinator only through its ports (`LiveFiles`, `Retrainer`):
-/// it depends on the coordinator in no kind of dependency, and neither does anything
-/// below it.
+/// `wf-live` reaches the coordinator only through its ports (`LiveFiles`, `Retrainer`),
+/// and `wf-report` needs nothing of it: neither depends on the coordinator in any kind of
+/// dependency, and neither does anything below them.
 #[test]
-fn the_live_crate_and_the_crates_below_it_do_not_depend_on_the_coordinator() {
+fn the_live_and_report_crates_and_those_below_them_do_not_depend_on_the_coordinator() {
     let metadata = metadata();
     let dependents = dependents_of(&metadata, "wf-coordinator");
-    for below in ["wf-live", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
+    for below in ["wf-live", "wf-report", "wf-worker", "wf-data", "wf-shared", "wf-proto"] {
         assert!(
             !dependents.iter().any(|d| d.starts_with(&format!("{below} "))),
             "{below} depends on wf-coordinator: {dependents:?}"

@@ -22,7 +22,9 @@ pub mod artifact;
 pub mod auth;
 pub mod deployments;
 pub mod quota;
-pub mod report;
+
+/// A sweep's report: the `wf-report` crate, under its old path.
+pub use wf_report as report;
 pub mod scheduler;
 pub mod server;
 pub mod service;

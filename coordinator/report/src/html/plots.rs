@@ -8,7 +8,7 @@ use wf_shared::replay::ScheduleOutcome;
 
 use super::parts::{PALETTE, Plot, PlotError, chart, draw, joined, legend, metric_label, metric_slug, slug, span};
 use super::{backtest, diagnostics};
-use crate::report::{LineReport, ScheduleSeries, SweepReport};
+use crate::{LineReport, ScheduleSeries, SweepReport};
 
 /// Days in the rolling mean of the calendar-time plots.
 pub const ROLLING_DAYS: usize = 21;

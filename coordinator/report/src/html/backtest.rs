@@ -9,7 +9,7 @@ use wf_shared::backtest::lines::BacktestOutcome;
 use wf_shared::replay::frontier;
 
 use super::parts::{PALETTE, Plot, PlotError, cell, chart, draw, escape, joined, legend, slug, span};
-use crate::report::backtest::{BacktestReport, LineBacktestReport, short};
+use crate::backtest::{BacktestReport, LineBacktestReport, short};
 
 /// The file stem of a line's plots.
 fn stem(line: &LineBacktestReport) -> String {

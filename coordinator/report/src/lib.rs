@@ -1,4 +1,4 @@
-//! A sweep's report, aggregated from its committed results with the analytics core:
+//! `wf-report`: a sweep's report, aggregated from its committed results with the analytics core:
 //! the age matrix → decay curves per (window, model), and per line the replays of the
 //! fixed cadences and the adaptive policies, compared.
 //!

@@ -8,9 +8,7 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 
 use super::parts::{PALETTE, Plot, PlotError, cell, chart, draw, escape, legend, slug, span};
-use crate::report::diagnostics::{
-    Diagnostics, FactorExposure, HorizonRow, ModelExposures, ModelHorizons, ModelImportance,
-};
+use crate::diagnostics::{Diagnostics, FactorExposure, HorizonRow, ModelExposures, ModelHorizons, ModelImportance};
 
 /// The most columns of a heatmap: ages are bucketed above it.
 const HEATMAP_COLUMNS: usize = 64;
