@@ -286,6 +286,62 @@ pub enum AuthCommand {
     },
 }
 
+/// External trainers registered here (`docs/TRAINERS.md`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrainerArgs {
+    /// Registers a trainer program: NAME=PATH (repeatable). A spec names it as
+    /// `kind = "external", params = { trainer = "NAME" }`.
+    #[arg(long = "trainer", value_name = "NAME=PATH")]
+    pub trainer: Vec<String>,
+    /// A trainers file: `[trainers.NAME]` tables of `program` and `files` (docs/TRAINERS.md).
+    #[arg(long, env = "WF_TRAINERS")]
+    pub trainers: Option<PathBuf>,
+    /// The address-space limit of each trainer process, e.g. 8G or 512M (RLIMIT_AS).
+    #[arg(long, env = "WF_TRAINER_MEMORY")]
+    pub trainer_memory: Option<String>,
+    /// Where trainers' job directories are made and their models kept (default: the
+    /// system's temporary folder, `walkforward-trainers/`).
+    #[arg(long, env = "WF_TRAINER_DIR")]
+    pub trainer_dir: Option<PathBuf>,
+}
+
+impl TrainerArgs {
+    /// The registry these flags describe (each program hashed and asked its version).
+    pub fn registry(&self) -> anyhow::Result<wf_worker::external::Trainers> {
+        let mut trainers = wf_worker::external::Trainers::default();
+        if let Some(file) = &self.trainers {
+            trainers.register_file(file).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        for flag in &self.trainer {
+            trainers.register_flag(flag).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        trainers.memory = self.trainer_memory.as_deref().map(parse_bytes).transpose()?;
+        trainers.work = self.trainer_dir.clone();
+        Ok(trainers)
+    }
+}
+
+/// A size in bytes, with an optional K, M, G or T suffix (powers of 1024).
+fn parse_bytes(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => anyhow::bail!("--trainer-memory {text:?}: expected bytes with K, M, G or T, e.g. 8G"),
+    };
+    let value: u64 = number.trim().parse().map_err(|_| anyhow::anyhow!("--trainer-memory {text:?}: not a size, e.g. 8G"))?;
+    value.checked_mul(1 << shift).filter(|bytes| *bytes >= 1 << 20).ok_or_else(|| {
+        anyhow::anyhow!("--trainer-memory {text:?}: must be between 1M and 16E")
+    })
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Sweep spec (TOML).
@@ -309,6 +365,8 @@ pub struct RunArgs {
     /// Print the report as JSON instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub trainers: TrainerArgs,
 }
 
 /// Settings of the job queue shared by `wf coordinator` (and tests).
@@ -414,6 +472,10 @@ pub struct CoordinatorArgs {
     /// system's roots. The Redis password comes from the URL or `WF_REDIS_PASSWORD`.
     #[arg(long, env = "WF_REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
+    /// The trainers that submitted specs may name: each is pinned into the sweep's spec
+    /// at submission (the workers must register the same programs).
+    #[command(flatten)]
+    pub trainers: TrainerArgs,
 }
 
 /// How a client reaches a TLS coordinator (`https://` addresses).
@@ -484,6 +546,8 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "WF_METRICS_LISTEN")]
     pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub trainers: TrainerArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -31,6 +31,8 @@ pub struct LocalOptions {
     pub artifacts: String,
     pub lease_ms: i64,
     pub retry: RetryPolicy,
+    /// The external trainers registered for the run (the coordinator's and every worker's).
+    pub trainers: Arc<wf_worker::external::Trainers>,
 }
 
 /// What a local run produced.
@@ -62,7 +64,12 @@ pub async fn run(
         None => Arc::new(MemoryJobStore::new(options.retry)),
     };
     let artifacts = ArtifactStore::open(&options.artifacts)?;
-    let config = SchedulerConfig { lease_ms: options.lease_ms, reconcile_every: None, ..SchedulerConfig::default() };
+    let config = SchedulerConfig {
+        lease_ms: options.lease_ms,
+        reconcile_every: None,
+        trainers: options.trainers.clone(),
+        ..SchedulerConfig::default()
+    };
     let scheduler = Arc::new(Scheduler::new(store, artifacts.clone(), Arc::new(SystemClock), config));
 
     let listener = TcpListener::bind("127.0.0.1:0").await.context("failed to bind a loopback port")?;
@@ -74,8 +81,11 @@ pub async fn run(
     let stop_workers = CancellationToken::new();
     let mut workers = Vec::new();
     for index in 0..options.workers.max(1) {
-        let config =
-            RuntimeConfig { poll: Duration::from_secs(1), ..RuntimeConfig::new(url.clone(), format!("local-{index}")) };
+        let config = RuntimeConfig {
+            poll: Duration::from_secs(1),
+            trainers: options.trainers.clone(),
+            ..RuntimeConfig::new(url.clone(), format!("local-{index}"))
+        };
         workers.push(tokio::spawn(runtime::run(config, device.clone(), stop_workers.child_token())));
     }
 

@@ -106,7 +106,7 @@ fn main() -> Outcome<()> {
                 let started = Instant::now();
                 let output = run_job(panel, &config, job, &device)?;
                 let mut timing = Timing { job: started.elapsed().as_secs_f64(), ..Timing::default() };
-                let scores = score_range_columns(output.model.as_ref(), panel, job.score_days.clone(), &device)?;
+                let scores = score_range_columns(output.ranker()?, panel, job.score_days.clone(), &device)?;
                 let primary: Vec<Vec<f64>> =
                     scores.iter().map(|d| d.get(column).cloned().unwrap_or_default()).collect();
 
@@ -133,7 +133,7 @@ fn main() -> Outcome<()> {
                     let request = TrainRequest::of_job(panel, &config, job, params, &weights);
                     let started = Instant::now();
                     let importance =
-                        permutation_importance(output.model.as_ref(), &request, config.primary_horizon, &device)?;
+                        permutation_importance(output.ranker()?, &request, config.primary_horizon, &device)?;
                     timing.importance = started.elapsed().as_secs_f64();
                     assert_eq!(importance, output.importance, "the re-run measures what the job kept");
 
@@ -142,7 +142,7 @@ fn main() -> Outcome<()> {
                     // well the kept ranking of features agrees with it.
                     let started = Instant::now();
                     let every = importance::measure(
-                        output.model.as_ref(),
+                        output.ranker()?,
                         &request,
                         config.primary_horizon,
                         &device,

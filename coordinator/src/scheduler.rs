@@ -73,6 +73,8 @@ pub struct SchedulerConfig {
     pub max_jobs_per_sweep: u64,
     /// The largest `synth:` market a sweep may ask for, in stocks × days.
     pub max_synth_cells: u64,
+    /// The external trainers a spec may name, pinned into its text at submission.
+    pub trainers: Arc<wf_worker::external::Trainers>,
 }
 
 /// The default ceiling on jobs per sweep (the jp grid plans 2,559).
@@ -123,6 +125,7 @@ impl Default for SchedulerConfig {
             job_limit: JobLimit::FromSpec,
             max_jobs_per_sweep: DEFAULT_MAX_JOBS_PER_SWEEP,
             max_synth_cells: DEFAULT_MAX_SYNTH_CELLS,
+            trainers: Arc::default(),
         }
     }
 }
@@ -218,6 +221,8 @@ pub struct JobLease {
     pub lease_ms: i64,
     /// A training-only job's line (a live retrain), which the worker builds it from.
     pub training: Option<wf_shared::plan::TrainingLine>,
+    /// The job's time limit (the sweep's), if any.
+    pub max_job_ms: Option<i64>,
 }
 
 impl From<JobLease> for v1::JobLease {
@@ -236,6 +241,7 @@ impl From<JobLease> for v1::JobLease {
                 window: line.window,
                 retrain_date: line.retrain.to_string(),
             }),
+            max_job_ms: granted.max_job_ms.map_or(0, |ms| u64::try_from(ms).unwrap_or(0)),
         }
     }
 }

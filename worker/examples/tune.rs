@@ -45,6 +45,7 @@ fn main() {
             triggers: Default::default(),
             max_jobs: 1000,
             backtest: None,
+            trainers: Default::default(),
         };
         let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plan");
         for job in plan.jobs.iter().filter(|j| j.score_days.end + 5 <= first_break) {

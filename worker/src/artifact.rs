@@ -78,7 +78,10 @@ pub fn model_file(
         horizons: config.horizons.clone(),
         seed: job.seed,
     };
-    to_bytes(output.model.as_ref(), &meta)
+    let model = output.model.as_ref().ok_or_else(|| {
+        "an external trainer's model is kept on its worker, not served by a deployment (docs/TRAINERS.md)".to_string()
+    })?;
+    to_bytes(model.as_ref(), &meta)
 }
 
 /// Reads the bytes of a model file written by [`save`] or [`to_bytes`].

@@ -18,6 +18,7 @@ use wf_shared::plan::{Job, PlanInput};
 use wf_shared::spec::SweepConfig;
 
 use crate::WorkerError;
+use crate::external::Trainers;
 use crate::importance::permutation_importance;
 use crate::model::gbdt::train_gbdt;
 use crate::model::{Gbdt, ModelSpec, Ranker, build};
@@ -26,7 +27,9 @@ use crate::train::{TrainRequest, TrainStats, score_range_columns, train};
 /// What a job produced.
 pub struct JobOutput {
     pub spec: ModelSpec,
-    pub model: Box<dyn Ranker>,
+    /// The trained model; `None` for an external trainer's job (the trainer's `model/`
+    /// directory, when it wrote one, is kept on the worker: `docs/TRAINERS.md`).
+    pub model: Option<Box<dyn Ranker>>,
     /// Metrics by age (index = age).
     pub ages: Vec<Option<DayMetrics>>,
     pub drift: DriftPath,
@@ -52,6 +55,11 @@ impl std::fmt::Debug for JobOutput {
 }
 
 impl JobOutput {
+    /// The trained model, or an error for an external trainer's job (which has none here).
+    pub fn ranker(&self) -> Result<&dyn Ranker, WorkerError> {
+        self.model.as_deref().ok_or_else(|| WorkerError::NoData("an external trainer's job has no model here".into()))
+    }
+
     /// What the worker reports: the job's age-matrix row, drift and training summary.
     pub fn result(&self) -> JobResult {
         let stats = &self.stats;
@@ -206,41 +214,61 @@ pub fn run_job_until(
     device: &Device,
     stop: Option<&AtomicBool>,
 ) -> Result<JobOutput, WorkerError> {
+    run_job_in(panel, config, job, device, &JobContext { stop, ..JobContext::default() })
+}
+
+/// What a job runs with beyond its data: a stop flag, the registered trainers and the
+/// job's hard deadline (for an external trainer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobContext<'a> {
+    pub stop: Option<&'a AtomicBool>,
+    pub trainers: Option<&'a Trainers>,
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// [`run_job`] in `context`.
+pub fn run_job_in(
+    panel: &Panel,
+    config: &SweepConfig,
+    job: &Job,
+    device: &Device,
+    context: &JobContext<'_>,
+) -> Result<JobOutput, WorkerError> {
+    let stop = context.stop;
     let spec = ModelSpec::resolve(job.model, config).map_err(WorkerError::Spec)?;
     check_no_leakage(panel, config, job)?;
-    let mut model = build(&spec, panel.feature_names(), config.horizons.len(), job.seed, device)?;
-    let mut importance = Importance::default();
-    let stats = match spec.train_params() {
-        Some(params) => {
-            let weights = params.horizon_weights_for(config);
-            let request = TrainRequest { stop, ..TrainRequest::of_job(panel, config, job, params, &weights) };
-            let stats = match &spec {
-                ModelSpec::Gbdt { .. } => {
-                    let gbdt = Gbdt::of_spec(&spec, config.horizons.len(), job.seed)
-                        .ok_or_else(|| WorkerError::NoData("not a gbdt spec".into()))?;
-                    let stats = train_gbdt(&gbdt, &request, config.primary_horizon, device)?;
-                    model = Box::new(gbdt);
-                    stats
-                }
-                _ => train(model.as_ref(), &request, device)?,
-            };
-            importance = permutation_importance(model.as_ref(), &request, config.primary_horizon, device)?;
-            stats
-        }
-        // A factor is not trained: its scores read the scored day's features only.
-        None => TrainStats {
+    let stopped = || stop.is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed));
+    let (model, stats, importance, mut by_column) = if let ModelSpec::External { .. } = &spec {
+        let empty = Trainers::default();
+        let trainers = context.trainers.unwrap_or(&empty);
+        let name = match crate::device::device_name(device).as_str() {
+            "cuda" => "cuda:0".to_string(),
+            other => other.to_string(),
+        };
+        let ran = crate::external::run(panel, config, job, &spec, &name, trainers, stop, context.deadline)?;
+        let stats = TrainStats {
             epochs: 0,
             best_epoch: 0,
             best_validation_loss: f64::NAN,
             history: Vec::new(),
-            seconds: 0.0,
+            seconds: ran.seconds,
             device: crate::device::device_name(device),
-            training_days: 0,
-            validation_days: 0,
+            training_days: ran.fit_days,
+            validation_days: ran.validation_days,
             time: crate::train::TrainTime::default(),
-        },
+        };
+        // Permutation importance needs the model in hand: not measured for an external one.
+        (None, stats, Importance::default(), ran.by_column)
+    } else {
+        let (model, stats, importance) = train_builtin(panel, config, job, &spec, device, stop)?;
+        if stopped() {
+            return Err(WorkerError::Stopped);
+        }
+        // [day][horizon column][row]: every trained horizon is scored.
+        let by_column = score_range_columns(model.as_ref(), panel, job.score_days.clone(), device)?;
+        (Some(model), stats, importance, by_column)
     };
-    if stop.is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed)) {
+    if stopped() {
         return Err(WorkerError::Stopped);
     }
 
@@ -251,8 +279,6 @@ pub fn run_job_until(
             .ok_or_else(|| WorkerError::NoData(format!("the panel has no target for horizon {horizon}")))
     };
     let target = target_of(config.primary_horizon)?;
-    // [day][horizon column][row]: every trained horizon is scored.
-    let mut by_column = score_range_columns(model.as_ref(), panel, job.score_days.clone(), device)?;
     let metrics_at = |column: usize, target: &[f64], by_column: &[Vec<Vec<f64>>]| -> Vec<Option<DayMetrics>> {
         job.score_days
             .clone()
@@ -286,4 +312,49 @@ pub fn run_job_until(
         .collect();
     let drift = DriftPath::measure(panel, job.train_days.clone(), job.score_days.clone());
     Ok(JobOutput { spec, model, ages, drift, rankings, exposures, horizons, importance, stats })
+}
+
+/// Builds and trains a built-in model (a factor is built, not trained), with its
+/// permutation importance.
+fn train_builtin(
+    panel: &Panel,
+    config: &SweepConfig,
+    job: &Job,
+    spec: &ModelSpec,
+    device: &Device,
+    stop: Option<&AtomicBool>,
+) -> Result<(Box<dyn Ranker>, TrainStats, Importance), WorkerError> {
+    let mut model = build(spec, panel.feature_names(), config.horizons.len(), job.seed, device)?;
+    let mut importance = Importance::default();
+    let stats = match spec.train_params() {
+        Some(params) => {
+            let weights = params.horizon_weights_for(config);
+            let request = TrainRequest { stop, ..TrainRequest::of_job(panel, config, job, params, &weights) };
+            let stats = match spec {
+                ModelSpec::Gbdt { .. } => {
+                    let gbdt = Gbdt::of_spec(spec, config.horizons.len(), job.seed)
+                        .ok_or_else(|| WorkerError::NoData("not a gbdt spec".into()))?;
+                    let stats = train_gbdt(&gbdt, &request, config.primary_horizon, device)?;
+                    model = Box::new(gbdt);
+                    stats
+                }
+                _ => train(model.as_ref(), &request, device)?,
+            };
+            importance = permutation_importance(model.as_ref(), &request, config.primary_horizon, device)?;
+            stats
+        }
+        // A factor is not trained: its scores read the scored day's features only.
+        None => TrainStats {
+            epochs: 0,
+            best_epoch: 0,
+            best_validation_loss: f64::NAN,
+            history: Vec::new(),
+            seconds: 0.0,
+            device: crate::device::device_name(device),
+            training_days: 0,
+            validation_days: 0,
+            time: crate::train::TrainTime::default(),
+        },
+    };
+    Ok((model, stats, importance))
 }

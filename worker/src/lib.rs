@@ -11,6 +11,7 @@
 pub mod allocator;
 pub mod artifact;
 pub mod device;
+pub mod external;
 pub mod faults;
 pub mod importance;
 pub mod job;
@@ -44,6 +45,10 @@ pub enum WorkerError {
     /// The worker is shutting down: training stopped between two steps.
     #[error("stopped: the worker is shutting down")]
     Stopped,
+    /// An external trainer failed, or its output was refused (`retryable`: it exited
+    /// with `EX_TEMPFAIL`).
+    #[error("trainer {trainer}: {reason}")]
+    Trainer { trainer: String, reason: String, retryable: bool },
 }
 
 impl WorkerError {
@@ -51,6 +56,6 @@ impl WorkerError {
     /// spec, missing data or a leaking window fails the same way every time.
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Tensor(_) | Self::Device(_) | Self::Artifact { .. } | Self::Stopped)
-            || matches!(self, Self::Data { retryable: true, .. })
+            || matches!(self, Self::Data { retryable: true, .. } | Self::Trainer { retryable: true, .. })
     }
 }

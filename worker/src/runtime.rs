@@ -39,7 +39,8 @@ use crate::WorkerError;
 use crate::artifact::model_file;
 use crate::device::device_name;
 use crate::faults::{Fault, Faults};
-use crate::job::{JobData, run_job_until};
+use crate::external::Trainers;
+use crate::job::{JobContext, JobData, run_job_in};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -71,6 +72,8 @@ pub struct RuntimeConfig {
     /// A prepared panel of more rows than this is read a job's days at a time
     /// ([`JobData::Days`]); a smaller one is loaded whole once and shared by its jobs.
     pub days_above_rows: u64,
+    /// The external trainers registered here (`docs/TRAINERS.md`).
+    pub trainers: Arc<Trainers>,
 }
 
 impl RuntimeConfig {
@@ -91,6 +94,7 @@ impl RuntimeConfig {
             tls: wf_proto::tls::ClientTls::default(),
             data_roots: DataRoots::Any,
             days_above_rows: crate::job::DAYS_ABOVE_ROWS,
+            trainers: Arc::default(),
         }
     }
 }
@@ -143,6 +147,7 @@ struct Worker {
     grace: Duration,
     data_roots: DataRoots,
     days_above_rows: u64,
+    trainers: Arc<Trainers>,
 }
 
 /// How a leased job ended on this worker (the `outcome` of `wf_worker_jobs_total`).
@@ -222,6 +227,7 @@ async fn running(
         grace: config.grace,
         data_roots: config.data_roots.clone(),
         days_above_rows: config.days_above_rows,
+        trainers: config.trainers.clone(),
     });
     let stop = shutdown.child_token();
     let mut slots = Vec::new();
@@ -370,6 +376,7 @@ impl Worker {
             Some(sweep) => sweep,
             None => {
                 let (config, dataset_ref) = lease_inputs(lease)?;
+                self.trainers.check(&config).map_err(permanent)?;
                 let data = self.data(&dataset_ref, &config, true).await?;
                 let mut universe = Vec::new();
                 let plan = wf_shared::plan::plan(&config, &data.plan_input(&mut universe))
@@ -398,6 +405,7 @@ impl Worker {
     ) -> Result<(Arc<SweepJobs>, Job), Refusal> {
         let permanent = |error: String| Refusal { retryable: false, error };
         let (config, dataset_ref) = lease_inputs(lease)?;
+        self.trainers.check(&config).map_err(permanent)?;
         let retrain = chrono::NaiveDate::parse_from_str(&line.retrain_date, "%Y-%m-%d")
             .map_err(|e| permanent(format!("training.retrain_date {:?}: {e}", line.retrain_date)))?;
         let line = TrainingLine { model: line.model, seed: line.seed, window: line.window, retrain };
@@ -523,6 +531,8 @@ impl Worker {
         let fault = self.faults.as_ref().and_then(|faults| faults.for_job(&lease.job_key));
         let stop = Arc::new(AtomicBool::new(false));
         let task_stop = stop.clone();
+        let trainers = self.trainers.clone();
+        let deadline = (lease.max_job_ms > 0).then(|| std::time::Instant::now() + Duration::from_millis(lease.max_job_ms));
         let mut task = tokio::task::spawn_blocking(move || {
             if fault == Some(Fault::Fail) {
                 return Err(WorkerError::Device("injected failure (WF_FAULT_FAIL_JOBS)".into()));
@@ -531,7 +541,8 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let panel = sweep.data.panel(&sweep.config, &job, &roots)?;
-            let output = run_job_until(&panel, &sweep.config, &job, &device, Some(&task_stop))?;
+            let context = JobContext { stop: Some(&task_stop), trainers: Some(&trainers), deadline };
+            let output = run_job_in(&panel, &sweep.config, &job, &device, &context)?;
             let mut result = v1::JobResult { identity: job.identity.clone(), ..output.result().into() };
             if training {
                 // A live retrain: the deployment serves this model.

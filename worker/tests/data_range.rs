@@ -48,6 +48,7 @@ fn config() -> SweepConfig {
         triggers: Default::default(),
         max_jobs: 1000,
         backtest: None,
+        trainers: Default::default(),
     }
 }
 

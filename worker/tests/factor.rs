@@ -44,6 +44,7 @@ fn a_factor_job_scores_every_day_by_its_signed_feature_without_training() {
         triggers: Default::default(),
         max_jobs: 100,
         backtest: None,
+        trainers: Default::default(),
     };
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let target = panel.target(5).expect("target");
@@ -53,7 +54,7 @@ fn a_factor_job_scores_every_day_by_its_signed_feature_without_training() {
         let feature = panel.feature(name).expect("feature");
         let output = run_job(&panel, &config, job, &Device::Cpu).expect("a factor job runs");
         assert_eq!((output.stats.epochs, output.stats.training_days), (0, 0), "nothing is trained");
-        assert!(output.model.variables().is_empty());
+        assert!(output.ranker().expect("a built-in model").variables().is_empty());
         for (age, day) in job.score_days.clone().enumerate() {
             let rows = panel.rows_of_day(day);
             // Directly: the feature times its sign, a missing value at 0.
@@ -77,11 +78,11 @@ fn a_factor_job_scores_every_day_by_its_signed_feature_without_training() {
             horizons: config.horizons.clone(),
             seed: job.seed,
         };
-        save(&path, output.model.as_ref(), &meta).expect("save");
+        save(&path, output.ranker().expect("a built-in model"), &meta).expect("save");
         let (loaded, _) = load(&path, &Device::Cpu).expect("load");
         let again = score_range(loaded.as_ref(), &panel, job.score_days.clone(), 0, &Device::Cpu).expect("scores");
         let first =
-            score_range(output.model.as_ref(), &panel, job.score_days.clone(), 0, &Device::Cpu).expect("scores");
+            score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 0, &Device::Cpu).expect("scores");
         assert_eq!(again, first);
     }
     assert!(checked > 100, "only {checked} days checked");

@@ -46,6 +46,7 @@ fn gbdt_trains_deterministically_beats_chance_before_the_break_and_reloads() {
         triggers: Default::default(),
         max_jobs: 1000,
         backtest: None,
+        trainers: Default::default(),
     };
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let first_break = panel.calendar().index_of(first_break_date).expect("break on the calendar");
@@ -73,7 +74,7 @@ fn gbdt_trains_deterministically_beats_chance_before_the_break_and_reloads() {
 
     // Saved and loaded, it scores the same, bit for bit.
     let days = job.score_days.start..job.score_days.start + 5;
-    let scores = score_range(first.model.as_ref(), &panel, days.clone(), 1, &Device::Cpu).expect("scores");
+    let scores = score_range(first.ranker().expect("a built-in model"), &panel, days.clone(), 1, &Device::Cpu).expect("scores");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("gbdt.safetensors");
     let meta = ArtifactMeta {
@@ -85,7 +86,7 @@ fn gbdt_trains_deterministically_beats_chance_before_the_break_and_reloads() {
         horizons: config.horizons.clone(),
         seed: job.seed,
     };
-    save(&path, first.model.as_ref(), &meta).expect("save");
+    save(&path, first.ranker().expect("a built-in model"), &meta).expect("save");
     let (loaded, loaded_meta) = load(&path, &Device::Cpu).expect("load");
     assert_eq!(loaded_meta, meta);
     let reloaded = score_range(loaded.as_ref(), &panel, days, 1, &Device::Cpu).expect("scores");

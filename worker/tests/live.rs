@@ -49,6 +49,7 @@ fn setup() -> (Panel, SweepConfig) {
         triggers: Default::default(),
         max_jobs: 1000,
         backtest: None,
+        trainers: Default::default(),
     };
     (panel, config)
 }
@@ -100,7 +101,7 @@ fn live_equals_replay(panel: &Panel, config: &SweepConfig) -> Vec<usize> {
     for job in &plan.jobs {
         let output = run_job(panel, &config, job, &Device::Cpu).expect("job runs");
         let result = output.result();
-        models.insert(job.retrain_day, (Arc::from(output.model), job));
+        models.insert(job.retrain_day, (Arc::from(output.model.expect("a built-in model")), job));
         runs.push(ModelRun::of_job(job, result, panel));
     }
     let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs, basis: config.basis };

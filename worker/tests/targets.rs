@@ -49,6 +49,7 @@ fn training_towards_each_target_lowers_its_loss_and_zscore_keeps_the_keys() {
         triggers: Default::default(),
         max_jobs: 100,
         backtest: None,
+        trainers: Default::default(),
     };
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     for (index, name) in ["rank", "sign"].iter().enumerate() {

@@ -85,6 +85,7 @@ fn fixed_jobs_numbers() -> String {
         triggers: Default::default(),
         max_jobs: 100,
         backtest: None,
+        trainers: Default::default(),
     };
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let mut numbers = String::new();
@@ -116,7 +117,7 @@ fn fixed_jobs_numbers() -> String {
         let importance: Vec<String> = output.importance.loss.iter().map(|v| rounded(f64::from(*v))).collect();
         numbers.push_str(&format!("importance {} {}\n", output.importance.days, importance.join(" ")));
         for day in [job.score_days.start, job.score_days.end - 1] {
-            let scores = score_day(output.model.as_ref(), &panel, day, 1, &Device::Cpu).expect("scores");
+            let scores = score_day(output.ranker().expect("a built-in model"), &panel, day, 1, &Device::Cpu).expect("scores");
             let text: Vec<String> = scores.iter().map(|s| rounded(*s)).collect();
             numbers.push_str(&text.join(" "));
             numbers.push('\n');

@@ -23,6 +23,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         artifacts: artifacts.clone(),
         lease_ms: 60_000,
         retry: RetryPolicy::default(),
+        trainers: std::sync::Arc::new(args.trainers.registry()?),
     };
     eprintln!(
         "running {} with {workers} worker(s) on {}, store: {}",

@@ -103,6 +103,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
             },
             max_jobs_per_sweep: args.max_jobs_per_sweep.max(1),
             max_synth_cells: args.max_synth_cells,
+            trainers: Arc::new(args.trainers.registry()?),
             ..SchedulerConfig::default()
         };
         let live_roots = config.data_roots.clone();
@@ -219,6 +220,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
             grace,
             data_roots: data_roots(&args.data_root)?,
             days_above_rows: args.days_above_rows,
+            trainers: std::sync::Arc::new(args.trainers.registry()?),
             token: wf_proto::auth::BearerToken::from_env_or_file(args.token_file.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?,
             tls: args.tls.options(),

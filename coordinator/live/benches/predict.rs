@@ -83,6 +83,7 @@ fn main() -> Outcome<()> {
             triggers: Default::default(),
             max_jobs: 10,
             backtest: None,
+            trainers: Default::default(),
         };
         let plan =
             plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).map_err(|e| e.to_string())?;
@@ -97,7 +98,7 @@ fn main() -> Outcome<()> {
             horizons: config.horizons.clone(),
             seed: 0,
         };
-        let bytes = to_bytes(output.model.as_ref(), &meta)?;
+        let bytes = to_bytes(output.ranker()?, &meta)?;
         let started = Instant::now();
         let (model, _) = from_bytes(&bytes, &device)?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;

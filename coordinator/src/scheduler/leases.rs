@@ -43,6 +43,7 @@ impl Scheduler {
                     dataset: record.dataset.clone(),
                     lease_ms: self.config.lease_ms,
                     training: record.training.clone(),
+                    max_job_ms: record.max_job_ms,
                     lease,
                 }));
             }

@@ -75,6 +75,12 @@ impl Scheduler {
     /// sweep of `tenant`.
     pub async fn submit_as(&self, spec_toml: &str, tenant: &str) -> Result<Submitted, SchedulerError> {
         let config = SweepConfig::from_toml(spec_toml).map_err(SchedulerError::InvalidSpec)?;
+        // The trainers its models name are pinned into the text the sweep keeps: every
+        // reader of the spec (workers, reports) sees the same identities.
+        let (pinned, config) =
+            wf_shared::model::pin_trainers(spec_toml, &config, |name| self.config.trainers.pin(name))
+                .map_err(SchedulerError::InvalidSpec)?;
+        let spec_toml = pinned.as_str();
         let (summary, plan, market) = self.plan(&config).await?;
         let now = self.clock.now_ms();
         let id = self.new_sweep_id(spec_toml, now);

@@ -346,6 +346,7 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
         dataset: lease.dataset.expect("dataset").try_into().expect("dataset ref"),
         lease_ms: i64::from(lease.lease_ms),
         training: None,
+        max_job_ms: None,
     };
     let report = |lease: &JobLease, lease_next: bool| v1::ReportResultRequest {
         worker_id: worker_id.clone(),

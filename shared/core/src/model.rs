@@ -8,7 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig};
+mod external;
+pub use external::{MAX_OPTIONS_BYTES, named_trainers, pin_trainers};
+
+use crate::spec::{ModelConfig, ModelKind, SpecError, SpecErrors, SweepConfig, TrainerPin};
 pub use crate::target::TargetTransform;
 
 /// The version of the training and scoring code, part of every job's identity.
@@ -147,6 +150,18 @@ pub enum ModelSpec {
         l2: f32,
         train: TrainParams,
     },
+    /// A program registered on the workers trains and scores (`docs/TRAINERS.md`).
+    /// `trainer` names the registration; `options` is handed to it as given; the last
+    /// `validation_days` of the training window (after a purge gap of the longest
+    /// horizon) are marked for validation; `pin` is the registration's identity, pinned
+    /// at submission (`[trainers.NAME]`), so a changed program changes every job key.
+    External {
+        trainer: String,
+        options: serde_json::Value,
+        validation_days: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<TrainerPin>,
+    },
 }
 
 /// Parameters as written; every field optional, none unknown.
@@ -262,6 +277,18 @@ impl ModelSpec {
                 );
             }
             Self::Factor { .. } => {}
+            Self::External { trainer, pin, .. } => {
+                let found = config.trainers.get(trainer.as_str()).ok_or_else(|| {
+                    SpecError::new(
+                        format!("models[{index}].params.trainer"),
+                        format!(
+                            "trainer {trainer:?} is not pinned: the coordinator pins the trainers registered on it \
+                             at submission (`--trainer {trainer}=PATH`), or the spec pins it in [trainers.{trainer}]"
+                        ),
+                    )
+                })?;
+                *pin = Some(found.clone());
+            }
         }
         Ok(spec)
     }
@@ -270,6 +297,9 @@ impl ModelSpec {
     pub fn from_config(index: usize, model: &ModelConfig, horizons: usize) -> Result<Self, SpecError> {
         let field = |name: &str| format!("models[{index}].params.{name}");
         let object = serde_json::Value::Object(model.params.clone().into_iter().collect());
+        if model.kind == ModelKind::External {
+            return external::from_params(index, &model.params);
+        }
         let raw: RawParams = serde_json::from_value(object)
             .map_err(|e| SpecError::new(format!("models[{index}].params"), e.to_string()))?;
         if model.kind == ModelKind::Factor {
@@ -347,6 +377,7 @@ impl ModelSpec {
             }
             // Handled before the training parameters.
             ModelKind::Factor => Self::factor(index, &model.params, raw),
+            ModelKind::External => external::from_params(index, &model.params),
             ModelKind::Mlp => {
                 check_absent(&raw, &PATCHTST_ONLY, "mlp", &check)?;
                 check_absent(&raw, &GBDT_ONLY, "mlp", &check)?;
@@ -412,7 +443,7 @@ impl ModelSpec {
             | Self::Mlp { train, .. }
             | Self::Patchtst { train, .. }
             | Self::Gbdt { train, .. } => Some(train),
-            Self::Factor { .. } => None,
+            Self::Factor { .. } | Self::External { .. } => None,
         }
     }
 
@@ -424,6 +455,7 @@ impl ModelSpec {
             Self::Patchtst { .. } => "patchtst",
             Self::Factor { .. } => "factor",
             Self::Gbdt { .. } => "gbdt",
+            Self::External { .. } => "external",
         }
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cadence::Cadence;
 pub use crate::metric::TopK;
-pub use raw::{MAX_SPEC_BYTES, SweepSpec};
+pub use raw::{MAX_SPEC_BYTES, MAX_TRAINER_VERSION, SweepSpec};
 
 /// One problem with a spec: the field's path and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,8 @@ pub enum ModelKind {
     Factor,
     /// Gradient-boosted regression trees on the primary horizon's transformed target.
     Gbdt,
+    /// A program registered on the workers trains and scores (`docs/TRAINERS.md`).
+    External,
 }
 
 /// Which quality the performance trigger watches.
@@ -159,6 +161,41 @@ pub struct SweepConfig {
     /// any job's identity.
     #[serde(default)]
     pub selection: SelectionConfig,
+    /// `[trainers.NAME]`: the identity of each external trainer the models name, pinned
+    /// by the coordinator at submission from its registrations (or written by the user,
+    /// then checked against them). Part of the identity of every job of those models.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trainers: BTreeMap<String, TrainerPin>,
+}
+
+/// What identifies an external trainer (`docs/TRAINERS.md`, "Identity"): the BLAKE3 hash
+/// of its program file and of the files its registration lists, in order, and the line
+/// its program prints for `--version`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerPin {
+    /// 64 lowercase hex digits.
+    pub program: String,
+    pub version: String,
+}
+
+impl TrainerPin {
+    /// The program hash's first 12 digits, for messages.
+    pub fn short(&self) -> &str {
+        self.program.get(..12).unwrap_or(&self.program)
+    }
+}
+
+impl fmt::Display for TrainerPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program {} version {:?}", self.program, self.version)
+    }
+}
+
+/// Whether `name` may name a trainer: 1 to 64 of ASCII letters, digits, `_` and `-`
+/// (a bare TOML key, a file name, a metric label).
+pub fn is_trainer_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `[selection]`: walk-forward choice of a schedule at each decision day, by its trailing

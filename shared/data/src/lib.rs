@@ -14,6 +14,7 @@ pub mod panel_file;
 pub mod planning;
 pub mod prepare;
 pub mod synth_file;
+pub mod trainer_files;
 
 pub use column::csv_to_parquet;
 

@@ -68,5 +68,10 @@ pub fn build(
             };
             Box::new(PatchTst::new(shape, &mut rng, device)?)
         }
+        ModelSpec::External { trainer, .. } => {
+            return Err(candle_core::Error::Msg(format!(
+                "an external model (trainer {trainer:?}) is trained and scored by its program, not built here"
+            )));
+        }
     })
 }

@@ -39,6 +39,7 @@ fn config(windows: Vec<u32>, cadences: Vec<Cadence>, horizons: Vec<u32>, embargo
         triggers: TriggerGrid::default(),
         max_jobs: 100_000,
         backtest: None,
+        trainers: Default::default(),
     }
 }
 

@@ -206,6 +206,7 @@ fn planted_breaks_bend_the_decay_curve_and_fire_the_performance_trigger() {
         triggers: Default::default(),
         max_jobs: 10_000,
         backtest: None,
+        trainers: Default::default(),
     };
     let plan = plan_panel(&config, &panel, &crate::dataset::PanelDigests::of(&panel)).expect("plannable");
     let runs = plan

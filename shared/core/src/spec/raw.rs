@@ -48,6 +48,9 @@ pub struct SweepSpec {
     /// Choosing a schedule out of sample.
     #[serde(default)]
     pub selection: SelectionSection,
+    /// The identities of the external trainers the models name (`docs/TRAINERS.md`).
+    #[serde(default)]
+    pub trainers: BTreeMap<String, crate::spec::TrainerPin>,
 }
 
 /// `[selection]`: the selectors' lookbacks (matured days) and their pool.
@@ -271,6 +274,8 @@ pub const MAX_SEEDS: usize = 1_000;
 /// The longest spec text (real specs are a few kilobytes; the largest the list limits
 /// allow, 64 models of 1,000 seeds each, is about 400 KB).
 pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// The longest version line an external trainer may report.
+pub const MAX_TRAINER_VERSION: usize = 200;
 
 fn default_seeds() -> Vec<i64> {
     vec![0]
@@ -411,6 +416,7 @@ impl SweepSpec {
             ("baselines.factors".into(), self.baselines.as_ref().map_or(0, |b| b.factors.len()), MAX_LIST),
             ("selection.lookback".into(), self.selection.lookback.as_ref().map_or(0, |l| l.len()), MAX_SELECTORS),
             ("dataset.features".into(), self.dataset.features.as_ref().map_or(0, Vec::len), 4 * MAX_LIST),
+            ("trainers".into(), self.trainers.len(), MAX_LIST),
         ];
         for (index, model) in self.models.iter().enumerate().take(MAX_LIST) {
             lists.push((format!("models[{index}].seeds"), model.seeds.len(), MAX_SEEDS));
@@ -571,6 +577,20 @@ impl SweepSpec {
         }
 
         let selection = self.validate_selection(&mut problems);
+        for (name, pin) in &self.trainers {
+            if !crate::spec::is_trainer_name(name) {
+                problems.add(format!("trainers.{name}"), "a trainer's name is 1 to 64 of letters, digits, _ and -");
+            }
+            if pin.program.len() != 64 || !pin.program.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                problems.add(format!("trainers.{name}.program"), "must be a BLAKE3 hash: 64 lowercase hex digits");
+            }
+            if pin.version.len() > MAX_TRAINER_VERSION || pin.version.chars().any(char::is_control) {
+                problems.add(
+                    format!("trainers.{name}.version"),
+                    format!("must be one line of at most {MAX_TRAINER_VERSION} bytes"),
+                );
+            }
+        }
         let basis = match self.metrics.basis.as_deref() {
             None | Some("median") => crate::metric::Basis::Median,
             Some("zero") => crate::metric::Basis::Zero,
@@ -608,6 +628,7 @@ impl SweepSpec {
             triggers,
             max_jobs: self.limits.max_jobs as u64,
             backtest,
+            trainers: self.trainers.clone(),
         };
         Ok(config)
     }
@@ -631,10 +652,13 @@ impl SweepSpec {
                 "patchtst" => Some(ModelKind::Patchtst),
                 "factor" => Some(ModelKind::Factor),
                 "gbdt" => Some(ModelKind::Gbdt),
+                "external" => Some(ModelKind::External),
                 other => {
                     problems.add(
                         field("kind"),
-                        format!("unknown model kind {other:?} (expected linear, mlp, patchtst, gbdt or factor)"),
+                        format!(
+                            "unknown model kind {other:?} (expected linear, mlp, patchtst, gbdt, factor or external)"
+                        ),
                     );
                     None
                 }
