@@ -55,6 +55,11 @@ struct FileEntry {
 }
 
 impl Trainers {
+    /// None registered yet, with job directories and models under `work`.
+    pub fn in_folder(work: PathBuf) -> Self {
+        Self { work: Some(work), ..Self::default() }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.registered.is_empty()
     }

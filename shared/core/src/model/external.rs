@@ -194,6 +194,8 @@ horizons = [5]
 max_age = 21
 [metrics]
 k = 10
+bootstrap_samples = 100
+bootstrap_seed = 1
 [[models]]
 name = "mine"
 kind = "external"
