@@ -336,10 +336,12 @@ fn parse_bytes(text: &str) -> anyhow::Result<u64> {
         "T" => 40,
         _ => anyhow::bail!("--trainer-memory {text:?}: expected bytes with K, M, G or T, e.g. 8G"),
     };
-    let value: u64 = number.trim().parse().map_err(|_| anyhow::anyhow!("--trainer-memory {text:?}: not a size, e.g. 8G"))?;
-    value.checked_mul(1 << shift).filter(|bytes| *bytes >= 1 << 20).ok_or_else(|| {
-        anyhow::anyhow!("--trainer-memory {text:?}: must be between 1M and 16E")
-    })
+    let value: u64 =
+        number.trim().parse().map_err(|_| anyhow::anyhow!("--trainer-memory {text:?}: not a size, e.g. 8G"))?;
+    value
+        .checked_mul(1 << shift)
+        .filter(|bytes| *bytes >= 1 << 20)
+        .ok_or_else(|| anyhow::anyhow!("--trainer-memory {text:?}: must be between 1M and 16E"))
 }
 
 #[derive(Debug, clap::Args)]

@@ -172,9 +172,9 @@ pub fn run(
         return Err(WorkerError::NoData("not an external model".into()));
     };
     let fail = |reason: String, retryable: bool| WorkerError::Trainer { trainer: trainer.clone(), reason, retryable };
-    let registration = trainers.get(trainer).ok_or_else(|| {
-        fail(format!("trainer {trainer:?} is not registered on this worker"), false)
-    })?;
+    let registration = trainers
+        .get(trainer)
+        .ok_or_else(|| fail(format!("trainer {trainer:?} is not registered on this worker"), false))?;
     if pin.as_ref() != Some(&registration.pin) {
         return Err(fail(
             format!(
@@ -194,8 +194,8 @@ pub fn run(
     let dir = job_dir(trainers, job)?;
     let path = |name: &str| dir.path().join(name);
     let written = |e: wf_data::DataError| WorkerError::Data { retryable: e.retryable(), reason: e.to_string() };
-    let train_rows = write_train(&path(TRAIN_FILE), panel, fit.clone(), validation.clone(), &config.horizons)
-        .map_err(written)?;
+    let train_rows =
+        write_train(&path(TRAIN_FILE), panel, fit.clone(), validation.clone(), &config.horizons).map_err(written)?;
     let score_rows = write_score(&path(SCORE_FILE), panel, job.score_days.clone()).map_err(written)?;
     // Checked as written, from the files themselves.
     let leak = |reason: String| WorkerError::Leakage { job: job.key.short(), reason };
@@ -235,14 +235,16 @@ pub fn run(
     let started = Instant::now();
     let limits = Limits { stop, deadline, memory: trainers.memory };
     let short = job.key.short();
-    process::run(&registration.program, &[dir.path()], dir.path(), (trainer, &short), limits).map_err(
-        |failure| match failure {
+    process::run(&registration.program, &[dir.path()], dir.path(), (trainer, &short), limits).map_err(|failure| {
+        match failure {
             Failure::Stopped => WorkerError::Stopped,
-            Failure::TimedOut(ran) => fail(format!("killed at the job's time limit, after {:.1} s", ran.as_secs_f64()), false),
+            Failure::TimedOut(ran) => {
+                fail(format!("killed at the job's time limit, after {:.1} s", ran.as_secs_f64()), false)
+            }
             Failure::Retry(reason) => fail(reason, true),
             Failure::Failed(reason) => fail(reason, false),
-        },
-    )?;
+        }
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     info!(trainer = %trainer, job = %short, seconds, "trainer done");
 

@@ -38,8 +38,8 @@ use wf_shared::spec::SweepConfig;
 use crate::WorkerError;
 use crate::artifact::model_file;
 use crate::device::device_name;
-use crate::faults::{Fault, Faults};
 use crate::external::Trainers;
+use crate::faults::{Fault, Faults};
 use crate::job::{JobContext, JobData, run_job_in};
 
 /// How a worker runs.
@@ -532,7 +532,8 @@ impl Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let task_stop = stop.clone();
         let trainers = self.trainers.clone();
-        let deadline = (lease.max_job_ms > 0).then(|| std::time::Instant::now() + Duration::from_millis(lease.max_job_ms));
+        let deadline =
+            (lease.max_job_ms > 0).then(|| std::time::Instant::now() + Duration::from_millis(lease.max_job_ms));
         let mut task = tokio::task::spawn_blocking(move || {
             if fault == Some(Fault::Fail) {
                 return Err(WorkerError::Device("injected failure (WF_FAULT_FAIL_JOBS)".into()));

@@ -63,7 +63,9 @@ fn a_model_scoring_by_vol_60_has_exposure_one_to_it() {
         assert_eq!(exposures.ages(), job.score_days.len());
         let vol_60 = exposures.factors.iter().position(|f| f == "vol_60").expect("vol_60");
         let sign = if job.model == 0 { 1.0 } else { -1.0 };
-        let scores = score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 1, &Device::Cpu).expect("s");
+        let scores =
+            score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 1, &Device::Cpu)
+                .expect("s");
         for (age, day) in job.score_days.clone().enumerate() {
             assert_eq!(exposures.at(age, vol_60), Some(sign), "day {day}");
             let rows = panel.rows_of_day(day);
@@ -92,7 +94,9 @@ fn exposures_read_the_scored_days_features_only() {
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let job = &plan.jobs[0];
     let output = run_job(&panel, &config, job, &Device::Cpu).expect("job runs");
-    let scores = score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 1, &Device::Cpu).expect("s");
+    let scores =
+        score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 1, &Device::Cpu)
+            .expect("s");
     for age in [0, 7, job.score_days.len() - 1] {
         let day = job.score_days.start + age;
         let mut parts = panel.clone().into_parts();
@@ -124,8 +128,14 @@ fn every_trained_horizon_is_scored_against_its_own_targets() {
     assert_eq!(kept, vec![1, 20], "the primary horizon 5 is `ages`");
     let mut compared = 0;
     for (column, horizon) in config.horizons.iter().enumerate() {
-        let scores =
-            score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), column, &Device::Cpu).expect("scores");
+        let scores = score_range(
+            output.ranker().expect("a built-in model"),
+            &panel,
+            job.score_days.clone(),
+            column,
+            &Device::Cpu,
+        )
+        .expect("scores");
         let target = panel.target(*horizon).expect("target");
         let ages = if *horizon == 5 {
             &output.ages

@@ -96,7 +96,12 @@ fn external_jobs(config: &SweepConfig, panel: &Panel) -> Vec<Job> {
     plan.jobs.into_iter().filter(|job| config.models[job.model].name == "mine").collect()
 }
 
-fn run(panel: &Panel, config: &SweepConfig, job: &Job, trainers: &Trainers) -> Result<wf_worker::job::JobOutput, WorkerError> {
+fn run(
+    panel: &Panel,
+    config: &SweepConfig,
+    job: &Job,
+    trainers: &Trainers,
+) -> Result<wf_worker::job::JobOutput, WorkerError> {
     run_job_in(panel, config, job, &Device::Cpu, &JobContext { trainers: Some(trainers), ..JobContext::default() })
 }
 
@@ -129,7 +134,9 @@ fn an_external_trainer_scoring_minus_vol_60_gives_the_factor_baselines_numbers()
         let twin = plan
             .jobs
             .iter()
-            .find(|other| name(other) == "-vol_60" && other.retrain_day == job.retrain_day && other.window == job.window)
+            .find(|other| {
+                name(other) == "-vol_60" && other.retrain_day == job.retrain_day && other.window == job.window
+            })
             .expect("the baseline's job of the same retrain");
         let factor = run_job(&panel, &config, twin, &Device::Cpu).expect("the factor job");
         let external = run(&panel, &config, job, &trainers).expect("the external job");
@@ -197,10 +204,9 @@ sys.exit(3)
         let embargo = next(8) as u32;
         let validation = 5 + next(30);
         let panel = panel(&horizons);
-        let text = SPEC.replace("horizons = [1, 5]", &format!("horizons = {horizons:?}")).replace(
-            "max_age = 42",
-            &format!("max_age = 42\nembargo = {embargo}"),
-        );
+        let text = SPEC
+            .replace("horizons = [1, 5]", &format!("horizons = {horizons:?}"))
+            .replace("max_age = 42", &format!("max_age = 42\nembargo = {embargo}"));
         let text = format!(
             "{text}\n[[models]]\nname = \"mine\"\nkind = \"external\"\nparams = {{ trainer = \"spy\", validation_days = {validation} }}\n"
         );
@@ -216,7 +222,12 @@ sys.exit(3)
             )
             .expect("json");
             let names = |key: &str| -> Vec<String> {
-                seen[key].as_array().expect("names").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
+                seen[key]
+                    .as_array()
+                    .expect("names")
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
             };
             let score_columns = names("score_columns");
             assert_eq!(score_columns[..2], ["date", "code"]);
@@ -269,11 +280,9 @@ fn exit_75_asks_for_a_retry_and_other_failures_are_permanent_with_stderr() {
     register(&mut trainers, folder.path(), "broken", sh, &shell("echo 'line 1' >&2; echo 'bad input' >&2; exit 2"));
     register(&mut trainers, folder.path(), "silent", sh, &shell("exit 0"));
     let panel = panel(&[1, 5]);
-    for (name, retryable, said) in [
-        ("busy", true, "GPU busy"),
-        ("broken", false, "bad input"),
-        ("silent", false, "wrote no scores.parquet"),
-    ] {
+    for (name, retryable, said) in
+        [("busy", true, "GPU busy"), ("broken", false, "bad input"), ("silent", false, "wrote no scores.parquet")]
+    {
         let config = config_with(&trainers, name, "{}");
         let job = &external_jobs(&config, &panel)[0];
         let error = run(&panel, &config, job, &trainers).expect_err("fails");
@@ -306,7 +315,8 @@ fn a_trainer_past_its_deadline_or_stopped_is_killed_with_what_it_started() {
     let started_pids = |before: usize| -> Vec<i32> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let files: Vec<PathBuf> = std::fs::read_dir(&pids).expect("pids").map(|e| e.expect("entry").path()).collect();
+            let files: Vec<PathBuf> =
+                std::fs::read_dir(&pids).expect("pids").map(|e| e.expect("entry").path()).collect();
             if files.len() > before {
                 let mut all = Vec::new();
                 for file in files {

@@ -82,7 +82,8 @@ fn a_factor_job_scores_every_day_by_its_signed_feature_without_training() {
         let (loaded, _) = load(&path, &Device::Cpu).expect("load");
         let again = score_range(loaded.as_ref(), &panel, job.score_days.clone(), 0, &Device::Cpu).expect("scores");
         let first =
-            score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 0, &Device::Cpu).expect("scores");
+            score_range(output.ranker().expect("a built-in model"), &panel, job.score_days.clone(), 0, &Device::Cpu)
+                .expect("scores");
         assert_eq!(again, first);
     }
     assert!(checked > 100, "only {checked} days checked");

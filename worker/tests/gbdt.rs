@@ -74,7 +74,8 @@ fn gbdt_trains_deterministically_beats_chance_before_the_break_and_reloads() {
 
     // Saved and loaded, it scores the same, bit for bit.
     let days = job.score_days.start..job.score_days.start + 5;
-    let scores = score_range(first.ranker().expect("a built-in model"), &panel, days.clone(), 1, &Device::Cpu).expect("scores");
+    let scores =
+        score_range(first.ranker().expect("a built-in model"), &panel, days.clone(), 1, &Device::Cpu).expect("scores");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("gbdt.safetensors");
     let meta = ArtifactMeta {

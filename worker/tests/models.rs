@@ -212,10 +212,14 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
     let first = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
     let second = run_job(&market.panel, &market.config, job, &Device::Cpu).expect("job runs");
     let day = job.score_days.start + 3;
-    let scores = score_day(first.ranker().expect("a built-in model"), &market.panel, day, 1, &Device::Cpu).expect("scores");
-    let again = score_day(second.ranker().expect("a built-in model"), &market.panel, day, 1, &Device::Cpu).expect("scores");
+    let scores =
+        score_day(first.ranker().expect("a built-in model"), &market.panel, day, 1, &Device::Cpu).expect("scores");
+    let again =
+        score_day(second.ranker().expect("a built-in model"), &market.panel, day, 1, &Device::Cpu).expect("scores");
     assert!(scores.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "same seed, different scores");
-    let range = score_range(first.ranker().expect("a built-in model"), &market.panel, day - 2..day + 1, 1, &Device::Cpu).expect("scores");
+    let range =
+        score_range(first.ranker().expect("a built-in model"), &market.panel, day - 2..day + 1, 1, &Device::Cpu)
+            .expect("scores");
     assert!(
         range[2].iter().zip(&scores).all(|(a, b)| a.to_bits() == b.to_bits()),
         "range and single-day scoring differ"
@@ -225,7 +229,8 @@ fn the_same_seed_gives_identical_scores_and_artifacts_reproduce_them() {
     // The ranking kept for the day is its scores' order (positions in the day's rows, best
     // first; as universe indices in a run).
     let column = market.config.horizons.iter().position(|h| *h == market.config.primary_horizon).unwrap_or(0);
-    let primary = score_day(first.ranker().expect("a built-in model"), &market.panel, day, column, &Device::Cpu).expect("scores");
+    let primary =
+        score_day(first.ranker().expect("a built-in model"), &market.panel, day, column, &Device::Cpu).expect("scores");
     let stocks = &market.panel.stock()[market.panel.rows_of_day(day)];
     let kept = &wf_shared::age::universe_indices(&market.panel, day, &first.rankings[day - job.score_days.start]);
     assert_eq!(first.rankings.len(), first.ages.len());
@@ -351,7 +356,8 @@ fn on_a_cuda_device_every_model_trains_and_scores_as_on_the_cpu() {
         save_job_model(&path, market, job, &on_cpu);
         let (loaded, _) = load(&path, &gpu).expect("load onto the GPU");
         let day = job.score_days.start + 3;
-        let cpu = score_day(on_cpu.ranker().expect("a built-in model"), &market.panel, day, 1, &Device::Cpu).expect("CPU scores");
+        let cpu = score_day(on_cpu.ranker().expect("a built-in model"), &market.panel, day, 1, &Device::Cpu)
+            .expect("CPU scores");
         let gpu_scores = score_day(loaded.as_ref(), &market.panel, day, 1, &gpu).expect("GPU scores");
         let worst = cpu.iter().zip(&gpu_scores).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-3, "{name}: the same weights score {worst} apart on the GPU and the CPU");

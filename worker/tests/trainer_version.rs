@@ -117,7 +117,8 @@ fn fixed_jobs_numbers() -> String {
         let importance: Vec<String> = output.importance.loss.iter().map(|v| rounded(f64::from(*v))).collect();
         numbers.push_str(&format!("importance {} {}\n", output.importance.days, importance.join(" ")));
         for day in [job.score_days.start, job.score_days.end - 1] {
-            let scores = score_day(output.ranker().expect("a built-in model"), &panel, day, 1, &Device::Cpu).expect("scores");
+            let scores =
+                score_day(output.ranker().expect("a built-in model"), &panel, day, 1, &Device::Cpu).expect("scores");
             let text: Vec<String> = scores.iter().map(|s| rounded(*s)).collect();
             numbers.push_str(&text.join(" "));
             numbers.push('\n');

@@ -38,7 +38,10 @@ fn key_and_feature_columns(panel: &Panel, rows: &[Range<usize>]) -> Vec<Column> 
     let calendar = panel.calendar();
     let dates = each().map(|row| calendar.date(panel.day()[row] as usize).unwrap_or_default());
     let codes: Vec<&str> = each().map(|row| panel.codes()[panel.stock()[row] as usize].as_str()).collect();
-    let mut columns = vec![date_column("date", dates), StringChunked::from_iter_values("code".into(), codes.into_iter()).into_column()];
+    let mut columns = vec![
+        date_column("date", dates),
+        StringChunked::from_iter_values("code".into(), codes.into_iter()).into_column(),
+    ];
     for (name, values) in panel.feature_names().iter().zip(panel.features()) {
         let picked: Vec<f32> = each().map(|row| values[row]).collect();
         columns.push(f32_column(name, &picked));
@@ -124,14 +127,15 @@ pub fn read_scores(
     if found_rows != rows.len() {
         return Err(invalid(format!("has {found_rows} rows, but the score file has {} (one per row)", rows.len())));
     }
-    let names: Vec<String> =
-        reader.schema().map_err(|error| DataError::unreadable(path, error))?.iter_names().map(|n| n.to_string()).collect();
+    let names: Vec<String> = reader
+        .schema()
+        .map_err(|error| DataError::unreadable(path, error))?
+        .iter_names()
+        .map(|n| n.to_string())
+        .collect();
     let single = names.iter().any(|n| n == "score");
-    let wanted: Vec<String> = if single {
-        vec!["score".to_string()]
-    } else {
-        horizons.iter().map(|h| format!("score_{h}")).collect()
-    };
+    let wanted: Vec<String> =
+        if single { vec!["score".to_string()] } else { horizons.iter().map(|h| format!("score_{h}")).collect() };
     for name in ["date", "code"].iter().map(ToString::to_string).chain(wanted.iter().cloned()) {
         if !names.contains(&name) {
             return Err(DataError::MissingColumn {

@@ -7,6 +7,7 @@ mod cluster;
 mod dashboards;
 mod data_cli;
 mod deploy;
+mod external;
 mod hostile;
 mod live_cli;
 mod null_market;

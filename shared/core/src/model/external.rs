@@ -11,7 +11,8 @@ pub const MAX_OPTIONS_BYTES: usize = 16 * 1024;
 /// The `index`-th model's `params`, as an external model (not yet pinned).
 pub(super) fn from_params(index: usize, params: &BTreeMap<String, serde_json::Value>) -> Result<ModelSpec, SpecError> {
     let field = |name: &str| format!("models[{index}].params.{name}");
-    if let Some(other) = params.keys().find(|name| !["trainer", "options", "validation_days"].contains(&name.as_str())) {
+    if let Some(other) = params.keys().find(|name| !["trainer", "options", "validation_days"].contains(&name.as_str()))
+    {
         return Err(SpecError::new(
             field(other),
             "not a parameter of external models (they take trainer, options and validation_days)",
@@ -80,7 +81,16 @@ pub fn pin_trainers(
 ) -> Result<(String, SweepConfig), SpecErrors> {
     let mut errors = Vec::new();
     let mut added = std::collections::BTreeMap::new();
-    for (index, name) in named_trainers(config) {
+    for (index, model) in config.models.iter().enumerate().filter(|(_, model)| model.kind == ModelKind::External) {
+        let name = match from_params(index, &model.params) {
+            Ok(ModelSpec::External { trainer, .. }) => trainer,
+            Ok(_) => continue,
+            Err(error) => {
+                errors.push(error);
+                continue;
+            }
+        };
+        let name = name.as_str();
         match registered(name) {
             Err(reason) => errors.push(SpecError::new(format!("models[{index}].params.trainer"), reason)),
             Ok(pin) => match config.trainers.get(name) {
@@ -113,7 +123,9 @@ pub fn pin_trainers(
     let pinned = SweepConfig::from_toml(&text).map_err(|error| {
         SpecErrors::one(
             "trainers",
-            format!("the registered trainers could not be pinned ({error}): write the spec's pins as [trainers.NAME] tables"),
+            format!(
+                "the registered trainers could not be pinned ({error}): write the spec's pins as [trainers.NAME] tables"
+            ),
         )
     })?;
     if added.iter().any(|(name, pin)| pinned.trainers.get(name) != Some(pin)) {
@@ -133,8 +145,8 @@ mod tests {
 
     #[test]
     fn an_external_model_names_a_trainer_never_a_path() {
-        let spec = from_params(0, &params(serde_json::json!({"trainer": "lgbm", "options": {"leaves": 31}})))
-            .expect("valid");
+        let spec =
+            from_params(0, &params(serde_json::json!({"trainer": "lgbm", "options": {"leaves": 31}}))).expect("valid");
         let ModelSpec::External { trainer, options, validation_days, pin } = spec else { panic!("external") };
         assert_eq!((trainer.as_str(), options["leaves"].as_i64(), validation_days, pin), ("lgbm", Some(31), 21, None));
         for (given, field) in [

@@ -581,7 +581,8 @@ impl SweepSpec {
             if !crate::spec::is_trainer_name(name) {
                 problems.add(format!("trainers.{name}"), "a trainer's name is 1 to 64 of letters, digits, _ and -");
             }
-            if pin.program.len() != 64 || !pin.program.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if pin.program.len() != 64 || !pin.program.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 problems.add(format!("trainers.{name}.program"), "must be a BLAKE3 hash: 64 lowercase hex digits");
             }
             if pin.version.len() > MAX_TRAINER_VERSION || pin.version.chars().any(char::is_control) {
