@@ -293,6 +293,10 @@ pub struct TrainerArgs {
     /// `kind = "external", params = { trainer = "NAME" }`.
     #[arg(long = "trainer", value_name = "NAME=PATH")]
     pub trainer: Vec<String>,
+    /// The `--trainer` programs run in the persistent mode: started once, handed one job
+    /// after another over stdin and stdout (docs/TRAINERS.md).
+    #[arg(long, requires = "trainer")]
+    pub persistent: bool,
     /// A trainers file: `[trainers.NAME]` tables of `program` and `files` (docs/TRAINERS.md).
     #[arg(long, env = "WF_TRAINERS")]
     pub trainers: Option<PathBuf>,
@@ -313,7 +317,7 @@ impl TrainerArgs {
             trainers.register_file(file).map_err(|e| anyhow::anyhow!(e))?;
         }
         for flag in &self.trainer {
-            trainers.register_flag(flag).map_err(|e| anyhow::anyhow!(e))?;
+            trainers.register_flag(flag, self.persistent).map_err(|e| anyhow::anyhow!(e))?;
         }
         trainers.memory = self.trainer_memory.as_deref().map(parse_bytes).transpose()?;
         trainers.work = self.trainer_dir.clone();

@@ -20,7 +20,7 @@ use wf_shared::panel::target_name;
 use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 
-pub use process::{EXIT_RETRY, Failure, Limits};
+pub use process::{EXIT_RETRY, Failure, Limits, Server};
 pub use registry::{Registration, Trainers, identity};
 
 use crate::WorkerError;
@@ -146,7 +146,7 @@ fn dates(panel: &Panel, days: &Range<usize>) -> Option<Dates> {
 
 /// The job's directory: made fresh under the work folder, removed when dropped.
 fn job_dir(trainers: &Trainers, job: &Job) -> Result<tempfile::TempDir, WorkerError> {
-    let root = trainers.work.clone().unwrap_or_else(|| std::env::temp_dir().join("walkforward-trainers"));
+    let root = trainers.work_folder();
     std::fs::create_dir_all(&root).map_err(|e| artifact(&root, e))?;
     tempfile::Builder::new().prefix(&format!("{}-", job.key.short())).tempdir_in(&root).map_err(|e| artifact(&root, e))
 }
@@ -235,15 +235,25 @@ pub fn run(
     let started = Instant::now();
     let limits = Limits { stop, deadline, memory: trainers.memory };
     let short = job.key.short();
-    process::run(&registration.program, &[dir.path()], dir.path(), (trainer, &short), limits).map_err(|failure| {
-        match failure {
-            Failure::Stopped => WorkerError::Stopped,
-            Failure::TimedOut(ran) => {
-                fail(format!("killed at the job's time limit, after {:.1} s", ran.as_secs_f64()), false)
+    let ran = if registration.persistent {
+        match trainers.server(registration) {
+            Ok(mut server) => {
+                let ran = server.job(dir.path(), (trainer, &short), limits);
+                trainers.idle(trainer, server);
+                ran
             }
-            Failure::Retry(reason) => fail(reason, true),
-            Failure::Failed(reason) => fail(reason, false),
+            Err(failure) => Err(failure),
         }
+    } else {
+        process::run(&registration.program, &[dir.path()], dir.path(), (trainer, &short), limits)
+    };
+    ran.map_err(|failure| match failure {
+        Failure::Stopped => WorkerError::Stopped,
+        Failure::TimedOut(ran) => {
+            fail(format!("killed at the job's time limit, after {:.1} s", ran.as_secs_f64()), false)
+        }
+        Failure::Retry(reason) => fail(reason, true),
+        Failure::Failed(reason) => fail(reason, false),
     })?;
     let seconds = started.elapsed().as_secs_f64();
     info!(trainer = %trainer, job = %short, seconds, "trainer done");
@@ -272,7 +282,7 @@ fn keep_model(trainers: &Trainers, dir: &Path, job: &Job) -> Result<Option<PathB
     if !written.is_dir() {
         return Ok(None);
     }
-    let root = trainers.work.clone().unwrap_or_else(|| std::env::temp_dir().join("walkforward-trainers"));
+    let root = trainers.work_folder();
     let kept = root.join("models").join(job.key.to_string());
     std::fs::create_dir_all(root.join("models")).map_err(|e| artifact(&kept, e))?;
     if kept.exists() {

@@ -463,7 +463,7 @@ fn a_registration_is_refused_with_its_reason() {
     std::fs::write(&plain, "echo hi\n").expect("write");
     let error = trainers.register("plain", &plain, &[], false).expect_err("not executable");
     assert!(error.contains("--version"), "{error}");
-    let error = trainers.register_flag("no-path").expect_err("no =");
+    let error = trainers.register_flag("no-path", false).expect_err("no =");
     assert!(error.contains("NAME=PATH"), "{error}");
     let error = trainers.register("../x", &plain, &[], false).expect_err("bad name");
     assert!(error.contains("name"), "{error}");
@@ -473,4 +473,86 @@ fn a_registration_is_refused_with_its_reason() {
     assert_eq!(trainers.pin("ok").expect("pinned").version, "sh-trainer 1");
     let error = trainers.pin("nope").expect_err("unknown");
     assert!(error.contains("registered: ok"), "{error}");
+}
+
+/// A persistent trainer written with the Python package (`python/walkforward`): it scores
+/// by `-vol_60`, records which process served each job, and with `options.die` exits
+/// mid-job once.
+fn persistent_trainer(seen: &Path) -> String {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
+    format!(
+        r#"
+import os, sys
+sys.path.insert(0, "{package}")
+import polars as pl
+import walkforward.trainer as wt
+
+def negvol(job):
+    open(os.path.join("{seen}", job.key), "w").write(str(os.getpid()))
+    if job.options.get("die") and not os.path.exists("{seen}/died"):
+        open("{seen}/died", "w").write("once")
+        os._exit(1)
+    print("this print goes to stderr, not into the protocol")
+    job.write_scores(job.score.select("date", "code", (-pl.col("vol_60").cast(pl.Float64).fill_null(0.0)).alias("score")))
+
+wt.main(negvol, version="negvol-persistent 1")
+"#,
+        package = package.display(),
+        seen = seen.display()
+    )
+}
+
+#[test]
+fn a_persistent_trainer_serves_job_after_job_in_one_process() {
+    let Some(python) = python() else { return };
+    let folder = tempfile::tempdir().expect("tempdir");
+    let seen = folder.path().join("seen");
+    std::fs::create_dir(&seen).expect("mkdir");
+    let mut trainers = Trainers::in_folder(folder.path().join("work"));
+    let path = folder.path().join("negvol.py");
+    std::fs::write(&path, format!("#!{}\n{}", python.display(), persistent_trainer(&seen))).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    trainers.register("negvol", &path, &[], true).expect("registered");
+    let panel = panel(&[1, 5]);
+    let config = config_with(&trainers, "negvol", "{}");
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
+    let name = |job: &Job| config.models[job.model].name.as_str();
+    let mut pids = Vec::new();
+    for job in plan.jobs.iter().filter(|job| name(job) == "mine") {
+        let twin = plan
+            .jobs
+            .iter()
+            .find(|other| name(other) == "-vol_60" && other.retrain_day == job.retrain_day)
+            .expect("the baseline's job");
+        let external = run(&panel, &config, job, &trainers).expect("the persistent job");
+        let factor = run_job(&panel, &config, twin, &Device::Cpu).expect("the factor job");
+        assert_eq!((external.ages, external.rankings), (factor.ages, factor.rankings));
+        pids.push(std::fs::read_to_string(seen.join(job.key.to_string())).expect("served"));
+    }
+    assert!(pids.len() >= 2);
+    assert!(pids.iter().all(|pid| *pid == pids[0]), "one process served every job: {pids:?}");
+}
+
+#[test]
+fn a_persistent_trainer_that_dies_mid_job_is_restarted_and_the_job_retried() {
+    let Some(python) = python() else { return };
+    let folder = tempfile::tempdir().expect("tempdir");
+    let seen = folder.path().join("seen");
+    std::fs::create_dir(&seen).expect("mkdir");
+    let mut trainers = Trainers::in_folder(folder.path().join("work"));
+    let path = folder.path().join("negvol.py");
+    std::fs::write(&path, format!("#!{}\n{}", python.display(), persistent_trainer(&seen))).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    trainers.register("negvol", &path, &[], true).expect("registered");
+    let panel = panel(&[1, 5]);
+    let config = config_with(&trainers, "negvol", "{ die = true }");
+    let job = &external_jobs(&config, &panel)[0];
+    let error = run(&panel, &config, job, &trainers).expect_err("it died");
+    assert!(error.retryable() && error.to_string().contains("mid-job"), "{error}");
+    let first = std::fs::read_to_string(seen.join(job.key.to_string())).expect("served");
+    // The retry gets a new process, which finishes it.
+    let output = run(&panel, &config, job, &trainers).expect("retried");
+    assert!(!output.ages.is_empty());
+    let second = std::fs::read_to_string(seen.join(job.key.to_string())).expect("served");
+    assert_ne!(first, second, "a new process");
 }

@@ -6,7 +6,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
 use serde::Deserialize;
+
+use super::process::{Failure, Server};
 use wf_shared::spec::{MAX_TRAINER_VERSION, SweepConfig, TrainerPin, is_trainer_name};
 
 /// How long `PROGRAM --version` may take.
@@ -19,8 +23,8 @@ pub struct Registration {
     pub program: PathBuf,
     /// Files the identity covers beyond the program (a helper module, weights).
     pub files: Vec<PathBuf>,
-    /// Started once and handed one job after another (`docs/TRAINERS.md`, "Persistent
-    /// mode"); not yet supported: refused at registration.
+    /// Started once (`PROGRAM --serve`) and handed one job after another
+    /// (`docs/TRAINERS.md`, "Persistent mode").
     pub persistent: bool,
     pub pin: TrainerPin,
 }
@@ -34,6 +38,8 @@ pub struct Trainers {
     /// Where job directories are made, and models kept (`models/<job key>/`); `None`:
     /// the system's temporary directory.
     pub work: Option<PathBuf>,
+    /// The idle processes of persistent trainers, by name.
+    idle: Arc<Mutex<BTreeMap<String, Vec<Server>>>>,
 }
 
 /// A trainers file (`--trainers FILE`): `[trainers.NAME]` tables of `program` and
@@ -82,9 +88,6 @@ impl Trainers {
         if self.registered.contains_key(name) {
             return Err(format!("trainer {name:?} is registered twice"));
         }
-        if persistent {
-            return Err(format!("trainer {name:?}: the persistent mode is not built yet (docs/TRAINERS.md)"));
-        }
         let pin = identity(program, files).map_err(|reason| format!("trainer {name:?}: {reason}"))?;
         let registration = Registration {
             name: name.to_string(),
@@ -97,12 +100,48 @@ impl Trainers {
         Ok(())
     }
 
-    /// Registers `NAME=PATH` (the `--trainer` flag).
-    pub fn register_flag(&mut self, flag: &str) -> Result<(), String> {
+    /// Registers `NAME=PATH` (the `--trainer` flag), persistent or not.
+    pub fn register_flag(&mut self, flag: &str, persistent: bool) -> Result<(), String> {
         let (name, path) = flag
             .split_once('=')
             .ok_or_else(|| format!("--trainer {flag:?}: expected NAME=PATH, e.g. lightgbm=./trainers/lgbm.py"))?;
-        self.register(name.trim(), Path::new(path.trim()), &[], false)
+        self.register(name.trim(), Path::new(path.trim()), &[], persistent)
+    }
+
+    /// The work folder (job directories, kept models).
+    pub fn work_folder(&self) -> PathBuf {
+        self.work.clone().unwrap_or_else(|| std::env::temp_dir().join("walkforward-trainers"))
+    }
+
+    /// An idle process of persistent trainer `registration`, or a new one.
+    pub fn server(&self, registration: &Registration) -> Result<Server, Failure> {
+        let found = self.idle.lock().ok().and_then(|mut idle| {
+            let servers = idle.get_mut(&registration.name)?;
+            while let Some(mut server) = servers.pop() {
+                if server.usable() {
+                    return Some(server);
+                }
+            }
+            None
+        });
+        match found {
+            Some(server) => Ok(server),
+            None => {
+                let work = self.work_folder();
+                std::fs::create_dir_all(&work).map_err(|e| Failure::Failed(format!("{}: {e}", work.display())))?;
+                Server::start(&registration.program, &work, &registration.name, self.memory)
+            }
+        }
+    }
+
+    /// Keeps `server` for the next job of its trainer, if it may take one (else it is
+    /// dropped: killed).
+    pub fn idle(&self, name: &str, mut server: Server) {
+        if server.usable()
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.entry(name.to_string()).or_default().push(server);
+        }
     }
 
     /// Registers every trainer of a trainers file.
