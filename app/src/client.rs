@@ -68,7 +68,7 @@ pub async fn watch(
 /// The sweep's report.
 pub async fn report(client: &mut SweepClient, sweep_id: &str) -> anyhow::Result<SweepReport> {
     let response = client
-        .get_report(v1::GetReportRequest { sweep_id: sweep_id.to_string() })
+        .get_report(v1::GetReportRequest { sweep_id: sweep_id.to_string(), tables: false })
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))?
         .into_inner();

@@ -204,11 +204,29 @@ impl SweepService for Sweeps {
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::GetReportResponse>, Status> {
         let caller = caller(&request);
-        let id = self.visible(&caller, &request.into_inner().sweep_id).await?;
+        let request = request.into_inner();
+        let id = self.visible(&caller, &request.sweep_id).await?;
         let report = self.0.report(&id).await?;
         audit(&caller, "report", id.as_str());
         let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(v1::GetReportResponse { report_json }))
+        let tables = if request.tables {
+            // The same tables as the CSV files, rendered off the threads that answer calls.
+            let files = tokio::task::spawn_blocking(move || {
+                crate::report::files::render(&report, &[crate::report::files::Format::Parquet])
+            })
+            .await
+            .map_err(|e| Status::internal(format!("rendering the tables panicked: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+            files
+                .into_iter()
+                .filter_map(|(name, parquet)| {
+                    Some(v1::ReportTable { name: name.strip_suffix(".parquet")?.to_string(), parquet })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(v1::GetReportResponse { report_json, tables }))
     }
 }
 

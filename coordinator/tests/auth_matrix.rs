@@ -164,7 +164,7 @@ async fn every_rpc(url: &str, credential: Credential, sweep: &str, job: &v1::Job
     ));
     codes.push((
         "GetReport",
-        code(sweeps.get_report(v1::GetReportRequest { sweep_id: sweep.into() }).await.map(|_| ())),
+        code(sweeps.get_report(v1::GetReportRequest { sweep_id: sweep.into(), tables: false }).await.map(|_| ())),
     ));
     let register = v1::RegisterWorkerRequest {
         protocol_version: wf_proto::PROTOCOL_VERSION,
@@ -305,7 +305,14 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
     for (name, status) in [
         ("get", b_sweeps.get_sweep(v1::GetSweepRequest { sweep_id: sweep.clone() }).await.map(|_| ()).err()),
         ("watch", b_sweeps.watch_sweep(v1::WatchSweepRequest { sweep_id: sweep.clone() }).await.map(|_| ()).err()),
-        ("report", b_sweeps.get_report(v1::GetReportRequest { sweep_id: sweep.clone() }).await.map(|_| ()).err()),
+        (
+            "report",
+            b_sweeps
+                .get_report(v1::GetReportRequest { sweep_id: sweep.clone(), tables: false })
+                .await
+                .map(|_| ())
+                .err(),
+        ),
         ("cancel", b_sweeps.cancel_sweep(v1::CancelSweepRequest { sweep_id: sweep.clone() }).await.map(|_| ()).err()),
     ] {
         let status = status.unwrap_or_else(|| panic!("tenant B could {name} tenant A's sweep"));

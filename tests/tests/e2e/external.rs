@@ -145,7 +145,10 @@ fn an_external_trainer_in_wf_run_gives_the_factor_baselines_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let trainer = write_trainer(dir.path(), &python);
     std::fs::write(dir.path().join("spec.toml"), spec("negvol")).expect("write spec");
-    let registration = format!("negvol={}", trainer.display());
+    // A path relative to where `wf run` starts (the trainer itself runs in its job's
+    // directory).
+    assert!(trainer.starts_with(dir.path()));
+    let registration = "negvol=negvol.py".to_string();
     let run = wf_in(dir.path(), &["run", "spec.toml", "--workers", "2", "--json", "--trainer", &registration], LIMIT);
     assert!(run.succeeded(), "{}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).expect("report JSON");

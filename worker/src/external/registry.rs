@@ -88,14 +88,11 @@ impl Trainers {
         if self.registered.contains_key(name) {
             return Err(format!("trainer {name:?} is registered twice"));
         }
-        let pin = identity(program, files).map_err(|reason| format!("trainer {name:?}: {reason}"))?;
-        let registration = Registration {
-            name: name.to_string(),
-            program: program.to_path_buf(),
-            files: files.to_vec(),
-            persistent,
-            pin,
-        };
+        // Absolute: a trainer runs in its job's directory.
+        let program =
+            std::fs::canonicalize(program).map_err(|e| format!("trainer {name:?}: {}: {e}", program.display()))?;
+        let pin = identity(&program, files).map_err(|reason| format!("trainer {name:?}: {reason}"))?;
+        let registration = Registration { name: name.to_string(), program, files: files.to_vec(), persistent, pin };
         self.registered.insert(name.to_string(), registration);
         Ok(())
     }
