@@ -89,6 +89,8 @@ struct Started {
     answers: Option<Receiver<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
     tail: Tail,
+    /// The job its output is logged under (a persistent trainer's changes job by job).
+    job: Arc<Mutex<String>>,
 }
 
 /// Starts `program` with `args` in `dir`, in a process group of its own, with
@@ -132,7 +134,9 @@ fn start(
     }
     let mut child = command.spawn().map_err(|e| Failure::Failed(format!("cannot start {}: {e}", program.display())))?;
     let tail: Tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-    let (trainer, job) = (label.0.to_string(), label.1.to_string());
+    let trainer = label.0.to_string();
+    let job = Arc::new(Mutex::new(label.1.to_string()));
+    let current = |job: &Arc<Mutex<String>>| job.lock().map(|j| j.clone()).unwrap_or_default();
     let stdin = child.stdin.take();
     let mut readers = Vec::new();
     let mut answers = None;
@@ -147,14 +151,16 @@ fn start(
             }));
         } else {
             let (trainer, job) = (trainer.clone(), job.clone());
-            readers.push(std::thread::spawn(move || lines(out, |line| info!(%trainer, %job, "{line}"))));
+            readers.push(std::thread::spawn(move || {
+                lines(out, |line| info!(%trainer, job = %current(&job), "{line}"));
+            }));
         }
     }
     if let Some(err) = child.stderr.take() {
-        let tail = tail.clone();
+        let (tail, job) = (tail.clone(), job.clone());
         readers.push(std::thread::spawn(move || {
             lines(err, |line| {
-                warn!(%trainer, %job, "{line}");
+                warn!(%trainer, job = %current(&job), "{line}");
                 if let Ok(mut tail) = tail.lock() {
                     if tail.len() == TAIL_LINES {
                         tail.pop_front();
@@ -164,7 +170,7 @@ fn start(
             });
         }));
     }
-    Ok(Started { group: Group(child), stdin, answers, readers, tail })
+    Ok(Started { group: Group(child), stdin, answers, readers, tail, job })
 }
 
 /// Each line of `stream` (lossy UTF-8, trimmed, cut at [`MAX_LINE`]), until its end.
@@ -307,6 +313,9 @@ impl Server {
     /// `Ok(answer)` when it answered, `Err` when it did not.
     fn answer(&mut self, dir: &Path, label: (&str, &str), limits: Limits<'_>) -> Result<Result<(), Failure>, Failure> {
         let since = Instant::now();
+        if let Ok(mut job) = self.started.job.lock() {
+            *job = label.1.to_string();
+        }
         let request = serde_json::json!({ "job_dir": dir }).to_string();
         let died = |what: &str, tail: &Tail| {
             Failure::Retry(format!("the persistent trainer {what} mid-job (it is restarted); stderr:\n{}", said(tail)))
