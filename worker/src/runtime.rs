@@ -532,8 +532,12 @@ impl Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let task_stop = stop.clone();
         let trainers = self.trainers.clone();
-        let deadline =
-            (lease.max_job_ms > 0).then(|| std::time::Instant::now() + Duration::from_millis(lease.max_job_ms));
+        // An external trainer is killed a little before the coordinator would reap the
+        // job as hung (a retryable failure), so the job fails permanently, once.
+        let deadline = (lease.max_job_ms > 0).then(|| {
+            let margin = (lease.max_job_ms / 20).clamp(250, 30_000).min(lease.max_job_ms / 2);
+            std::time::Instant::now() + Duration::from_millis(lease.max_job_ms - margin)
+        });
         let mut task = tokio::task::spawn_blocking(move || {
             if fault == Some(Fault::Fail) {
                 return Err(WorkerError::Device("injected failure (WF_FAULT_FAIL_JOBS)".into()));

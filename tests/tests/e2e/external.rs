@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 use wf_coordinator::testing::RedisServer;
@@ -156,4 +157,100 @@ fn an_external_trainer_in_wf_run_gives_the_factor_baselines_numbers() {
     // Without the registration, the run is refused naming the field.
     let refused = wf_in(dir.path(), &["run", "spec.toml", "--out", "out2"], LIMIT);
     assert!(!refused.succeeded() && refused.stderr.contains("models[0].params.trainer"), "{}", refused.stderr);
+}
+
+/// A trainer that records its process id in `pids/`, then, the first time only (no
+/// `slept` marker yet), sleeps a minute; later runs score by `-vol_60`.
+fn write_sleeper(dir: &Path, python: &Path) -> PathBuf {
+    let path = dir.join("sleeper.py");
+    let body = format!(
+        r#"
+import json, os, sys, time
+if sys.argv[1:] == ["--version"]:
+    print("sleeper 1")
+    sys.exit(0)
+folder = sys.argv[1]
+open(os.path.join("{dir}", "pids", str(os.getpid())), "w").write("")
+marker = os.path.join("{dir}", "slept")
+if not os.path.exists(marker):
+    open(marker, "w").write("")
+    time.sleep(60)
+import polars as pl
+job = json.load(open(f"{{folder}}/job.json"))
+score = pl.read_parquet(f"{{folder}}/{{job['score_file']}}")
+score.select("date", "code", (-pl.col("vol_60").cast(pl.Float64).fill_null(0.0)).alias("score")).write_parquet(
+    f"{{folder}}/{{job['scores_file']}}"
+)
+"#,
+        dir = dir.display()
+    );
+    std::fs::write(&path, format!("#!{}\n{body}", python.display())).expect("write trainer");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir_all(dir.join("pids")).expect("mkdir");
+    path
+}
+
+fn trainer_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir.join("pids"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+}
+
+#[test]
+fn sigterm_to_the_worker_kills_its_trainer_and_hands_the_job_back() {
+    let Some(python) = python() else { return };
+    let trainers = tempfile::tempdir().expect("tempdir");
+    let trainer = write_sleeper(trainers.path(), &python);
+    let registration = format!("negvol={}", trainer.display());
+    let cluster = Cluster::start_on(RedisServer::start().expect("redis-server"), 5_000, &["--trainer", &registration]);
+    let url = cluster.url();
+    let args = ["worker", "--coordinator", &url, "--device", "cpu", "--trainer", &registration];
+    let mut first = Process::start(cluster.dir.path(), &args, &[]);
+    let id = cluster.submit(&spec("negvol"));
+    wf_tests::wait_until("the trainer sleeps", LIMIT, || !trainer_pids(trainers.path()).is_empty());
+    let sleeping = trainer_pids(trainers.path());
+    assert!(sleeping.iter().all(|pid| alive(*pid)));
+    first.signal("TERM");
+    assert!(first.wait(LIMIT).is_some(), "the worker exits");
+    for pid in &sleeping {
+        wf_tests::wait_until("the trainer is killed", Duration::from_secs(10), || !alive(*pid));
+    }
+    assert!(first.stderr().contains("handed back") || first.stdout().contains("handed back"), "{}", first.stderr());
+    // Another worker finishes the sweep: the handed-back job included, each once.
+    let _second = Process::start(cluster.dir.path(), &args, &[]);
+    let watched = cluster.wf(&["status", &id, "--watch"]);
+    assert!(watched.stdout.contains(" finished"), "{}", watched.stdout);
+    let report = cluster.report(&id);
+    assert_eq!(report["missing"].as_array().map(Vec::len), Some(0), "{report}");
+    assert_eq!(cluster.phases("dead_lettered"), 0);
+    assert_eq!(cluster.results().len(), cluster.job_states().len(), "each job committed once");
+}
+
+#[test]
+fn a_trainer_past_the_job_time_limit_is_killed_and_the_job_dead_lettered() {
+    let Some(python) = python() else { return };
+    let trainers = tempfile::tempdir().expect("tempdir");
+    // Its first job sleeps past the 3 s limit; the others score at once.
+    let trainer = write_sleeper(trainers.path(), &python);
+    let registration = format!("negvol={}", trainer.display());
+    let options = ["--trainer", registration.as_str(), "--max-job-seconds", "3"];
+    let cluster = Cluster::start_on(RedisServer::start().expect("redis-server"), 5_000, &options);
+    let url = cluster.url();
+    let args = ["worker", "--coordinator", &url, "--device", "cpu", "--trainer", &registration];
+    let worker = Process::start(cluster.dir.path(), &args, &[]);
+    let id = cluster.submit(&spec("negvol"));
+    wf_tests::wait_until("a job is dead-lettered", LIMIT, || cluster.phases("dead_lettered") > 0);
+    let watched = cluster.wf(&["status", &id, "--watch"]);
+    assert!(watched.stdout.contains(" finished"), "{}", watched.stdout);
+    assert_eq!(cluster.phases("dead_lettered"), 1, "only the job whose trainer slept");
+    for pid in trainer_pids(trainers.path()) {
+        assert!(!alive(pid), "trainer {pid} outlived its job");
+    }
+    let logs = format!("{}{}", worker.stdout(), worker.stderr());
+    assert!(logs.contains("killed at the job's time limit"), "{logs}");
 }
