@@ -127,14 +127,15 @@ def test_serve_answers_one_line_per_job(job_dirs):
             raise RuntimeError("broken model")
         job.write_scores(job.score.select("date", "code", pl.lit(0.5).alias("score")))
 
-    requests = "\n".join(json.dumps({"job_dir": str(folder)}) for folder in job_dirs[:2]) + "\n"
+    keys = [wt.load(folder).key for folder in job_dirs[:2]]
+    requests = "\n".join(json.dumps({"job": key, "job_dir": str(folder)}) for key, folder in zip(keys, job_dirs)) + "\n"
     answers = io.StringIO()
     wt.serve(fn, stdin=io.StringIO(requests), stdout=answers)
     lines = answers.getvalue().splitlines()
-    assert [json.loads(line) for line in lines] == [{"ok": True}, {"ok": True}]
+    assert [json.loads(line) for line in lines] == [{"job": key, "ok": True} for key in keys]
     assert seen == [wt.load(folder).key for folder in job_dirs[:2]]
     # A job that raises is answered, and the next one still served.
-    for mode, expected in [("retry", {"ok": False, "retry": True, "error": "busy"}), ("fail", None)]:
+    for mode, expected in [("retry", {"job": None, "ok": False, "retry": True, "error": "busy"}), ("fail", None)]:
         fields = json.loads((job_dirs[0] / "job.json").read_text())
         fields["options"]["mode"] = mode
         (job_dirs[0] / "job.json").write_text(json.dumps(fields))
@@ -145,6 +146,7 @@ def test_serve_answers_one_line_per_job(job_dirs):
             assert answer == expected
         else:
             assert answer["ok"] is False and answer["retry"] is False and "broken model" in answer["error"]
+            assert len(answer["error"]) <= wt.MAX_ERROR
 
 
 def test_load_refuses_what_is_not_a_job(tmp_path):

@@ -219,29 +219,36 @@ class Sweep:
     def progress(self) -> Progress:
         return Progress.of(self.client._call("GetSweep", sweep_pb2.GetSweepRequest(sweep_id=self.id)).progress)
 
-    def watch(self) -> Iterator[Progress]:
-        """Progress events until the sweep ends (the coordinator's stream)."""
+    def watch(self, timeout: float | None = None) -> Iterator[Progress]:
+        """Progress events until the sweep ends (the coordinator's stream), or until
+        ``timeout`` seconds pass."""
         try:
             stream = self.client._sweeps.WatchSweep(
-                sweep_pb2.WatchSweepRequest(sweep_id=self.id), metadata=self.client._metadata
+                sweep_pb2.WatchSweepRequest(sweep_id=self.id), metadata=self.client._metadata, timeout=timeout
             )
             for message in stream:
                 yield Progress.of(message)
         except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return
             raise WalkforwardError(error.code().name, error.details() or "") from None
 
     def wait(self, progress_bar: bool = True, timeout: float | None = None) -> Progress:
-        """Waits for the sweep to end, drawing a progress bar on stderr; returns how it ended."""
+        """Waits for the sweep to end, drawing a progress bar on stderr; returns how it
+        ended. Raises ``TimeoutError`` after ``timeout`` seconds."""
         started = time.monotonic()
         last = self.progress()
-        if not last.done:
-            for last in self.watch():
+        while not last.done:
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                raise TimeoutError(f"sweep {self.id} still {last.status} after {timeout} s")
+            for last in self.watch(timeout=left):
                 if progress_bar:
                     _bar(last, time.monotonic() - started)
-                if timeout is not None and time.monotonic() - started > timeout:
-                    raise TimeoutError(f"sweep {self.id} still {last.status} after {timeout} s")
                 if last.done:
                     break
+            # The stream ended or timed out: ask again (a new stream if still running).
+            last = self.progress()
         if progress_bar:
             _bar(last, time.monotonic() - started)
             sys.stderr.write("\n")

@@ -9,7 +9,6 @@ job per process, or one process for many jobs (:func:`serve`, the persistent mod
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -103,7 +102,8 @@ class Job:
         """K for a day of ``n`` scored stocks."""
         if "count" in self.k:
             return lambda n: int(self.k["count"])
-        return lambda n: max(1, round(float(self.k["fraction"]) * n))
+        # Halves round away from zero, as the worker's K does.
+        return lambda n: max(1, int(float(self.k["fraction"]) * n + 0.5))
 
     def write_scores(self, scores: pl.DataFrame) -> Path:
         """Writes ``scores.parquet``: ``date``, ``code`` and either ``score`` (every horizon)
@@ -173,29 +173,43 @@ def load(path: str | os.PathLike | None = None) -> Job:
     )
 
 
+#: The longest error message an answer carries (the whole traceback goes to stderr).
+MAX_ERROR = 1500
+
+
 def serve(fn: Callable[[Job], None], stdin=None, stdout=None) -> None:
-    """The persistent mode: reads one JSON line per job (``{"job_dir": …}``), runs ``fn``
-    on it, and answers one JSON line (``{"ok": true}``, or ``{"ok": false, "error": …,
-    "retry": …}``) until stdin closes. While ``fn`` runs, ``print`` goes to stderr, so
-    nothing it prints is taken for an answer."""
+    """The persistent mode: reads one JSON line per job (``{"job": KEY, "job_dir": …}``),
+    runs ``fn`` on it, and answers one JSON line (``{"job": KEY, "ok": true}``, or
+    ``{"job": KEY, "ok": false, "error": …, "retry": …}``) until stdin closes.
+
+    Serving the process's own stdout, the answers get a descriptor of their own and
+    descriptor 1 becomes stderr: nothing ``fn`` prints, nor a subprocess or a native
+    library it calls, can be taken for an answer."""
     stdin = stdin or sys.stdin
-    answers = stdout or sys.stdout
+    if stdout is None:
+        sys.stdout.flush()
+        answers = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+    else:
+        answers = stdout
     for line in stdin:
         line = line.strip()
         if not line:
             continue
+        key = None
         try:
             request = json.loads(line)
-            with contextlib.redirect_stdout(sys.stderr):
-                fn(load(request["job_dir"]))
+            key = request.get("job")
+            fn(load(request["job_dir"]))
             answer: dict[str, Any] = {"ok": True}
         except Retry as error:
-            answer = {"ok": False, "retry": True, "error": str(error) or "retry"}
+            answer = {"ok": False, "retry": True, "error": (str(error) or "retry")[:MAX_ERROR]}
         except Exception:  # noqa: BLE001 - every failure is the job's, answered with its traceback
             text = traceback.format_exc()
-            print(text, file=sys.stderr)
-            answer = {"ok": False, "retry": False, "error": text[-4000:]}
-        answers.write(json.dumps(answer) + "\n")
+            print(text, file=sys.stderr, flush=True)
+            answer = {"ok": False, "retry": False, "error": text[-MAX_ERROR:]}
+        answers.write(json.dumps({"job": key, **answer}) + "\n")
         answers.flush()
 
 

@@ -43,8 +43,9 @@ def noop(folder):
 
 if sys.argv[1:] == ["--serve"]:
     for line in sys.stdin:
-        noop(json.loads(line)["job_dir"])
-        print(json.dumps({"ok": True}), flush=True)
+        request = json.loads(line)
+        noop(request["job_dir"])
+        print(json.dumps({"job": request["job"], "ok": True}), flush=True)
 else:
     noop(sys.argv[1])
 "#;
@@ -99,7 +100,9 @@ fn main() {
     let panel = std::env::var("WF_BENCH_PANEL").unwrap_or_else(|_| "out/jp_panel.parquet".into());
     let panel = if Path::new(&panel).exists() { panel } else { format!("../{panel}") };
     if !Path::new(&panel).exists() {
-        println!("skipped: no panel at {panel} (wf data prepare --input ../shared/data/jp_tse1000/… --out out/jp_panel.parquet)");
+        println!(
+            "skipped: no panel at {panel} (wf data prepare --input ../shared/data/jp_tse1000/… --out out/jp_panel.parquet)"
+        );
         return;
     }
     let Some(python) = python() else {
@@ -163,9 +166,7 @@ fn main() {
         let (total, own, overhead) = (median(&mut totals), median(&mut own), median(&mut overheads));
         let verdict = if overhead <= target { "met" } else { "MISSED" };
         missed |= overhead > target;
-        rows.push(format!(
-            "{mode:<11} {total:>8.3} s {own:>12.3} s {overhead:>10.3} s   <= {target} s: {verdict}"
-        ));
+        rows.push(format!("{mode:<11} {total:>8.3} s {own:>12.3} s {overhead:>10.3} s   <= {target} s: {verdict}"));
     }
     let mut linear_times = Vec::new();
     let linear_panel = data.panel(&config, &linear, &DataRoots::Any).expect("the job's days");

@@ -21,7 +21,7 @@ use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 
 pub use process::{EXIT_RETRY, Failure, Limits, Server};
-pub use registry::{Registration, Trainers, identity};
+pub use registry::{Registration, Trainers, content_hash, identity};
 
 use crate::WorkerError;
 use crate::train::split_window;
@@ -186,6 +186,7 @@ pub fn run(
             false,
         ));
     }
+    registration.unchanged().map_err(|reason| fail(reason, false))?;
     let longest = config.longest_horizon();
     let (fit, validation) = split_window(job.train_days.clone(), *validation_days as usize, longest as usize);
     check_train_days(&[fit.clone(), validation.clone()], longest, config.embargo, job.retrain_day)
@@ -238,7 +239,7 @@ pub fn run(
     let ran = if registration.persistent {
         match trainers.server(registration) {
             Ok(mut server) => {
-                let ran = server.job(dir.path(), (trainer, &short), limits);
+                let ran = server.job(&job.key.to_string(), dir.path(), (trainer, &short), limits);
                 trainers.idle(trainer, server);
                 ran
             }

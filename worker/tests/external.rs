@@ -294,10 +294,21 @@ fn exit_75_asks_for_a_retry_and_other_failures_are_permanent_with_stderr() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Whether process `pid` still exists (and is not a zombie).
+/// Whether process `pid` still runs two seconds on (a killed process takes a moment to
+/// die; a zombie is dead).
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running() {
+        if Instant::now() > deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]
@@ -389,6 +400,10 @@ elif mode == "extra":
     scores = scores.with_columns(pl.lit(0.0).alias("fwd_ret_5"))
 elif mode == "per-horizon":
     scores = scores.select("date", "code", pl.col("score").alias("score_5"))
+elif mode == "long-code":
+    scores = pl.concat([scores.slice(1), scores.head(1).with_columns(pl.lit("X" * 300).alias("code"))])
+elif mode == "bool":
+    scores = scores.with_columns(pl.lit(True).alias("score"))
 scores.write_parquet(f"{folder}/{job['scores_file']}")
 "#;
 
@@ -407,6 +422,8 @@ fn a_bad_score_file_is_refused_by_name() {
         ("twice", "a second time"),
         ("extra", "column fwd_ret_5"),
         ("per-horizon", "missing column score_1"),
+        ("long-code", "a code of 300 bytes"),
+        ("bool", "column score has type bool"),
     ] {
         let config = config_with(&trainers, "bad", &format!("{{ mode = \"{mode}\" }}"));
         let job = &external_jobs(&config, &panel)[0];
@@ -489,6 +506,8 @@ import walkforward.trainer as wt
 
 def negvol(job):
     open(os.path.join("{seen}", job.key), "w").write(str(os.getpid()))
+    if job.options.get("fail"):
+        raise ValueError("x" * 5000 + " the end of a long failure")
     if job.options.get("die") and not os.path.exists("{seen}/died"):
         open("{seen}/died", "w").write("once")
         os._exit(1)
@@ -555,4 +574,44 @@ fn a_persistent_trainer_that_dies_mid_job_is_restarted_and_the_job_retried() {
     assert!(!output.ages.is_empty());
     let second = std::fs::read_to_string(seen.join(job.key.to_string())).expect("served");
     assert_ne!(first, second, "a new process");
+}
+
+#[test]
+fn a_persistent_trainers_failure_is_answered_and_it_serves_on() {
+    let Some(python) = python() else { return };
+    let folder = tempfile::tempdir().expect("tempdir");
+    let seen = folder.path().join("seen");
+    std::fs::create_dir(&seen).expect("mkdir");
+    let mut trainers = Trainers::in_folder(folder.path().join("work"));
+    let path = folder.path().join("negvol.py");
+    std::fs::write(&path, format!("#!{}\n{}", python.display(), persistent_trainer(&seen))).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    trainers.register("negvol", &path, &[], true).expect("registered");
+    let panel = panel(&[1, 5]);
+    // A failure whose traceback is longer than a log line: answered, not waited out.
+    let failing = config_with(&trainers, "negvol", "{ fail = true }");
+    let job = &external_jobs(&failing, &panel)[0];
+    let started = Instant::now();
+    let error = run(&panel, &failing, job, &trainers).expect_err("it raised");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!error.retryable() && error.to_string().contains("the end of a long failure"), "{error}");
+    let first = std::fs::read_to_string(seen.join(job.key.to_string())).expect("served");
+    // The same process serves the next job.
+    let config = config_with(&trainers, "negvol", "{}");
+    let job = &external_jobs(&config, &panel)[0];
+    run(&panel, &config, job, &trainers).expect("the next job");
+    assert_eq!(std::fs::read_to_string(seen.join(job.key.to_string())).expect("served"), first);
+}
+
+#[test]
+fn a_program_changed_after_registration_is_refused() {
+    let folder = tempfile::tempdir().expect("tempdir");
+    let mut trainers = Trainers::in_folder(folder.path().join("work"));
+    let path = register(&mut trainers, folder.path(), "t", Path::new("/bin/sh"), &shell("exit 0"));
+    let panel = panel(&[1, 5]);
+    let config = config_with(&trainers, "t", "{}");
+    let job = &external_jobs(&config, &panel)[0];
+    std::fs::write(&path, format!("#!/bin/sh\n{}# edited\n", shell("exit 0"))).expect("edit");
+    let error = run(&panel, &config, job, &trainers).expect_err("changed");
+    assert!(!error.retryable() && error.to_string().contains("changed since the worker registered it"), "{error}");
 }

@@ -23,6 +23,8 @@ const BYTES_PER_SCORE: u64 = 16;
 const BYTES_PER_KEY: u64 = 96;
 /// What a score file may take beyond its rows (Parquet's footer and schema).
 const BYTES_OVERHEAD: u64 = 1 << 20;
+/// The longest stock code a score file may hold.
+const MAX_CODE_BYTES: usize = 256;
 
 /// The panel rows of `days` (a panel is sorted by day).
 fn rows_of(panel: &Panel, days: &Range<usize>) -> Range<usize> {
@@ -127,6 +129,22 @@ pub fn read_scores(
     if found_rows != rows.len() {
         return Err(invalid(format!("has {found_rows} rows, but the score file has {} (one per row)", rows.len())));
     }
+    // Its data as declared uncompressed, within the same bound (a file that understates it
+    // fails to decode rather than grow).
+    let declared: u64 = reader
+        .get_metadata()
+        .map_err(|error| DataError::unreadable(path, error))?
+        .row_groups
+        .iter()
+        .map(|group| group.total_byte_size() as u64)
+        .sum();
+    if declared > most {
+        return Err(invalid(format!(
+            "holds {declared} bytes uncompressed, more than the {most} that {} rows of {} scores allow",
+            rows.len(),
+            horizons.len()
+        )));
+    }
     let names: Vec<String> = reader
         .schema()
         .map_err(|error| DataError::unreadable(path, error))?
@@ -151,6 +169,37 @@ pub fn read_scores(
         )));
     }
     let frame = reader.finish().map_err(|error| DataError::unreadable(path, error))?;
+    if frame.height() != rows.len() {
+        return Err(invalid(format!(
+            "has {} rows, but the score file has {} (one per row)",
+            frame.height(),
+            rows.len()
+        )));
+    }
+    // Codes are compared before any is copied out: a long one (shared by every row of a
+    // dictionary) is refused here.
+    let longest = frame
+        .column("code")
+        .ok()
+        .and_then(|codes| {
+            let codes = codes.as_materialized_series().str().ok()?;
+            codes.iter().map(|code| code.map_or(0, str::len)).max()
+        })
+        .unwrap_or(0);
+    if longest > MAX_CODE_BYTES {
+        return Err(invalid(format!("column code: a code of {longest} bytes (at most {MAX_CODE_BYTES})")));
+    }
+    for name in &wanted {
+        let dtype = frame.column(name).map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
+        if !(dtype.is_float() || dtype.is_integer()) {
+            return Err(DataError::WrongType {
+                path: path.to_path_buf(),
+                column: name.clone(),
+                found: dtype.to_string(),
+                expected: "a number (float or integer)",
+            });
+        }
+    }
     let date_type = frame.column("date").map(|c| c.dtype().clone()).unwrap_or(DataType::Null);
     if date_type != DataType::Date {
         return Err(DataError::WrongType {
@@ -181,7 +230,15 @@ pub fn read_scores(
         }
         place[row - rows.start] = index;
     }
-    // Equal counts and no repeats: every scored row is placed.
+    // Equal counts and no repeats: every scored row is placed (checked all the same).
+    if let Some(offset) = place.iter().position(|p| *p == usize::MAX) {
+        let row = rows.start + offset;
+        return Err(invalid(format!(
+            "column code: {:?} on {} has no score",
+            panel.codes()[panel.stock()[row] as usize],
+            calendar.date(panel.day()[row] as usize).unwrap_or_default()
+        )));
+    }
     let has_features = |row: usize| panel.features().iter().any(|values| values[row].is_finite());
     let mut columns = Vec::with_capacity(horizons.len());
     for name in &wanted {

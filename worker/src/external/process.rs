@@ -21,6 +21,13 @@ pub const EXIT_RETRY: i32 = 75;
 const TAIL_LINES: usize = 20;
 /// The longest line kept of a trainer's output.
 const MAX_LINE: usize = 2_000;
+/// The longest answer line of a persistent trainer (its error message included).
+const MAX_ANSWER: usize = 64 * 1024;
+/// Answer lines a persistent trainer may have written ahead of the worker reading them.
+const ANSWERS_BUFFERED: usize = 64;
+/// How long the worker waits for a trainer's output to end once its group is killed (a
+/// process that left the group may hold the pipes).
+const DRAIN: Duration = Duration::from_secs(2);
 /// How often a wait looks at the stop flag and the deadline.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -142,24 +149,25 @@ fn start(
     let mut answers = None;
     if let Some(out) = child.stdout.take() {
         if persistent {
-            let (send, receive) = std::sync::mpsc::channel();
+            // Bounded: a trainer that writes faster than answers are read blocks.
+            let (send, receive) = std::sync::mpsc::sync_channel(ANSWERS_BUFFERED);
             answers = Some(receive);
             readers.push(std::thread::spawn(move || {
-                lines(out, |line| {
+                lines(out, MAX_ANSWER, |line| {
                     let _ = send.send(line);
                 });
             }));
         } else {
             let (trainer, job) = (trainer.clone(), job.clone());
             readers.push(std::thread::spawn(move || {
-                lines(out, |line| info!(%trainer, job = %current(&job), "{line}"));
+                lines(out, MAX_LINE, |line| info!(%trainer, job = %current(&job), "{line}"));
             }));
         }
     }
     if let Some(err) = child.stderr.take() {
         let (tail, job) = (tail.clone(), job.clone());
         readers.push(std::thread::spawn(move || {
-            lines(err, |line| {
+            lines(err, MAX_LINE, |line| {
                 warn!(%trainer, job = %current(&job), "{line}");
                 if let Ok(mut tail) = tail.lock() {
                     if tail.len() == TAIL_LINES {
@@ -173,27 +181,48 @@ fn start(
     Ok(Started { group: Group(child), stdin, answers, readers, tail, job })
 }
 
-/// Each line of `stream` (lossy UTF-8, trimmed, cut at [`MAX_LINE`]), until its end.
-fn lines(stream: impl std::io::Read, mut each: impl FnMut(String)) {
+/// Each line of `stream` (lossy UTF-8, trimmed, cut at `cap` bytes: the rest of a longer
+/// line is read and dropped, so no line grows without bound), until its end.
+fn lines(stream: impl std::io::Read, cap: usize, mut each: impl FnMut(String)) {
     let mut reader = BufReader::new(stream);
-    let mut bytes = Vec::new();
+    let mut line = Vec::new();
+    let mut cut = false;
     loop {
-        bytes.clear();
-        match reader.read_until(b'\n', &mut bytes) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        let (used, ended) = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(buffer) => match buffer.iter().position(|b| *b == b'\n') {
+                Some(at) => {
+                    let room = cap.saturating_sub(line.len());
+                    line.extend_from_slice(&buffer[..at.min(room)]);
+                    cut |= at > room;
+                    (at + 1, true)
+                }
+                None => {
+                    let room = cap.saturating_sub(line.len());
+                    line.extend_from_slice(&buffer[..buffer.len().min(room)]);
+                    cut |= buffer.len() > room;
+                    (buffer.len(), false)
+                }
+            },
+        };
+        reader.consume(used);
+        if ended {
+            each(text(&line, cut));
+            line.clear();
+            cut = false;
         }
-        let mut line = String::from_utf8_lossy(&bytes).trim_end().to_string();
-        if line.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
-        }
-        each(line);
     }
+    if !line.is_empty() {
+        each(text(&line, cut));
+    }
+}
+
+fn text(bytes: &[u8], cut: bool) -> String {
+    let mut line = String::from_utf8_lossy(bytes).trim_end().to_string();
+    if cut {
+        line.push('…');
+    }
+    line
 }
 
 fn said(tail: &Tail) -> String {
@@ -236,7 +265,13 @@ pub fn run(program: &Path, args: &[&Path], dir: &Path, label: (&str, &str), limi
     let tail = started.tail.clone();
     let readers = std::mem::take(&mut started.readers);
     drop(started);
-    for reader in readers {
+    let drained = Instant::now() + DRAIN;
+    while readers.iter().any(|reader| !reader.is_finished()) && Instant::now() < drained {
+        std::thread::sleep(POLL);
+    }
+    // A reader still blocked (a process outside the group holds the pipe) is left to
+    // end with it.
+    for reader in readers.into_iter().filter(std::thread::JoinHandle::is_finished) {
         let _ = reader.join();
     }
     if status.success() { Ok(()) } else { Err(exited(status, &tail)) }
@@ -245,6 +280,8 @@ pub fn run(program: &Path, args: &[&Path], dir: &Path, label: (&str, &str), limi
 /// A persistent trainer's answer to a job (one JSON line on its stdout).
 #[derive(Debug, Deserialize)]
 struct Answer {
+    /// The job's key, as the request gave it: an answer to another job is not this one's.
+    job: String,
     ok: bool,
     #[serde(default)]
     error: Option<String>,
@@ -254,9 +291,9 @@ struct Answer {
 }
 
 /// A persistent trainer (`PROGRAM --serve`): started once, handed one job directory after
-/// another as a JSON line on its stdin (`{"job_dir": "…"}`), answering each with a JSON
-/// line on its stdout (`{"ok": true}`, or `{"ok": false, "error": "…", "retry": false}`).
-/// Other lines on its stdout are logged.
+/// another as a JSON line on its stdin (`{"job": KEY, "job_dir": "…"}`), answering each
+/// with a JSON line on its stdout (`{"job": KEY, "ok": true}`, or `{"job": KEY, "ok":
+/// false, "error": "…", "retry": false}`). Other lines on its stdout are logged.
 pub struct Server {
     started: Started,
     program: String,
@@ -298,10 +335,10 @@ impl Server {
     /// Hands it job directory `dir` and waits for its answer. Any failure but the
     /// trainer's own `ok: false` leaves the server unusable: the caller drops it (which
     /// kills it) and starts another for the next job.
-    pub fn job(&mut self, dir: &Path, label: (&str, &str), limits: Limits<'_>) -> Result<(), Failure> {
+    pub fn job(&mut self, key: &str, dir: &Path, label: (&str, &str), limits: Limits<'_>) -> Result<(), Failure> {
         // Until it answers, a way out leaves it unusable.
         self.broken = true;
-        let answered = self.answer(dir, label, limits);
+        let answered = self.answer(key, dir, label, limits);
         if let Ok(result) = answered {
             self.broken = false;
             self.jobs += 1;
@@ -311,12 +348,24 @@ impl Server {
     }
 
     /// `Ok(answer)` when it answered, `Err` when it did not.
-    fn answer(&mut self, dir: &Path, label: (&str, &str), limits: Limits<'_>) -> Result<Result<(), Failure>, Failure> {
+    fn answer(
+        &mut self,
+        key: &str,
+        dir: &Path,
+        label: (&str, &str),
+        limits: Limits<'_>,
+    ) -> Result<Result<(), Failure>, Failure> {
         let since = Instant::now();
         if let Ok(mut job) = self.started.job.lock() {
             *job = label.1.to_string();
         }
-        let request = serde_json::json!({ "job_dir": dir }).to_string();
+        // Lines written since the last answer are output, not answers to this job.
+        if let Some(answers) = self.started.answers.as_ref() {
+            for line in answers.try_iter() {
+                info!(trainer = %label.0, job = %label.1, "{line}");
+            }
+        }
+        let request = serde_json::json!({ "job": key, "job_dir": dir }).to_string();
         let died = |what: &str, tail: &Tail| {
             Failure::Retry(format!("the persistent trainer {what} mid-job (it is restarted); stderr:\n{}", said(tail)))
         };
@@ -334,16 +383,16 @@ impl Server {
         };
         loop {
             match answers.recv_timeout(POLL) {
-                Ok(line) => match serde_json::from_str::<Answer>(&line) {
-                    Ok(answer) => {
+                Ok(line) => match serde_json::from_str::<Answer>(&line).ok().filter(|answer| answer.job == key) {
+                    Some(answer) => {
                         return Ok(match answer {
                             Answer { ok: true, .. } => Ok(()),
                             Answer { retry: true, error, .. } => Err(Failure::Retry(error.unwrap_or_default())),
                             Answer { error, .. } => Err(Failure::Failed(error.unwrap_or_else(|| "failed".into()))),
                         });
                     }
-                    // Not an answer: output of the trainer (or of a library it uses).
-                    Err(_) => info!(trainer = %label.0, job = %label.1, "{line}"),
+                    // Not an answer to this job: output of the trainer (or of a library).
+                    None => info!(trainer = %label.0, job = %label.1, "{line}"),
                 },
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(died("exited", &self.started.tail)),
@@ -351,7 +400,8 @@ impl Server {
             if let Ok(Some(_)) = self.started.group.0.try_wait() {
                 // Whatever it wrote before exiting is read first.
                 if let Ok(line) = answers.recv_timeout(Duration::from_millis(100))
-                    && let Ok(Answer { ok: true, .. }) = serde_json::from_str::<Answer>(&line)
+                    && let Ok(Answer { ok: true, job, .. }) = serde_json::from_str::<Answer>(&line)
+                    && job == key
                 {
                     return Ok(Ok(()));
                 }

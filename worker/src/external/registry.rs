@@ -60,6 +60,22 @@ struct FileEntry {
     persistent: bool,
 }
 
+impl Registration {
+    /// Refuses a registration whose files changed since they were hashed: a job must run
+    /// the program its key names.
+    pub fn unchanged(&self) -> Result<(), String> {
+        let now = content_hash(&self.program, &self.files)?;
+        if now == self.pin.program {
+            return Ok(());
+        }
+        Err(format!(
+            "its files changed since the worker registered it (they hashed {}, now {now}): restart the worker (and the \
+             coordinator) to register the new program, whose jobs get new keys",
+            self.pin.program
+        ))
+    }
+}
+
 impl Trainers {
     /// None registered yet, with job directories and models under `work`.
     pub fn in_folder(work: PathBuf) -> Self {
@@ -202,6 +218,13 @@ impl Trainers {
 /// prefixed by its length, in order; not their paths, so every worker computes the same
 /// one wherever it installs them) and the first line `program --version` prints.
 pub fn identity(program: &Path, files: &[PathBuf]) -> Result<TrainerPin, String> {
+    let program_hash = content_hash(program, files)?;
+    let version = version(program)?;
+    Ok(TrainerPin { program: program_hash, version })
+}
+
+/// The BLAKE3 hash of [`identity`]: of `program` and `files`, each prefixed by its length.
+pub fn content_hash(program: &Path, files: &[PathBuf]) -> Result<String, String> {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"walkforward-trainer/1\0");
     for path in std::iter::once(program).chain(files.iter().map(PathBuf::as_path)) {
@@ -217,8 +240,7 @@ pub fn identity(program: &Path, files: &[PathBuf]) -> Result<TrainerPin, String>
             hasher.update(&buffer[..read]);
         }
     }
-    let version = version(program)?;
-    Ok(TrainerPin { program: hasher.finalize().to_hex().to_string(), version })
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// The first non-empty line `program --version` prints, trimmed.
