@@ -643,6 +643,9 @@ pub struct PlanArgs {
     /// Also write the split manifest (JSON) to this file.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// The trainers its external models name (their identities are part of the keys).
+    #[command(flatten)]
+    pub trainers: TrainerArgs,
 }
 
 #[derive(Debug, Subcommand)]

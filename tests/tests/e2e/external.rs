@@ -154,6 +154,11 @@ fn an_external_trainer_in_wf_run_gives_the_factor_baselines_numbers() {
     assert!(run.succeeded(), "{}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).expect("report JSON");
     assert_eq!(figures(&report, "negvol"), figures(&report, "-vol_60"));
+    // `wf plan` pins the registered trainer as the coordinator would.
+    let plan = wf_in(dir.path(), &["plan", "spec.toml", "--trainer", &registration], LIMIT);
+    assert!(plan.succeeded() && plan.stdout.contains("negvol"), "{}", plan.stderr);
+    let unplanned = wf_in(dir.path(), &["plan", "spec.toml"], LIMIT);
+    assert!(!unplanned.succeeded() && unplanned.stderr.contains("models[0].params.trainer"), "{}", unplanned.stderr);
     // Without the registration, the run is refused naming the field.
     let refused = wf_in(dir.path(), &["run", "spec.toml", "--out", "out2"], LIMIT);
     assert!(!refused.succeeded() && refused.stderr.contains("models[0].params.trainer"), "{}", refused.stderr);
