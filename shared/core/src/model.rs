@@ -298,7 +298,7 @@ impl ModelSpec {
         let field = |name: &str| format!("models[{index}].params.{name}");
         let object = serde_json::Value::Object(model.params.clone().into_iter().collect());
         if model.kind == ModelKind::External {
-            return external::from_params(index, &model.params);
+            return Self::external(index, model);
         }
         let raw: RawParams = serde_json::from_value(object)
             .map_err(|e| SpecError::new(format!("models[{index}].params"), e.to_string()))?;
@@ -377,7 +377,7 @@ impl ModelSpec {
             }
             // Handled before the training parameters.
             ModelKind::Factor => Self::factor(index, &model.params, raw),
-            ModelKind::External => external::from_params(index, &model.params),
+            ModelKind::External => Self::external(index, model),
             ModelKind::Mlp => {
                 check_absent(&raw, &PATCHTST_ONLY, "mlp", &check)?;
                 check_absent(&raw, &GBDT_ONLY, "mlp", &check)?;
@@ -410,6 +410,17 @@ impl ModelSpec {
                 Ok(Self::Patchtst { lookback, patch, d_model, layers, heads, feed_forward, train })
             }
         }
+    }
+
+    /// An external model, not yet pinned (`resolve` pins it).
+    fn external(index: usize, model: &ModelConfig) -> Result<Self, SpecError> {
+        let params = external::from_params(index, &model.params)?;
+        Ok(Self::External {
+            trainer: params.trainer,
+            options: params.options,
+            validation_days: params.validation_days,
+            pin: None,
+        })
     }
 
     /// A factor model: `feature`, optionally signed (`"-vol_60"`), and nothing else.

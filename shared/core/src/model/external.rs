@@ -2,14 +2,27 @@
 
 use std::collections::BTreeMap;
 
-use super::ModelSpec;
 use crate::spec::{ModelKind, SpecError, SpecErrors, SweepConfig, TrainerPin, is_trainer_name};
 
 /// The largest `options` table, as canonical JSON: it travels in every job's identity.
 pub const MAX_OPTIONS_BYTES: usize = 16 * 1024;
 
-/// The `index`-th model's `params`, as an external model (not yet pinned).
-pub(super) fn from_params(index: usize, params: &BTreeMap<String, serde_json::Value>) -> Result<ModelSpec, SpecError> {
+/// Validation days of an external model when its spec gives none: as the built-in models.
+pub const DEFAULT_VALIDATION_DAYS: u32 = 21;
+
+/// An external model's parameters, validated (`ModelSpec::External` without its pin).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalParams {
+    pub trainer: String,
+    pub options: serde_json::Value,
+    pub validation_days: u32,
+}
+
+/// The `index`-th model's `params`, as an external model's.
+pub(super) fn from_params(
+    index: usize,
+    params: &BTreeMap<String, serde_json::Value>,
+) -> Result<ExternalParams, SpecError> {
     let field = |name: &str| format!("models[{index}].params.{name}");
     if let Some(other) = params.keys().find(|name| !["trainer", "options", "validation_days"].contains(&name.as_str()))
     {
@@ -50,13 +63,13 @@ pub(super) fn from_params(index: usize, params: &BTreeMap<String, serde_json::Va
         ));
     }
     let validation_days = match params.get("validation_days") {
-        None => super::TrainParams::default().validation_days,
+        None => DEFAULT_VALIDATION_DAYS,
         Some(value) => match value.as_u64() {
             Some(days) if days <= 1_000 => days as u32,
             _ => return Err(SpecError::new(field("validation_days"), "must be an integer between 0 and 1000")),
         },
     };
-    Ok(ModelSpec::External { trainer, options, validation_days, pin: None })
+    Ok(ExternalParams { trainer, options, validation_days })
 }
 
 /// The trainer each external model of `config` names, with the model's index.
@@ -83,8 +96,7 @@ pub fn pin_trainers(
     let mut added = std::collections::BTreeMap::new();
     for (index, model) in config.models.iter().enumerate().filter(|(_, model)| model.kind == ModelKind::External) {
         let name = match from_params(index, &model.params) {
-            Ok(ModelSpec::External { trainer, .. }) => trainer,
-            Ok(_) => continue,
+            Ok(params) => params.trainer,
             Err(error) => {
                 errors.push(error);
                 continue;
@@ -137,7 +149,8 @@ pub fn pin_trainers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ModelConfig, ModelKind, SweepConfig};
+    use crate::model::{ModelSpec, TrainParams};
+    use crate::spec::ModelConfig;
 
     fn params(value: serde_json::Value) -> BTreeMap<String, serde_json::Value> {
         value.as_object().cloned().unwrap_or_default().into_iter().collect()
@@ -147,8 +160,9 @@ mod tests {
     fn an_external_model_names_a_trainer_never_a_path() {
         let spec =
             from_params(0, &params(serde_json::json!({"trainer": "lgbm", "options": {"leaves": 31}}))).expect("valid");
-        let ModelSpec::External { trainer, options, validation_days, pin } = spec else { panic!("external") };
-        assert_eq!((trainer.as_str(), options["leaves"].as_i64(), validation_days, pin), ("lgbm", Some(31), 21, None));
+        let ExternalParams { trainer, options, validation_days } = spec;
+        assert_eq!((trainer.as_str(), options["leaves"].as_i64(), validation_days), ("lgbm", Some(31), 21));
+        assert_eq!(DEFAULT_VALIDATION_DAYS, TrainParams::default().validation_days, "as the built-in models");
         for (given, field) in [
             (serde_json::json!({"trainer": "/bin/sh"}), "models[2].params.trainer"),
             (serde_json::json!({"trainer": "python3 -c 'x'"}), "models[2].params.trainer"),
