@@ -615,3 +615,18 @@ fn a_program_changed_after_registration_is_refused() {
     let error = run(&panel, &config, job, &trainers).expect_err("changed");
     assert!(!error.retryable() && error.to_string().contains("changed since the worker registered it"), "{error}");
 }
+
+#[test]
+fn a_trainer_over_its_memory_limit_fails_with_the_reason() {
+    let Some(python) = python() else { return };
+    let folder = tempfile::tempdir().expect("tempdir");
+    let mut trainers = Trainers::in_folder(folder.path().join("work"));
+    trainers.memory = Some(1 << 30);
+    let body = "import sys\nif sys.argv[1:] == ['--version']:\n    print('hog 1')\n    sys.exit(0)\nhog = bytearray(3 << 30)\n";
+    register(&mut trainers, folder.path(), "hog", &python, body);
+    let panel = panel(&[1, 5]);
+    let config = config_with(&trainers, "hog", "{}");
+    let job = &external_jobs(&config, &panel)[0];
+    let error = run(&panel, &config, job, &trainers).expect_err("over its limit");
+    assert!(!error.retryable() && error.to_string().contains("MemoryError"), "{error}");
+}

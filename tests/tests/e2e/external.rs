@@ -259,3 +259,41 @@ fn a_trainer_past_the_job_time_limit_is_killed_and_the_job_dead_lettered() {
     let logs = format!("{}{}", worker.stdout(), worker.stderr());
     assert!(logs.contains("killed at the job's time limit"), "{logs}");
 }
+
+#[test]
+fn a_trainer_exiting_75_is_tried_again_and_the_sweep_completes() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flaky.py");
+    let body = format!(
+        r#"
+import json, os, sys
+if sys.argv[1:] == ["--version"]:
+    print("flaky 1")
+    sys.exit(0)
+marker = os.path.join("{dir}", "failed-once")
+if not os.path.exists(marker):
+    open(marker, "w").write("")
+    print("the GPU is busy", file=sys.stderr)
+    sys.exit(75)
+import polars as pl
+folder = sys.argv[1]
+job = json.load(open(f"{{folder}}/job.json"))
+score = pl.read_parquet(f"{{folder}}/{{job['score_file']}}")
+score.select("date", "code", (-pl.col("vol_60").cast(pl.Float64).fill_null(0.0)).alias("score")).write_parquet(
+    f"{{folder}}/{{job['scores_file']}}"
+)
+"#,
+        dir = dir.path().display()
+    );
+    std::fs::write(&path, format!("#!{}\n{body}", python.display())).expect("write trainer");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.path().join("spec.toml"), spec("negvol")).expect("write spec");
+    let run =
+        wf_in(dir.path(), &["run", "spec.toml", "--workers", "1", "--json", "--trainer", "negvol=flaky.py"], LIMIT);
+    assert!(run.succeeded(), "{}", run.stderr);
+    assert!(run.stderr.contains("failures 1,") && !run.stderr.contains("dead-lettered"), "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("report JSON");
+    assert_eq!(report["missing"].as_array().map(Vec::len), Some(0), "{report}");
+    assert_eq!(figures(&report, "negvol"), figures(&report, "-vol_60"));
+}
