@@ -1,6 +1,7 @@
-//! The trainer version pin: a fixed tiny job of each model kind is trained and scored,
-//! and a digest of its numbers must be the one pinned for the current
-//! `TRAINER_VERSION`. A change to training or scoring that changes the numbers fails
+//! The trainer version pin: a fixed tiny job of each model kind (`linear`, `mlp`,
+//! `patchtst`; `gbdt`, a factor, the `rank` and `sign` targets; an external trainer's
+//! files and metrics) is trained and scored, and a digest of its numbers must be the one
+//! pinned for the current `TRAINER_VERSION`. A change to training or scoring that changes the numbers fails
 //! here until the version is bumped (so results of the old code are never reused as the
 //! new code's) and the new digest pinned.
 //!
@@ -50,8 +51,33 @@ fn rounded(value: f64) -> String {
     if value.is_finite() { format!("{value:.4e}") } else { "nan".into() }
 }
 
-/// Trains the fixed jobs and writes down their numbers.
-fn fixed_jobs_numbers() -> String {
+/// The first fixed jobs: `linear`, `mlp` and `patchtst` (pinned since version 1).
+fn first_models() -> Vec<ModelConfig> {
+    vec![
+        model("linear", ModelKind::Linear, serde_json::json!({"epochs": 4})),
+        model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16, 8], "epochs": 4})),
+        model(
+            "patchtst",
+            ModelKind::Patchtst,
+            serde_json::json!({"lookback": 10, "patch": 5, "d_model": 8, "layers": 1, "heads": 2, "epochs": 3}),
+        ),
+    ]
+}
+
+/// The other kinds and the target transforms (pinned since version 9): `gbdt`, a factor,
+/// and `linear` and `mlp` towards the `rank` and `sign` targets.
+fn other_models() -> Vec<ModelConfig> {
+    vec![
+        model("gbdt", ModelKind::Gbdt, serde_json::json!({"trees": 20, "max_depth": 3, "min_leaf_weight": 20.0})),
+        model("factor", ModelKind::Factor, serde_json::json!({"feature": "-vol_60"})),
+        model("linear-rank", ModelKind::Linear, serde_json::json!({"epochs": 3, "target": "rank"})),
+        model("mlp-sign", ModelKind::Mlp, serde_json::json!({"hidden": [8], "epochs": 3, "target": "sign"})),
+        model("gbdt-rank", ModelKind::Gbdt, serde_json::json!({"trees": 10, "max_depth": 2, "target": "rank"})),
+    ]
+}
+
+/// The fixed jobs' panel and sweep, with `models`.
+fn fixed_config(models: Vec<ModelConfig>) -> (wf_shared::Panel, SweepConfig) {
     let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 4).expect("date");
     let synth = generate(&SynthSpec { stocks: 40, days: 400, start, seed: 3, null: false }).expect("valid spec");
     let panel = build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: vec![1, 5] });
@@ -73,20 +99,18 @@ fn fixed_jobs_numbers() -> String {
         k: TopK::Count(8),
         bootstrap_samples: 100,
         bootstrap_seed: 7,
-        models: vec![
-            model("linear", ModelKind::Linear, serde_json::json!({"epochs": 4})),
-            model("mlp", ModelKind::Mlp, serde_json::json!({"hidden": [16, 8], "epochs": 4})),
-            model(
-                "patchtst",
-                ModelKind::Patchtst,
-                serde_json::json!({"lookback": 10, "patch": 5, "d_model": 8, "layers": 1, "heads": 2, "epochs": 3}),
-            ),
-        ],
+        models,
         triggers: Default::default(),
         max_jobs: 100,
         backtest: None,
         trainers: Default::default(),
     };
+    (panel, config)
+}
+
+/// Trains the fixed jobs of `models` and writes down their numbers.
+fn fixed_jobs_numbers(models: Vec<ModelConfig>) -> String {
+    let (panel, config) = fixed_config(models);
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
     let mut numbers = String::new();
     for index in 0..config.models.len() {
@@ -129,8 +153,20 @@ fn fixed_jobs_numbers() -> String {
 
 #[test]
 fn trainer_version_pins_the_scores_of_a_fixed_job() {
-    let digest = blake3::hash(fixed_jobs_numbers().as_bytes()).to_hex()[..16].to_string();
-    let pinned = PINNED.iter().find(|(version, _)| *version == TRAINER_VERSION);
+    check_pin(PINNED, &fixed_jobs_numbers(first_models()));
+}
+
+/// (trainer version, digest) of the other kinds and targets ([`other_models`]).
+const PINNED_OTHERS: &[(u32, &str)] = &[(9, "4673ff2d8b53a53b")];
+
+#[test]
+fn trainer_version_pins_gbdt_the_factor_and_every_target() {
+    check_pin(PINNED_OTHERS, &fixed_jobs_numbers(other_models()));
+}
+
+fn check_pin(table: &[(u32, &str)], numbers: &str) {
+    let digest = blake3::hash(numbers.as_bytes()).to_hex()[..16].to_string();
+    let pinned = table.iter().find(|(version, _)| *version == TRAINER_VERSION);
     match pinned {
         Some((_, expected)) => assert_eq!(
             *expected,
@@ -142,5 +178,74 @@ fn trainer_version_pins_the_scores_of_a_fixed_job() {
             TRAINER_VERSION + 1,
         ),
         None => panic!("trainer version {TRAINER_VERSION} has no pinned digest: add ({TRAINER_VERSION}, \"{digest}\")"),
+    }
+}
+
+/// (trainer version, digest) of an external job ([`external_numbers`]).
+const PINNED_EXTERNAL: &[(u32, &str)] = &[(9, "8160e06356043eb0")];
+
+/// An external job's numbers: what its trainer was handed (job.json's spans and row
+/// counts, and the training file's columns) and the metrics of its scores (minus one
+/// feature). `None` without a Python with polars.
+fn external_numbers() -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::env::var("HOME").unwrap_or_default();
+    let python = [std::env::var("WF_PYTHON").ok(), Some(format!("{home}/.cache/walkforward/venv/bin/python"))]
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            std::process::Command::new(p).args(["-c", "import polars"]).output().is_ok_and(|o| o.status.success())
+        });
+    let Some(python) = python else {
+        assert!(std::env::var_os("WF_REQUIRE_TOOLS").is_none(), "no Python with polars (set WF_PYTHON)");
+        println!("skipped: no Python with polars (set WF_PYTHON)");
+        return None;
+    };
+    let folder = tempfile::tempdir().expect("tempdir");
+    let kept = folder.path().join("kept");
+    std::fs::create_dir(&kept).expect("mkdir");
+    let body = format!(
+        r#"#!{python}
+import json, shutil, sys
+import polars as pl
+if sys.argv[1:] == ["--version"]:
+    print("pin 1")
+    sys.exit(0)
+folder = sys.argv[1]
+job = json.load(open(f"{{folder}}/job.json"))
+train = pl.read_parquet(f"{{folder}}/train.parquet")
+seen = {{k: job[k] for k in ["fit", "validation", "score", "train_rows", "score_rows", "horizons", "targets", "features"]}}
+seen["train_columns"] = train.columns
+json.dump(seen, open("{kept}/" + job["job"], "w"), sort_keys=True)
+score = pl.read_parquet(f"{{folder}}/score.parquet")
+score.select("date", "code", (-pl.col("vol_60").cast(pl.Float64).fill_null(0.0)).alias("score")).write_parquet(f"{{folder}}/scores.parquet")
+"#,
+        kept = kept.display()
+    );
+    let program = folder.path().join("pin.py");
+    std::fs::write(&program, body).expect("write");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut trainers = wf_worker::external::Trainers::in_folder(folder.path().join("work"));
+    trainers.register("pin", &program, &[], false).expect("registered");
+    let external = model("external", ModelKind::External, serde_json::json!({"trainer": "pin", "validation_days": 10}));
+    let mut numbers = String::new();
+    let (panel, mut config) = fixed_config(vec![external]);
+    config.trainers.insert("pin".into(), trainers.pin("pin").expect("pin"));
+    let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
+    let job = &plan.jobs[0];
+    let context = wf_worker::job::JobContext { trainers: Some(&trainers), ..Default::default() };
+    let output = wf_worker::job::run_job_in(&panel, &config, job, &Device::Cpu, &context).expect("job runs");
+    numbers.push_str(&std::fs::read_to_string(kept.join(job.key.to_string())).expect("what it saw"));
+    for day in &output.ages {
+        let (p_at_k, rank_ic) = day.map_or((f64::NAN, None), |d| (d.p_at_k, d.rank_ic));
+        numbers.push_str(&format!("{p_at_k} {}\n", rank_ic.map_or("-".into(), rounded)));
+    }
+    Some(numbers)
+}
+
+#[test]
+fn trainer_version_pins_what_an_external_trainer_is_handed_and_its_metrics() {
+    if let Some(numbers) = external_numbers() {
+        check_pin(PINNED_EXTERNAL, &numbers);
     }
 }
