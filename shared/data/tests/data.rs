@@ -190,12 +190,29 @@ fn a_panel_without_declared_features_needs_them_named_and_reads_only_those() {
 fn a_planted_label_is_refused_as_a_feature_with_its_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     // label5 is a copy of fwd_ret_5 by name; `signal` is one by value, under an innocent name.
-    let path = users_panel_csv(dir.path(), &[("label5", |target| target), ("signal", |target| target)]);
+    let path = users_panel_csv(
+        dir.path(),
+        &[
+            ("label5", |target| target),
+            ("signal", |target| target),
+            // Transforms of the label: scaled and shifted, and squashed.
+            ("beta5", |target| 1.0001 * target + 1e-9),
+            ("squashed", |target| target.tanh() * 3.0),
+        ],
+    );
     let named = |names: &[&str]| names.iter().map(ToString::to_string).collect::<Vec<_>>();
     let by_name = read_panel(&path, Some(&named(&["mom", "label5"]))).expect_err("label5").to_string();
     assert!(by_name.contains("\"label5\" reads like a label"), "{by_name}");
     let by_value = read_panel(&path, Some(&named(&["mom", "signal"]))).expect_err("signal").to_string();
     assert!(by_value.contains("feature \"signal\" equals target fwd_ret_5 on 100.0% of rows"), "{by_value}");
+    for transform in ["beta5", "squashed"] {
+        let refused = read_panel(&path, Some(&named(&["mom", transform]))).expect_err(transform).to_string();
+        assert!(
+            refused.contains(&format!("feature \"{transform}\" has rank correlation 1.0000 with target fwd_ret_5"))
+                && refused.contains("a transform of a label"),
+            "{refused}"
+        );
+    }
     // Without them the panel reads; the planted columns are simply not features.
     assert!(read_panel(&path, Some(&named(&["mom", "vol"]))).is_ok());
 }
