@@ -223,5 +223,13 @@ fn main() -> Outcome<()> {
         job,
         100.0 * worst
     );
+    let mut targets = wf_shared::targets::Targets::default();
+    println!(
+        "exposures and importance, share of the job time, target < 10%: {}",
+        targets.at_most("exposures and importance's share of the job time", measured / job, 0.10)
+    );
+    if targets.exit_code() != 0 {
+        return Err(targets.summary().into());
+    }
     Ok(())
 }

@@ -239,7 +239,13 @@ fn of_peak(gflops: f64, on_cpu: bool) -> String {
     if on_cpu { format!("({:.1}% of {PEAK_GFLOPS} GFLOP/s)", gflops / PEAK_GFLOPS * 100.0) } else { String::new() }
 }
 
-fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), String>, on_cpu: bool) {
+fn report(
+    name: &str,
+    candle: &Figures,
+    reference: Result<(Figures, String), String>,
+    on_cpu: bool,
+    targets: &mut wf_shared::targets::Targets,
+) {
     println!("{:<18} {:>22} {:>14} {:>9}", name, "train stock-days/s", "score days/s", "GFLOP/s");
     println!(
         "{:<18} {:>22.0} {:>14.1} {:>9.2}  {}",
@@ -259,10 +265,11 @@ fn report(name: &str, candle: &Figures, reference: Result<(Figures, String), Str
                 torch.gflops,
                 of_peak(torch.gflops, on_cpu)
             );
+            let (train, score) = (candle.train / torch.train, candle.score / torch.score);
             println!(
-                "  candle / pytorch: training {:.2}x, scoring {:.2}x (target >= 1.0x)",
-                candle.train / torch.train,
-                candle.score / torch.score
+                "  candle / pytorch: training {train:.2}x: {}, scoring {score:.2}x: {} (target >= 1.0x)",
+                targets.at_least(&format!("{name}: training vs torch"), train, 1.0),
+                targets.at_least(&format!("{name}: scoring vs torch"), score, 1.0)
             );
         }
         Err(reason) => println!("  pytorch reference skipped: {reason}"),
@@ -323,6 +330,7 @@ fn main() {
     let only = std::env::var("WF_BENCH_MODELS").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|m| m == name);
     let repeats: usize = std::env::var("WF_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
+    let mut targets = wf_shared::targets::Targets::default();
     if wanted("mlp") {
         let mut first_rate = None;
         for (stocks, panel) in counts.iter().zip(&panels) {
@@ -335,7 +343,8 @@ fn main() {
             let (autograd, _) = alternate(repeats, || {
                 (candle(&mlp, panel, DAYS, EPOCHS, mlp_flops, true, &device), Err("not run".into()))
             });
-            report(&format!("mlp {FEATURES}-128-64-{}, {stocks} stocks", HORIZONS.len()), &figures, reference, on_cpu);
+            let name = format!("mlp {FEATURES}-128-64-{}, {stocks} stocks", HORIZONS.len());
+            report(&name, &figures, reference, on_cpu, &mut targets);
             println!(
                 "  candle through autograd: {:.0} train stock-days/s; the model's own backward is {:.2}x faster",
                 autograd.train,
@@ -344,8 +353,9 @@ fn main() {
             match first_rate {
                 None => first_rate = Some((*stocks, figures.train)),
                 Some((base, rate)) => println!(
-                    "  per stock-day, {stocks} stocks train at {:.2}x the rate of {base} (target >= 1.0x)",
-                    figures.train / rate
+                    "  per stock-day, {stocks} stocks train at {:.2}x the rate of {base} (target >= 1.0x): {}",
+                    figures.train / rate,
+                    targets.at_least(&format!("{stocks} stocks' training rate vs {base}"), figures.train / rate, 1.0)
                 ),
             }
         }
@@ -368,7 +378,9 @@ fn main() {
             )
         });
         let name = format!("patchtst L{lookback} p{patch} d{d} x{layers} h{heads}, {stocks} stocks");
-        report(&name, &figures, reference, on_cpu);
+        report(&name, &figures, reference, on_cpu, &mut targets);
     }
     println!("peak memory of this process (candle side): {:.0} MiB", peak_rss_mib());
+    println!("{}", targets.summary());
+    std::process::exit(targets.exit_code());
 }

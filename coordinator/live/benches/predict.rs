@@ -60,6 +60,7 @@ fn main() -> Outcome<()> {
     println!("| model | load from bytes | p50 | p99 | worst | p99 < 50 ms |");
     println!("|---|---|---|---|---|---|");
     let device = Device::Cpu;
+    let mut targets = wf_shared::targets::Targets::default();
     for (name, kind, params) in models {
         let config = SweepConfig {
             selection: Default::default(),
@@ -117,9 +118,13 @@ fn main() -> Outcome<()> {
             "| {name} | {load_ms:.1} ms | {:.2} ms | {p99:.2} ms | {:.2} ms | {} |",
             percentile(&latencies, 0.5),
             latencies.last().copied().unwrap_or(f64::NAN),
-            if p99 < 50.0 { "yes" } else { "no" }
+            targets.at_most(&format!("{name} p99 (ms)"), p99, 50.0)
         );
         assert!(ranked > days * stocks / 2, "days were ranked: {ranked}");
+    }
+    println!("{}", targets.summary());
+    if targets.exit_code() != 0 {
+        return Err(targets.summary().into());
     }
     Ok(())
 }

@@ -59,6 +59,7 @@ pub mod snooping;
 pub mod spec;
 pub mod synth;
 pub mod target;
+pub mod targets;
 pub mod verdict;
 
 pub use bars::{Bars, BarsColumns, BarsError};

@@ -33,10 +33,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn verdict(seconds: f64, target: f64) -> &'static str {
-    if seconds <= target { "met" } else { "missed" }
-}
-
 fn calendar_and_universe(root: &Path) -> (TradingCalendar, Vec<usize>, String) {
     let input = std::env::var("WF_BENCH_OHLCV")
         .map(PathBuf::from)
@@ -65,6 +61,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (calendar, universe, source) = calendar_and_universe(&root);
     println!("analytics benchmark on {source}");
+    let mut targets = wf_shared::targets::Targets::default();
 
     // 1. Planning the full grid.
     let spec_path = root.join("configs/sweeps/jp-2020-2025.toml");
@@ -109,7 +106,7 @@ fn main() {
         plan.jobs_before_dedup,
         plan.jobs.len(),
         plan.saving() * 100.0,
-        verdict(plan_ms / 1e3, 0.05)
+        targets.at_most("plan the full grid (s)", plan_ms / 1e3, 0.05)
     );
 
     // 1b. A spec that would expand to about 10^9 jobs is refused before planning.
@@ -125,7 +122,7 @@ fn main() {
     let message = refused.err().map(|e| e.to_string()).unwrap_or_else(|| "not refused".into());
     println!(
         "refuse a 10^9-job spec   {refuse_ms:>8.2} ms  {message}  (target well under 100 ms: {})",
-        verdict(refuse_ms / 1e3, 0.1)
+        targets.at_most("refuse a huge spec (s)", refuse_ms / 1e3, 0.1)
     );
 
     // 2. Replaying 1,000 policies over 1,500 models x 252 ages.
@@ -192,7 +189,7 @@ fn main() {
         "replay 1000 policies     {:>8.2} ms  over {} models x {ages} ages, 3 lines, {retrains} retrains in all (checksum {checksum:.1})  (target < 1 s: {})",
         replay_s * 1e3,
         matrix.runs.len(),
-        verdict(replay_s, 1.0)
+        targets.at_most("replay 1000 policies (s)", replay_s, 1.0)
     );
 
     // 3. Bootstrap intervals for 12 schedules.
@@ -214,6 +211,8 @@ fn main() {
         intervals.iter().flatten().count(),
         differences.iter().flatten().count(),
         series[0].len(),
-        verdict(bootstrap_s, 1.0)
+        targets.at_most("bootstrap 12 schedules (s)", bootstrap_s, 1.0)
     );
+    println!("{}", targets.summary());
+    std::process::exit(targets.exit_code());
 }
