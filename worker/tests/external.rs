@@ -521,9 +521,9 @@ wt.main(negvol, version="negvol-persistent 1")
     )
 }
 
-#[test]
-fn a_persistent_trainer_serves_job_after_job_in_one_process() {
-    let Some(python) = python() else { return };
+/// A scratch folder, the folder where the persistent trainer records what it served, and
+/// the registry with that trainer registered persistent as `negvol`.
+fn persistent_setup(python: &Path) -> (tempfile::TempDir, PathBuf, Trainers) {
     let folder = tempfile::tempdir().expect("tempdir");
     let seen = folder.path().join("seen");
     std::fs::create_dir(&seen).expect("mkdir");
@@ -532,6 +532,13 @@ fn a_persistent_trainer_serves_job_after_job_in_one_process() {
     std::fs::write(&path, format!("#!{}\n{}", python.display(), persistent_trainer(&seen))).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     trainers.register("negvol", &path, &[], true).expect("registered");
+    (folder, seen, trainers)
+}
+
+#[test]
+fn a_persistent_trainer_serves_job_after_job_in_one_process() {
+    let Some(python) = python() else { return };
+    let (_folder, seen, trainers) = persistent_setup(&python);
     let panel = panel(&[1, 5]);
     let config = config_with(&trainers, "negvol", "{}");
     let plan = plan_panel(&config, &panel, &wf_shared::dataset::PanelDigests::of(&panel)).expect("plannable");
@@ -555,14 +562,7 @@ fn a_persistent_trainer_serves_job_after_job_in_one_process() {
 #[test]
 fn a_persistent_trainer_that_dies_mid_job_is_restarted_and_the_job_retried() {
     let Some(python) = python() else { return };
-    let folder = tempfile::tempdir().expect("tempdir");
-    let seen = folder.path().join("seen");
-    std::fs::create_dir(&seen).expect("mkdir");
-    let mut trainers = Trainers::in_folder(folder.path().join("work"));
-    let path = folder.path().join("negvol.py");
-    std::fs::write(&path, format!("#!{}\n{}", python.display(), persistent_trainer(&seen))).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    trainers.register("negvol", &path, &[], true).expect("registered");
+    let (_folder, seen, trainers) = persistent_setup(&python);
     let panel = panel(&[1, 5]);
     let config = config_with(&trainers, "negvol", "{ die = true }");
     let job = &external_jobs(&config, &panel)[0];
@@ -579,14 +579,7 @@ fn a_persistent_trainer_that_dies_mid_job_is_restarted_and_the_job_retried() {
 #[test]
 fn a_persistent_trainers_failure_is_answered_and_it_serves_on() {
     let Some(python) = python() else { return };
-    let folder = tempfile::tempdir().expect("tempdir");
-    let seen = folder.path().join("seen");
-    std::fs::create_dir(&seen).expect("mkdir");
-    let mut trainers = Trainers::in_folder(folder.path().join("work"));
-    let path = folder.path().join("negvol.py");
-    std::fs::write(&path, format!("#!{}\n{}", python.display(), persistent_trainer(&seen))).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    trainers.register("negvol", &path, &[], true).expect("registered");
+    let (_folder, seen, trainers) = persistent_setup(&python);
     let panel = panel(&[1, 5]);
     // A failure whose traceback is longer than a log line: answered, not waited out.
     let failing = config_with(&trainers, "negvol", "{ fail = true }");
