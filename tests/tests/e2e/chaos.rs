@@ -193,6 +193,33 @@ impl Chaos {
         self.states().iter().filter(|(_, s)| s["phase"]["phase"] == "succeeded").count()
     }
 
+    /// The store's lease epoch (its `~epoch` marker), if it has one.
+    fn epoch(&self) -> Option<u64> {
+        let marker: Option<String> =
+            redis::cmd("HGET").arg("wf:{default}:jobs").arg("~epoch").query(&mut self.redis()).ok().flatten();
+        marker.and_then(|text| text.parse().ok())
+    }
+
+    /// Proves, at the moment of a fault, that it strikes an unfinished sweep: fewer jobs
+    /// succeeded than the sweep has, and some are leased or queued. Returns the jobs
+    /// leased then: key and attempt.
+    fn unfinished(&self, scenario: &str) -> Vec<(String, u64)> {
+        let states = self.states();
+        let jobs = self.cluster.report(&self.id)["jobs"].as_u64().unwrap_or(0) as usize;
+        let phase = |name: &str| states.iter().filter(|(_, s)| s["phase"]["phase"] == name).count();
+        let (succeeded, leased, queued) = (phase("succeeded"), phase("leased"), phase("queued"));
+        assert!(
+            succeeded < jobs && leased + queued > 0,
+            "{scenario}: the fault would strike a finished sweep ({succeeded} of {jobs} succeeded, {leased} leased, \
+             {queued} queued)"
+        );
+        states
+            .into_iter()
+            .filter(|(_, s)| s["phase"]["phase"] == "leased")
+            .map(|(key, s)| (key, s["attempts_made"].as_u64().unwrap_or(0)))
+            .collect()
+    }
+
     /// Every log so far: processes gone, the coordinator, the workers.
     fn logs(&self) -> String {
         let mut all = self.gone.join("\n");
@@ -352,11 +379,19 @@ fn chaos_kill_9_the_coordinator_and_restart_it_after_a_lease_period() {
     chaos.worker("b", &[]);
     chaos.submit();
     wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    let leased = chaos.unfinished("kill -9 the coordinator");
     chaos.kill_coordinator();
     std::thread::sleep(Duration::from_millis(u64::from(LEASE_MS) * 3 / 2));
     chaos.cluster.start_coordinator(LEASE_MS);
     let counts = chaos.finish();
     chaos.assert_clean("kill -9 the coordinator, restart after 1.5 lease periods", &counts);
+    // The jobs leased when it died were committed by their holders: no new attempt.
+    let states = chaos.states();
+    for (key, attempt) in &leased {
+        let state = &states.iter().find(|(k, _)| k == key).expect("the job's state").1;
+        assert_eq!(state["phase"]["phase"], "succeeded", "{key}: {state}");
+        assert_eq!(state["attempts_made"].as_u64(), Some(*attempt), "{key} was leased again: {state}");
+    }
     assert_eq!((counts.expiries, counts.failures), (0, 0), "the outage burnt leases: {counts:?}");
     assert_eq!(counts.started, counts.jobs, "a training was repeated: {counts:?}");
 }
@@ -368,14 +403,17 @@ fn chaos_kill_9_redis_and_restart_it_from_its_aof() {
     chaos.worker("b", &[]);
     chaos.submit();
     wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    chaos.unfinished("kill -9 Redis");
+    let before = chaos.epoch().expect("an epoch before the fault");
     chaos.cluster.redis.kill();
     std::thread::sleep(Duration::from_millis(u64::from(LEASE_MS)));
     chaos.cluster.redis.restart().expect("redis restarts");
     let counts = chaos.finish();
     chaos.assert_clean("kill -9 Redis, restart from its AOF", &counts);
     assert_eq!(counts.failures, 0);
-    let logs = chaos.logs();
-    assert!(logs.contains("started a new lease epoch"), "the restart went unnoticed");
+    // From state, not from a log line: the restarted store got a new lease epoch.
+    let after = chaos.epoch().expect("an epoch after the restart");
+    assert!(after > before, "the restart went unnoticed: epoch {before} then {after}");
 }
 
 #[test]
@@ -385,10 +423,14 @@ fn chaos_flushall_mid_sweep() {
     chaos.worker("b", &[]);
     chaos.submit();
     wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    chaos.unfinished("FLUSHALL");
+    let before = chaos.epoch().expect("an epoch before the fault");
     let () = redis::cmd("FLUSHALL").query(&mut chaos.redis()).expect("FLUSHALL");
     let counts = chaos.finish();
     chaos.assert_clean("FLUSHALL mid-sweep", &counts);
     assert_eq!(counts.failures, 0);
+    let after = chaos.epoch().expect("an epoch after the flush");
+    assert!(after > before, "the flush went unnoticed: epoch {before} then {after}");
 }
 
 #[test]
@@ -398,6 +440,7 @@ fn chaos_delete_the_queue_sets_mid_sweep() {
     chaos.worker("b", &[]);
     chaos.submit();
     wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
+    chaos.unfinished("delete the queue sets");
     let () =
         redis::cmd("DEL").arg("wf:{default}:ready").arg("wf:{default}:leased").query(&mut chaos.redis()).expect("DEL");
     let counts = chaos.finish();
