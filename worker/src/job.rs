@@ -246,17 +246,7 @@ pub fn run_job_in(
             other => other.to_string(),
         };
         let ran = crate::external::run(panel, config, job, &spec, &name, trainers, stop, context.deadline)?;
-        let stats = TrainStats {
-            epochs: 0,
-            best_epoch: 0,
-            best_validation_loss: f64::NAN,
-            history: Vec::new(),
-            seconds: ran.seconds,
-            device: crate::device::device_name(device),
-            training_days: ran.fit_days,
-            validation_days: ran.validation_days,
-            time: crate::train::TrainTime::default(),
-        };
+        let stats = TrainStats::untrained(device, ran.seconds, ran.fit_days, ran.validation_days);
         // Permutation importance needs the model in hand: not measured for an external one.
         (None, stats, Importance::default(), ran.by_column)
     } else {
@@ -344,17 +334,7 @@ fn train_builtin(
             stats
         }
         // A factor is not trained: its scores read the scored day's features only.
-        None => TrainStats {
-            epochs: 0,
-            best_epoch: 0,
-            best_validation_loss: f64::NAN,
-            history: Vec::new(),
-            seconds: 0.0,
-            device: crate::device::device_name(device),
-            training_days: 0,
-            validation_days: 0,
-            time: crate::train::TrainTime::default(),
-        },
+        None => TrainStats::untrained(device, 0.0, 0, 0),
     };
     Ok((model, stats, importance))
 }

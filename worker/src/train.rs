@@ -208,6 +208,24 @@ pub struct TrainStats {
     pub time: TrainTime,
 }
 
+impl TrainStats {
+    /// The statistics of a job whose model was not trained here (a factor, or an external
+    /// trainer's, which ran `seconds` on `training_days` and `validation_days`).
+    pub fn untrained(device: &Device, seconds: f64, training_days: usize, validation_days: usize) -> Self {
+        Self {
+            epochs: 0,
+            best_epoch: 0,
+            best_validation_loss: f64::NAN,
+            history: Vec::new(),
+            seconds,
+            device: crate::device::device_name(device),
+            training_days,
+            validation_days,
+            time: TrainTime::default(),
+        }
+    }
+}
+
 /// Where a training's time went, in seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainTime {

@@ -36,12 +36,13 @@ pub fn read_spec(path: &std::path::Path) -> anyhow::Result<SweepConfig> {
 /// [`read_spec`] with the external trainers its models name pinned as `trainers` registers
 /// them (the identities a coordinator would pin at submission).
 pub fn read_pinned_spec(path: &std::path::Path, trainers: &crate::cli::TrainerArgs) -> anyhow::Result<SweepConfig> {
-    let config = read_spec(path)?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = SweepConfig::from_toml(&text)
+        .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", path.display()))?;
     if wf_shared::model::named_trainers(&config).is_empty() {
         return Ok(config);
     }
     let registry = trainers.registry()?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     wf_shared::model::pin_trainers(&text, &config, |name| registry.pin(name))
         .map(|(_, pinned)| pinned)
         .map_err(|errors| anyhow::anyhow!("invalid sweep spec {}: {errors}", path.display()))
