@@ -14,7 +14,7 @@
 //! persistent, ≤ 1.5 s spawned; a miss exits 1.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -23,6 +23,9 @@ use wf_shared::plan::Job;
 use wf_shared::spec::SweepConfig;
 use wf_worker::external::Trainers;
 use wf_worker::job::{JobContext, JobData, run_job, run_job_in};
+
+#[path = "../tests/support/python.rs"]
+mod support_python;
 
 const TRAINER: &str = r#"
 import sys, time
@@ -49,17 +52,6 @@ if sys.argv[1:] == ["--serve"]:
 else:
     noop(sys.argv[1])
 "#;
-
-fn python() -> Option<PathBuf> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    [std::env::var("WF_PYTHON").ok(), Some(format!("{home}/.cache/walkforward/venv/bin/python"))]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::from)
-        .find(|python| {
-            std::process::Command::new(python).args(["-c", "import polars"]).output().is_ok_and(|o| o.status.success())
-        })
-}
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -105,7 +97,7 @@ fn main() {
         );
         return;
     }
-    let Some(python) = python() else {
+    let Some(python) = support_python::with_polars() else {
         println!("skipped: no Python with polars (set WF_PYTHON)");
         return;
     };

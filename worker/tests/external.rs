@@ -47,22 +47,12 @@ fn panel(horizons: &[u32]) -> Panel {
     build_panel(&Bars::new(synth.bars).expect("bars"), &PanelSpec { horizons: horizons.to_vec() })
 }
 
+#[path = "support/python.rs"]
+mod support_python;
+
 /// A Python with polars, or `None` (said on stderr; a failure under `WF_REQUIRE_TOOLS`).
 fn python() -> Option<PathBuf> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = [std::env::var("WF_PYTHON").ok(), Some(format!("{home}/.cache/walkforward/venv/bin/python"))];
-    for candidate in candidates.into_iter().flatten() {
-        let works = std::process::Command::new(&candidate)
-            .args(["-c", "import polars"])
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if works {
-            return Some(PathBuf::from(candidate));
-        }
-    }
-    assert!(std::env::var_os("WF_REQUIRE_TOOLS").is_none(), "no Python with polars (set WF_PYTHON)");
-    eprintln!("skipped: no Python with polars (set WF_PYTHON, or create the CI venv with .ci/run)");
-    None
+    support_python::required()
 }
 
 /// Writes an executable `name` in `dir` with `#!interpreter` and `body`, and registers it.

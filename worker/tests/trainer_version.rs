@@ -181,6 +181,9 @@ fn check_pin(table: &[(u32, &str)], numbers: &str) {
     }
 }
 
+#[path = "support/python.rs"]
+mod support_python;
+
 /// (trainer version, digest) of an external job ([`external_numbers`]).
 const PINNED_EXTERNAL: &[(u32, &str)] = &[(9, "8160e06356043eb0")];
 
@@ -189,18 +192,7 @@ const PINNED_EXTERNAL: &[(u32, &str)] = &[(9, "8160e06356043eb0")];
 /// feature). `None` without a Python with polars.
 fn external_numbers() -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let home = std::env::var("HOME").unwrap_or_default();
-    let python = [std::env::var("WF_PYTHON").ok(), Some(format!("{home}/.cache/walkforward/venv/bin/python"))]
-        .into_iter()
-        .flatten()
-        .find(|p| {
-            std::process::Command::new(p).args(["-c", "import polars"]).output().is_ok_and(|o| o.status.success())
-        });
-    let Some(python) = python else {
-        assert!(std::env::var_os("WF_REQUIRE_TOOLS").is_none(), "no Python with polars (set WF_PYTHON)");
-        println!("skipped: no Python with polars (set WF_PYTHON)");
-        return None;
-    };
+    let python = support_python::required()?.display().to_string();
     let folder = tempfile::tempdir().expect("tempdir");
     let kept = folder.path().join("kept");
     std::fs::create_dir(&kept).expect("mkdir");
