@@ -27,7 +27,7 @@ use wf_shared::job::{FailureKind, JobEvent, JobState, RetryPolicy, SweepId, Toke
 use wf_shared::plan::JobKey;
 
 pub use memory::MemoryJobStore;
-pub use redis::{RedisJobStore, RedisOptions, redacted_url};
+pub use redis::{DEFAULT_RESPONSE_TIMEOUT, RedisJobStore, RedisOptions, redacted_url};
 
 /// A sweep as submitted: what workers need to find its jobs, and what `GetSweep` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@
 //! | `wf_epochs_started_total` / `wf_epoch` | counter / gauge | lease epochs started (a fresh, restarted or emptied store) / the current one |
 //! | `wf_jobs_hung_total` | counter | attempts failed for running past `--max-job-seconds` |
 //! | `wf_store_repairs_total` | counter | job store index entries repaired after a partial loss |
+//! | `wf_store_outages_total` | counter | times the reaper found the job store unreachable (once per outage) |
 //! | `wf_results_requeued_total` | counter | completed jobs queued again because their result was damaged or never published |
 //! | `wf_results_recovered_total` | counter | jobs leased again although their result was committed (the job store lost the commit, e.g. Redis rolled back its last second): completed without training |
 //! | `wf_job_training_seconds` | histogram | training seconds per committed job, as the worker measured |
@@ -106,6 +107,7 @@ fn initialize(process: &str) {
         "wf_reconciled_jobs_total",
         "wf_jobs_hung_total",
         "wf_store_repairs_total",
+        "wf_store_outages_total",
         "wf_results_requeued_total",
         "wf_results_recovered_total",
         "wf_live_retrains_queued_total",
@@ -173,6 +175,10 @@ fn describe() {
     describe_gauge!("wf_epoch", "The lease epoch leases are granted in.");
     describe_counter!("wf_jobs_hung_total", "Attempts failed for running past the maximum job duration.");
     describe_counter!("wf_store_repairs_total", "Job store index entries repaired after a partial loss.");
+    describe_counter!(
+        "wf_store_outages_total",
+        "Times the reaper found the job store unreachable (counted once per outage)."
+    );
     describe_counter!(
         "wf_results_requeued_total",
         "Completed jobs queued again because their result was damaged or never published."

@@ -40,11 +40,23 @@ pub fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// How often a client pings the coordinator over HTTP/2 ([`endpoint`]).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is dropped.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The endpoint for the coordinator at `url` with `tls`; the error names the option.
 pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, String> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|_| format!("coordinator address {url:?} is not a URL"))?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        // A link that went silent (a partition, a half-open connection) is found by
+        // HTTP/2 pings within 20 s, and the channel connects again; without them a call
+        // on it waited for TCP to give up, minutes later.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(Duration::from_secs(30)));
     let secure = url.starts_with("https://");
     if !secure {
         if tls.any() {

@@ -5,6 +5,7 @@
 //! own integration test, `app/tests/cli.rs`, makes cargo do so); when it is missing, the harness runs
 //! that same build once. [`wf`] runs the binary with a hard timeout.
 
+pub mod net;
 pub mod null;
 
 use std::io::Read;
@@ -133,6 +134,17 @@ impl Process {
     /// Starts `wf args` in `dir` with extra environment variables.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         Self::start_program(wf_binary(), dir, args, env)
+    }
+
+    /// Starts `wf args` in `dir` inside the network namespace `namespace` (through `ip
+    /// netns exec`, which becomes `wf`: the pid is its own).
+    pub fn start_in(namespace: &net::Namespace, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let prefix = namespace.exec_prefix();
+        let binary = wf_binary().to_string_lossy().into_owned();
+        let mut all: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        all.push(&binary);
+        all.extend(args);
+        Self::start_program(Path::new("ip"), dir, &all, env)
     }
 
     /// Starts `program args` in `dir` with extra environment variables.

@@ -637,6 +637,10 @@ impl Worker {
             epoch: lease.epoch,
         };
         metrics::counter!("wf_worker_heartbeats_total").increment(1);
+        // A heartbeat that has not come back within a lease period is of no use, and must
+        // not hold up the job's loop: over a dead link it would wait for TCP to give up.
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(Duration::from_millis(self.lease_ms));
         match self.client.clone().heartbeat(request).await {
             Ok(response) if response.get_ref().action() == v1::HeartbeatAction::Cancel => {
                 info!(job = %short(&lease.job_key), "job cancelled; abandoning it");

@@ -78,6 +78,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<Outcome> {
                     }
                     .filter(|p| !p.is_empty()),
                     ca: args.redis_ca.clone(),
+                    response_timeout: Some(std::time::Duration::from_millis(args.redis_timeout_ms.max(1))),
                 };
                 Arc::new(
                     RedisJobStore::connect_with(url, &args.queue, policy, &options)

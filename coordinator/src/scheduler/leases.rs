@@ -92,6 +92,7 @@ impl Scheduler {
             }
             if let Err(error) = self.reap_once().await {
                 if !self.store_down.swap(true, Ordering::SeqCst) {
+                    metrics::counter!("wf_store_outages_total").increment(1);
                     warn!(%error, "the job store is unreachable; leases will get a grace period when it is back");
                 }
                 continue;

@@ -55,6 +55,11 @@ pub(crate) struct Cluster {
     artifacts: String,
     /// The coordinator's extra environment (a bucket's settings).
     env: Vec<(String, String)>,
+    /// The address the coordinator listens on (its gRPC and metrics ports): loopback, or
+    /// a test network's address (then with `--insecure`: the network is the test's own).
+    host: String,
+    /// `--redis` when not [`RedisServer::url`]: a fault proxy in front of it.
+    redis_url: Option<String>,
     pub(crate) coordinator: Option<Process>,
 }
 
@@ -81,6 +86,20 @@ impl Cluster {
         artifacts: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_networked(redis, lease_ms, options, artifacts, env, "127.0.0.1", None)
+    }
+
+    /// [`Cluster::start_on_store`] listening on `host`, reaching Redis at `redis_url`
+    /// (if given) rather than directly.
+    pub(crate) fn start_networked(
+        redis: RedisServer,
+        lease_ms: u32,
+        options: &[&str],
+        artifacts: &str,
+        env: &[(&str, &str)],
+        host: &str,
+        redis_url: Option<String>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = options.iter().map(|o| o.to_string()).collect();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -92,6 +111,8 @@ impl Cluster {
             options,
             artifacts: artifacts.to_string(),
             env,
+            host: host.to_string(),
+            redis_url,
             coordinator: None,
         };
         cluster.start_coordinator(lease_ms);
@@ -99,10 +120,10 @@ impl Cluster {
     }
 
     pub(crate) fn start_coordinator(&mut self, lease_ms: u32) {
-        let listen = format!("127.0.0.1:{}", self.port);
+        let listen = format!("{}:{}", self.host, self.port);
         let lease = lease_ms.to_string();
-        let metrics = format!("127.0.0.1:{}", self.metrics_port);
-        let redis = self.redis.url();
+        let metrics = format!("{}:{}", self.host, self.metrics_port);
+        let redis = self.redis_url.clone().unwrap_or_else(|| self.redis.url());
         let mut args = vec![
             "coordinator",
             "--listen",
@@ -120,6 +141,9 @@ impl Cluster {
             "--metrics",
             &metrics,
         ];
+        if self.host != "127.0.0.1" {
+            args.push("--insecure");
+        }
         args.extend(self.options.iter().map(String::as_str));
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let process = Process::start(self.dir.path(), &args, &env);
@@ -128,7 +152,7 @@ impl Cluster {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub(crate) fn worker(&self, env: &[(&str, &str)]) -> Process {
@@ -137,7 +161,7 @@ impl Cluster {
 
     /// Where the coordinator serves its metrics.
     pub(crate) fn metrics_address(&self) -> String {
-        format!("127.0.0.1:{}", self.metrics_port)
+        format!("{}:{}", self.host, self.metrics_port)
     }
 
     /// The coordinator's Prometheus metrics.

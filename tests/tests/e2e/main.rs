@@ -10,6 +10,7 @@ mod deploy;
 mod external;
 mod hostile;
 mod live_cli;
+mod network;
 mod null_market;
 mod plan_cli;
 mod report_html;
