@@ -478,9 +478,10 @@ pub struct CoordinatorArgs {
     /// system's roots. The Redis password comes from the URL or `WF_REDIS_PASSWORD`.
     #[arg(long, env = "WF_REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
-    /// How long one Redis command waits for its answer (milliseconds) before it fails
-    /// and the connection is made again. Raise it for a Redis far away; a partition is
-    /// noticed after this long.
+    /// How long one Redis command waits for its answer (milliseconds) before it fails.
+    /// Raise it for a Redis far away; a partition is noticed after this long, and a
+    /// connection whose path died is closed and made again after three times as long
+    /// (at least 10 s).
     #[arg(long, default_value_t = wf_coordinator::store::DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64, env = "WF_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: u64,
     /// The trainers that submitted specs may name: each is pinned into the sweep's spec

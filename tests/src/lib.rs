@@ -139,7 +139,15 @@ impl Process {
     /// Starts `wf args` in `dir` inside the network namespace `namespace` (through `ip
     /// netns exec`, which becomes `wf`: the pid is its own).
     pub fn start_in(namespace: &net::Namespace, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let prefix = namespace.exec_prefix();
+        Self::start_wrapped(&namespace.exec_prefix(), dir, args, env)
+    }
+
+    /// Starts `ip PREFIX wf args` (`prefix` from [`net::Namespace::exec_prefix`]); with
+    /// no prefix, [`Process::start`].
+    pub fn start_wrapped(prefix: &[String], dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        if prefix.is_empty() {
+            return Self::start(dir, args, env);
+        }
         let binary = wf_binary().to_string_lossy().into_owned();
         let mut all: Vec<&str> = prefix.iter().map(String::as_str).collect();
         all.push(&binary);

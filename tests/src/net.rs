@@ -22,19 +22,34 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Whether network namespaces and nftables can be used here (root, `ip`, `nft`), with
-/// the reason when not.
-pub fn namespaces_usable() -> Result<(), String> {
+/// Whether network namespaces and nftables can be used here: as root, with `ip`
+/// (iproute2) and `nft` (nftables). Where not, prints why and returns false, or panics
+/// when `WF_REQUIRE_TOOLS` is set (as `.ci/run` sets it): CI never skips them.
+pub fn network_faults_possible() -> bool {
     let probe = |program: &str, args: &[&str]| {
-        Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new(program).args(args).stderr(Stdio::null()).output().ok().filter(|o| o.status.success())
     };
-    if !probe("ip", &["netns", "list"]) {
-        return Err("`ip netns` (iproute2, as root) is not usable".into());
+    let root = probe("id", &["-u"]).is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let missing = if !root {
+        Some("root (network namespaces and nftables rules need it)")
+    } else if probe("ip", &["netns", "list"]).is_none() {
+        Some("`ip netns` (Debian package iproute2)")
+    } else if probe("nft", &["--version"]).is_none() {
+        Some("`nft` (Debian package nftables)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(what) => {
+            assert!(
+                std::env::var_os("WF_REQUIRE_TOOLS").is_none(),
+                "network faults need {what}, required here (WF_REQUIRE_TOOLS)"
+            );
+            println!("skipped: network faults need {what}");
+            false
+        }
     }
-    if !probe("nft", &["--version"]) {
-        return Err("`nft` (Debian package nftables) is not installed".into());
-    }
-    Ok(())
 }
 
 fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), String> {
@@ -59,28 +74,38 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), String> 
 
 /// A network namespace with a veth link to the host: the host's end is
 /// [`Namespace::host_ip`], the namespace's [`Namespace::ip`]. Deleted when dropped
-/// (which removes both ends of the link).
+/// (with both ends of the link).
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
+    host_if: String,
     host_ip: String,
     ip: String,
 }
 
+/// Namespaces made by this process so far (each gets its own name, link and subnet).
+static MADE: AtomicU64 = AtomicU64::new(0);
+
 impl Namespace {
-    /// A new namespace, named and addressed after this process and `index` (0..4), so
-    /// that test processes running side by side never collide.
-    pub fn new(index: u32) -> Result<Self, String> {
-        assert!(index < 4, "at most 4 namespaces per test process");
-        let n = (std::process::id() % 4096) * 4 + index;
+    /// A new namespace, named and addressed after this process and a count (at most 16 a
+    /// process), so that test processes running side by side never collide. Namespaces
+    /// left by test processes that died (a test killed on a timeout skips its `Drop`) are
+    /// removed first.
+    pub fn new() -> Result<Self, String> {
+        sweep_dead();
+        let index = MADE.fetch_add(1, Ordering::SeqCst);
+        assert!(index < 16, "at most 16 namespaces per test process");
+        let n = (u64::from(std::process::id()) % 1024) * 16 + index;
         let (third, fourth) = (n >> 6 & 255, (n & 63) * 4);
         let name = format!("wf-{}-{index}", std::process::id());
         let (host_if, inner_if) = (format!("wfh{n}"), format!("wfn{n}"));
         let host_ip = format!("10.213.{third}.{}", fourth + 1);
         let ip = format!("10.213.{third}.{}", fourth + 2);
-        let _ = run("ip", &["netns", "del", &name], None);
+        // A link of the same number left by a dead process with the same pid modulo 1024.
+        let _ = run("ip", &["link", "del", &host_if], None);
         run("ip", &["netns", "add", &name], None)?;
-        let namespace = Self { name: name.clone(), host_ip: host_ip.clone(), ip: ip.clone() };
+        // From here on, dropping it removes what was made, whatever fails next.
+        let namespace = Self { name: name.clone(), host_if: host_if.clone(), host_ip: host_ip.clone(), ip: ip.clone() };
         let inside = |args: &[&str]| {
             let mut all = vec!["netns", "exec", name.as_str(), "ip"];
             all.extend(args);
@@ -111,9 +136,36 @@ impl Namespace {
         &self.ip
     }
 
-    /// The prefix that runs a program inside: `ip netns exec NAME`.
-    pub fn exec_prefix(&self) -> [String; 3] {
-        ["netns".into(), "exec".into(), self.name.clone()]
+    /// The arguments of `ip` that run a program inside: `netns exec NAME`.
+    pub fn exec_prefix(&self) -> Vec<String> {
+        vec!["netns".into(), "exec".into(), self.name.clone()]
+    }
+
+    /// The local ports of this namespace's established TCP connections to `peer`
+    /// (`host:port`), from `ss`.
+    pub fn connections_to(&self, peer: &str) -> Vec<u16> {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.name, "ss", "-tnH", "state", "established"])
+            .output()
+            .expect("ss runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.split_whitespace().any(|field| field == peer))
+            .filter_map(|line| {
+                let local = line.split_whitespace().find(|f| f.contains(':'))?;
+                local.rsplit(':').next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// Drops every packet of the connections whose local ports are `ports`, both ways,
+    /// for good: their path died without a word; new connections pass.
+    pub fn kill_connections(&self, ports: &[u16]) {
+        let set = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        self.nft(&format!(
+            "add rule inet wf output tcp sport {{ {set} }} counter drop\nadd rule inet wf input tcp dport {{ {set} }} counter drop\n"
+        ))
+        .expect("nft drop connections");
     }
 
     fn nft(&self, script: &str) -> Result<(), String> {
@@ -136,20 +188,23 @@ impl Namespace {
         self.nft(&(rule("input") + &rule("output"))).expect("nft loss");
     }
 
-    /// Packets dropped on purpose since the last change of rules (the rules that count:
-    /// [`Namespace::lose`]).
-    pub fn dropped(&self) -> u64 {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "list", "table", "inet", "wf"])
-            .output()
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|pair| pair[0] == "packets")
-            .filter_map(|pair| pair[1].parse::<u64>().ok())
-            .sum()
+    /// Packets dropped on purpose since the last change of rules, coming in and going
+    /// out (the rules that count: [`Namespace::lose`], [`Namespace::kill_connections`]).
+    pub fn dropped(&self) -> (u64, u64) {
+        let count = |chain: &str| {
+            let output = Command::new("ip")
+                .args(["netns", "exec", &self.name, "nft", "list", "chain", "inet", "wf", chain])
+                .output()
+                .expect("nft list");
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .filter(|pair| pair[0] == "packets")
+                .filter_map(|pair| pair[1].parse::<u64>().ok())
+                .sum::<u64>()
+        };
+        (count("input"), count("output"))
     }
 
     /// Drops every packet on the link, both ways: a partition.
@@ -173,6 +228,20 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = run("ip", &["netns", "del", &self.name], None);
+        // Gone with its peer once that was moved inside; not if setting up failed before.
+        let _ = run("ip", &["link", "del", &self.host_if], None);
+    }
+}
+
+/// Deletes the namespaces `wf-PID-N` whose process is gone.
+fn sweep_dead() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        let Some(pid) = name.strip_prefix("wf-").and_then(|rest| rest.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run("ip", &["netns", "del", name], None);
+        }
     }
 }
 

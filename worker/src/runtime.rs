@@ -244,6 +244,9 @@ async fn running(
     Ok(summary)
 }
 
+/// A heartbeat in flight ([`Worker::heartbeat`]).
+type Beat<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ControlFlow<()>> + Send + 'a>>;
+
 /// Whether a call that failed with `code` may pass later: the coordinator restarting
 /// (UNAVAILABLE, a reset connection), its job store being rebuilt (NOT_FOUND), or an
 /// artifact write that failed (INTERNAL).
@@ -499,7 +502,11 @@ impl Worker {
         info!(job = %short(&lease.job_key), attempt = lease.attempt, epoch = lease.epoch, "job started");
         // Heartbeats start at once: loading a large dataset may take longer than a lease.
         let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beats.tick().await;
+        // The heartbeat in flight, polled beside the job and the shutdown: a slow one (a
+        // slow or dead link) holds up neither, and the next starts once it has answered.
+        let mut beat: Option<Beat<'_>> = None;
         let prepare = self.prepare(&lease);
         tokio::pin!(prepare);
         let prepared = loop {
@@ -510,8 +517,12 @@ impl Worker {
                     self.hand_back(&lease).await;
                     return None;
                 }
-                _ = beats.tick() => if self.heartbeat(&lease).await.is_break() {
-                    return None;
+                _ = beats.tick(), if beat.is_none() => beat = Some(Box::pin(self.heartbeat(&lease))),
+                flow = async { beat.as_mut().expect("a heartbeat in flight").await }, if beat.is_some() => {
+                    beat = None;
+                    if flow.is_break() {
+                        return None;
+                    }
                 }
             }
         };
@@ -575,8 +586,12 @@ impl Worker {
                     self.hand_back(&lease).await;
                     return None;
                 }
-                _ = beats.tick() => if self.heartbeat(&lease).await.is_break() {
-                    return None;
+                _ = beats.tick(), if beat.is_none() => beat = Some(Box::pin(self.heartbeat(&lease))),
+                flow = async { beat.as_mut().expect("a heartbeat in flight").await }, if beat.is_some() => {
+                    beat = None;
+                    if flow.is_break() {
+                        return None;
+                    }
                 }
             }
         };

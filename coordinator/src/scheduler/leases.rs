@@ -90,16 +90,11 @@ impl Scheduler {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if let Err(error) = self.reap_once().await {
-                if !self.store_down.swap(true, Ordering::SeqCst) {
-                    metrics::counter!("wf_store_outages_total").increment(1);
-                    warn!(%error, "the job store is unreachable; leases will get a grace period when it is back");
-                }
-                continue;
-            }
-            if self.store_down.swap(false, Ordering::SeqCst) {
-                self.grant_grace();
-                info!(grace_ms = self.config.lease_ms, "the job store is back; live workers get one lease period");
+            if let Err(error) = self.reap_once().await
+                && !self.store_down.swap(true, Ordering::SeqCst)
+            {
+                metrics::counter!("wf_store_outages_total").increment(1);
+                warn!(%error, "the job store is unreachable; leases will get a grace period when it is back");
             }
         }
     }
@@ -107,6 +102,13 @@ impl Scheduler {
     /// One reaper tick: the epoch check, expired leases (after any grace), queue depths.
     pub async fn reap_once(&self) -> Result<(), SchedulerError> {
         self.ensure_epoch().await?;
+        // Back from an outage: the grace comes before this tick's reaping, which would
+        // otherwise take every lease that ran out while the store was away (the network
+        // chaos scenario caught it doing so).
+        if self.store_down.swap(false, Ordering::SeqCst) {
+            self.grant_grace();
+            info!(grace_ms = self.config.lease_ms, "the job store is back; live workers get one lease period");
+        }
         let now = self.clock.now_ms();
         if now >= self.grace_until.load(Ordering::SeqCst) {
             let reaped = self.store.reap(now).await?;

@@ -104,8 +104,9 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// The CA (PEM) of a `rediss://` server's certificate, when not in the system's roots.
     pub ca: Option<std::path::PathBuf>,
-    /// How long one command may wait for its answer before it fails (and the connection
-    /// is made again); `None`: [`DEFAULT_RESPONSE_TIMEOUT`].
+    /// How long one command may wait for its answer before it fails; `None`:
+    /// [`DEFAULT_RESPONSE_TIMEOUT`]. A connection whose sent data goes unacknowledged for
+    /// [`dead_link`] of it is closed by the kernel and made again.
     pub response_timeout: Option<std::time::Duration>,
 }
 
@@ -114,6 +115,12 @@ pub struct RedisOptions {
 /// noticed within a few seconds. The client's own default, 500 ms, failed every command
 /// at 500 ms of latency.
 pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long sent data may go unacknowledged before the kernel closes a Redis connection
+/// (`TCP_USER_TIMEOUT`): three command timeouts, at least 10 s.
+pub fn dead_link(response_timeout: std::time::Duration) -> std::time::Duration {
+    (response_timeout * 3).max(std::time::Duration::from_secs(10))
+}
 
 /// `url` without its password, for messages and logs.
 pub fn redacted_url(url: &str) -> String {
@@ -157,6 +164,20 @@ impl RedisJobStore {
         {
             info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
         }
+        let timeout = options.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
+        // A command's timeout alone keeps a connection whose path died without a word (a
+        // partition, a host gone, a NAT entry dropped): the client makes a connection again
+        // only on an I/O error. Keepalive probes and a user timeout make the kernel close
+        // it, so the next command finds it broken and a new one is made.
+        let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(5))
+            .with_interval(std::time::Duration::from_secs(2))
+            .with_retries(3);
+        let tcp = redis::io::tcp::TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive)
+            .set_user_timeout(dead_link(timeout));
+        let info = info.set_tcp_settings(tcp);
         let client = match &options.ca {
             None => redis::Client::open(info)?,
             Some(path) => {
@@ -174,10 +195,12 @@ impl RedisJobStore {
         // One plain connection first: a wrong password, certificate or port fails at once
         // (the manager would retry for seconds), and a server that wants a password but got
         // none still accepts the connection and refuses every command (NOAUTH).
-        let mut probe = client.get_multiplexed_async_connection().await?;
+        let probe_config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout));
+        let mut probe = client.get_multiplexed_async_connection_with_config(&probe_config).await?;
         let _: String = redis::cmd("PING").query_async(&mut probe).await?;
         drop(probe);
-        let timeout = options.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout));

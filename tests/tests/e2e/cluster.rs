@@ -43,6 +43,23 @@ params = {{ hidden = [32], epochs = {epochs} }}
     )
 }
 
+/// Where a coordinator runs on the network: the address it listens on (loopback, or a
+/// test network's, then with `--insecure`: the network is the test's own), how it
+/// reaches Redis (`None`: [`RedisServer::url`]; else a fault proxy in front of it), and
+/// the `ip` arguments that run it inside a network namespace (empty: directly).
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub(crate) host: String,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) inside: Vec<String>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), redis_url: None, inside: Vec::new() }
+    }
+}
+
 /// Redis, a coordinator and its artifact directory, in a temporary directory.
 pub(crate) struct Cluster {
     pub(crate) redis: RedisServer,
@@ -55,11 +72,8 @@ pub(crate) struct Cluster {
     artifacts: String,
     /// The coordinator's extra environment (a bucket's settings).
     env: Vec<(String, String)>,
-    /// The address the coordinator listens on (its gRPC and metrics ports): loopback, or
-    /// a test network's address (then with `--insecure`: the network is the test's own).
-    host: String,
-    /// `--redis` when not [`RedisServer::url`]: a fault proxy in front of it.
-    redis_url: Option<String>,
+    /// Where the coordinator runs on the network.
+    placement: Placement,
     pub(crate) coordinator: Option<Process>,
 }
 
@@ -86,19 +100,17 @@ impl Cluster {
         artifacts: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        Self::start_networked(redis, lease_ms, options, artifacts, env, "127.0.0.1", None)
+        Self::start_networked(redis, lease_ms, options, artifacts, env, Placement::default())
     }
 
-    /// [`Cluster::start_on_store`] listening on `host`, reaching Redis at `redis_url`
-    /// (if given) rather than directly.
+    /// [`Cluster::start_on_store`] placed on the network as `placement` says.
     pub(crate) fn start_networked(
         redis: RedisServer,
         lease_ms: u32,
         options: &[&str],
         artifacts: &str,
         env: &[(&str, &str)],
-        host: &str,
-        redis_url: Option<String>,
+        placement: Placement,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = options.iter().map(|o| o.to_string()).collect();
@@ -111,8 +123,7 @@ impl Cluster {
             options,
             artifacts: artifacts.to_string(),
             env,
-            host: host.to_string(),
-            redis_url,
+            placement,
             coordinator: None,
         };
         cluster.start_coordinator(lease_ms);
@@ -120,10 +131,10 @@ impl Cluster {
     }
 
     pub(crate) fn start_coordinator(&mut self, lease_ms: u32) {
-        let listen = format!("{}:{}", self.host, self.port);
+        let listen = format!("{}:{}", self.placement.host, self.port);
         let lease = lease_ms.to_string();
-        let metrics = format!("{}:{}", self.host, self.metrics_port);
-        let redis = self.redis_url.clone().unwrap_or_else(|| self.redis.url());
+        let metrics = format!("{}:{}", self.placement.host, self.metrics_port);
+        let redis = self.placement.redis_url.clone().unwrap_or_else(|| self.redis.url());
         let mut args = vec![
             "coordinator",
             "--listen",
@@ -141,18 +152,18 @@ impl Cluster {
             "--metrics",
             &metrics,
         ];
-        if self.host != "127.0.0.1" {
+        if self.placement.host != "127.0.0.1" {
             args.push("--insecure");
         }
         args.extend(self.options.iter().map(String::as_str));
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let process = Process::start(self.dir.path(), &args, &env);
+        let process = Process::start_wrapped(&self.placement.inside, self.dir.path(), &args, &env);
         wait_until("the coordinator listens", LIMIT, || process.stdout().contains("listening on"));
         self.coordinator = Some(process);
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        format!("http://{}:{}", self.placement.host, self.port)
     }
 
     pub(crate) fn worker(&self, env: &[(&str, &str)]) -> Process {
@@ -161,7 +172,7 @@ impl Cluster {
 
     /// Where the coordinator serves its metrics.
     pub(crate) fn metrics_address(&self) -> String {
-        format!("{}:{}", self.host, self.metrics_port)
+        format!("{}:{}", self.placement.host, self.metrics_port)
     }
 
     /// The coordinator's Prometheus metrics.
