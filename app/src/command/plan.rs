@@ -23,6 +23,9 @@ struct PlanReport<'a> {
     distinct_trainings: usize,
     saving: f64,
     leaking_jobs: usize,
+    /// Features whose mean same-day RankIC with a target is implausibly high; `None`
+    /// where the panel's metadata predates the check.
+    lookahead_suspects: Option<&'a [wf_shared::label_guard::LookaheadSuspect]>,
     planning_ms: f64,
     manifest: &'a Manifest,
 }
@@ -71,6 +74,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Outcome> {
             distinct_trainings: plan.jobs.len(),
             saving: plan.saving(),
             leaking_jobs: leaking.len(),
+            lookahead_suspects: summary.lookahead.as_deref(),
             planning_ms,
             manifest: &manifest,
         };
@@ -121,5 +125,22 @@ fn render(config: &SweepConfig, summary: &DatasetSummary, plan: &Plan, leaking: 
         plan.saving() * 100.0
     );
     let _ = writeln!(out, "split audit: {leaking} leaking jobs (planned in {planning_ms:.1} ms)");
+    out.push_str(&lookahead_lines(summary.lookahead.as_deref()));
     out
+}
+
+/// The look-ahead check's lines: each suspect named with its figure, or none.
+pub fn lookahead_lines(suspects: Option<&[wf_shared::label_guard::LookaheadSuspect]>) -> String {
+    use wf_shared::label_guard::{LOOKAHEAD_RANK_IC, LOOKAHEAD_SAMPLE_DAYS};
+    match suspects {
+        None => {
+            "look-ahead check: not recorded in this panel's metadata (written before the check; prepare it again)\n"
+                .to_string()
+        }
+        Some([]) => format!(
+            "look-ahead check: no feature has a mean same-day RankIC of {LOOKAHEAD_RANK_IC} or more with a target \
+             (on up to {LOOKAHEAD_SAMPLE_DAYS} days)\n"
+        ),
+        Some(suspects) => suspects.iter().map(|s| format!("look-ahead suspect: {s}\n")).collect(),
+    }
 }

@@ -220,6 +220,24 @@ fn data_section(out: &mut String, report: &SweepReport) {
         dataset.last_date.map_or_else(|| "–".into(), |d| d.to_string()),
         dataset.mean_stocks_per_day
     );
+    if dataset.lookahead_suspects.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p class=\"ok\" data-field=\"lookahead_suspects\" data-v=\"0\">Look-ahead check: no feature has a mean \
+             same-day RankIC of {} or more with a target.</p>",
+            wf_shared::label_guard::LOOKAHEAD_RANK_IC
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\" data-field=\"lookahead_suspects\" data-v=\"{}\"><b>Look-ahead suspects</b>:</p><ul>",
+            dataset.lookahead_suspects.len()
+        );
+        for suspect in &dataset.lookahead_suspects {
+            let _ = writeln!(out, "<li>{}</li>", escape(&suspect.to_string()));
+        }
+        out.push_str("</ul>\n");
+    }
     let mut worst: Vec<_> = dataset.features.iter().collect();
     worst.sort_by(|a, b| b.null_share.total_cmp(&a.null_share));
     out.push_str("<table class=\"quality\"><thead><tr><th>feature</th><th>null share</th></tr></thead><tbody>\n");

@@ -130,6 +130,10 @@ pub struct DatasetSummary {
     pub mean_stocks_per_day: f64,
     /// Null share of every feature column, in panel order.
     pub features: Vec<FeatureQuality>,
+    /// Features whose mean same-day RankIC with a target is implausibly high
+    /// (`wf_shared::label_guard::lookahead_suspects`): they may read future prices.
+    #[serde(default)]
+    pub lookahead_suspects: Vec<wf_shared::label_guard::LookaheadSuspect>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -207,6 +211,7 @@ impl DatasetSummary {
                 universe.iter().sum::<usize>() as f64 / universe.len() as f64
             },
             features,
+            lookahead_suspects: wf_shared::label_guard::lookahead_suspects(panel),
         }
     }
 }

@@ -119,6 +119,9 @@ impl SweepReport {
                 );
             }
         }
+        for suspect in self.dataset.iter().flat_map(|d| &d.lookahead_suspects) {
+            let _ = writeln!(out, "look-ahead suspect: {suspect}");
+        }
         if !self.missing.is_empty() {
             let _ = writeln!(
                 out,

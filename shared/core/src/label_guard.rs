@@ -13,7 +13,7 @@
 //!   |ρ| on jp_tse1000 is 0.039, on the null market 0.022
 //!   (`cargo run --release -p wf-data --example label_guard -- URI`).
 
-use crate::metric::{average_ranks, pearson};
+use crate::metric::{average_ranks, pearson, spearman};
 use crate::panel::{Panel, target_name};
 
 /// Name prefixes of columns that are labels, lower case.
@@ -29,6 +29,90 @@ pub const TRANSFORM_RHO: f64 = 0.99;
 /// both the feature and the target are known (a sample: the check costs about the same
 /// on any panel).
 pub const RANK_SAMPLE_ROWS: usize = 20_000;
+
+/// |Mean same-day RankIC| with a target at or above which a feature is named a look-ahead
+/// suspect: a feature that ranks stocks today the way their returns from today on rank
+/// them has most likely read those returns. Real features reach a third of it at most: the
+/// largest on jp_tse1000 is 0.099 (`beta_60` with `fwd_ret_5`, over 57 sampled days), on the
+/// null market 0.019, and on the planted-momentum synthetic market, whose features are
+/// built to predict, 0.116 (`cargo run --release -p wf-data --example label_guard --
+/// URI`, 2026-12-08). A feature computed
+/// with one day of future prices mixed in reaches several times the bound (the tests
+/// plant one). Not a refusal: a suspect is named, with its figure, in `wf plan` and in
+/// the report.
+pub const LOOKAHEAD_RANK_IC: f64 = 0.3;
+
+/// Days the same-day RankIC reads at most, evenly spaced over the panel (the figure is a
+/// mean over days; 60 of them make it precise to about ±0.02 for a real feature).
+pub const LOOKAHEAD_SAMPLE_DAYS: usize = 60;
+
+/// A feature whose mean same-day RankIC with a target is implausibly high.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LookaheadSuspect {
+    pub feature: String,
+    pub target: String,
+    /// The mean over the sampled days of the day's Spearman ρ between feature and target.
+    pub rank_ic: f64,
+    /// Days it was measured on.
+    pub days: usize,
+}
+
+impl std::fmt::Display for LookaheadSuspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "feature {:?} has mean same-day RankIC {:+.3} with {} over {} days (a real feature stays far below \
+             {LOOKAHEAD_RANK_IC}): does it read future prices?",
+            self.feature, self.rank_ic, self.target, self.days
+        )
+    }
+}
+
+/// The mean same-day RankIC of feature `feature` with target `target` (indices), over
+/// at most [`LOOKAHEAD_SAMPLE_DAYS`] evenly spaced days with at least 10 stocks where
+/// both are known; with the days read. `None` without such a day.
+pub fn same_day_rank_ic(panel: &Panel, feature: usize, target: usize) -> Option<(f64, usize)> {
+    let (values, labels) = (panel.features().get(feature)?, panel.targets().get(target)?);
+    let days = panel.calendar().len();
+    let mut ics = Vec::new();
+    for day in (0..days).step_by(days.div_ceil(LOOKAHEAD_SAMPLE_DAYS).max(1)) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for row in panel.rows_of_day(day) {
+            if values[row].is_finite() && labels[row].is_finite() {
+                a.push(f64::from(values[row]));
+                b.push(labels[row]);
+            }
+        }
+        if a.len() >= 10
+            && let Some(ic) = spearman(&a, &b)
+        {
+            ics.push(ic);
+        }
+    }
+    (!ics.is_empty()).then(|| (ics.iter().sum::<f64>() / ics.len() as f64, ics.len()))
+}
+
+/// Every (feature, target) pair's mean same-day RankIC, largest |value| first.
+pub fn same_day_rank_ics(panel: &Panel) -> Vec<LookaheadSuspect> {
+    use rayon::prelude::*;
+    let pairs: Vec<(usize, usize)> =
+        (0..panel.feature_names().len()).flat_map(|f| (0..panel.horizons().len()).map(move |t| (f, t))).collect();
+    let mut all: Vec<LookaheadSuspect> = pairs
+        .into_par_iter()
+        .filter_map(|(f, t)| {
+            let (rank_ic, days) = same_day_rank_ic(panel, f, t)?;
+            let feature = panel.feature_names()[f].clone();
+            Some(LookaheadSuspect { feature, target: target_name(panel.horizons()[t]), rank_ic, days })
+        })
+        .collect();
+    all.sort_by(|a, b| b.rank_ic.abs().total_cmp(&a.rank_ic.abs()));
+    all
+}
+
+/// The look-ahead suspects of `panel`: pairs at or above [`LOOKAHEAD_RANK_IC`].
+pub fn lookahead_suspects(panel: &Panel) -> Vec<LookaheadSuspect> {
+    same_day_rank_ics(panel).into_iter().filter(|s| s.rank_ic.abs() >= LOOKAHEAD_RANK_IC).collect()
+}
 
 /// Why a column is refused as a feature.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The label guard on a real panel: what it costs, and how close the panel's features come
-//! to its threshold (the largest |Spearman ρ| of a feature with a target, on the guard's
-//! own sample).
+//! to its thresholds (the largest |Spearman ρ| of a feature with a target, on the guard's
+//! own sample; the largest |mean same-day RankIC|, the look-ahead check).
 //!
 //! ```text
 //! cargo run --release -p wf-data --example label_guard -- out/jp_panel.parquet
@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use wf_data::dataset::{DataRoots, open};
-use wf_shared::label_guard::{TRANSFORM_RHO, check_panel, rank_correlation};
+use wf_shared::label_guard::{LOOKAHEAD_RANK_IC, TRANSFORM_RHO, check_panel, rank_correlation, same_day_rank_ics};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let uri = std::env::args().nth(1).unwrap_or_else(|| "out/jp_panel.parquet".into());
@@ -38,6 +38,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("largest |rho| of a feature with a target (refused at {TRANSFORM_RHO}):");
     for (_, rho, name, horizon, rows) in pairs.iter().take(3) {
         println!("  {name} with fwd_ret_{horizon}: {rho:+.4} on {rows} rows");
+    }
+    let started = Instant::now();
+    let ics = same_day_rank_ics(&panel);
+    println!(
+        "largest |mean same-day RankIC| of a feature with a target (a look-ahead suspect at {LOOKAHEAD_RANK_IC}; {:.3} s):",
+        started.elapsed().as_secs_f64()
+    );
+    for pair in ics.iter().take(3) {
+        println!("  {} with {}: {:+.4} over {} days", pair.feature, pair.target, pair.rank_ic, pair.days);
     }
     Ok(())
 }

@@ -55,6 +55,9 @@ pub struct DatasetSummary {
     pub horizons: Vec<u32>,
     pub content_hash: DatasetHash,
     pub digests: PanelDigests,
+    /// Look-ahead suspects among the features (`wf_shared::label_guard`); `None` where
+    /// a panel file's metadata predates the check.
+    pub lookahead: Option<Vec<wf_shared::label_guard::LookaheadSuspect>>,
 }
 
 impl DatasetSummary {
@@ -68,6 +71,7 @@ impl DatasetSummary {
             horizons: panel.horizons().to_vec(),
             content_hash: dataset.content_hash,
             digests: dataset.digests.clone(),
+            lookahead: Some(wf_shared::label_guard::lookahead_suspects(panel)),
         }
     }
 
@@ -93,6 +97,15 @@ fn from_metadata(uri: &str, summary: crate::panel_file::PanelSummary) -> Result<
             })
         })
         .collect::<Result<Vec<u32>, DataError>>()?;
+    // Of the features and targets read (a spec may declare subsets).
+    let lookahead = summary.lookahead.map(|all| {
+        let features = &summary.digests.features;
+        let targets = &summary.digests.targets;
+        all.into_iter()
+            .filter(|s| features.iter().any(|(name, _)| *name == s.feature))
+            .filter(|s| targets.iter().any(|(name, _)| *name == s.target))
+            .collect()
+    });
     Ok(DatasetSummary {
         stocks: summary.stocks,
         content_hash: summary.digests.hash(),
@@ -101,6 +114,7 @@ fn from_metadata(uri: &str, summary: crate::panel_file::PanelSummary) -> Result<
         feature_names: summary.digests.features.iter().map(|(name, _)| name.clone()).collect(),
         horizons,
         digests: summary.digests,
+        lookahead,
     })
 }
 

@@ -48,6 +48,11 @@ pub struct PanelSummary {
     /// ([`read_panel_days`]) numbers its stocks with. Empty in summaries written before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codes: Vec<String>,
+    /// The features whose mean same-day RankIC with a target is implausibly high
+    /// (`wf_shared::label_guard::lookahead_suspects`), found when the file was written;
+    /// `None` in summaries written before the check existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<Vec<wf_shared::label_guard::LookaheadSuspect>>,
 }
 
 impl PanelSummary {
@@ -58,6 +63,7 @@ impl PanelSummary {
             daily_universe: panel.daily_universe(),
             digests: PanelDigests::of(panel),
             codes: panel.codes().to_vec(),
+            lookahead: Some(wf_shared::label_guard::lookahead_suspects(panel)),
         }
     }
 }

@@ -218,6 +218,35 @@ fn a_planted_label_is_refused_as_a_feature_with_its_name() {
 }
 
 #[test]
+fn a_feature_that_reads_future_prices_is_named_a_lookahead_suspect_and_a_real_one_is_not() {
+    use wf_shared::label_guard::{LOOKAHEAD_RANK_IC, TRANSFORM_RHO, lookahead_suspects, rank_correlation};
+    let dir = tempfile::tempdir().expect("temp dir");
+    // `peek`: the 5-day return ahead with noise of its own (a pseudo-random function of it,
+    // as large as the return itself): no transform of the label, but a feature computed
+    // from the future.
+    let path = users_panel_csv(dir.path(), &[("peek", |target| target + 0.03 * (target * 1e5).sin())]);
+    let named = ["mom".to_string(), "vol".to_string(), "peek".to_string()];
+    let panel = read_panel(&path, Some(&named)).expect("peek is not a transform of the label: it reads");
+    let peek = panel.feature("peek").expect("peek");
+    let (rho, _) = rank_correlation(peek, panel.target(5).expect("target")).expect("enough rows");
+    assert!(rho.abs() < TRANSFORM_RHO, "{rho}");
+    let suspects = lookahead_suspects(&panel);
+    assert_eq!(suspects.len(), 1, "{suspects:?}");
+    let suspect = &suspects[0];
+    assert_eq!((suspect.feature.as_str(), suspect.target.as_str()), ("peek", "fwd_ret_5"));
+    assert!(suspect.rank_ic >= LOOKAHEAD_RANK_IC && suspect.days >= 20, "{suspect:?}");
+    assert!(suspect.to_string().contains("\"peek\" has mean same-day RankIC +0."), "{suspect}");
+    // Written by wf, the panel's metadata carries the finding: a plan names it unread.
+    let written = dir.path().join("peek.parquet");
+    write_panel(&written, &panel).expect("write");
+    let summary = wf_data::dataset::open(&written.display().to_string(), &[5], None, &wf_data::dataset::DataRoots::Any)
+        .expect("open")
+        .summary()
+        .expect("summary");
+    assert_eq!(summary.lookahead.as_deref(), Some(&suspects[..]));
+}
+
+#[test]
 fn a_prepared_panel_declares_its_features_and_targets_in_its_metadata() {
     let dir = tempfile::tempdir().expect("temp dir");
     let panel = build_panel(&Bars::new(small_market()).expect("bars"), &PanelSpec { horizons: vec![1, 5] });

@@ -85,3 +85,74 @@ fn a_label_named_as_a_feature_is_refused_and_named_features_plan() {
     assert_eq!(subset.len(), every.len());
     assert!(subset.iter().all(|k| !every.contains(k)), "four features and all features share a job key");
 }
+
+/// A panel of the user's own (CSV) from the synthetic market, with `peek`: the 5-day
+/// return ahead plus noise of its own, a feature computed from future prices.
+fn panel_with_a_peek(dir: &Path) -> std::path::PathBuf {
+    use wf_data::dataset::{DataRoots, open};
+    let panel = open("synth:stocks=60,days=400,seed=3", &[5], None, &DataRoots::Any)
+        .and_then(|source| source.whole())
+        .expect("synthetic panel")
+        .panel;
+    let (ret, vol, target) =
+        (panel.feature("ret_5").expect("ret_5"), panel.feature("vol_20").expect("vol_20"), panel.target(5).expect("t"));
+    let number = |x: f64| if x.is_finite() { format!("{x}") } else { String::new() };
+    let mut text = String::from("date,code,ret_5,vol_20,peek,fwd_ret_5\n");
+    for row in 0..panel.rows() {
+        let date = panel.calendar().date(panel.day()[row] as usize).expect("date");
+        let code = &panel.codes()[panel.stock()[row] as usize];
+        let peek = target[row] + 0.03 * (target[row] * 1e5).sin();
+        text += &format!(
+            "{date},{code},{},{},{},{}\n",
+            number(f64::from(ret[row])),
+            number(f64::from(vol[row])),
+            number(peek),
+            number(target[row])
+        );
+    }
+    let path = dir.join("peek.csv");
+    std::fs::write(&path, text).expect("write the panel");
+    path
+}
+
+#[test]
+fn a_feature_that_reads_future_prices_is_named_in_the_plan_and_the_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    panel_with_a_peek(dir.path());
+    let spec = |features: &str| {
+        format!(
+            "name = \"peek\"\n[dataset]\npanel = \"peek.csv\"\nfeatures = {features}\n\
+             [evaluation]\nstart = 2021-08-02\nend = 2021-10-29\n\
+             [plan]\ntrain_windows = [63]\ncadences = [\"monthly\"]\nhorizons = [5]\nprimary_horizon = 5\n\
+             embargo = 0\nmax_age = 21\n\
+             [metrics]\nk = 10\nbootstrap_samples = 50\nbootstrap_seed = 1\n\
+             [[models]]\nname = \"linear\"\nkind = \"linear\"\nseeds = [0]\nparams = {{ epochs = 3 }}\n"
+        )
+    };
+    std::fs::write(dir.path().join("peek.toml"), spec(r#"["ret_5", "vol_20", "peek"]"#)).expect("spec");
+    std::fs::write(dir.path().join("clean.toml"), spec(r#"["ret_5", "vol_20"]"#)).expect("spec");
+
+    let plan = wf(dir.path(), &["plan", "peek.toml"]);
+    assert!(plan.succeeded(), "a suspect is named, not refused: {}{}", plan.stdout, plan.stderr);
+    let named: Vec<&str> = plan.stdout.lines().filter(|l| l.starts_with("look-ahead suspect: ")).collect();
+    assert_eq!(named.len(), 1, "{}", plan.stdout);
+    assert!(named[0].contains("feature \"peek\" has mean same-day RankIC +0.") && named[0].contains("fwd_ret_5"));
+    let json = wf(dir.path(), &["plan", "peek.toml", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON plan");
+    let suspect = &json["lookahead_suspects"][0];
+    assert_eq!(suspect["feature"], "peek");
+    assert!(suspect["rank_ic"].as_f64().expect("figure") >= wf_shared::label_guard::LOOKAHEAD_RANK_IC);
+
+    let clean = wf(dir.path(), &["plan", "clean.toml"]);
+    assert!(clean.succeeded(), "{}", clean.stderr);
+    assert!(clean.stdout.contains("look-ahead check: no feature"), "{}", clean.stdout);
+    assert!(!clean.stdout.contains("look-ahead suspect"), "{}", clean.stdout);
+
+    // The report names it too: in the text wf run prints, and in the JSON.
+    let run = wf(dir.path(), &["run", "peek.toml"]);
+    assert!(run.succeeded(), "{}", run.stderr);
+    assert!(run.stdout.contains("look-ahead suspect: feature \"peek\""), "{}", run.stdout);
+    let run = wf(dir.path(), &["run", "peek.toml", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("report JSON");
+    assert_eq!(report["dataset"]["lookahead_suspects"][0]["feature"], "peek", "{}", report["dataset"]);
+}
