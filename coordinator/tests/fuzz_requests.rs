@@ -289,6 +289,14 @@ const REFUSAL_LIMIT: Duration = Duration::from_millis(100);
 const PLAN_LIMIT: Duration = Duration::from_millis(500);
 
 impl Answer {
+    /// The refusal's message; empty for a plan.
+    fn message(&self) -> &str {
+        match self {
+            Answer::Planned(_) => "",
+            Answer::Refused(_, message) => message,
+        }
+    }
+
     /// Within its bound, and how long it took.
     fn in_time(&self) -> (bool, Duration) {
         match *self {
@@ -319,7 +327,11 @@ proptest! {
     fn valid_specs_and_their_mutants_plan_or_are_refused_by_name(spec in valid_spec(), how in any::<u8>(), at in any::<usize>(), value in any::<usize>()) {
         WARM.with(|h| {
             let planned = submit_valid_or_named(h, &spec);
-            prop_assert!(matches!(planned, Ok(Answer::Planned(_))), "{planned:?}\n{spec}");
+            prop_assert!(
+                matches!(planned, Ok(Answer::Planned(_))),
+                "a valid spec was not planned: {}\n{spec}",
+                planned.as_ref().map_or_else(|e| e.clone(), |a| a.message().to_string())
+            );
             let (in_time, took) = planned.map(|a| a.in_time()).unwrap_or_default();
             prop_assert!(in_time, "a valid spec took {took:?}\n{spec}");
             let mutant = mutate(&spec, how, at, value);
