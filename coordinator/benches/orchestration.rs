@@ -179,7 +179,9 @@ async fn worker(access: Access, name: String, protocol: Protocol, identities: Id
         let lease = match next.take() {
             Some(lease) => lease,
             None => {
-                let leased = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await?;
+                let leased = client
+                    .lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0, holding: Vec::new() })
+                    .await?;
                 let Some(lease) = leased.into_inner().lease else { return Ok(round_trips) };
                 lease
             }

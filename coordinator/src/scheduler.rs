@@ -297,6 +297,11 @@ pub struct Scheduler {
     store_down: AtomicBool,
     /// Epochs this process started.
     epochs_started: AtomicU64,
+    /// Workers one of whose lease calls failed in the store, with when: the store may
+    /// have granted the lease anyway (a command that timed out, then ran), to a worker
+    /// that was told the call failed. Their lease calls look for it for a lease period
+    /// ([`Scheduler::lease_holding`]).
+    uncertain: Mutex<HashMap<String, UnixMs>>,
 }
 
 impl Scheduler {
@@ -323,6 +328,7 @@ impl Scheduler {
             grace_until,
             store_down: AtomicBool::new(false),
             epochs_started: AtomicU64::new(0),
+            uncertain: Mutex::default(),
         }
     }
 

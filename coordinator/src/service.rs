@@ -18,6 +18,9 @@ use crate::auth::{Caller, caller};
 use crate::scheduler::{HeartbeatAction, Progress, Scheduler, SchedulerError, SweepStatus};
 
 /// The longest a `LeaseJob` call may wait.
+/// The most job keys a LeaseJob call may say its worker is running.
+const MAX_HOLDING: usize = 4_096;
+
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 impl From<SchedulerError> for Status {
@@ -273,7 +276,17 @@ impl WorkerService for Workers {
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
         let wait = Duration::from_millis(u64::from(request.wait_ms)).min(MAX_WAIT);
-        let lease = self.0.lease(worker, wait).await?.map(v1::JobLease::from);
+        if request.holding.len() > MAX_HOLDING {
+            return Err(
+                invalid("holding", format!("at most {MAX_HOLDING} job keys, got {}", request.holding.len())).into()
+            );
+        }
+        let holding = request
+            .holding
+            .iter()
+            .map(|key| JobKey::try_from(key.clone()).map_err(|e| Status::from(invalid("holding", e.to_string()))))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let lease = self.0.lease_holding(worker, wait, &holding).await?.map(v1::JobLease::from);
         Ok(Response::new(v1::LeaseJobResponse { lease }))
     }
 

@@ -197,6 +197,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// returns the jobs it moved.
     async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError>;
 
+    /// The jobs leased now (whatever their deadline), in deadline order.
+    async fn leased(&self) -> Result<Vec<JobKey>, StoreError>;
+
     async fn job(&self, key: &JobKey) -> Result<Option<JobRecord>, StoreError>;
     /// States of `keys`, in order (`None` for unknown keys).
     async fn states(&self, keys: &[JobKey]) -> Result<Vec<Option<JobState>>, StoreError>;

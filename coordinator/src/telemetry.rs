@@ -10,6 +10,7 @@
 //! | `wf_sweeps_submitted_total{tenant}` | counter | sweeps accepted |
 //! | `wf_jobs_enqueued_total{tenant}` / `wf_jobs_reused_total{tenant}` | counter | jobs queued / skipped as already committed, by the submitting tenant |
 //! | `wf_leases_total` | counter | leases granted |
+//! | `wf_leases_handed_again_total` | counter | leases whose answer a worker never got, handed to it again |
 //! | `wf_leases_expired_total` | counter | leases the reaper took back |
 //! | `wf_heartbeats_total` | counter | heartbeats answered |
 //! | `wf_results_committed_total` / `wf_results_rejected_total` | counter | results committed / refused as stale |
@@ -98,6 +99,7 @@ fn initialize(process: &str) {
     }
     for name in [
         "wf_leases_total",
+        "wf_leases_handed_again_total",
         "wf_leases_expired_total",
         "wf_heartbeats_total",
         "wf_results_committed_total",
@@ -156,6 +158,10 @@ fn describe() {
     describe_counter!("wf_jobs_enqueued_total", "Jobs queued by submissions.");
     describe_counter!("wf_jobs_reused_total", "Jobs of submissions whose result was already committed.");
     describe_counter!("wf_leases_total", "Leases granted.");
+    describe_counter!(
+        "wf_leases_handed_again_total",
+        "Leases whose answer a worker never got (its call failed after the store granted them), handed to it again."
+    );
     describe_counter!("wf_leases_expired_total", "Leases past their deadline taken back by the reaper.");
     describe_counter!("wf_heartbeats_total", "Heartbeats answered.");
     describe_counter!("wf_results_committed_total", "Results committed.");

@@ -148,6 +148,8 @@ struct Worker {
     data_roots: DataRoots,
     days_above_rows: u64,
     trainers: Arc<Trainers>,
+    /// The keys of the jobs running now, sent with each lease call.
+    running: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How a leased job ended on this worker (the `outcome` of `wf_worker_jobs_total`).
@@ -228,6 +230,7 @@ async fn running(
         data_roots: config.data_roots.clone(),
         days_above_rows: config.days_above_rows,
         trainers: config.trainers.clone(),
+        running: Mutex::default(),
     });
     let stop = shutdown.child_token();
     let mut slots = Vec::new();
@@ -242,6 +245,25 @@ async fn running(
     let summary = lock(&worker.summary).clone();
     info!(worker = %worker.id, ?summary, "worker stopped");
     Ok(summary)
+}
+
+/// A job in the worker's running set while this lives.
+struct RunningJob<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    key: String,
+}
+
+impl<'a> RunningJob<'a> {
+    fn new(set: &'a Mutex<std::collections::HashSet<String>>, key: &str) -> Self {
+        lock(set).insert(key.to_string());
+        Self { set, key: key.to_string() }
+    }
+}
+
+impl Drop for RunningJob<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.key);
+    }
 }
 
 /// A heartbeat in flight ([`Worker::heartbeat`]).
@@ -349,7 +371,8 @@ impl Worker {
     /// One LeaseJob long poll: a job, or none yet (also after a failed call, once a
     /// pause has passed); `Break` when `stop` fires.
     async fn poll_lease(&self, wait_ms: u32, stop: &CancellationToken) -> ControlFlow<(), Option<v1::JobLease>> {
-        let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms };
+        let holding = lock(&self.running).iter().cloned().collect();
+        let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms, holding };
         let mut client = self.client.clone();
         let response = tokio::select! {
             () = stop.cancelled() => return ControlFlow::Break(()),
@@ -499,6 +522,8 @@ impl Worker {
         lease_next: bool,
     ) -> Option<v1::JobLease> {
         let started = Instant::now();
+        // Running from now until this returns: the coordinator learns it with each lease call.
+        let _running = RunningJob::new(&self.running, &lease.job_key);
         info!(job = %short(&lease.job_key), attempt = lease.attempt, epoch = lease.epoch, "job started");
         // Heartbeats start at once: loading a large dataset may take longer than a lease.
         let mut beats = tokio::time::interval(Duration::from_millis(self.lease_ms / 3));

@@ -13,6 +13,58 @@ use super::{HeartbeatAction, JobLease, JobLimit, Scheduler, SchedulerError};
 use crate::store::StoreError;
 
 impl Scheduler {
+    /// [`Scheduler::lease`] for a worker running the jobs `holding`: when one of its
+    /// lease calls failed in the store, a job leased to it that it is not running (a lease
+    /// whose answer it never got) is handed to it again, under its token, before any new
+    /// one; without this it would expire, an attempt lost to a fault not the job's.
+    pub async fn lease_holding(
+        &self,
+        worker: &str,
+        wait: Duration,
+        holding: &[JobKey],
+    ) -> Result<Option<JobLease>, SchedulerError> {
+        let failed_at = super::lock(&self.uncertain).get(worker).copied();
+        if let Some(failed_at) = failed_at {
+            if let Some(lease) = self.unanswered_lease(worker, holding).await? {
+                metrics::counter!("wf_leases_handed_again_total").increment(1);
+                info!(job = %lease.lease.key.short(), worker, "a lease whose answer was lost handed to its worker again");
+                return Ok(Some(lease));
+            }
+            // A command held up by the fault may still run: looked for over a lease period
+            // after the last failed call, and no longer.
+            if self.clock.now_ms() - failed_at > self.config.lease_ms {
+                super::lock(&self.uncertain).remove(worker);
+            }
+        }
+        self.lease(worker, wait).await
+    }
+
+    /// A job leased to `worker` that it is not running, as a lease to hand it again.
+    async fn unanswered_lease(&self, worker: &str, holding: &[JobKey]) -> Result<Option<JobLease>, SchedulerError> {
+        let keys: Vec<JobKey> = self.store.leased().await?.into_iter().filter(|key| !holding.contains(key)).collect();
+        let states = self.store.states(&keys).await?;
+        for (key, state) in keys.iter().zip(states) {
+            let Some(state) = state else { continue };
+            let Phase::Leased { worker: holder, expires_at, .. } = &state.phase else { continue };
+            if holder != worker {
+                continue;
+            }
+            let Some(record) = self.store.job(key).await? else { continue };
+            let lease =
+                crate::store::Lease { key: *key, sweep: record.sweep, token: state.token(), expires_at: *expires_at };
+            let sweep = self.sweep_record(&lease.sweep).await?;
+            return Ok(Some(JobLease {
+                spec_toml: sweep.spec_toml.clone(),
+                dataset: sweep.dataset.clone(),
+                lease_ms: self.config.lease_ms,
+                training: sweep.training.clone(),
+                max_job_ms: sweep.max_job_ms,
+                lease,
+            }));
+        }
+        Ok(None)
+    }
+
     /// Leases a ready job to `worker`, waiting up to `wait` for one.
     pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<JobLease>, SchedulerError> {
         let deadline = tokio::time::Instant::now() + wait;
@@ -24,13 +76,21 @@ impl Scheduler {
                 JobLimit::FromSpec | JobLimit::Unlimited => None,
             };
             let lease_ms = self.config.lease_ms;
-            let leased = match self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await {
+            let granted = match self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await {
                 Err(StoreError::EpochLost) => {
                     self.ensure_epoch().await?;
-                    self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await?
+                    self.store.lease(worker, lease_ms, max_ms, self.clock.now_ms()).await
                 }
-                other => other?,
+                other => other,
             };
+            let leased = granted.inspect_err(|_| {
+                // The store may have granted it anyway: the worker's next calls look.
+                let now = self.clock.now_ms();
+                let mut uncertain = super::lock(&self.uncertain);
+                // Workers gone since are forgotten after ten lease periods.
+                uncertain.retain(|_, at| now - *at < self.config.lease_ms * 10);
+                uncertain.insert(worker.to_string(), now);
+            })?;
             if let Some(lease) = leased {
                 if self.complete_if_committed(&lease, worker).await? {
                     continue;

@@ -356,12 +356,14 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
         result: Some(compute(lease)),
         lease_next,
     };
-    let first = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await;
+    let first =
+        client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0, holding: Vec::new() }).await;
     let mut lease = granted(first.expect("lease").into_inner().lease.expect("a job is ready"));
     // Without `lease_next` nothing comes back, though jobs are ready.
     let plain = client.report_result(report(&lease, false)).await.expect("report").into_inner();
     assert!(plain.next.is_none());
-    let second = client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0 }).await;
+    let second =
+        client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0, holding: Vec::new() }).await;
     lease = granted(second.expect("lease").into_inner().lease.expect("a job is ready"));
     let mut seen = vec![lease.lease.key];
     loop {
@@ -496,3 +498,124 @@ async fn a_spec_cannot_raise_the_coordinators_ceilings() {
 
 mod prepared;
 mod reports;
+
+/// A memory store whose next lease is granted and then answered with an error, as a
+/// Redis command that timed out and ran anyway.
+#[derive(Debug)]
+struct LostAnswers {
+    inner: MemoryJobStore,
+    lose_next_lease: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl JobStore for LostAnswers {
+    fn policy(&self) -> RetryPolicy {
+        self.inner.policy()
+    }
+    async fn enqueue_limited(
+        &self,
+        sweep: &SweepId,
+        keys: &[JobKey],
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<usize, StoreError> {
+        self.inner.enqueue_limited(sweep, keys, max_ms, now).await
+    }
+    async fn resubmit(&self, sweep: &SweepId, keys: &[JobKey], now: UnixMs) -> Result<usize, StoreError> {
+        self.inner.resubmit(sweep, keys, now).await
+    }
+    async fn lease(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        max_ms: Option<i64>,
+        now: UnixMs,
+    ) -> Result<Option<Lease>, StoreError> {
+        let granted = self.inner.lease(worker, lease_ms, max_ms, now).await?;
+        if self.lose_next_lease.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Backend("timed out".into()));
+        }
+        Ok(granted)
+    }
+    async fn epoch_check(&self) -> Result<EpochCheck, StoreError> {
+        self.inner.epoch_check().await
+    }
+    async fn start_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        self.inner.start_epoch(epoch).await
+    }
+    async fn repair(&self, now: UnixMs) -> Result<crate::store::Repaired, StoreError> {
+        self.inner.repair(now).await
+    }
+    async fn set_owner(&self, key: &JobKey, sweep: &SweepId) -> Result<(), StoreError> {
+        self.inner.set_owner(key, sweep).await
+    }
+    async fn apply(
+        &self,
+        key: &JobKey,
+        event: &wf_shared::job::JobEvent,
+        now: UnixMs,
+    ) -> Result<wf_shared::job::JobState, StoreError> {
+        self.inner.apply(key, event, now).await
+    }
+    async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError> {
+        self.inner.reap(now).await
+    }
+    async fn leased(&self) -> Result<Vec<JobKey>, StoreError> {
+        self.inner.leased().await
+    }
+    async fn job(&self, key: &JobKey) -> Result<Option<crate::store::JobRecord>, StoreError> {
+        self.inner.job(key).await
+    }
+    async fn states(&self, keys: &[JobKey]) -> Result<Vec<Option<wf_shared::job::JobState>>, StoreError> {
+        self.inner.states(keys).await
+    }
+    async fn depth(&self) -> Result<crate::store::QueueDepth, StoreError> {
+        self.inner.depth().await
+    }
+    async fn put_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError> {
+        self.inner.put_sweep(sweep).await
+    }
+    async fn sweep(&self, id: &SweepId) -> Result<Option<SweepRecord>, StoreError> {
+        self.inner.sweep(id).await
+    }
+    async fn sweeps(&self) -> Result<Vec<SweepRecord>, StoreError> {
+        self.inner.sweeps().await
+    }
+}
+
+#[tokio::test]
+async fn a_lease_whose_answer_was_lost_is_handed_to_its_worker_again_not_left_to_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
+    let store = Arc::new(LostAnswers { inner: MemoryJobStore::new(POLICY), lose_next_lease: false.into() });
+    let scheduler = scheduler_over(store.clone(), dir.path(), clock.clone());
+    scheduler.submit(SPEC).await.expect("submit");
+    // The worker runs one job; its next lease call fails after the store granted it.
+    let running = scheduler.lease_holding("w", Duration::ZERO, &[]).await.expect("lease").expect("a job");
+    store.lose_next_lease.store(true, Ordering::SeqCst);
+    let lost = scheduler.lease_holding("w", Duration::ZERO, &[running.lease.key]).await;
+    assert!(lost.is_err(), "{lost:?}");
+    let leased = scheduler.store().leased().await.expect("leased");
+    assert_eq!(leased.len(), 2, "the failed call leased a job all the same");
+    let orphan = *leased.iter().find(|key| **key != running.lease.key).expect("the orphan");
+    // Its next call gets that job, under the token it was granted with, not a new one;
+    // the job it runs is not handed to it twice.
+    let again =
+        scheduler.lease_holding("w", Duration::ZERO, &[running.lease.key]).await.expect("lease").expect("a job");
+    assert_eq!(again.lease.key, orphan);
+    assert_eq!(again.lease.token.attempt, 1);
+    assert_eq!(scheduler.store().leased().await.expect("leased").len(), 2, "no new lease was granted");
+    // Another worker is never handed it; once the worker holds both, it leases anew.
+    let other = scheduler.lease_holding("v", Duration::ZERO, &[]).await.expect("lease").expect("a job");
+    assert!(other.lease.key != orphan && other.lease.key != running.lease.key);
+    let next = scheduler
+        .lease_holding("w", Duration::ZERO, &[running.lease.key, orphan])
+        .await
+        .expect("lease")
+        .expect("a job");
+    assert!(![running.lease.key, orphan, other.lease.key].contains(&next.lease.key));
+    // It commits under the token it was handed again: no attempt lost, nothing expired.
+    scheduler.report_result(&orphan, again.lease.token, "w", compute(&again)).await.expect("commit");
+    let state = scheduler.store().job(&orphan).await.expect("job").expect("state").state;
+    assert_eq!((state.attempts_made, state.expiries), (1, 0), "{state:?}");
+}

@@ -67,6 +67,7 @@ where
         heartbeats_extend_only_the_current_attempt,
         stale_report_is_rejected_and_changes_nothing,
         lease_expiry_requeues_job_with_next_attempt,
+        leased_lists_the_jobs_leased_now,
         failures_back_off_then_dead_letter_after_max_attempts,
         permanent_failure_dead_letters_at_once,
         preemption_requeues_at_once_and_is_counted_apart,
@@ -201,6 +202,19 @@ async fn stale_report_is_rejected_and_changes_nothing(store: Arc<dyn JobStore>) 
     let after = store.job(&key(1)).await.map_err(|e| e.to_string())?.ok_or("job missing")?.state;
     check(after == committed, || format!("state changed from {committed:?} to {after:?}"))?;
     check(matches!(after.phase, Phase::Succeeded { ref worker, .. } if worker == "w2"), || format!("{after:?}"))
+}
+
+async fn leased_lists_the_jobs_leased_now(store: Arc<dyn JobStore>) -> Outcome {
+    store.enqueue(&sweep(), &[key(21), key(22), key(23)], T0).await.map_err(|e| e.to_string())?;
+    let none = store.leased().await.map_err(|e| e.to_string())?;
+    check(none.is_empty(), || format!("leased before any lease: {none:?}"))?;
+    let first = store.lease("w1", LEASE, None, T0).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let second = store.lease("w2", LEASE, None, T0 + 1).await.map_err(|e| e.to_string())?.ok_or("no lease")?;
+    let leased = store.leased().await.map_err(|e| e.to_string())?;
+    check(leased == vec![first.key, second.key], || format!("leased {leased:?}, in deadline order"))?;
+    store.complete(&first.key, first.token, "w1", T0 + 2).await.map_err(|e| e.to_string())?;
+    let left = store.leased().await.map_err(|e| e.to_string())?;
+    check(left == vec![second.key], || format!("leased after a commit: {left:?}"))
 }
 
 async fn lease_expiry_requeues_job_with_next_attempt(store: Arc<dyn JobStore>) -> Outcome {

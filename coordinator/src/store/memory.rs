@@ -206,6 +206,10 @@ impl JobStore for MemoryJobStore {
         self.lock().apply(key, event, now, &self.policy)
     }
 
+    async fn leased(&self) -> Result<Vec<JobKey>, StoreError> {
+        Ok(self.lock().leased.iter().map(|(_, key)| *key).collect())
+    }
+
     async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError> {
         let mut inner = self.lock();
         let due: Vec<JobKey> =

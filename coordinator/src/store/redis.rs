@@ -461,6 +461,16 @@ impl JobStore for RedisJobStore {
         self.transition(key, event, now).await
     }
 
+    async fn leased(&self) -> Result<Vec<JobKey>, StoreError> {
+        let members: Vec<String> = self.connection().zrange(&self.keys[LEASED], 0, -1).await?;
+        members
+            .into_iter()
+            .map(|text| {
+                text.clone().try_into().map_err(|error| StoreError::Corrupt { key: text, reason: format!("{error}") })
+            })
+            .collect()
+    }
+
     async fn reap(&self, now: UnixMs) -> Result<Vec<JobKey>, StoreError> {
         let due: Vec<String> = self.connection().zrangebyscore(&self.keys[LEASED], "-inf", now).await?;
         let mut reaped = Vec::with_capacity(due.len());
