@@ -98,8 +98,12 @@ pub(super) struct Chaos {
     gone: Vec<String>,
     pub(super) id: String,
     started: Instant,
-    /// A coordinator was killed: its last log lines may be lost with it.
+    /// A coordinator was killed: its counters restarted with it.
     coordinator_killed: bool,
+    /// The fault strikes between the coordinator and its store: the answer to a commit can
+    /// be lost while the commit itself lands (the retried report then finds it done and
+    /// publishes the result without counting a commit).
+    pub(super) store_answers_lost: bool,
 }
 
 /// What one run counted, from the processes' logs and the final job states.
@@ -144,6 +148,7 @@ impl Chaos {
             id: String::new(),
             started: Instant::now(),
             coordinator_killed: false,
+            store_answers_lost: false,
         }
     }
 
@@ -328,17 +333,20 @@ impl Chaos {
         assert!(equal, "{scenario}: the report differs from the fault-free wf run's");
         assert_eq!(counts.commits, counts.jobs, "{scenario}: {} of {} jobs committed", counts.commits, counts.jobs);
         assert_eq!(self.result_keys().len(), counts.jobs, "{scenario}: one result file per job");
-        // Where the coordinator lived through the sweep, it counted each job once: a commit,
-        // or a job completed from its published result (the commit was lost with the
-        // store's answer, and the job leased again found its result).
+        // Where the coordinator lived through the sweep, it counted each job at most once
+        // (a second commit would show): a commit, or a job completed from its published
+        // result (the commit was lost with the store, and the job leased again found its
+        // result); and every job, unless an answer of the store could be lost.
         if !self.coordinator_killed {
             let committed = self.counter("wf_results_committed_total").expect("wf_results_committed_total is served");
             let recovered = self.counter("wf_results_recovered_total").expect("wf_results_recovered_total is served");
-            assert_eq!(
-                (committed + recovered) as usize,
-                counts.jobs,
-                "{scenario}: results committed {committed} times and recovered {recovered} times"
-            );
+            let counted = (committed + recovered) as usize;
+            let message = format!("{scenario}: results committed {committed} times and recovered {recovered} times");
+            if self.store_answers_lost {
+                assert!(counted <= counts.jobs, "{message}");
+            } else {
+                assert_eq!(counted, counts.jobs, "{message}");
+            }
         }
         println!(
             "chaos {scenario}: jobs {}, leases {}, failures {}, expiries {}, preemptions {}, commits {}, refused {}, {:.0} s, report equal: {}",
@@ -466,6 +474,7 @@ fn chaos_kill_9_redis_and_restart_it_from_its_aof() {
     chaos.submit();
     wait_until("some jobs are done", LIMIT, || chaos.succeeded() >= 4);
     chaos.unfinished("kill -9 Redis");
+    chaos.store_answers_lost = true;
     let before = chaos.epoch().expect("an epoch before the fault");
     chaos.cluster.redis.kill();
     std::thread::sleep(Duration::from_millis(u64::from(LEASE_MS)));

@@ -221,6 +221,7 @@ fn behind_a_proxy(lease_ms: u32, fault: Fault) -> (Chaos, FaultProxy) {
     let url = format!("redis://{}", proxy.address());
     let mut chaos =
         Chaos::start_networked(redis, lease_ms, &[], Placement { redis_url: Some(url), ..Placement::default() });
+    chaos.store_answers_lost = true;
     let coordinator = chaos.cluster.url();
     chaos.worker_at("a", &coordinator, None);
     chaos.worker_at("b", &coordinator, None);
@@ -297,6 +298,7 @@ fn network_the_coordinators_redis_connection_dies_without_a_word() {
         &[],
         Placement { host: net.ip().to_string(), redis_url: Some(url), inside: net.exec_prefix() },
     );
+    chaos.store_answers_lost = true;
     let coordinator = chaos.cluster.url();
     chaos.worker_at("a", &coordinator, None);
     chaos.worker_at("b", &coordinator, None);
