@@ -180,7 +180,12 @@ async fn worker(access: Access, name: String, protocol: Protocol, identities: Id
             Some(lease) => lease,
             None => {
                 let leased = client
-                    .lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0, holding: Vec::new() })
+                    .lease_job(v1::LeaseJobRequest {
+                        worker_id: worker_id.clone(),
+                        wait_ms: 0,
+                        holding: Vec::new(),
+                        reports_holding: false,
+                    })
                     .await?;
                 let Some(lease) = leased.into_inner().lease else { return Ok(round_trips) };
                 lease

@@ -301,7 +301,7 @@ pub struct Scheduler {
     /// have granted the lease anyway (a command that timed out, then ran), to a worker
     /// that was told the call failed. Their lease calls look for it for a lease period
     /// ([`Scheduler::lease_holding`]).
-    uncertain: Mutex<HashMap<String, UnixMs>>,
+    uncertain: Mutex<HashMap<String, Uncertain>>,
 }
 
 impl Scheduler {
@@ -391,6 +391,15 @@ impl Scheduler {
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
+}
+
+/// A worker whose lease call failed in the store ([`Scheduler::lease_holding`]).
+#[derive(Debug, Default)]
+struct Uncertain {
+    /// When its last lease call failed.
+    failed_at: UnixMs,
+    /// The leases handed to it again since, by key and attempt: never handed twice.
+    handed: std::collections::HashSet<(wf_shared::plan::JobKey, u32)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -18,10 +18,10 @@ use crate::auth::{Caller, caller};
 use crate::scheduler::{HeartbeatAction, Progress, Scheduler, SchedulerError, SweepStatus};
 
 /// The longest a `LeaseJob` call may wait.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// The most job keys a LeaseJob call may say its worker is running.
 const MAX_HOLDING: usize = 4_096;
-
-const MAX_WAIT: Duration = Duration::from_secs(30);
 
 impl From<SchedulerError> for Status {
     fn from(error: SchedulerError) -> Self {
@@ -286,7 +286,9 @@ impl WorkerService for Workers {
             .iter()
             .map(|key| JobKey::try_from(key.clone()).map_err(|e| Status::from(invalid("holding", e.to_string()))))
             .collect::<Result<Vec<_>, Status>>()?;
-        let lease = self.0.lease_holding(worker, wait, &holding).await?.map(v1::JobLease::from);
+        // An older worker says nothing of what it runs: none of its leases is handed again.
+        let holding = request.reports_holding.then_some(holding);
+        let lease = self.0.lease_holding(worker, wait, holding.as_deref()).await?.map(v1::JobLease::from);
         Ok(Response::new(v1::LeaseJobResponse { lease }))
     }
 

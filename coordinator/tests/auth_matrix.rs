@@ -178,7 +178,12 @@ async fn every_rpc(url: &str, credential: Credential, sweep: &str, job: &v1::Job
         "LeaseJob",
         code(
             workers
-                .lease_job(v1::LeaseJobRequest { worker_id: "intruder".into(), wait_ms: 0, holding: Vec::new() })
+                .lease_job(v1::LeaseJobRequest {
+                    worker_id: "intruder".into(),
+                    wait_ms: 0,
+                    holding: Vec::new(),
+                    reports_holding: false,
+                })
                 .await
                 .map(|_| ()),
         ),
@@ -247,7 +252,7 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
     };
     let worker_id = pool.register_worker(register).await.expect("register").into_inner().worker_id;
     let job = pool
-        .lease_job(v1::LeaseJobRequest { worker_id, wait_ms: 0, holding: Vec::new() })
+        .lease_job(v1::LeaseJobRequest { worker_id, wait_ms: 0, holding: Vec::new(), reports_holding: false })
         .await
         .expect("lease")
         .into_inner()
@@ -331,7 +336,12 @@ async fn every_rpc_answers_each_caller_as_its_role_and_tenant_allow_and_refusals
         );
     }
     let lease = b_workers
-        .lease_job(v1::LeaseJobRequest { worker_id: "b".into(), wait_ms: 0, holding: Vec::new() })
+        .lease_job(v1::LeaseJobRequest {
+            worker_id: "b".into(),
+            wait_ms: 0,
+            holding: Vec::new(),
+            reports_holding: false,
+        })
         .await
         .expect_err("a user may not lease");
     assert_eq!(lease.code(), PermissionDenied);

@@ -148,8 +148,9 @@ struct Worker {
     data_roots: DataRoots,
     days_above_rows: u64,
     trainers: Arc<Trainers>,
-    /// The keys of the jobs running now, sent with each lease call.
-    running: Mutex<std::collections::HashSet<String>>,
+    /// The keys of the jobs running now (with how many slots run each), sent with each
+    /// lease call.
+    running: Mutex<HashMap<String, usize>>,
 }
 
 /// How a leased job ended on this worker (the `outcome` of `wf_worker_jobs_total`).
@@ -247,22 +248,29 @@ async fn running(
     Ok(summary)
 }
 
-/// A job in the worker's running set while this lives.
+/// A job in the worker's running set while this lives (counted: two slots running the
+/// same key keep it there until both are done).
 struct RunningJob<'a> {
-    set: &'a Mutex<std::collections::HashSet<String>>,
+    set: &'a Mutex<HashMap<String, usize>>,
     key: String,
 }
 
 impl<'a> RunningJob<'a> {
-    fn new(set: &'a Mutex<std::collections::HashSet<String>>, key: &str) -> Self {
-        lock(set).insert(key.to_string());
+    fn new(set: &'a Mutex<HashMap<String, usize>>, key: &str) -> Self {
+        *lock(set).entry(key.to_string()).or_default() += 1;
         Self { set, key: key.to_string() }
     }
 }
 
 impl Drop for RunningJob<'_> {
     fn drop(&mut self) {
-        lock(self.set).remove(&self.key);
+        let mut set = lock(self.set);
+        if let Some(count) = set.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                set.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -371,8 +379,8 @@ impl Worker {
     /// One LeaseJob long poll: a job, or none yet (also after a failed call, once a
     /// pause has passed); `Break` when `stop` fires.
     async fn poll_lease(&self, wait_ms: u32, stop: &CancellationToken) -> ControlFlow<(), Option<v1::JobLease>> {
-        let holding = lock(&self.running).iter().cloned().collect();
-        let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms, holding };
+        let holding = lock(&self.running).keys().cloned().collect();
+        let request = v1::LeaseJobRequest { worker_id: self.id.clone(), wait_ms, holding, reports_holding: true };
         let mut client = self.client.clone();
         let response = tokio::select! {
             () = stop.cancelled() => return ControlFlow::Break(()),

@@ -21,10 +21,10 @@ impl Scheduler {
         &self,
         worker: &str,
         wait: Duration,
-        holding: &[JobKey],
+        holding: Option<&[JobKey]>,
     ) -> Result<Option<JobLease>, SchedulerError> {
-        let failed_at = super::lock(&self.uncertain).get(worker).copied();
-        if let Some(failed_at) = failed_at {
+        let failed_at = super::lock(&self.uncertain).get(worker).map(|u| u.failed_at);
+        if let (Some(failed_at), Some(holding)) = (failed_at, holding) {
             if let Some(lease) = self.unanswered_lease(worker, holding).await? {
                 metrics::counter!("wf_leases_handed_again_total").increment(1);
                 info!(job = %lease.lease.key.short(), worker, "a lease whose answer was lost handed to its worker again");
@@ -39,8 +39,11 @@ impl Scheduler {
         self.lease(worker, wait).await
     }
 
-    /// A job leased to `worker` that it is not running, as a lease to hand it again.
+    /// A job leased to `worker` that it is not running and was not handed again before,
+    /// as a lease to hand it again (recorded as handed, so that concurrent calls of its
+    /// slots never get the same one).
     async fn unanswered_lease(&self, worker: &str, holding: &[JobKey]) -> Result<Option<JobLease>, SchedulerError> {
+        let holding: std::collections::HashSet<&JobKey> = holding.iter().collect();
         let keys: Vec<JobKey> = self.store.leased().await?.into_iter().filter(|key| !holding.contains(key)).collect();
         let states = self.store.states(&keys).await?;
         for (key, state) in keys.iter().zip(states) {
@@ -49,9 +52,16 @@ impl Scheduler {
             if holder != worker {
                 continue;
             }
+            let token = state.token();
+            let claimed = match super::lock(&self.uncertain).get_mut(worker) {
+                Some(uncertain) => uncertain.handed.insert((*key, token.attempt)),
+                None => false,
+            };
+            if !claimed {
+                continue;
+            }
             let Some(record) = self.store.job(key).await? else { continue };
-            let lease =
-                crate::store::Lease { key: *key, sweep: record.sweep, token: state.token(), expires_at: *expires_at };
+            let lease = crate::store::Lease { key: *key, sweep: record.sweep, token, expires_at: *expires_at };
             let sweep = self.sweep_record(&lease.sweep).await?;
             return Ok(Some(JobLease {
                 spec_toml: sweep.spec_toml.clone(),
@@ -63,6 +73,16 @@ impl Scheduler {
             }));
         }
         Ok(None)
+    }
+
+    /// Records that a lease call of `worker` failed where the store may have granted a
+    /// lease: its next calls look for it for a lease period.
+    fn mark_uncertain(&self, worker: &str) {
+        let now = self.clock.now_ms();
+        let mut uncertain = super::lock(&self.uncertain);
+        // Workers gone since are forgotten after ten lease periods.
+        uncertain.retain(|_, u| now - u.failed_at < self.config.lease_ms * 10);
+        uncertain.entry(worker.to_string()).or_default().failed_at = now;
     }
 
     /// Leases a ready job to `worker`, waiting up to `wait` for one.
@@ -83,19 +103,13 @@ impl Scheduler {
                 }
                 other => other,
             };
-            let leased = granted.inspect_err(|_| {
-                // The store may have granted it anyway: the worker's next calls look.
-                let now = self.clock.now_ms();
-                let mut uncertain = super::lock(&self.uncertain);
-                // Workers gone since are forgotten after ten lease periods.
-                uncertain.retain(|_, at| now - *at < self.config.lease_ms * 10);
-                uncertain.insert(worker.to_string(), now);
-            })?;
+            let leased = granted.inspect_err(|_| self.mark_uncertain(worker))?;
             if let Some(lease) = leased {
-                if self.complete_if_committed(&lease, worker).await? {
+                // Granted: an error from here on loses the answer too.
+                if self.complete_if_committed(&lease, worker).await.inspect_err(|_| self.mark_uncertain(worker))? {
                     continue;
                 }
-                let record = self.sweep_record(&lease.sweep).await?;
+                let record = self.sweep_record(&lease.sweep).await.inspect_err(|_| self.mark_uncertain(worker))?;
                 metrics::counter!("wf_leases_total").increment(1);
                 self.changed();
                 return Ok(Some(JobLease {

@@ -356,14 +356,26 @@ async fn a_report_can_lease_the_next_job_over_grpc() {
         result: Some(compute(lease)),
         lease_next,
     };
-    let first =
-        client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0, holding: Vec::new() }).await;
+    let first = client
+        .lease_job(v1::LeaseJobRequest {
+            worker_id: worker_id.clone(),
+            wait_ms: 0,
+            holding: Vec::new(),
+            reports_holding: false,
+        })
+        .await;
     let mut lease = granted(first.expect("lease").into_inner().lease.expect("a job is ready"));
     // Without `lease_next` nothing comes back, though jobs are ready.
     let plain = client.report_result(report(&lease, false)).await.expect("report").into_inner();
     assert!(plain.next.is_none());
-    let second =
-        client.lease_job(v1::LeaseJobRequest { worker_id: worker_id.clone(), wait_ms: 0, holding: Vec::new() }).await;
+    let second = client
+        .lease_job(v1::LeaseJobRequest {
+            worker_id: worker_id.clone(),
+            wait_ms: 0,
+            holding: Vec::new(),
+            reports_holding: false,
+        })
+        .await;
     lease = granted(second.expect("lease").into_inner().lease.expect("a job is ready"));
     let mut seen = vec![lease.lease.key];
     loop {
@@ -590,30 +602,46 @@ async fn a_lease_whose_answer_was_lost_is_handed_to_its_worker_again_not_left_to
     let store = Arc::new(LostAnswers { inner: MemoryJobStore::new(POLICY), lose_next_lease: false.into() });
     let scheduler = scheduler_over(store.clone(), dir.path(), clock.clone());
     scheduler.submit(SPEC).await.expect("submit");
+    let lease = |worker: &'static str, holding: Vec<JobKey>| {
+        let scheduler = &scheduler;
+        async move { scheduler.lease_holding(worker, Duration::ZERO, Some(&holding)).await }
+    };
     // The worker runs one job; its next lease call fails after the store granted it.
-    let running = scheduler.lease_holding("w", Duration::ZERO, &[]).await.expect("lease").expect("a job");
+    let running = lease("w", vec![]).await.expect("lease").expect("a job");
     store.lose_next_lease.store(true, Ordering::SeqCst);
-    let lost = scheduler.lease_holding("w", Duration::ZERO, &[running.lease.key]).await;
+    let lost = lease("w", vec![running.lease.key]).await;
     assert!(lost.is_err(), "{lost:?}");
     let leased = scheduler.store().leased().await.expect("leased");
     assert_eq!(leased.len(), 2, "the failed call leased a job all the same");
     let orphan = *leased.iter().find(|key| **key != running.lease.key).expect("the orphan");
-    // Its next call gets that job, under the token it was granted with, not a new one;
-    // the job it runs is not handed to it twice.
-    let again =
-        scheduler.lease_holding("w", Duration::ZERO, &[running.lease.key]).await.expect("lease").expect("a job");
-    assert_eq!(again.lease.key, orphan);
-    assert_eq!(again.lease.token.attempt, 1);
-    assert_eq!(scheduler.store().leased().await.expect("leased").len(), 2, "no new lease was granted");
-    // Another worker is never handed it; once the worker holds both, it leases anew.
-    let other = scheduler.lease_holding("v", Duration::ZERO, &[]).await.expect("lease").expect("a job");
-    assert!(other.lease.key != orphan && other.lease.key != running.lease.key);
-    let next = scheduler
-        .lease_holding("w", Duration::ZERO, &[running.lease.key, orphan])
+    // Another worker whose own call failed too is not handed it.
+    store.lose_next_lease.store(true, Ordering::SeqCst);
+    assert!(lease("v", vec![]).await.is_err());
+    let v_orphan = *scheduler
+        .store()
+        .leased()
         .await
-        .expect("lease")
-        .expect("a job");
-    assert!(![running.lease.key, orphan, other.lease.key].contains(&next.lease.key));
+        .expect("leased")
+        .iter()
+        .find(|key| ![running.lease.key, orphan].contains(key))
+        .expect("v's orphan");
+    let for_v = lease("v", vec![]).await.expect("lease").expect("a job");
+    assert_eq!(for_v.lease.key, v_orphan, "v gets its own lost lease, not w's");
+    // The worker's next call gets its lost job, under the token it was granted with, not a
+    // new one; the job it runs is not handed to it twice, nor the lost one to a second slot.
+    let again = lease("w", vec![running.lease.key]).await.expect("lease").expect("a job");
+    assert_eq!((again.lease.key, again.lease.token.attempt), (orphan, 1));
+    assert_eq!(scheduler.store().leased().await.expect("leased").len(), 3, "no new lease was granted");
+    let second_slot = lease("w", vec![running.lease.key]).await.expect("lease").expect("a job");
+    assert!(![running.lease.key, orphan, v_orphan].contains(&second_slot.lease.key), "handed twice");
+    // An older worker, which says nothing of what it runs, is never handed one again.
+    store.lose_next_lease.store(true, Ordering::SeqCst);
+    assert!(lease("u", vec![]).await.is_err());
+    let taken = [running.lease.key, orphan, v_orphan, second_slot.lease.key];
+    let leased = scheduler.store().leased().await.expect("leased");
+    let u_orphan = *leased.iter().find(|key| !taken.contains(key)).expect("u's orphan");
+    let old = scheduler.lease_holding("u", Duration::ZERO, None).await.expect("lease");
+    assert!(old.as_ref().is_none_or(|l| l.lease.key != u_orphan), "an older worker was handed its lost lease");
     // It commits under the token it was handed again: no attempt lost, nothing expired.
     scheduler.report_result(&orphan, again.lease.token, "w", compute(&again)).await.expect("commit");
     let state = scheduler.store().job(&orphan).await.expect("job").expect("state").state;

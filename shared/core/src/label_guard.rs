@@ -36,10 +36,11 @@ pub const RANK_SAMPLE_ROWS: usize = 20_000;
 /// largest on jp_tse1000 is 0.099 (`beta_60` with `fwd_ret_5`, over 57 sampled days), on the
 /// null market 0.019, and on the planted-momentum synthetic market, whose features are
 /// built to predict, 0.116 (`cargo run --release -p wf-data --example label_guard --
-/// URI`, 2026-12-08). A feature computed
-/// with one day of future prices mixed in reaches several times the bound (the tests
-/// plant one). Not a refusal: a suspect is named, with its figure, in `wf plan` and in
-/// the report.
+/// URI`, 2026-12-08). What it catches: a feature that mixes the target itself (or most of
+/// it) into its value. What it does not: a past return shifted by a day onto the target's
+/// window shares only part of it (`ret_5` one day late against `fwd_ret_5`: a correlation
+/// near 0.2) and stays under the bound. Not a refusal: a suspect is named, with its
+/// figure, in `wf plan` and in the report.
 pub const LOOKAHEAD_RANK_IC: f64 = 0.3;
 
 /// Days the same-day RankIC reads at most, evenly spaced over the panel (the figure is a
