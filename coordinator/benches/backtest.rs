@@ -148,6 +148,8 @@ fn main() -> Outcome<()> {
     let matrix = AgeMatrix { horizon: config.primary_horizon, max_age: config.max_age, runs, basis: config.basis };
     let lines = matrix.lines().len();
     let without_backtest = SweepConfig { backtest: None, ..config.clone() };
+    // Found once, as the coordinator finds them once with the dataset's summary.
+    let suspects = wf_shared::label_guard::lookahead_suspects(&dataset.panel);
     let input = |with_backtest: bool, statistics: bool| ReportInput {
         sweep_id: "sw-bench",
         config: if with_backtest { &config } else { &without_backtest },
@@ -156,6 +158,7 @@ fn main() -> Outcome<()> {
         dataset_hash: dataset.content_hash,
         market: Some(&market),
         statistics,
+        lookahead: Some(&suspects),
     };
 
     println!();

@@ -165,6 +165,9 @@ pub struct ReportInput<'a> {
     /// and the backtest's DSR, PBO and selectors. Always on but in the `backtest` bench,
     /// which builds the report without them too, to measure their cost.
     pub statistics: bool,
+    /// The panel's look-ahead suspects when its summary already holds them (the
+    /// coordinator planned with it); `None`: found from `panel` here.
+    pub lookahead: Option<&'a [wf_shared::label_guard::LookaheadSuspect]>,
 }
 
 impl SweepReport {
@@ -180,7 +183,12 @@ impl SweepReport {
 }
 
 impl DatasetSummary {
-    pub fn of(uri: &str, hash: &wf_shared::DatasetHash, panel: &Panel) -> Self {
+    pub fn of(
+        uri: &str,
+        hash: &wf_shared::DatasetHash,
+        panel: &Panel,
+        lookahead_suspects: Vec<wf_shared::label_guard::LookaheadSuspect>,
+    ) -> Self {
         let dates = panel.calendar().dates();
         let universe = panel.daily_universe();
         let rows = panel.rows();
@@ -211,14 +219,14 @@ impl DatasetSummary {
                 universe.iter().sum::<usize>() as f64 / universe.len() as f64
             },
             features,
-            lookahead_suspects: wf_shared::label_guard::lookahead_suspects(panel),
+            lookahead_suspects,
         }
     }
 }
 
 /// Builds the report of `input.plan` from the runs in `matrix`.
 pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<String>) -> SweepReport {
-    let ReportInput { sweep_id, config, plan, panel, dataset_hash, market, statistics } = input;
+    let ReportInput { sweep_id, config, plan, panel, dataset_hash, market, statistics, lookahead } = input;
     let mut report = build(sweep_id, config, plan, dataset_hash.to_string(), matrix, missing, statistics);
     let calendar = panel.calendar();
     let date = |day: usize| calendar.date(day).unwrap_or_default();
@@ -277,7 +285,8 @@ pub fn build_full(input: ReportInput<'_>, matrix: &AgeMatrix, missing: Vec<Strin
         leaking_jobs: findings.len(),
         findings: findings.iter().take(10).map(|f| format!("{}: {}", f.key.short(), f.problem)).collect(),
     });
-    report.dataset = Some(DatasetSummary::of(&config.panel, &dataset_hash, panel));
+    let suspects = lookahead.map_or_else(|| wf_shared::label_guard::lookahead_suspects(panel), <[_]>::to_vec);
+    report.dataset = Some(DatasetSummary::of(&config.panel, &dataset_hash, panel, suspects));
     report.diagnostics = Some(diagnostics::build(config, matrix, calendar, panel.feature_names()));
     report
 }

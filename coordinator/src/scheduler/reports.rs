@@ -120,6 +120,7 @@ impl Scheduler {
                 dataset_hash: dataset.content_hash,
                 market: planned.market.as_deref(),
                 statistics: true,
+                lookahead: planned.summary.lookahead.as_deref(),
             };
             let mut report = report::build_full(input, &matrix, missing);
             report.requeued = requeued;

@@ -38,8 +38,8 @@ pub const RANK_SAMPLE_ROWS: usize = 20_000;
 /// built to predict, 0.116 (`cargo run --release -p wf-data --example label_guard --
 /// URI`, 2026-12-08). What it catches: a feature that mixes the target itself (or most of
 /// it) into its value. What it does not: a past return shifted by a day onto the target's
-/// window shares only part of it (`ret_5` one day late against `fwd_ret_5`: a correlation
-/// near 0.2) and stays under the bound. Not a refusal: a suspect is named, with its
+/// window shares only part of it (`ret_5` one day late against `fwd_ret_5` share one day of
+/// five: a correlation near 0.2 by that arithmetic, not measured) and stays under the bound. Not a refusal: a suspect is named, with its
 /// figure, in `wf plan` and in the report.
 pub const LOOKAHEAD_RANK_IC: f64 = 0.3;
 

@@ -236,6 +236,7 @@ fn a_feature_that_reads_future_prices_is_named_a_lookahead_suspect_and_a_real_on
     assert_eq!((suspect.feature.as_str(), suspect.target.as_str()), ("peek", "fwd_ret_5"));
     assert!(suspect.rank_ic >= LOOKAHEAD_RANK_IC && suspect.days >= 20, "{suspect:?}");
     assert!(suspect.to_string().contains("\"peek\" has mean same-day RankIC +0."), "{suspect}");
+    println!("planted look-ahead: {suspect}");
     // Written by wf, the panel's metadata carries the finding: a plan names it unread.
     let written = dir.path().join("peek.parquet");
     write_panel(&written, &panel).expect("write");

@@ -43,9 +43,13 @@ fn print_warnings(chaos: &Chaos) {
     }
 }
 
-/// A coordinator listening on `host` (a test network's end).
-fn on(host: &str) -> Placement {
-    Placement { host: host.to_string(), ..Placement::default() }
+/// A namespace and a chaos cluster whose coordinator listens on the host's end of its
+/// link, leasing for `lease_ms`; `None` where namespaces cannot be made ([`namespace`]).
+fn cut_off_cluster(lease_ms: u32) -> Option<(Namespace, Chaos)> {
+    let net = namespace()?;
+    let placement = Placement { host: net.host_ip().to_string(), ..Placement::default() };
+    let chaos = Chaos::start_networked(RedisServer::start().expect("redis"), lease_ms, &[], placement);
+    Some((net, chaos))
 }
 
 /// The jobs committed by the worker named `name`.
@@ -103,8 +107,7 @@ fn network_two_seconds_of_latency_with_jitter_between_a_worker_and_the_coordinat
 
 #[test]
 fn network_twenty_percent_packet_loss_between_a_worker_and_the_coordinator() {
-    let Some(net) = namespace() else { return };
-    let mut chaos = Chaos::start_networked(RedisServer::start().expect("redis"), SLOW_LEASE_MS, &[], on(net.host_ip()));
+    let Some((net, mut chaos)) = cut_off_cluster(SLOW_LEASE_MS) else { return };
     net.lose(20);
     let url = chaos.cluster.url();
     chaos.worker_at("lossy", &url, Some(&net));
@@ -130,9 +133,7 @@ fn network_twenty_percent_packet_loss_between_a_worker_and_the_coordinator() {
 
 #[test]
 fn network_a_worker_partitioned_past_its_lease_has_its_late_report_refused_and_counted() {
-    let Some(net) = namespace() else { return };
-    let mut chaos =
-        Chaos::start_networked(RedisServer::start().expect("redis"), SHORT_LEASE_MS, &[], on(net.host_ip()));
+    let Some((net, mut chaos)) = cut_off_cluster(SHORT_LEASE_MS) else { return };
     let url = chaos.cluster.url();
     chaos.worker_at("cut", &url, Some(&net));
     chaos.submit();
@@ -176,9 +177,7 @@ const SILENCE: Duration = Duration::from_secs(25);
 
 #[test]
 fn network_a_half_open_link_the_coordinator_side_silent_then_healed() {
-    let Some(net) = namespace() else { return };
-    let mut chaos =
-        Chaos::start_networked(RedisServer::start().expect("redis"), SHORT_LEASE_MS, &[], on(net.host_ip()));
+    let Some((net, mut chaos)) = cut_off_cluster(SHORT_LEASE_MS) else { return };
     let url = chaos.cluster.url();
     // One worker: the sweep goes on only once it finds its way back.
     chaos.worker_at("mute", &url, Some(&net));

@@ -148,11 +148,13 @@ fn a_feature_that_reads_future_prices_is_named_in_the_plan_and_the_report() {
     assert!(clean.stdout.contains("look-ahead check: no feature"), "{}", clean.stdout);
     assert!(!clean.stdout.contains("look-ahead suspect"), "{}", clean.stdout);
 
-    // The report names it too: in the text wf run prints, and in the JSON.
+    // The report names it too: in the text wf run prints, and in the JSON beside the
+    // HTML report it names.
     let run = wf(dir.path(), &["run", "peek.toml"]);
     assert!(run.succeeded(), "{}", run.stderr);
     assert!(run.stdout.contains("look-ahead suspect: feature \"peek\""), "{}", run.stdout);
-    let run = wf(dir.path(), &["run", "peek.toml", "--json"]);
-    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("report JSON");
+    let html = run.stderr.lines().find_map(|l| l.strip_prefix("report: ")).expect("the report's path");
+    let json = std::fs::read_to_string(Path::new(html.trim()).with_file_name("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("report JSON");
     assert_eq!(report["dataset"]["lookahead_suspects"][0]["feature"], "peek", "{}", report["dataset"]);
 }
